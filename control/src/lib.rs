@@ -1,0 +1,1 @@
+//! vipd control plane: configuration, snapshot building, neighbours, API and metrics.

@@ -1,0 +1,1 @@
+//! Forwarding rewrites per mode.

@@ -1,0 +1,1 @@
+//! DPDK ports and mbufs.

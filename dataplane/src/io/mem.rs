@@ -1,0 +1,89 @@
+//! In-memory frames for tests and benchmarks of the pure packet core.
+
+use super::PacketBuf;
+
+/// Headroom kept in front of a [`VecBuf`], the same as DPDK's default `RTE_PKTMBUF_HEADROOM`.
+pub const HEADROOM: usize = 128;
+
+/// A frame in a `Vec` with headroom and tailroom, mirroring an mbuf's layout.
+#[derive(Clone, Debug)]
+pub struct VecBuf {
+    storage: Vec<u8>,
+    start: usize,
+    end: usize,
+}
+
+impl VecBuf {
+    /// A buffer holding `frame` with [`HEADROOM`] in front and room for a full-size frame after.
+    pub fn new(frame: &[u8]) -> Self {
+        let mut storage = vec![0u8; HEADROOM + frame.len().max(2048)];
+        storage[HEADROOM..HEADROOM + frame.len()].copy_from_slice(frame);
+        VecBuf {
+            storage,
+            start: HEADROOM,
+            end: HEADROOM + frame.len(),
+        }
+    }
+}
+
+impl PacketBuf for VecBuf {
+    fn data(&self) -> &[u8] {
+        &self.storage[self.start..self.end]
+    }
+
+    fn data_mut(&mut self) -> &mut [u8] {
+        &mut self.storage[self.start..self.end]
+    }
+
+    fn prepend(&mut self, len: usize) -> bool {
+        if len > self.start {
+            return false;
+        }
+        self.start -= len;
+        true
+    }
+
+    fn adj(&mut self, len: usize) -> bool {
+        if len > self.end - self.start {
+            return false;
+        }
+        self.start += len;
+        true
+    }
+
+    fn trim_to(&mut self, len: usize) -> bool {
+        if len > self.end - self.start {
+            return false;
+        }
+        self.end = self.start + len;
+        true
+    }
+
+    fn append(&mut self, len: usize) -> bool {
+        if self.end + len > self.storage.len() {
+            return false;
+        }
+        self.end += len;
+        true
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn prepend_adj_trim_append() {
+        let mut b = VecBuf::new(&[1, 2, 3, 4]);
+        assert!(b.prepend(2));
+        assert_eq!(b.data().len(), 6);
+        assert!(b.adj(2));
+        assert_eq!(b.data(), &[1, 2, 3, 4]);
+        assert!(b.trim_to(2));
+        assert_eq!(b.data(), &[1, 2]);
+        assert!(!b.adj(3));
+        assert!(!b.prepend(HEADROOM + 1));
+        assert!(b.append(2));
+        assert_eq!(b.data().len(), 4);
+    }
+}

@@ -1,0 +1,23 @@
+//! Packet I/O. The pipeline works on anything that implements [`PacketBuf`]: DPDK mbufs
+//! ([`dpdk`]) in the daemon, [`mem::VecBuf`] in tests.
+
+#[cfg(feature = "dpdk")]
+pub mod dpdk;
+pub mod mem;
+
+/// A frame buffer with headroom, as an mbuf is. The pipeline rewrites frames in place and may
+/// grow them at the front (tunnel encapsulation) or shrink them.
+pub trait PacketBuf {
+    /// The frame bytes.
+    fn data(&self) -> &[u8];
+    /// The frame bytes, writable.
+    fn data_mut(&mut self) -> &mut [u8];
+    /// Grow the frame by `len` bytes at the front; false if the headroom is too small.
+    fn prepend(&mut self, len: usize) -> bool;
+    /// Remove `len` bytes from the front; false if the frame is shorter.
+    fn adj(&mut self, len: usize) -> bool;
+    /// Cut the frame to `len` bytes; false if it is shorter.
+    fn trim_to(&mut self, len: usize) -> bool;
+    /// Grow the frame by `len` bytes at the end; false if the tailroom is too small.
+    fn append(&mut self, len: usize) -> bool;
+}

@@ -1,0 +1,14 @@
+//! vipd packet core.
+//!
+//! Everything here except [`io::dpdk`] is pure Rust and runs without DPDK: header views
+//! ([`wire`]), the per-core flow table ([`flow`]), schedulers ([`sched`]), the NAT/DR/TUN
+//! rewrites ([`fwd`]) and the burst pipeline ([`pipeline`]) that ties them together.
+
+pub mod counters;
+pub mod flow;
+pub mod fwd;
+pub mod io;
+pub mod pipeline;
+pub mod sched;
+pub mod snapshot;
+pub mod wire;

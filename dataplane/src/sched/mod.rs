@@ -1,0 +1,1 @@
+//! Schedulers: pick a real server for a new flow.
