@@ -1,0 +1,195 @@
+//! IPv6 fixed headers. Extension headers are not walked: the pipeline balances packets whose
+//! next header is TCP, UDP or ICMPv6 and counts the rest.
+
+use super::{be16, set_be16, WireError};
+use std::net::Ipv6Addr;
+
+mod field {
+    pub const VER_TC_FLOW: std::ops::Range<usize> = 0..4;
+    pub const PAYLOAD_LEN: usize = 4;
+    pub const NEXT_HEADER: usize = 6;
+    pub const HOP_LIMIT: usize = 7;
+    pub const SRC: std::ops::Range<usize> = 8..24;
+    pub const DST: std::ops::Range<usize> = 24..40;
+}
+
+/// Length of the fixed IPv6 header.
+pub const HEADER_LEN: usize = 40;
+
+/// Next-header value of ICMPv6.
+pub const NEXT_HEADER_ICMPV6: u8 = 58;
+
+/// A view of an IPv6 packet.
+#[derive(Debug)]
+pub struct Ipv6Packet<T: AsRef<[u8]>> {
+    buffer: T,
+}
+
+impl<T: AsRef<[u8]>> Ipv6Packet<T> {
+    /// Check version and payload length against the buffer (trailing padding allowed).
+    pub fn new_checked(buffer: T) -> Result<Self, WireError> {
+        let b = buffer.as_ref();
+        if b.len() < HEADER_LEN {
+            return Err(WireError::Truncated);
+        }
+        if b[0] >> 4 != 6 {
+            return Err(WireError::BadVersion);
+        }
+        if HEADER_LEN + usize::from(be16(b, field::PAYLOAD_LEN)) > b.len() {
+            return Err(WireError::BadLength);
+        }
+        Ok(Ipv6Packet { buffer })
+    }
+
+    /// Traffic class.
+    pub fn traffic_class(&self) -> u8 {
+        let b = self.buffer.as_ref();
+        (b[0] << 4) | (b[1] >> 4)
+    }
+
+    /// Flow label.
+    pub fn flow_label(&self) -> u32 {
+        let b = &self.buffer.as_ref()[field::VER_TC_FLOW];
+        u32::from_be_bytes([0, b[1] & 0x0f, b[2], b[3]])
+    }
+
+    /// Payload length.
+    pub fn payload_len(&self) -> u16 {
+        be16(self.buffer.as_ref(), field::PAYLOAD_LEN)
+    }
+
+    /// Next header.
+    pub fn next_header(&self) -> u8 {
+        self.buffer.as_ref()[field::NEXT_HEADER]
+    }
+
+    /// Hop limit.
+    pub fn hop_limit(&self) -> u8 {
+        self.buffer.as_ref()[field::HOP_LIMIT]
+    }
+
+    /// Source address.
+    pub fn src(&self) -> Ipv6Addr {
+        let mut a = [0u8; 16];
+        a.copy_from_slice(&self.buffer.as_ref()[field::SRC]);
+        Ipv6Addr::from(a)
+    }
+
+    /// Destination address.
+    pub fn dst(&self) -> Ipv6Addr {
+        let mut a = [0u8; 16];
+        a.copy_from_slice(&self.buffer.as_ref()[field::DST]);
+        Ipv6Addr::from(a)
+    }
+
+    /// The payload (without trailing padding).
+    pub fn payload(&self) -> &[u8] {
+        &self.buffer.as_ref()[HEADER_LEN..HEADER_LEN + usize::from(self.payload_len())]
+    }
+}
+
+impl<T: AsRef<[u8]> + AsMut<[u8]>> Ipv6Packet<T> {
+    /// Set the hop limit (IPv6 has no header checksum).
+    pub fn set_hop_limit(&mut self, v: u8) {
+        self.buffer.as_mut()[field::HOP_LIMIT] = v;
+    }
+
+    /// Set the source address.
+    pub fn set_src(&mut self, a: Ipv6Addr) {
+        self.buffer.as_mut()[field::SRC].copy_from_slice(&a.octets());
+    }
+
+    /// Set the destination address.
+    pub fn set_dst(&mut self, a: Ipv6Addr) {
+        self.buffer.as_mut()[field::DST].copy_from_slice(&a.octets());
+    }
+
+    /// Set the payload length.
+    pub fn set_payload_len(&mut self, len: u16) {
+        set_be16(self.buffer.as_mut(), field::PAYLOAD_LEN, len);
+    }
+
+    /// The payload, writable.
+    pub fn payload_mut(&mut self) -> &mut [u8] {
+        let end = HEADER_LEN + usize::from(self.payload_len());
+        &mut self.buffer.as_mut()[HEADER_LEN..end]
+    }
+}
+
+/// Write a fresh IPv6 header at the start of `buf` (at least [`HEADER_LEN`] bytes).
+pub fn emit_header(
+    buf: &mut [u8],
+    traffic_class: u8,
+    flow_label: u32,
+    payload_len: u16,
+    next_header: u8,
+    hop_limit: u8,
+    src: Ipv6Addr,
+    dst: Ipv6Addr,
+) {
+    let first = (6u32 << 28) | (u32::from(traffic_class) << 20) | (flow_label & 0x000f_ffff);
+    buf[field::VER_TC_FLOW].copy_from_slice(&first.to_be_bytes());
+    set_be16(buf, field::PAYLOAD_LEN, payload_len);
+    buf[field::NEXT_HEADER] = next_header;
+    buf[field::HOP_LIMIT] = hop_limit;
+    buf[field::SRC].copy_from_slice(&src.octets());
+    buf[field::DST].copy_from_slice(&dst.octets());
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn packet() -> Vec<u8> {
+        let mut p = vec![0x60, 0x12, 0x34, 0x56, 0x00, 0x08, 17, 64];
+        p.extend_from_slice(&"2001:db8::1".parse::<Ipv6Addr>().unwrap().octets());
+        p.extend_from_slice(&"2001:db8::2".parse::<Ipv6Addr>().unwrap().octets());
+        p.extend_from_slice(&[0, 53, 0, 53, 0, 8, 0, 0]);
+        p
+    }
+
+    #[test]
+    fn fields() {
+        let buf = packet();
+        let p = Ipv6Packet::new_checked(&buf[..]).unwrap();
+        assert_eq!(p.traffic_class(), 0x01);
+        assert_eq!(p.flow_label(), 0x23456);
+        assert_eq!(p.payload_len(), 8);
+        assert_eq!(p.next_header(), 17);
+        assert_eq!(p.hop_limit(), 64);
+        assert_eq!(p.src(), "2001:db8::1".parse::<Ipv6Addr>().unwrap());
+        assert_eq!(p.payload().len(), 8);
+    }
+
+    #[test]
+    fn rejects_malformed() {
+        let buf = packet();
+        assert_eq!(
+            Ipv6Packet::new_checked(&buf[..39]).unwrap_err(),
+            WireError::Truncated
+        );
+        assert_eq!(
+            Ipv6Packet::new_checked(&buf[..47]).unwrap_err(),
+            WireError::BadLength
+        );
+        let mut v4 = buf;
+        v4[0] = 0x45;
+        assert_eq!(
+            Ipv6Packet::new_checked(&v4[..]).unwrap_err(),
+            WireError::BadVersion
+        );
+    }
+
+    #[test]
+    fn emit_matches_etherparse() {
+        let mut buf = [0u8; 40];
+        let (s, d) = ("fd00::1".parse().unwrap(), "fd00::2".parse().unwrap());
+        emit_header(&mut buf, 0xb8, 0xabcde, 100, 41, 64, s, d);
+        let (h, _) = etherparse::Ipv6Header::from_slice(&buf).unwrap();
+        assert_eq!(h.traffic_class, 0xb8);
+        assert_eq!(h.flow_label.value(), 0xabcde);
+        assert_eq!(h.payload_length, 100);
+        assert_eq!(h.next_header, etherparse::IpNumber(41));
+        assert_eq!(h.destination, d.octets());
+    }
+}
