@@ -1,1 +1,196 @@
-//! Per-core counters.
+//! Per-core counters: one writer (the worker that owns them), read by the control thread at
+//! scrape time.
+//!
+//! Each value is an `AtomicU64` updated with a relaxed load + store rather than `fetch_add`:
+//! with a single writer no increment can be lost, and on x86-64 both are plain `mov`s, so the
+//! hot path pays no locked instruction while the control thread's reads stay data-race free.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+
+macro_rules! counters {
+    ($( $(#[doc = $doc:expr])* $variant:ident = $name:literal, $kind:ident; )*) => {
+        /// Everything a worker counts. Each drop reason has its own counter.
+        #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+        #[repr(usize)]
+        pub enum Counter {
+            $( $(#[doc = $doc])* $variant, )*
+        }
+
+        impl Counter {
+            /// All counters, in index order.
+            pub const ALL: &'static [Counter] = &[$(Counter::$variant,)*];
+
+            /// The metric-friendly name (`snake_case`).
+            pub fn name(self) -> &'static str {
+                match self { $(Counter::$variant => $name,)* }
+            }
+
+            /// What the counter counts, for metrics help and `vipctl stats`.
+            pub fn help(self) -> &'static str {
+                match self { $(Counter::$variant => concat!($($doc),*).trim_ascii(),)* }
+            }
+
+            /// Whether this counts dropped packets (a drop reason).
+            pub fn is_drop(self) -> bool {
+                match self { $(Counter::$variant => counters!(@is_drop $kind),)* }
+            }
+        }
+    };
+    (@is_drop drop) => { true };
+    (@is_drop event) => { false };
+}
+
+counters! {
+    /// Packets received.
+    RxPackets = "rx_packets", event;
+    /// Bytes received.
+    RxBytes = "rx_bytes", event;
+    /// Packets handed to the NIC and accepted by it.
+    TxPackets = "tx_packets", event;
+    /// Bytes handed to the NIC and accepted by it.
+    TxBytes = "tx_bytes", event;
+    /// Step 1->2: client packets forwarded to a real server.
+    Forwarded = "forwarded", event;
+    /// Step 3->4: NAT replies from a real server rewritten and sent to the client.
+    NatReplies = "nat_replies", event;
+    /// New flows scheduled and entered in the flow table.
+    FlowsCreated = "flows_created", event;
+    /// New flows forwarded statelessly by the consistent hash because the flow table was full.
+    FlowTableFull = "flow_table_full", event;
+    /// NAT replies rewritten without a flow entry, from the real server's unique service.
+    NatRepliesStateless = "nat_replies_stateless", event;
+    /// ARP requests for our addresses or VIPs answered.
+    ArpReplies = "arp_replies", event;
+    /// ICMP/ICMPv6 echo requests answered.
+    EchoReplies = "echo_replies", event;
+    /// Frames handed to the control thread (neighbour learning and resolution).
+    ToControl = "to_control", event;
+    /// Packets handed to another worker that owns their connection.
+    Steered = "steered", event;
+    /// Snapshots picked up by the worker.
+    SnapshotsApplied = "snapshots_applied", event;
+    /// Dropped: frame shorter than an Ethernet header (or its VLAN tag).
+    DropEthMalformed = "drop_eth_malformed", drop;
+    /// Dropped: unicast frame for another MAC address.
+    DropNotOurMac = "drop_not_our_mac", drop;
+    /// Dropped: EtherType other than IPv4, IPv6 or ARP.
+    DropUnsupportedEthertype = "drop_unsupported_ethertype", drop;
+    /// Dropped: malformed ARP, or ARP for an address that is not ours.
+    DropArpIgnored = "drop_arp_ignored", drop;
+    /// Dropped: malformed IPv4 header (length, version, IHL).
+    DropIpv4Malformed = "drop_ipv4_malformed", drop;
+    /// Dropped: IPv4 header checksum wrong.
+    DropIpv4BadChecksum = "drop_ipv4_bad_checksum", drop;
+    /// Dropped: IPv4 fragment (vipd does not reassemble).
+    DropIpv4Fragment = "drop_ipv4_fragment", drop;
+    /// Dropped: malformed IPv6 header.
+    DropIpv6Malformed = "drop_ipv6_malformed", drop;
+    /// Dropped: TCP/UDP/ICMP header truncated or inconsistent.
+    DropL4Malformed = "drop_l4_malformed", drop;
+    /// Dropped: protocol vipd does not balance (not TCP/UDP), to a VIP.
+    DropUnsupportedProtocol = "drop_unsupported_protocol", drop;
+    /// Dropped: TTL/hop limit would reach zero.
+    DropTtlExceeded = "drop_ttl_exceeded", drop;
+    /// Dropped: destination is a VIP but no service listens on that protocol/port.
+    DropNoService = "drop_no_service", drop;
+    /// Dropped: the service has no real server with weight > 0.
+    DropNoBackend = "drop_no_backend", drop;
+    /// Dropped: the flow's real server left the configuration.
+    DropBackendGone = "drop_backend_gone", drop;
+    /// Dropped: the next hop's MAC address is not resolved yet.
+    DropNeighbourUnresolved = "drop_neighbour_unresolved", drop;
+    /// Dropped: no route (no port on-link and no gateway) to the destination.
+    DropNoRoute = "drop_no_route", drop;
+    /// Dropped: packet to an address that is neither ours, a VIP, nor a NAT reply.
+    DropNotLocal = "drop_not_local", drop;
+    /// Dropped: packet from a real server with no flow and no unique service to map it back.
+    DropNatReplyNoFlow = "drop_nat_reply_no_flow", drop;
+    /// Dropped: packet to one of our own addresses that vipd does not serve (not echo/ARP).
+    DropLocalUnhandled = "drop_local_unhandled", drop;
+    /// Dropped: the NIC TX queue was full.
+    DropTxFull = "drop_tx_full", drop;
+    /// Dropped: the ring to another worker or to the control thread was full.
+    DropRingFull = "drop_ring_full", drop;
+}
+
+/// Number of counters.
+pub const COUNT: usize = Counter::ALL.len();
+
+/// One worker's counters, padded to its own cache lines so two workers never share one.
+#[repr(align(64))]
+#[derive(Debug)]
+pub struct WorkerCounters {
+    values: [AtomicU64; COUNT],
+    flows_active: AtomicU64,
+}
+
+impl Default for WorkerCounters {
+    fn default() -> Self {
+        WorkerCounters {
+            values: std::array::from_fn(|_| AtomicU64::new(0)),
+            flows_active: AtomicU64::new(0),
+        }
+    }
+}
+
+impl WorkerCounters {
+    /// Add `n` to `c`. Only the owning worker may call this (single writer).
+    #[inline]
+    pub fn add(&self, c: Counter, n: u64) {
+        let v = &self.values[c as usize];
+        v.store(v.load(Ordering::Relaxed).wrapping_add(n), Ordering::Relaxed);
+    }
+
+    /// Add one to `c`. Only the owning worker may call this (single writer).
+    #[inline]
+    pub fn inc(&self, c: Counter) {
+        self.add(c, 1);
+    }
+
+    /// Current value (any thread).
+    pub fn get(&self, c: Counter) -> u64 {
+        self.values[c as usize].load(Ordering::Relaxed)
+    }
+
+    /// Publish the number of connections in the worker's flow table (a gauge).
+    pub fn set_flows_active(&self, n: u64) {
+        self.flows_active.store(n, Ordering::Relaxed);
+    }
+
+    /// Connections in the worker's flow table when it last published.
+    pub fn flows_active(&self) -> u64 {
+        self.flows_active.load(Ordering::Relaxed)
+    }
+
+    /// Sum of all drop counters.
+    pub fn total_drops(&self) -> u64 {
+        Counter::ALL.iter().filter(|c| c.is_drop()).map(|&c| self.get(c)).sum()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_unique_and_help_present() {
+        let mut names: Vec<_> = Counter::ALL.iter().map(|c| c.name()).collect();
+        names.sort_unstable();
+        names.dedup();
+        assert_eq!(names.len(), COUNT);
+        for c in Counter::ALL {
+            assert!(!c.help().is_empty(), "{c:?}");
+            assert_eq!(c.is_drop(), c.name().starts_with("drop_"), "{c:?}");
+        }
+    }
+
+    #[test]
+    fn add_and_total() {
+        let w = WorkerCounters::default();
+        w.inc(Counter::DropNoService);
+        w.add(Counter::DropTxFull, 2);
+        w.add(Counter::RxPackets, 10);
+        assert_eq!(w.get(Counter::DropNoService), 1);
+        assert_eq!(w.total_drops(), 3);
+    }
+}

@@ -1,1 +1,458 @@
-//! The burst pipeline.
+//! The burst pipeline: classify each frame, decide, rewrite in place, and return one
+//! [`Action`] per frame. No I/O, no allocation, no locks: the caller (the worker loop, or a
+//! test) owns the frames and carries the actions out.
+//!
+//! Classification of an IP packet, in order:
+//! 1. destination is a VIP: a client packet (step 1), forwarded to a real server (step 2);
+//! 2. source is a NAT real server's endpoint: a reply (step 3), rewritten to come from the
+//!    VIP and sent to the client (step 4);
+//! 3. destination is one of our port addresses: ICMP echo is answered, the rest dropped;
+//! 4. anything else is dropped (vipd is not a router).
+
+use crate::counters::{Counter, WorkerCounters};
+use crate::flow::key::to_mapped;
+use crate::flow::{Direction, FlowKey, FlowTable, TcpFlags, TcpState};
+use crate::fwd::nat;
+use crate::io::PacketBuf;
+use crate::snapshot::{Backend, FwdMode, Snapshot};
+use crate::wire::arp::{self, ArpPacket};
+use crate::wire::ethernet::{ethertype, EthernetFrame};
+use crate::wire::icmp::{self, IcmpPacket};
+use crate::wire::ipv4::{self, Ipv4Packet};
+use crate::wire::ipv6::{self, Ipv6Packet};
+use crate::wire::tcp::{self, TcpPacket};
+use crate::wire::udp::UdpPacket;
+use crate::wire::MacAddr;
+use std::net::IpAddr;
+use std::sync::Arc;
+
+/// What the caller does with a frame after the pipeline.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Action {
+    /// Send the (rewritten) frame on this port, on the worker's own TX queue.
+    Tx(u16),
+    /// Free the frame; the reason is already counted.
+    Drop(Counter),
+    /// Hand the frame to the control thread (ARP replies to learn neighbours).
+    ToControl,
+    /// Hand the frame to the worker that owns its connection.
+    Steer(u16),
+}
+
+/// Flow-table expiry work done per burst: bounded so a burst's cost stays bounded, large
+/// enough that expiry outpaces connection arrival (at most one new flow per packet).
+pub const EXPIRE_BUDGET_PER_BURST: usize = 64;
+
+/// Hop limit of packets vipd originates (echo replies).
+const OWN_TTL: u8 = 64;
+
+/// A worker's private state: its flow table, counters and scheduler cursors.
+pub struct WorkerState {
+    /// This worker's index among `n_workers`.
+    pub index: u16,
+    /// Number of workers; NAT connections are owned by `endpoint_hash(client) % n_workers`.
+    pub n_workers: u16,
+    /// The worker's flow table.
+    pub flows: FlowTable,
+    /// The worker's counters (shared read-only with the control thread).
+    pub counters: Arc<WorkerCounters>,
+    cursors: Vec<u64>,
+    generation: u64,
+}
+
+impl WorkerState {
+    /// A worker's state. `max_services` sizes the scheduler cursors up front.
+    pub fn new(index: u16, n_workers: u16, flows: FlowTable, max_services: usize) -> Self {
+        WorkerState {
+            index,
+            n_workers: n_workers.max(1),
+            flows,
+            counters: Arc::new(WorkerCounters::default()),
+            cursors: vec![0; max_services],
+            generation: u64::MAX,
+        }
+    }
+
+    /// The worker that owns connections of this client endpoint.
+    #[inline]
+    pub fn owner_of(&self, client: &[u8; 16], port: u16) -> u16 {
+        (FlowKey::endpoint_hash(client, port) % u64::from(self.n_workers)) as u16
+    }
+
+    fn adopt(&mut self, snap: &Snapshot) {
+        if self.generation != snap.generation {
+            self.generation = snap.generation;
+            if self.cursors.len() < snap.services.len() {
+                // Only when a snapshot brings more services than ever before: not per packet.
+                self.cursors.resize(snap.services.len(), 0);
+            }
+            self.counters.inc(Counter::SnapshotsApplied);
+        }
+    }
+}
+
+/// Process a burst received on `rx_port`: `actions[i]` is set for `bufs[i]`.
+pub fn process_burst<B: PacketBuf>(
+    bufs: &mut [B],
+    actions: &mut [Action],
+    rx_port: u16,
+    worker: &mut WorkerState,
+    snap: &Snapshot,
+    now_ms: u64,
+) {
+    worker.adopt(snap);
+    for (buf, action) in bufs.iter_mut().zip(actions.iter_mut()) {
+        let len = buf.data().len() as u64;
+        worker.counters.inc(Counter::RxPackets);
+        worker.counters.add(Counter::RxBytes, len);
+        *action = match handle(buf.data_mut(), rx_port, worker, snap, now_ms) {
+            Ok(a) => a,
+            Err(reason) => Action::Drop(reason),
+        };
+        match *action {
+            Action::Drop(reason) => worker.counters.inc(reason),
+            Action::ToControl => worker.counters.inc(Counter::ToControl),
+            Action::Steer(_) => worker.counters.inc(Counter::Steered),
+            Action::Tx(_) => {}
+        }
+    }
+    worker.flows.expire(now_ms, EXPIRE_BUDGET_PER_BURST);
+}
+
+/// Process one frame that another worker steered here (it was counted as received there).
+pub fn process_steered<B: PacketBuf>(
+    buf: &mut B,
+    rx_port: u16,
+    worker: &mut WorkerState,
+    snap: &Snapshot,
+    now_ms: u64,
+) -> Action {
+    worker.adopt(snap);
+    match handle(buf.data_mut(), rx_port, worker, snap, now_ms) {
+        // The owner never steers again: a frame steered twice would mean the workers
+        // disagree on ownership; count it rather than loop.
+        Ok(Action::Steer(_)) => {
+            worker.counters.inc(Counter::DropRingFull);
+            Action::Drop(Counter::DropRingFull)
+        }
+        Ok(a) => a,
+        Err(reason) => {
+            worker.counters.inc(reason);
+            Action::Drop(reason)
+        }
+    }
+}
+
+type Verdict = Result<Action, Counter>;
+
+fn handle(frame: &mut [u8], rx_port: u16, w: &mut WorkerState, snap: &Snapshot, now: u64) -> Verdict {
+    let eth = EthernetFrame::new_checked(&*frame).map_err(|_| Counter::DropEthMalformed)?;
+    let port = snap.ports.get(usize::from(rx_port)).ok_or(Counter::DropNoRoute)?;
+    let dst_mac = eth.dst();
+    if dst_mac != port.mac && !dst_mac.is_multicast() {
+        return Err(Counter::DropNotOurMac);
+    }
+    let l2 = eth.header_len();
+    match eth.ethertype() {
+        ethertype::ARP => handle_arp(frame, l2, rx_port, port.mac, w, snap),
+        ethertype::IPV4 => handle_ipv4(frame, l2, rx_port, w, snap, now),
+        ethertype::IPV6 => handle_ipv6(frame, l2, rx_port, w, snap, now),
+        _ => Err(Counter::DropUnsupportedEthertype),
+    }
+}
+
+fn handle_arp(
+    frame: &mut [u8],
+    l2: usize,
+    rx_port: u16,
+    our_mac: MacAddr,
+    w: &WorkerState,
+    snap: &Snapshot,
+) -> Verdict {
+    let a = ArpPacket::new_checked(&frame[l2..]).map_err(|_| Counter::DropArpIgnored)?;
+    let target = IpAddr::V4(a.target_ip());
+    match a.operation() {
+        arp::op::REQUEST if snap.is_local(&target) || snap.is_vip(&to_mapped(target)) => {
+            let (asker_mac, asker_ip) = (a.sender_mac(), a.sender_ip());
+            let target_ip = a.target_ip();
+            arp::emit(&mut frame[l2..], arp::op::REPLY, our_mac, target_ip, asker_mac, asker_ip);
+            set_macs(frame, our_mac, asker_mac);
+            w.counters.inc(Counter::ArpReplies);
+            Ok(Action::Tx(rx_port))
+        }
+        arp::op::REPLY if snap.is_local(&target) => Ok(Action::ToControl),
+        _ => Err(Counter::DropArpIgnored),
+    }
+}
+
+/// The transport fields of a packet, family independent.
+struct L4Info {
+    key: FlowKey,
+    tcp_flags: Option<TcpFlags>,
+}
+
+fn tcp_flags(bits: u8) -> TcpFlags {
+    TcpFlags {
+        syn: bits & tcp::flags::SYN != 0,
+        ack: bits & tcp::flags::ACK != 0,
+        fin: bits & tcp::flags::FIN != 0,
+        rst: bits & tcp::flags::RST != 0,
+    }
+}
+
+/// Ports and TCP flags of a TCP or UDP payload.
+fn parse_l4(payload: &[u8], l4_proto: u8) -> Result<(u16, u16, Option<TcpFlags>), Counter> {
+    if l4_proto == ipv4::proto::TCP {
+        let t = TcpPacket::new_checked(payload).map_err(|_| Counter::DropL4Malformed)?;
+        Ok((t.src_port(), t.dst_port(), Some(tcp_flags(t.flags()))))
+    } else {
+        let u = UdpPacket::new_checked(payload).map_err(|_| Counter::DropL4Malformed)?;
+        Ok((u.src_port(), u.dst_port(), None))
+    }
+}
+
+fn handle_ipv4(frame: &mut [u8], l2: usize, rx_port: u16, w: &mut WorkerState, snap: &Snapshot, now: u64) -> Verdict {
+    let ip = Ipv4Packet::new_checked(&frame[l2..]).map_err(|_| Counter::DropIpv4Malformed)?;
+    if !ip.verify_checksum() {
+        return Err(Counter::DropIpv4BadChecksum);
+    }
+    let (src, dst, l4_proto) = (ip.src(), ip.dst(), ip.protocol());
+    let fragment = ip.is_fragment();
+    match l4_proto {
+        ipv4::proto::TCP | ipv4::proto::UDP => {
+            if fragment {
+                return Err(Counter::DropIpv4Fragment);
+            }
+            let (sport, dport, tcp_flags) = parse_l4(ip.payload(), l4_proto)?;
+            let info = L4Info {
+                key: FlowKey::v4(src, dst, sport, dport, l4_proto),
+                tcp_flags,
+            };
+            handle_l4(frame, l2, &info, w, snap, now)
+        }
+        ipv4::proto::ICMP if !fragment => {
+            let to_us = snap.is_local(&IpAddr::V4(dst)) || snap.is_vip(&to_mapped(IpAddr::V4(dst)));
+            let icmp_msg = IcmpPacket::new_checked(ip.payload()).map_err(|_| Counter::DropL4Malformed)?;
+            if !to_us {
+                return Err(Counter::DropNotLocal);
+            }
+            if icmp_msg.msg_type() != icmp::v4::ECHO_REQUEST {
+                return Err(Counter::DropLocalUnhandled);
+            }
+            let mut ip = Ipv4Packet::new_checked(&mut frame[l2..]).map_err(|_| Counter::DropIpv4Malformed)?;
+            ip.set_src(dst);
+            ip.set_dst(src);
+            ip.set_ttl(OWN_TTL);
+            ip.fill_checksum();
+            let mut m = IcmpPacket::new_checked(ip.payload_mut()).map_err(|_| Counter::DropL4Malformed)?;
+            m.set_type_incremental(icmp::v4::ECHO_REPLY);
+            echo_reply_l2(frame, rx_port, w, snap)
+        }
+        _ => {
+            if snap.is_vip(&to_mapped(IpAddr::V4(dst))) {
+                Err(Counter::DropUnsupportedProtocol)
+            } else if snap.is_local(&IpAddr::V4(dst)) {
+                Err(Counter::DropLocalUnhandled)
+            } else {
+                Err(Counter::DropNotLocal)
+            }
+        }
+    }
+}
+
+fn handle_ipv6(frame: &mut [u8], l2: usize, rx_port: u16, w: &mut WorkerState, snap: &Snapshot, now: u64) -> Verdict {
+    let ip = Ipv6Packet::new_checked(&frame[l2..]).map_err(|_| Counter::DropIpv6Malformed)?;
+    let (src, dst, next) = (ip.src(), ip.dst(), ip.next_header());
+    match next {
+        ipv4::proto::TCP | ipv4::proto::UDP => {
+            let (sport, dport, tcp_flags) = parse_l4(ip.payload(), next)?;
+            let info = L4Info {
+                key: FlowKey::v6(src, dst, sport, dport, next),
+                tcp_flags,
+            };
+            handle_l4(frame, l2, &info, w, snap, now)
+        }
+        ipv6::NEXT_HEADER_ICMPV6 => {
+            let to_us = snap.is_local(&IpAddr::V6(dst)) || snap.is_vip(&dst.octets());
+            let icmp_msg = IcmpPacket::new_checked(ip.payload()).map_err(|_| Counter::DropL4Malformed)?;
+            if !to_us {
+                return Err(Counter::DropNotLocal);
+            }
+            if icmp_msg.msg_type() != icmp::v6::ECHO_REQUEST {
+                return Err(Counter::DropLocalUnhandled);
+            }
+            let mut ip = Ipv6Packet::new_checked(&mut frame[l2..]).map_err(|_| Counter::DropIpv6Malformed)?;
+            ip.set_src(dst);
+            ip.set_dst(src);
+            ip.set_hop_limit(OWN_TTL);
+            // Swapping the addresses leaves the pseudo-header sum unchanged.
+            let mut m = IcmpPacket::new_checked(ip.payload_mut()).map_err(|_| Counter::DropL4Malformed)?;
+            m.set_type_incremental(icmp::v6::ECHO_REPLY);
+            echo_reply_l2(frame, rx_port, w, snap)
+        }
+        _ => {
+            if snap.is_vip(&dst.octets()) {
+                Err(Counter::DropUnsupportedProtocol)
+            } else if snap.is_local(&IpAddr::V6(dst)) {
+                Err(Counter::DropLocalUnhandled)
+            } else {
+                Err(Counter::DropNotLocal)
+            }
+        }
+    }
+}
+
+/// Echo replies go back where the request came from: to its source MAC on the same port.
+fn echo_reply_l2(frame: &mut [u8], rx_port: u16, w: &WorkerState, snap: &Snapshot) -> Verdict {
+    let eth = EthernetFrame::new_checked(&*frame).map_err(|_| Counter::DropEthMalformed)?;
+    let requester = eth.src();
+    let our_mac = snap.ports.get(usize::from(rx_port)).ok_or(Counter::DropNoRoute)?.mac;
+    set_macs(frame, our_mac, requester);
+    w.counters.inc(Counter::EchoReplies);
+    Ok(Action::Tx(rx_port))
+}
+
+fn set_macs(frame: &mut [u8], src: MacAddr, dst: MacAddr) {
+    frame[0..6].copy_from_slice(&dst.0);
+    frame[6..12].copy_from_slice(&src.0);
+}
+
+fn handle_l4(frame: &mut [u8], l2: usize, info: &L4Info, w: &mut WorkerState, snap: &Snapshot, now: u64) -> Verdict {
+    let key = &info.key;
+    if snap.is_vip(&key.dst) {
+        let (si, svc) = snap
+            .service(&key.dst, key.proto, key.dst_port)
+            .ok_or(Counter::DropNoService)?;
+        if svc.has_nat && w.n_workers > 1 {
+            let owner = w.owner_of(&key.src, key.src_port);
+            if owner != w.index {
+                return Ok(Action::Steer(owner));
+            }
+        }
+        let backend = flow_backend(key, si, info.tcp_flags, w, snap, now)?;
+        return forward(frame, l2, backend, w, snap);
+    }
+    if let Some(unique_service) = snap.nat_endpoint(&key.src, key.proto, key.src_port) {
+        if w.n_workers > 1 {
+            let owner = w.owner_of(&key.dst, key.dst_port);
+            if owner != w.index {
+                return Ok(Action::Steer(owner));
+            }
+        }
+        return nat_reply(frame, l2, info, unique_service, w, snap, now);
+    }
+    if snap.is_local(&key.dst_ip()) {
+        Err(Counter::DropLocalUnhandled)
+    } else {
+        Err(Counter::DropNotLocal)
+    }
+}
+
+/// The real server of a client packet's connection: the flow entry's, or a newly scheduled one.
+fn flow_backend<'s>(
+    key: &FlowKey,
+    service_index: u32,
+    flags: Option<TcpFlags>,
+    w: &mut WorkerState,
+    snap: &'s Snapshot,
+    now: u64,
+) -> Result<&'s Backend, Counter> {
+    let hash = key.hash();
+    if let Some(hit) = w.flows.lookup(key, hash, now) {
+        let new_syn = flags.is_some_and(|f| f.syn && !f.ack);
+        let closed = matches!(hit.state, TcpState::TimeWait | TcpState::Close);
+        if new_syn && closed {
+            // The client reuses the port of a finished connection: schedule afresh, as IPVS
+            // does, instead of sending the new SYN into the old connection's leftovers.
+            w.flows.remove(hit.id);
+        } else if let Some(b) = snap.backend(hit.backend) {
+            w.flows.track(hit.id, Direction::Original, flags, now);
+            return Ok(b);
+        } else {
+            w.flows.remove(hit.id);
+            return Err(Counter::DropBackendGone);
+        }
+    }
+    let svc = snap
+        .services
+        .get(service_index as usize)
+        .ok_or(Counter::DropNoService)?;
+    let cursor = w
+        .cursors
+        .get_mut(service_index as usize)
+        .ok_or(Counter::DropNoService)?;
+    let id = svc.pick(hash, cursor).ok_or(Counter::DropNoBackend)?;
+    let backend = snap.backend(id).ok_or(Counter::DropNoBackend)?;
+    let reply = (backend.mode == FwdMode::Nat).then(|| {
+        FlowKey::new(backend.addr, key.src_ip(), backend.port, key.src_port, key.proto)
+    });
+    let reply_arg = reply.as_ref().map(|r| (r, r.hash()));
+    match w.flows.insert(key, hash, reply_arg, id, now) {
+        Ok(fid) => {
+            w.flows.track(fid, Direction::Original, flags, now);
+            w.counters.inc(Counter::FlowsCreated);
+            Ok(backend)
+        }
+        Err(_) => {
+            // No room (or a reply-key clash): forward statelessly with the consistent hash so
+            // every packet of this flow still reaches the same real server.
+            w.counters.inc(Counter::FlowTableFull);
+            let id = svc.pick_consistent(hash).ok_or(Counter::DropNoBackend)?;
+            snap.backend(id).ok_or(Counter::DropNoBackend)
+        }
+    }
+}
+
+/// Step 2: rewrite for the real server's mode and send to its next hop.
+fn forward(frame: &mut [u8], l2: usize, backend: &Backend, w: &WorkerState, snap: &Snapshot) -> Verdict {
+    let mac = backend.next_hop_mac.ok_or(Counter::DropNeighbourUnresolved)?;
+    let port = snap
+        .ports
+        .get(usize::from(backend.egress_port))
+        .ok_or(Counter::DropNoRoute)?;
+    match backend.mode {
+        FwdMode::Nat => nat::rewrite_to_backend(&mut frame[l2..], backend.addr, backend.port)?,
+        FwdMode::Dr | FwdMode::Tunnel => return Err(Counter::DropUnsupportedProtocol),
+    }
+    set_macs(frame, port.mac, mac);
+    w.counters.inc(Counter::Forwarded);
+    Ok(Action::Tx(backend.egress_port))
+}
+
+/// Steps 3-4: a NAT real server's reply goes back to the client from the VIP.
+fn nat_reply(
+    frame: &mut [u8],
+    l2: usize,
+    info: &L4Info,
+    unique_service: Option<u32>,
+    w: &mut WorkerState,
+    snap: &Snapshot,
+    now: u64,
+) -> Verdict {
+    let key = &info.key;
+    let service = match w.flows.lookup(key, key.hash(), now) {
+        Some(hit) if hit.dir == Direction::Reply => {
+            w.flows.track(hit.id, Direction::Reply, info.tcp_flags, now);
+            snap.backend(hit.backend).map(|b| b.service)
+        }
+        _ => None,
+    };
+    let service = match service {
+        Some(s) => s,
+        None => {
+            let s = unique_service.ok_or(Counter::DropNatReplyNoFlow)?;
+            w.counters.inc(Counter::NatRepliesStateless);
+            s
+        }
+    };
+    let svc = snap
+        .services
+        .get(service as usize)
+        .ok_or(Counter::DropNatReplyNoFlow)?;
+    let (port, mac) = snap.resolve(&key.dst_ip())?;
+    let our_mac = snap.ports.get(usize::from(port)).ok_or(Counter::DropNoRoute)?.mac;
+    nat::rewrite_to_vip(&mut frame[l2..], svc.vip, svc.port)?;
+    set_macs(frame, our_mac, mac);
+    w.counters.inc(Counter::NatReplies);
+    Ok(Action::Tx(port))
+}

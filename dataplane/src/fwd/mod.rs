@@ -1,1 +1,9 @@
-//! Forwarding rewrites per mode.
+//! Forwarding rewrites per mode. Each function rewrites a validated L3 packet in place and
+//! leaves the Ethernet header to the pipeline.
+
+pub mod nat;
+
+use crate::counters::Counter;
+
+/// Result of a rewrite: the drop reason on failure.
+pub type RewriteResult = Result<(), Counter>;

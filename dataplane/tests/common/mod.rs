@@ -1,0 +1,250 @@
+//! Frame construction for the pipeline fixtures with etherparse: an independent writer that
+//! computes every checksum from scratch, so expected output bytes never come from vipd's own
+//! header code.
+#![allow(dead_code)]
+
+use etherparse::{
+    EtherType, Ethernet2Header, IpNumber, Ipv4Header, Ipv6FlowLabel, Ipv6Header, SingleVlanHeader, TcpHeader,
+    UdpHeader, VlanId,
+};
+use std::collections::HashMap;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use vipd_dataplane::flow::{FlowTable, Timeouts};
+use vipd_dataplane::pipeline::WorkerState;
+use vipd_dataplane::sched::SchedulerKind;
+use vipd_dataplane::snapshot::{BackendSpec, FwdMode, PortInfo, ServiceSpec, Snapshot};
+use vipd_dataplane::wire::MacAddr;
+
+pub const LB_MAC: [u8; 6] = [0x02, 0, 0, 0, 0, 0x10];
+pub const ROUTER_MAC: [u8; 6] = [0x02, 0, 0, 0, 0, 0x01];
+pub const RS1_MAC: [u8; 6] = [0x02, 0, 0, 0, 0, 0x21];
+pub const RS2_MAC: [u8; 6] = [0x02, 0, 0, 0, 0, 0x22];
+pub const LB_IP: Ipv4Addr = Ipv4Addr::new(10, 0, 0, 10);
+pub const ROUTER_IP: Ipv4Addr = Ipv4Addr::new(10, 0, 0, 1);
+pub const RS1_IP: Ipv4Addr = Ipv4Addr::new(10, 0, 0, 21);
+pub const RS2_IP: Ipv4Addr = Ipv4Addr::new(10, 0, 0, 22);
+pub const RS_UNRESOLVED_IP: Ipv4Addr = Ipv4Addr::new(10, 0, 0, 23);
+pub const CLIENT_IP: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 50);
+pub const VIP: Ipv4Addr = Ipv4Addr::new(10, 100, 0, 1);
+pub const VIP_UNRESOLVED: Ipv4Addr = Ipv4Addr::new(10, 100, 0, 2);
+
+pub fn lb_ip6() -> Ipv6Addr {
+    "fd00::10".parse().unwrap()
+}
+pub fn router_ip6() -> Ipv6Addr {
+    "fd00::1".parse().unwrap()
+}
+pub fn rs1_ip6() -> Ipv6Addr {
+    "fd00::21".parse().unwrap()
+}
+pub fn client_ip6() -> Ipv6Addr {
+    "2001:db8::50".parse().unwrap()
+}
+pub fn vip6() -> Ipv6Addr {
+    "fd00:100::1".parse().unwrap()
+}
+
+/// One port: 10.0.0.10/24 and fd00::10/64 behind router 10.0.0.1 / fd00::1.
+/// Services: VIP:80/tcp -> RS1:8080 (NAT), VIP:53/udp -> RS1:5353 (NAT),
+/// VIP:8000/tcp -> RS1:8000 + RS2:8000 (NAT, maglev), VIP_UNRESOLVED:80/tcp -> an RS with
+/// no MAC yet, [vip6]:80/tcp -> [rs1_ip6]:8080 (NAT66).
+pub fn snapshot() -> Snapshot {
+    let port = PortInfo {
+        mac: MacAddr(LB_MAC),
+        ipv4: Some("10.0.0.10/24".parse().unwrap()),
+        ipv6: Some("fd00::10/64".parse().unwrap()),
+        gateway_v4: Some(ROUTER_IP),
+        gateway_v6: Some(router_ip6()),
+        mtu: 1500,
+    };
+    let nat = |id, addr: IpAddr, port| BackendSpec {
+        id,
+        addr,
+        port,
+        weight: 1,
+        mode: FwdMode::Nat,
+    };
+    let services = vec![
+        ServiceSpec {
+            vip: VIP.into(),
+            proto: 6,
+            port: 80,
+            scheduler: SchedulerKind::Rr,
+            backends: vec![nat(0, RS1_IP.into(), 8080)],
+        },
+        ServiceSpec {
+            vip: VIP.into(),
+            proto: 17,
+            port: 53,
+            scheduler: SchedulerKind::Wrr,
+            backends: vec![nat(1, RS1_IP.into(), 5353)],
+        },
+        ServiceSpec {
+            vip: VIP.into(),
+            proto: 6,
+            port: 8000,
+            scheduler: SchedulerKind::Maglev,
+            backends: vec![nat(2, RS1_IP.into(), 8000), nat(3, RS2_IP.into(), 8000)],
+        },
+        ServiceSpec {
+            vip: VIP_UNRESOLVED.into(),
+            proto: 6,
+            port: 80,
+            scheduler: SchedulerKind::Rr,
+            backends: vec![nat(4, RS_UNRESOLVED_IP.into(), 80)],
+        },
+        ServiceSpec {
+            vip: vip6().into(),
+            proto: 6,
+            port: 80,
+            scheduler: SchedulerKind::Rr,
+            backends: vec![nat(5, rs1_ip6().into(), 8080)],
+        },
+    ];
+    let mut neighbours = HashMap::new();
+    neighbours.insert(IpAddr::V4(ROUTER_IP), MacAddr(ROUTER_MAC));
+    neighbours.insert(IpAddr::V4(RS1_IP), MacAddr(RS1_MAC));
+    neighbours.insert(IpAddr::V4(RS2_IP), MacAddr(RS2_MAC));
+    neighbours.insert(IpAddr::V6(router_ip6()), MacAddr(ROUTER_MAC));
+    neighbours.insert(IpAddr::V6(rs1_ip6()), MacAddr(RS1_MAC));
+    Snapshot::build(1, vec![port], &services, &neighbours, 65537).unwrap()
+}
+
+pub fn worker(index: u16, n_workers: u16) -> WorkerState {
+    WorkerState::new(index, n_workers, FlowTable::with_capacity(1024, Timeouts::default()), 16)
+}
+
+/// Transport part of a test frame.
+#[derive(Clone, Debug)]
+pub enum L4 {
+    Tcp { sport: u16, dport: u16, seq: u32, ack: u32, flags: &'static str, options: Vec<u8> },
+    Udp { sport: u16, dport: u16, zero_checksum: bool },
+}
+
+/// A test frame, described field by field and written by etherparse.
+#[derive(Clone, Debug)]
+pub struct Frame {
+    pub src_mac: [u8; 6],
+    pub dst_mac: [u8; 6],
+    pub vlan: Option<u16>,
+    pub src: IpAddr,
+    pub dst: IpAddr,
+    pub ttl: u8,
+    pub ident: u16,
+    pub dont_fragment: bool,
+    pub ip_options: Vec<u8>,
+    pub l4: L4,
+    pub payload: Vec<u8>,
+}
+
+pub fn tcp(sport: u16, dport: u16, flags: &'static str) -> L4 {
+    L4::Tcp { sport, dport, seq: 1000, ack: if flags.contains('A') { 2000 } else { 0 }, flags, options: vec![] }
+}
+
+pub fn udp(sport: u16, dport: u16) -> L4 {
+    L4::Udp { sport, dport, zero_checksum: false }
+}
+
+impl Frame {
+    pub fn new(src_mac: [u8; 6], dst_mac: [u8; 6], src: IpAddr, dst: IpAddr, l4: L4, payload: &[u8]) -> Self {
+        Frame {
+            src_mac,
+            dst_mac,
+            vlan: None,
+            src,
+            dst,
+            ttl: 64,
+            ident: 0x4242,
+            dont_fragment: true,
+            ip_options: vec![],
+            l4,
+            payload: payload.to_vec(),
+        }
+    }
+
+    pub fn bytes(&self) -> Vec<u8> {
+        let mut out = Vec::new();
+        let (inner_type, ip_type) = match self.src {
+            IpAddr::V4(_) => (EtherType::IPV4, EtherType::IPV4),
+            IpAddr::V6(_) => (EtherType::IPV6, EtherType::IPV6),
+        };
+        let eth_type = if self.vlan.is_some() { EtherType::VLAN_TAGGED_FRAME } else { inner_type };
+        Ethernet2Header { source: self.src_mac, destination: self.dst_mac, ether_type: eth_type }
+            .write(&mut out)
+            .unwrap();
+        if let Some(id) = self.vlan {
+            SingleVlanHeader {
+                pcp: etherparse::VlanPcp::ZERO,
+                drop_eligible_indicator: false,
+                vlan_id: VlanId::try_new(id).unwrap(),
+                ether_type: ip_type,
+            }
+            .write(&mut out)
+            .unwrap();
+        }
+        let (proto, l4_len) = match &self.l4 {
+            L4::Tcp { options, .. } => (IpNumber::TCP, 20 + options.len()),
+            L4::Udp { .. } => (IpNumber::UDP, 8),
+        };
+        let l4_total = l4_len + self.payload.len();
+        enum Ip {
+            V4(Ipv4Header),
+            V6(Ipv6Header),
+        }
+        let ip = match (self.src, self.dst) {
+            (IpAddr::V4(s), IpAddr::V4(d)) => {
+                let mut h = Ipv4Header::new(l4_total as u16, self.ttl, proto, s.octets(), d.octets()).unwrap();
+                h.identification = self.ident;
+                h.dont_fragment = self.dont_fragment;
+                h.options = self.ip_options[..].try_into().unwrap();
+                h.total_len = (h.header_len() + l4_total) as u16;
+                h.header_checksum = h.calc_header_checksum();
+                h.write(&mut out).unwrap();
+                Ip::V4(h)
+            }
+            (IpAddr::V6(s), IpAddr::V6(d)) => {
+                let h = Ipv6Header {
+                    traffic_class: 0,
+                    flow_label: Ipv6FlowLabel::ZERO,
+                    payload_length: l4_total as u16,
+                    next_header: proto,
+                    hop_limit: self.ttl,
+                    source: s.octets(),
+                    destination: d.octets(),
+                };
+                h.write(&mut out).unwrap();
+                Ip::V6(h)
+            }
+            _ => panic!("mixed families"),
+        };
+        match &self.l4 {
+            L4::Tcp { sport, dport, seq, ack, flags, options } => {
+                let mut t = TcpHeader::new(*sport, *dport, *seq, 65535);
+                t.syn = flags.contains('S');
+                t.ack = flags.contains('A');
+                t.fin = flags.contains('F');
+                t.rst = flags.contains('R');
+                t.psh = flags.contains('P');
+                t.acknowledgment_number = *ack;
+                t.set_options_raw(options).unwrap();
+                t.checksum = match &ip {
+                    Ip::V4(h) => t.calc_checksum_ipv4(h, &self.payload).unwrap(),
+                    Ip::V6(h) => t.calc_checksum_ipv6(h, &self.payload).unwrap(),
+                };
+                t.write(&mut out).unwrap();
+            }
+            L4::Udp { sport, dport, zero_checksum } => {
+                let mut u = match &ip {
+                    Ip::V4(h) => UdpHeader::with_ipv4_checksum(*sport, *dport, h, &self.payload).unwrap(),
+                    Ip::V6(h) => UdpHeader::with_ipv6_checksum(*sport, *dport, h, &self.payload).unwrap(),
+                };
+                if *zero_checksum {
+                    u.checksum = 0;
+                }
+                u.write(&mut out).unwrap();
+            }
+        }
+        out.extend_from_slice(&self.payload);
+        out
+    }
+}
