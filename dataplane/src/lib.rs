@@ -12,3 +12,5 @@ pub mod pipeline;
 pub mod sched;
 pub mod snapshot;
 pub mod wire;
+#[cfg(feature = "dpdk")]
+pub mod worker;

@@ -149,8 +149,9 @@ pub struct Service {
     pub proto: u8,
     /// Virtual port.
     pub port: u16,
-    /// The configured scheduler.
-    pub scheduler: ServiceScheduler,
+    /// The configured scheduler; None when no real server can take new flows (none
+    /// configured, or all drained): new flows are then dropped as `drop_no_backend`.
+    pub scheduler: Option<ServiceScheduler>,
     /// Maglev table used when the flow table is full, so a flow that finds no room still
     /// reaches the same real server on every packet (and on every box). Same as `scheduler`
     /// when that is Maglev.
@@ -165,14 +166,14 @@ impl Service {
     /// Pick a real server for a new flow with the configured scheduler.
     #[inline]
     pub fn pick(&self, flow_hash: u64, cursor: &mut u64) -> Option<u32> {
-        let i = self.scheduler.pick(flow_hash, cursor)?;
+        let i = self.scheduler.as_ref()?.pick(flow_hash, cursor)?;
         self.backends.get(i as usize).copied()
     }
 
     /// Pick a real server statelessly: the same answer for the same flow hash every time.
     #[inline]
     pub fn pick_consistent(&self, flow_hash: u64) -> Option<u32> {
-        let table = self.fallback.as_ref().unwrap_or(&self.scheduler);
+        let table = self.fallback.as_ref().or(self.scheduler.as_ref())?;
         let i = table.pick(flow_hash, &mut 0)?;
         self.backends.get(i as usize).copied()
     }
@@ -273,10 +274,12 @@ impl Snapshot {
                 port: spec.port,
                 source,
             };
-            let scheduler = ServiceScheduler::build(spec.scheduler, &sched_input, maglev_size).map_err(err)?;
-            let fallback = match spec.scheduler {
-                SchedulerKind::Maglev => None,
-                _ => Some(ServiceScheduler::build(SchedulerKind::Maglev, &sched_input, maglev_size).map_err(err)?),
+            let scheduler = nothing_to_schedule(ServiceScheduler::build(spec.scheduler, &sched_input, maglev_size))
+                .map_err(err)?;
+            let fallback = match (spec.scheduler, &scheduler) {
+                (SchedulerKind::Maglev, _) | (_, None) => None,
+                _ => nothing_to_schedule(ServiceScheduler::build(SchedulerKind::Maglev, &sched_input, maglev_size))
+                    .map_err(err)?,
             };
             for b in &spec.backends {
                 let (egress_port, next_hop) = snap.route_for(&b.addr).ok_or(SnapshotError::NoRoute(b.addr))?;
@@ -386,6 +389,16 @@ impl Snapshot {
     /// A resolved neighbour's MAC.
     pub fn neighbour(&self, addr: &IpAddr) -> Option<MacAddr> {
         self.neighbours.get(&to_mapped(*addr)).copied()
+    }
+}
+
+/// A service whose real servers are all drained (or that has none) is valid: it just takes
+/// no new flows.
+fn nothing_to_schedule(r: Result<ServiceScheduler, SchedError>) -> Result<Option<ServiceScheduler>, SchedError> {
+    match r {
+        Ok(s) => Ok(Some(s)),
+        Err(SchedError::NoBackends | SchedError::AllDrained(_)) => Ok(None),
+        Err(e) => Err(e),
     }
 }
 

@@ -117,6 +117,7 @@ impl<T: AsRef<[u8]> + AsMut<[u8]>> Ipv6Packet<T> {
 }
 
 /// Write a fresh IPv6 header at the start of `buf` (at least [`HEADER_LEN`] bytes).
+#[allow(clippy::too_many_arguments)]
 pub fn emit_header(
     buf: &mut [u8],
     traffic_class: u8,

@@ -1,0 +1,238 @@
+//! The neighbour table of the control plane: which next hops the dataplane needs, their MACs,
+//! ARP requests to send, refresh and expiry. Pure state: the daemon feeds it time, learned
+//! replies and the wanted set, and transmits the requests it asks for.
+
+use crate::config::NeighbourTimers;
+use std::collections::HashMap;
+use std::net::{IpAddr, Ipv4Addr};
+use std::time::{Duration, Instant};
+use vipd_dataplane::wire::{arp, ethernet, MacAddr};
+
+/// State of one neighbour.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum NeighbourState {
+    /// From the configuration; never expires.
+    Static,
+    /// Wanted, no reply yet.
+    Incomplete,
+    /// Learned from a reply.
+    Reachable,
+}
+
+/// One neighbour entry.
+#[derive(Clone, Debug)]
+pub struct Neighbour {
+    /// Port it is reached on.
+    pub port: u16,
+    /// MAC, when known.
+    pub mac: Option<MacAddr>,
+    /// State.
+    pub state: NeighbourState,
+    /// When it was last confirmed by a reply.
+    pub confirmed: Option<Instant>,
+    last_request: Option<Instant>,
+    /// Requests sent without a reply since the last confirmation.
+    pub unanswered: u32,
+}
+
+/// An ARP request the daemon must send.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Request {
+    /// Port to send it on.
+    pub port: u16,
+    /// Address asked for.
+    pub target: IpAddr,
+}
+
+/// The table.
+#[derive(Debug)]
+pub struct NeighbourTable {
+    entries: HashMap<IpAddr, Neighbour>,
+    timers: NeighbourTimers,
+}
+
+impl NeighbourTable {
+    /// An empty table.
+    pub fn new(timers: NeighbourTimers) -> Self {
+        NeighbourTable {
+            entries: HashMap::new(),
+            timers,
+        }
+    }
+
+    /// Replace the timers (reload).
+    pub fn set_timers(&mut self, timers: NeighbourTimers) {
+        self.timers = timers;
+    }
+
+    /// Make exactly these next hops wanted (static entries are kept regardless): new ones start
+    /// incomplete, ones no longer wanted are forgotten. `statics` are configured entries.
+    pub fn set_wanted(&mut self, wanted: &[(IpAddr, u16)], statics: &[(IpAddr, MacAddr, u16)]) {
+        self.entries.retain(|ip, n| {
+            n.state != NeighbourState::Static && wanted.iter().any(|(w, _)| w == ip)
+        });
+        for &(ip, mac, port) in statics {
+            self.entries.insert(
+                ip,
+                Neighbour {
+                    port,
+                    mac: Some(mac),
+                    state: NeighbourState::Static,
+                    confirmed: None,
+                    last_request: None,
+                    unanswered: 0,
+                },
+            );
+        }
+        for &(ip, port) in wanted {
+            self.entries.entry(ip).or_insert(Neighbour {
+                port,
+                mac: None,
+                state: NeighbourState::Incomplete,
+                confirmed: None,
+                last_request: None,
+                unanswered: 0,
+            });
+        }
+    }
+
+    /// A reply (or gratuitous ARP) said `ip` is at `mac`. Returns true when the MAC the
+    /// dataplane uses changed. Addresses nobody wants are ignored (no table growth from
+    /// unsolicited traffic).
+    pub fn learn(&mut self, ip: IpAddr, mac: MacAddr, now: Instant) -> bool {
+        let Some(n) = self.entries.get_mut(&ip) else {
+            return false;
+        };
+        if n.state == NeighbourState::Static || mac.is_multicast() || mac == MacAddr::ZERO {
+            return false;
+        }
+        let changed = n.mac != Some(mac);
+        n.mac = Some(mac);
+        n.state = NeighbourState::Reachable;
+        n.confirmed = Some(now);
+        n.unanswered = 0;
+        changed
+    }
+
+    /// Advance time: returns the requests to send now, and whether a MAC was dropped (expired),
+    /// which changes the dataplane's view.
+    pub fn poll(&mut self, now: Instant) -> (Vec<Request>, bool) {
+        let retry = Duration::from_secs(u64::from(self.timers.retry));
+        let refresh = Duration::from_secs(u64::from(self.timers.refresh));
+        let expire = Duration::from_secs(u64::from(self.timers.expire));
+        let mut requests = Vec::new();
+        let mut changed = false;
+        for (ip, n) in self.entries.iter_mut() {
+            let due = n.last_request.is_none_or(|t| now.duration_since(t) >= retry);
+            match n.state {
+                NeighbourState::Static => {}
+                NeighbourState::Incomplete => {
+                    if due {
+                        requests.push(Request { port: n.port, target: *ip });
+                        n.last_request = Some(now);
+                        n.unanswered = n.unanswered.saturating_add(1);
+                    }
+                }
+                NeighbourState::Reachable => {
+                    let age = n.confirmed.map_or(expire, |c| now.duration_since(c));
+                    if age >= expire {
+                        n.mac = None;
+                        n.state = NeighbourState::Incomplete;
+                        changed = true;
+                        requests.push(Request { port: n.port, target: *ip });
+                        n.last_request = Some(now);
+                    } else if age >= refresh && due {
+                        requests.push(Request { port: n.port, target: *ip });
+                        n.last_request = Some(now);
+                        n.unanswered = n.unanswered.saturating_add(1);
+                    }
+                }
+            }
+        }
+        (requests, changed)
+    }
+
+    /// The resolved MACs, for the snapshot.
+    pub fn resolved(&self) -> HashMap<IpAddr, MacAddr> {
+        self.entries
+            .iter()
+            .filter_map(|(ip, n)| n.mac.map(|m| (*ip, m)))
+            .collect()
+    }
+
+    /// All entries (status, metrics).
+    pub fn entries(&self) -> impl Iterator<Item = (&IpAddr, &Neighbour)> {
+        self.entries.iter()
+    }
+}
+
+/// An Ethernet broadcast ARP request frame (60 bytes, padded to the Ethernet minimum).
+pub fn arp_request_frame(our_mac: MacAddr, our_ip: Ipv4Addr, target: Ipv4Addr) -> [u8; 60] {
+    let mut f = [0u8; 60];
+    f[0..6].copy_from_slice(&MacAddr::BROADCAST.0);
+    f[6..12].copy_from_slice(&our_mac.0);
+    f[12..14].copy_from_slice(&ethernet::ethertype::ARP.to_be_bytes());
+    arp::emit(&mut f[14..], arp::op::REQUEST, our_mac, our_ip, MacAddr::ZERO, target);
+    f
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn timers() -> NeighbourTimers {
+        NeighbourTimers {
+            retry: 1,
+            refresh: 10,
+            expire: 30,
+        }
+    }
+
+    #[test]
+    fn resolve_refresh_expire() {
+        let gw: IpAddr = "10.0.0.1".parse().unwrap();
+        let mac = MacAddr([2, 0, 0, 0, 0, 1]);
+        let mut t = NeighbourTable::new(timers());
+        let t0 = Instant::now();
+        t.set_wanted(&[(gw, 0)], &[]);
+        assert_eq!(t.poll(t0).0, vec![Request { port: 0, target: gw }]);
+        assert!(t.poll(t0 + Duration::from_millis(500)).0.is_empty(), "retry interval");
+        assert_eq!(t.poll(t0 + Duration::from_secs(1)).0.len(), 1);
+        assert!(t.resolved().is_empty());
+        assert!(t.learn(gw, mac, t0 + Duration::from_secs(2)));
+        assert!(!t.learn(gw, mac, t0 + Duration::from_secs(2)), "same MAC: no change");
+        assert_eq!(t.resolved().get(&gw), Some(&mac));
+        assert!(t.poll(t0 + Duration::from_secs(5)).0.is_empty());
+        let (req, changed) = t.poll(t0 + Duration::from_secs(13));
+        assert_eq!(req.len(), 1, "refresh request");
+        assert!(!changed, "still usable while refreshing");
+        let (_, changed) = t.poll(t0 + Duration::from_secs(40));
+        assert!(changed, "expired without reply");
+        assert!(t.resolved().is_empty());
+    }
+
+    #[test]
+    fn statics_and_unwanted() {
+        let mut t = NeighbourTable::new(timers());
+        let a: IpAddr = "10.0.0.5".parse().unwrap();
+        let s: IpAddr = "10.0.0.6".parse().unwrap();
+        let mac = MacAddr([2, 0, 0, 0, 0, 6]);
+        t.set_wanted(&[], &[(s, mac, 0)]);
+        assert!(!t.learn(a, MacAddr([2, 0, 0, 0, 0, 5]), Instant::now()), "unwanted ignored");
+        assert!(!t.learn(s, MacAddr([2, 0, 0, 0, 0, 7]), Instant::now()), "static wins");
+        assert_eq!(t.resolved().get(&s), Some(&mac));
+        assert!(t.poll(Instant::now()).0.is_empty());
+        t.set_wanted(&[(a, 0)], &[(s, mac, 0)]);
+        t.set_wanted(&[], &[(s, mac, 0)]);
+        assert_eq!(t.entries().count(), 1, "no longer wanted is forgotten");
+    }
+
+    #[test]
+    fn request_frame_parses() {
+        let f = arp_request_frame(MacAddr([2, 0, 0, 0, 0, 10]), Ipv4Addr::new(10, 0, 0, 10), Ipv4Addr::new(10, 0, 0, 1));
+        let a = arp::ArpPacket::new_checked(&f[14..]).unwrap();
+        assert_eq!(a.operation(), arp::op::REQUEST);
+        assert_eq!(a.target_ip(), Ipv4Addr::new(10, 0, 0, 1));
+        assert_eq!(&f[0..6], &[0xff; 6]);
+    }
+}

@@ -1,0 +1,194 @@
+//! The poll loop of one worker: rx burst -> pipeline -> tx burst, on every port, plus the
+//! worker's inbox (frames steered to it by other workers, frames the control thread asks it to
+//! send). Owns its queues, flow table and counters; shares nothing writable.
+
+use crate::counters::{Counter, WorkerCounters};
+use crate::io::dpdk::{self, Mbuf, MbufBurst, PortQueue};
+use crate::io::PacketBuf;
+use crate::pipeline::{process_burst, process_steered, Action, WorkerState};
+use crate::snapshot::Snapshot;
+use arc_swap::ArcSwap;
+use crossbeam::queue::ArrayQueue;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Frames per rx/tx burst.
+pub const BURST: usize = dpdk::BURST_SIZE;
+
+/// A frame crossing between threads.
+pub struct Parcel {
+    /// The frame.
+    pub mbuf: Mbuf,
+    /// Port it arrived on (steered) or must leave by (transmit).
+    pub port: u16,
+    /// What to do with it.
+    pub kind: ParcelKind,
+}
+
+/// Why a frame is in a worker's inbox.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ParcelKind {
+    /// Another worker received it; this worker owns its connection.
+    Steered,
+    /// The control thread built it (an ARP request); send it as is.
+    Transmit,
+}
+
+/// The rings between threads, created once at start (no allocation afterwards).
+pub struct Rings {
+    /// One inbox per worker; any worker or the control thread may push.
+    pub inboxes: Vec<ArrayQueue<Parcel>>,
+    /// Frames for the control thread (ARP replies to learn from): (port, frame).
+    pub to_control: ArrayQueue<(u16, Mbuf)>,
+}
+
+impl Rings {
+    /// Rings for `workers` workers with `capacity` slots each.
+    pub fn new(workers: usize, capacity: usize) -> Self {
+        Rings {
+            inboxes: (0..workers).map(|_| ArrayQueue::new(capacity)).collect(),
+            to_control: ArrayQueue::new(capacity),
+        }
+    }
+}
+
+/// Everything one worker runs with.
+pub struct Worker {
+    /// Pipeline state (flow table, counters, cursors).
+    pub state: WorkerState,
+    /// One queue per port, index = port index of the snapshot.
+    pub queues: Vec<PortQueue>,
+    /// The snapshot the control thread publishes.
+    pub snapshot: Arc<ArcSwap<Snapshot>>,
+    /// Shared rings.
+    pub rings: Arc<Rings>,
+    /// Set by the daemon to stop the loop.
+    pub stop: Arc<AtomicBool>,
+    /// Sleep after a loop iteration that found nothing to do; zero busy-polls.
+    pub idle_sleep: Duration,
+}
+
+/// Per-port transmit bursts of one loop iteration.
+struct TxBursts {
+    bursts: Vec<MbufBurst>,
+}
+
+impl Worker {
+    /// Run until `stop` is set.
+    pub fn run(mut self) {
+        let mut rx = MbufBurst::new();
+        let mut actions = [Action::Drop(Counter::DropEthMalformed); BURST];
+        let mut tx = TxBursts {
+            bursts: (0..self.queues.len()).map(|_| MbufBurst::new()).collect(),
+        };
+        let ms_per_tick = 1000.0 / dpdk::tsc_hz().max(1) as f64;
+        let mut iterations: u64 = 0;
+        while !self.stop.load(Ordering::Relaxed) {
+            let snap = self.snapshot.load();
+            let now_ms = (dpdk::tsc_cycles() as f64 * ms_per_tick) as u64;
+            let mut work = 0usize;
+            for p in 0..self.queues.len() {
+                let n = self.queues[p].rx_burst(&mut rx);
+                if n == 0 {
+                    continue;
+                }
+                work += n;
+                process_burst(&mut rx[..], &mut actions[..n], p as u16, &mut self.state, &snap, now_ms);
+                for (m, action) in rx.drain().zip(actions.iter()) {
+                    self.dispatch(m, *action, p as u16, &mut tx);
+                }
+            }
+            work += self.drain_inbox(&snap, now_ms, &mut tx);
+            self.flush(&mut tx);
+            iterations = iterations.wrapping_add(1);
+            if iterations % 1024 == 0 {
+                self.state.counters.set_flows_active(self.state.flows.len() as u64);
+            }
+            if work == 0 && !self.idle_sleep.is_zero() {
+                // Idle back-off: only when nothing came in, so a loaded worker never sleeps.
+                self.state.counters.set_flows_active(self.state.flows.len() as u64);
+                std::thread::sleep(self.idle_sleep);
+            }
+        }
+        self.state.counters.set_flows_active(self.state.flows.len() as u64);
+    }
+
+    fn dispatch(&mut self, m: Mbuf, action: Action, rx_port: u16, tx: &mut TxBursts) {
+        let counters = &self.state.counters;
+        match action {
+            Action::Tx(port) => {
+                let p = usize::from(port);
+                match (tx.bursts.get_mut(p), self.queues.get_mut(p)) {
+                    (Some(burst), Some(queue)) => {
+                        if burst.is_full() {
+                            // Full (an inbox round added frames to a full rx round): send now.
+                            send(queue, burst, counters);
+                        }
+                        if burst.push(m).is_err() {
+                            counters.inc(Counter::DropTxFull);
+                        }
+                    }
+                    _ => counters.inc(Counter::DropNoRoute),
+                }
+            }
+            Action::Drop(_) => drop(m),
+            Action::ToControl => {
+                if self.rings.to_control.push((rx_port, m)).is_err() {
+                    counters.inc(Counter::DropRingFull);
+                }
+            }
+            Action::Steer(w) => {
+                let parcel = Parcel {
+                    mbuf: m,
+                    port: rx_port,
+                    kind: ParcelKind::Steered,
+                };
+                match self.rings.inboxes.get(usize::from(w)) {
+                    Some(inbox) if inbox.push(parcel).is_ok() => {}
+                    _ => counters.inc(Counter::DropRingFull),
+                }
+            }
+        }
+    }
+
+    fn drain_inbox(&mut self, snap: &Snapshot, now_ms: u64, tx: &mut TxBursts) -> usize {
+        let index = usize::from(self.state.index);
+        let mut n = 0;
+        while n < BURST {
+            let Some(parcel) = self.rings.inboxes.get(index).and_then(|q| q.pop()) else {
+                break;
+            };
+            n += 1;
+            let Parcel { mut mbuf, port, kind } = parcel;
+            let action = match kind {
+                ParcelKind::Steered => process_steered(&mut mbuf, port, &mut self.state, snap, now_ms),
+                ParcelKind::Transmit => Action::Tx(port),
+            };
+            self.dispatch(mbuf, action, port, tx);
+        }
+        n
+    }
+
+    fn flush(&mut self, tx: &mut TxBursts) {
+        for (queue, burst) in self.queues.iter_mut().zip(tx.bursts.iter_mut()) {
+            send(queue, burst, &self.state.counters);
+        }
+    }
+}
+
+/// Transmit a burst; what the driver does not take is freed and counted.
+fn send(queue: &mut PortQueue, burst: &mut MbufBurst, counters: &WorkerCounters) {
+    if burst.is_empty() {
+        return;
+    }
+    // The driver takes a prefix of the burst: remember lengths to count the bytes it took.
+    let mut lens = [0u32; BURST];
+    for (l, m) in lens.iter_mut().zip(burst.iter()) {
+        *l = m.data().len() as u32;
+    }
+    let out = queue.tx_burst(burst);
+    counters.add(Counter::TxPackets, out.sent as u64);
+    counters.add(Counter::TxBytes, lens[..out.sent.min(BURST)].iter().map(|&l| u64::from(l)).sum());
+    counters.add(Counter::DropTxFull, out.dropped as u64);
+}
