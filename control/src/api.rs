@@ -63,8 +63,13 @@ pub fn stats_json(workers: &[Arc<WorkerCounters>]) -> Value {
 }
 
 /// Serve until `stop` is set. Binding errors are returned (the daemon refuses to start).
-pub fn serve(listen: SocketAddr, shared: Arc<Shared>, stop: Arc<AtomicBool>) -> Result<std::thread::JoinHandle<()>, String> {
-    let server = tiny_http::Server::http(listen).map_err(|e| format!("api: cannot listen on {listen}: {e}"))?;
+pub fn serve(
+    listen: SocketAddr,
+    shared: Arc<Shared>,
+    stop: Arc<AtomicBool>,
+) -> Result<std::thread::JoinHandle<()>, String> {
+    let server = tiny_http::Server::http(listen)
+        .map_err(|e| format!("api: cannot listen on {listen}: {e}"))?;
     std::thread::Builder::new()
         .name("vipd-api".into())
         .spawn(move || {
@@ -95,11 +100,24 @@ fn handle(req: tiny_http::Request, shared: &Shared) {
     let json_ct = "application/json";
     match (method, path.as_str()) {
         (tiny_http::Method::Get, "/metrics") => {
-            let gauges = shared.view.lock().map(|v| v.gauges.clone()).unwrap_or_default();
-            respond(req, 200, "text/plain; version=0.0.4", metrics::render(&shared.workers, &gauges));
+            let gauges = shared
+                .view
+                .lock()
+                .map(|v| v.gauges.clone())
+                .unwrap_or_default();
+            respond(
+                req,
+                200,
+                "text/plain; version=0.0.4",
+                metrics::render(&shared.workers, &gauges),
+            );
         }
         (tiny_http::Method::Get, "/api/v1/status") => {
-            let status = shared.view.lock().map(|v| v.status.clone()).unwrap_or(Value::Null);
+            let status = shared
+                .view
+                .lock()
+                .map(|v| v.status.clone())
+                .unwrap_or(Value::Null);
             respond(req, 200, json_ct, status.to_string());
         }
         (tiny_http::Method::Get, "/api/v1/stats") => {
@@ -110,11 +128,22 @@ fn handle(req: tiny_http::Request, shared: &Shared) {
             let answer = if shared.commands.send(Command::Reload(tx)).is_err() {
                 Err("control loop is not running".to_string())
             } else {
-                rx.recv_timeout(Duration::from_secs(30)).unwrap_or_else(|_| Err("reload timed out".into()))
+                rx.recv_timeout(Duration::from_secs(30))
+                    .unwrap_or_else(|_| Err("reload timed out".into()))
             };
             match answer {
-                Ok(g) => respond(req, 200, json_ct, json!({"ok": true, "generation": g}).to_string()),
-                Err(e) => respond(req, 400, json_ct, json!({"ok": false, "error": e}).to_string()),
+                Ok(g) => respond(
+                    req,
+                    200,
+                    json_ct,
+                    json!({"ok": true, "generation": g}).to_string(),
+                ),
+                Err(e) => respond(
+                    req,
+                    400,
+                    json_ct,
+                    json!({"ok": false, "error": e}).to_string(),
+                ),
             }
         }
         (_, p) => {

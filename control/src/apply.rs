@@ -127,13 +127,22 @@ pub fn build(
     let mut statics = Vec::new();
     let mut neighbours = resolved.clone();
     for (i, n) in config.neighbours.iter().enumerate() {
-        let mac: MacAddr = n.mac.parse().map_err(|e| invalid(format!("neighbours[{i}].mac"), e))?;
+        let mac: MacAddr = n
+            .mac
+            .parse()
+            .map_err(|e| invalid(format!("neighbours[{i}].mac"), e))?;
         neighbours.insert(n.ip, mac);
         let port = route_port(&ports, &n.ip).unwrap_or(0);
         statics.push((n.ip, mac, port));
     }
-    let snapshot = Snapshot::build(generation, ports, &specs, &neighbours, config.flows.maglev_table_size)
-        .map_err(|e| invalid("services".into(), e.to_string()))?;
+    let snapshot = Snapshot::build(
+        generation,
+        ports,
+        &specs,
+        &neighbours,
+        config.flows.maglev_table_size,
+    )
+    .map_err(|e| invalid("services".into(), e.to_string()))?;
     let mut wanted: Vec<(IpAddr, u16)> = Vec::new();
     let mut want = |ip: IpAddr, port: u16| {
         if !wanted.iter().any(|(w, _)| *w == ip) {

@@ -382,33 +382,66 @@ impl Config {
         };
         let dp = &self.dataplane;
         if dp.worker_cores.is_empty() {
-            return Err(invalid("dataplane.worker_cores".into(), "at least one worker core is needed".into()));
+            return Err(invalid(
+                "dataplane.worker_cores".into(),
+                "at least one worker core is needed".into(),
+            ));
         }
         if dp.worker_cores.len() > 64 {
-            return Err(invalid("dataplane.worker_cores".into(), "at most 64 workers".into()));
+            return Err(invalid(
+                "dataplane.worker_cores".into(),
+                "at most 64 workers".into(),
+            ));
         }
         let cores = core_count();
         for (i, &c) in dp.worker_cores.iter().enumerate() {
             if c >= cores {
-                return Err(invalid(format!("dataplane.worker_cores[{i}]"), format!("core {c} does not exist (this machine has {cores})")));
+                return Err(invalid(
+                    format!("dataplane.worker_cores[{i}]"),
+                    format!("core {c} does not exist (this machine has {cores})"),
+                ));
             }
             if c == dp.control_core {
-                return Err(invalid(format!("dataplane.worker_cores[{i}]"), format!("core {c} is also the control_core")));
+                return Err(invalid(
+                    format!("dataplane.worker_cores[{i}]"),
+                    format!("core {c} is also the control_core"),
+                ));
             }
             if dp.worker_cores[..i].contains(&c) {
-                return Err(invalid(format!("dataplane.worker_cores[{i}]"), format!("core {c} is listed twice")));
+                return Err(invalid(
+                    format!("dataplane.worker_cores[{i}]"),
+                    format!("core {c} is listed twice"),
+                ));
             }
         }
         if dp.control_core >= cores {
-            return Err(invalid("dataplane.control_core".into(), format!("core {} does not exist (this machine has {cores})", dp.control_core)));
+            return Err(invalid(
+                "dataplane.control_core".into(),
+                format!(
+                    "core {} does not exist (this machine has {cores})",
+                    dp.control_core
+                ),
+            ));
         }
-        for (key, v) in [("dataplane.rx_descriptors", dp.rx_descriptors), ("dataplane.tx_descriptors", dp.tx_descriptors)] {
+        for (key, v) in [
+            ("dataplane.rx_descriptors", dp.rx_descriptors),
+            ("dataplane.tx_descriptors", dp.tx_descriptors),
+        ] {
             if !(64..=16384).contains(&v) {
-                return Err(invalid(key.into(), format!("{v} is out of range 64..=16384")));
+                return Err(invalid(
+                    key.into(),
+                    format!("{v} is out of range 64..=16384"),
+                ));
             }
         }
         if self.flows.capacity_per_worker < 1024 || self.flows.capacity_per_worker > (1 << 26) {
-            return Err(invalid("flows.capacity_per_worker".into(), format!("{} is out of range 1024..=67108864", self.flows.capacity_per_worker)));
+            return Err(invalid(
+                "flows.capacity_per_worker".into(),
+                format!(
+                    "{} is out of range 1024..=67108864",
+                    self.flows.capacity_per_worker
+                ),
+            ));
         }
         let t = &self.flows.timeouts;
         for (key, v) in [
@@ -420,26 +453,44 @@ impl Config {
             ("udp", t.udp),
         ] {
             if v == 0 {
-                return Err(invalid(format!("flows.timeouts.{key}"), "must be at least 1 second".into()));
+                return Err(invalid(
+                    format!("flows.timeouts.{key}"),
+                    "must be at least 1 second".into(),
+                ));
             }
         }
         let n = &self.neighbour_timers;
         if n.retry == 0 || n.refresh == 0 || n.expire <= n.refresh {
-            return Err(invalid("neighbour_timers".into(), "retry and refresh must be >= 1 and expire > refresh".into()));
+            return Err(invalid(
+                "neighbour_timers".into(),
+                "retry and refresh must be >= 1 and expire > refresh".into(),
+            ));
         }
         if self.ports.is_empty() {
-            return Err(invalid("ports".into(), "at least one [[ports]] entry is needed".into()));
+            return Err(invalid(
+                "ports".into(),
+                "at least one [[ports]] entry is needed".into(),
+            ));
         }
         for (i, p) in self.ports.iter().enumerate() {
             let k = |f: &str| format!("ports[{i}].{f}");
             if p.name.is_empty() || self.ports[..i].iter().any(|q| q.name == p.name) {
-                return Err(invalid(k("name"), format!("`{}` is empty or used twice", p.name)));
+                return Err(invalid(
+                    k("name"),
+                    format!("`{}` is empty or used twice", p.name),
+                ));
             }
             if p.device.is_empty() || self.ports[..i].iter().any(|q| q.device == p.device) {
-                return Err(invalid(k("device"), format!("`{}` is empty or used twice", p.device)));
+                return Err(invalid(
+                    k("device"),
+                    format!("`{}` is empty or used twice", p.device),
+                ));
             }
             if p.ipv4.is_none() && p.ipv6.is_none() {
-                return Err(invalid(k("ipv4"), "a port needs an ipv4 or ipv6 address".into()));
+                return Err(invalid(
+                    k("ipv4"),
+                    "a port needs an ipv4 or ipv6 address".into(),
+                ));
             }
             if let Some(m) = &p.mac {
                 m.parse::<MacAddr>().map_err(|e| invalid(k("mac"), e))?;
@@ -449,23 +500,35 @@ impl Config {
                     return Err(invalid(k("gateway"), format!("{g} is not inside {net}")));
                 }
             } else if p.gateway.is_some() {
-                return Err(invalid(k("gateway"), "an IPv4 gateway needs an ipv4 address on the port".into()));
+                return Err(invalid(
+                    k("gateway"),
+                    "an IPv4 gateway needs an ipv4 address on the port".into(),
+                ));
             }
             if let (Some(g), Some(net)) = (p.gateway6, p.ipv6) {
                 if !net.contains(&g) {
                     return Err(invalid(k("gateway6"), format!("{g} is not inside {net}")));
                 }
             } else if p.gateway6.is_some() {
-                return Err(invalid(k("gateway6"), "an IPv6 gateway needs an ipv6 address on the port".into()));
+                return Err(invalid(
+                    k("gateway6"),
+                    "an IPv6 gateway needs an ipv6 address on the port".into(),
+                ));
             }
             if !(576..=9000).contains(&p.mtu) {
-                return Err(invalid(k("mtu"), format!("{} is out of range 576..=9000", p.mtu)));
+                return Err(invalid(
+                    k("mtu"),
+                    format!("{} is out of range 576..=9000", p.mtu),
+                ));
             }
         }
         for (i, n) in self.neighbours.iter().enumerate() {
-            n.mac.parse::<MacAddr>().map_err(|e| invalid(format!("neighbours[{i}].mac"), e))?;
+            n.mac
+                .parse::<MacAddr>()
+                .map_err(|e| invalid(format!("neighbours[{i}].mac"), e))?;
         }
-        self.valid_services().map_err(|(key, message)| invalid(key, message))?;
+        self.valid_services()
+            .map_err(|(key, message)| invalid(key, message))?;
         Ok(())
     }
 
@@ -474,16 +537,37 @@ impl Config {
         let mut out: Vec<ValidService> = Vec::with_capacity(self.services.len());
         for (i, s) in self.services.iter().enumerate() {
             let k = |f: &str| format!("services[{i}].{f}");
-            let scheduler: SchedulerKind = s.scheduler.parse().map_err(|e: vipd_dataplane::sched::SchedError| (k("scheduler"), e.to_string()))?;
+            let scheduler: SchedulerKind = s
+                .scheduler
+                .parse()
+                .map_err(|e: vipd_dataplane::sched::SchedError| (k("scheduler"), e.to_string()))?;
             let mode: FwdMode = s.mode.parse().map_err(|e| (k("mode"), e))?;
             if s.port == 0 {
                 return Err((k("port"), "port 0 is not a valid service port".into()));
             }
-            if self.ports.iter().any(|p| p.ipv4.map(|n| IpAddr::V4(n.addr())) == Some(s.vip) || p.ipv6.map(|n| IpAddr::V6(n.addr())) == Some(s.vip)) {
-                return Err((k("vip"), format!("{} is a port address; a VIP must be an address of its own", s.vip)));
+            if self.ports.iter().any(|p| {
+                p.ipv4.map(|n| IpAddr::V4(n.addr())) == Some(s.vip)
+                    || p.ipv6.map(|n| IpAddr::V6(n.addr())) == Some(s.vip)
+            }) {
+                return Err((
+                    k("vip"),
+                    format!(
+                        "{} is a port address; a VIP must be an address of its own",
+                        s.vip
+                    ),
+                ));
             }
-            if out.iter().any(|o| o.vip == s.vip && o.proto == s.proto.number() && o.port == s.port) {
-                return Err((k("port"), format!("service {} {:?} {} is defined twice", s.vip, s.proto, s.port)));
+            if out
+                .iter()
+                .any(|o| o.vip == s.vip && o.proto == s.proto.number() && o.port == s.port)
+            {
+                return Err((
+                    k("port"),
+                    format!(
+                        "service {} {:?} {} is defined twice",
+                        s.vip, s.proto, s.port
+                    ),
+                ));
             }
             let mut rss = Vec::with_capacity(s.real_servers.len());
             for (j, r) in s.real_servers.iter().enumerate() {
@@ -497,7 +581,13 @@ impl Config {
                     return Err((kr("port"), "port 0 is not a valid real server port".into()));
                 }
                 if rmode == FwdMode::Nat && r.ip.is_ipv4() != s.vip.is_ipv4() {
-                    return Err((kr("ip"), format!("NAT between {} and {} mixes IPv4 and IPv6; use the VIP's family", s.vip, r.ip)));
+                    return Err((
+                        kr("ip"),
+                        format!(
+                            "NAT between {} and {} mixes IPv4 and IPv6; use the VIP's family",
+                            s.vip, r.ip
+                        ),
+                    ));
                 }
                 if rmode != FwdMode::Nat && r.port.is_some_and(|p| p != s.port) {
                     return Err((kr("port"), format!("{rmode} mode cannot change the port ({} -> {port}): the packet reaches the real server unchanged", s.port)));
@@ -506,7 +596,11 @@ impl Config {
                     return Err((kr("ip"), "DR forwards the client's packet unchanged, so the real server must have the VIP's family".into()));
                 }
                 if rs_reachable(&self.ports, &r.ip, rmode == FwdMode::Dr).is_none() {
-                    let why = if rmode == FwdMode::Dr { "is not on-link on any port (DR needs the real server on a port's segment)" } else { "is neither on-link on a port nor reachable through a port's gateway" };
+                    let why = if rmode == FwdMode::Dr {
+                        "is not on-link on any port (DR needs the real server on a port's segment)"
+                    } else {
+                        "is neither on-link on a port nor reachable through a port's gateway"
+                    };
                     return Err((kr("ip"), format!("{} {why}", r.ip)));
                 }
                 if rss.iter().any(|&(ip, p, _, _)| ip == r.ip && p == port) {
@@ -535,7 +629,13 @@ fn rs_reachable(ports: &[PortConfig], ip: &IpAddr, on_link_only: bool) -> Option
     if on_link.is_some() || on_link_only {
         return on_link;
     }
-    ports.iter().position(|p| if ip.is_ipv4() { p.gateway.is_some() } else { p.gateway6.is_some() })
+    ports.iter().position(|p| {
+        if ip.is_ipv4() {
+            p.gateway.is_some()
+        } else {
+            p.gateway6.is_some()
+        }
+    })
 }
 
 fn core_count() -> usize {

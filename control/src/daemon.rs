@@ -15,7 +15,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use vipd_dataplane::flow::FlowTable;
-use vipd_dataplane::io::dpdk::{self, Eal, Mempool, Port, PortConfig as DpdkPortConfig, DEFAULT_DATA_ROOM};
+use vipd_dataplane::io::dpdk::{
+    self, Eal, Mempool, Port, PortConfig as DpdkPortConfig, DEFAULT_DATA_ROOM,
+};
 use vipd_dataplane::io::PacketBuf;
 use vipd_dataplane::pipeline::WorkerState;
 use vipd_dataplane::snapshot::Snapshot;
@@ -45,7 +47,12 @@ pub fn eal_args(config: &Config) -> Vec<String> {
         }
     } else {
         let mem = if e.memory_mb > 0 { e.memory_mb } else { 512 };
-        args.extend(["--no-huge".into(), "--no-shconf".into(), "-m".into(), mem.to_string()]);
+        args.extend([
+            "--no-huge".into(),
+            "--no-shconf".into(),
+            "-m".into(),
+            mem.to_string(),
+        ]);
     }
     if !config.ports.iter().any(|p| is_pci_address(&p.device)) {
         // Only virtual devices: never let the EAL probe (and try to take) the host's NICs.
@@ -104,7 +111,8 @@ pub fn run(config_path: &Path) -> Result<(), String> {
     let stop = Arc::new(AtomicBool::new(false));
     let reload = Arc::new(AtomicBool::new(false));
     for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
-        signal_hook::flag::register(sig, Arc::clone(&stop)).map_err(|e| format!("signal handler: {e}"))?;
+        signal_hook::flag::register(sig, Arc::clone(&stop))
+            .map_err(|e| format!("signal handler: {e}"))?;
     }
     signal_hook::flag::register(signal_hook::consts::SIGHUP, Arc::clone(&reload))
         .map_err(|e| format!("signal handler: {e}"))?;
@@ -113,25 +121,42 @@ pub fn run(config_path: &Path) -> Result<(), String> {
     tracing::info!("EAL arguments: {}", args.join(" "));
     let eal = Eal::init(&args).map_err(|e| format!("DPDK EAL: {e}"))?;
     let workers_n = config.dataplane.worker_cores.len();
-    let pool = Mempool::create(&eal, "vipd_pool", pool_size(&config), 256, DEFAULT_DATA_ROOM, dpdk::SOCKET_ANY)
-        .map_err(|e| format!("mbuf pool: {e}"))?;
+    let pool = Mempool::create(
+        &eal,
+        "vipd_pool",
+        pool_size(&config),
+        256,
+        DEFAULT_DATA_ROOM,
+        dpdk::SOCKET_ANY,
+    )
+    .map_err(|e| format!("mbuf pool: {e}"))?;
     let mut ports = Vec::with_capacity(config.ports.len());
     for (i, pc) in config.ports.iter().enumerate() {
         let key = format!("ports[{i}]");
-        let id = eal
-            .port_by_name(device_name(&pc.device))
-            .map_err(|e| format!("{}: {key}.device `{}`: no such DPDK port ({e})", config_path.display(), pc.device))?;
+        let id = eal.port_by_name(device_name(&pc.device)).map_err(|e| {
+            format!(
+                "{}: {key}.device `{}`: no such DPDK port ({e})",
+                config_path.display(),
+                pc.device
+            )
+        })?;
         let cfg = DpdkPortConfig {
             queues: workers_n as u16,
             rx_desc: config.dataplane.rx_descriptors,
             tx_desc: config.dataplane.tx_descriptors,
             rss: true,
         };
-        let mut port = Port::configure(&eal, id, &cfg, &pool).map_err(|e| format!("{key} ({}): {e}", pc.name))?;
+        let mut port = Port::configure(&eal, id, &cfg, &pool)
+            .map_err(|e| format!("{key} ({}): {e}", pc.name))?;
         if let Err(e) = port.set_mtu(pc.mtu) {
-            tracing::warn!("port {}: cannot set MTU {}: {e} (keeping the device's)", pc.name, pc.mtu);
+            tracing::warn!(
+                "port {}: cannot set MTU {}: {e} (keeping the device's)",
+                pc.name,
+                pc.mtu
+            );
         }
-        port.start().map_err(|e| format!("{key} ({}): {e}", pc.name))?;
+        port.start()
+            .map_err(|e| format!("{key} ({}): {e}", pc.name))?;
         let nic_mac = MacAddr(port.mac_addr().map_err(|e| format!("{key}: {e}"))?);
         let mac = match &pc.mac {
             Some(m) => {
@@ -149,7 +174,11 @@ pub fn run(config_path: &Path) -> Result<(), String> {
             pc.device,
             port.driver(),
             port.queues(),
-            if port.rss_enabled() { "on" } else { "off (one queue, or the PMD has none)" }
+            if port.rss_enabled() {
+                "on"
+            } else {
+                "off (one queue, or the PMD has none)"
+            }
         );
         ports.push(RunningPort {
             name: pc.name.clone(),
@@ -164,8 +193,15 @@ pub fn run(config_path: &Path) -> Result<(), String> {
     let mut ids = BackendIds::default();
     let mut neighbours = NeighbourTable::new(config.neighbour_timers.clone());
     let mut generation = 1;
-    let applied = apply::build(&config, config_path, &mut ids, &nic_macs, &neighbours.resolved(), generation)
-        .map_err(|e| e.to_string())?;
+    let applied = apply::build(
+        &config,
+        config_path,
+        &mut ids,
+        &nic_macs,
+        &neighbours.resolved(),
+        generation,
+    )
+    .map_err(|e| e.to_string())?;
     neighbours.set_wanted(&applied.wanted, &applied.statics);
     let snapshot = Arc::new(ArcSwap::from_pointee(applied.snapshot));
     let rings = Arc::new(Rings::new(workers_n, RING_CAPACITY));
@@ -179,7 +215,10 @@ pub fn run(config_path: &Path) -> Result<(), String> {
             .map(|p| p.port.queue(w as u16))
             .collect::<Result<Vec<_>, _>>()
             .map_err(|e| format!("worker {w}: {e}"))?;
-        let table = FlowTable::with_capacity(config.flows.capacity_per_worker, config.flows.timeouts.to_timeouts());
+        let table = FlowTable::with_capacity(
+            config.flows.capacity_per_worker,
+            config.flows.timeouts.to_timeouts(),
+        );
         let state = WorkerState::new(w as u16, workers_n as u16, table, MAX_SERVICES_HINT);
         counters.push(Arc::clone(&state.counters));
         workers.push((
@@ -202,24 +241,32 @@ pub fn run(config_path: &Path) -> Result<(), String> {
         commands: cmd_tx,
     });
     let api_stop = Arc::new(AtomicBool::new(false));
-    let api_thread = api::serve(config.api.listen, Arc::clone(&shared), Arc::clone(&api_stop))?;
+    let api_thread = api::serve(
+        config.api.listen,
+        Arc::clone(&shared),
+        Arc::clone(&api_stop),
+    )?;
     tracing::info!("API and metrics on http://{}", config.api.listen);
 
     let eal_ref = &eal;
     let result = std::thread::scope(|scope| {
         let mut handles = Vec::new();
         for (w, (core, worker)) in workers.into_iter().enumerate() {
-            let h = std::thread::Builder::new().name(format!("vipd-w{w}")).spawn_scoped(scope, move || {
-                if !core_affinity::set_for_current(core_affinity::CoreId { id: core }) {
-                    tracing::warn!("worker {w}: cannot pin to core {core}");
-                }
-                match dpdk::register_thread(eal_ref) {
-                    Ok(lcore) => tracing::info!("worker {w} on core {core} (lcore {lcore})"),
-                    Err(e) => tracing::warn!("worker {w}: no lcore id ({e}); mempool cache unused"),
-                }
-                worker.run();
-                dpdk::unregister_thread(eal_ref);
-            });
+            let h = std::thread::Builder::new()
+                .name(format!("vipd-w{w}"))
+                .spawn_scoped(scope, move || {
+                    if !core_affinity::set_for_current(core_affinity::CoreId { id: core }) {
+                        tracing::warn!("worker {w}: cannot pin to core {core}");
+                    }
+                    match dpdk::register_thread(eal_ref) {
+                        Ok(lcore) => tracing::info!("worker {w} on core {core} (lcore {lcore})"),
+                        Err(e) => {
+                            tracing::warn!("worker {w}: no lcore id ({e}); mempool cache unused")
+                        }
+                    }
+                    worker.run();
+                    dpdk::unregister_thread(eal_ref);
+                });
             match h {
                 Ok(h) => handles.push(h),
                 Err(e) => {
@@ -290,7 +337,11 @@ struct Control<'a> {
 impl Control<'_> {
     fn run(&mut self, stop: &AtomicBool, reload: &AtomicBool, commands: &Receiver<Command>) {
         let mut last_link = Instant::now() - Duration::from_secs(10);
-        tracing::info!("vipd running: {} worker(s), {} port(s)", self.rings.inboxes.len(), self.ports.len());
+        tracing::info!(
+            "vipd running: {} worker(s), {} port(s)",
+            self.rings.inboxes.len(),
+            self.ports.len()
+        );
         while !stop.load(Ordering::Relaxed) {
             let now = Instant::now();
             let mut changed = self.learn(now);
@@ -305,7 +356,9 @@ impl Control<'_> {
             if reload.swap(false, Ordering::Relaxed) {
                 match self.reload() {
                     Ok(g) => tracing::info!("SIGHUP: configuration reloaded (generation {g})"),
-                    Err(e) => tracing::error!("SIGHUP: reload refused, running configuration kept: {e}"),
+                    Err(e) => {
+                        tracing::error!("SIGHUP: reload refused, running configuration kept: {e}")
+                    }
                 }
             }
             while let Ok(cmd) = commands.try_recv() {
@@ -314,7 +367,9 @@ impl Control<'_> {
                         let r = self.reload();
                         match &r {
                             Ok(g) => tracing::info!("API: configuration reloaded (generation {g})"),
-                            Err(e) => tracing::error!("API: reload refused, running configuration kept: {e}"),
+                            Err(e) => tracing::error!(
+                                "API: reload refused, running configuration kept: {e}"
+                            ),
                         }
                         let _ = reply.send(r);
                     }
@@ -343,7 +398,9 @@ impl Control<'_> {
                 continue;
             }
             if let Ok(a) = arp::ArpPacket::new_checked(eth.payload()) {
-                changed |= self.neighbours.learn(IpAddr::V4(a.sender_ip()), a.sender_mac(), now);
+                changed |= self
+                    .neighbours
+                    .learn(IpAddr::V4(a.sender_ip()), a.sender_mac(), now);
             }
         }
         changed
@@ -371,7 +428,12 @@ impl Control<'_> {
             port,
             kind: ParcelKind::Transmit,
         };
-        if self.rings.inboxes.first().is_some_and(|q| q.push(parcel).is_ok()) {
+        if self
+            .rings
+            .inboxes
+            .first()
+            .is_some_and(|q| q.push(parcel).is_ok())
+        {
             self.control_tx += 1;
         } else {
             tracing::warn!("ARP request for {target}: worker inbox full");
@@ -380,9 +442,17 @@ impl Control<'_> {
 
     fn publish(&mut self, why: &str) {
         *self.generation += 1;
-        match apply::build(self.config, &self.path, self.ids, self.nic_macs, &self.neighbours.resolved(), *self.generation) {
+        match apply::build(
+            self.config,
+            &self.path,
+            self.ids,
+            self.nic_macs,
+            &self.neighbours.resolved(),
+            *self.generation,
+        ) {
             Ok(applied) => {
-                self.neighbours.set_wanted(&applied.wanted, &applied.statics);
+                self.neighbours
+                    .set_wanted(&applied.wanted, &applied.statics);
                 self.snapshot.store(Arc::new(applied.snapshot));
                 tracing::debug!("snapshot {} published ({why})", *self.generation);
             }
@@ -394,8 +464,15 @@ impl Control<'_> {
         let new = Config::load(&self.path).map_err(|e| e.to_string())?;
         let old = &*self.config;
         let same_ports = old.ports.len() == new.ports.len()
-            && old.ports.iter().zip(&new.ports).all(|(a, b)| a.device == b.device);
-        if !same_ports || old.dataplane.worker_cores != new.dataplane.worker_cores || old.eal.file_prefix != new.eal.file_prefix {
+            && old
+                .ports
+                .iter()
+                .zip(&new.ports)
+                .all(|(a, b)| a.device == b.device);
+        if !same_ports
+            || old.dataplane.worker_cores != new.dataplane.worker_cores
+            || old.eal.file_prefix != new.eal.file_prefix
+        {
             return Err("ports, worker cores and EAL settings change only with a restart".into());
         }
         if old.flows.capacity_per_worker != new.flows.capacity_per_worker {
@@ -404,12 +481,20 @@ impl Control<'_> {
         let generation = *self.generation + 1;
         // Build on a copy of the ids: a refused configuration must leave everything as it was.
         let mut ids = self.ids.clone();
-        match apply::build(&new, &self.path, &mut ids, self.nic_macs, &self.neighbours.resolved(), generation) {
+        match apply::build(
+            &new,
+            &self.path,
+            &mut ids,
+            self.nic_macs,
+            &self.neighbours.resolved(),
+            generation,
+        ) {
             Ok(applied) => {
                 *self.ids = ids;
                 *self.generation = generation;
                 self.neighbours.set_timers(new.neighbour_timers.clone());
-                self.neighbours.set_wanted(&applied.wanted, &applied.statics);
+                self.neighbours
+                    .set_wanted(&applied.wanted, &applied.statics);
                 self.snapshot.store(Arc::new(applied.snapshot));
                 *self.config = new;
                 Ok(generation)
@@ -488,7 +573,12 @@ impl Control<'_> {
             "services": services,
             "neighbours": neighbours,
         });
-        let count = |st: NeighbourState| self.neighbours.entries().filter(|(_, n)| n.state == st).count() as u64;
+        let count = |st: NeighbourState| {
+            self.neighbours
+                .entries()
+                .filter(|(_, n)| n.state == st)
+                .count() as u64
+        };
         let gauges = ControlGauges {
             snapshot_generation: snap.generation,
             neighbours: vec![
@@ -509,7 +599,11 @@ impl Control<'_> {
                     ))
                 })
                 .collect(),
-            ports: self.ports.iter().map(|p| (p.name.clone(), p.link_up)).collect(),
+            ports: self
+                .ports
+                .iter()
+                .map(|p| (p.name.clone(), p.link_up))
+                .collect(),
             control_tx: self.control_tx,
             control_rx: self.control_rx,
         };

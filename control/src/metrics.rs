@@ -98,7 +98,12 @@ pub fn render(workers: &[Arc<WorkerCounters>], control: &ControlGauges) -> Strin
         workers
             .iter()
             .enumerate()
-            .map(|(i, w)| gauge(vec![label("worker", &i.to_string())], w.flows_active() as f64))
+            .map(|(i, w)| {
+                gauge(
+                    vec![label("worker", &i.to_string())],
+                    w.flows_active() as f64,
+                )
+            })
             .collect(),
     ));
     families.push(family(
@@ -124,7 +129,12 @@ pub fn render(workers: &[Arc<WorkerCounters>], control: &ControlGauges) -> Strin
         control
             .backends
             .iter()
-            .map(|(s, b, w, _)| gauge(vec![label("service", s), label("real_server", b)], f64::from(*w)))
+            .map(|(s, b, w, _)| {
+                gauge(
+                    vec![label("service", s), label("real_server", b)],
+                    f64::from(*w),
+                )
+            })
             .collect(),
     ));
     families.push(family(
@@ -134,7 +144,12 @@ pub fn render(workers: &[Arc<WorkerCounters>], control: &ControlGauges) -> Strin
         control
             .backends
             .iter()
-            .map(|(s, b, _, r)| gauge(vec![label("service", s), label("real_server", b)], f64::from(u8::from(*r))))
+            .map(|(s, b, _, r)| {
+                gauge(
+                    vec![label("service", s), label("real_server", b)],
+                    f64::from(u8::from(*r)),
+                )
+            })
             .collect(),
     ));
     families.push(family(

@@ -123,12 +123,17 @@ impl NeighbourTable {
         let mut requests = Vec::new();
         let mut changed = false;
         for (ip, n) in self.entries.iter_mut() {
-            let due = n.last_request.is_none_or(|t| now.duration_since(t) >= retry);
+            let due = n
+                .last_request
+                .is_none_or(|t| now.duration_since(t) >= retry);
             match n.state {
                 NeighbourState::Static => {}
                 NeighbourState::Incomplete => {
                     if due {
-                        requests.push(Request { port: n.port, target: *ip });
+                        requests.push(Request {
+                            port: n.port,
+                            target: *ip,
+                        });
                         n.last_request = Some(now);
                         n.unanswered = n.unanswered.saturating_add(1);
                     }
@@ -139,10 +144,16 @@ impl NeighbourTable {
                         n.mac = None;
                         n.state = NeighbourState::Incomplete;
                         changed = true;
-                        requests.push(Request { port: n.port, target: *ip });
+                        requests.push(Request {
+                            port: n.port,
+                            target: *ip,
+                        });
                         n.last_request = Some(now);
                     } else if age >= refresh && due {
-                        requests.push(Request { port: n.port, target: *ip });
+                        requests.push(Request {
+                            port: n.port,
+                            target: *ip,
+                        });
                         n.last_request = Some(now);
                         n.unanswered = n.unanswered.saturating_add(1);
                     }
@@ -172,7 +183,14 @@ pub fn arp_request_frame(our_mac: MacAddr, our_ip: Ipv4Addr, target: Ipv4Addr) -
     f[0..6].copy_from_slice(&MacAddr::BROADCAST.0);
     f[6..12].copy_from_slice(&our_mac.0);
     f[12..14].copy_from_slice(&ethernet::ethertype::ARP.to_be_bytes());
-    arp::emit(&mut f[14..], arp::op::REQUEST, our_mac, our_ip, MacAddr::ZERO, target);
+    arp::emit(
+        &mut f[14..],
+        arp::op::REQUEST,
+        our_mac,
+        our_ip,
+        MacAddr::ZERO,
+        target,
+    );
     f
 }
 
@@ -195,12 +213,24 @@ mod tests {
         let mut t = NeighbourTable::new(timers());
         let t0 = Instant::now();
         t.set_wanted(&[(gw, 0)], &[]);
-        assert_eq!(t.poll(t0).0, vec![Request { port: 0, target: gw }]);
-        assert!(t.poll(t0 + Duration::from_millis(500)).0.is_empty(), "retry interval");
+        assert_eq!(
+            t.poll(t0).0,
+            vec![Request {
+                port: 0,
+                target: gw
+            }]
+        );
+        assert!(
+            t.poll(t0 + Duration::from_millis(500)).0.is_empty(),
+            "retry interval"
+        );
         assert_eq!(t.poll(t0 + Duration::from_secs(1)).0.len(), 1);
         assert!(t.resolved().is_empty());
         assert!(t.learn(gw, mac, t0 + Duration::from_secs(2)));
-        assert!(!t.learn(gw, mac, t0 + Duration::from_secs(2)), "same MAC: no change");
+        assert!(
+            !t.learn(gw, mac, t0 + Duration::from_secs(2)),
+            "same MAC: no change"
+        );
         assert_eq!(t.resolved().get(&gw), Some(&mac));
         assert!(t.poll(t0 + Duration::from_secs(5)).0.is_empty());
         let (req, changed) = t.poll(t0 + Duration::from_secs(13));
@@ -218,8 +248,14 @@ mod tests {
         let s: IpAddr = "10.0.0.6".parse().unwrap();
         let mac = MacAddr([2, 0, 0, 0, 0, 6]);
         t.set_wanted(&[], &[(s, mac, 0)]);
-        assert!(!t.learn(a, MacAddr([2, 0, 0, 0, 0, 5]), Instant::now()), "unwanted ignored");
-        assert!(!t.learn(s, MacAddr([2, 0, 0, 0, 0, 7]), Instant::now()), "static wins");
+        assert!(
+            !t.learn(a, MacAddr([2, 0, 0, 0, 0, 5]), Instant::now()),
+            "unwanted ignored"
+        );
+        assert!(
+            !t.learn(s, MacAddr([2, 0, 0, 0, 0, 7]), Instant::now()),
+            "static wins"
+        );
         assert_eq!(t.resolved().get(&s), Some(&mac));
         assert!(t.poll(Instant::now()).0.is_empty());
         t.set_wanted(&[(a, 0)], &[(s, mac, 0)]);
@@ -229,7 +265,11 @@ mod tests {
 
     #[test]
     fn request_frame_parses() {
-        let f = arp_request_frame(MacAddr([2, 0, 0, 0, 0, 10]), Ipv4Addr::new(10, 0, 0, 10), Ipv4Addr::new(10, 0, 0, 1));
+        let f = arp_request_frame(
+            MacAddr([2, 0, 0, 0, 0, 10]),
+            Ipv4Addr::new(10, 0, 0, 10),
+            Ipv4Addr::new(10, 0, 0, 1),
+        );
         let a = arp::ArpPacket::new_checked(&f[14..]).unwrap();
         assert_eq!(a.operation(), arp::op::REQUEST);
         assert_eq!(a.target_ip(), Ipv4Addr::new(10, 0, 0, 1));

@@ -164,7 +164,11 @@ impl WorkerCounters {
 
     /// Sum of all drop counters.
     pub fn total_drops(&self) -> u64 {
-        Counter::ALL.iter().filter(|c| c.is_drop()).map(|&c| self.get(c)).sum()
+        Counter::ALL
+            .iter()
+            .filter(|c| c.is_drop())
+            .map(|&c| self.get(c))
+            .sum()
     }
 }
 

@@ -145,9 +145,18 @@ pub fn process_steered<B: PacketBuf>(
 
 type Verdict = Result<Action, Counter>;
 
-fn handle(frame: &mut [u8], rx_port: u16, w: &mut WorkerState, snap: &Snapshot, now: u64) -> Verdict {
+fn handle(
+    frame: &mut [u8],
+    rx_port: u16,
+    w: &mut WorkerState,
+    snap: &Snapshot,
+    now: u64,
+) -> Verdict {
     let eth = EthernetFrame::new_checked(&*frame).map_err(|_| Counter::DropEthMalformed)?;
-    let port = snap.ports.get(usize::from(rx_port)).ok_or(Counter::DropNoRoute)?;
+    let port = snap
+        .ports
+        .get(usize::from(rx_port))
+        .ok_or(Counter::DropNoRoute)?;
     let dst_mac = eth.dst();
     if dst_mac != port.mac && !dst_mac.is_multicast() {
         return Err(Counter::DropNotOurMac);
@@ -175,7 +184,14 @@ fn handle_arp(
         arp::op::REQUEST if snap.is_local(&target) || snap.is_vip(&to_mapped(target)) => {
             let (asker_mac, asker_ip) = (a.sender_mac(), a.sender_ip());
             let target_ip = a.target_ip();
-            arp::emit(&mut frame[l2..], arp::op::REPLY, our_mac, target_ip, asker_mac, asker_ip);
+            arp::emit(
+                &mut frame[l2..],
+                arp::op::REPLY,
+                our_mac,
+                target_ip,
+                asker_mac,
+                asker_ip,
+            );
             set_macs(frame, our_mac, asker_mac);
             w.counters.inc(Counter::ArpReplies);
             Ok(Action::Tx(rx_port))
@@ -211,7 +227,14 @@ fn parse_l4(payload: &[u8], l4_proto: u8) -> Result<(u16, u16, Option<TcpFlags>)
     }
 }
 
-fn handle_ipv4(frame: &mut [u8], l2: usize, rx_port: u16, w: &mut WorkerState, snap: &Snapshot, now: u64) -> Verdict {
+fn handle_ipv4(
+    frame: &mut [u8],
+    l2: usize,
+    rx_port: u16,
+    w: &mut WorkerState,
+    snap: &Snapshot,
+    now: u64,
+) -> Verdict {
     let ip = Ipv4Packet::new_checked(&frame[l2..]).map_err(|_| Counter::DropIpv4Malformed)?;
     if !ip.verify_checksum() {
         return Err(Counter::DropIpv4BadChecksum);
@@ -232,19 +255,22 @@ fn handle_ipv4(frame: &mut [u8], l2: usize, rx_port: u16, w: &mut WorkerState, s
         }
         ipv4::proto::ICMP if !fragment => {
             let to_us = snap.is_local(&IpAddr::V4(dst)) || snap.is_vip(&to_mapped(IpAddr::V4(dst)));
-            let icmp_msg = IcmpPacket::new_checked(ip.payload()).map_err(|_| Counter::DropL4Malformed)?;
+            let icmp_msg =
+                IcmpPacket::new_checked(ip.payload()).map_err(|_| Counter::DropL4Malformed)?;
             if !to_us {
                 return Err(Counter::DropNotLocal);
             }
             if icmp_msg.msg_type() != icmp::v4::ECHO_REQUEST {
                 return Err(Counter::DropLocalUnhandled);
             }
-            let mut ip = Ipv4Packet::new_checked(&mut frame[l2..]).map_err(|_| Counter::DropIpv4Malformed)?;
+            let mut ip = Ipv4Packet::new_checked(&mut frame[l2..])
+                .map_err(|_| Counter::DropIpv4Malformed)?;
             ip.set_src(dst);
             ip.set_dst(src);
             ip.set_ttl(OWN_TTL);
             ip.fill_checksum();
-            let mut m = IcmpPacket::new_checked(ip.payload_mut()).map_err(|_| Counter::DropL4Malformed)?;
+            let mut m =
+                IcmpPacket::new_checked(ip.payload_mut()).map_err(|_| Counter::DropL4Malformed)?;
             m.set_type_incremental(icmp::v4::ECHO_REPLY);
             echo_reply_l2(frame, rx_port, w, snap)
         }
@@ -260,7 +286,14 @@ fn handle_ipv4(frame: &mut [u8], l2: usize, rx_port: u16, w: &mut WorkerState, s
     }
 }
 
-fn handle_ipv6(frame: &mut [u8], l2: usize, rx_port: u16, w: &mut WorkerState, snap: &Snapshot, now: u64) -> Verdict {
+fn handle_ipv6(
+    frame: &mut [u8],
+    l2: usize,
+    rx_port: u16,
+    w: &mut WorkerState,
+    snap: &Snapshot,
+    now: u64,
+) -> Verdict {
     let ip = Ipv6Packet::new_checked(&frame[l2..]).map_err(|_| Counter::DropIpv6Malformed)?;
     let (src, dst, next) = (ip.src(), ip.dst(), ip.next_header());
     match next {
@@ -274,19 +307,22 @@ fn handle_ipv6(frame: &mut [u8], l2: usize, rx_port: u16, w: &mut WorkerState, s
         }
         ipv6::NEXT_HEADER_ICMPV6 => {
             let to_us = snap.is_local(&IpAddr::V6(dst)) || snap.is_vip(&dst.octets());
-            let icmp_msg = IcmpPacket::new_checked(ip.payload()).map_err(|_| Counter::DropL4Malformed)?;
+            let icmp_msg =
+                IcmpPacket::new_checked(ip.payload()).map_err(|_| Counter::DropL4Malformed)?;
             if !to_us {
                 return Err(Counter::DropNotLocal);
             }
             if icmp_msg.msg_type() != icmp::v6::ECHO_REQUEST {
                 return Err(Counter::DropLocalUnhandled);
             }
-            let mut ip = Ipv6Packet::new_checked(&mut frame[l2..]).map_err(|_| Counter::DropIpv6Malformed)?;
+            let mut ip = Ipv6Packet::new_checked(&mut frame[l2..])
+                .map_err(|_| Counter::DropIpv6Malformed)?;
             ip.set_src(dst);
             ip.set_dst(src);
             ip.set_hop_limit(OWN_TTL);
             // Swapping the addresses leaves the pseudo-header sum unchanged.
-            let mut m = IcmpPacket::new_checked(ip.payload_mut()).map_err(|_| Counter::DropL4Malformed)?;
+            let mut m =
+                IcmpPacket::new_checked(ip.payload_mut()).map_err(|_| Counter::DropL4Malformed)?;
             m.set_type_incremental(icmp::v6::ECHO_REPLY);
             echo_reply_l2(frame, rx_port, w, snap)
         }
@@ -306,7 +342,11 @@ fn handle_ipv6(frame: &mut [u8], l2: usize, rx_port: u16, w: &mut WorkerState, s
 fn echo_reply_l2(frame: &mut [u8], rx_port: u16, w: &WorkerState, snap: &Snapshot) -> Verdict {
     let eth = EthernetFrame::new_checked(&*frame).map_err(|_| Counter::DropEthMalformed)?;
     let requester = eth.src();
-    let our_mac = snap.ports.get(usize::from(rx_port)).ok_or(Counter::DropNoRoute)?.mac;
+    let our_mac = snap
+        .ports
+        .get(usize::from(rx_port))
+        .ok_or(Counter::DropNoRoute)?
+        .mac;
     set_macs(frame, our_mac, requester);
     w.counters.inc(Counter::EchoReplies);
     Ok(Action::Tx(rx_port))
@@ -317,7 +357,14 @@ fn set_macs(frame: &mut [u8], src: MacAddr, dst: MacAddr) {
     frame[6..12].copy_from_slice(&src.0);
 }
 
-fn handle_l4(frame: &mut [u8], l2: usize, info: &L4Info, w: &mut WorkerState, snap: &Snapshot, now: u64) -> Verdict {
+fn handle_l4(
+    frame: &mut [u8],
+    l2: usize,
+    info: &L4Info,
+    w: &mut WorkerState,
+    snap: &Snapshot,
+    now: u64,
+) -> Verdict {
     let key = &info.key;
     if snap.is_vip(&key.dst) {
         let (si, svc) = snap
@@ -384,7 +431,13 @@ fn flow_backend<'s>(
     let id = svc.pick(hash, cursor).ok_or(Counter::DropNoBackend)?;
     let backend = snap.backend(id).ok_or(Counter::DropNoBackend)?;
     let reply = (backend.mode == FwdMode::Nat).then(|| {
-        FlowKey::new(backend.addr, key.src_ip(), backend.port, key.src_port, key.proto)
+        FlowKey::new(
+            backend.addr,
+            key.src_ip(),
+            backend.port,
+            key.src_port,
+            key.proto,
+        )
     });
     let reply_arg = reply.as_ref().map(|r| (r, r.hash()));
     match w.flows.insert(key, hash, reply_arg, id, now) {
@@ -404,8 +457,16 @@ fn flow_backend<'s>(
 }
 
 /// Step 2: rewrite for the real server's mode and send to its next hop.
-fn forward(frame: &mut [u8], l2: usize, backend: &Backend, w: &WorkerState, snap: &Snapshot) -> Verdict {
-    let mac = backend.next_hop_mac.ok_or(Counter::DropNeighbourUnresolved)?;
+fn forward(
+    frame: &mut [u8],
+    l2: usize,
+    backend: &Backend,
+    w: &WorkerState,
+    snap: &Snapshot,
+) -> Verdict {
+    let mac = backend
+        .next_hop_mac
+        .ok_or(Counter::DropNeighbourUnresolved)?;
     let port = snap
         .ports
         .get(usize::from(backend.egress_port))
@@ -450,7 +511,11 @@ fn nat_reply(
         .get(service as usize)
         .ok_or(Counter::DropNatReplyNoFlow)?;
     let (port, mac) = snap.resolve(&key.dst_ip())?;
-    let our_mac = snap.ports.get(usize::from(port)).ok_or(Counter::DropNoRoute)?.mac;
+    let our_mac = snap
+        .ports
+        .get(usize::from(port))
+        .ok_or(Counter::DropNoRoute)?
+        .mac;
     nat::rewrite_to_vip(&mut frame[l2..], svc.vip, svc.port)?;
     set_macs(frame, our_mac, mac);
     w.counters.inc(Counter::NatReplies);

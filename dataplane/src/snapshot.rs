@@ -29,7 +29,9 @@ impl std::str::FromStr for FwdMode {
             "nat" => Ok(FwdMode::Nat),
             "dr" => Ok(FwdMode::Dr),
             "tunnel" | "tun" => Ok(FwdMode::Tunnel),
-            _ => Err(format!("unknown forwarding mode `{s}` (expected nat, dr or tunnel)")),
+            _ => Err(format!(
+                "unknown forwarding mode `{s}` (expected nat, dr or tunnel)"
+            )),
         }
     }
 }
@@ -238,8 +240,10 @@ impl Snapshot {
         neighbours: &std::collections::HashMap<IpAddr, MacAddr>,
         maglev_size: u32,
     ) -> Result<Snapshot, SnapshotError> {
-        let neighbours: HashMap<[u8; 16], MacAddr> =
-            neighbours.iter().map(|(a, m)| (to_mapped(*a), *m)).collect();
+        let neighbours: HashMap<[u8; 16], MacAddr> = neighbours
+            .iter()
+            .map(|(a, m)| (to_mapped(*a), *m))
+            .collect();
         let mut snap = Snapshot {
             generation,
             ports,
@@ -274,15 +278,25 @@ impl Snapshot {
                 port: spec.port,
                 source,
             };
-            let scheduler = nothing_to_schedule(ServiceScheduler::build(spec.scheduler, &sched_input, maglev_size))
-                .map_err(err)?;
+            let scheduler = nothing_to_schedule(ServiceScheduler::build(
+                spec.scheduler,
+                &sched_input,
+                maglev_size,
+            ))
+            .map_err(err)?;
             let fallback = match (spec.scheduler, &scheduler) {
                 (SchedulerKind::Maglev, _) | (_, None) => None,
-                _ => nothing_to_schedule(ServiceScheduler::build(SchedulerKind::Maglev, &sched_input, maglev_size))
-                    .map_err(err)?,
+                _ => nothing_to_schedule(ServiceScheduler::build(
+                    SchedulerKind::Maglev,
+                    &sched_input,
+                    maglev_size,
+                ))
+                .map_err(err)?,
             };
             for b in &spec.backends {
-                let (egress_port, next_hop) = snap.route_for(&b.addr).ok_or(SnapshotError::NoRoute(b.addr))?;
+                let (egress_port, next_hop) = snap
+                    .route_for(&b.addr)
+                    .ok_or(SnapshotError::NoRoute(b.addr))?;
                 let backend = Backend {
                     id: b.id,
                     service: si,
@@ -340,7 +354,9 @@ impl Snapshot {
     /// Port and MAC of the next hop towards `dst` (16-byte key form), or the drop reason.
     #[inline]
     pub fn resolve(&self, dst: &IpAddr) -> Result<(u16, MacAddr), crate::counters::Counter> {
-        let (port, hop) = self.route_for(dst).ok_or(crate::counters::Counter::DropNoRoute)?;
+        let (port, hop) = self
+            .route_for(dst)
+            .ok_or(crate::counters::Counter::DropNoRoute)?;
         let mac = self
             .neighbours
             .get(&to_mapped(hop))
@@ -394,7 +410,9 @@ impl Snapshot {
 
 /// A service whose real servers are all drained (or that has none) is valid: it just takes
 /// no new flows.
-fn nothing_to_schedule(r: Result<ServiceScheduler, SchedError>) -> Result<Option<ServiceScheduler>, SchedError> {
+fn nothing_to_schedule(
+    r: Result<ServiceScheduler, SchedError>,
+) -> Result<Option<ServiceScheduler>, SchedError> {
     match r {
         Ok(s) => Ok(Some(s)),
         Err(SchedError::NoBackends | SchedError::AllDrained(_)) => Ok(None),

@@ -94,7 +94,14 @@ impl Worker {
                     continue;
                 }
                 work += n;
-                process_burst(&mut rx[..], &mut actions[..n], p as u16, &mut self.state, &snap, now_ms);
+                process_burst(
+                    &mut rx[..],
+                    &mut actions[..n],
+                    p as u16,
+                    &mut self.state,
+                    &snap,
+                    now_ms,
+                );
                 for (m, action) in rx.drain().zip(actions.iter()) {
                     self.dispatch(m, *action, p as u16, &mut tx);
                 }
@@ -102,16 +109,22 @@ impl Worker {
             work += self.drain_inbox(&snap, now_ms, &mut tx);
             self.flush(&mut tx);
             iterations = iterations.wrapping_add(1);
-            if iterations % 1024 == 0 {
-                self.state.counters.set_flows_active(self.state.flows.len() as u64);
+            if iterations.is_multiple_of(1024) {
+                self.state
+                    .counters
+                    .set_flows_active(self.state.flows.len() as u64);
             }
             if work == 0 && !self.idle_sleep.is_zero() {
                 // Idle back-off: only when nothing came in, so a loaded worker never sleeps.
-                self.state.counters.set_flows_active(self.state.flows.len() as u64);
+                self.state
+                    .counters
+                    .set_flows_active(self.state.flows.len() as u64);
                 std::thread::sleep(self.idle_sleep);
             }
         }
-        self.state.counters.set_flows_active(self.state.flows.len() as u64);
+        self.state
+            .counters
+            .set_flows_active(self.state.flows.len() as u64);
     }
 
     fn dispatch(&mut self, m: Mbuf, action: Action, rx_port: u16, tx: &mut TxBursts) {
@@ -160,9 +173,15 @@ impl Worker {
                 break;
             };
             n += 1;
-            let Parcel { mut mbuf, port, kind } = parcel;
+            let Parcel {
+                mut mbuf,
+                port,
+                kind,
+            } = parcel;
             let action = match kind {
-                ParcelKind::Steered => process_steered(&mut mbuf, port, &mut self.state, snap, now_ms),
+                ParcelKind::Steered => {
+                    process_steered(&mut mbuf, port, &mut self.state, snap, now_ms)
+                }
                 ParcelKind::Transmit => Action::Tx(port),
             };
             self.dispatch(mbuf, action, port, tx);
@@ -189,6 +208,12 @@ fn send(queue: &mut PortQueue, burst: &mut MbufBurst, counters: &WorkerCounters)
     }
     let out = queue.tx_burst(burst);
     counters.add(Counter::TxPackets, out.sent as u64);
-    counters.add(Counter::TxBytes, lens[..out.sent.min(BURST)].iter().map(|&l| u64::from(l)).sum());
+    counters.add(
+        Counter::TxBytes,
+        lens[..out.sent.min(BURST)]
+            .iter()
+            .map(|&l| u64::from(l))
+            .sum(),
+    );
     counters.add(Counter::DropTxFull, out.dropped as u64);
 }

@@ -3,6 +3,8 @@
 //! every checksum from scratch: an independent check of vipd's in-place incremental rewrites.
 //! The table runs in order on one worker, so later rows see the flows earlier rows created.
 
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test code: a panic is a failed test
+
 mod common;
 
 use common::*;
@@ -25,9 +27,18 @@ fn run(fixtures: &[Fixture], worker: &mut vipd_dataplane::pipeline::WorkerState)
         let mut bufs = [VecBuf::new(&f.input)];
         let mut actions = [Action::Drop(Counter::DropEthMalformed)];
         process_burst(&mut bufs, &mut actions, 0, worker, &snap, 1_000 + i as u64);
-        assert_eq!(actions[0], f.action, "fixture {i} `{}`: action", f.description);
+        assert_eq!(
+            actions[0], f.action,
+            "fixture {i} `{}`: action",
+            f.description
+        );
         if let Some(expected) = &f.output {
-            assert_eq!(bufs[0].data(), &expected[..], "fixture {i} `{}`: output bytes", f.description);
+            assert_eq!(
+                bufs[0].data(),
+                &expected[..],
+                "fixture {i} `{}`: output bytes",
+                f.description
+            );
         }
     }
 }
@@ -68,8 +79,18 @@ fn from_vip(mut f: Frame, port: u16) -> Frame {
     f
 }
 
-fn fixture(description: &'static str, input: Frame, action: Action, output: Option<Frame>) -> Fixture {
-    Fixture { description, input: input.bytes(), action, output: output.map(|f| f.bytes()) }
+fn fixture(
+    description: &'static str,
+    input: Frame,
+    action: Action,
+    output: Option<Frame>,
+) -> Fixture {
+    Fixture {
+        description,
+        input: input.bytes(),
+        action,
+        output: output.map(|f| f.bytes()),
+    }
 }
 
 #[test]
@@ -77,7 +98,10 @@ fn nat_ipv4_tcp_connection_four_steps() {
     let syn = client_to_vip(tcp(40000, 80, "S"), b"");
     let synack = rs1_to_client(tcp(8080, 40000, "SA"), b"");
     let get = client_to_vip(tcp(40000, 80, "AP"), b"GET / HTTP/1.1\r\nHost: vip\r\n\r\n");
-    let resp = rs1_to_client(tcp(8080, 40000, "AP"), b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n");
+    let resp = rs1_to_client(
+        tcp(8080, 40000, "AP"),
+        b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n",
+    );
     let fin = client_to_vip(tcp(40000, 80, "AF"), b"");
     let fin_back = rs1_to_client(tcp(8080, 40000, "AF"), b"");
     let mut syn_mss = client_to_vip(tcp(40001, 80, "S"), b"");
@@ -85,20 +109,59 @@ fn nat_ipv4_tcp_connection_four_steps() {
         *options = vec![2, 4, 0x05, 0xb4, 1, 3, 3, 7]; // MSS 1460, NOP, window scale 7
     }
     let fixtures = vec![
-        fixture("step 1->2: SYN to VIP:80 goes to RS1:8080", syn.clone(), Action::Tx(0), Some(to_rs1(syn, 8080))),
-        fixture("step 3->4: SYN-ACK from RS1 leaves from VIP:80", synack.clone(), Action::Tx(0), Some(from_vip(synack, 80))),
-        fixture("request with payload follows the flow", get.clone(), Action::Tx(0), Some(to_rs1(get, 8080))),
-        fixture("response with payload", resp.clone(), Action::Tx(0), Some(from_vip(resp, 80))),
-        fixture("client FIN", fin.clone(), Action::Tx(0), Some(to_rs1(fin, 8080))),
-        fixture("server FIN", fin_back.clone(), Action::Tx(0), Some(from_vip(fin_back, 80))),
-        fixture("TCP options are carried unchanged", syn_mss.clone(), Action::Tx(0), Some(to_rs1(syn_mss, 8080))),
+        fixture(
+            "step 1->2: SYN to VIP:80 goes to RS1:8080",
+            syn.clone(),
+            Action::Tx(0),
+            Some(to_rs1(syn, 8080)),
+        ),
+        fixture(
+            "step 3->4: SYN-ACK from RS1 leaves from VIP:80",
+            synack.clone(),
+            Action::Tx(0),
+            Some(from_vip(synack, 80)),
+        ),
+        fixture(
+            "request with payload follows the flow",
+            get.clone(),
+            Action::Tx(0),
+            Some(to_rs1(get, 8080)),
+        ),
+        fixture(
+            "response with payload",
+            resp.clone(),
+            Action::Tx(0),
+            Some(from_vip(resp, 80)),
+        ),
+        fixture(
+            "client FIN",
+            fin.clone(),
+            Action::Tx(0),
+            Some(to_rs1(fin, 8080)),
+        ),
+        fixture(
+            "server FIN",
+            fin_back.clone(),
+            Action::Tx(0),
+            Some(from_vip(fin_back, 80)),
+        ),
+        fixture(
+            "TCP options are carried unchanged",
+            syn_mss.clone(),
+            Action::Tx(0),
+            Some(to_rs1(syn_mss, 8080)),
+        ),
     ];
     let mut w = worker(0, 1);
     run(&fixtures, &mut w);
     assert_eq!(w.counters.get(Counter::Forwarded), 4);
     assert_eq!(w.counters.get(Counter::NatReplies), 3);
     assert_eq!(w.counters.get(Counter::FlowsCreated), 2);
-    assert_eq!(w.counters.get(Counter::NatRepliesStateless), 0, "replies found their flow");
+    assert_eq!(
+        w.counters.get(Counter::NatRepliesStateless),
+        0,
+        "replies found their flow"
+    );
     assert_eq!(w.counters.total_drops(), 0);
 }
 
@@ -107,17 +170,46 @@ fn nat_ipv4_udp_and_header_variants() {
     let query = client_to_vip(udp(5000, 53), b"\x12\x34query");
     let answer = rs1_to_client(udp(5353, 5000), b"\x12\x34answer");
     let mut no_csum = client_to_vip(udp(5001, 53), b"x");
-    no_csum.l4 = L4::Udp { sport: 5001, dport: 53, zero_checksum: true };
+    no_csum.l4 = L4::Udp {
+        sport: 5001,
+        dport: 53,
+        zero_checksum: true,
+    };
     let mut with_options = client_to_vip(tcp(40100, 80, "S"), b"");
     with_options.ip_options = vec![1, 1, 1, 0]; // NOP NOP NOP EOL: IHL 6
     let mut tagged = client_to_vip(tcp(40101, 80, "S"), b"");
     tagged.vlan = Some(100);
     let fixtures = vec![
-        fixture("UDP query to VIP:53 goes to RS1:5353", query.clone(), Action::Tx(0), Some(to_rs1(query, 5353))),
-        fixture("UDP answer leaves from VIP:53", answer.clone(), Action::Tx(0), Some(from_vip(answer, 53))),
-        fixture("UDP without checksum keeps 0", no_csum.clone(), Action::Tx(0), Some(to_rs1(no_csum, 5353))),
-        fixture("IPv4 options kept, checksum right", with_options.clone(), Action::Tx(0), Some(to_rs1(with_options, 8080))),
-        fixture("802.1Q tag kept", tagged.clone(), Action::Tx(0), Some(to_rs1(tagged, 8080))),
+        fixture(
+            "UDP query to VIP:53 goes to RS1:5353",
+            query.clone(),
+            Action::Tx(0),
+            Some(to_rs1(query, 5353)),
+        ),
+        fixture(
+            "UDP answer leaves from VIP:53",
+            answer.clone(),
+            Action::Tx(0),
+            Some(from_vip(answer, 53)),
+        ),
+        fixture(
+            "UDP without checksum keeps 0",
+            no_csum.clone(),
+            Action::Tx(0),
+            Some(to_rs1(no_csum, 5353)),
+        ),
+        fixture(
+            "IPv4 options kept, checksum right",
+            with_options.clone(),
+            Action::Tx(0),
+            Some(to_rs1(with_options, 8080)),
+        ),
+        fixture(
+            "802.1Q tag kept",
+            tagged.clone(),
+            Action::Tx(0),
+            Some(to_rs1(tagged, 8080)),
+        ),
     ];
     let mut w = worker(0, 1);
     run(&fixtures, &mut w);
@@ -126,7 +218,14 @@ fn nat_ipv4_udp_and_header_variants() {
 
 #[test]
 fn nat66_tcp() {
-    let syn = Frame::new(ROUTER_MAC, LB_MAC, client_ip6().into(), vip6().into(), tcp(40000, 80, "S"), b"");
+    let syn = Frame::new(
+        ROUTER_MAC,
+        LB_MAC,
+        client_ip6().into(),
+        vip6().into(),
+        tcp(40000, 80, "S"),
+        b"",
+    );
     let mut out = syn.clone();
     out.src_mac = LB_MAC;
     out.dst_mac = RS1_MAC;
@@ -135,7 +234,14 @@ fn nat66_tcp() {
     if let L4::Tcp { dport, .. } = &mut out.l4 {
         *dport = 8080;
     }
-    let synack = Frame::new(RS1_MAC, LB_MAC, rs1_ip6().into(), client_ip6().into(), tcp(8080, 40000, "SA"), b"");
+    let synack = Frame::new(
+        RS1_MAC,
+        LB_MAC,
+        rs1_ip6().into(),
+        client_ip6().into(),
+        tcp(8080, 40000, "SA"),
+        b"",
+    );
     let mut back = synack.clone();
     back.src_mac = LB_MAC;
     back.dst_mac = ROUTER_MAC;
@@ -157,14 +263,24 @@ fn stateless_reply_without_flow() {
     // The flow entry is gone (e.g. another box handled step 1), yet RS1:8080 serves one
     // service only, so the reply is still rewritten to come from VIP:80.
     let resp = rs1_to_client(tcp(8080, 41000, "A"), b"late");
-    let fixtures = vec![fixture("reply with no flow entry", resp.clone(), Action::Tx(0), Some(from_vip(resp, 80)))];
+    let fixtures = vec![fixture(
+        "reply with no flow entry",
+        resp.clone(),
+        Action::Tx(0),
+        Some(from_vip(resp, 80)),
+    )];
     let mut w = worker(0, 1);
     run(&fixtures, &mut w);
     assert_eq!(w.counters.get(Counter::NatRepliesStateless), 1);
 }
 
 fn drop_fixture(description: &'static str, input: Vec<u8>, reason: Counter) -> Fixture {
-    Fixture { description, input, action: Action::Drop(reason), output: None }
+    Fixture {
+        description,
+        input,
+        action: Action::Drop(reason),
+        output: None,
+    }
 }
 
 #[test]
@@ -193,34 +309,99 @@ fn malformed_and_unroutable_frames_are_counted_drops() {
     other_mac.dst_mac = RS2_MAC;
     let fixtures = vec![
         drop_fixture("empty frame", vec![], Counter::DropEthMalformed),
-        drop_fixture("13-byte frame", good[..13].to_vec(), Counter::DropEthMalformed),
-        drop_fixture("truncated IPv4 header", good[..l2 + 10].to_vec(), Counter::DropIpv4Malformed),
+        drop_fixture(
+            "13-byte frame",
+            good[..13].to_vec(),
+            Counter::DropEthMalformed,
+        ),
+        drop_fixture(
+            "truncated IPv4 header",
+            good[..l2 + 10].to_vec(),
+            Counter::DropIpv4Malformed,
+        ),
         drop_fixture("IHL below 5", bad_ihl, Counter::DropIpv4Malformed),
         drop_fixture("IHL past the buffer", huge_ihl, Counter::DropIpv4Malformed),
-        drop_fixture("total length past the buffer", long_total, Counter::DropIpv4Malformed),
-        drop_fixture("bad IPv4 header checksum", bad_csum, Counter::DropIpv4BadChecksum),
-        drop_fixture("TCP data offset past the segment", bad_doff, Counter::DropL4Malformed),
-        drop_fixture("truncated TCP header", fix_len(good[..l2 + 30].to_vec(), l2), Counter::DropL4Malformed),
+        drop_fixture(
+            "total length past the buffer",
+            long_total,
+            Counter::DropIpv4Malformed,
+        ),
+        drop_fixture(
+            "bad IPv4 header checksum",
+            bad_csum,
+            Counter::DropIpv4BadChecksum,
+        ),
+        drop_fixture(
+            "TCP data offset past the segment",
+            bad_doff,
+            Counter::DropL4Malformed,
+        ),
+        drop_fixture(
+            "truncated TCP header",
+            fix_len(good[..l2 + 30].to_vec(), l2),
+            Counter::DropL4Malformed,
+        ),
         drop_fixture("IPv4 fragment", frag, Counter::DropIpv4Fragment),
         drop_fixture("TTL 1", ttl1.bytes(), Counter::DropTtlExceeded),
-        drop_fixture("unicast to another MAC", other_mac.bytes(), Counter::DropNotOurMac),
-        drop_fixture("VIP port without service", client_to_vip(tcp(40000, 81, "S"), b"").bytes(), Counter::DropNoService),
+        drop_fixture(
+            "unicast to another MAC",
+            other_mac.bytes(),
+            Counter::DropNotOurMac,
+        ),
+        drop_fixture(
+            "VIP port without service",
+            client_to_vip(tcp(40000, 81, "S"), b"").bytes(),
+            Counter::DropNoService,
+        ),
         drop_fixture(
             "not a VIP, not ours",
-            Frame::new(ROUTER_MAC, LB_MAC, v4(CLIENT_IP), v4(RS2_IP), tcp(1, 2, "S"), b"").bytes(),
+            Frame::new(
+                ROUTER_MAC,
+                LB_MAC,
+                v4(CLIENT_IP),
+                v4(RS2_IP),
+                tcp(1, 2, "S"),
+                b"",
+            )
+            .bytes(),
             Counter::DropNotLocal,
         ),
         drop_fixture(
             "TCP to our own address",
-            Frame::new(ROUTER_MAC, LB_MAC, v4(CLIENT_IP), v4(LB_IP), tcp(1, 22, "S"), b"").bytes(),
+            Frame::new(
+                ROUTER_MAC,
+                LB_MAC,
+                v4(CLIENT_IP),
+                v4(LB_IP),
+                tcp(1, 22, "S"),
+                b"",
+            )
+            .bytes(),
             Counter::DropLocalUnhandled,
         ),
         drop_fixture(
             "real server MAC not resolved",
-            Frame::new(ROUTER_MAC, LB_MAC, v4(CLIENT_IP), v4(VIP_UNRESOLVED), tcp(1, 80, "S"), b"").bytes(),
+            Frame::new(
+                ROUTER_MAC,
+                LB_MAC,
+                v4(CLIENT_IP),
+                v4(VIP_UNRESOLVED),
+                tcp(1, 80, "S"),
+                b"",
+            )
+            .bytes(),
             Counter::DropNeighbourUnresolved,
         ),
-        drop_fixture("unknown EtherType", { let mut f = good.clone(); f[12] = 0x88; f[13] = 0xcc; f }, Counter::DropUnsupportedEthertype),
+        drop_fixture(
+            "unknown EtherType",
+            {
+                let mut f = good.clone();
+                f[12] = 0x88;
+                f[13] = 0xcc;
+                f
+            },
+            Counter::DropUnsupportedEthertype,
+        ),
     ];
     let mut w = worker(0, 1);
     run(&fixtures, &mut w);
@@ -275,20 +456,40 @@ fn arp_and_echo_for_vip_and_port_address() {
 
     let snap = snapshot();
     let mut w = worker(0, 1);
-    let mut bufs = [VecBuf::new(&req), VecBuf::new(&req_other), VecBuf::new(&echo_bytes)];
+    let mut bufs = [
+        VecBuf::new(&req),
+        VecBuf::new(&req_other),
+        VecBuf::new(&echo_bytes),
+    ];
     let mut actions = [Action::ToControl; 3];
     process_burst(&mut bufs, &mut actions, 0, &mut w, &snap, 1);
-    assert_eq!(actions, [Action::Tx(0), Action::Drop(Counter::DropArpIgnored), Action::Tx(0)]);
+    assert_eq!(
+        actions,
+        [
+            Action::Tx(0),
+            Action::Drop(Counter::DropArpIgnored),
+            Action::Tx(0)
+        ]
+    );
     assert_eq!(bufs[0].data(), &rep[..]);
     let reply = etherparse::SlicedPacket::from_ethernet(bufs[2].data()).unwrap();
-    let Some(etherparse::NetSlice::Ipv4(ip)) = reply.net else { panic!("not IPv4") };
+    let Some(etherparse::NetSlice::Ipv4(ip)) = reply.net else {
+        panic!("not IPv4")
+    };
     assert_eq!(ip.header().source_addr(), LB_IP);
     assert_eq!(ip.header().destination_addr(), CLIENT_IP);
     let h = ip.header().to_header();
     assert_eq!(h.calc_header_checksum(), h.header_checksum);
-    let Some(etherparse::TransportSlice::Icmpv4(icmp)) = reply.transport else { panic!("not ICMP") };
-    assert!(matches!(icmp.icmp_type(), etherparse::Icmpv4Type::EchoReply(e) if e.id == 7 && e.seq == 1));
-    assert_eq!(icmp.checksum(), icmp.icmp_type().calc_checksum(icmp.payload()));
+    let Some(etherparse::TransportSlice::Icmpv4(icmp)) = reply.transport else {
+        panic!("not ICMP")
+    };
+    assert!(
+        matches!(icmp.icmp_type(), etherparse::Icmpv4Type::EchoReply(e) if e.id == 7 && e.seq == 1)
+    );
+    assert_eq!(
+        icmp.checksum(),
+        icmp.icmp_type().calc_checksum(icmp.payload())
+    );
     assert_eq!(w.counters.get(Counter::ArpReplies), 1);
     assert_eq!(w.counters.get(Counter::EchoReplies), 1);
 }
@@ -303,15 +504,39 @@ fn nat_replies_are_steered_to_the_owning_worker() {
     let synack = rs1_to_client(tcp(8080, 40000, "SA"), b"");
     let owner = workers[0].owner_of(&vipd_dataplane::flow::key::to_mapped(v4(CLIENT_IP)), 40000);
     let other = 1 - owner;
-    for (frame, expected) in [(syn.clone(), to_rs1(syn, 8080)), (synack.clone(), from_vip(synack, 80))] {
+    for (frame, expected) in [
+        (syn.clone(), to_rs1(syn, 8080)),
+        (synack.clone(), from_vip(synack, 80)),
+    ] {
         let mut bufs = [VecBuf::new(&frame.bytes())];
         let mut actions = [Action::ToControl];
-        process_burst(&mut bufs, &mut actions, 0, &mut workers[usize::from(other)], &snap, 5);
+        process_burst(
+            &mut bufs,
+            &mut actions,
+            0,
+            &mut workers[usize::from(other)],
+            &snap,
+            5,
+        );
         assert_eq!(actions[0], Action::Steer(owner));
-        let a = vipd_dataplane::pipeline::process_steered(&mut bufs[0], 0, &mut workers[usize::from(owner)], &snap, 5);
+        let a = vipd_dataplane::pipeline::process_steered(
+            &mut bufs[0],
+            0,
+            &mut workers[usize::from(owner)],
+            &snap,
+            5,
+        );
         assert_eq!(a, Action::Tx(0));
         assert_eq!(bufs[0].data(), &expected.bytes()[..]);
     }
-    assert_eq!(workers[usize::from(owner)].counters.get(Counter::NatRepliesStateless), 0);
-    assert_eq!(workers[usize::from(other)].counters.get(Counter::Steered), 2);
+    assert_eq!(
+        workers[usize::from(owner)]
+            .counters
+            .get(Counter::NatRepliesStateless),
+        0
+    );
+    assert_eq!(
+        workers[usize::from(other)].counters.get(Counter::Steered),
+        2
+    );
 }

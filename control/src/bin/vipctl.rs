@@ -31,12 +31,21 @@ enum Cmd {
 /// A minimal HTTP/1.0 exchange: vipctl talks only to vipd's own API on a known address, so a
 /// full HTTP client would add nothing.
 fn request(api: &str, method: &str, path: &str) -> Result<(u16, String), String> {
-    let mut s = TcpStream::connect(api).map_err(|e| format!("cannot reach vipd at {api}: {e} (is vipd running? see --api)"))?;
-    s.set_read_timeout(Some(Duration::from_secs(35))).map_err(|e| e.to_string())?;
-    write!(s, "{method} {path} HTTP/1.0\r\nHost: {api}\r\nContent-Length: 0\r\n\r\n").map_err(|e| e.to_string())?;
+    let mut s = TcpStream::connect(api)
+        .map_err(|e| format!("cannot reach vipd at {api}: {e} (is vipd running? see --api)"))?;
+    s.set_read_timeout(Some(Duration::from_secs(35)))
+        .map_err(|e| e.to_string())?;
+    write!(
+        s,
+        "{method} {path} HTTP/1.0\r\nHost: {api}\r\nContent-Length: 0\r\n\r\n"
+    )
+    .map_err(|e| e.to_string())?;
     let mut raw = String::new();
-    s.read_to_string(&mut raw).map_err(|e| format!("reading vipd's answer: {e}"))?;
-    let (head, body) = raw.split_once("\r\n\r\n").ok_or("malformed answer from vipd")?;
+    s.read_to_string(&mut raw)
+        .map_err(|e| format!("reading vipd's answer: {e}"))?;
+    let (head, body) = raw
+        .split_once("\r\n\r\n")
+        .ok_or("malformed answer from vipd")?;
     let code = head
         .split_whitespace()
         .nth(1)

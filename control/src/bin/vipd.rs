@@ -6,7 +6,11 @@ use std::process::ExitCode;
 use vipd_control::config::Config;
 
 #[derive(Parser)]
-#[command(name = "vipd", about = "Layer-4 load balancer with a DPDK dataplane", version)]
+#[command(
+    name = "vipd",
+    about = "Layer-4 load balancer with a DPDK dataplane",
+    version
+)]
 struct Cli {
     /// Run with this configuration file.
     #[arg(long, value_name = "FILE", conflicts_with = "check")]
@@ -20,7 +24,8 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     tracing_subscriber::fmt()
         .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("VIPD_LOG").unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+            tracing_subscriber::EnvFilter::try_from_env("VIPD_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
         )
         .with_writer(std::io::stderr)
         .init();

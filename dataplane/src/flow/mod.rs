@@ -1,5 +1,10 @@
 //! Flows: the key, the per-core flow table, TCP state tracking and timeouts.
 
+mod index;
 pub mod key;
+pub mod state;
+pub mod table;
 
 pub use key::FlowKey;
+pub use state::{Direction, TcpFlags, TcpState, Timeouts};
+pub use table::{FlowHit, FlowId, FlowInfo, FlowTable, InsertError};

@@ -29,12 +29,17 @@ pub fn rewrite_to_vip(l3: &mut [u8], vip: IpAddr, port: u16) -> RewriteResult {
 fn rewrite(l3: &mut [u8], side: Side, addr: IpAddr, port: u16) -> RewriteResult {
     match (l3.first().map(|b| b >> 4), addr) {
         (Some(4), IpAddr::V4(new)) => {
-            let mut ip = Ipv4Packet::new_checked(&mut *l3).map_err(|_| Counter::DropIpv4Malformed)?;
+            let mut ip =
+                Ipv4Packet::new_checked(&mut *l3).map_err(|_| Counter::DropIpv4Malformed)?;
             let ttl = ip.ttl();
             if ttl <= 1 {
                 return Err(Counter::DropTtlExceeded);
             }
-            let old = if side == Side::Dst { ip.dst() } else { ip.src() };
+            let old = if side == Side::Dst {
+                ip.dst()
+            } else {
+                ip.src()
+            };
             ip.set_ttl_incremental(ttl - 1);
             if side == Side::Dst {
                 ip.set_dst_incremental(new);
@@ -42,15 +47,27 @@ fn rewrite(l3: &mut [u8], side: Side, addr: IpAddr, port: u16) -> RewriteResult 
                 ip.set_src_incremental(new);
             }
             let l4_proto = ip.protocol();
-            rewrite_l4(ip.payload_mut(), l4_proto, side, &old.octets(), &new.octets(), port)
+            rewrite_l4(
+                ip.payload_mut(),
+                l4_proto,
+                side,
+                &old.octets(),
+                &new.octets(),
+                port,
+            )
         }
         (Some(6), IpAddr::V6(new)) => {
-            let mut ip = Ipv6Packet::new_checked(&mut *l3).map_err(|_| Counter::DropIpv6Malformed)?;
+            let mut ip =
+                Ipv6Packet::new_checked(&mut *l3).map_err(|_| Counter::DropIpv6Malformed)?;
             let hops = ip.hop_limit();
             if hops <= 1 {
                 return Err(Counter::DropTtlExceeded);
             }
-            let old = if side == Side::Dst { ip.dst() } else { ip.src() };
+            let old = if side == Side::Dst {
+                ip.dst()
+            } else {
+                ip.src()
+            };
             ip.set_hop_limit(hops - 1);
             if side == Side::Dst {
                 ip.set_dst(new);
@@ -58,14 +75,28 @@ fn rewrite(l3: &mut [u8], side: Side, addr: IpAddr, port: u16) -> RewriteResult 
                 ip.set_src(new);
             }
             let next = ip.next_header();
-            rewrite_l4(ip.payload_mut(), next, side, &old.octets(), &new.octets(), port)
+            rewrite_l4(
+                ip.payload_mut(),
+                next,
+                side,
+                &old.octets(),
+                &new.octets(),
+                port,
+            )
         }
         // The snapshot refuses NAT between families; anything else is not ours to rewrite.
         _ => Err(Counter::DropUnsupportedProtocol),
     }
 }
 
-fn rewrite_l4(l4: &mut [u8], l4_proto: u8, side: Side, old: &[u8], new: &[u8], port: u16) -> RewriteResult {
+fn rewrite_l4(
+    l4: &mut [u8],
+    l4_proto: u8,
+    side: Side,
+    old: &[u8],
+    new: &[u8],
+    port: u16,
+) -> RewriteResult {
     match l4_proto {
         proto::TCP => {
             let mut t = TcpPacket::new_checked(l4).map_err(|_| Counter::DropL4Malformed)?;

@@ -4,8 +4,8 @@
 #![allow(dead_code)]
 
 use etherparse::{
-    EtherType, Ethernet2Header, IpNumber, Ipv4Header, Ipv6FlowLabel, Ipv6Header, SingleVlanHeader, TcpHeader,
-    UdpHeader, VlanId,
+    EtherType, Ethernet2Header, IpNumber, Ipv4Header, Ipv6FlowLabel, Ipv6Header, SingleVlanHeader,
+    TcpHeader, UdpHeader, VlanId,
 };
 use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
@@ -111,14 +111,30 @@ pub fn snapshot() -> Snapshot {
 }
 
 pub fn worker(index: u16, n_workers: u16) -> WorkerState {
-    WorkerState::new(index, n_workers, FlowTable::with_capacity(1024, Timeouts::default()), 16)
+    WorkerState::new(
+        index,
+        n_workers,
+        FlowTable::with_capacity(1024, Timeouts::default()),
+        16,
+    )
 }
 
 /// Transport part of a test frame.
 #[derive(Clone, Debug)]
 pub enum L4 {
-    Tcp { sport: u16, dport: u16, seq: u32, ack: u32, flags: &'static str, options: Vec<u8> },
-    Udp { sport: u16, dport: u16, zero_checksum: bool },
+    Tcp {
+        sport: u16,
+        dport: u16,
+        seq: u32,
+        ack: u32,
+        flags: &'static str,
+        options: Vec<u8>,
+    },
+    Udp {
+        sport: u16,
+        dport: u16,
+        zero_checksum: bool,
+    },
 }
 
 /// A test frame, described field by field and written by etherparse.
@@ -138,15 +154,33 @@ pub struct Frame {
 }
 
 pub fn tcp(sport: u16, dport: u16, flags: &'static str) -> L4 {
-    L4::Tcp { sport, dport, seq: 1000, ack: if flags.contains('A') { 2000 } else { 0 }, flags, options: vec![] }
+    L4::Tcp {
+        sport,
+        dport,
+        seq: 1000,
+        ack: if flags.contains('A') { 2000 } else { 0 },
+        flags,
+        options: vec![],
+    }
 }
 
 pub fn udp(sport: u16, dport: u16) -> L4 {
-    L4::Udp { sport, dport, zero_checksum: false }
+    L4::Udp {
+        sport,
+        dport,
+        zero_checksum: false,
+    }
 }
 
 impl Frame {
-    pub fn new(src_mac: [u8; 6], dst_mac: [u8; 6], src: IpAddr, dst: IpAddr, l4: L4, payload: &[u8]) -> Self {
+    pub fn new(
+        src_mac: [u8; 6],
+        dst_mac: [u8; 6],
+        src: IpAddr,
+        dst: IpAddr,
+        l4: L4,
+        payload: &[u8],
+    ) -> Self {
         Frame {
             src_mac,
             dst_mac,
@@ -168,10 +202,18 @@ impl Frame {
             IpAddr::V4(_) => (EtherType::IPV4, EtherType::IPV4),
             IpAddr::V6(_) => (EtherType::IPV6, EtherType::IPV6),
         };
-        let eth_type = if self.vlan.is_some() { EtherType::VLAN_TAGGED_FRAME } else { inner_type };
-        Ethernet2Header { source: self.src_mac, destination: self.dst_mac, ether_type: eth_type }
-            .write(&mut out)
-            .unwrap();
+        let eth_type = if self.vlan.is_some() {
+            EtherType::VLAN_TAGGED_FRAME
+        } else {
+            inner_type
+        };
+        Ethernet2Header {
+            source: self.src_mac,
+            destination: self.dst_mac,
+            ether_type: eth_type,
+        }
+        .write(&mut out)
+        .unwrap();
         if let Some(id) = self.vlan {
             SingleVlanHeader {
                 pcp: etherparse::VlanPcp::ZERO,
@@ -193,7 +235,9 @@ impl Frame {
         }
         let ip = match (self.src, self.dst) {
             (IpAddr::V4(s), IpAddr::V4(d)) => {
-                let mut h = Ipv4Header::new(l4_total as u16, self.ttl, proto, s.octets(), d.octets()).unwrap();
+                let mut h =
+                    Ipv4Header::new(l4_total as u16, self.ttl, proto, s.octets(), d.octets())
+                        .unwrap();
                 h.identification = self.ident;
                 h.dont_fragment = self.dont_fragment;
                 h.options = self.ip_options[..].try_into().unwrap();
@@ -218,7 +262,14 @@ impl Frame {
             _ => panic!("mixed families"),
         };
         match &self.l4 {
-            L4::Tcp { sport, dport, seq, ack, flags, options } => {
+            L4::Tcp {
+                sport,
+                dport,
+                seq,
+                ack,
+                flags,
+                options,
+            } => {
                 let mut t = TcpHeader::new(*sport, *dport, *seq, 65535);
                 t.syn = flags.contains('S');
                 t.ack = flags.contains('A');
@@ -233,10 +284,18 @@ impl Frame {
                 };
                 t.write(&mut out).unwrap();
             }
-            L4::Udp { sport, dport, zero_checksum } => {
+            L4::Udp {
+                sport,
+                dport,
+                zero_checksum,
+            } => {
                 let mut u = match &ip {
-                    Ip::V4(h) => UdpHeader::with_ipv4_checksum(*sport, *dport, h, &self.payload).unwrap(),
-                    Ip::V6(h) => UdpHeader::with_ipv6_checksum(*sport, *dport, h, &self.payload).unwrap(),
+                    Ip::V4(h) => {
+                        UdpHeader::with_ipv4_checksum(*sport, *dport, h, &self.payload).unwrap()
+                    }
+                    Ip::V6(h) => {
+                        UdpHeader::with_ipv6_checksum(*sport, *dport, h, &self.payload).unwrap()
+                    }
                 };
                 if *zero_checksum {
                     u.checksum = 0;

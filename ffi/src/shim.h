@@ -1,0 +1,60 @@
+/*
+ * vipd: C shim over DPDK's static inline functions and macros.
+ *
+ * DPDK's fast-path API (rte_eth_rx_burst, rte_pktmbuf_*, rte_errno, ...) is made of static
+ * inline functions and macros that bindgen cannot bind. Each vipd_* function below is a
+ * one-line out-of-line wrapper compiled against the system DPDK headers (see shim.c), so Rust
+ * calls the real DPDK code instead of a re-implementation of it.
+ */
+#ifndef VIPD_SHIM_H
+#define VIPD_SHIM_H
+
+#include <stdint.h>
+
+struct rte_mbuf;
+struct rte_mempool;
+
+/* ethdev fast path (static inline, via rte_eth_fp_ops) */
+uint16_t vipd_rte_eth_rx_burst(uint16_t port_id, uint16_t queue_id, struct rte_mbuf **rx_pkts,
+			       uint16_t nb_pkts);
+uint16_t vipd_rte_eth_tx_burst(uint16_t port_id, uint16_t queue_id, struct rte_mbuf **tx_pkts,
+			       uint16_t nb_pkts);
+
+/* RSS hash-function masks (macros built from RTE_BIT64) */
+uint64_t vipd_rte_eth_rss_ip(void);
+uint64_t vipd_rte_eth_rss_tcp(void);
+uint64_t vipd_rte_eth_rss_udp(void);
+/* mbuf offload flag telling that hash.rss is valid (macro) */
+uint64_t vipd_rte_mbuf_f_rx_rss_hash(void);
+
+/* mbuf allocation and release (static inline) */
+struct rte_mbuf *vipd_rte_pktmbuf_alloc(struct rte_mempool *mp);
+int vipd_rte_pktmbuf_alloc_bulk(struct rte_mempool *mp, struct rte_mbuf **mbufs,
+				unsigned int count);
+void vipd_rte_pktmbuf_free(struct rte_mbuf *m);
+
+/* mbuf data access (rte_pktmbuf_mtod is a macro; the rest static inline) */
+void *vipd_rte_pktmbuf_mtod(struct rte_mbuf *m);
+/* rte_pktmbuf_mtod and rte_pktmbuf_data_len in one call (the hot path's view of a frame) */
+void *vipd_rte_pktmbuf_data(struct rte_mbuf *m, uint16_t *data_len);
+uint32_t vipd_rte_pktmbuf_pkt_len(const struct rte_mbuf *m);
+uint16_t vipd_rte_pktmbuf_data_len(const struct rte_mbuf *m);
+uint16_t vipd_rte_pktmbuf_nb_segs(const struct rte_mbuf *m);
+uint16_t vipd_rte_pktmbuf_headroom(const struct rte_mbuf *m);
+uint16_t vipd_rte_pktmbuf_tailroom(const struct rte_mbuf *m);
+char *vipd_rte_pktmbuf_prepend(struct rte_mbuf *m, uint16_t len);
+char *vipd_rte_pktmbuf_adj(struct rte_mbuf *m, uint16_t len);
+char *vipd_rte_pktmbuf_append(struct rte_mbuf *m, uint16_t len);
+int vipd_rte_pktmbuf_trim(struct rte_mbuf *m, uint16_t len);
+int vipd_rte_pktmbuf_linearize(struct rte_mbuf *m);
+/* hash.rss if ol_flags carries RTE_MBUF_F_RX_RSS_HASH, else 0 with *valid = 0 */
+uint32_t vipd_rte_pktmbuf_rss_hash(const struct rte_mbuf *m, int *valid);
+
+/* lcore, errno, cycles */
+unsigned int vipd_rte_lcore_id(void);
+int vipd_rte_errno(void);
+uint64_t vipd_rte_get_tsc_cycles(void);
+uint64_t vipd_rte_get_tsc_hz(void);
+void vipd_rte_pause(void);
+
+#endif /* VIPD_SHIM_H */
