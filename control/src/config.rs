@@ -102,7 +102,8 @@ impl Default for EalConfig {
 pub struct DataplaneConfig {
     /// CPU cores of the workers, one worker (and one RX/TX queue pair per port) each.
     pub worker_cores: Vec<usize>,
-    /// CPU core of the control thread (EAL main lcore); must not be a worker core.
+    /// CPU core of the control thread (EAL main lcore). Sharing it with a worker is allowed
+    /// (small test machines) and logged as a warning: a busy-polling worker starves it.
     pub control_core: usize,
     /// Sleep of an idle worker in microseconds after an empty poll; 0 = pure busy polling.
     pub idle_sleep_us: u32,
@@ -401,12 +402,6 @@ impl Config {
                     format!("core {c} does not exist (this machine has {cores})"),
                 ));
             }
-            if c == dp.control_core {
-                return Err(invalid(
-                    format!("dataplane.worker_cores[{i}]"),
-                    format!("core {c} is also the control_core"),
-                ));
-            }
             if dp.worker_cores[..i].contains(&c) {
                 return Err(invalid(
                     format!("dataplane.worker_cores[{i}]"),
@@ -638,6 +633,10 @@ fn rs_reachable(ports: &[PortConfig], ip: &IpAddr, on_link_only: bool) -> Option
     })
 }
 
+/// CPUs of the machine. Not `available_parallelism`: that follows the calling thread's
+/// affinity, and a reload runs on the control thread, which the EAL pinned to one core.
 fn core_count() -> usize {
-    std::thread::available_parallelism().map_or(1, |n| n.get())
+    // SAFETY: sysconf only reads a system constant.
+    let n = unsafe { libc::sysconf(libc::_SC_NPROCESSORS_CONF) };
+    usize::try_from(n).unwrap_or(1).max(1)
 }

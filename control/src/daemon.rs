@@ -117,6 +117,17 @@ pub fn run(config_path: &Path) -> Result<(), String> {
     signal_hook::flag::register(signal_hook::consts::SIGHUP, Arc::clone(&reload))
         .map_err(|e| format!("signal handler: {e}"))?;
 
+    if let Some(w) = config
+        .dataplane
+        .worker_cores
+        .iter()
+        .position(|&c| c == config.dataplane.control_core)
+    {
+        tracing::warn!(
+            "control_core {} is also the core of worker {w}: fine with idle_sleep_us > 0 on a small box, not for production",
+            config.dataplane.control_core
+        );
+    }
     let args = eal_args(&config);
     tracing::info!("EAL arguments: {}", args.join(" "));
     let eal = Eal::init(&args).map_err(|e| format!("DPDK EAL: {e}"))?;
@@ -309,11 +320,14 @@ pub fn run(config_path: &Path) -> Result<(), String> {
             tracing::warn!("port {}: {e}", p.name);
         }
     }
+    let runtime_dir = eal.runtime_dir();
     // SAFETY: every worker has been joined, every queue handle and mbuf we held is dropped or
     // back in its pool, and no DPDK call follows.
     if let Err(e) = unsafe { eal.cleanup() } {
         tracing::warn!("{e}");
     }
+    // DPDK leaves its (by then empty) runtime directory behind; vipd leaves nothing.
+    let _ = std::fs::remove_dir_all(&runtime_dir);
     tracing::info!("stopped");
     result
 }

@@ -5,7 +5,9 @@
 use crate::counters::{Counter, WorkerCounters};
 use crate::io::dpdk::{self, Mbuf, MbufBurst, PortQueue};
 use crate::io::PacketBuf;
-use crate::pipeline::{process_burst, process_steered, Action, WorkerState};
+use crate::pipeline::{
+    process_burst, process_steered, Action, WorkerState, EXPIRE_BUDGET_PER_BURST,
+};
 use crate::snapshot::Snapshot;
 use arc_swap::ArcSwap;
 use crossbeam::queue::ArrayQueue;
@@ -114,12 +116,17 @@ impl Worker {
                     .counters
                     .set_flows_active(self.state.flows.len() as u64);
             }
-            if work == 0 && !self.idle_sleep.is_zero() {
-                // Idle back-off: only when nothing came in, so a loaded worker never sleeps.
+            if work == 0 {
+                // No traffic means no expiry inside the pipeline: sweep here so idle flows
+                // still time out.
+                self.state.flows.expire(now_ms, EXPIRE_BUDGET_PER_BURST);
                 self.state
                     .counters
                     .set_flows_active(self.state.flows.len() as u64);
-                std::thread::sleep(self.idle_sleep);
+                if !self.idle_sleep.is_zero() {
+                    // Idle back-off: only when nothing came in, so a loaded worker never sleeps.
+                    std::thread::sleep(self.idle_sleep);
+                }
             }
         }
         self.state

@@ -170,7 +170,8 @@ pub struct FlowHit {
     pub state: TcpState,
 }
 
-/// Why an insert failed. Either way the table is unchanged.
+/// Why an insert failed. Either way no part of the new connection stays in the table (expired
+/// connections the insert met may have been reclaimed).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum InsertError {
     /// Every entry is taken by a live connection (or, very rarely, the index found no slot
@@ -353,7 +354,8 @@ impl FlowTable {
     ///
     /// Fails with `Exists` if either key belongs to a live connection (expired ones are
     /// removed), with `Full` if no entry is free after a bounded attempt to reclaim an
-    /// expired one, or if the index has no slot for a key. On failure the table is unchanged.
+    /// expired one, or if the index has no slot for a key. On failure nothing of the new
+    /// connection stays behind (only expired connections met on the way are reclaimed).
     pub fn insert(
         &mut self,
         key: &FlowKey,
