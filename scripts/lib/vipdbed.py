@@ -1,0 +1,202 @@
+"""Shared pieces of vipd's demo and end-to-end tests: the namespace test bed (netns.sh),
+a vipd process in the LB namespace with its configuration, the load client, checks."""
+
+import json
+import os
+import signal
+import subprocess
+import tempfile
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+LIB = os.path.join(ROOT, "scripts", "lib")
+VIPD = os.environ.get("VIPD_BIN", os.path.join(ROOT, "target", "debug", "vipd"))
+PREFIX = os.environ.get("VIPD_BED_PREFIX", "ve2e")
+VIP4 = "10.77.100.1"
+VIP6 = "fd00:77:100::1"
+API_PORT = 19280
+CLIENTS4 = ",".join(f"192.168.77.{i}" for i in range(2, 11))
+
+# Drops that are traffic not meant for vipd on a shared segment (broadcasts, other hosts'
+# unicast flooded by the bridge, IPv6 multicast): counted, explained, harmless.
+EXPLAINED_DROPS = {
+    "drop_not_local",
+    "drop_not_our_mac",
+    "drop_arp_ignored",
+    "drop_local_unhandled",
+    "drop_unsupported_ethertype",
+}
+
+
+def log(msg):
+    print(msg, flush=True)
+
+
+def bash(script, check=True, capture=False, timeout=120):
+    """Run bash with the test bed library sourced."""
+    full = f"set -euo pipefail; source {LIB}/netns.sh; {script}"
+    r = subprocess.run(["bash", "-c", full], capture_output=capture, text=True, timeout=timeout)
+    if check and r.returncode != 0:
+        raise RuntimeError(f"bash failed ({r.returncode}): {script}\n{r.stderr if capture else ''}")
+    return r.stdout if capture else r.returncode
+
+
+def netns(ns, *cmd, timeout=120, check=True):
+    r = subprocess.run(["ip", "netns", "exec", ns, *cmd], capture_output=True, text=True, timeout=timeout)
+    if check and r.returncode != 0:
+        raise RuntimeError(f"{ns}: {' '.join(cmd)} failed ({r.returncode}): {r.stderr.strip()[:500]}")
+    return r.stdout
+
+
+class Vipd:
+    """One vipd process in the LB namespace."""
+
+    def __init__(self, name, workers=1, qpairs=1, services=None, timeouts=None, binary=None, idle_sleep_us=200):
+        self.name = name
+        self.binary = binary or VIPD
+        self.idle_sleep_us = idle_sleep_us
+        self.dir = tempfile.mkdtemp(prefix=f"vipd-e2e-{name}-")
+        self.config = os.path.join(self.dir, "vipd.toml")
+        self.log_path = os.path.join(self.dir, "vipd.log")
+        self.workers = workers
+        self.qpairs = qpairs
+        self.services = services
+        self.timeouts = timeouts or {}
+        self.proc = None
+        self.write_config(services)
+
+    def write_config(self, services):
+        cores = "[1]" if self.workers == 1 else "[0, 1]"
+        dev = f"net_af_packet0,iface={PREFIX}-lb0" + (f",qpairs={self.qpairs}" if self.qpairs > 1 else "")
+        t = {"tcp_syn": 10, "tcp_established": 60, "tcp_fin": 3, "tcp_time_wait": 3, "tcp_close": 3, "udp": 3}
+        t.update(self.timeouts)
+        text = f"""
+[eal]
+file_prefix = "vipd-{PREFIX}-{self.name}"
+hugepages = false
+memory_mb = 256
+
+[dataplane]
+worker_cores = {cores}
+control_core = 0
+idle_sleep_us = {self.idle_sleep_us}
+rx_descriptors = 512
+tx_descriptors = 512
+
+[flows]
+capacity_per_worker = 65536
+
+[flows.timeouts]
+{chr(10).join(f"{k} = {v}" for k, v in t.items())}
+
+[api]
+listen = "127.0.0.1:{API_PORT}"
+
+[[ports]]
+name = "lan"
+device = "{dev}"
+ipv4 = "10.77.0.10/24"
+gateway = "10.77.0.1"
+"""
+        for s in services:
+            text += f"""
+[[services]]
+vip = "{s['vip']}"
+proto = "{s['proto']}"
+port = {s['port']}
+scheduler = "{s.get('scheduler', 'maglev')}"
+"""
+            for ip, port, weight in s["rs"]:
+                text += f"""
+[[services.real_servers]]
+ip = "{ip}"
+port = {port}
+weight = {weight}
+"""
+        with open(self.config, "w") as f:
+            f.write(text)
+
+    def start(self):
+        logf = open(self.log_path, "w")
+        self.proc = subprocess.Popen(
+            ["ip", "netns", "exec", f"{PREFIX}-lb", self.binary, "--config", self.config],
+            stdout=logf,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+        )
+        deadline = time.time() + 20
+        while time.time() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"vipd exited {self.proc.returncode}:\n{self.tail()}")
+            try:
+                st = self.api("/api/v1/status")
+                if st.get("neighbours") and all(n["mac"] for n in st["neighbours"]):
+                    return st
+            except (RuntimeError, json.JSONDecodeError):
+                pass
+            time.sleep(0.2)
+        raise RuntimeError(f"vipd not ready (neighbours unresolved?) after 20 s:\n{self.tail()}")
+
+    def api(self, path, method="GET"):
+        out = netns(f"{PREFIX}-lb", "curl", "-s", "-m", "40", "-X", method, f"http://127.0.0.1:{API_PORT}{path}")
+        return json.loads(out) if path.startswith("/api") else out
+
+    def stats(self):
+        return self.api("/api/v1/stats")
+
+    def send_signal(self, sig):
+        self.proc.send_signal(sig)
+
+    def stop(self, sig=signal.SIGTERM):
+        if self.proc is None or self.proc.poll() is not None:
+            return self.proc.returncode if self.proc else 0
+        self.proc.send_signal(sig)
+        try:
+            return self.proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+            return -9
+
+    def tail(self, n=25):
+        try:
+            with open(self.log_path) as f:
+                return "".join(f.readlines()[-n:])
+        except OSError:
+            return ""
+
+
+def load(url=None, connections=1000, parallel=32, sources=CLIENTS4, udp=None, count=0):
+    args = ["python3", os.path.join(LIB, "load_client.py"), "--timeout", "5", "--deadline", "120"]
+    if udp:
+        args += ["--udp", udp, "--count", str(count)]
+    else:
+        args += ["--url", url, "--connections", str(connections), "--parallel", str(parallel)]
+    if sources:
+        args += ["--source-addrs", sources]
+    return json.loads(netns(f"{PREFIX}-client", *args, timeout=180))
+
+
+def check(cond, msg):
+    if not cond:
+        raise AssertionError(msg)
+
+
+def check_drops(stats, allow=()):
+    bad = {k: v for k, v in stats["total"].items() if k.startswith("drop_") and v and k not in EXPLAINED_DROPS and k not in allow}
+    check(not bad, f"unexplained drops: {bad}")
+    explained = {k: v for k, v in stats["total"].items() if k.startswith("drop_") and v}
+    return explained
+
+
+def check_spread(servers, weights, total, tolerance):
+    wsum = sum(weights.values())
+    report = []
+    for name, w in weights.items():
+        share = servers.get(name, 0) / total
+        want = w / wsum
+        report.append(f"{name}: {servers.get(name, 0)} ({share:.1%}, weight share {want:.1%})")
+        check(abs(share - want) <= tolerance, f"spread outside ±{tolerance:.0%}: " + "; ".join(report))
+    return "; ".join(report)
+
+
