@@ -283,6 +283,14 @@ pub enum Proto {
 }
 
 impl Proto {
+    /// Name as written in the configuration.
+    pub fn name(self) -> &'static str {
+        match self {
+            Proto::Tcp => "tcp",
+            Proto::Udp => "udp",
+        }
+    }
+
     /// IP protocol number.
     pub fn number(self) -> u8 {
         match self {
@@ -559,8 +567,10 @@ impl Config {
                 return Err((
                     k("port"),
                     format!(
-                        "service {} {:?} {} is defined twice",
-                        s.vip, s.proto, s.port
+                        "service {} {} {} is defined twice",
+                        s.vip,
+                        s.proto.name(),
+                        s.port
                     ),
                 ));
             }
@@ -639,4 +649,138 @@ fn core_count() -> usize {
     // SAFETY: sysconf only reads a system constant.
     let n = unsafe { libc::sysconf(libc::_SC_NPROCESSORS_CONF) };
     usize::try_from(n).unwrap_or(1).max(1)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const GOOD: &str = r#"
+[dataplane]
+worker_cores = [1]
+control_core = 0
+
+[[ports]]
+name = "lan"
+device = "net_af_packet0,iface=eth1"
+ipv4 = "10.77.0.10/24"
+gateway = "10.77.0.1"
+
+[[services]]
+vip = "10.77.100.1"
+proto = "tcp"
+port = 80
+
+[[services.real_servers]]
+ip = "10.77.0.21"
+port = 8080
+weight = 2
+
+[[services.real_servers]]
+ip = "192.0.2.7"
+"#;
+
+    fn err(text: &str) -> String {
+        Config::parse(text, Path::new("vipd.toml"))
+            .unwrap_err()
+            .to_string()
+    }
+
+    #[test]
+    fn good_config_and_defaults() {
+        let c = Config::parse(GOOD, Path::new("vipd.toml")).unwrap();
+        assert_eq!(c.flows.maglev_table_size, 65537);
+        assert_eq!(c.flows.timeouts.tcp_established, 900);
+        assert_eq!(c.api.listen.port(), 9180);
+        let s = c.valid_services().unwrap();
+        assert_eq!(s[0].scheduler, SchedulerKind::Maglev);
+        assert_eq!(
+            s[0].real_servers[0],
+            ("10.77.0.21".parse().unwrap(), 8080, 2, FwdMode::Nat)
+        );
+        assert_eq!(
+            s[0].real_servers[1].1, 80,
+            "port defaults to the service port"
+        );
+    }
+
+    #[test]
+    fn errors_name_file_key_and_problem() {
+        let e = err(&GOOD.replace("weight = 2", "wieght = 2"));
+        assert!(e.starts_with("vipd.toml: ") && e.contains("wieght"), "{e}");
+        let e = err(&GOOD.replace("port = 8080", "port = 70000"));
+        assert!(e.contains("vipd.toml") && e.contains("port"), "{e}");
+        let e = err(&GOOD.replace("gateway = \"10.77.0.1\"", "gateway = \"10.9.0.1\""));
+        assert_eq!(
+            e,
+            "vipd.toml: ports[0].gateway: 10.9.0.1 is not inside 10.77.0.10/24"
+        );
+        let e = err(&GOOD.replace("worker_cores = [1]", "worker_cores = [1, 1]"));
+        assert_eq!(
+            e,
+            "vipd.toml: dataplane.worker_cores[1]: core 1 is listed twice"
+        );
+        let e = err(&GOOD.replace("worker_cores = [1]", "worker_cores = [4096]"));
+        assert!(
+            e.contains("dataplane.worker_cores[0]: core 4096 does not exist"),
+            "{e}"
+        );
+        let e = err(&GOOD
+            .replace("scheduler", "x")
+            .replace("port = 80\n", "port = 80\nscheduler = \"lc\"\n"));
+        assert!(e.contains("services[0].scheduler"), "{e}");
+        let e = err(&GOOD.replace("vip = \"10.77.100.1\"", "vip = \"10.77.0.10\""));
+        assert!(
+            e.contains("services[0].vip: 10.77.0.10 is a port address"),
+            "{e}"
+        );
+        let e = err(&GOOD.replace("ip = \"10.77.0.21\"", "ip = \"fd00::21\""));
+        assert!(
+            e.contains("services[0].real_servers[0].ip") && e.contains("mixes IPv4 and IPv6"),
+            "{e}"
+        );
+        let e = err(&GOOD.replace("gateway = \"10.77.0.1\"\n", ""));
+        assert!(
+            e.contains("services[0].real_servers[1].ip: 192.0.2.7 is neither on-link"),
+            "{e}"
+        );
+        let e = err(&format!(
+            "{GOOD}\n[[neighbours]]\nip = \"10.77.0.1\"\nmac = \"02:00:00:00:00\"\n"
+        ));
+        assert!(e.contains("neighbours[0].mac"), "{e}");
+        let e = err("[[ports]]\nname = \"a\"\ndevice = \"net_null0\"\n");
+        assert!(
+            e.contains("ports[0].ipv4: a port needs an ipv4 or ipv6 address"),
+            "{e}"
+        );
+        assert!(err("").contains("ports: at least one"));
+    }
+
+    #[test]
+    fn dr_needs_on_link_real_servers_and_the_vip_port() {
+        let dr = GOOD.replace("port = 80\n", "port = 80\nmode = \"dr\"\n");
+        let e = err(&dr);
+        assert!(
+            e.contains("services[0].real_servers[0].port: dr mode cannot change the port"),
+            "{e}"
+        );
+        let e = err(&dr.replace("port = 8080\n", ""));
+        assert!(
+            e.contains("services[0].real_servers[1].ip: 192.0.2.7 is not on-link"),
+            "{e}"
+        );
+        let ok = dr
+            .replace("port = 8080\n", "")
+            .replace("ip = \"192.0.2.7\"", "ip = \"10.77.0.22\"");
+        Config::parse(&ok, Path::new("vipd.toml")).unwrap();
+    }
+
+    #[test]
+    fn duplicate_service() {
+        let twice =
+            format!("{GOOD}\n[[services]]\nvip = \"10.77.100.1\"\nproto = \"tcp\"\nport = 80\n");
+        assert!(
+            err(&twice).contains("services[1].port: service 10.77.100.1 tcp 80 is defined twice")
+        );
+    }
 }
