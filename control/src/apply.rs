@@ -71,6 +71,8 @@ pub fn port_infos(config: &Config, nic_macs: &[MacAddr]) -> Vec<PortInfo> {
             gateway_v4: p.gateway,
             gateway_v6: p.gateway6,
             mtu: p.mtu,
+            tunnel_source4: p.tunnel_source4,
+            tunnel_source6: p.tunnel_source6,
         })
         .collect()
 }

@@ -256,6 +256,11 @@ pub struct PortConfig {
     /// IP MTU.
     #[serde(default = "default_mtu")]
     pub mtu: u16,
+    /// TUN mode: IPv4 prefix the outer source address is picked from per flow (default: the
+    /// port's address), so a real server's NIC RSS spreads tunnelled flows over its queues.
+    pub tunnel_source4: Option<Ipv4Net>,
+    /// TUN mode: the same for IPv6 outer headers.
+    pub tunnel_source6: Option<Ipv6Net>,
 }
 
 fn default_mtu() -> u16 {
@@ -316,6 +321,9 @@ pub struct ServiceConfig {
     /// Default forwarding mode of its real servers: `nat`, `dr` or `tunnel`.
     #[serde(default = "default_mode")]
     pub mode: String,
+    /// Name of the port the VIP is reached on (default: the port whose subnet holds the VIP,
+    /// else the first port). DR real servers must be on-link on it.
+    pub interface: Option<String>,
     /// Real servers.
     #[serde(default)]
     pub real_servers: Vec<RealServerConfig>,
@@ -545,6 +553,19 @@ impl Config {
                 .parse()
                 .map_err(|e: vipd_dataplane::sched::SchedError| (k("scheduler"), e.to_string()))?;
             let mode: FwdMode = s.mode.parse().map_err(|e| (k("mode"), e))?;
+            let vip_port = match &s.interface {
+                Some(name) => self
+                    .ports
+                    .iter()
+                    .position(|p| &p.name == name)
+                    .ok_or_else(|| {
+                        (
+                            k("interface"),
+                            format!("no [[ports]] entry is named `{name}`"),
+                        )
+                    })?,
+                None => on_link_port(&self.ports, &s.vip).unwrap_or(0),
+            };
             if s.port == 0 {
                 return Err((k("port"), "port 0 is not a valid service port".into()));
             }
@@ -600,6 +621,17 @@ impl Config {
                 if rmode == FwdMode::Dr && r.ip.is_ipv4() != s.vip.is_ipv4() {
                     return Err((kr("ip"), "DR forwards the client's packet unchanged, so the real server must have the VIP's family".into()));
                 }
+                if rmode == FwdMode::Dr {
+                    if let Some(p) = on_link_port(&self.ports, &r.ip).filter(|&p| p != vip_port) {
+                        return Err((
+                            kr("ip"),
+                            format!(
+                                "{} is on port `{}` but the VIP is on port `{}`: DR only rewrites the MAC, so both must share a segment",
+                                r.ip, self.ports[p].name, self.ports[vip_port].name
+                            ),
+                        ));
+                    }
+                }
                 if rs_reachable(&self.ports, &r.ip, rmode == FwdMode::Dr).is_none() {
                     let why = if rmode == FwdMode::Dr {
                         "is not on-link on any port (DR needs the real server on a port's segment)"
@@ -623,6 +655,11 @@ impl Config {
         }
         Ok(out)
     }
+}
+
+/// Index of the port on whose segment `ip` is.
+fn on_link_port(ports: &[PortConfig], ip: &IpAddr) -> Option<usize> {
+    rs_reachable(ports, ip, true)
 }
 
 /// Index of the port that reaches `ip`: on-link, or (unless `on_link_only`) via a gateway.
@@ -773,6 +810,17 @@ ip = "192.0.2.7"
             .replace("port = 8080\n", "")
             .replace("ip = \"192.0.2.7\"", "ip = \"10.77.0.22\"");
         Config::parse(&ok, Path::new("vipd.toml")).unwrap();
+        let two_ports = ok.replace(
+            "[[services]]",
+            "[[ports]]\nname = \"wan\"\ndevice = \"net_null0\"\nipv4 = \"10.88.0.10/24\"\n\n[[services]]\ninterface = \"wan\"",
+        );
+        let e = err(&two_ports);
+        assert!(e.contains("services[0].real_servers[0].ip: 10.77.0.21 is on port `lan` but the VIP is on port `wan`"), "{e}");
+        let e = err(&two_ports.replace("interface = \"wan\"", "interface = \"dmz\""));
+        assert!(
+            e.contains("services[0].interface: no [[ports]] entry is named `dmz`"),
+            "{e}"
+        );
     }
 
     #[test]

@@ -105,7 +105,7 @@ pub fn process_burst<B: PacketBuf>(
         let len = buf.data().len() as u64;
         worker.counters.inc(Counter::RxPackets);
         worker.counters.add(Counter::RxBytes, len);
-        *action = match handle(buf.data_mut(), rx_port, worker, snap, now_ms) {
+        *action = match handle(buf, rx_port, worker, snap, now_ms) {
             Ok(a) => a,
             Err(reason) => Action::Drop(reason),
         };
@@ -128,7 +128,7 @@ pub fn process_steered<B: PacketBuf>(
     now_ms: u64,
 ) -> Action {
     worker.adopt(snap);
-    match handle(buf.data_mut(), rx_port, worker, snap, now_ms) {
+    match handle(buf, rx_port, worker, snap, now_ms) {
         // The owner never steers again: a frame steered twice would mean the workers
         // disagree on ownership; count it rather than loop.
         Ok(Action::Steer(_)) => {
@@ -145,14 +145,14 @@ pub fn process_steered<B: PacketBuf>(
 
 type Verdict = Result<Action, Counter>;
 
-fn handle(
-    frame: &mut [u8],
+fn handle<B: PacketBuf>(
+    buf: &mut B,
     rx_port: u16,
     w: &mut WorkerState,
     snap: &Snapshot,
     now: u64,
 ) -> Verdict {
-    let eth = EthernetFrame::new_checked(&*frame).map_err(|_| Counter::DropEthMalformed)?;
+    let eth = EthernetFrame::new_checked(buf.data()).map_err(|_| Counter::DropEthMalformed)?;
     let port = snap
         .ports
         .get(usize::from(rx_port))
@@ -163,9 +163,9 @@ fn handle(
     }
     let l2 = eth.header_len();
     match eth.ethertype() {
-        ethertype::ARP => handle_arp(frame, l2, rx_port, port.mac, w, snap),
-        ethertype::IPV4 => handle_ipv4(frame, l2, rx_port, w, snap, now),
-        ethertype::IPV6 => handle_ipv6(frame, l2, rx_port, w, snap, now),
+        ethertype::ARP => handle_arp(buf.data_mut(), l2, rx_port, port.mac, w, snap),
+        ethertype::IPV4 => handle_ipv4(buf, l2, rx_port, w, snap, now),
+        ethertype::IPV6 => handle_ipv6(buf, l2, rx_port, w, snap, now),
         _ => Err(Counter::DropUnsupportedEthertype),
     }
 }
@@ -227,15 +227,15 @@ fn parse_l4(payload: &[u8], l4_proto: u8) -> Result<(u16, u16, Option<TcpFlags>)
     }
 }
 
-fn handle_ipv4(
-    frame: &mut [u8],
+fn handle_ipv4<B: PacketBuf>(
+    buf: &mut B,
     l2: usize,
     rx_port: u16,
     w: &mut WorkerState,
     snap: &Snapshot,
     now: u64,
 ) -> Verdict {
-    let ip = Ipv4Packet::new_checked(&frame[l2..]).map_err(|_| Counter::DropIpv4Malformed)?;
+    let ip = Ipv4Packet::new_checked(&buf.data()[l2..]).map_err(|_| Counter::DropIpv4Malformed)?;
     if !ip.verify_checksum() {
         return Err(Counter::DropIpv4BadChecksum);
     }
@@ -251,7 +251,7 @@ fn handle_ipv4(
                 key: FlowKey::v4(src, dst, sport, dport, l4_proto),
                 tcp_flags,
             };
-            handle_l4(frame, l2, &info, w, snap, now)
+            handle_l4(buf, l2, &info, w, snap, now)
         }
         ipv4::proto::ICMP if !fragment => {
             let to_us = snap.is_local(&IpAddr::V4(dst)) || snap.is_vip(&to_mapped(IpAddr::V4(dst)));
@@ -263,6 +263,7 @@ fn handle_ipv4(
             if icmp_msg.msg_type() != icmp::v4::ECHO_REQUEST {
                 return Err(Counter::DropLocalUnhandled);
             }
+            let frame = buf.data_mut();
             let mut ip = Ipv4Packet::new_checked(&mut frame[l2..])
                 .map_err(|_| Counter::DropIpv4Malformed)?;
             ip.set_src(dst);
@@ -286,15 +287,15 @@ fn handle_ipv4(
     }
 }
 
-fn handle_ipv6(
-    frame: &mut [u8],
+fn handle_ipv6<B: PacketBuf>(
+    buf: &mut B,
     l2: usize,
     rx_port: u16,
     w: &mut WorkerState,
     snap: &Snapshot,
     now: u64,
 ) -> Verdict {
-    let ip = Ipv6Packet::new_checked(&frame[l2..]).map_err(|_| Counter::DropIpv6Malformed)?;
+    let ip = Ipv6Packet::new_checked(&buf.data()[l2..]).map_err(|_| Counter::DropIpv6Malformed)?;
     let (src, dst, next) = (ip.src(), ip.dst(), ip.next_header());
     match next {
         ipv4::proto::TCP | ipv4::proto::UDP => {
@@ -303,7 +304,7 @@ fn handle_ipv6(
                 key: FlowKey::v6(src, dst, sport, dport, next),
                 tcp_flags,
             };
-            handle_l4(frame, l2, &info, w, snap, now)
+            handle_l4(buf, l2, &info, w, snap, now)
         }
         ipv6::NEXT_HEADER_ICMPV6 => {
             let to_us = snap.is_local(&IpAddr::V6(dst)) || snap.is_vip(&dst.octets());
@@ -315,6 +316,7 @@ fn handle_ipv6(
             if icmp_msg.msg_type() != icmp::v6::ECHO_REQUEST {
                 return Err(Counter::DropLocalUnhandled);
             }
+            let frame = buf.data_mut();
             let mut ip = Ipv6Packet::new_checked(&mut frame[l2..])
                 .map_err(|_| Counter::DropIpv6Malformed)?;
             ip.set_src(dst);
@@ -357,8 +359,8 @@ fn set_macs(frame: &mut [u8], src: MacAddr, dst: MacAddr) {
     frame[6..12].copy_from_slice(&src.0);
 }
 
-fn handle_l4(
-    frame: &mut [u8],
+fn handle_l4<B: PacketBuf>(
+    buf: &mut B,
     l2: usize,
     info: &L4Info,
     w: &mut WorkerState,
@@ -377,7 +379,7 @@ fn handle_l4(
             }
         }
         let backend = flow_backend(key, si, info.tcp_flags, w, snap, now)?;
-        return forward(frame, l2, backend, w, snap);
+        return forward(buf, l2, backend, info, w, snap);
     }
     if let Some(unique_service) = snap.nat_endpoint(&key.src, key.proto, key.src_port) {
         if w.n_workers > 1 {
@@ -386,7 +388,7 @@ fn handle_l4(
                 return Ok(Action::Steer(owner));
             }
         }
-        return nat_reply(frame, l2, info, unique_service, w, snap, now);
+        return nat_reply(buf.data_mut(), l2, info, unique_service, w, snap, now);
     }
     if snap.is_local(&key.dst_ip()) {
         Err(Counter::DropLocalUnhandled)
@@ -457,13 +459,15 @@ fn flow_backend<'s>(
 }
 
 /// Step 2: rewrite for the real server's mode and send to its next hop.
-fn forward(
-    frame: &mut [u8],
+fn forward<B: PacketBuf>(
+    buf: &mut B,
     l2: usize,
     backend: &Backend,
+    info: &L4Info,
     w: &WorkerState,
     snap: &Snapshot,
 ) -> Verdict {
+    let _ = info;
     let mac = backend
         .next_hop_mac
         .ok_or(Counter::DropNeighbourUnresolved)?;
@@ -472,10 +476,15 @@ fn forward(
         .get(usize::from(backend.egress_port))
         .ok_or(Counter::DropNoRoute)?;
     match backend.mode {
-        FwdMode::Nat => nat::rewrite_to_backend(&mut frame[l2..], backend.addr, backend.port)?,
-        FwdMode::Dr | FwdMode::Tunnel => return Err(Counter::DropUnsupportedProtocol),
+        FwdMode::Nat => {
+            nat::rewrite_to_backend(&mut buf.data_mut()[l2..], backend.addr, backend.port)?
+        }
+        // Direct routing is a layer-2 hop: the packet still goes to the VIP, only the
+        // destination MAC changes (and, like IPVS's DR transmitter, the TTL is left alone).
+        FwdMode::Dr => {}
+        FwdMode::Tunnel => return Err(Counter::DropUnsupportedProtocol),
     }
-    set_macs(frame, port.mac, mac);
+    set_macs(buf.data_mut(), port.mac, mac);
     w.counters.inc(Counter::Forwarded);
     Ok(Action::Tx(backend.egress_port))
 }

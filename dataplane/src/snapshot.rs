@@ -61,6 +61,10 @@ pub struct PortInfo {
     pub gateway_v6: Option<std::net::Ipv6Addr>,
     /// Largest IP packet the port sends.
     pub mtu: u16,
+    /// TUN: prefix the IPv4 outer source is picked from per flow (None: the port's address).
+    pub tunnel_source4: Option<Ipv4Net>,
+    /// TUN: prefix the IPv6 outer source is picked from per flow (None: the port's address).
+    pub tunnel_source6: Option<Ipv6Net>,
 }
 
 impl PortInfo {

@@ -105,6 +105,7 @@ vip = "{s['vip']}"
 proto = "{s['proto']}"
 port = {s['port']}
 scheduler = "{s.get('scheduler', 'maglev')}"
+mode = "{s.get('mode', 'nat')}"
 """
             for ip, port, weight in s["rs"]:
                 text += f"""

@@ -47,7 +47,8 @@ pub fn vip6() -> Ipv6Addr {
 /// One port: 10.0.0.10/24 and fd00::10/64 behind router 10.0.0.1 / fd00::1.
 /// Services: VIP:80/tcp -> RS1:8080 (NAT), VIP:53/udp -> RS1:5353 (NAT),
 /// VIP:8000/tcp -> RS1:8000 + RS2:8000 (NAT, maglev), VIP_UNRESOLVED:80/tcp -> an RS with
-/// no MAC yet, [vip6]:80/tcp -> [rs1_ip6]:8080 (NAT66).
+/// no MAC yet, [vip6]:80/tcp -> [rs1_ip6]:8080 (NAT66), VIP:443/tcp -> RS1 (DR),
+/// [vip6]:443/udp -> [rs1_ip6] (DR).
 pub fn snapshot() -> Snapshot {
     let port = PortInfo {
         mac: MacAddr(LB_MAC),
@@ -56,6 +57,8 @@ pub fn snapshot() -> Snapshot {
         gateway_v4: Some(ROUTER_IP),
         gateway_v6: Some(router_ip6()),
         mtu: 1500,
+        tunnel_source4: None,
+        tunnel_source6: None,
     };
     let nat = |id, addr: IpAddr, port| BackendSpec {
         id,
@@ -99,6 +102,26 @@ pub fn snapshot() -> Snapshot {
             port: 80,
             scheduler: SchedulerKind::Rr,
             backends: vec![nat(5, rs1_ip6().into(), 8080)],
+        },
+        ServiceSpec {
+            vip: VIP.into(),
+            proto: 6,
+            port: 443,
+            scheduler: SchedulerKind::Rr,
+            backends: vec![BackendSpec {
+                mode: FwdMode::Dr,
+                ..nat(6, RS1_IP.into(), 443)
+            }],
+        },
+        ServiceSpec {
+            vip: vip6().into(),
+            proto: 17,
+            port: 443,
+            scheduler: SchedulerKind::Rr,
+            backends: vec![BackendSpec {
+                mode: FwdMode::Dr,
+                ..nat(7, rs1_ip6().into(), 443)
+            }],
         },
     ];
     let mut neighbours = HashMap::new();
