@@ -10,13 +10,14 @@
 //! Frames are rebuilt from a template before each burst (outside the timed region), so each
 //! burst sees pristine input as from a NIC. Figures vary with the machine and its load.
 
+#![allow(clippy::expect_used, clippy::unwrap_used)] // a benchmark on fixed, valid input
+
 use std::collections::HashMap;
 use std::hint::black_box;
 use std::net::{IpAddr, Ipv4Addr};
 use std::time::Instant;
 use vipd_dataplane::flow::{FlowTable, Timeouts};
 use vipd_dataplane::io::mem::VecBuf;
-use vipd_dataplane::io::PacketBuf;
 use vipd_dataplane::pipeline::{process_burst, Action, WorkerState};
 use vipd_dataplane::sched::SchedulerKind;
 use vipd_dataplane::snapshot::{BackendSpec, FwdMode, PortInfo, ServiceSpec, Snapshot};
