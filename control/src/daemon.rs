@@ -399,8 +399,10 @@ impl Control<'_> {
         tracing::info!("stopping");
     }
 
-    /// Learn from the ARP frames the workers handed over. True when a MAC changed.
+    /// Learn from the ARP replies and Neighbour Advertisements the workers handed over. True
+    /// when a MAC changed.
     fn learn(&mut self, now: Instant) -> bool {
+        use vipd_dataplane::wire::{ipv6, ndisc};
         let mut changed = false;
         while let Some((_port, m)) = self.rings.to_control.pop() {
             self.control_rx += 1;
@@ -408,33 +410,65 @@ impl Control<'_> {
             let Ok(eth) = ethernet::EthernetFrame::new_checked(data) else {
                 continue;
             };
-            if eth.ethertype() != ethernet::ethertype::ARP {
-                continue;
-            }
-            if let Ok(a) = arp::ArpPacket::new_checked(eth.payload()) {
-                changed |= self
-                    .neighbours
-                    .learn(IpAddr::V4(a.sender_ip()), a.sender_mac(), now);
+            match eth.ethertype() {
+                ethernet::ethertype::ARP => {
+                    if let Ok(a) = arp::ArpPacket::new_checked(eth.payload()) {
+                        changed |=
+                            self.neighbours
+                                .learn(IpAddr::V4(a.sender_ip()), a.sender_mac(), now);
+                    }
+                }
+                ethernet::ethertype::IPV6 => {
+                    // The dataplane validated it (RFC 4861); only advertisements come here.
+                    let Ok(ip) = ipv6::Ipv6Packet::new_checked(eth.payload()) else {
+                        continue;
+                    };
+                    if ip.next_header() != ipv6::NEXT_HEADER_ICMPV6 {
+                        continue;
+                    }
+                    let Ok(na) = ndisc::NdiscPacket::new_checked(ip.payload()) else {
+                        continue;
+                    };
+                    if na.msg_type() != ndisc::NEIGHBOR_ADVERT {
+                        continue;
+                    }
+                    let mac = na.target_ll_addr().unwrap_or_else(|| eth.src());
+                    changed |= self.neighbours.learn(IpAddr::V6(na.target()), mac, now);
+                }
+                _ => {}
             }
         }
         changed
     }
 
     fn send_request(&mut self, port: u16, target: IpAddr) {
-        let IpAddr::V4(target) = target else {
-            // IPv6 next hops are resolved by Neighbour Discovery (not in this version): use a
-            // static [[neighbours]] entry for them.
-            return;
-        };
         let Some(p) = self.config.ports.get(usize::from(port)) else {
             return;
         };
-        let (Some(net), Some(mac)) = (p.ipv4, self.nic_macs.get(usize::from(port))) else {
+        let Some(mac) = self.nic_macs.get(usize::from(port)) else {
             return;
         };
-        let frame = arp_request_frame(*mac, net.addr(), target);
-        let Ok(m) = self.pool.alloc_frame(&frame) else {
-            tracing::warn!("ARP request for {target}: mbuf pool empty");
+        // ARP for IPv4 next hops, a Neighbour Solicitation (RFC 4861) for IPv6 ones, from the
+        // port's address of that family.
+        let (arp_buf, ns_buf);
+        let (frame, what): (&[u8], &str) = match target {
+            IpAddr::V4(t) => {
+                let Some(net) = p.ipv4 else {
+                    return;
+                };
+                arp_buf = arp_request_frame(*mac, net.addr(), t);
+                (&arp_buf, "ARP request")
+            }
+            IpAddr::V6(t) => {
+                let Some(net) = p.ipv6 else {
+                    return;
+                };
+                ns_buf = crate::neighbours::ns_frame(*mac, net.addr(), t);
+                (&ns_buf, "neighbour solicitation")
+            }
+        };
+        let Ok(m) = self.pool.alloc_frame(frame) else {
+            tracing::warn!("{what} for {target}: mbuf pool empty");
             return;
         };
         let parcel = Parcel {
@@ -450,7 +484,7 @@ impl Control<'_> {
         {
             self.control_tx += 1;
         } else {
-            tracing::warn!("ARP request for {target}: worker inbox full");
+            tracing::warn!("{what} for {target}: worker inbox full");
         }
     }
 

@@ -1,12 +1,13 @@
 //! The neighbour table of the control plane: which next hops the dataplane needs, their MACs,
-//! ARP requests to send, refresh and expiry. Pure state: the daemon feeds it time, learned
-//! replies and the wanted set, and transmits the requests it asks for.
+//! requests to send (ARP for IPv4, Neighbour Solicitations for IPv6), refresh and expiry. Pure
+//! state: the daemon feeds it time, learned replies and the wanted set, and transmits the
+//! requests it asks for. The table is family-agnostic; only the request frames differ.
 
 use crate::config::NeighbourTimers;
 use std::collections::HashMap;
-use std::net::{IpAddr, Ipv4Addr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::time::{Duration, Instant};
-use vipd_dataplane::wire::{arp, ethernet, MacAddr};
+use vipd_dataplane::wire::{arp, ethernet, ipv6, ndisc, MacAddr};
 
 /// State of one neighbour.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -35,7 +36,7 @@ pub struct Neighbour {
     pub unanswered: u32,
 }
 
-/// An ARP request the daemon must send.
+/// A request (ARP or Neighbour Solicitation) the daemon must send.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Request {
     /// Port to send it on.
@@ -96,7 +97,7 @@ impl NeighbourTable {
         }
     }
 
-    /// A reply (or gratuitous ARP) said `ip` is at `mac`. Returns true when the MAC the
+    /// A reply (ARP reply, gratuitous ARP or Neighbour Advertisement) said `ip` is at `mac`. Returns true when the MAC the
     /// dataplane uses changed. Addresses nobody wants are ignored (no table growth from
     /// unsolicited traffic).
     pub fn learn(&mut self, ip: IpAddr, mac: MacAddr, now: Instant) -> bool {
@@ -194,6 +195,42 @@ pub fn arp_request_frame(our_mac: MacAddr, our_ip: Ipv4Addr, target: Ipv4Addr) -
     f
 }
 
+/// Length of [`ns_frame`]: Ethernet (14) + IPv6 (40) + solicitation with its Source
+/// Link-Layer option (32).
+pub const NS_FRAME_LEN: usize = ethernet::HEADER_LEN + ipv6::HEADER_LEN + 32;
+
+/// A multicast Neighbour Solicitation (RFC 4861) for `target`, from `our_ip`/`our_mac`: to the
+/// target's solicited-node address ff02::1:ffXX:XXXX (Ethernet 33:33:ff:XX:XX:XX), hop limit
+/// 255, with a Source Link-Layer Address option so the answer can come straight back.
+pub fn ns_frame(our_mac: MacAddr, our_ip: Ipv6Addr, target: Ipv6Addr) -> [u8; NS_FRAME_LEN] {
+    let mut f = [0u8; NS_FRAME_LEN];
+    let group = ndisc::solicited_node(target);
+    f[0..6].copy_from_slice(&ndisc::multicast_mac(group).0);
+    f[6..12].copy_from_slice(&our_mac.0);
+    f[12..14].copy_from_slice(&ethernet::ethertype::IPV6.to_be_bytes());
+    let ip = &mut f[ethernet::HEADER_LEN..];
+    let msg_len = ndisc::message_len(true);
+    ipv6::emit_header(
+        ip,
+        0,
+        0,
+        msg_len as u16,
+        ipv6::NEXT_HEADER_ICMPV6,
+        255,
+        our_ip,
+        group,
+    );
+    // The buffer is sized for the message: emit_ns cannot fail here.
+    let _ = ndisc::emit_ns(
+        &mut ip[ipv6::HEADER_LEN..],
+        &our_ip,
+        &group,
+        &target,
+        Some(our_mac),
+    );
+    f
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -274,5 +311,46 @@ mod tests {
         assert_eq!(a.operation(), arp::op::REQUEST);
         assert_eq!(a.target_ip(), Ipv4Addr::new(10, 0, 0, 1));
         assert_eq!(&f[0..6], &[0xff; 6]);
+    }
+
+    #[test]
+    fn ns_frame_parses_with_etherparse() {
+        use etherparse::{Icmpv6Type, NetSlice, SlicedPacket, TransportSlice};
+        let our_mac = MacAddr([2, 0, 0, 0, 0, 10]);
+        let our_ip: Ipv6Addr = "fd00::10".parse().unwrap();
+        let target: Ipv6Addr = "fd00::12:3456".parse().unwrap();
+        let f = ns_frame(our_mac, our_ip, target);
+        assert_eq!(f.len(), 86);
+        let p = SlicedPacket::from_ethernet(&f).unwrap();
+        let Some(etherparse::LinkSlice::Ethernet2(e)) = &p.link else {
+            panic!("not Ethernet II");
+        };
+        assert_eq!(e.destination(), [0x33, 0x33, 0xff, 0x12, 0x34, 0x56]);
+        assert_eq!(e.source(), our_mac.0);
+        let Some(NetSlice::Ipv6(ip)) = &p.net else {
+            panic!("not IPv6");
+        };
+        let h = ip.header();
+        assert_eq!(Ipv6Addr::from(h.source()), our_ip);
+        assert_eq!(
+            Ipv6Addr::from(h.destination()),
+            "ff02::1:ff12:3456".parse::<Ipv6Addr>().unwrap()
+        );
+        assert_eq!(h.hop_limit(), 255);
+        assert_eq!(h.payload_length(), 32);
+        let Some(TransportSlice::Icmpv6(icmp)) = &p.transport else {
+            panic!("not ICMPv6");
+        };
+        assert!(icmp.is_checksum_valid(h.source(), h.destination()));
+        assert!(matches!(
+            icmp.icmp_type(),
+            Icmpv6Type::Unknown {
+                type_u8: 135,
+                code_u8: 0,
+                bytes5to8: [0, 0, 0, 0]
+            }
+        ));
+        assert_eq!(&icmp.payload()[..16], &target.octets());
+        assert_eq!(&icmp.payload()[16..], &[1, 1, 2, 0, 0, 0, 0, 10]);
     }
 }

@@ -61,8 +61,13 @@ counters! {
     NatRepliesStateless = "nat_replies_stateless", event;
     /// ARP requests for our addresses or VIPs answered.
     ArpReplies = "arp_replies", event;
+    /// Neighbour solicitations for our addresses or VIPs answered.
+    NdAdverts = "nd_adverts", event;
     /// ICMP/ICMPv6 echo requests answered.
     EchoReplies = "echo_replies", event;
+    /// ICMP "fragmentation needed" / ICMPv6 "packet too big" sent back to the sender of a
+    /// packet that does not fit the tunnel (TUN: inner packet + outer header over the MTU).
+    IcmpTooBigSent = "icmp_too_big_sent", event;
     /// Frames handed to the control thread (neighbour learning and resolution).
     ToControl = "to_control", event;
     /// Packets handed to another worker that owns their connection.
@@ -77,6 +82,12 @@ counters! {
     DropUnsupportedEthertype = "drop_unsupported_ethertype", drop;
     /// Dropped: malformed ARP, or ARP for an address that is not ours.
     DropArpIgnored = "drop_arp_ignored", drop;
+    /// Dropped: neighbour solicitation/advertisement failing RFC 4861 validation (hop limit
+    /// not 255, code not 0, bad checksum, truncated, bad option length, multicast target).
+    DropNdInvalid = "drop_nd_invalid", drop;
+    /// Dropped: valid neighbour discovery message not for us (solicitation for an address
+    /// that is neither ours nor a VIP, advertisement not addressed to us).
+    DropNdIgnored = "drop_nd_ignored", drop;
     /// Dropped: malformed IPv4 header (length, version, IHL).
     DropIpv4Malformed = "drop_ipv4_malformed", drop;
     /// Dropped: IPv4 header checksum wrong.
@@ -91,6 +102,17 @@ counters! {
     DropUnsupportedProtocol = "drop_unsupported_protocol", drop;
     /// Dropped: TTL/hop limit would reach zero.
     DropTtlExceeded = "drop_ttl_exceeded", drop;
+    /// Dropped: TUN, the packet plus the outer header exceeds the egress MTU and may be
+    /// fragmented (IPv4 without DF: vipd does not fragment), or the inner MTU left is below the
+    /// family's minimum (68, IPv6 1280) so no "too big" error can help.
+    DropTunnelTooBig = "drop_tunnel_too_big", drop;
+    /// Dropped: TUN, no outer source address of the real server's family (the egress port has
+    /// no address of that family).
+    DropTunnelNoSource = "drop_tunnel_no_source", drop;
+    /// Dropped: packet too big for the tunnel whose ICMP error RFC 1812 / RFC 4443 forbid
+    /// (source not unicast, invoking packet an ICMP error or a non-initial fragment) or that
+    /// has no source address of its family.
+    DropIcmpErrorSuppressed = "drop_icmp_error_suppressed", drop;
     /// Dropped: destination is a VIP but no service listens on that protocol/port.
     DropNoService = "drop_no_service", drop;
     /// Dropped: the service has no real server with weight > 0.
@@ -107,6 +129,9 @@ counters! {
     DropNatReplyNoFlow = "drop_nat_reply_no_flow", drop;
     /// Dropped: packet to one of our own addresses that vipd does not serve (not echo/ARP).
     DropLocalUnhandled = "drop_local_unhandled", drop;
+    /// Dropped: the frame buffer has no headroom left to grow the frame (tunnel header, ICMP
+    /// error header).
+    DropNoHeadroom = "drop_no_headroom", drop;
     /// Dropped: the NIC TX queue was full.
     DropTxFull = "drop_tx_full", drop;
     /// Dropped: the ring to another worker or to the control thread was full.

@@ -8,6 +8,7 @@ pub mod counters;
 pub mod flow;
 pub mod fwd;
 pub mod io;
+pub mod ndp;
 pub mod pipeline;
 pub mod sched;
 pub mod snapshot;

@@ -27,6 +27,11 @@
 #   vipd_rs_gateway PREFIX I lb|router     point RS I's default routes (v4 + v6) at the LB or router
 #   vipd_rs_dr_setup PREFIX I VIP4 [VIP6]  DR/TUN real server: VIP on lo, arp_ignore=1,
 #                                          arp_announce=2, default route via the router
+#   vipd_rs_tun_setup PREFIX I VIP4 [VIP6] TUN real server without an ipip device: the DR setup
+#                                          plus tc ingress BPF decapsulation (ipip_decap.bpf.c,
+#                                          built into the state dir), rp_filter=1, advmss 1440/1400
+#                                          on the default routes (VIPs: comma lists allowed)
+#   vipd_rs_tun_detach PREFIX I            remove that BPF program again
 #   vipd_spawn PREFIX NAME NS CMD...       start CMD in the background in NS, pid/log in the state dir
 #   vipd_kill PREFIX NAME                  stop a process started by vipd_spawn (TERM, then KILL)
 #   vipd_arp_probe NS DEV IP [TIMEOUT_S]   send one ARP request, print the MACs that answer
@@ -470,4 +475,193 @@ vipd_rs_stop_all() {
     f=${f##*/}
     vipd_kill "$p" "${f%.pid}"
   done
+}
+
+# ---------------------------------------------------------------------------------------------
+# TUN (IP-in-IP) real server without an ipip device.
+#
+#   vipd_rs_tun_setup PREFIX I VIP4[,VIP4...] [VIP6[,VIP6...]]
+#
+# In TUN mode vipd wraps each client packet in an outer IP header addressed to the real server
+# (4in4 / 6in6, or 4in6 / 6in4 when the server is reached over the other family); the server
+# unwraps it, answers from the VIP, and the reply goes straight to the client via the router.
+# A kernel without ipip/sit/ip6tnl (like this one) can unwrap with a tc ingress BPF program
+# (scripts/lib/ipip_decap.bpf.c): it strips the outer header only when the outer destination
+# is one of this server's addresses and the inner destination is a VIP; all else passes.
+#
+# What this function runs, the way an operator would on a real server (here DEV = PREFIX-rsI,
+# RS4/RS6 = 10.77.0.(20+I) / fd00:77::(20+I), GW4/GW6 = the router 10.77.0.1 / fd00:77::1):
+#
+#   # 1. build the decapsulation program for this server's addresses and VIPs
+#   #    (V4 = the four bytes, V6 = the eight 16-bit groups; several: V4(..) V4(..))
+#   clang -O2 -g -target bpf -I/usr/include/$(gcc -print-multiarch) -c ipip_decap.bpf.c \
+#     -o ipip_decap.o \
+#     -D'IPIP_LOCAL4=V4(10,77,0,21)' -D'IPIP_LOCAL6=V6(0xfd00,0x77,0,0,0,0,0,0x21)' \
+#     -D'IPIP_VIP4=V4(10,77,100,1)' -D'IPIP_VIP6=V6(0xfd00,0x77,0x100,0,0,0,0,0x1)'
+#   # 2. attach it to the ingress of the interface facing the load balancer
+#   tc qdisc replace dev DEV clsact
+#   tc filter replace dev DEV ingress pref 49 handle 1 bpf direct-action obj ipip_decap.o sec tc
+#   # 3. the VIPs are local addresses (on lo), never announced on the segment
+#   ip addr replace VIP4/32 dev lo
+#   ip addr replace VIP6/128 dev lo nodad
+#   sysctl -w net.ipv4.conf.all.arp_ignore=1 net.ipv4.conf.all.arp_announce=2 \
+#             net.ipv4.conf.DEV.arp_ignore=1 net.ipv4.conf.DEV.arp_announce=2
+#   # 4. reverse-path filter: strict is fine (see below)
+#   sysctl -w net.ipv4.conf.DEV.rp_filter=1
+#   # 5. replies go straight to the clients through the router, and the MSS this server
+#   #    announces leaves room for the outer header (see below)
+#   ip route replace default via GW4 dev DEV advmss 1440
+#   ip -6 route replace default via GW6 dev DEV advmss 1400
+#
+# rp_filter: 1 (strict) works and is what this function sets on DEV. The program runs before
+# routing, so the kernel sees the inner packet (client -> VIP) arriving on DEV, and the route
+# back to the client also leaves through DEV. (With an ipip device the inner packet arrives on
+# tunl0 instead, hence the usual advice of rp_filter 0 or 2 there; a BPF decap needs neither.)
+# Use 2 (loose) only when the route back to some clients leaves through another interface.
+# IPv6 has no rp_filter.
+#
+# MTU / MSS: the LB adds 20 (IPv4 outer) or 40 (IPv6 outer) bytes to every client -> server
+# packet, so with a 1500-byte segment a full-size client segment (inner 1500) no longer fits.
+# The usual fix is to make clients send smaller segments: the server announces a smaller MSS
+# (the "advmss" route metric is the MSS option of its SYN-ACKs on connections whose route back
+# is that route). MSS = 1500 - outer - inner IP header - 20 (TCP):
+#   4in4 1500-20-20-20 = 1440    6in6 1500-40-40-20 = 1400
+#   4in6 1500-40-20-20 = 1420    6in4 1500-20-40-20 = 1420
+# Defaults: 1440 on the IPv4 route, 1400 on the IPv6 one (the LB reaches the server over the
+# VIP's family). When it reaches it over the other family, use 1420 on the route of the inner
+# family (4in6: VIPD_TUN_ADVMSS4=1420, 6in4: VIPD_TUN_ADVMSS6=1420; empty: no advmss).
+# VIPD_TUN_CFLAGS adds clang flags (e.g. -DIPIP_NO_DECAP_FLAGS: the pre-6.3 fallback).
+# Only the encapsulated direction is affected: replies (server -> client) are not encapsulated
+# and keep full 1460-byte segments. advmss does not help non-TCP traffic: inner packets above
+# 1480 bytes (1460 under an IPv6 outer header) do not fit a 1500-byte segment at all, and
+# fragmented outer packets are not decapsulated (the kernel reassembles them after tc, then
+# finds no ipip handler), so the LB must not fragment the outer packet.
+# Alternatives: raise the MTU of the LB <-> server segment to 1520/1540, or rewrite the MSS of
+# the server's SYN-ACKs with nftables (output hook:
+# tcp flags & (syn | ack) == syn | ack tcp option maxseg size set 1440).
+# ---------------------------------------------------------------------------------------------
+
+VIPD_TUN_BPF_SRC=$VIPD_TESTBED_LIB_DIR/ipip_decap.bpf.c
+
+# ADDR -> the V4(...) / V6(...) macro ipip_decap.bpf.c matches on.
+_vipd_tun_addr_macro() {
+  "$VIPD_PYTHON" -c '
+import ipaddress, sys
+a = ipaddress.ip_address(sys.argv[1])
+if a.version == 4:
+    print("V4(%s)" % ",".join(str(b) for b in a.packed))
+else:
+    print("V6(%s)" % ",".join("0x%x" % int(g, 16) for g in a.exploded.split(":")))
+' "$1"
+}
+
+# clang flags (-D lists) for LOCAL4 LOCAL6 VIP4S VIP6S (comma lists, may be empty).
+_vipd_tun_defines() {
+  local local4=$1 local6=$2 vip4s=$3 vip6s=$4 name list a m out
+  for name in LOCAL4 LOCAL6 VIP4 VIP6; do
+    case $name in LOCAL4) list=$local4 ;; LOCAL6) list=$local6 ;; VIP4) list=$vip4s ;; VIP6) list=$vip6s ;; esac
+    out=""
+    for a in ${list//,/ }; do
+      m=$(_vipd_tun_addr_macro "$a") || {
+        _vipd_err "bad address '$a'"
+        return 1
+      }
+      case "$name:$m" in LOCAL4:V4* | VIP4:V4* | LOCAL6:V6* | VIP6:V6*) ;; *)
+        _vipd_err "'$a' is not an IPv${name: -1} address"
+        return 1
+        ;;
+      esac
+      out+="${out:+ }$m"
+    done
+    [ -n "$out" ] && echo "-DIPIP_$name=$out"
+  done
+  return 0
+}
+
+# Compile ipip_decap.bpf.c into OBJ with the given -D flags, unless OBJ is newer than the source
+# and was built with the same flags (recorded in OBJ.flags).
+_vipd_tun_build() { # OBJ DEFINE...
+  local obj=$1 inc="" ma
+  shift
+  command -v clang >/dev/null 2>&1 || {
+    _vipd_err "clang not found (scripts/setup installs clang, llvm, libbpf-dev)"
+    return 1
+  }
+  if [ -f "$obj" ] && [ "$obj" -nt "$VIPD_TUN_BPF_SRC" ] && [ -f "$obj.flags" ] &&
+    [ "$(cat "$obj.flags")" = "$(printf '%s\n' "$@")" ]; then
+    return 0
+  fi
+  # <linux/bpf.h> needs <asm/types.h>, which Debian keeps under the multiarch directory that
+  # clang -target bpf does not search by default.
+  ma=$(gcc -print-multiarch 2>/dev/null || dpkg-architecture -qDEB_HOST_MULTIARCH 2>/dev/null ||
+    echo "$(uname -m)-linux-gnu")
+  [ -d "/usr/include/$ma" ] && inc="-I/usr/include/$ma"
+  # shellcheck disable=SC2086 # $inc: zero or one word
+  clang -O2 -g -Wall -target bpf $inc "$@" -c "$VIPD_TUN_BPF_SRC" -o "$obj.tmp" || {
+    rm -f "$obj.tmp"
+    _vipd_err "compiling $VIPD_TUN_BPF_SRC failed"
+    return 1
+  }
+  mv -f "$obj.tmp" "$obj"
+  printf '%s\n' "$@" >"$obj.flags"
+}
+
+vipd_rs_tun_setup() { # PREFIX I VIP4[,VIP4...] [VIP6[,VIP6...]]
+  local p=${1:-} i=${2:-} vip4s=${3:-} vip6s=${4:-} ns dev state n rs4 rs6 obj a
+  local advmss4=${VIPD_TUN_ADVMSS4-1440} advmss6=${VIPD_TUN_ADVMSS6-1400}
+  local defines=() extra=() mss4=() mss6=()
+  _vipd_check_prefix "$p" || return 1
+  if [ -z "$vip4s" ]; then
+    _vipd_err "vipd_rs_tun_setup PREFIX I VIP4[,VIP4...] [VIP6[,VIP6...]]"
+    return 1
+  fi
+  state=$(_vipd_state "$p")
+  [ -d "$state" ] || {
+    _vipd_err "test bed '$p' is not up (vipd_testbed_up $p N_RS tun)"
+    return 1
+  }
+  n=$(_vipd_n_rs "$p")
+  _vipd_check_index "$i" "${n:-0}" || return 1
+  command -v tc >/dev/null 2>&1 || {
+    _vipd_err "tc not found (scripts/setup installs iproute2)"
+    return 1
+  }
+  ns=$p-rs$i dev=$p-rs$i rs4=10.77.0.$((20 + i)) rs6=fd00:77::$((20 + i))
+
+  # 1. the program, for this server's addresses and the VIPs
+  a=$(_vipd_tun_defines "$rs4" "$rs6" "$vip4s" "$vip6s") || return 1
+  mapfile -t defines <<<"$a"
+  if [ -n "${VIPD_TUN_CFLAGS:-}" ]; then
+    read -ra extra <<<"$VIPD_TUN_CFLAGS"
+    defines+=("${extra[@]}")
+  fi
+  obj=$state/ipip_decap-rs$i.o
+  _vipd_tun_build "$obj" "${defines[@]}" || return 1
+  # 2. attached to DEV's ingress (replace: running it again swaps the program in place)
+  ip netns exec "$ns" tc qdisc replace dev "$dev" clsact || return 1
+  ip netns exec "$ns" tc filter replace dev "$dev" ingress pref 49 handle 1 \
+    bpf direct-action obj "$obj" sec tc || {
+    _vipd_err "rs$i: attaching $obj to $dev ingress failed"
+    return 1
+  }
+  # 3. VIPs on lo, no ARP for them on the segment
+  _vipd_sysctl "$ns" net.ipv4.conf.all.arp_ignore=1 net.ipv4.conf.all.arp_announce=2 \
+    "net.ipv4.conf.$dev.arp_ignore=1" "net.ipv4.conf.$dev.arp_announce=2" || return 1
+  for a in ${vip4s//,/ }; do ip -n "$ns" addr replace "$a/32" dev lo || return 1; done
+  for a in ${vip6s//,/ }; do ip -n "$ns" addr replace "$a/128" dev lo nodad || return 1; done
+  # 4. strict reverse-path filter on DEV (decapsulated packets come in on DEV, from clients
+  #    routed back through DEV)
+  _vipd_sysctl "$ns" "net.ipv4.conf.$dev.rp_filter=1" || return 1
+  # 5. default routes via the router, clients told to send segments that fit once encapsulated
+  [ -n "$advmss4" ] && mss4=(advmss "$advmss4")
+  [ -n "$advmss6" ] && mss6=(advmss "$advmss6")
+  ip -n "$ns" route replace default via "$VIPD_ROUTER4" dev "$dev" "${mss4[@]}" || return 1
+  ip -n "$ns" -6 route replace default via "$VIPD_ROUTER6" dev "$dev" "${mss6[@]}" || return 1
+}
+
+# Detach the program again (VIPs, sysctls and routes stay). For tests: "without decapsulation".
+vipd_rs_tun_detach() { # PREFIX I
+  local p=${1:-} i=${2:-}
+  _vipd_check_prefix "$p" || return 1
+  ip netns exec "$p-rs$i" tc filter del dev "$p-rs$i" ingress pref 49 2>/dev/null || true
 }
