@@ -640,6 +640,21 @@ impl Config {
                     };
                     return Err((kr("ip"), format!("{} {why}", r.ip)));
                 }
+                if rmode == FwdMode::Tunnel {
+                    if let Some(p) = rs_reachable(&self.ports, &r.ip, false) {
+                        let outer = if r.ip.is_ipv4() { 20 } else { 40 };
+                        let inner_mtu = self.ports[p].mtu.saturating_sub(outer);
+                        if s.vip.is_ipv6() && inner_mtu < 1280 {
+                            return Err((
+                                kr("ip"),
+                                format!(
+                                    "the tunnel to {} through port `{}` (mtu {}) leaves {inner_mtu} bytes for IPv6 packets, below IPv6's minimum MTU 1280; raise the port's mtu",
+                                    r.ip, self.ports[p].name, self.ports[p].mtu
+                                ),
+                            ));
+                        }
+                    }
+                }
                 if rss.iter().any(|&(ip, p, _, _)| ip == r.ip && p == port) {
                     return Err((kr("ip"), format!("{}:{port} is listed twice", r.ip)));
                 }

@@ -113,6 +113,9 @@ counters! {
     /// (source not unicast, invoking packet an ICMP error or a non-initial fragment) or that
     /// has no source address of its family.
     DropIcmpErrorSuppressed = "drop_icmp_error_suppressed", drop;
+    /// Dropped: packet too big for the tunnel while the worker's ICMP error budget
+    /// (1000/s, burst 50) was spent.
+    DropIcmpErrorRateLimited = "drop_icmp_error_rate_limited", drop;
     /// Dropped: destination is a VIP but no service listens on that protocol/port.
     DropNoService = "drop_no_service", drop;
     /// Dropped: the service has no real server with weight > 0.

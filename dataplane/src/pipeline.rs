@@ -12,8 +12,10 @@
 use crate::counters::{Counter, WorkerCounters};
 use crate::flow::key::to_mapped;
 use crate::flow::{Direction, FlowKey, FlowTable, TcpFlags, TcpState};
-use crate::fwd::nat;
+use crate::fwd::tunnel::{self, Outer, TunnelError};
+use crate::fwd::{icmp_error, nat};
 use crate::io::PacketBuf;
+use crate::ndp::{self, NdVerdict};
 use crate::snapshot::{Backend, FwdMode, Snapshot};
 use crate::wire::arp::{self, ArpPacket};
 use crate::wire::ethernet::{ethertype, EthernetFrame};
@@ -58,6 +60,44 @@ pub struct WorkerState {
     pub counters: Arc<WorkerCounters>,
     cursors: Vec<u64>,
     generation: u64,
+    icmp_errors: TokenBucket,
+}
+
+/// ICMP errors a worker may send per second (RFC 1812 4.3.2.8, RFC 4443 2.4(f)), and the
+/// burst it may send at once: Linux's defaults (net.ipv4.icmp_msgs_per_sec / _burst).
+pub const ICMP_ERRORS_PER_SEC: u32 = 1000;
+/// See [`ICMP_ERRORS_PER_SEC`].
+pub const ICMP_ERRORS_BURST: u32 = 50;
+
+/// A token bucket on the worker's millisecond clock: no atomics, no syscalls.
+struct TokenBucket {
+    tokens: u32,
+    last_ms: u64,
+}
+
+impl TokenBucket {
+    fn new() -> Self {
+        TokenBucket {
+            tokens: ICMP_ERRORS_BURST,
+            last_ms: 0,
+        }
+    }
+
+    /// Take one token if there is one, refilling at [`ICMP_ERRORS_PER_SEC`] first.
+    fn take(&mut self, now_ms: u64) -> bool {
+        let elapsed = now_ms.saturating_sub(self.last_ms);
+        let refill = elapsed.saturating_mul(u64::from(ICMP_ERRORS_PER_SEC)) / 1000;
+        if refill > 0 {
+            let room = u64::from(ICMP_ERRORS_BURST - self.tokens.min(ICMP_ERRORS_BURST));
+            self.tokens += refill.min(room) as u32;
+            self.last_ms = now_ms;
+        }
+        if self.tokens == 0 {
+            return false;
+        }
+        self.tokens -= 1;
+        true
+    }
 }
 
 impl WorkerState {
@@ -70,6 +110,7 @@ impl WorkerState {
             counters: Arc::new(WorkerCounters::default()),
             cursors: vec![0; max_services],
             generation: u64::MAX,
+            icmp_errors: TokenBucket::new(),
         }
     }
 
@@ -251,7 +292,7 @@ fn handle_ipv4<B: PacketBuf>(
                 key: FlowKey::v4(src, dst, sport, dport, l4_proto),
                 tcp_flags,
             };
-            handle_l4(buf, l2, &info, w, snap, now)
+            handle_l4(buf, l2, rx_port, &info, w, snap, now)
         }
         ipv4::proto::ICMP if !fragment => {
             let to_us = snap.is_local(&IpAddr::V4(dst)) || snap.is_vip(&to_mapped(IpAddr::V4(dst)));
@@ -304,16 +345,31 @@ fn handle_ipv6<B: PacketBuf>(
                 key: FlowKey::v6(src, dst, sport, dport, next),
                 tcp_flags,
             };
-            handle_l4(buf, l2, &info, w, snap, now)
+            handle_l4(buf, l2, rx_port, &info, w, snap, now)
         }
         ipv6::NEXT_HEADER_ICMPV6 => {
+            let msg_type = IcmpPacket::new_checked(ip.payload())
+                .map_err(|_| Counter::DropL4Malformed)?
+                .msg_type();
+            if matches!(
+                msg_type,
+                icmp::v6::NEIGHBOR_SOLICIT | icmp::v6::NEIGHBOR_ADVERT
+            ) {
+                // Solicitations go to multicast addresses that are not ours: checked before
+                // the "to us" test, with the RFC 4861 rules in ndp.
+                return match ndp::handle_nd(buf, l2, rx_port, snap)? {
+                    NdVerdict::Reply => {
+                        w.counters.inc(Counter::NdAdverts);
+                        Ok(Action::Tx(rx_port))
+                    }
+                    NdVerdict::ToControl => Ok(Action::ToControl),
+                };
+            }
             let to_us = snap.is_local(&IpAddr::V6(dst)) || snap.is_vip(&dst.octets());
-            let icmp_msg =
-                IcmpPacket::new_checked(ip.payload()).map_err(|_| Counter::DropL4Malformed)?;
             if !to_us {
                 return Err(Counter::DropNotLocal);
             }
-            if icmp_msg.msg_type() != icmp::v6::ECHO_REQUEST {
+            if msg_type != icmp::v6::ECHO_REQUEST {
                 return Err(Counter::DropLocalUnhandled);
             }
             let frame = buf.data_mut();
@@ -362,6 +418,7 @@ fn set_macs(frame: &mut [u8], src: MacAddr, dst: MacAddr) {
 fn handle_l4<B: PacketBuf>(
     buf: &mut B,
     l2: usize,
+    rx_port: u16,
     info: &L4Info,
     w: &mut WorkerState,
     snap: &Snapshot,
@@ -379,7 +436,7 @@ fn handle_l4<B: PacketBuf>(
             }
         }
         let backend = flow_backend(key, si, info.tcp_flags, w, snap, now)?;
-        return forward(buf, l2, backend, info, w, snap);
+        return forward(buf, l2, backend, info, rx_port, w, snap, now);
     }
     if let Some(unique_service) = snap.nat_endpoint(&key.src, key.proto, key.src_port) {
         if w.n_workers > 1 {
@@ -459,15 +516,17 @@ fn flow_backend<'s>(
 }
 
 /// Step 2: rewrite for the real server's mode and send to its next hop.
+#[allow(clippy::too_many_arguments)] // the pipeline's per-frame context, passed by reference
 fn forward<B: PacketBuf>(
     buf: &mut B,
     l2: usize,
     backend: &Backend,
     info: &L4Info,
-    w: &WorkerState,
+    rx_port: u16,
+    w: &mut WorkerState,
     snap: &Snapshot,
+    now: u64,
 ) -> Verdict {
-    let _ = info;
     let mac = backend
         .next_hop_mac
         .ok_or(Counter::DropNeighbourUnresolved)?;
@@ -482,11 +541,64 @@ fn forward<B: PacketBuf>(
         // Direct routing is a layer-2 hop: the packet still goes to the VIP, only the
         // destination MAC changes (and, like IPVS's DR transmitter, the TTL is left alone).
         FwdMode::Dr => {}
-        FwdMode::Tunnel => return Err(Counter::DropUnsupportedProtocol),
+        FwdMode::Tunnel => {
+            let hash = info.key.hash();
+            let flow_hash = (hash >> 32) as u32 ^ hash as u32;
+            let base = match backend.addr {
+                IpAddr::V4(_) => port.ipv4.map(|n| IpAddr::V4(n.addr())),
+                IpAddr::V6(_) => port.ipv6.map(|n| IpAddr::V6(n.addr())),
+            }
+            .ok_or(Counter::DropTunnelNoSource)?;
+            let prefix = match backend.addr {
+                IpAddr::V4(_) => port.tunnel_source4.map(ipnet::IpNet::V4),
+                IpAddr::V6(_) => port.tunnel_source6.map(ipnet::IpNet::V6),
+            };
+            let outer = Outer {
+                src: tunnel::outer_source(base, prefix, flow_hash),
+                dst: backend.addr,
+                ttl: OWN_TTL,
+                flow_hash,
+                mtu: port.mtu,
+            };
+            match tunnel::encapsulate(buf, l2, &outer) {
+                Ok(()) => {}
+                Err(TunnelError::Drop(reason)) => return Err(reason),
+                Err(TunnelError::TooBig { mtu }) => {
+                    return too_big(buf, l2, backend, mtu, rx_port, w, snap, now);
+                }
+            }
+        }
     }
     set_macs(buf.data_mut(), port.mac, mac);
     w.counters.inc(Counter::Forwarded);
     Ok(Action::Tx(backend.egress_port))
+}
+
+/// A client packet too big for the tunnel: answer its sender with ICMP "fragmentation needed"
+/// / ICMPv6 "packet too big" from the VIP, out of the port it came in by, within the worker's
+/// ICMP error rate.
+#[allow(clippy::too_many_arguments)] // the pipeline's per-frame context, passed by reference
+fn too_big<B: PacketBuf>(
+    buf: &mut B,
+    l2: usize,
+    backend: &Backend,
+    mtu: u16,
+    rx_port: u16,
+    w: &mut WorkerState,
+    snap: &Snapshot,
+    now: u64,
+) -> Verdict {
+    let vip = snap
+        .services
+        .get(backend.service as usize)
+        .ok_or(Counter::DropNoService)?
+        .vip;
+    if !w.icmp_errors.take(now) {
+        return Err(Counter::DropIcmpErrorRateLimited);
+    }
+    icmp_error::too_big(buf, l2, vip, mtu)?;
+    w.counters.inc(Counter::IcmpTooBigSent);
+    Ok(Action::Tx(rx_port))
 }
 
 /// Steps 3-4: a NAT real server's reply goes back to the client from the VIP.

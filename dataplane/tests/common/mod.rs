@@ -48,9 +48,15 @@ pub fn vip6() -> Ipv6Addr {
 /// Services: VIP:80/tcp -> RS1:8080 (NAT), VIP:53/udp -> RS1:5353 (NAT),
 /// VIP:8000/tcp -> RS1:8000 + RS2:8000 (NAT, maglev), VIP_UNRESOLVED:80/tcp -> an RS with
 /// no MAC yet, [vip6]:80/tcp -> [rs1_ip6]:8080 (NAT66), VIP:443/tcp -> RS1 (DR),
-/// [vip6]:443/udp -> [rs1_ip6] (DR).
+/// [vip6]:443/udp -> [rs1_ip6] (DR), TUN: VIP:8443/tcp -> RS1 (4in4), VIP:8446/tcp ->
+/// [rs1_ip6] (4in6), [vip6]:8443/tcp -> [rs1_ip6] (6in6), [vip6]:8444/tcp -> RS1 (6in4).
 pub fn snapshot() -> Snapshot {
-    let port = PortInfo {
+    snapshot_with_port(|_| {})
+}
+
+/// [`snapshot`] with its port changed by `edit` first.
+pub fn snapshot_with_port(edit: impl FnOnce(&mut PortInfo)) -> Snapshot {
+    let mut port = PortInfo {
         mac: MacAddr(LB_MAC),
         ipv4: Some("10.0.0.10/24".parse().unwrap()),
         ipv6: Some("fd00::10/64".parse().unwrap()),
@@ -60,12 +66,23 @@ pub fn snapshot() -> Snapshot {
         tunnel_source4: None,
         tunnel_source6: None,
     };
+    edit(&mut port);
     let nat = |id, addr: IpAddr, port| BackendSpec {
         id,
         addr,
         port,
         weight: 1,
         mode: FwdMode::Nat,
+    };
+    let tun = |id, vip: IpAddr, port, addr: IpAddr| ServiceSpec {
+        vip,
+        proto: 6,
+        port,
+        scheduler: SchedulerKind::Maglev,
+        backends: vec![BackendSpec {
+            mode: FwdMode::Tunnel,
+            ..nat(id, addr, port)
+        }],
     };
     let services = vec![
         ServiceSpec {
@@ -123,6 +140,11 @@ pub fn snapshot() -> Snapshot {
                 ..nat(7, rs1_ip6().into(), 443)
             }],
         },
+        // TUN, one service per family pair (indices 7..=10): 4in4, 4in6, 6in6, 6in4.
+        tun(8, VIP.into(), 8443, RS1_IP.into()),
+        tun(9, VIP.into(), 8446, rs1_ip6().into()),
+        tun(10, vip6().into(), 8443, rs1_ip6().into()),
+        tun(11, vip6().into(), 8444, RS1_IP.into()),
     ];
     let mut neighbours = HashMap::new();
     neighbours.insert(IpAddr::V4(ROUTER_IP), MacAddr(ROUTER_MAC));

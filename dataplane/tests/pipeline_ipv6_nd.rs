@@ -1,0 +1,105 @@
+//! Neighbour Discovery through the whole pipeline: solicitations for the port address and an
+//! IPv6 VIP are answered on the port they came in by, advertisements to us go to the control
+//! thread (which learns next hops from them), the rest is a counted drop. Frames are written
+//! and read back by etherparse; the RFC 4861 details are the unit tests' job (src/ndp.rs).
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test code: a panic is a failed test
+
+mod common;
+
+use common::*;
+use etherparse::{NetSlice, PacketBuilder, SlicedPacket, TransportSlice};
+use std::net::Ipv6Addr;
+use vipd_dataplane::counters::Counter;
+use vipd_dataplane::io::mem::VecBuf;
+use vipd_dataplane::io::PacketBuf;
+use vipd_dataplane::pipeline::{process_burst, Action};
+
+fn solicited_node(target: Ipv6Addr) -> (Ipv6Addr, [u8; 6]) {
+    let t = target.octets();
+    let group = Ipv6Addr::new(
+        0xff02,
+        0,
+        0,
+        0,
+        0,
+        1,
+        0xff00 | u16::from(t[13]),
+        u16::from_be_bytes([t[14], t[15]]),
+    );
+    (group, [0x33, 0x33, 0xff, t[13], t[14], t[15]])
+}
+
+/// An ND message from the router with a link-layer address option of the router's MAC.
+fn nd(ty: u8, flags: u8, dst: Ipv6Addr, dst_mac: [u8; 6], target: Ipv6Addr) -> Vec<u8> {
+    let mut payload = target.octets().to_vec();
+    payload.extend_from_slice(&[if ty == 135 { 1 } else { 2 }, 1]);
+    payload.extend_from_slice(&ROUTER_MAC);
+    let mut out = Vec::new();
+    PacketBuilder::ethernet2(ROUTER_MAC, dst_mac)
+        .ipv6(router_ip6().octets(), dst.octets(), 255)
+        .icmpv6_raw(ty, 0, [flags, 0, 0, 0])
+        .write(&mut out, &payload)
+        .unwrap();
+    out
+}
+
+#[test]
+fn solicitations_for_port_address_and_vip_are_answered() {
+    let snap = snapshot();
+    let mut w = worker(0, 2);
+    for target in [lb_ip6(), vip6()] {
+        let (group, group_mac) = solicited_node(target);
+        let mut bufs = [VecBuf::new(&nd(135, 0, group, group_mac, target))];
+        let mut actions = [Action::ToControl];
+        process_burst(&mut bufs, &mut actions, 0, &mut w, &snap, 1);
+        assert_eq!(actions[0], Action::Tx(0), "NS for {target}");
+
+        let out = bufs[0].data();
+        let p = SlicedPacket::from_ethernet(out).unwrap();
+        let eth = p.link.as_ref().unwrap().to_header().unwrap();
+        let etherparse::LinkHeader::Ethernet2(eth) = eth else {
+            panic!("not Ethernet II");
+        };
+        assert_eq!((eth.source, eth.destination), (LB_MAC, ROUTER_MAC));
+        let Some(NetSlice::Ipv6(ip)) = &p.net else {
+            panic!("not IPv6");
+        };
+        let h = ip.header();
+        assert_eq!(Ipv6Addr::from(h.source()), target, "from the target");
+        assert_eq!(Ipv6Addr::from(h.destination()), router_ip6());
+        assert_eq!(h.hop_limit(), 255);
+        let Some(TransportSlice::Icmpv6(icmp)) = &p.transport else {
+            panic!("not ICMPv6");
+        };
+        assert!(icmp.is_checksum_valid(h.source(), h.destination()));
+        let header = icmp.header().to_bytes();
+        assert_eq!(header[0], 136, "neighbour advertisement");
+        assert_eq!(header[4], 0x60, "solicited + override, not router");
+        let payload = icmp.payload();
+        assert_eq!(payload[..16], target.octets());
+        assert_eq!(
+            payload[16..24],
+            [2, 1, LB_MAC[0], LB_MAC[1], LB_MAC[2], LB_MAC[3], LB_MAC[4], LB_MAC[5]]
+        );
+    }
+    assert_eq!(w.counters.get(Counter::NdAdverts), 2);
+    assert_eq!(w.counters.total_drops(), 0);
+}
+
+#[test]
+fn advertisements_to_us_go_to_control_and_foreign_solicitations_are_dropped() {
+    let snap = snapshot();
+    let mut w = worker(0, 1);
+    let na = nd(136, 0x60, lb_ip6(), LB_MAC, router_ip6());
+    let other: Ipv6Addr = "fd00::99".parse().unwrap();
+    let (group, group_mac) = solicited_node(other);
+    let foreign = nd(135, 0, group, group_mac, other);
+    let mut bufs = [VecBuf::new(&na), VecBuf::new(&foreign)];
+    let mut actions = [Action::Tx(9); 2];
+    process_burst(&mut bufs, &mut actions, 0, &mut w, &snap, 1);
+    assert_eq!(actions[0], Action::ToControl);
+    assert_eq!(actions[1], Action::Drop(Counter::DropNdIgnored));
+    assert_eq!(w.counters.get(Counter::ToControl), 1);
+    assert_eq!(w.counters.get(Counter::DropNdIgnored), 1);
+}
