@@ -4,6 +4,9 @@
 HTTP (dual stack, one socket on [::] with IPV6_V6ONLY=0 unless --bind says otherwise):
   GET /          200, body "server=<name> client=<peer ip>:<peer port>\\n"
   GET /bytes/N   200, N bytes of a repeating ASCII pattern (bulk transfers larger than the MTU)
+  POST (any path) reads the Content-Length body and answers
+                 "server=<name> client=<peer> received=<bytes> sha256=<hex>" (uploads through
+                 a tunnel: the client's large segments travel LB -> RS)
   any other path the same as /
   Every response: Connection: close, X-Server: <name>, X-Client: <ip>:<port>,
   X-Local: <local ip>:<port> (the address the connection was accepted on: the VIP in DR/TUN mode).
@@ -16,6 +19,7 @@ unless SIGINT was ignored by the parent).
 """
 
 import argparse
+import hashlib
 import http.server
 import signal
 import socket
@@ -101,6 +105,29 @@ class Handler(http.server.BaseHTTPRequestHandler):
 
     def do_HEAD(self):
         self._respond(False)
+
+    def do_POST(self):
+        try:
+            n = int(self.headers.get("Content-Length", ""))
+            if n < 0 or n > MAX_BYTES:
+                raise ValueError
+        except ValueError:
+            self.send_error(411 if "Content-Length" not in self.headers else 400,
+                            "Content-Length 0..%d required" % MAX_BYTES)
+            self.close_connection = True
+            return
+        digest = hashlib.sha256()
+        left = n
+        while left > 0:
+            chunk = self.rfile.read(min(left, 1 << 16))
+            if not chunk:
+                break
+            digest.update(chunk)
+            left -= len(chunk)
+        body = ("server=%s client=%s received=%d sha256=%s\n"
+                % (self.server.name, self._peer(), n - left, digest.hexdigest())).encode()
+        self._headers(len(body), "text/plain")
+        self.wfile.write(body)
 
 
 class HTTPServer(http.server.ThreadingHTTPServer):

@@ -16,15 +16,17 @@ VIP4 = "10.77.100.1"
 VIP6 = "fd00:77:100::1"
 API_PORT = 19280
 CLIENTS4 = ",".join(f"192.168.77.{i}" for i in range(2, 11))
+CLIENTS6 = ",".join(f"fd77::{i:x}" for i in range(2, 11))
 
 # Drops that are traffic not meant for vipd on a shared segment (broadcasts, other hosts'
-# unicast flooded by the bridge, IPv6 multicast): counted, explained, harmless.
+# unicast flooded by the bridge, IPv6 multicast, other hosts' neighbour discovery): counted, explained, harmless.
 EXPLAINED_DROPS = {
     "drop_not_local",
     "drop_not_our_mac",
     "drop_arp_ignored",
     "drop_local_unhandled",
     "drop_unsupported_ethertype",
+    "drop_nd_ignored",
 }
 
 
@@ -97,6 +99,8 @@ name = "lan"
 device = "{dev}"
 ipv4 = "10.77.0.10/24"
 gateway = "10.77.0.1"
+ipv6 = "fd00:77::10/64"
+gateway6 = "fd00:77::1"
 """
         for s in services:
             text += f"""
@@ -107,13 +111,15 @@ port = {s['port']}
 scheduler = "{s.get('scheduler', 'maglev')}"
 mode = "{s.get('mode', 'nat')}"
 """
-            for ip, port, weight in s["rs"]:
+            for ip, port, weight, *mode in s["rs"]:
                 text += f"""
 [[services.real_servers]]
 ip = "{ip}"
 port = {port}
 weight = {weight}
 """
+                if mode:
+                    text += f'mode = "{mode[0]}"\n'
         with open(self.config, "w") as f:
             f.write(text)
 
