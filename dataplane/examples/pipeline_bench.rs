@@ -58,14 +58,29 @@ fn snapshot(backends: u32) -> Snapshot {
             }
         })
         .collect();
-    let service = ServiceSpec {
+    // The same real servers behind three services, one per mode: port 80 NAT, 443 DR,
+    // 8443 TUN (4in4).
+    let service = |port, mode, id_base| ServiceSpec {
         vip: IpAddr::V4(Ipv4Addr::new(10, 100, 0, 1)),
         proto: 6,
-        port: 80,
+        port,
         scheduler: SchedulerKind::Maglev,
-        backends: specs,
+        backends: specs
+            .iter()
+            .map(|b| BackendSpec {
+                id: b.id + id_base,
+                port: if mode == FwdMode::Nat { b.port } else { port },
+                mode,
+                ..b.clone()
+            })
+            .collect(),
     };
-    Snapshot::build(1, vec![port], &[service], &neighbours, 65537).expect("valid snapshot")
+    let services = [
+        service(80, FwdMode::Nat, 0),
+        service(443, FwdMode::Dr, backends),
+        service(8443, FwdMode::Tunnel, 2 * backends),
+    ];
+    Snapshot::build(1, vec![port], &services, &neighbours, 65537).expect("valid snapshot")
 }
 
 /// Ethernet + IPv4 + TCP (20 bytes) + 6 bytes payload: a 60-byte frame, like pktgen's 64 B.
@@ -160,7 +175,7 @@ fn main() {
     let vip = Ipv4Addr::new(10, 100, 0, 1);
     let router = [2, 0, 0, 0, 0, 1];
     let mut now = 1_000u64;
-    println!("pipeline_bench: {flows} flows, 100 NAT real servers, maglev, 60-byte TCP frames, bursts of {BURST}");
+    println!("pipeline_bench: {flows} flows, 100 real servers per mode (NAT, DR, TUN), maglev, 60-byte TCP frames, bursts of {BURST}");
     let syns: Vec<Vec<u8>> = (0..flows)
         .map(|i| {
             let (a, p) = client(i);
@@ -213,6 +228,34 @@ fn main() {
         &snap,
         &mut now,
     );
+    for (mode, port) in [("DR", 443u16), ("TUN 4in4", 8443)] {
+        let syns: Vec<Vec<u8>> = (0..flows)
+            .map(|i| {
+                let (a, p) = client(i);
+                tcp_frame(a, vip, p, port, 0x02, router)
+            })
+            .collect();
+        run(
+            &format!("new connections ({mode})"),
+            &syns,
+            &mut worker,
+            &snap,
+            &mut now,
+        );
+        let acks: Vec<Vec<u8>> = (0..flows * 4)
+            .map(|i| {
+                let (a, p) = client((i.wrapping_mul(2_654_435_761)) % flows);
+                tcp_frame(a, vip, p, port, 0x10, router)
+            })
+            .collect();
+        run(
+            &format!("established, client -> real server ({mode})"),
+            &acks,
+            &mut worker,
+            &snap,
+            &mut now,
+        );
+    }
     let junk: Vec<Vec<u8>> = (0..flows)
         .map(|i| tcp_frame(client(i).0, Ipv4Addr::new(10, 9, 9, 9), 1, 2, 0x02, router))
         .collect();
