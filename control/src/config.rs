@@ -839,6 +839,53 @@ ip = "192.0.2.7"
     }
 
     #[test]
+    fn tunnel_real_servers_of_either_family() {
+        let tun = GOOD
+            .replace("port = 80\n", "port = 80\nmode = \"tunnel\"\n")
+            .replace("port = 8080\n", "")
+            .replace(
+                "gateway = \"10.77.0.1\"\n",
+                "gateway = \"10.77.0.1\"\nipv6 = \"fd00:77::10/64\"\ngateway6 = \"fd00:77::1\"\n",
+            )
+            .replace("ip = \"192.0.2.7\"", "ip = \"2001:db8::7\"");
+        let c = Config::parse(&tun, Path::new("vipd.toml")).unwrap();
+        let s = c.valid_services().unwrap();
+        assert_eq!(
+            s[0].real_servers[1],
+            ("2001:db8::7".parse().unwrap(), 80, 1, FwdMode::Tunnel),
+            "4in6 through the IPv6 gateway"
+        );
+        let e = err(&tun.replace("ip = \"10.77.0.21\"", "ip = \"10.77.0.21\"\nport = 81"));
+        assert!(
+            e.contains("services[0].real_servers[0].port: tunnel mode cannot change the port"),
+            "{e}"
+        );
+        let e = err(&tun.replace("gateway6 = \"fd00:77::1\"\n", ""));
+        assert!(
+            e.contains("services[0].real_servers[1].ip: 2001:db8::7 is neither on-link"),
+            "{e}"
+        );
+        // 6in6 on a port with MTU 1300: 1260 bytes left, below IPv6's 1280.
+        let six = tun
+            .replace("vip = \"10.77.100.1\"", "vip = \"fd00:77:100::1\"")
+            .replace("ip = \"10.77.0.21\"", "ip = \"fd00:77::21\"")
+            .replace(
+                "gateway6 = \"fd00:77::1\"\n",
+                "gateway6 = \"fd00:77::1\"\nmtu = 1300\n",
+            );
+        let e = err(&six);
+        assert!(
+            e.contains("services[0].real_servers[0].ip: the tunnel to fd00:77::21 through port `lan` (mtu 1300) leaves 1260 bytes for IPv6 packets, below IPv6's minimum MTU 1280"),
+            "{e}"
+        );
+        Config::parse(
+            &six.replace("mtu = 1300", "mtu = 1320"),
+            Path::new("vipd.toml"),
+        )
+        .unwrap();
+    }
+
+    #[test]
     fn duplicate_service() {
         let twice =
             format!("{GOOD}\n[[services]]\nvip = \"10.77.100.1\"\nproto = \"tcp\"\nport = 80\n");
