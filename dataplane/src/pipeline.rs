@@ -245,7 +245,19 @@ fn handle_arp(
 /// The transport fields of a packet, family independent.
 struct L4Info {
     key: FlowKey,
+    /// `key.hash()`, computed once per packet for the flow table, scheduler and tunnel.
+    hash: u64,
     tcp_flags: Option<TcpFlags>,
+}
+
+impl L4Info {
+    fn new(key: FlowKey, tcp_flags: Option<TcpFlags>) -> Self {
+        L4Info {
+            hash: key.hash(),
+            key,
+            tcp_flags,
+        }
+    }
 }
 
 fn tcp_flags(bits: u8) -> TcpFlags {
@@ -288,10 +300,7 @@ fn handle_ipv4<B: PacketBuf>(
                 return Err(Counter::DropIpv4Fragment);
             }
             let (sport, dport, tcp_flags) = parse_l4(ip.payload(), l4_proto)?;
-            let info = L4Info {
-                key: FlowKey::v4(src, dst, sport, dport, l4_proto),
-                tcp_flags,
-            };
+            let info = L4Info::new(FlowKey::v4(src, dst, sport, dport, l4_proto), tcp_flags);
             handle_l4(buf, l2, rx_port, &info, w, snap, now)
         }
         ipv4::proto::ICMP if !fragment => {
@@ -341,10 +350,7 @@ fn handle_ipv6<B: PacketBuf>(
     match next {
         ipv4::proto::TCP | ipv4::proto::UDP => {
             let (sport, dport, tcp_flags) = parse_l4(ip.payload(), next)?;
-            let info = L4Info {
-                key: FlowKey::v6(src, dst, sport, dport, next),
-                tcp_flags,
-            };
+            let info = L4Info::new(FlowKey::v6(src, dst, sport, dport, next), tcp_flags);
             handle_l4(buf, l2, rx_port, &info, w, snap, now)
         }
         ipv6::NEXT_HEADER_ICMPV6 => {
@@ -435,7 +441,7 @@ fn handle_l4<B: PacketBuf>(
                 return Ok(Action::Steer(owner));
             }
         }
-        let backend = flow_backend(key, si, info.tcp_flags, w, snap, now)?;
+        let backend = flow_backend(info, si, w, snap, now)?;
         return forward(buf, l2, backend, info, rx_port, w, snap, now);
     }
     if let Some(unique_service) = snap.nat_endpoint(&key.src, key.proto, key.src_port) {
@@ -456,14 +462,13 @@ fn handle_l4<B: PacketBuf>(
 
 /// The real server of a client packet's connection: the flow entry's, or a newly scheduled one.
 fn flow_backend<'s>(
-    key: &FlowKey,
+    info: &L4Info,
     service_index: u32,
-    flags: Option<TcpFlags>,
     w: &mut WorkerState,
     snap: &'s Snapshot,
     now: u64,
 ) -> Result<&'s Backend, Counter> {
-    let hash = key.hash();
+    let (key, hash, flags) = (&info.key, info.hash, info.tcp_flags);
     if let Some(hit) = w.flows.lookup(key, hash, now) {
         let new_syn = flags.is_some_and(|f| f.syn && !f.ack);
         let closed = matches!(hit.state, TcpState::TimeWait | TcpState::Close);
@@ -542,8 +547,7 @@ fn forward<B: PacketBuf>(
         // destination MAC changes (and, like IPVS's DR transmitter, the TTL is left alone).
         FwdMode::Dr => {}
         FwdMode::Tunnel => {
-            let hash = info.key.hash();
-            let flow_hash = (hash >> 32) as u32 ^ hash as u32;
+            let flow_hash = (info.hash >> 32) as u32 ^ info.hash as u32;
             let base = match backend.addr {
                 IpAddr::V4(_) => port.ipv4.map(|n| IpAddr::V4(n.addr())),
                 IpAddr::V6(_) => port.ipv6.map(|n| IpAddr::V6(n.addr())),
@@ -612,7 +616,7 @@ fn nat_reply(
     now: u64,
 ) -> Verdict {
     let key = &info.key;
-    let service = match w.flows.lookup(key, key.hash(), now) {
+    let service = match w.flows.lookup(key, info.hash, now) {
         Some(hit) if hit.dir == Direction::Reply => {
             w.flows.track(hit.id, Direction::Reply, info.tcp_flags, now);
             snap.backend(hit.backend).map(|b| b.service)
