@@ -10,7 +10,9 @@ import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 LIB = os.path.join(ROOT, "scripts", "lib")
-VIPD = os.environ.get("VIPD_BIN", os.path.join(ROOT, "target", "debug", "vipd"))
+# Cargo's output directory: CARGO_TARGET_DIR when set (relative to the workspace), else target/.
+TARGET_DIR = os.path.join(ROOT, os.environ.get("CARGO_TARGET_DIR", "target"))
+VIPD = os.environ.get("VIPD_BIN", os.path.join(TARGET_DIR, "debug", "vipd"))
 PREFIX = os.environ.get("VIPD_BED_PREFIX", "ve2e")
 VIP4 = "10.77.100.1"
 VIP6 = "fd00:77:100::1"
