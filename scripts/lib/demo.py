@@ -5,7 +5,7 @@ import signal
 import sys
 
 os.environ.setdefault("VIPD_BED_PREFIX", "vdemo")
-from vipdbed import PREFIX, ROOT, TARGET_DIR, VIP4, Vipd, bash, load, log, netns  # noqa: E402
+from vipdbed import PREFIX, TARGET_DIR, VIP4, Vipd, bash, load, log, netns  # noqa: E402
 
 REQUESTS = int(os.environ.get("VIPD_DEMO_REQUESTS", "600"))
 WEIGHTS = [("rs1", "10.77.0.21", 1), ("rs2", "10.77.0.22", 2), ("rs3", "10.77.0.23", 3)]
