@@ -6,6 +6,7 @@ use serde::Deserialize;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 use vipd_dataplane::flow::Timeouts;
+use vipd_dataplane::fwd::tunnel;
 use vipd_dataplane::sched::SchedulerKind;
 use vipd_dataplane::snapshot::FwdMode;
 use vipd_dataplane::wire::MacAddr;
@@ -632,27 +633,30 @@ impl Config {
                         ));
                     }
                 }
-                if rs_reachable(&self.ports, &r.ip, rmode == FwdMode::Dr).is_none() {
+                let Some(rs_port) = rs_reachable(&self.ports, &r.ip, rmode == FwdMode::Dr) else {
                     let why = if rmode == FwdMode::Dr {
                         "is not on-link on any port (DR needs the real server on a port's segment)"
                     } else {
                         "is neither on-link on a port nor reachable through a port's gateway"
                     };
                     return Err((kr("ip"), format!("{} {why}", r.ip)));
-                }
-                if rmode == FwdMode::Tunnel {
-                    if let Some(p) = rs_reachable(&self.ports, &r.ip, false) {
-                        let outer = if r.ip.is_ipv4() { 20 } else { 40 };
-                        let inner_mtu = self.ports[p].mtu.saturating_sub(outer);
-                        if s.vip.is_ipv6() && inner_mtu < 1280 {
-                            return Err((
-                                kr("ip"),
-                                format!(
-                                    "the tunnel to {} through port `{}` (mtu {}) leaves {inner_mtu} bytes for IPv6 packets, below IPv6's minimum MTU 1280; raise the port's mtu",
-                                    r.ip, self.ports[p].name, self.ports[p].mtu
-                                ),
-                            ));
-                        }
+                };
+                if rmode == FwdMode::Tunnel && s.vip.is_ipv6() {
+                    let egress = &self.ports[rs_port];
+                    let outer = if r.ip.is_ipv4() {
+                        tunnel::OVERHEAD_V4
+                    } else {
+                        tunnel::OVERHEAD_V6
+                    };
+                    let inner_mtu = egress.mtu.saturating_sub(outer as u16);
+                    if inner_mtu < 1280 {
+                        return Err((
+                            kr("ip"),
+                            format!(
+                                "the tunnel to {} through port `{}` (mtu {}) leaves {inner_mtu} bytes for IPv6 packets, below IPv6's minimum MTU 1280; raise the port's mtu",
+                                r.ip, egress.name, egress.mtu
+                            ),
+                        ));
                     }
                 }
                 if rss.iter().any(|&(ip, p, _, _)| ip == r.ip && p == port) {

@@ -176,59 +176,7 @@ fn main() {
     let router = [2, 0, 0, 0, 0, 1];
     let mut now = 1_000u64;
     println!("pipeline_bench: {flows} flows, 100 real servers per mode (NAT, DR, TUN), maglev, 60-byte TCP frames, bursts of {BURST}");
-    let syns: Vec<Vec<u8>> = (0..flows)
-        .map(|i| {
-            let (a, p) = client(i);
-            tcp_frame(a, vip, p, 80, 0x02, router)
-        })
-        .collect();
-    run(
-        "new connections (SYN: schedule + insert)",
-        &syns,
-        &mut worker,
-        &snap,
-        &mut now,
-    );
-    let acks: Vec<Vec<u8>> = (0..flows * 4)
-        .map(|i| {
-            let (a, p) = client((i.wrapping_mul(2_654_435_761)) % flows);
-            tcp_frame(a, vip, p, 80, 0x10, router)
-        })
-        .collect();
-    run(
-        "established, client -> real server (NAT)",
-        &acks,
-        &mut worker,
-        &snap,
-        &mut now,
-    );
-    let replies: Vec<Vec<u8>> = (0..flows * 4)
-        .map(|i| {
-            let c = (i.wrapping_mul(2_654_435_761)) % flows;
-            let (a, p) = client(c);
-            // The real server Maglev picked for this client is unknown here: ask the table.
-            let key = vipd_dataplane::flow::FlowKey::v4(a, vip, p, 80, 6);
-            let id = snap.services[0].pick_consistent(key.hash()).unwrap_or(0);
-            let b = snap.backend(id).map(|b| b.addr).unwrap_or(IpAddr::V4(vip));
-            let IpAddr::V4(rs) = b else {
-                unreachable!("IPv4 bench")
-            };
-            let mac = snap
-                .backend(id)
-                .and_then(|b| b.next_hop_mac)
-                .map(|m| m.0)
-                .unwrap_or(router);
-            tcp_frame(rs, a, 8080, p, 0x10, mac)
-        })
-        .collect();
-    run(
-        "established, real server -> client (NAT reply)",
-        &replies,
-        &mut worker,
-        &snap,
-        &mut now,
-    );
-    for (mode, port) in [("DR", 443u16), ("TUN 4in4", 8443)] {
+    for (mode, port) in [("NAT", 80u16), ("DR", 443), ("TUN 4in4", 8443)] {
         let syns: Vec<Vec<u8>> = (0..flows)
             .map(|i| {
                 let (a, p) = client(i);
@@ -256,6 +204,32 @@ fn main() {
             &mut now,
         );
     }
+    let replies: Vec<Vec<u8>> = (0..flows * 4)
+        .map(|i| {
+            let c = (i.wrapping_mul(2_654_435_761)) % flows;
+            let (a, p) = client(c);
+            // The real server Maglev picked for this client is unknown here: ask the table.
+            let key = vipd_dataplane::flow::FlowKey::v4(a, vip, p, 80, 6);
+            let id = snap.services[0].pick_consistent(key.hash()).unwrap_or(0);
+            let b = snap.backend(id).map(|b| b.addr).unwrap_or(IpAddr::V4(vip));
+            let IpAddr::V4(rs) = b else {
+                unreachable!("IPv4 bench")
+            };
+            let mac = snap
+                .backend(id)
+                .and_then(|b| b.next_hop_mac)
+                .map(|m| m.0)
+                .unwrap_or(router);
+            tcp_frame(rs, a, 8080, p, 0x10, mac)
+        })
+        .collect();
+    run(
+        "established, real server -> client (NAT reply)",
+        &replies,
+        &mut worker,
+        &snap,
+        &mut now,
+    );
     let junk: Vec<Vec<u8>> = (0..flows)
         .map(|i| tcp_frame(client(i).0, Ipv4Addr::new(10, 9, 9, 9), 1, 2, 0x02, router))
         .collect();

@@ -2,8 +2,11 @@
 //! [`Action`] per frame. No I/O, no allocation, no locks: the caller (the worker loop, or a
 //! test) owns the frames and carries the actions out.
 //!
-//! Classification of an IP packet, in order:
-//! 1. destination is a VIP: a client packet (step 1), forwarded to a real server (step 2);
+//! Classification of an IP packet, in order (ARP, and IPv6 Neighbour Discovery whatever its
+//! destination, are handled first):
+//! 1. destination is a VIP: a client packet (step 1), forwarded to a real server (step 2) by
+//!    its mode: NAT rewrite, DR MAC change, or TUN encapsulation (or an ICMP too-big back to
+//!    the client when it does not fit the tunnel);
 //! 2. source is a NAT real server's endpoint: a reply (step 3), rewritten to come from the
 //!    VIP and sent to the client (step 4);
 //! 3. destination is one of our port addresses: ICMP echo is answered, the rest dropped;

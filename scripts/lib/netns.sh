@@ -79,6 +79,17 @@ _vipd_check_index() { # I N_MAX
 
 _vipd_state() { echo "$VIPD_TESTBED_STATE/$1"; }
 
+# The bed PREFIX is up and has a real server I.
+_vipd_check_bed_rs() { # PREFIX I
+  [ -d "$(_vipd_state "$1")" ] || {
+    _vipd_err "test bed '$1' is not up (vipd_testbed_up $1 N_RS [MODE])"
+    return 1
+  }
+  local n
+  n=$(_vipd_n_rs "$1")
+  _vipd_check_index "$2" "${n:-0}"
+}
+
 _vipd_rs_mac() { printf '02:77:00:00:00:%02x' $((20 + $1)); }
 
 # Namespaces of the bed that exist now, by exact name.
@@ -434,15 +445,10 @@ vipd_kill() { # PREFIX NAME
 }
 
 vipd_rs_start() { # PREFIX I PORT [UDP_PORT]
-  local p=${1:-} i=${2:-} port=${3:-} udp=${4:-} state n t pid args
+  local p=${1:-} i=${2:-} port=${3:-} udp=${4:-} state t pid args
   _vipd_check_prefix "$p" || return 1
+  _vipd_check_bed_rs "$p" "$i" || return 1
   state=$(_vipd_state "$p")
-  [ -d "$state" ] || {
-    _vipd_err "test bed '$p' is not up (vipd_testbed_up $p N_RS)"
-    return 1
-  }
-  n=$(_vipd_n_rs "$p")
-  _vipd_check_index "$i" "${n:-0}" || return 1
   [[ $port =~ ^[0-9]+$ ]] || {
     _vipd_err "vipd_rs_start PREFIX I PORT [UDP_PORT]: bad port '$port'"
     return 1
@@ -607,7 +613,7 @@ _vipd_tun_build() { # OBJ DEFINE...
 }
 
 vipd_rs_tun_setup() { # PREFIX I VIP4[,VIP4...] [VIP6[,VIP6...]]
-  local p=${1:-} i=${2:-} vip4s=${3:-} vip6s=${4:-} ns dev state n rs4 rs6 obj a
+  local p=${1:-} i=${2:-} vip4s=${3:-} vip6s=${4:-} ns dev state rs4 rs6 obj a
   local advmss4=${VIPD_TUN_ADVMSS4-1440} advmss6=${VIPD_TUN_ADVMSS6-1400}
   local defines=() extra=() mss4=() mss6=()
   _vipd_check_prefix "$p" || return 1
@@ -615,13 +621,8 @@ vipd_rs_tun_setup() { # PREFIX I VIP4[,VIP4...] [VIP6[,VIP6...]]
     _vipd_err "vipd_rs_tun_setup PREFIX I VIP4[,VIP4...] [VIP6[,VIP6...]]"
     return 1
   fi
+  _vipd_check_bed_rs "$p" "$i" || return 1
   state=$(_vipd_state "$p")
-  [ -d "$state" ] || {
-    _vipd_err "test bed '$p' is not up (vipd_testbed_up $p N_RS tun)"
-    return 1
-  }
-  n=$(_vipd_n_rs "$p")
-  _vipd_check_index "$i" "${n:-0}" || return 1
   command -v tc >/dev/null 2>&1 || {
     _vipd_err "tc not found (scripts/setup installs iproute2)"
     return 1
