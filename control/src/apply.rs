@@ -73,6 +73,7 @@ pub fn port_infos(config: &Config, nic_macs: &[MacAddr]) -> Vec<PortInfo> {
             mtu: p.mtu,
             tunnel_source4: p.tunnel_source4,
             tunnel_source6: p.tunnel_source6,
+            kernel: false,
         })
         .collect()
 }
@@ -121,8 +122,10 @@ pub fn build(
                     port,
                     weight,
                     mode,
+                    ..Default::default()
                 })
                 .collect(),
+            ..Default::default()
         })
         .collect();
     let ports = port_infos(config, nic_macs);
@@ -137,7 +140,7 @@ pub fn build(
         let port = route_port(&ports, &n.ip).unwrap_or(0);
         statics.push((n.ip, mac, port));
     }
-    let snapshot = Snapshot::build(
+    let mut snapshot = Snapshot::build(
         generation,
         ports,
         &specs,
@@ -145,6 +148,8 @@ pub fn build(
         config.flows.maglev_table_size,
     )
     .map_err(|e| invalid("services".into(), e.to_string()))?;
+    // Workers adopt the timeouts with the snapshot, so a reload changes them too.
+    snapshot.timeouts = config.flows.timeouts.to_timeouts();
     let mut wanted: Vec<(IpAddr, u16)> = Vec::new();
     let mut want = |ip: IpAddr, port: u16| {
         if !wanted.iter().any(|(w, _)| *w == ip) {

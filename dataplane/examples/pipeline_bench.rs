@@ -36,6 +36,7 @@ fn snapshot(backends: u32) -> Snapshot {
         mtu: 1500,
         tunnel_source4: None,
         tunnel_source6: None,
+        ..Default::default()
     };
     let mut neighbours = HashMap::new();
     neighbours.insert(
@@ -55,6 +56,7 @@ fn snapshot(backends: u32) -> Snapshot {
                 port: 8080,
                 weight: 1,
                 mode: FwdMode::Nat,
+                ..Default::default()
             }
         })
         .collect();
@@ -74,6 +76,7 @@ fn snapshot(backends: u32) -> Snapshot {
                 ..b.clone()
             })
             .collect(),
+        ..Default::default()
     };
     let services = [
         service(80, FwdMode::Nat, 0),

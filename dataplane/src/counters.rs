@@ -70,6 +70,8 @@ counters! {
     IcmpTooBigSent = "icmp_too_big_sent", event;
     /// Frames handed to the control thread (neighbour learning and resolution).
     ToControl = "to_control", event;
+    /// Frames handed to the box's kernel through a port's kernel interface (exception path).
+    ToKernel = "to_kernel", event;
     /// Packets handed to another worker that owns their connection.
     Steered = "steered", event;
     /// Snapshots picked up by the worker.
@@ -122,6 +124,10 @@ counters! {
     DropNoBackend = "drop_no_backend", drop;
     /// Dropped: the flow's real server left the configuration.
     DropBackendGone = "drop_backend_gone", drop;
+    /// Dropped: the flow's real server failed its health checks and its service drops the
+    /// flows of dead real servers (`dead_flows = "drop"`); the entry is removed too, so the
+    /// client's next packet is scheduled to a live real server.
+    DropRealServerDown = "drop_real_server_down", drop;
     /// Dropped: the next hop's MAC address is not resolved yet.
     DropNeighbourUnresolved = "drop_neighbour_unresolved", drop;
     /// Dropped: no route (no port on-link and no gateway) to the destination.
@@ -139,6 +145,8 @@ counters! {
     DropTxFull = "drop_tx_full", drop;
     /// Dropped: the ring to another worker or to the control thread was full.
     DropRingFull = "drop_ring_full", drop;
+    /// Dropped: the ring to the exception path (the kernel interfaces) was full.
+    DropKernelRingFull = "drop_kernel_ring_full", drop;
 }
 
 /// Number of counters.
@@ -150,6 +158,7 @@ pub const COUNT: usize = Counter::ALL.len();
 pub struct WorkerCounters {
     values: [AtomicU64; COUNT],
     flows_active: AtomicU64,
+    generation: AtomicU64,
 }
 
 impl Default for WorkerCounters {
@@ -157,6 +166,7 @@ impl Default for WorkerCounters {
         WorkerCounters {
             values: std::array::from_fn(|_| AtomicU64::new(0)),
             flows_active: AtomicU64::new(0),
+            generation: AtomicU64::new(0),
         }
     }
 }
@@ -188,6 +198,17 @@ impl WorkerCounters {
     /// Connections in the worker's flow table when it last published.
     pub fn flows_active(&self) -> u64 {
         self.flows_active.load(Ordering::Relaxed)
+    }
+
+    /// Publish the generation of the snapshot the worker forwards by (when it adopts one).
+    pub fn set_generation(&self, generation: u64) {
+        self.generation.store(generation, Ordering::Release);
+    }
+
+    /// Generation of the snapshot the worker last adopted (0 before the first burst): the
+    /// worker holds no reference into older snapshots' backends.
+    pub fn generation(&self) -> u64 {
+        self.generation.load(Ordering::Acquire)
     }
 
     /// Sum of all drop counters.

@@ -4,6 +4,7 @@
 //! ([`wire`]), the per-core flow table ([`flow`]), schedulers ([`sched`]), the NAT/DR/TUN
 //! rewrites ([`fwd`]) and the burst pipeline ([`pipeline`]) that ties them together.
 
+pub mod backend_stats;
 pub mod counters;
 pub mod flow;
 pub mod fwd;

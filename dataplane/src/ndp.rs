@@ -218,6 +218,7 @@ mod tests {
             mtu: 1500,
             tunnel_source4: None,
             tunnel_source6: None,
+            ..Default::default()
         };
         let services = [ServiceSpec {
             vip: IpAddr::V6(vip()),
@@ -230,7 +231,9 @@ mod tests {
                 port: 80,
                 weight: 1,
                 mode: FwdMode::Nat,
+                ..Default::default()
             }],
+            ..Default::default()
         }];
         Snapshot::build(
             1,

@@ -12,6 +12,7 @@
 //! 3. destination is one of our port addresses: ICMP echo is answered, the rest dropped;
 //! 4. anything else is dropped (vipd is not a router).
 
+use crate::backend_stats::{BackendStats, DEFAULT_BACKEND_SLOTS};
 use crate::counters::{Counter, WorkerCounters};
 use crate::flow::key::to_mapped;
 use crate::flow::{Direction, FlowKey, FlowTable, TcpFlags, TcpState};
@@ -40,6 +41,9 @@ pub enum Action {
     Drop(Counter),
     /// Hand the frame to the control thread (ARP replies to learn neighbours).
     ToControl,
+    /// Hand the frame to the box's kernel through the rx port's kernel interface (the
+    /// exception path): traffic for a port address that vipd does not answer itself.
+    ToKernel,
     /// Hand the frame to the worker that owns its connection.
     Steer(u16),
 }
@@ -61,6 +65,9 @@ pub struct WorkerState {
     pub flows: FlowTable,
     /// The worker's counters (shared read-only with the control thread).
     pub counters: Arc<WorkerCounters>,
+    /// Per-real-server counters, indexed by backend id (shared read-only with the control
+    /// thread); the flow table counts its connections there too.
+    pub backends: Arc<BackendStats>,
     cursors: Vec<u64>,
     generation: u64,
     icmp_errors: TokenBucket,
@@ -104,13 +111,29 @@ impl TokenBucket {
 }
 
 impl WorkerState {
-    /// A worker's state. `max_services` sizes the scheduler cursors up front.
+    /// A worker's state. `max_services` sizes the scheduler cursors up front; real-server
+    /// statistics get [`DEFAULT_BACKEND_SLOTS`] slots.
     pub fn new(index: u16, n_workers: u16, flows: FlowTable, max_services: usize) -> Self {
+        Self::with_backend_slots(index, n_workers, flows, max_services, DEFAULT_BACKEND_SLOTS)
+    }
+
+    /// [`WorkerState::new`] with `backend_slots` real-server statistics slots (backend ids
+    /// must stay below it to be counted).
+    pub fn with_backend_slots(
+        index: u16,
+        n_workers: u16,
+        mut flows: FlowTable,
+        max_services: usize,
+        backend_slots: usize,
+    ) -> Self {
+        let backends = Arc::new(BackendStats::new(backend_slots));
+        flows.count_connections_in(Arc::clone(&backends));
         WorkerState {
             index,
             n_workers: n_workers.max(1),
             flows,
             counters: Arc::new(WorkerCounters::default()),
+            backends,
             cursors: vec![0; max_services],
             generation: u64::MAX,
             icmp_errors: TokenBucket::new(),
@@ -123,14 +146,21 @@ impl WorkerState {
         (FlowKey::endpoint_hash(client, port) % u64::from(self.n_workers)) as u16
     }
 
-    fn adopt(&mut self, snap: &Snapshot) {
+    /// Pick up a newly published snapshot (cursors, timeouts, generation); cheap when it is
+    /// the one already adopted.
+    pub fn adopt(&mut self, snap: &Snapshot) {
         if self.generation != snap.generation {
             self.generation = snap.generation;
             if self.cursors.len() < snap.services.len() {
                 // Only when a snapshot brings more services than ever before: not per packet.
                 self.cursors.resize(snap.services.len(), 0);
             }
+            if *self.flows.timeouts() != snap.timeouts {
+                self.flows.set_timeouts(snap.timeouts);
+            }
             self.counters.inc(Counter::SnapshotsApplied);
+            // Tells the control plane this worker no longer uses older snapshots' backends.
+            self.counters.set_generation(snap.generation);
         }
     }
 }
@@ -156,6 +186,7 @@ pub fn process_burst<B: PacketBuf>(
         match *action {
             Action::Drop(reason) => worker.counters.inc(reason),
             Action::ToControl => worker.counters.inc(Counter::ToControl),
+            Action::ToKernel => worker.counters.inc(Counter::ToKernel),
             Action::Steer(_) => worker.counters.inc(Counter::Steered),
             Action::Tx(_) => {}
         }
@@ -179,7 +210,14 @@ pub fn process_steered<B: PacketBuf>(
             worker.counters.inc(Counter::DropRingFull);
             Action::Drop(Counter::DropRingFull)
         }
-        Ok(a) => a,
+        Ok(a) => {
+            match a {
+                Action::ToControl => worker.counters.inc(Counter::ToControl),
+                Action::ToKernel => worker.counters.inc(Counter::ToKernel),
+                _ => {}
+            }
+            a
+        }
         Err(reason) => {
             worker.counters.inc(reason);
             Action::Drop(reason)
@@ -314,7 +352,11 @@ fn handle_ipv4<B: PacketBuf>(
                 return Err(Counter::DropNotLocal);
             }
             if icmp_msg.msg_type() != icmp::v4::ECHO_REQUEST {
-                return Err(Counter::DropLocalUnhandled);
+                return if snap.is_local(&IpAddr::V4(dst)) {
+                    for_kernel(rx_port, snap)
+                } else {
+                    Err(Counter::DropLocalUnhandled)
+                };
             }
             let frame = buf.data_mut();
             let mut ip = Ipv4Packet::new_checked(&mut frame[l2..])
@@ -332,7 +374,7 @@ fn handle_ipv4<B: PacketBuf>(
             if snap.is_vip(&to_mapped(IpAddr::V4(dst))) {
                 Err(Counter::DropUnsupportedProtocol)
             } else if snap.is_local(&IpAddr::V4(dst)) {
-                Err(Counter::DropLocalUnhandled)
+                for_kernel(rx_port, snap)
             } else {
                 Err(Counter::DropNotLocal)
             }
@@ -379,7 +421,11 @@ fn handle_ipv6<B: PacketBuf>(
                 return Err(Counter::DropNotLocal);
             }
             if msg_type != icmp::v6::ECHO_REQUEST {
-                return Err(Counter::DropLocalUnhandled);
+                return if snap.is_local(&IpAddr::V6(dst)) {
+                    for_kernel(rx_port, snap)
+                } else {
+                    Err(Counter::DropLocalUnhandled)
+                };
             }
             let frame = buf.data_mut();
             let mut ip = Ipv6Packet::new_checked(&mut frame[l2..])
@@ -397,7 +443,7 @@ fn handle_ipv6<B: PacketBuf>(
             if snap.is_vip(&dst.octets()) {
                 Err(Counter::DropUnsupportedProtocol)
             } else if snap.is_local(&IpAddr::V6(dst)) {
-                Err(Counter::DropLocalUnhandled)
+                for_kernel(rx_port, snap)
             } else {
                 Err(Counter::DropNotLocal)
             }
@@ -447,6 +493,11 @@ fn handle_l4<B: PacketBuf>(
         let backend = flow_backend(info, si, w, snap, now)?;
         return forward(buf, l2, backend, info, rx_port, w, snap, now);
     }
+    if snap.is_local(&key.dst_ip()) {
+        // Before the NAT reply test: a real server answering the box itself (a health check
+        // from the kernel) is not a reply to a client.
+        return for_kernel(rx_port, snap);
+    }
     if let Some(unique_service) = snap.nat_endpoint(&key.src, key.proto, key.src_port) {
         if w.n_workers > 1 {
             let owner = w.owner_of(&key.dst, key.dst_port);
@@ -456,10 +507,15 @@ fn handle_l4<B: PacketBuf>(
         }
         return nat_reply(buf.data_mut(), l2, info, unique_service, w, snap, now);
     }
-    if snap.is_local(&key.dst_ip()) {
-        Err(Counter::DropLocalUnhandled)
-    } else {
-        Err(Counter::DropNotLocal)
+    Err(Counter::DropNotLocal)
+}
+
+/// Traffic for a port address that vipd does not answer itself: to the kernel when the rx
+/// port has a kernel interface (the exception path), else dropped.
+fn for_kernel(rx_port: u16, snap: &Snapshot) -> Verdict {
+    match snap.ports.get(usize::from(rx_port)) {
+        Some(p) if p.kernel => Ok(Action::ToKernel),
+        _ => Err(Counter::DropLocalUnhandled),
     }
 }
 
@@ -480,6 +536,12 @@ fn flow_backend<'s>(
             // does, instead of sending the new SYN into the old connection's leftovers.
             w.flows.remove(hit.id);
         } else if let Some(b) = snap.backend(hit.backend) {
+            if b.drop_flows {
+                // Its real server failed its health checks and the service drops dead flows
+                // (IPVS expire_nodest_conn): the client's next packet is scheduled afresh.
+                w.flows.remove(hit.id);
+                return Err(Counter::DropRealServerDown);
+            }
             w.flows.track(hit.id, Direction::Original, flags, now);
             return Ok(b);
         } else {
@@ -511,6 +573,7 @@ fn flow_backend<'s>(
         Ok(fid) => {
             w.flows.track(fid, Direction::Original, flags, now);
             w.counters.inc(Counter::FlowsCreated);
+            w.backends.count_new(id);
             Ok(backend)
         }
         Err(_) => {
@@ -578,6 +641,7 @@ fn forward<B: PacketBuf>(
     }
     set_macs(buf.data_mut(), port.mac, mac);
     w.counters.inc(Counter::Forwarded);
+    w.backends.count_in(backend.id, buf.data().len());
     Ok(Action::Tx(backend.egress_port))
 }
 
@@ -619,9 +683,11 @@ fn nat_reply(
     now: u64,
 ) -> Verdict {
     let key = &info.key;
+    let mut backend_id = None;
     let service = match w.flows.lookup(key, info.hash, now) {
         Some(hit) if hit.dir == Direction::Reply => {
             w.flows.track(hit.id, Direction::Reply, info.tcp_flags, now);
+            backend_id = Some(hit.backend);
             snap.backend(hit.backend).map(|b| b.service)
         }
         _ => None,
@@ -647,5 +713,8 @@ fn nat_reply(
     nat::rewrite_to_vip(&mut frame[l2..], svc.vip, svc.port)?;
     set_macs(frame, our_mac, mac);
     w.counters.inc(Counter::NatReplies);
+    if let Some(id) = backend_id {
+        w.backends.count_out(id, frame.len());
+    }
     Ok(Action::Tx(port))
 }

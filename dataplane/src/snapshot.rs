@@ -5,6 +5,7 @@
 //! atomically; workers only index it. A new snapshot is built for every change.
 
 use crate::flow::key::to_mapped;
+use crate::flow::Timeouts;
 use crate::sched::{SchedBackend, SchedError, Scheduler, SchedulerKind, ServiceScheduler};
 use crate::wire::MacAddr;
 use hashbrown::HashMap;
@@ -12,9 +13,10 @@ use ipnet::{Ipv4Net, Ipv6Net};
 use std::net::IpAddr;
 
 /// How a real server is reached (LVS's packet-forwarding methods).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
 pub enum FwdMode {
     /// Half-NAT: destination rewritten to the real server; replies come back through vipd.
+    #[default]
     Nat,
     /// Direct routing: only the destination MAC changes; replies bypass vipd.
     Dr,
@@ -47,7 +49,7 @@ impl std::fmt::Display for FwdMode {
 }
 
 /// One of vipd's ports as the dataplane sees it.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, Default)]
 pub struct PortInfo {
     /// The port's MAC address.
     pub mac: MacAddr,
@@ -65,10 +67,45 @@ pub struct PortInfo {
     pub tunnel_source4: Option<Ipv4Net>,
     /// TUN: prefix the IPv6 outer source is picked from per flow (None: the port's address).
     pub tunnel_source6: Option<Ipv6Net>,
+    /// The port has a kernel interface (exception path): traffic for the port's addresses
+    /// that vipd does not consume itself goes to the box's kernel instead of being dropped.
+    pub kernel: bool,
+}
+
+/// How a destination is reached: through which port, via which next hop.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Route {
+    /// Index of the port.
+    pub port: u16,
+    /// The destination itself when on-link, else the port's gateway.
+    pub next_hop: IpAddr,
+    /// Whether the destination is on the port's own segment.
+    pub on_link: bool,
+}
+
+/// The one answer to "which port reaches this address": the first port whose subnet holds
+/// `dst`, else the first port with a gateway of `dst`'s family. Configuration checks, snapshot
+/// building and the dataplane all ask here.
+pub fn route(ports: &[PortInfo], dst: &IpAddr) -> Option<Route> {
+    if let Some(p) = ports.iter().position(|p| p.on_link(dst)) {
+        return Some(Route {
+            port: p as u16,
+            next_hop: *dst,
+            on_link: true,
+        });
+    }
+    ports.iter().enumerate().find_map(|(i, p)| {
+        p.gateway(dst.is_ipv4()).map(|g| Route {
+            port: i as u16,
+            next_hop: g,
+            on_link: false,
+        })
+    })
 }
 
 impl PortInfo {
-    fn on_link(&self, addr: &IpAddr) -> bool {
+    /// Whether `addr` is inside one of the port's on-link prefixes.
+    pub fn on_link(&self, addr: &IpAddr) -> bool {
         match addr {
             IpAddr::V4(a) => self.ipv4.is_some_and(|n| n.contains(a)),
             IpAddr::V6(a) => self.ipv6.is_some_and(|n| n.contains(a)),
@@ -106,6 +143,24 @@ pub struct BackendSpec {
     pub weight: u32,
     /// Forwarding mode.
     pub mode: FwdMode,
+    /// Health: false when its checks failed; it then takes no new flows.
+    pub up: bool,
+    /// A sorry server: takes new flows only while no other real server can.
+    pub sorry: bool,
+}
+
+impl Default for BackendSpec {
+    fn default() -> Self {
+        BackendSpec {
+            id: 0,
+            addr: IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED),
+            port: 0,
+            weight: 1,
+            mode: FwdMode::Nat,
+            up: true,
+            sorry: false,
+        }
+    }
 }
 
 /// A virtual service as configured, input to [`Snapshot::build`].
@@ -121,6 +176,22 @@ pub struct ServiceSpec {
     pub scheduler: SchedulerKind,
     /// Real servers.
     pub backends: Vec<BackendSpec>,
+    /// Flows of a real server that is down are dropped on their next packet (IPVS's
+    /// `expire_nodest_conn`), instead of continuing to it.
+    pub drop_dead_flows: bool,
+}
+
+impl Default for ServiceSpec {
+    fn default() -> Self {
+        ServiceSpec {
+            vip: IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED),
+            proto: 6,
+            port: 0,
+            scheduler: SchedulerKind::Maglev,
+            backends: Vec::new(),
+            drop_dead_flows: true,
+        }
+    }
 }
 
 /// A real server in a snapshot, with its route precomputed.
@@ -144,6 +215,13 @@ pub struct Backend {
     pub next_hop: IpAddr,
     /// MAC of the next hop, when resolved.
     pub next_hop_mac: Option<MacAddr>,
+    /// Health (see [`BackendSpec::up`]).
+    pub up: bool,
+    /// A sorry server (see [`BackendSpec::sorry`]).
+    pub sorry: bool,
+    /// Down, in a service that drops dead flows: a flow entry that still points here is
+    /// removed and its packet dropped (`drop_real_server_down`).
+    pub drop_flows: bool,
 }
 
 /// A virtual service in a snapshot.
@@ -162,8 +240,11 @@ pub struct Service {
     /// reaches the same real server on every packet (and on every box). Same as `scheduler`
     /// when that is Maglev.
     pub fallback: Option<ServiceScheduler>,
-    /// Backend ids in scheduler index order.
+    /// Every real server's backend id, in configuration order (listings).
     pub backends: Vec<u32>,
+    /// Ids of the real servers that take new flows, in scheduler index order: those up with
+    /// a weight, or, when there is none, the sorry servers that are up.
+    pub scheduled: Vec<u32>,
     /// Whether any real server is in NAT mode (its connections must be owned by one worker).
     pub has_nat: bool,
 }
@@ -173,7 +254,7 @@ impl Service {
     #[inline]
     pub fn pick(&self, flow_hash: u64, cursor: &mut u64) -> Option<u32> {
         let i = self.scheduler.as_ref()?.pick(flow_hash, cursor)?;
-        self.backends.get(i as usize).copied()
+        self.scheduled.get(i as usize).copied()
     }
 
     /// Pick a real server statelessly: the same answer for the same flow hash every time.
@@ -181,7 +262,7 @@ impl Service {
     pub fn pick_consistent(&self, flow_hash: u64) -> Option<u32> {
         let table = self.fallback.as_ref().or(self.scheduler.as_ref())?;
         let i = table.pick(flow_hash, &mut 0)?;
-        self.backends.get(i as usize).copied()
+        self.scheduled.get(i as usize).copied()
     }
 }
 
@@ -227,6 +308,8 @@ pub struct Snapshot {
     pub ports: Vec<PortInfo>,
     /// Services.
     pub services: Vec<Service>,
+    /// Flow timeouts the workers apply (set after [`Snapshot::build`]; default IPVS-like).
+    pub timeouts: Timeouts,
     backends: Vec<Option<Backend>>,
     service_by_key: HashMap<EndpointKey, u32>,
     vips: HashMap<[u8; 16], ()>,
@@ -252,6 +335,7 @@ impl Snapshot {
             generation,
             ports,
             services: Vec::with_capacity(services.len()),
+            timeouts: Timeouts::default(),
             backends: Vec::new(),
             service_by_key: HashMap::new(),
             vips: HashMap::new(),
@@ -269,12 +353,21 @@ impl Snapshot {
                 });
             }
             snap.vips.insert(to_mapped(spec.vip), ());
-            let sched_input: Vec<SchedBackend> = spec
+            // Down real servers leave the scheduler (Maglev rebuilt: only their flows move);
+            // sorry servers enter it only when nobody else can take a flow.
+            let mut eligible: Vec<&BackendSpec> = spec
                 .backends
+                .iter()
+                .filter(|b| b.up && !b.sorry && b.weight > 0)
+                .collect();
+            if eligible.is_empty() {
+                eligible = spec.backends.iter().filter(|b| b.up && b.sorry).collect();
+            }
+            let sched_input: Vec<SchedBackend> = eligible
                 .iter()
                 .map(|b| SchedBackend {
                     key: backend_key(b.addr, b.port),
-                    weight: b.weight,
+                    weight: b.weight.max(u32::from(b.sorry)),
                 })
                 .collect();
             let err = |source| SnapshotError::Scheduler {
@@ -301,6 +394,7 @@ impl Snapshot {
                 let (egress_port, next_hop) = snap
                     .route_for(&b.addr)
                     .ok_or(SnapshotError::NoRoute(b.addr))?;
+                let up = b.up;
                 let backend = Backend {
                     id: b.id,
                     service: si,
@@ -311,6 +405,9 @@ impl Snapshot {
                     egress_port,
                     next_hop,
                     next_hop_mac: snap.neighbours.get(&to_mapped(next_hop)).copied(),
+                    up,
+                    sorry: b.sorry,
+                    drop_flows: !up && spec.drop_dead_flows,
                 };
                 let slot = b.id as usize;
                 if snap.backends.len() <= slot {
@@ -337,6 +434,7 @@ impl Snapshot {
                 scheduler,
                 fallback,
                 backends: spec.backends.iter().map(|b| b.id).collect(),
+                scheduled: eligible.iter().map(|b| b.id).collect(),
                 has_nat: spec.backends.iter().any(|b| b.mode == FwdMode::Nat),
             });
         }
@@ -346,13 +444,7 @@ impl Snapshot {
     /// The port and next hop to reach `dst`: on-link first, else the first port with a gateway
     /// of that family.
     pub fn route_for(&self, dst: &IpAddr) -> Option<(u16, IpAddr)> {
-        if let Some(p) = self.ports.iter().position(|p| p.on_link(dst)) {
-            return Some((p as u16, *dst));
-        }
-        self.ports
-            .iter()
-            .enumerate()
-            .find_map(|(i, p)| p.gateway(dst.is_ipv4()).map(|g| (i as u16, g)))
+        route(&self.ports, dst).map(|r| (r.port, r.next_hop))
     }
 
     /// Port and MAC of the next hop towards `dst` (16-byte key form), or the drop reason.

@@ -43,6 +43,9 @@ pub struct Rings {
     pub inboxes: Vec<ArrayQueue<Parcel>>,
     /// Frames for the control thread (ARP replies to learn from): (port, frame).
     pub to_control: ArrayQueue<(u16, Mbuf)>,
+    /// Frames for the box's kernel, to the kernel interface of the port they came in by:
+    /// (port, frame). Any worker or the control thread pushes; the exception path pops.
+    pub to_kernel: ArrayQueue<(u16, Mbuf)>,
 }
 
 impl Rings {
@@ -51,6 +54,7 @@ impl Rings {
         Rings {
             inboxes: (0..workers).map(|_| ArrayQueue::new(capacity)).collect(),
             to_control: ArrayQueue::new(capacity),
+            to_kernel: ArrayQueue::new(capacity),
         }
     }
 }
@@ -88,6 +92,9 @@ impl Worker {
         let mut iterations: u64 = 0;
         while !self.stop.load(Ordering::Relaxed) {
             let snap = self.snapshot.load();
+            // Also when idle: the control plane waits for every worker to move past a snapshot
+            // before it reuses the backend slots that snapshot removed.
+            self.state.adopt(&snap);
             let now_ms = (dpdk::tsc_cycles() as f64 * ms_per_tick) as u64;
             let mut work = 0usize;
             for p in 0..self.queues.len() {
@@ -156,6 +163,11 @@ impl Worker {
             Action::ToControl => {
                 if self.rings.to_control.push((rx_port, m)).is_err() {
                     counters.inc(Counter::DropRingFull);
+                }
+            }
+            Action::ToKernel => {
+                if self.rings.to_kernel.push((rx_port, m)).is_err() {
+                    counters.inc(Counter::DropKernelRingFull);
                 }
             }
             Action::Steer(w) => {

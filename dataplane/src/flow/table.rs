@@ -58,6 +58,8 @@
 use super::index::{CuckooIndex, MAX_PAYLOAD};
 use super::key::{FlowKey, PROTO_TCP};
 use super::state::{next_state, Direction, Seen, TcpFlags, TcpState, Timeouts};
+use crate::backend_stats::{BackendStats, ConnClass};
+use std::sync::Arc;
 
 /// Hint reads per unit of `expire` budget.
 pub const SCAN_PER_REMOVAL: usize = 4;
@@ -222,6 +224,18 @@ pub struct FlowTable {
     pub expired: u64,
     /// Connections removed by [`FlowTable::remove`].
     pub removed: u64,
+    /// Where connections are counted per backend (active / inactive), when attached.
+    backend_stats: Option<Arc<BackendStats>>,
+}
+
+/// ipvsadm's split: established connections are active, all others inactive.
+#[inline]
+fn conn_class(state: TcpState) -> ConnClass {
+    if state == TcpState::Established {
+        ConnClass::Active
+    } else {
+        ConnClass::Inactive
+    }
 }
 
 impl FlowTable {
@@ -249,7 +263,15 @@ impl FlowTable {
             insert_exists: 0,
             expired: 0,
             removed: 0,
+            backend_stats: None,
         }
+    }
+
+    /// Count this table's connections per backend in `stats` (the backend id given at insert
+    /// is the slot): one gauge for established connections, one for the others. Attach before
+    /// the first insert.
+    pub fn count_connections_in(&mut self, stats: Arc<BackendStats>) {
+        self.backend_stats = Some(stats);
     }
 
     /// Live connections (including expired ones the sweep has not reached yet).
@@ -405,6 +427,9 @@ impl FlowTable {
         self.hints[i] = tick(expires_ms);
         self.len += 1;
         self.inserts += 1;
+        if let Some(stats) = &self.backend_stats {
+            stats.conn_added(backend, conn_class(state));
+        }
         Ok(FlowId {
             index: i as u32,
             gen: self.entries[i].gen,
@@ -458,6 +483,9 @@ impl FlowTable {
     /// Removes live entry `i` from the index and frees it.
     fn free(&mut self, i: usize) {
         let e = &self.entries[i];
+        if let Some(stats) = &self.backend_stats {
+            stats.conn_removed(e.backend, conn_class(e.state));
+        }
         self.index.remove_at(e.pos[0]);
         if e.bits & HAS_REPLY != 0 {
             self.index.remove_at(e.pos[1]);
@@ -490,6 +518,9 @@ impl FlowTable {
         };
         let e = &mut self.entries[i];
         let (state, seen) = next_state(e.state, Seen(e.bits & Seen::MASK), dir, flags);
+        if let Some(stats) = &self.backend_stats {
+            stats.conn_moved(e.backend, conn_class(e.state), conn_class(state));
+        }
         e.state = state;
         e.bits = (e.bits & !Seen::MASK) | seen.0;
         let expires_ms = now_ms.saturating_add(self.timeout_ms[state as usize]);
@@ -738,6 +769,41 @@ mod tests {
         );
         t.remove(id);
         assert_eq!((t.len(), t.removed), (1, 1));
+        t.check();
+    }
+
+    #[test]
+    fn connections_counted_per_backend_through_their_life() {
+        let stats = Arc::new(BackendStats::new(8));
+        let mut t = FlowTable::with_capacity(16, Timeouts::default());
+        t.count_connections_in(Arc::clone(&stats));
+        let conns = |b| {
+            let c = stats.get(b);
+            (c.active, c.inactive)
+        };
+        let k = client(1, PROTO_TCP);
+        let id = ins(&mut t, &k, None, 3, 0).unwrap();
+        assert_eq!(conns(3), (0, 1), "a SYN_RECV connection is inactive");
+        t.track(id, Direction::Original, tcp(0x02), 1);
+        assert_eq!(conns(3), (0, 1));
+        t.track(id, Direction::Original, tcp(0x10), 2);
+        assert_eq!(conns(3), (1, 0), "established: active");
+        t.track(id, Direction::Original, tcp(0x11), 3);
+        assert_eq!(conns(3), (0, 1), "closing: inactive again");
+        let u = client(2, PROTO_UDP);
+        ins(&mut t, &u, None, 3, 0).unwrap();
+        assert_eq!(conns(3), (0, 2), "UDP flows are inactive");
+        t.remove(id);
+        assert_eq!(conns(3), (0, 1));
+        // Expiry (the sweep) gives the count back too.
+        t.expire(3_600_000, 64);
+        assert_eq!((t.len(), conns(3)), (0, (0, 0)));
+        // So does a lookup that finds the connection expired.
+        let id = ins(&mut t, &k, None, 5, 0).unwrap();
+        t.track(id, Direction::Original, tcp(0x10), 0);
+        assert_eq!(conns(5), (1, 0));
+        assert!(look(&mut t, &k, 3_600_000).is_none());
+        assert_eq!(conns(5), (0, 0));
         t.check();
     }
 

@@ -65,6 +65,7 @@ pub fn snapshot_with_port(edit: impl FnOnce(&mut PortInfo)) -> Snapshot {
         mtu: 1500,
         tunnel_source4: None,
         tunnel_source6: None,
+        ..Default::default()
     };
     edit(&mut port);
     let nat = |id, addr: IpAddr, port| BackendSpec {
@@ -73,6 +74,7 @@ pub fn snapshot_with_port(edit: impl FnOnce(&mut PortInfo)) -> Snapshot {
         port,
         weight: 1,
         mode: FwdMode::Nat,
+        ..Default::default()
     };
     let tun = |id, vip: IpAddr, port, addr: IpAddr| ServiceSpec {
         vip,
@@ -83,6 +85,7 @@ pub fn snapshot_with_port(edit: impl FnOnce(&mut PortInfo)) -> Snapshot {
             mode: FwdMode::Tunnel,
             ..nat(id, addr, port)
         }],
+        ..Default::default()
     };
     let services = vec![
         ServiceSpec {
@@ -91,6 +94,7 @@ pub fn snapshot_with_port(edit: impl FnOnce(&mut PortInfo)) -> Snapshot {
             port: 80,
             scheduler: SchedulerKind::Rr,
             backends: vec![nat(0, RS1_IP.into(), 8080)],
+            ..Default::default()
         },
         ServiceSpec {
             vip: VIP.into(),
@@ -98,6 +102,7 @@ pub fn snapshot_with_port(edit: impl FnOnce(&mut PortInfo)) -> Snapshot {
             port: 53,
             scheduler: SchedulerKind::Wrr,
             backends: vec![nat(1, RS1_IP.into(), 5353)],
+            ..Default::default()
         },
         ServiceSpec {
             vip: VIP.into(),
@@ -105,6 +110,7 @@ pub fn snapshot_with_port(edit: impl FnOnce(&mut PortInfo)) -> Snapshot {
             port: 8000,
             scheduler: SchedulerKind::Maglev,
             backends: vec![nat(2, RS1_IP.into(), 8000), nat(3, RS2_IP.into(), 8000)],
+            ..Default::default()
         },
         ServiceSpec {
             vip: VIP_UNRESOLVED.into(),
@@ -112,6 +118,7 @@ pub fn snapshot_with_port(edit: impl FnOnce(&mut PortInfo)) -> Snapshot {
             port: 80,
             scheduler: SchedulerKind::Rr,
             backends: vec![nat(4, RS_UNRESOLVED_IP.into(), 80)],
+            ..Default::default()
         },
         ServiceSpec {
             vip: vip6().into(),
@@ -119,6 +126,7 @@ pub fn snapshot_with_port(edit: impl FnOnce(&mut PortInfo)) -> Snapshot {
             port: 80,
             scheduler: SchedulerKind::Rr,
             backends: vec![nat(5, rs1_ip6().into(), 8080)],
+            ..Default::default()
         },
         ServiceSpec {
             vip: VIP.into(),
@@ -129,6 +137,7 @@ pub fn snapshot_with_port(edit: impl FnOnce(&mut PortInfo)) -> Snapshot {
                 mode: FwdMode::Dr,
                 ..nat(6, RS1_IP.into(), 443)
             }],
+            ..Default::default()
         },
         ServiceSpec {
             vip: vip6().into(),
@@ -139,6 +148,7 @@ pub fn snapshot_with_port(edit: impl FnOnce(&mut PortInfo)) -> Snapshot {
                 mode: FwdMode::Dr,
                 ..nat(7, rs1_ip6().into(), 443)
             }],
+            ..Default::default()
         },
         // TUN, one service per family pair (indices 7..=10): 4in4, 4in6, 6in6, 6in4.
         tun(8, VIP.into(), 8443, RS1_IP.into()),

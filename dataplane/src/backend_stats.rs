@@ -1,0 +1,240 @@
+//! Per-real-server statistics of one worker: a fixed array indexed by the backend slot the
+//! snapshot assigns (the id flow entries store), written by the worker, summed over workers by
+//! the control thread when it reads them.
+//!
+//! Like [`crate::counters`], every value is an `AtomicU64` written by one thread only with a
+//! relaxed load + store (plain `mov`s on x86-64). Slots are 64 bytes, so a packet touches one
+//! cache line of its real server's statistics. The array never grows: the control plane reuses
+//! the slot of a removed real server once no flow refers to it any more (its `active +
+//! inactive` is zero on every worker), so churn does not grow it.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+
+/// Slots per worker when the configuration does not say otherwise.
+pub const DEFAULT_BACKEND_SLOTS: usize = 4096;
+
+/// One real server's counters on one worker.
+#[derive(Debug, Default)]
+#[repr(C, align(64))]
+struct Slot {
+    new_conns: AtomicU64,
+    in_packets: AtomicU64,
+    in_bytes: AtomicU64,
+    out_packets: AtomicU64,
+    out_bytes: AtomicU64,
+    /// Flow entries in the established state (ipvsadm's ActiveConn).
+    active: AtomicU64,
+    /// Flow entries in any other state (ipvsadm's InActConn; every UDP flow).
+    inactive: AtomicU64,
+}
+
+/// A reading of one slot (on one worker, or summed over workers).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct BackendCounts {
+    /// Connections scheduled to the real server (flow entries created).
+    pub new_conns: u64,
+    /// Packets forwarded to it (step 2).
+    pub in_packets: u64,
+    /// Bytes forwarded to it (whole frames as sent).
+    pub in_bytes: u64,
+    /// Packets from it sent back to clients (NAT steps 3-4).
+    pub out_packets: u64,
+    /// Bytes from it sent back to clients.
+    pub out_bytes: u64,
+    /// Established connections in the flow tables.
+    pub active: u64,
+    /// Connections in other states.
+    pub inactive: u64,
+}
+
+impl BackendCounts {
+    /// Connections in the flow tables, whatever their state.
+    pub fn connections(&self) -> u64 {
+        self.active + self.inactive
+    }
+}
+
+impl std::ops::AddAssign for BackendCounts {
+    fn add_assign(&mut self, o: BackendCounts) {
+        self.new_conns += o.new_conns;
+        self.in_packets += o.in_packets;
+        self.in_bytes += o.in_bytes;
+        self.out_packets += o.out_packets;
+        self.out_bytes += o.out_bytes;
+        self.active += o.active;
+        self.inactive += o.inactive;
+    }
+}
+
+/// Whether a connection counts as active (established) or inactive.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ConnClass {
+    /// Established.
+    Active,
+    /// Opening, closing, or UDP.
+    Inactive,
+}
+
+/// One worker's per-real-server statistics. Only the owning worker writes.
+#[derive(Debug)]
+pub struct BackendStats {
+    slots: Box<[Slot]>,
+}
+
+#[inline]
+fn bump(v: &AtomicU64, n: u64) {
+    v.store(v.load(Ordering::Relaxed).wrapping_add(n), Ordering::Relaxed);
+}
+
+#[inline]
+fn drop_one(v: &AtomicU64) {
+    v.store(v.load(Ordering::Relaxed).wrapping_sub(1), Ordering::Relaxed);
+}
+
+impl BackendStats {
+    /// Statistics for backend slots `0..slots`.
+    pub fn new(slots: usize) -> Self {
+        BackendStats {
+            slots: (0..slots.max(1)).map(|_| Slot::default()).collect(),
+        }
+    }
+
+    /// Number of slots.
+    pub fn slots(&self) -> usize {
+        self.slots.len()
+    }
+
+    /// A packet of `bytes` forwarded to the real server in `slot`. Out-of-range slots are
+    /// ignored (the snapshot never hands them out).
+    #[inline]
+    pub fn count_in(&self, slot: u32, bytes: usize) {
+        if let Some(s) = self.slots.get(slot as usize) {
+            bump(&s.in_packets, 1);
+            bump(&s.in_bytes, bytes as u64);
+        }
+    }
+
+    /// A reply packet of `bytes` from the real server in `slot` sent to its client.
+    #[inline]
+    pub fn count_out(&self, slot: u32, bytes: usize) {
+        if let Some(s) = self.slots.get(slot as usize) {
+            bump(&s.out_packets, 1);
+            bump(&s.out_bytes, bytes as u64);
+        }
+    }
+
+    /// A connection scheduled to the real server in `slot`.
+    #[inline]
+    pub fn count_new(&self, slot: u32) {
+        if let Some(s) = self.slots.get(slot as usize) {
+            bump(&s.new_conns, 1);
+        }
+    }
+
+    fn gauge(&self, slot: u32, class: ConnClass) -> Option<&AtomicU64> {
+        let s = self.slots.get(slot as usize)?;
+        Some(match class {
+            ConnClass::Active => &s.active,
+            ConnClass::Inactive => &s.inactive,
+        })
+    }
+
+    /// A flow entry of `slot` appeared in the flow table.
+    #[inline]
+    pub fn conn_added(&self, slot: u32, class: ConnClass) {
+        if let Some(g) = self.gauge(slot, class) {
+            bump(g, 1);
+        }
+    }
+
+    /// A flow entry of `slot` left the flow table.
+    #[inline]
+    pub fn conn_removed(&self, slot: u32, class: ConnClass) {
+        if let Some(g) = self.gauge(slot, class) {
+            drop_one(g);
+        }
+    }
+
+    /// A flow entry of `slot` changed class (became established, or started closing).
+    #[inline]
+    pub fn conn_moved(&self, slot: u32, from: ConnClass, to: ConnClass) {
+        if from != to {
+            self.conn_removed(slot, from);
+            self.conn_added(slot, to);
+        }
+    }
+
+    /// The counters of `slot` (any thread). Zero for an out-of-range slot.
+    pub fn get(&self, slot: u32) -> BackendCounts {
+        let Some(s) = self.slots.get(slot as usize) else {
+            return BackendCounts::default();
+        };
+        let r = |v: &AtomicU64| v.load(Ordering::Relaxed);
+        BackendCounts {
+            new_conns: r(&s.new_conns),
+            in_packets: r(&s.in_packets),
+            in_bytes: r(&s.in_bytes),
+            out_packets: r(&s.out_packets),
+            out_bytes: r(&s.out_bytes),
+            active: r(&s.active),
+            inactive: r(&s.inactive),
+        }
+    }
+}
+
+/// The counters of `slot` summed over workers.
+pub fn sum(workers: &[std::sync::Arc<BackendStats>], slot: u32) -> BackendCounts {
+    let mut total = BackendCounts::default();
+    for w in workers {
+        total += w.get(slot);
+    }
+    total
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn slot_is_one_cache_line() {
+        assert_eq!(std::mem::size_of::<Slot>(), 64);
+    }
+
+    #[test]
+    fn counts_and_gauges() {
+        let s = BackendStats::new(4);
+        s.count_new(1);
+        s.count_in(1, 60);
+        s.count_in(1, 1500);
+        s.count_out(1, 40);
+        s.conn_added(1, ConnClass::Inactive);
+        s.conn_moved(1, ConnClass::Inactive, ConnClass::Active);
+        s.conn_added(1, ConnClass::Inactive);
+        s.count_in(99, 60); // out of range: ignored
+        let c = s.get(1);
+        assert_eq!(
+            c,
+            BackendCounts {
+                new_conns: 1,
+                in_packets: 2,
+                in_bytes: 1560,
+                out_packets: 1,
+                out_bytes: 40,
+                active: 1,
+                inactive: 1,
+            }
+        );
+        s.conn_removed(1, ConnClass::Active);
+        s.conn_removed(1, ConnClass::Inactive);
+        assert_eq!(s.get(1).connections(), 0);
+        assert_eq!(s.get(0), BackendCounts::default());
+        let total = sum(
+            &[
+                std::sync::Arc::new(s),
+                std::sync::Arc::new(BackendStats::new(4)),
+            ],
+            1,
+        );
+        assert_eq!(total.in_packets, 2);
+    }
+}
