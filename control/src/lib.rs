@@ -1,9 +1,24 @@
-//! vipd control plane: configuration, snapshot building, neighbours, API and metrics, and the
-//! daemon runtime that ties them to the DPDK dataplane.
+//! vipd control plane, laid out by job:
+//!
+//! - [`config`]: the configuration model and its one validator (file, API, `vipctl` alike);
+//! - [`changes`]: live changes as edits of the running configuration;
+//! - [`running`]: the configuration in force, its backend slots ([`backend_slots`]) and health;
+//! - [`snapshot_build`]: from the running configuration to the dataplane's snapshot;
+//! - [`neighbours`]: ARP / Neighbour Discovery resolution of next hops;
+//! - [`health`]: health checks on their own thread;
+//! - [`stats`]: per-service and per-real-server statistics, zeroing and rates;
+//! - [`api`] and [`metrics`]: the HTTP API and Prometheus, reading the [`view`];
+//! - [`daemon`]: start-up (EAL, ports, workers, threads) and the control loop.
 
 pub mod api;
-pub mod apply;
+pub mod backend_slots;
+pub mod changes;
 pub mod config;
 pub mod daemon;
+pub mod health;
 pub mod metrics;
 pub mod neighbours;
+pub mod running;
+pub mod snapshot_build;
+pub mod stats;
+pub mod view;

@@ -1,10 +1,11 @@
 //! Prometheus exposition: built at scrape time from the workers' counters (no metric is
 //! updated on the hot path; the workers' plain per-core counters are read and summed here).
 
+use crate::view::{Shared, View};
 use prometheus::proto::{Counter as PCounter, Gauge, LabelPair, Metric, MetricFamily, MetricType};
 use prometheus::{Encoder, TextEncoder};
-use std::sync::Arc;
-use vipd_dataplane::counters::{Counter, WorkerCounters};
+use vipd_dataplane::backend_stats;
+use vipd_dataplane::counters::Counter;
 
 /// Extra gauges the control thread knows.
 #[derive(Debug, Default, Clone)]
@@ -15,6 +16,8 @@ pub struct ControlGauges {
     pub neighbours: Vec<(&'static str, u64)>,
     /// Real servers: (service "vip:port/proto", real server "ip:port", weight, resolved).
     pub backends: Vec<(String, String, u32, bool)>,
+    /// Health transitions since start.
+    pub health_transitions: u64,
     /// Ports: (name, link up).
     pub ports: Vec<(String, bool)>,
     /// Packets the control thread sent (ARP requests) and could not send.
@@ -57,8 +60,105 @@ fn gauge(labels: Vec<LabelPair>, v: f64) -> Metric {
     m
 }
 
+/// Per-real-server families, from the slot counters summed over workers (raw, monotonic:
+/// never affected by `vipctl -Z`).
+fn real_server_families(shared: &Shared, view: &View, families: &mut Vec<MetricFamily>) {
+    type Get = fn(&backend_stats::BackendCounts) -> u64;
+    let kinds: [(&str, &str, MetricType, Get); 7] = [
+        (
+            "vipd_real_server_connections_total",
+            "Connections scheduled to the real server.",
+            MetricType::COUNTER,
+            |c| c.new_conns,
+        ),
+        (
+            "vipd_real_server_in_packets_total",
+            "Packets forwarded to the real server (step 2).",
+            MetricType::COUNTER,
+            |c| c.in_packets,
+        ),
+        (
+            "vipd_real_server_in_bytes_total",
+            "Bytes forwarded to the real server (step 2).",
+            MetricType::COUNTER,
+            |c| c.in_bytes,
+        ),
+        (
+            "vipd_real_server_out_packets_total",
+            "Packets from the real server sent to clients (NAT steps 3-4).",
+            MetricType::COUNTER,
+            |c| c.out_packets,
+        ),
+        (
+            "vipd_real_server_out_bytes_total",
+            "Bytes from the real server sent to clients (NAT steps 3-4).",
+            MetricType::COUNTER,
+            |c| c.out_bytes,
+        ),
+        (
+            "vipd_real_server_active_connections",
+            "Established connections in the flow tables.",
+            MetricType::GAUGE,
+            |c| c.active,
+        ),
+        (
+            "vipd_real_server_inactive_connections",
+            "Connections in other states (opening, closing, UDP).",
+            MetricType::GAUGE,
+            |c| c.inactive,
+        ),
+    ];
+    let mut readings = Vec::new();
+    for s in &view.services {
+        let service = format!(
+            "{}/{}",
+            std::net::SocketAddr::new(s.key.vip, s.key.port),
+            s.key.proto.name()
+        );
+        for r in &s.real_servers {
+            let rs = std::net::SocketAddr::new(r.id.1, r.id.2).to_string();
+            readings.push((
+                service.clone(),
+                rs,
+                view.book.read(&shared.backends, r.slot),
+                r,
+            ));
+        }
+    }
+    for (name, help, kind, get) in kinds {
+        let metrics = readings
+            .iter()
+            .map(|(s, r, c, _)| {
+                let labels = vec![label("service", s), label("real_server", r)];
+                if kind == MetricType::COUNTER {
+                    counter(labels, get(c))
+                } else {
+                    gauge(labels, get(c) as f64)
+                }
+            })
+            .collect();
+        families.push(family(name, help, kind, metrics));
+    }
+    families.push(family(
+        "vipd_real_server_up",
+        "1 when the real server passes its health checks (or has none), else 0.",
+        MetricType::GAUGE,
+        readings
+            .iter()
+            .map(|(s, r, _, v)| {
+                gauge(
+                    vec![label("service", s), label("real_server", r)],
+                    f64::from(u8::from(v.up)),
+                )
+            })
+            .collect(),
+    ));
+}
+
 /// The `/metrics` body.
-pub fn render(workers: &[Arc<WorkerCounters>], control: &ControlGauges) -> String {
+pub fn render(shared: &Shared, view: &View) -> String {
+    let workers = &shared.workers;
+    let control = &view.gauges;
     let mut families = Vec::new();
     let mut drops = Vec::new();
     for &c in Counter::ALL {
@@ -174,6 +274,13 @@ pub fn render(workers: &[Arc<WorkerCounters>], control: &ControlGauges) -> Strin
         MetricType::COUNTER,
         vec![counter(vec![], control.control_rx)],
     ));
+    families.push(family(
+        "vipd_health_transitions_total",
+        "Real servers that changed state (up to down or back) by their health checks.",
+        MetricType::COUNTER,
+        vec![counter(vec![], control.health_transitions)],
+    ));
+    real_server_families(shared, view, &mut families);
     let mut out = Vec::new();
     // Encoding into a Vec cannot fail for well-formed families; an error leaves what was written.
     let _ = TextEncoder::new().encode(&families, &mut out);

@@ -3,7 +3,6 @@
 use clap::Parser;
 use std::path::PathBuf;
 use std::process::ExitCode;
-use vipd_control::config::Config;
 
 #[derive(Parser)]
 #[command(
@@ -30,8 +29,12 @@ fn main() -> ExitCode {
         .with_writer(std::io::stderr)
         .init();
     if let Some(path) = cli.check {
-        return match Config::load(&path) {
-            Ok(c) => {
+        return match vipd_control::daemon::prepare(&path) {
+            Ok(p) => {
+                for w in &p.valid.warnings {
+                    eprintln!("vipd: warning: {w}");
+                }
+                let c = &p.config;
                 let rs: usize = c.services.iter().map(|s| s.real_servers.len()).sum();
                 println!(
                     "{}: OK ({} port(s), {} worker(s), {} service(s), {} real server(s))",

@@ -1,0 +1,211 @@
+//! The routes that change something: each becomes a command to the control loop, which
+//! validates it with the configuration's validator and publishes one new snapshot, or refuses
+//! it and changes nothing.
+
+use super::error::ApiError;
+use super::{real_server_key, service_key};
+use crate::changes::Change;
+use crate::view::{Command, Reply, Shared};
+use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::Json;
+use serde_json::{json, Value};
+use std::sync::Arc;
+use std::time::Duration;
+
+type S = State<Arc<Shared>>;
+
+/// How long a change may wait for the control loop (it answers within one tick normally).
+const COMMAND_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// A JSON body: size-limited by the router, parsed here so errors are JSON too.
+fn body(b: Result<Bytes, BytesRejection>) -> Result<Value, ApiError> {
+    let bytes = b.map_err(|e| ApiError::new(e.status(), "body", e.body_text()))?;
+    if bytes.iter().all(u8::is_ascii_whitespace) {
+        return Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "body",
+            "a JSON object is needed",
+        ));
+    }
+    serde_json::from_slice(&bytes)
+        .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "body", format!("not JSON: {e}")))
+}
+
+async fn submit<T>(shared: &Shared, make: impl FnOnce(Reply<T>) -> Command) -> Result<T, ApiError> {
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    let gone = || {
+        ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "vipd",
+            "the control loop is not running (vipd is stopping)",
+        )
+    };
+    shared.commands.send(make(tx)).map_err(|_| gone())?;
+    match tokio::time::timeout(COMMAND_TIMEOUT, rx).await {
+        Ok(Ok(answer)) => answer.map_err(ApiError::from),
+        Ok(Err(_)) => Err(gone()),
+        Err(_) => Err(ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "vipd",
+            "the control loop did not answer within 30 s",
+        )),
+    }
+}
+
+async fn change(
+    shared: &Shared,
+    c: Change,
+    created: bool,
+) -> Result<(StatusCode, Json<Value>), ApiError> {
+    let generation = submit(shared, |r| Command::Change(c, r)).await?;
+    let status = if created {
+        StatusCode::CREATED
+    } else {
+        StatusCode::OK
+    };
+    Ok((status, Json(json!({"ok": true, "generation": generation}))))
+}
+
+type Answer = Result<(StatusCode, Json<Value>), ApiError>;
+
+/// `POST /api/v1/services`.
+pub async fn add_service(State(shared): S, b: Result<Bytes, BytesRejection>) -> Answer {
+    change(&shared, Change::AddService(body(b)?), true).await
+}
+
+/// `PATCH /api/v1/services/{proto}/{vip}/{port}`.
+pub async fn edit_service(
+    State(shared): S,
+    Path((proto, vip, port)): Path<(String, String, String)>,
+    b: Result<Bytes, BytesRejection>,
+) -> Answer {
+    let key = service_key(&proto, &vip, &port)?;
+    change(&shared, Change::EditService(key, body(b)?), false).await
+}
+
+/// `DELETE /api/v1/services/{proto}/{vip}/{port}`.
+pub async fn delete_service(
+    State(shared): S,
+    Path((proto, vip, port)): Path<(String, String, String)>,
+) -> Answer {
+    let key = service_key(&proto, &vip, &port)?;
+    change(&shared, Change::DeleteService(key), false).await
+}
+
+/// `POST /api/v1/services/{proto}/{vip}/{port}/real_servers`.
+pub async fn add_real_server(
+    State(shared): S,
+    Path((proto, vip, port)): Path<(String, String, String)>,
+    b: Result<Bytes, BytesRejection>,
+) -> Answer {
+    let key = service_key(&proto, &vip, &port)?;
+    change(&shared, Change::AddRealServer(key, body(b)?), true).await
+}
+
+/// `PATCH /api/v1/services/{proto}/{vip}/{port}/real_servers/{ip}/{rsport}`.
+pub async fn edit_real_server(
+    State(shared): S,
+    Path((proto, vip, port, ip, rsport)): Path<(String, String, String, String, String)>,
+    b: Result<Bytes, BytesRejection>,
+) -> Answer {
+    let key = service_key(&proto, &vip, &port)?;
+    let (ip, rsport) = real_server_key(&ip, &rsport)?;
+    change(
+        &shared,
+        Change::EditRealServer(key, ip, rsport, body(b)?),
+        false,
+    )
+    .await
+}
+
+/// `POST .../real_servers/{ip}/{rsport}/drain`: weight 0 (no new flows; existing ones run to
+/// their end).
+pub async fn drain_real_server(
+    State(shared): S,
+    Path((proto, vip, port, ip, rsport)): Path<(String, String, String, String, String)>,
+) -> Answer {
+    let key = service_key(&proto, &vip, &port)?;
+    let (ip, rsport) = real_server_key(&ip, &rsport)?;
+    change(
+        &shared,
+        Change::EditRealServer(key, ip, rsport, json!({"weight": 0})),
+        false,
+    )
+    .await
+}
+
+/// `DELETE .../real_servers/{ip}/{rsport}`.
+pub async fn delete_real_server(
+    State(shared): S,
+    Path((proto, vip, port, ip, rsport)): Path<(String, String, String, String, String)>,
+) -> Answer {
+    let key = service_key(&proto, &vip, &port)?;
+    let (ip, rsport) = real_server_key(&ip, &rsport)?;
+    change(&shared, Change::DeleteRealServer(key, ip, rsport), false).await
+}
+
+/// `PUT|PATCH /api/v1/timeouts`: some `[flows.timeouts]` keys.
+pub async fn set_timeouts(State(shared): S, b: Result<Bytes, BytesRejection>) -> Answer {
+    change(&shared, Change::SetTimeouts(body(b)?), false).await
+}
+
+/// `POST /api/v1/zero`: zero the listed statistics; body `{"service": "tcp/VIP/PORT"}` for one
+/// service, empty for all. Prometheus counters are never reset.
+pub async fn zero(State(shared): S, b: Result<Bytes, BytesRejection>) -> Answer {
+    let bytes = b.map_err(|e| ApiError::new(e.status(), "body", e.body_text()))?;
+    let service = if bytes.iter().all(u8::is_ascii_whitespace) {
+        None
+    } else {
+        let v: Value = serde_json::from_slice(&bytes).map_err(|e| {
+            ApiError::new(StatusCode::BAD_REQUEST, "body", format!("not JSON: {e}"))
+        })?;
+        let obj = v.as_object().ok_or_else(|| {
+            ApiError::new(StatusCode::BAD_REQUEST, "body", "a JSON object is needed")
+        })?;
+        if let Some(k) = obj.keys().find(|k| *k != "service") {
+            return Err(ApiError::new(
+                StatusCode::BAD_REQUEST,
+                k.clone(),
+                "unknown field (only `service`)",
+            ));
+        }
+        match obj.get("service") {
+            None => None,
+            Some(Value::String(p)) => {
+                let parts: Vec<&str> = p.split('/').collect();
+                let [proto, vip, port] = parts[..] else {
+                    return Err(ApiError::new(
+                        StatusCode::BAD_REQUEST,
+                        "service",
+                        format!("`{p}` is not proto/vip/port"),
+                    ));
+                };
+                Some(service_key(proto, vip, port).map_err(|e| ApiError {
+                    field: "service".into(),
+                    ..e
+                })?)
+            }
+            Some(_) => {
+                return Err(ApiError::new(
+                    StatusCode::BAD_REQUEST,
+                    "service",
+                    "a string proto/vip/port is needed",
+                ))
+            }
+        }
+    };
+    submit(&shared, |r| Command::Zero(service, r)).await?;
+    Ok((StatusCode::OK, Json(json!({"ok": true}))))
+}
+
+/// `POST /api/v1/reload`: re-read the configuration file (same as SIGHUP).
+pub async fn reload(State(shared): S) -> Answer {
+    let generation = submit(&shared, Command::Reload).await?;
+    Ok((
+        StatusCode::OK,
+        Json(json!({"ok": true, "generation": generation})),
+    ))
+}

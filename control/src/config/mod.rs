@@ -1,0 +1,96 @@
+//! The configuration: its model ([`model`], what the TOML file says, with defaults), the one
+//! validator every change goes through ([`validate`]), and what a reload may change without a
+//! restart ([`reload`]). Errors name the file, the key and what is wrong.
+
+pub mod model;
+pub mod reload;
+pub mod validate;
+
+#[cfg(test)]
+mod tests;
+
+pub use model::*;
+pub use validate::{
+    validate, CheckKind, CheckSpec, Invalid, ServiceKey, Valid, ValidRealServer, ValidService,
+};
+
+use std::path::{Path, PathBuf};
+
+/// A configuration error: which file, which key, what is wrong.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("{file}: cannot read: {source}")]
+    Read {
+        /// File.
+        file: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// TOML syntax or type error (toml's message names the key, line and column).
+    #[error("{file}: {message}")]
+    Parse {
+        /// File.
+        file: PathBuf,
+        /// toml's message.
+        message: String,
+    },
+    /// A value is well-formed but not acceptable.
+    #[error("{file}: {key}: {message}")]
+    Invalid {
+        /// File.
+        file: PathBuf,
+        /// Dotted key, e.g. `services[0].real_servers[1].port`.
+        key: String,
+        /// What is wrong.
+        message: String,
+    },
+}
+
+impl ConfigError {
+    /// A validator refusal about `file`.
+    pub fn invalid(file: &Path, e: Invalid) -> Self {
+        ConfigError::Invalid {
+            file: file.to_owned(),
+            key: e.key,
+            message: e.message,
+        }
+    }
+}
+
+/// Largest configuration file vipd reads: a file this large is a mistake, not a config.
+pub const MAX_FILE_BYTES: u64 = 16 << 20;
+
+impl Config {
+    /// Read, parse and validate `path`.
+    pub fn load(path: &Path) -> Result<(Config, Valid), ConfigError> {
+        let read_err = |source| ConfigError::Read {
+            file: path.to_owned(),
+            source,
+        };
+        let size = std::fs::metadata(path).map_err(read_err)?.len();
+        if size > MAX_FILE_BYTES {
+            return Err(ConfigError::Parse {
+                file: path.to_owned(),
+                message: format!("{size} bytes is larger than the {MAX_FILE_BYTES} vipd reads"),
+            });
+        }
+        let text = std::fs::read_to_string(path).map_err(read_err)?;
+        Config::parse(&text, path)
+    }
+
+    /// Parse and validate TOML text; `path` is only used in messages.
+    pub fn parse(text: &str, path: &Path) -> Result<(Config, Valid), ConfigError> {
+        let config: Config = toml::from_str(text).map_err(|e| ConfigError::Parse {
+            file: path.to_owned(),
+            message: e.to_string().trim_end().to_string(),
+        })?;
+        let valid = validate(&config).map_err(|e| ConfigError::invalid(path, e))?;
+        Ok((config, valid))
+    }
+
+    /// The configuration as TOML that [`Config::parse`] (and `vipd --check`) accepts.
+    pub fn to_toml(&self) -> Result<String, String> {
+        toml::to_string(self).map_err(|e| format!("cannot write the configuration as TOML: {e}"))
+    }
+}

@@ -1,0 +1,438 @@
+//! The configuration model: what the TOML file (and the API, and `vipctl save`) say, with the
+//! defaults. Only shapes and defaults live here; [`super::validate`] decides what is acceptable.
+//! docs/configuration.md documents every key.
+
+use ipnet::{Ipv4Net, Ipv6Net};
+use serde::{Deserialize, Serialize};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::path::PathBuf;
+use vipd_dataplane::backend_stats::DEFAULT_BACKEND_SLOTS;
+use vipd_dataplane::flow::Timeouts;
+
+/// The whole configuration.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// DPDK EAL settings.
+    #[serde(default)]
+    pub eal: EalConfig,
+    /// Worker and queue settings.
+    #[serde(default)]
+    pub dataplane: DataplaneConfig,
+    /// Flow table size and timeouts.
+    #[serde(default)]
+    pub flows: FlowConfig,
+    /// Neighbour (ARP/ND) resolution timers.
+    #[serde(default)]
+    pub neighbour_timers: NeighbourTimers,
+    /// HTTP API and metrics.
+    #[serde(default)]
+    pub api: ApiConfig,
+    /// NIC ports.
+    #[serde(default)]
+    pub ports: Vec<PortConfig>,
+    /// Static neighbours.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub neighbours: Vec<NeighbourConfig>,
+    /// Virtual services.
+    #[serde(default)]
+    pub services: Vec<ServiceConfig>,
+}
+
+/// `[eal]`.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct EalConfig {
+    /// `--file-prefix`: distinct per vipd instance on one host.
+    pub file_prefix: String,
+    /// Use hugepages; false runs with `--no-huge` (tests, small machines).
+    pub hugepages: bool,
+    /// Memory in MiB (`-m`); 0 lets DPDK decide (with hugepages: what is reserved).
+    pub memory_mb: u32,
+    /// Extra EAL arguments appended verbatim (e.g. `["--log-level", "pmd.net.af_packet:8"]`).
+    pub extra_args: Vec<String>,
+}
+
+impl Default for EalConfig {
+    fn default() -> Self {
+        EalConfig {
+            file_prefix: "vipd".into(),
+            hugepages: true,
+            memory_mb: 0,
+            extra_args: Vec::new(),
+        }
+    }
+}
+
+/// `[dataplane]`.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DataplaneConfig {
+    /// CPU cores of the workers, one worker (and one RX/TX queue pair per port) each.
+    pub worker_cores: Vec<usize>,
+    /// CPU core of the control thread (EAL main lcore). Sharing it with a worker is allowed
+    /// (small test machines) and logged as a warning: a busy-polling worker starves it.
+    pub control_core: usize,
+    /// Sleep of an idle worker in microseconds after an empty poll; 0 = pure busy polling.
+    pub idle_sleep_us: u32,
+    /// RX descriptors per queue.
+    pub rx_descriptors: u16,
+    /// TX descriptors per queue.
+    pub tx_descriptors: u16,
+    /// Mbufs in the pool; 0 = sized from ports, queues and descriptors.
+    pub mbufs: u32,
+    /// Real servers vipd can hold at once (all services together): sizes each worker's
+    /// per-real-server statistics.
+    pub max_real_servers: u32,
+}
+
+impl Default for DataplaneConfig {
+    fn default() -> Self {
+        DataplaneConfig {
+            worker_cores: vec![1],
+            control_core: 0,
+            idle_sleep_us: 50,
+            rx_descriptors: 1024,
+            tx_descriptors: 1024,
+            mbufs: 0,
+            max_real_servers: DEFAULT_BACKEND_SLOTS as u32,
+        }
+    }
+}
+
+/// `[flows]`.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct FlowConfig {
+    /// Connections per worker flow table (fixed at start).
+    pub capacity_per_worker: usize,
+    /// Maglev table size (a prime).
+    pub maglev_table_size: u32,
+    /// Timeouts in seconds.
+    pub timeouts: TimeoutConfig,
+}
+
+impl Default for FlowConfig {
+    fn default() -> Self {
+        FlowConfig {
+            capacity_per_worker: 1 << 20,
+            maglev_table_size: 65537,
+            timeouts: TimeoutConfig::default(),
+        }
+    }
+}
+
+/// `[flows.timeouts]`, seconds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TimeoutConfig {
+    /// After a SYN, until the connection is established.
+    pub tcp_syn: u32,
+    /// Established connections.
+    pub tcp_established: u32,
+    /// After a FIN.
+    pub tcp_fin: u32,
+    /// After both FINs.
+    pub tcp_time_wait: u32,
+    /// After an RST.
+    pub tcp_close: u32,
+    /// UDP flows since their last packet.
+    pub udp: u32,
+}
+
+impl Default for TimeoutConfig {
+    fn default() -> Self {
+        let t = Timeouts::default();
+        TimeoutConfig {
+            tcp_syn: t.tcp_syn,
+            tcp_established: t.tcp_established,
+            tcp_fin: t.tcp_fin,
+            tcp_time_wait: t.tcp_time_wait,
+            tcp_close: t.tcp_close,
+            udp: t.udp,
+        }
+    }
+}
+
+impl TimeoutConfig {
+    /// As the flow table's type.
+    pub fn to_timeouts(self) -> Timeouts {
+        Timeouts {
+            tcp_syn: self.tcp_syn,
+            tcp_established: self.tcp_established,
+            tcp_fin: self.tcp_fin,
+            tcp_time_wait: self.tcp_time_wait,
+            tcp_close: self.tcp_close,
+            udp: self.udp,
+        }
+    }
+
+    /// The keys and values, in file order (for validation messages and listings).
+    pub fn entries(&self) -> [(&'static str, u32); 6] {
+        [
+            ("tcp_syn", self.tcp_syn),
+            ("tcp_established", self.tcp_established),
+            ("tcp_fin", self.tcp_fin),
+            ("tcp_time_wait", self.tcp_time_wait),
+            ("tcp_close", self.tcp_close),
+            ("udp", self.udp),
+        ]
+    }
+}
+
+/// `[neighbour_timers]`, seconds.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct NeighbourTimers {
+    /// Interval between ARP requests for an unresolved next hop.
+    pub retry: u32,
+    /// Age after which a learned entry is refreshed (re-requested).
+    pub refresh: u32,
+    /// Age after which a learned entry that was not refreshed is dropped.
+    pub expire: u32,
+}
+
+impl Default for NeighbourTimers {
+    fn default() -> Self {
+        NeighbourTimers {
+            retry: 1,
+            refresh: 60,
+            expire: 300,
+        }
+    }
+}
+
+/// `[api]`.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ApiConfig {
+    /// Address of the HTTP API and `/metrics`.
+    pub listen: SocketAddr,
+    /// File holding the bearer token the API requires (mandatory when `listen` is not a
+    /// loopback address).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub token_file: Option<PathBuf>,
+}
+
+impl Default for ApiConfig {
+    fn default() -> Self {
+        ApiConfig {
+            listen: SocketAddr::from(([127, 0, 0, 1], 9180)),
+            token_file: None,
+        }
+    }
+}
+
+/// `[[ports]]`.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct PortConfig {
+    /// A name for logs and metrics.
+    pub name: String,
+    /// DPDK device: a PCI address (`0000:01:00.0`) or a virtual device string
+    /// (`net_af_packet0,iface=eth1`).
+    pub device: String,
+    /// IPv4 address with on-link prefix.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ipv4: Option<Ipv4Net>,
+    /// IPv6 address with on-link prefix.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ipv6: Option<Ipv6Net>,
+    /// Override of the port's MAC address.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub mac: Option<String>,
+    /// IPv4 default gateway through this port.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub gateway: Option<Ipv4Addr>,
+    /// IPv6 default gateway through this port.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub gateway6: Option<Ipv6Addr>,
+    /// IP MTU.
+    #[serde(default = "default_mtu")]
+    pub mtu: u16,
+    /// TUN mode: IPv4 prefix the outer source address is picked from per flow (default: the
+    /// port's address), so a real server's NIC RSS spreads tunnelled flows over its queues.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tunnel_source4: Option<Ipv4Net>,
+    /// TUN mode: the same for IPv6 outer headers.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tunnel_source6: Option<Ipv6Net>,
+    /// Name of the kernel interface vipd creates for this port (the exception path): it
+    /// carries the port's MAC and addresses, so the box's own stack (health checks, BGP,
+    /// ssh, ping) talks through the port.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub kernel_interface: Option<String>,
+}
+
+fn default_mtu() -> u16 {
+    1500
+}
+
+/// `[[neighbours]]`: a static neighbour entry.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct NeighbourConfig {
+    /// Address.
+    pub ip: IpAddr,
+    /// MAC.
+    pub mac: String,
+}
+
+/// Transport protocol of a service.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Proto {
+    /// TCP.
+    Tcp,
+    /// UDP.
+    Udp,
+}
+
+impl Proto {
+    /// Name as written in the configuration.
+    pub fn name(self) -> &'static str {
+        match self {
+            Proto::Tcp => "tcp",
+            Proto::Udp => "udp",
+        }
+    }
+
+    /// IP protocol number.
+    pub fn number(self) -> u8 {
+        match self {
+            Proto::Tcp => 6,
+            Proto::Udp => 17,
+        }
+    }
+
+    /// From an IP protocol number.
+    pub fn from_number(n: u8) -> Option<Proto> {
+        match n {
+            6 => Some(Proto::Tcp),
+            17 => Some(Proto::Udp),
+            _ => None,
+        }
+    }
+}
+
+impl std::str::FromStr for Proto {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "tcp" | "TCP" => Ok(Proto::Tcp),
+            "udp" | "UDP" => Ok(Proto::Udp),
+            _ => Err(format!("unknown protocol `{s}` (expected tcp or udp)")),
+        }
+    }
+}
+
+/// `[[services]]`.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServiceConfig {
+    /// Virtual IP.
+    pub vip: IpAddr,
+    /// `tcp` or `udp`.
+    pub proto: Proto,
+    /// Virtual port.
+    pub port: u16,
+    /// `rr`, `wrr` or `maglev`.
+    #[serde(default = "default_scheduler")]
+    pub scheduler: String,
+    /// Default forwarding mode of its real servers: `nat`, `dr` or `tunnel`.
+    #[serde(default = "default_mode")]
+    pub mode: String,
+    /// Name of the port the VIP is reached on (default: the port whose subnet holds the VIP,
+    /// else the first port). DR real servers must be on-link on it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub interface: Option<String>,
+    /// What happens to the flows of a real server whose health checks fail: `drop` (IPVS
+    /// `expire_nodest_conn`: the next packet is dropped and the entry removed, so the client's
+    /// retransmission is scheduled to a live real server) or `keep`.
+    #[serde(default = "default_dead_flows")]
+    pub dead_flows: String,
+    /// A real server that takes new flows only while no other can (keepalived's
+    /// `sorry_server`): `"10.0.0.9:8080"`, or an address (the service port).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sorry_server: Option<String>,
+    /// Health checks of its real servers (none when absent).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub health_check: Option<HealthCheckConfig>,
+    /// Real servers.
+    #[serde(default)]
+    pub real_servers: Vec<RealServerConfig>,
+}
+
+fn default_scheduler() -> String {
+    "maglev".into()
+}
+
+fn default_mode() -> String {
+    "nat".into()
+}
+
+fn default_dead_flows() -> String {
+    "drop".into()
+}
+
+/// `[[services.real_servers]]`.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RealServerConfig {
+    /// Address.
+    pub ip: IpAddr,
+    /// Port (default: the service port).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub port: Option<u16>,
+    /// Weight (default 1; 0 = drained).
+    #[serde(default = "default_weight")]
+    pub weight: u32,
+    /// Mode override for this real server.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub mode: Option<String>,
+    /// Overrides of the service's health check for this real server (keepalived habit: a
+    /// different port, path or host; `type = "none"` exempts it).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub health_check: Option<HealthCheckConfig>,
+}
+
+fn default_weight() -> u32 {
+    1
+}
+
+/// `health_check` of a service, or a real server's override of it. Every key is optional:
+/// a service's unset keys take the defaults, a real server's take the service's.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct HealthCheckConfig {
+    /// `tcp` (connect), `http` (GET, expected status) or `none`.
+    #[serde(rename = "type", skip_serializing_if = "Option::is_none")]
+    pub kind: Option<String>,
+    /// Seconds between checks (default 2).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub interval: Option<f64>,
+    /// Seconds a check may take (default 1); must be below `interval`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub timeout: Option<f64>,
+    /// Consecutive successes that bring a down real server back (default 2).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rise: Option<u32>,
+    /// Consecutive failures that take a real server down (default 3).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub fall: Option<u32>,
+    /// Address to check (default: the real server's address; real servers only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub address: Option<IpAddr>,
+    /// Port to check (default: the real server's port).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub port: Option<u16>,
+    /// HTTP: path of the GET (default `/`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub path: Option<String>,
+    /// HTTP: the status a healthy server answers (default 200).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub status: Option<u16>,
+    /// HTTP: Host header (default: the checked address).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub host: Option<String>,
+}

@@ -1,0 +1,194 @@
+//! The validator's refusals, each naming the file, the key and the problem.
+
+use super::*;
+use vipd_dataplane::sched::SchedulerKind;
+use vipd_dataplane::snapshot::FwdMode;
+
+const GOOD: &str = r#"
+[dataplane]
+worker_cores = [1]
+control_core = 0
+
+[[ports]]
+name = "lan"
+device = "net_af_packet0,iface=eth1"
+ipv4 = "10.77.0.10/24"
+gateway = "10.77.0.1"
+
+[[services]]
+vip = "10.77.100.1"
+proto = "tcp"
+port = 80
+
+[[services.real_servers]]
+ip = "10.77.0.21"
+port = 8080
+weight = 2
+
+[[services.real_servers]]
+ip = "192.0.2.7"
+"#;
+
+fn rs(r: &ValidRealServer) -> (std::net::IpAddr, u16, u32, FwdMode) {
+    (r.ip, r.port, r.weight, r.mode)
+}
+
+fn err(text: &str) -> String {
+    Config::parse(text, Path::new("vipd.toml"))
+        .unwrap_err()
+        .to_string()
+}
+
+#[test]
+fn good_config_and_defaults() {
+    let (c, v) = Config::parse(GOOD, Path::new("vipd.toml")).unwrap();
+    assert_eq!(c.flows.maglev_table_size, 65537);
+    assert_eq!(c.flows.timeouts.tcp_established, 900);
+    assert_eq!(c.api.listen.port(), 9180);
+    let s = &v.services;
+    assert_eq!(s[0].scheduler, SchedulerKind::Maglev);
+    assert_eq!(
+        rs(&s[0].real_servers[0]),
+        ("10.77.0.21".parse().unwrap(), 8080, 2, FwdMode::Nat)
+    );
+    assert_eq!(
+        s[0].real_servers[1].port, 80,
+        "port defaults to the service port"
+    );
+    assert!(s[0].drop_dead_flows && s[0].real_servers[0].check.is_none());
+}
+
+#[test]
+fn errors_name_file_key_and_problem() {
+    let e = err(&GOOD.replace("weight = 2", "wieght = 2"));
+    assert!(e.starts_with("vipd.toml: ") && e.contains("wieght"), "{e}");
+    let e = err(&GOOD.replace("port = 8080", "port = 70000"));
+    assert!(e.contains("vipd.toml") && e.contains("port"), "{e}");
+    let e = err(&GOOD.replace("gateway = \"10.77.0.1\"", "gateway = \"10.9.0.1\""));
+    assert_eq!(
+        e,
+        "vipd.toml: ports[0].gateway: 10.9.0.1 is not another address inside 10.77.0.10/24"
+    );
+    let e = err(&GOOD.replace("worker_cores = [1]", "worker_cores = [1, 1]"));
+    assert_eq!(
+        e,
+        "vipd.toml: dataplane.worker_cores[1]: core 1 is listed twice"
+    );
+    let e = err(&GOOD.replace("worker_cores = [1]", "worker_cores = [4096]"));
+    assert!(
+        e.contains("dataplane.worker_cores[0]: core 4096 does not exist"),
+        "{e}"
+    );
+    let e = err(&GOOD
+        .replace("scheduler", "x")
+        .replace("port = 80\n", "port = 80\nscheduler = \"lc\"\n"));
+    assert!(e.contains("services[0].scheduler"), "{e}");
+    let e = err(&GOOD.replace("vip = \"10.77.100.1\"", "vip = \"10.77.0.10\""));
+    assert!(
+        e.contains("services[0].vip: 10.77.0.10 is a port address"),
+        "{e}"
+    );
+    let e = err(&GOOD.replace("ip = \"10.77.0.21\"", "ip = \"fd00::21\""));
+    assert!(
+        e.contains("services[0].real_servers[0].ip") && e.contains("mixes IPv4 and IPv6"),
+        "{e}"
+    );
+    let e = err(&GOOD.replace("gateway = \"10.77.0.1\"\n", ""));
+    assert!(
+        e.contains("services[0].real_servers[1].ip: 192.0.2.7 is neither on-link"),
+        "{e}"
+    );
+    let e = err(&format!(
+        "{GOOD}\n[[neighbours]]\nip = \"10.77.0.1\"\nmac = \"02:00:00:00:00\"\n"
+    ));
+    assert!(e.contains("neighbours[0].mac"), "{e}");
+    let e = err("[[ports]]\nname = \"a\"\ndevice = \"net_null0\"\n");
+    assert!(
+        e.contains("ports[0].ipv4: a port needs an ipv4 or ipv6 address"),
+        "{e}"
+    );
+    assert!(err("").contains("ports: at least one"));
+}
+
+#[test]
+fn dr_needs_on_link_real_servers_and_the_vip_port() {
+    let dr = GOOD.replace("port = 80\n", "port = 80\nmode = \"dr\"\n");
+    let e = err(&dr);
+    assert!(
+        e.contains("services[0].real_servers[0].port: dr mode cannot change the port"),
+        "{e}"
+    );
+    let e = err(&dr.replace("port = 8080\n", ""));
+    assert!(
+        e.contains("services[0].real_servers[1].ip: 192.0.2.7 is not on-link"),
+        "{e}"
+    );
+    let ok = dr
+        .replace("port = 8080\n", "")
+        .replace("ip = \"192.0.2.7\"", "ip = \"10.77.0.22\"");
+    Config::parse(&ok, Path::new("vipd.toml")).unwrap();
+    let two_ports = ok.replace(
+        "[[services]]",
+        "[[ports]]\nname = \"wan\"\ndevice = \"net_null0\"\nipv4 = \"10.88.0.10/24\"\n\n[[services]]\ninterface = \"wan\"",
+    );
+    let e = err(&two_ports);
+    assert!(e.contains("services[0].real_servers[0].ip: 10.77.0.21 is on port `lan` but the VIP is on port `wan`"), "{e}");
+    let e = err(&two_ports.replace("interface = \"wan\"", "interface = \"dmz\""));
+    assert!(
+        e.contains("services[0].interface: no [[ports]] entry is named `dmz`"),
+        "{e}"
+    );
+}
+
+#[test]
+fn tunnel_real_servers_of_either_family() {
+    let tun = GOOD
+        .replace("port = 80\n", "port = 80\nmode = \"tunnel\"\n")
+        .replace("port = 8080\n", "")
+        .replace(
+            "gateway = \"10.77.0.1\"\n",
+            "gateway = \"10.77.0.1\"\nipv6 = \"fd00:77::10/64\"\ngateway6 = \"fd00:77::1\"\n",
+        )
+        .replace("ip = \"192.0.2.7\"", "ip = \"2001:db8::7\"");
+    let (_, v) = Config::parse(&tun, Path::new("vipd.toml")).unwrap();
+    assert_eq!(
+        rs(&v.services[0].real_servers[1]),
+        ("2001:db8::7".parse().unwrap(), 80, 1, FwdMode::Tunnel),
+        "4in6 through the IPv6 gateway"
+    );
+    let e = err(&tun.replace("ip = \"10.77.0.21\"", "ip = \"10.77.0.21\"\nport = 81"));
+    assert!(
+        e.contains("services[0].real_servers[0].port: tunnel mode cannot change the port"),
+        "{e}"
+    );
+    let e = err(&tun.replace("gateway6 = \"fd00:77::1\"\n", ""));
+    assert!(
+        e.contains("services[0].real_servers[1].ip: 2001:db8::7 is neither on-link"),
+        "{e}"
+    );
+    // 6in6 on a port with MTU 1300: 1260 bytes left, below IPv6's 1280.
+    let six = tun
+        .replace("vip = \"10.77.100.1\"", "vip = \"fd00:77:100::1\"")
+        .replace("ip = \"10.77.0.21\"", "ip = \"fd00:77::21\"")
+        .replace(
+            "gateway6 = \"fd00:77::1\"\n",
+            "gateway6 = \"fd00:77::1\"\nmtu = 1300\n",
+        );
+    let e = err(&six);
+    assert!(
+        e.contains("services[0].real_servers[0].ip: the tunnel to fd00:77::21 through port `lan` (mtu 1300) leaves 1260 bytes for IPv6 packets, below IPv6's minimum MTU 1280"),
+        "{e}"
+    );
+    Config::parse(
+        &six.replace("mtu = 1300", "mtu = 1320"),
+        Path::new("vipd.toml"),
+    )
+    .unwrap();
+}
+
+#[test]
+fn duplicate_service() {
+    let twice =
+        format!("{GOOD}\n[[services]]\nvip = \"10.77.100.1\"\nproto = \"tcp\"\nport = 80\n");
+    assert!(err(&twice).contains("services[1].port: service tcp 10.77.100.1:80 is defined twice"));
+}

@@ -1,0 +1,420 @@
+//! The control loop (EAL main lcore): learns neighbours from the frames the workers hand over,
+//! resolves next hops, applies health transitions, reloads and API changes, publishes
+//! snapshots, reclaims old snapshots and backend slots once every worker moved past them, and
+//! republishes the API's view. It never waits on the network: health checks and API requests
+//! run on their own threads and reach it over channels.
+
+use super::learn;
+use super::ports::{self, RunningPort};
+use super::views::{self, ControlCounters};
+use crate::changes::{self, refusal_of_reload};
+use crate::config::{reload, Config, ServiceKey};
+use crate::health::{Checker, Target, Transition};
+use crate::neighbours::{arp_request_frame, ns_frame, NeighbourTable};
+use crate::running::{Env, Running};
+use crate::snapshot_build::Applied;
+use crate::stats::StatsBook;
+use crate::view::{Command, Shared};
+use arc_swap::ArcSwap;
+use crossbeam::channel::{Receiver, RecvTimeoutError};
+use std::net::IpAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use vipd_dataplane::io::dpdk::Mempool;
+use vipd_dataplane::io::PacketBuf;
+use vipd_dataplane::snapshot::Snapshot;
+use vipd_dataplane::wire::MacAddr;
+use vipd_dataplane::worker::{Parcel, ParcelKind, Rings};
+
+/// Longest wait for a command before the loop does its periodic work.
+const TICK: Duration = Duration::from_millis(50);
+/// How often the API's view is republished without a change (rates, neighbour ages, links).
+const VIEW_PERIOD: Duration = Duration::from_millis(500);
+/// How often rates are sampled (ipvsadm's estimator uses 2 s).
+const RATE_PERIOD: Duration = Duration::from_secs(2);
+
+/// Everything the control loop owns or borrows.
+pub struct Control<'a> {
+    /// The running configuration.
+    pub running: Running,
+    /// Neighbour resolution.
+    pub neighbours: NeighbourTable,
+    /// Where snapshots are published.
+    pub snapshot: &'a ArcSwap<Snapshot>,
+    /// Rings to and from the workers.
+    pub rings: &'a Rings,
+    /// The mbuf pool (for the frames the control thread sends).
+    pub pool: &'a Mempool,
+    /// The ports.
+    pub ports: &'a mut Vec<RunningPort>,
+    /// The NICs' MACs.
+    pub nic_macs: Vec<MacAddr>,
+    /// What the API reads.
+    pub shared: &'a Shared,
+    /// The health checker.
+    pub checker: Checker,
+    /// Health transitions from the checker.
+    pub transitions: Receiver<Transition>,
+    /// Statistics baselines and rates.
+    pub book: StatsBook,
+    /// The control loop's own counters.
+    pub counters: ControlCounters,
+    /// Snapshots replaced but possibly still read by a worker: dropped here, never on a
+    /// worker, once every worker has adopted a newer generation.
+    pub retired: Vec<Arc<Snapshot>>,
+}
+
+impl Control<'_> {
+    /// Run until `stop` is set.
+    pub fn run(
+        &mut self,
+        stop: &AtomicBool,
+        reload_flag: &AtomicBool,
+        commands: &Receiver<Command>,
+    ) {
+        tracing::info!(
+            "vipd running: {} worker(s), {} port(s)",
+            self.rings.inboxes.len(),
+            self.ports.len()
+        );
+        self.checker.set_targets(self.targets());
+        let mut last_slow = Instant::now() - Duration::from_secs(10);
+        let mut last_view = Instant::now() - Duration::from_secs(10);
+        let mut last_rates = Instant::now() - Duration::from_secs(10);
+        while !stop.load(Ordering::Relaxed) {
+            let now = Instant::now();
+            let mut changed = self.learn(now);
+            let (requests, expired) = self.neighbours.poll(now);
+            changed |= expired;
+            for r in requests {
+                self.send_request(r.port, r.target);
+            }
+            changed |= self.apply_transitions();
+            if changed {
+                self.rebuild("neighbour or health change");
+            }
+            let mut dirty = changed;
+            if reload_flag.swap(false, Ordering::Relaxed) {
+                match self.reload() {
+                    Ok(g) => tracing::info!("SIGHUP: configuration reloaded (generation {g})"),
+                    Err(e) => {
+                        tracing::error!("SIGHUP: reload refused, running configuration kept: {e}")
+                    }
+                }
+                dirty = true;
+            }
+            if now.duration_since(last_slow) >= Duration::from_secs(1) {
+                last_slow = now;
+                ports::poll_links(self.ports);
+                self.reclaim();
+            }
+            if now.duration_since(last_rates) >= RATE_PERIOD {
+                last_rates = now;
+                let ids = self.slot_list();
+                self.book.sample(&self.shared.backends, &ids, now);
+            }
+            if dirty || now.duration_since(last_view) >= VIEW_PERIOD {
+                last_view = now;
+                self.publish_view();
+            }
+            match commands.recv_timeout(TICK) {
+                Ok(cmd) => {
+                    self.command(cmd);
+                    self.publish_view();
+                    last_view = Instant::now();
+                }
+                Err(RecvTimeoutError::Timeout) => {}
+                Err(RecvTimeoutError::Disconnected) => std::thread::sleep(TICK),
+            }
+        }
+        tracing::info!("stopping");
+    }
+
+    fn env_resolved(&self) -> std::collections::HashMap<IpAddr, MacAddr> {
+        self.neighbours.resolved()
+    }
+
+    fn targets(&self) -> Vec<Target> {
+        self.running
+            .targets()
+            .into_iter()
+            .map(|(id, spec)| Target {
+                up: self.running.is_up(&id),
+                id,
+                spec,
+            })
+            .collect()
+    }
+
+    fn slot_list(&self) -> Vec<((ServiceKey, IpAddr, u16), u32)> {
+        self.running
+            .valid
+            .services
+            .iter()
+            .zip(self.running.slot_ids())
+            .flat_map(|(s, slots)| {
+                s.real_servers
+                    .iter()
+                    .zip(slots)
+                    .map(move |(r, &slot)| ((s.key, r.ip, r.port), slot))
+            })
+            .collect()
+    }
+
+    fn command(&mut self, cmd: Command) {
+        match cmd {
+            Command::Reload(reply) => {
+                let r = self.reload();
+                match &r {
+                    Ok(g) => tracing::info!("API: configuration reloaded (generation {g})"),
+                    Err(e) => {
+                        tracing::error!("API: reload refused, running configuration kept: {e}")
+                    }
+                }
+                let _ = reply.send(r.map_err(refusal_of_reload));
+            }
+            Command::Change(change, reply) => {
+                let answer = match changes::apply(&self.running.config, &change) {
+                    Ok((config, valid)) => {
+                        let what = format!("{change:?}");
+                        match self.replace(config, valid) {
+                            Ok(g) => {
+                                self.running.unsaved_changes += 1;
+                                tracing::info!("API: {} applied (generation {g})", short(&what));
+                                Ok(g)
+                            }
+                            Err(e) => Err(changes::Refusal {
+                                status: 422,
+                                field: "services".into(),
+                                message: e,
+                            }),
+                        }
+                    }
+                    Err(r) => {
+                        tracing::info!("API: change refused: {}: {}", r.field, r.message);
+                        Err(r)
+                    }
+                };
+                let _ = reply.send(answer);
+            }
+            Command::Zero(service, reply) => {
+                let ids: Vec<_> = self
+                    .slot_list()
+                    .into_iter()
+                    .filter(|(id, _)| service.is_none_or(|k| id.0 == k))
+                    .collect();
+                let keys = service.map(|k| vec![k]);
+                self.book.zero(&self.shared.backends, &ids, keys.as_deref());
+                tracing::info!(
+                    "API: statistics zeroed ({})",
+                    service.map_or("all services".into(), |k| k.to_string())
+                );
+                let _ = reply.send(Ok(()));
+            }
+        }
+    }
+
+    /// Put a new configuration in force: one snapshot, the health checks and neighbours that
+    /// go with it. Nothing changes on error.
+    fn replace(&mut self, config: Config, valid: crate::config::Valid) -> Result<u64, String> {
+        for w in &valid.warnings {
+            tracing::warn!("{w}");
+        }
+        let timers = config.neighbour_timers.clone();
+        let resolved = self.env_resolved();
+        let env = Env {
+            nic_macs: &self.nic_macs,
+            resolved: &resolved,
+        };
+        let applied = self.running.replace(config, valid, &env)?;
+        self.neighbours.set_timers(timers);
+        self.publish(applied);
+        self.checker.set_targets(self.targets());
+        Ok(self.running.generation)
+    }
+
+    fn reload(&mut self) -> Result<u64, String> {
+        let (new, valid) = Config::load(&self.running.path).map_err(|e| e.to_string())?;
+        let restart = reload::restart_only_changes(&self.running.config, &new);
+        if !restart.is_empty() {
+            return Err(format!(
+                "{}: {} change(s) only with a restart: {}",
+                self.running.path.display(),
+                restart.len(),
+                restart.join(", ")
+            ));
+        }
+        if self.running.unsaved_changes > 0 {
+            tracing::warn!(
+                "reload: {} API change(s) not saved to {} are replaced by the file (vipctl save keeps them)",
+                self.running.unsaved_changes,
+                self.running.path.display()
+            );
+        }
+        let g = self.replace(new, valid)?;
+        self.running.unsaved_changes = 0;
+        Ok(g)
+    }
+
+    fn rebuild(&mut self, why: &str) {
+        let resolved = self.env_resolved();
+        let env = Env {
+            nic_macs: &self.nic_macs,
+            resolved: &resolved,
+        };
+        match self.running.rebuild(&env) {
+            Ok(applied) => {
+                tracing::debug!("snapshot {} published ({why})", self.running.generation);
+                self.publish(applied);
+            }
+            Err(e) => tracing::error!("snapshot not rebuilt ({why}): {e}"),
+        }
+    }
+
+    fn publish(&mut self, applied: Applied) {
+        self.neighbours
+            .set_wanted(&applied.wanted, &applied.statics);
+        let old = self.snapshot.swap(Arc::new(applied.snapshot));
+        self.retired.push(old);
+    }
+
+    /// Health verdicts from the checker: logged once each, counted, applied. True when the
+    /// dataplane must learn about them.
+    fn apply_transitions(&mut self) -> bool {
+        let mut changed = false;
+        while let Ok(t) = self.transitions.try_recv() {
+            let (key, ip, port) = t.id;
+            if !self.running.set_up(&t.id, t.up) {
+                continue;
+            }
+            changed = true;
+            self.counters.health_transitions += 1;
+            let rs = std::net::SocketAddr::new(ip, port);
+            if t.up {
+                tracing::info!(service = %key, real_server = %rs, "real server up: {}", t.reason);
+            } else {
+                tracing::warn!(service = %key, real_server = %rs, "real server down: {}", t.reason);
+            }
+        }
+        changed
+    }
+
+    /// Drop retired snapshots and free backend slots that every worker has moved past.
+    fn reclaim(&mut self) {
+        let oldest = self
+            .shared
+            .workers
+            .iter()
+            .map(|w| w.generation())
+            .min()
+            .unwrap_or(0);
+        self.retired.retain(|s| s.generation >= oldest);
+        let backends = &self.shared.backends;
+        let freed = self.running.slots_mut().reclaim(oldest, |slot| {
+            vipd_dataplane::backend_stats::sum(backends, slot).connections()
+        });
+        for f in freed {
+            self.book.slot_freed(backends, &f.identity, f.slot);
+        }
+    }
+
+    fn publish_view(&self) {
+        let snap = self.snapshot.load();
+        let v = views::view(
+            &self.running,
+            &snap,
+            &self.neighbours,
+            self.ports,
+            self.rings.inboxes.len(),
+            &self.book,
+            self.counters,
+        );
+        self.shared.view.store(Arc::new(v));
+    }
+
+    /// Learn from the ARP replies and Neighbour Advertisements the workers handed over, then
+    /// pass them on to the port's kernel interface (the kernel resolves its own neighbours
+    /// through the same frames). True when a MAC changed.
+    fn learn(&mut self, now: Instant) -> bool {
+        let mut changed = false;
+        while let Some((port, m)) = self.rings.to_control.pop() {
+            self.counters.rx += 1;
+            if let Some((ip, mac)) = learn::neighbour_of(m.data()) {
+                changed |= self.neighbours.learn(ip, mac, now);
+            }
+            let kernel = self
+                .running
+                .valid
+                .ports
+                .get(usize::from(port))
+                .is_some_and(|p| p.kernel);
+            if kernel {
+                // A full ring drops the copy for the kernel; it asks again.
+                let _ = self.rings.to_kernel.push((port, m));
+            }
+        }
+        changed
+    }
+
+    fn send_request(&mut self, port: u16, target: IpAddr) {
+        let Some(p) = self.running.config.ports.get(usize::from(port)) else {
+            return;
+        };
+        let Some(mac) = self.nic_macs.get(usize::from(port)).copied() else {
+            return;
+        };
+        let mac = p.mac.as_deref().and_then(|m| m.parse().ok()).unwrap_or(mac);
+        // ARP for IPv4 next hops, a Neighbour Solicitation (RFC 4861) for IPv6 ones, from the
+        // port's address of that family.
+        let (arp_buf, ns_buf);
+        let (frame, what): (&[u8], &str) = match target {
+            IpAddr::V4(t) => {
+                let Some(net) = p.ipv4 else {
+                    return;
+                };
+                arp_buf = arp_request_frame(mac, net.addr(), t);
+                (&arp_buf, "ARP request")
+            }
+            IpAddr::V6(t) => {
+                let Some(net) = p.ipv6 else {
+                    return;
+                };
+                ns_buf = ns_frame(mac, net.addr(), t);
+                (&ns_buf, "neighbour solicitation")
+            }
+        };
+        let Ok(m) = self.pool.alloc_frame(frame) else {
+            tracing::warn!("{what} for {target}: mbuf pool empty");
+            return;
+        };
+        let parcel = Parcel {
+            mbuf: m,
+            port,
+            kind: ParcelKind::Transmit,
+        };
+        if self
+            .rings
+            .inboxes
+            .first()
+            .is_some_and(|q| q.push(parcel).is_ok())
+        {
+            self.counters.tx += 1;
+        } else {
+            tracing::warn!("{what} for {target}: worker inbox full");
+        }
+    }
+}
+
+/// The first line of a change's debug form, bounded (bodies can be long).
+fn short(s: &str) -> String {
+    let line = s.lines().next().unwrap_or("");
+    if line.len() > 200 {
+        format!(
+            "{}...",
+            &line[..line.char_indices().nth(200).map_or(line.len(), |(i, _)| i)]
+        )
+    } else {
+        line.to_string()
+    }
+}

@@ -1,0 +1,29 @@
+//! What the control thread learns from the frames the workers hand it: the sender of an ARP
+//! reply, the target of a Neighbour Advertisement (the dataplane validated it, RFC 4861).
+
+use std::net::IpAddr;
+use vipd_dataplane::wire::{arp, ethernet, ipv6, ndisc, MacAddr};
+
+/// The (address, MAC) a frame teaches, if any.
+pub fn neighbour_of(frame: &[u8]) -> Option<(IpAddr, MacAddr)> {
+    let eth = ethernet::EthernetFrame::new_checked(frame).ok()?;
+    match eth.ethertype() {
+        ethernet::ethertype::ARP => {
+            let a = arp::ArpPacket::new_checked(eth.payload()).ok()?;
+            Some((IpAddr::V4(a.sender_ip()), a.sender_mac()))
+        }
+        ethernet::ethertype::IPV6 => {
+            let ip = ipv6::Ipv6Packet::new_checked(eth.payload()).ok()?;
+            if ip.next_header() != ipv6::NEXT_HEADER_ICMPV6 {
+                return None;
+            }
+            let na = ndisc::NdiscPacket::new_checked(ip.payload()).ok()?;
+            if na.msg_type() != ndisc::NEIGHBOR_ADVERT {
+                return None;
+            }
+            let mac = na.target_ll_addr().unwrap_or_else(|| eth.src());
+            Some((IpAddr::V6(na.target()), mac))
+        }
+        _ => None,
+    }
+}

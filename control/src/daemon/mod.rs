@@ -1,0 +1,264 @@
+//! The daemon: everything start-up does short of DPDK ([`prepare`], which `vipd --check` runs
+//! too), then EAL and ports up, workers pinned and running, the API and health checker
+//! started, and the control loop until SIGINT/SIGTERM.
+
+mod control_loop;
+pub mod eal;
+mod learn;
+mod ports;
+mod views;
+
+use crate::api::{self, ApiServer};
+use crate::config::{Config, Valid};
+use crate::health::Checker;
+use crate::neighbours::NeighbourTable;
+use crate::running::{Env, Running};
+use crate::stats::StatsBook;
+use crate::view::{Shared, View};
+use arc_swap::ArcSwap;
+use control_loop::Control;
+use crossbeam::channel::unbounded;
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+use vipd_dataplane::flow::FlowTable;
+use vipd_dataplane::io::dpdk::{self, Eal, Mempool, DEFAULT_DATA_ROOM};
+use vipd_dataplane::pipeline::WorkerState;
+use vipd_dataplane::wire::MacAddr;
+use vipd_dataplane::worker::{Rings, Worker};
+
+/// Most services a snapshot may bring without reallocating workers' cursors.
+const MAX_SERVICES_HINT: usize = 256;
+
+/// A configuration ready to run: checked by everything start-up checks before DPDK.
+pub struct Prepared {
+    /// The configuration file.
+    pub path: PathBuf,
+    /// The configuration.
+    pub config: Config,
+    /// Its validation.
+    pub valid: Valid,
+    /// The API's bearer token.
+    pub token: Option<String>,
+}
+
+/// Read, validate and try everything that does not need DPDK: the snapshot is built once (so
+/// a scheduler that cannot be built fails here, not after the ports are up), the API token is
+/// read. `vipd --check` is exactly this.
+pub fn prepare(path: &Path) -> Result<Prepared, String> {
+    let (config, valid) = Config::load(path).map_err(|e| e.to_string())?;
+    let listen = config.api.listen;
+    let token = match &config.api.token_file {
+        Some(f) => Some(api::read_token(f).map_err(|e| format!("{}: {e}", path.display()))?),
+        None if !listen.ip().is_loopback() => {
+            return Err(format!(
+                "{}: api.listen: {listen} is not a loopback address: set api.token_file (a file with the bearer token clients must send), or listen on 127.0.0.1",
+                path.display()
+            ))
+        }
+        None => None,
+    };
+    let nic_macs = vec![MacAddr([2, 0, 0, 0, 0, 1]); config.ports.len()];
+    let resolved = HashMap::new();
+    Running::start(
+        path.to_owned(),
+        config.clone(),
+        valid.clone(),
+        &Env {
+            nic_macs: &nic_macs,
+            resolved: &resolved,
+        },
+    )
+    .map_err(|e| format!("{}: services: {e}", path.display()))?;
+    Ok(Prepared {
+        path: path.to_owned(),
+        config,
+        valid,
+        token,
+    })
+}
+
+/// Run the daemon until SIGINT/SIGTERM. Errors before the workers start are returned (vipd
+/// exits 1 with the message); afterwards problems are logged and counted.
+pub fn run(config_path: &Path) -> Result<(), String> {
+    let prepared = prepare(config_path)?;
+    for w in &prepared.valid.warnings {
+        tracing::warn!("{w}");
+    }
+    let config = prepared.config.clone();
+    let stop = Arc::new(AtomicBool::new(false));
+    let reload = Arc::new(AtomicBool::new(false));
+    for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+        signal_hook::flag::register(sig, Arc::clone(&stop))
+            .map_err(|e| format!("signal handler: {e}"))?;
+    }
+    signal_hook::flag::register(signal_hook::consts::SIGHUP, Arc::clone(&reload))
+        .map_err(|e| format!("signal handler: {e}"))?;
+
+    if let Some(w) = config
+        .dataplane
+        .worker_cores
+        .iter()
+        .position(|&c| c == config.dataplane.control_core)
+    {
+        tracing::warn!(
+            "control_core {} is also the core of worker {w}: fine with idle_sleep_us > 0 on a small box, not for production",
+            config.dataplane.control_core
+        );
+    }
+    let args = eal::eal_args(&config);
+    tracing::info!("EAL arguments: {}", args.join(" "));
+    let eal = Eal::init(&args).map_err(|e| format!("DPDK EAL: {e}"))?;
+    let workers_n = config.dataplane.worker_cores.len();
+    let pool = Mempool::create(
+        &eal,
+        "vipd_pool",
+        eal::pool_size(&config),
+        256,
+        DEFAULT_DATA_ROOM,
+        dpdk::SOCKET_ANY,
+    )
+    .map_err(|e| format!("mbuf pool: {e}"))?;
+    let mut ports = ports::bring_up(&eal, &config, config_path, &pool)?;
+    let nic_macs: Vec<MacAddr> = ports.iter().map(|p| p.mac).collect();
+
+    let neighbours = NeighbourTable::new(config.neighbour_timers.clone());
+    let resolved = neighbours.resolved();
+    let (running, applied) = Running::start(
+        prepared.path.clone(),
+        prepared.config,
+        prepared.valid,
+        &Env {
+            nic_macs: &nic_macs,
+            resolved: &resolved,
+        },
+    )?;
+    let mut neighbours = neighbours;
+    neighbours.set_wanted(&applied.wanted, &applied.statics);
+    let snapshot = Arc::new(ArcSwap::from_pointee(applied.snapshot));
+    let rings = Arc::new(Rings::new(workers_n, eal::RING_CAPACITY));
+    let worker_stop = Arc::new(AtomicBool::new(false));
+
+    let mut counters = Vec::with_capacity(workers_n);
+    let mut backend_stats = Vec::with_capacity(workers_n);
+    let mut workers = Vec::with_capacity(workers_n);
+    for (w, &core) in config.dataplane.worker_cores.iter().enumerate() {
+        let queues = ports
+            .iter()
+            .map(|p| p.port.queue(w as u16))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| format!("worker {w}: {e}"))?;
+        let table = FlowTable::with_capacity(
+            config.flows.capacity_per_worker,
+            config.flows.timeouts.to_timeouts(),
+        );
+        let state = WorkerState::with_backend_slots(
+            w as u16,
+            workers_n as u16,
+            table,
+            MAX_SERVICES_HINT,
+            config.dataplane.max_real_servers as usize,
+        );
+        counters.push(Arc::clone(&state.counters));
+        backend_stats.push(Arc::clone(&state.backends));
+        workers.push((
+            core,
+            Worker {
+                state,
+                queues,
+                snapshot: Arc::clone(&snapshot),
+                rings: Arc::clone(&rings),
+                stop: Arc::clone(&worker_stop),
+                idle_sleep: Duration::from_micros(u64::from(config.dataplane.idle_sleep_us)),
+            },
+        ));
+    }
+
+    let (cmd_tx, cmd_rx) = unbounded();
+    let (transition_tx, transition_rx) = unbounded();
+    let checker = Checker::spawn(transition_tx)?;
+    let shared = Arc::new(Shared {
+        workers: counters,
+        backends: backend_stats,
+        view: ArcSwap::from_pointee(View::default()),
+        commands: cmd_tx,
+        health: checker.status(),
+        token: prepared.token,
+    });
+    let api_server = ApiServer::start(config.api.listen, Arc::clone(&shared))?;
+    tracing::info!("API and metrics on http://{}", config.api.listen);
+
+    let eal_ref = &eal;
+    let result = std::thread::scope(|scope| {
+        let mut handles = Vec::new();
+        for (w, (core, worker)) in workers.into_iter().enumerate() {
+            let h = std::thread::Builder::new()
+                .name(format!("vipd-w{w}"))
+                .spawn_scoped(scope, move || {
+                    if !core_affinity::set_for_current(core_affinity::CoreId { id: core }) {
+                        tracing::warn!("worker {w}: cannot pin to core {core}");
+                    }
+                    match dpdk::register_thread(eal_ref) {
+                        Ok(lcore) => tracing::info!("worker {w} on core {core} (lcore {lcore})"),
+                        Err(e) => {
+                            tracing::warn!("worker {w}: no lcore id ({e}); mempool cache unused")
+                        }
+                    }
+                    worker.run();
+                    dpdk::unregister_thread(eal_ref);
+                });
+            match h {
+                Ok(h) => handles.push(h),
+                Err(e) => {
+                    worker_stop.store(true, Ordering::Relaxed);
+                    return Err(format!("cannot start worker {w}: {e}"));
+                }
+            }
+        }
+        let mut control = Control {
+            running,
+            neighbours,
+            snapshot: &snapshot,
+            rings: &rings,
+            pool: &pool,
+            ports: &mut ports,
+            nic_macs,
+            shared: &shared,
+            checker,
+            transitions: transition_rx,
+            book: StatsBook::default(),
+            counters: Default::default(),
+            retired: Vec::new(),
+        };
+        control.run(&stop, &reload, &cmd_rx);
+        worker_stop.store(true, Ordering::Relaxed);
+        for h in handles {
+            let _ = h.join();
+        }
+        Ok(())
+    });
+    drop(api_server);
+    // Frames still in the rings go back to the pool before the ports close.
+    while rings.to_control.pop().is_some() {}
+    while rings.to_kernel.pop().is_some() {}
+    for inbox in &rings.inboxes {
+        while inbox.pop().is_some() {}
+    }
+    for p in ports {
+        if let Err(e) = p.port.close() {
+            tracing::warn!("port {}: {e}", p.name);
+        }
+    }
+    let runtime_dir = eal.runtime_dir();
+    // SAFETY: every worker has been joined, every queue handle and mbuf we held is dropped or
+    // back in its pool, and no DPDK call follows.
+    if let Err(e) = unsafe { eal.cleanup() } {
+        tracing::warn!("{e}");
+    }
+    // DPDK leaves its (by then empty) runtime directory behind; vipd leaves nothing.
+    let _ = std::fs::remove_dir_all(&runtime_dir);
+    tracing::info!("stopped");
+    result
+}

@@ -1,0 +1,111 @@
+//! The rise/fall state machine of one real server (keepalived's): `fall` consecutive failed
+//! checks take an up server down, `rise` consecutive good ones bring a down server back.
+
+/// The verdict of one check.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    /// The server answered as expected.
+    Ok,
+    /// It did not; the reason as an operator reads it (`timeout after 1s`, `connection
+    /// refused`, `HTTP 503, expected 200`).
+    Failed(String),
+}
+
+/// One real server's health.
+#[derive(Debug, Clone)]
+pub struct Machine {
+    up: bool,
+    rise: u32,
+    fall: u32,
+    /// Consecutive outcomes that disagree with the current state.
+    streak: u32,
+}
+
+/// What a check changed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Step {
+    /// The state stays.
+    Same,
+    /// The server goes down, for this reason (the last failure).
+    Down(String),
+    /// The server comes back.
+    Up,
+}
+
+impl Machine {
+    /// A machine starting in `up`.
+    pub fn new(up: bool, rise: u32, fall: u32) -> Self {
+        Machine {
+            up,
+            rise: rise.max(1),
+            fall: fall.max(1),
+            streak: 0,
+        }
+    }
+
+    /// Whether the server is up.
+    pub fn is_up(&self) -> bool {
+        self.up
+    }
+
+    /// Consecutive checks that disagree with the current state so far.
+    pub fn streak(&self) -> u32 {
+        self.streak
+    }
+
+    /// Feed one check's outcome.
+    pub fn feed(&mut self, outcome: &Outcome) -> Step {
+        let agrees = matches!(outcome, Outcome::Ok) == self.up;
+        if agrees {
+            self.streak = 0;
+            return Step::Same;
+        }
+        self.streak += 1;
+        let needed = if self.up { self.fall } else { self.rise };
+        if self.streak < needed {
+            return Step::Same;
+        }
+        self.streak = 0;
+        self.up = !self.up;
+        match outcome {
+            Outcome::Ok => Step::Up,
+            Outcome::Failed(why) => Step::Down(why.clone()),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn fail() -> Outcome {
+        Outcome::Failed("connection refused".into())
+    }
+
+    #[test]
+    fn fall_then_rise() {
+        let mut m = Machine::new(true, 2, 3);
+        assert_eq!(m.feed(&fail()), Step::Same);
+        assert_eq!(m.feed(&fail()), Step::Same);
+        assert_eq!(
+            m.feed(&Outcome::Ok),
+            Step::Same,
+            "a success resets the streak"
+        );
+        assert_eq!(m.feed(&fail()), Step::Same);
+        assert_eq!(m.feed(&fail()), Step::Same);
+        assert_eq!(m.feed(&fail()), Step::Down("connection refused".into()));
+        assert!(!m.is_up());
+        assert_eq!(m.feed(&fail()), Step::Same);
+        assert_eq!(m.feed(&Outcome::Ok), Step::Same);
+        assert_eq!(m.feed(&Outcome::Ok), Step::Up);
+        assert!(m.is_up());
+    }
+
+    #[test]
+    fn rise_and_fall_of_one_act_at_once() {
+        let mut m = Machine::new(false, 1, 1);
+        assert_eq!(m.feed(&Outcome::Ok), Step::Up);
+        assert_eq!(m.feed(&fail()), Step::Down("connection refused".into()));
+    }
+}
