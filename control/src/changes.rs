@@ -26,6 +26,31 @@ pub enum Change {
     SetTimeouts(Value),
 }
 
+impl std::fmt::Display for Change {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let sa = |ip: &IpAddr, port: &u16| std::net::SocketAddr::new(*ip, *port);
+        match self {
+            Change::AddService(v) => write!(
+                f,
+                "add service {} {}:{}",
+                v.get("proto").and_then(Value::as_str).unwrap_or("?"),
+                v.get("vip").and_then(Value::as_str).unwrap_or("?"),
+                v.get("port").map_or("?".to_string(), Value::to_string)
+            ),
+            Change::EditService(k, v) => write!(f, "edit service {k}: {v}"),
+            Change::DeleteService(k) => write!(f, "delete service {k}"),
+            Change::AddRealServer(k, v) => write!(f, "add real server to {k}: {v}"),
+            Change::EditRealServer(k, ip, port, v) => {
+                write!(f, "edit real server {} of {k}: {v}", sa(ip, port))
+            }
+            Change::DeleteRealServer(k, ip, port) => {
+                write!(f, "delete real server {} of {k}", sa(ip, port))
+            }
+            Change::SetTimeouts(v) => write!(f, "set timeouts {v}"),
+        }
+    }
+}
+
 /// Why a change is refused: the HTTP status it maps to, the field of the request (or the
 /// configuration key) and the problem.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -15,6 +15,7 @@ use std::net::IpAddr;
 use std::sync::Arc;
 use vipd_dataplane::backend_stats::BackendStats;
 use vipd_dataplane::counters::WorkerCounters;
+use vipd_dataplane::flow_sample::FlowSampler;
 use vipd_dataplane::snapshot::FwdMode;
 use vipd_dataplane::wire::MacAddr;
 
@@ -102,4 +103,8 @@ pub struct Shared {
     pub health: StatusMap,
     /// Bearer token the API requires, if any.
     pub token: Option<String>,
+    /// Each worker's connection-listing queues.
+    pub samplers: Vec<Arc<FlowSampler>>,
+    /// One listing at a time (the workers' queues hold one request each).
+    pub listing: tokio::sync::Mutex<()>,
 }

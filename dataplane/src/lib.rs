@@ -7,6 +7,7 @@
 pub mod backend_stats;
 pub mod counters;
 pub mod flow;
+pub mod flow_sample;
 pub mod fwd;
 pub mod io;
 pub mod ndp;

@@ -3,6 +3,7 @@
 //! send). Owns its queues, flow table and counters; shares nothing writable.
 
 use crate::counters::{Counter, WorkerCounters};
+use crate::flow_sample::{FlowSampler, SampleRequest};
 use crate::io::dpdk::{self, Mbuf, MbufBurst, PortQueue};
 use crate::io::PacketBuf;
 use crate::pipeline::{
@@ -73,6 +74,8 @@ pub struct Worker {
     pub stop: Arc<AtomicBool>,
     /// Sleep after a loop iteration that found nothing to do; zero busy-polls.
     pub idle_sleep: Duration,
+    /// Connection listings requested by the control side.
+    pub sampler: Arc<FlowSampler>,
 }
 
 /// Per-port transmit bursts of one loop iteration.
@@ -90,6 +93,7 @@ impl Worker {
         };
         let ms_per_tick = 1000.0 / dpdk::tsc_hz().max(1) as f64;
         let mut iterations: u64 = 0;
+        let mut listing: Option<Box<SampleRequest>> = None;
         while !self.stop.load(Ordering::Relaxed) {
             let snap = self.snapshot.load();
             // Also when idle: the control plane waits for every worker to move past a snapshot
@@ -117,6 +121,17 @@ impl Worker {
             }
             work += self.drain_inbox(&snap, now_ms, &mut tx);
             self.flush(&mut tx);
+            // A connection listing advances by a bounded step per iteration.
+            if listing.is_none() {
+                listing = self.sampler.take();
+            }
+            if let Some(job) = listing.as_mut() {
+                if job.step(&self.state.flows, now_ms) {
+                    if let Some(done) = listing.take() {
+                        self.sampler.give_back(done);
+                    }
+                }
+            }
             iterations = iterations.wrapping_add(1);
             if iterations.is_multiple_of(1024) {
                 self.state

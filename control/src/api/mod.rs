@@ -7,6 +7,7 @@
 //! commands and awaited without blocking anything else.
 
 mod auth;
+mod connections;
 mod error;
 pub mod json;
 mod read;
@@ -37,6 +38,7 @@ pub fn router(shared: Arc<Shared>) -> Router {
         .route("/api/v1/stats", get(read::stats))
         .route("/api/v1/health", get(read::health))
         .route("/api/v1/config", get(read::config))
+        .route("/api/v1/connections", get(connections::connections))
         .route(
             "/api/v1/services",
             get(read::services).post(write::add_service),

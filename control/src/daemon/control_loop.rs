@@ -177,7 +177,7 @@ impl Control<'_> {
             Command::Change(change, reply) => {
                 let answer = match changes::apply(&self.running.config, &change) {
                     Ok((config, valid)) => {
-                        let what = format!("{change:?}");
+                        let what = change.to_string();
                         match self.replace(config, valid) {
                             Ok(g) => {
                                 self.running.unsaved_changes += 1;

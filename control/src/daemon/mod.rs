@@ -24,6 +24,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 use vipd_dataplane::flow::FlowTable;
+use vipd_dataplane::flow_sample::FlowSampler;
 use vipd_dataplane::io::dpdk::{self, Eal, Mempool, DEFAULT_DATA_ROOM};
 use vipd_dataplane::pipeline::WorkerState;
 use vipd_dataplane::wire::MacAddr;
@@ -143,6 +144,7 @@ pub fn run(config_path: &Path) -> Result<(), String> {
 
     let mut counters = Vec::with_capacity(workers_n);
     let mut backend_stats = Vec::with_capacity(workers_n);
+    let mut samplers = Vec::with_capacity(workers_n);
     let mut workers = Vec::with_capacity(workers_n);
     for (w, &core) in config.dataplane.worker_cores.iter().enumerate() {
         let queues = ports
@@ -163,6 +165,8 @@ pub fn run(config_path: &Path) -> Result<(), String> {
         );
         counters.push(Arc::clone(&state.counters));
         backend_stats.push(Arc::clone(&state.backends));
+        let sampler = Arc::new(FlowSampler::default());
+        samplers.push(Arc::clone(&sampler));
         workers.push((
             core,
             Worker {
@@ -172,6 +176,7 @@ pub fn run(config_path: &Path) -> Result<(), String> {
                 rings: Arc::clone(&rings),
                 stop: Arc::clone(&worker_stop),
                 idle_sleep: Duration::from_micros(u64::from(config.dataplane.idle_sleep_us)),
+                sampler,
             },
         ));
     }
@@ -186,6 +191,8 @@ pub fn run(config_path: &Path) -> Result<(), String> {
         commands: cmd_tx,
         health: checker.status(),
         token: prepared.token,
+        samplers,
+        listing: tokio::sync::Mutex::new(()),
     });
     let api_server = ApiServer::start(config.api.listen, Arc::clone(&shared))?;
     tracing::info!("API and metrics on http://{}", config.api.listen);
