@@ -1,6 +1,7 @@
 //! The validator's refusals, each naming the file, the key and the problem.
 
 use super::*;
+use crate::config::reload;
 use vipd_dataplane::sched::SchedulerKind;
 use vipd_dataplane::snapshot::FwdMode;
 
@@ -191,4 +192,176 @@ fn duplicate_service() {
     let twice =
         format!("{GOOD}\n[[services]]\nvip = \"10.77.100.1\"\nproto = \"tcp\"\nport = 80\n");
     assert!(err(&twice).contains("services[1].port: service tcp 10.77.100.1:80 is defined twice"));
+}
+
+#[test]
+fn refuses_what_start_up_would_refuse_later() {
+    let e = err(&GOOD.replace(
+        "[[ports]]",
+        "[flows]\nmaglev_table_size = 65536\n\n[[ports]]",
+    ));
+    assert!(
+        e.contains("flows.maglev_table_size: 65536 is not prime"),
+        "{e}"
+    );
+    for (vip, why) in [
+        ("224.0.0.5", "multicast"),
+        ("0.0.0.0", "unspecified"),
+        ("255.255.255.255", "broadcast"),
+        ("127.0.0.1", "loopback"),
+    ] {
+        let e = err(&GOOD.replace("vip = \"10.77.100.1\"", &format!("vip = \"{vip}\"")));
+        assert!(
+            e.contains(&format!("services[0].vip: {vip} is {why}")),
+            "{e}"
+        );
+    }
+    let e = err(&GOOD.replace("ip = \"192.0.2.7\"", "ip = \"10.77.100.1\""));
+    assert!(
+        e.contains("services[0].real_servers[1].ip: 10.77.100.1 is a VIP"),
+        "{e}"
+    );
+    let e = err(&GOOD.replace("ip = \"192.0.2.7\"", "ip = \"10.77.0.10\""));
+    assert!(
+        e.contains("services[0].real_servers[1].ip: 10.77.0.10 is one of vipd's port addresses"),
+        "{e}"
+    );
+    let e = err(&GOOD.replace(
+        "gateway = \"10.77.0.1\"",
+        "gateway = \"10.77.0.1\"\ntunnel_source4 = \"0.0.0.0/0\"",
+    ));
+    assert!(
+        e.contains("ports[0].tunnel_source4: 0.0.0.0/0 is not a unicast prefix"),
+        "{e}"
+    );
+    let e = err(&GOOD.replace(
+        "gateway = \"10.77.0.1\"",
+        "gateway = \"10.77.0.1\"\nmtu = 9000",
+    ));
+    assert!(
+        e.contains("ports[0].mtu: 9000 is out of range 576..=2030"),
+        "{e}"
+    );
+    let e = err(&GOOD.replace("weight = 2", "weight = 100000"));
+    assert!(
+        e.contains("services[0].real_servers[0].weight: 100000 is out of range"),
+        "{e}"
+    );
+    let e = err(&GOOD
+        .replace(
+            "[[ports]]",
+            "[dataplane]\nidle_sleep_us = 5000000\n\n[[ports]]",
+        )
+        .replace("[dataplane]\nworker_cores = [1]\ncontrol_core = 0\n", ""));
+    assert!(e.contains("dataplane.idle_sleep_us"), "{e}");
+}
+
+#[test]
+fn health_check_keys_are_checked_at_the_level_they_come_from() {
+    let hc = GOOD.replace(
+        "port = 80\n",
+        "port = 80\nhealth_check = { type = \"http\", path = \"/health\", interval = 1, rise = 2, fall = 2 }\n",
+    );
+    let (_, v) = Config::parse(&hc, Path::new("vipd.toml")).unwrap();
+    let c = v.services[0].real_servers[0].check.clone().unwrap();
+    assert_eq!(c.target, "10.77.0.21:8080".parse().unwrap());
+    assert_eq!((c.rise, c.fall, c.interval.as_millis()), (2, 2, 1000));
+    assert!(matches!(c.kind, CheckKind::Http { ref path, status: 200, .. } if path == "/health"));
+    let e = err(&hc.replace("interval = 1,", "interval = 1, timeout = 3,"));
+    assert!(
+        e.contains("services[0].health_check.timeout: 3 s is out of range"),
+        "{e}"
+    );
+    let e = err(&hc.replace("path = \"/health\"", "path = \"health\""));
+    assert!(e.contains("services[0].health_check.path"), "{e}");
+    // A real server's override: its own port, and errors named at its level.
+    let over = hc.replace(
+        "weight = 2\n",
+        "weight = 2\nhealth_check = { port = 9000, status = 204 }\n",
+    );
+    let (_, v) = Config::parse(&over, Path::new("vipd.toml")).unwrap();
+    let c = v.services[0].real_servers[0].check.clone().unwrap();
+    assert_eq!(c.target.port(), 9000);
+    assert!(matches!(c.kind, CheckKind::Http { status: 204, .. }));
+    let e = err(&over.replace("status = 204", "status = 99"));
+    assert!(
+        e.contains("services[0].real_servers[0].health_check.status: 99 is not an HTTP status"),
+        "{e}"
+    );
+    let e = err(&hc.replace("type = \"http\"", "type = \"udp\""));
+    assert!(
+        e.contains("services[0].health_check.type: unknown check type `udp`"),
+        "{e}"
+    );
+    let none = over.replace(
+        "health_check = { port = 9000, status = 204 }",
+        "health_check = { type = \"none\" }",
+    );
+    let (_, v) = Config::parse(&none, Path::new("vipd.toml")).unwrap();
+    assert!(
+        v.services[0].real_servers[0].check.is_none()
+            && v.services[0].real_servers[1].check.is_some()
+    );
+    assert!(
+        v.warnings[0].contains("kernel_interface"),
+        "{:?}",
+        v.warnings
+    );
+}
+
+#[test]
+fn sorry_server_and_dead_flows() {
+    let s = GOOD.replace(
+        "port = 80\n",
+        "port = 80\nsorry_server = \"10.77.0.99:8080\"\ndead_flows = \"keep\"\n",
+    );
+    let (_, v) = Config::parse(&s, Path::new("vipd.toml")).unwrap();
+    let last = v.services[0].real_servers.last().unwrap();
+    assert!(last.sorry && last.port == 8080 && !v.services[0].drop_dead_flows);
+    let e = err(&s.replace("10.77.0.99:8080", "10.77.0.21:8080"));
+    assert!(
+        e.contains("services[0].sorry_server: 10.77.0.21:8080 is listed twice"),
+        "{e}"
+    );
+    let e = err(&s.replace("dead_flows = \"keep\"", "dead_flows = \"maybe\""));
+    assert!(
+        e.contains("services[0].dead_flows: unknown value `maybe`"),
+        "{e}"
+    );
+}
+
+#[test]
+fn reload_names_every_key_that_needs_a_restart() {
+    let (old, _) = Config::parse(GOOD, Path::new("vipd.toml")).unwrap();
+    let mut new = old.clone();
+    new.dataplane.idle_sleep_us = 10;
+    new.ports[0].mtu = 1400;
+    new.api.listen = "127.0.0.1:9999".parse().unwrap();
+    new.flows.timeouts.tcp_fin = 5;
+    new.services[0].real_servers[0].weight = 7;
+    let changes = reload::restart_only_changes(&old, &new);
+    assert_eq!(
+        changes,
+        vec![
+            "dataplane.idle_sleep_us (50 -> 10)",
+            "api.listen (127.0.0.1:9180 -> 127.0.0.1:9999)",
+            "ports[0].mtu (1500 -> 1400)",
+        ]
+    );
+    new = old.clone();
+    new.flows.timeouts.tcp_fin = 5;
+    new.services.clear();
+    assert!(reload::restart_only_changes(&old, &new).is_empty());
+}
+
+#[test]
+fn saved_configuration_reads_back_the_same() {
+    let text = GOOD.replace(
+        "port = 80\n",
+        "port = 80\nsorry_server = \"10.77.0.99\"\nhealth_check = { type = \"http\", host = \"web\" }\n",
+    );
+    let (c, _) = Config::parse(&text, Path::new("vipd.toml")).unwrap();
+    let saved = c.to_toml().unwrap();
+    let (back, _) = Config::parse(&saved, Path::new("saved.toml")).unwrap();
+    assert_eq!(back, c);
 }
