@@ -1,13 +1,29 @@
-//! Prometheus exposition: built at scrape time from the workers' counters (no metric is
-//! updated on the hot path; the workers' plain per-core counters are read and summed here).
+//! Prometheus exposition, built at scrape time: the workers' per-core counters and
+//! per-real-server slots are read and summed here (nothing is updated on the hot path for
+//! metrics), the control loop's gauges come from the published view. Conventions: `vipd_`
+//! prefix, `_total` for counters, base units, labels that stay bounded (worker, port, reason,
+//! service, real server). docs/metrics.md lists every family.
 
 use crate::view::{Shared, View};
 use prometheus::proto::{Counter as PCounter, Gauge, LabelPair, Metric, MetricFamily, MetricType};
 use prometheus::{Encoder, TextEncoder};
-use vipd_dataplane::backend_stats;
+use std::net::SocketAddr;
+use vipd_dataplane::backend_stats::BackendCounts;
 use vipd_dataplane::counters::Counter;
+use vipd_dataplane::io::dpdk::PortStats;
 
-/// Extra gauges the control thread knows.
+/// A port as the control loop last saw it.
+#[derive(Debug, Default, Clone)]
+pub struct PortGauges {
+    /// Name from the configuration.
+    pub name: String,
+    /// Link state.
+    pub link_up: bool,
+    /// The NIC's counters (None when the PMD gives none).
+    pub stats: Option<PortStats>,
+}
+
+/// Gauges the control thread knows.
 #[derive(Debug, Default, Clone)]
 pub struct ControlGauges {
     /// Generation of the published snapshot.
@@ -16,14 +32,18 @@ pub struct ControlGauges {
     pub neighbours: Vec<(&'static str, u64)>,
     /// Real servers: (service "vip:port/proto", real server "ip:port", weight, resolved).
     pub backends: Vec<(String, String, u32, bool)>,
+    /// Ports.
+    pub ports: Vec<PortGauges>,
+    /// Mbuf pool: (in use, size).
+    pub mempool: (u64, u64),
+    /// Flow table capacity per worker.
+    pub flow_capacity: u64,
+    /// Frames the control thread sent (ARP requests, neighbour solicitations).
+    pub control_tx: u64,
+    /// Frames the control thread received from the workers.
+    pub control_rx: u64,
     /// Health transitions since start.
     pub health_transitions: u64,
-    /// Ports: (name, link up).
-    pub ports: Vec<(String, bool)>,
-    /// Packets the control thread sent (ARP requests) and could not send.
-    pub control_tx: u64,
-    /// Frames the control thread received from workers.
-    pub control_rx: u64,
 }
 
 fn label(name: &str, value: &str) -> LabelPair {
@@ -31,15 +51,6 @@ fn label(name: &str, value: &str) -> LabelPair {
     l.set_name(name.to_string());
     l.set_value(value.to_string());
     l
-}
-
-fn family(name: &str, help: &str, kind: MetricType, metrics: Vec<Metric>) -> MetricFamily {
-    let mut f = MetricFamily::default();
-    f.set_name(name.to_string());
-    f.set_help(help.to_string());
-    f.set_field_type(kind);
-    f.set_metric(metrics);
-    f
 }
 
 fn counter(labels: Vec<LabelPair>, v: u64) -> Metric {
@@ -60,229 +71,547 @@ fn gauge(labels: Vec<LabelPair>, v: f64) -> Metric {
     m
 }
 
-/// Per-real-server families, from the slot counters summed over workers (raw, monotonic:
-/// never affected by `vipctl -Z`).
-fn real_server_families(shared: &Shared, view: &View, families: &mut Vec<MetricFamily>) {
-    type Get = fn(&backend_stats::BackendCounts) -> u64;
-    let kinds: [(&str, &str, MetricType, Get); 7] = [
-        (
-            "vipd_real_server_connections_total",
-            "Connections scheduled to the real server.",
-            MetricType::COUNTER,
-            |c| c.new_conns,
-        ),
-        (
-            "vipd_real_server_in_packets_total",
-            "Packets forwarded to the real server (step 2).",
-            MetricType::COUNTER,
-            |c| c.in_packets,
-        ),
-        (
-            "vipd_real_server_in_bytes_total",
-            "Bytes forwarded to the real server (step 2).",
-            MetricType::COUNTER,
-            |c| c.in_bytes,
-        ),
-        (
-            "vipd_real_server_out_packets_total",
-            "Packets from the real server sent to clients (NAT steps 3-4).",
-            MetricType::COUNTER,
-            |c| c.out_packets,
-        ),
-        (
-            "vipd_real_server_out_bytes_total",
-            "Bytes from the real server sent to clients (NAT steps 3-4).",
-            MetricType::COUNTER,
-            |c| c.out_bytes,
-        ),
-        (
-            "vipd_real_server_active_connections",
-            "Established connections in the flow tables.",
-            MetricType::GAUGE,
-            |c| c.active,
-        ),
-        (
-            "vipd_real_server_inactive_connections",
-            "Connections in other states (opening, closing, UDP).",
-            MetricType::GAUGE,
-            |c| c.inactive,
-        ),
-    ];
-    let mut readings = Vec::new();
-    for s in &view.services {
-        let service = format!(
-            "{}/{}",
-            std::net::SocketAddr::new(s.key.vip, s.key.port),
-            s.key.proto.name()
-        );
-        for r in &s.real_servers {
-            let rs = std::net::SocketAddr::new(r.id.1, r.id.2).to_string();
-            readings.push((
-                service.clone(),
-                rs,
-                view.book.read(&shared.backends, r.slot),
-                r,
-            ));
+/// The families of one scrape, in order.
+#[derive(Default)]
+struct Families(Vec<MetricFamily>);
+
+impl Families {
+    fn push(&mut self, name: &str, help: &str, kind: MetricType, metrics: Vec<Metric>) {
+        if metrics.is_empty() {
+            // The encoder refuses a family without samples, and would stop there: an empty
+            // family (no health checks configured, say) must not hide the ones after it.
+            return;
         }
+        let mut f = MetricFamily::default();
+        f.set_name(name.to_string());
+        f.set_help(help.to_string());
+        f.set_field_type(kind);
+        f.set_metric(metrics);
+        self.0.push(f);
     }
-    for (name, help, kind, get) in kinds {
-        let metrics = readings
-            .iter()
-            .map(|(s, r, c, _)| {
-                let labels = vec![label("service", s), label("real_server", r)];
-                if kind == MetricType::COUNTER {
-                    counter(labels, get(c))
-                } else {
-                    gauge(labels, get(c) as f64)
-                }
-            })
-            .collect();
-        families.push(family(name, help, kind, metrics));
+
+    fn counter(&mut self, name: &str, help: &str, metrics: Vec<Metric>) {
+        self.push(name, help, MetricType::COUNTER, metrics);
     }
-    families.push(family(
-        "vipd_real_server_up",
-        "1 when the real server passes its health checks (or has none), else 0.",
-        MetricType::GAUGE,
-        readings
-            .iter()
-            .map(|(s, r, _, v)| {
-                gauge(
-                    vec![label("service", s), label("real_server", r)],
-                    f64::from(u8::from(v.up)),
-                )
-            })
-            .collect(),
-    ));
+
+    fn gauge(&mut self, name: &str, help: &str, metrics: Vec<Metric>) {
+        self.push(name, help, MetricType::GAUGE, metrics);
+    }
+}
+
+fn service_label(key: &crate::config::ServiceKey) -> String {
+    format!(
+        "{}/{}",
+        SocketAddr::new(key.vip, key.port),
+        key.proto.name()
+    )
 }
 
 /// The `/metrics` body.
 pub fn render(shared: &Shared, view: &View) -> String {
+    let mut f = Families::default();
+    worker_families(shared, view, &mut f);
+    control_families(view, &mut f);
+    real_server_families(shared, view, &mut f);
+    let mut out = Vec::new();
+    if let Err(e) = TextEncoder::new().encode(&f.0, &mut out) {
+        tracing::error!("metrics: encoding stopped: {e}");
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+fn worker_families(shared: &Shared, view: &View, f: &mut Families) {
     let workers = &shared.workers;
-    let control = &view.gauges;
-    let mut families = Vec::new();
+    let w_label = |i: usize| label("worker", &i.to_string());
     let mut drops = Vec::new();
     for &c in Counter::ALL {
         let per_worker: Vec<Metric> = workers
             .iter()
             .enumerate()
-            .map(|(i, w)| (i, w.get(c)))
-            .map(|(i, v)| {
-                let mut labels = vec![label("worker", &i.to_string())];
+            .map(|(i, w)| {
+                let mut labels = vec![w_label(i)];
                 if c.is_drop() {
                     labels.push(label("reason", c.name().trim_start_matches("drop_")));
                 }
-                counter(labels, v)
+                counter(labels, w.get(c))
             })
             .collect();
         if c.is_drop() {
             drops.extend(per_worker);
         } else {
-            families.push(family(
-                &format!("vipd_{}_total", c.name()),
-                c.help(),
-                MetricType::COUNTER,
-                per_worker,
-            ));
+            let name = format!("vipd_{}_total", c.name());
+            f.counter(&name, c.help(), per_worker);
         }
     }
-    families.push(family(
+    f.counter(
         "vipd_drops_total",
-        "Packets dropped, by worker and reason (every drop has a reason).",
-        MetricType::COUNTER,
+        "Packets dropped, by worker and reason (every drop has a reason; docs/metrics.md explains each).",
         drops,
-    ));
-    families.push(family(
+    );
+    f.gauge(
         "vipd_flows_active",
         "Connections in each worker's flow table.",
-        MetricType::GAUGE,
         workers
             .iter()
             .enumerate()
-            .map(|(i, w)| {
-                gauge(
-                    vec![label("worker", &i.to_string())],
-                    w.flows_active() as f64,
-                )
-            })
+            .map(|(i, w)| gauge(vec![w_label(i)], w.flows_active() as f64))
             .collect(),
-    ));
-    families.push(family(
+    );
+    f.gauge(
+        "vipd_flow_table_capacity",
+        "Connections each worker's flow table holds (flows.capacity_per_worker).",
+        (0..workers.len())
+            .map(|i| gauge(vec![w_label(i)], view.gauges.flow_capacity as f64))
+            .collect(),
+    );
+    f.gauge(
+        "vipd_worker_snapshot_generation",
+        "Generation of the snapshot each worker forwards by.",
+        workers
+            .iter()
+            .enumerate()
+            .map(|(i, w)| gauge(vec![w_label(i)], w.generation() as f64))
+            .collect(),
+    );
+}
+
+fn control_families(view: &View, f: &mut Families) {
+    let g = &view.gauges;
+    f.gauge(
+        "vipd_build_info",
+        "Always 1; the labels say which vipd this is.",
+        vec![gauge(
+            vec![label("version", env!("CARGO_PKG_VERSION"))],
+            1.0,
+        )],
+    );
+    f.gauge(
         "vipd_snapshot_generation",
-        "Generation of the configuration snapshot the workers forward by.",
-        MetricType::GAUGE,
-        vec![gauge(vec![], control.snapshot_generation as f64)],
-    ));
-    families.push(family(
+        "Generation of the configuration snapshot the control plane published last.",
+        vec![gauge(vec![], g.snapshot_generation as f64)],
+    );
+    f.gauge(
+        "vipd_config_unsaved_changes",
+        "API changes since the configuration file was read (lost on reload unless saved).",
+        vec![gauge(vec![], view.unsaved_changes as f64)],
+    );
+    f.gauge(
         "vipd_neighbours",
         "Neighbour entries by state.",
-        MetricType::GAUGE,
-        control
-            .neighbours
+        g.neighbours
             .iter()
             .map(|(s, n)| gauge(vec![label("state", s)], *n as f64))
             .collect(),
-    ));
-    families.push(family(
-        "vipd_real_server_weight",
-        "Configured weight of each real server.",
-        MetricType::GAUGE,
-        control
-            .backends
-            .iter()
-            .map(|(s, b, w, _)| {
-                gauge(
-                    vec![label("service", s), label("real_server", b)],
-                    f64::from(*w),
-                )
-            })
-            .collect(),
-    ));
-    families.push(family(
-        "vipd_real_server_resolved",
-        "1 when the real server's next hop MAC is known, else 0 (its packets are dropped).",
-        MetricType::GAUGE,
-        control
-            .backends
-            .iter()
-            .map(|(s, b, _, r)| {
-                gauge(
-                    vec![label("service", s), label("real_server", b)],
-                    f64::from(u8::from(*r)),
-                )
-            })
-            .collect(),
-    ));
-    families.push(family(
+    );
+    f.gauge(
         "vipd_port_link_up",
         "1 when the port's link is up.",
-        MetricType::GAUGE,
-        control
-            .ports
+        g.ports
             .iter()
-            .map(|(p, up)| gauge(vec![label("port", p)], f64::from(u8::from(*up))))
+            .map(|p| gauge(vec![label("port", &p.name)], f64::from(u8::from(p.link_up))))
             .collect(),
-    ));
-    families.push(family(
+    );
+    type Get = fn(&PortStats) -> u64;
+    let nic: [(&str, &str, Get); 8] = [
+        ("vipd_port_rx_packets_total", "Frames the NIC received (ipackets).", |s| s.rx_packets),
+        ("vipd_port_tx_packets_total", "Frames the NIC sent (opackets).", |s| s.tx_packets),
+        ("vipd_port_rx_bytes_total", "Bytes the NIC received (ibytes).", |s| s.rx_bytes),
+        ("vipd_port_tx_bytes_total", "Bytes the NIC sent (obytes).", |s| s.tx_bytes),
+        (
+            "vipd_port_rx_missed_total",
+            "Frames the NIC dropped because no receive descriptor was free (imissed): the workers do not keep up.",
+            |s| s.rx_missed,
+        ),
+        ("vipd_port_rx_errors_total", "Erroneous frames received (ierrors).", |s| s.rx_errors),
+        ("vipd_port_tx_errors_total", "Failed transmissions (oerrors).", |s| s.tx_errors),
+        (
+            "vipd_port_rx_nombuf_total",
+            "Receive mbuf allocation failures (rx_nombuf): the mbuf pool ran dry.",
+            |s| s.rx_nombuf,
+        ),
+    ];
+    for (name, help, get) in nic {
+        f.counter(
+            name,
+            help,
+            g.ports
+                .iter()
+                .filter_map(|p| {
+                    p.stats
+                        .as_ref()
+                        .map(|s| counter(vec![label("port", &p.name)], get(s)))
+                })
+                .collect(),
+        );
+    }
+    f.gauge(
+        "vipd_mempool_mbufs_in_use",
+        "Mbufs of the pool in use (in rings, queues, bursts in flight).",
+        vec![gauge(vec![], g.mempool.0 as f64)],
+    );
+    f.gauge(
+        "vipd_mempool_mbufs",
+        "Mbufs in the pool.",
+        vec![gauge(vec![], g.mempool.1 as f64)],
+    );
+    f.counter(
         "vipd_control_tx_total",
-        "Frames the control thread sent (ARP requests).",
-        MetricType::COUNTER,
-        vec![counter(vec![], control.control_tx)],
-    ));
-    families.push(family(
+        "Frames the control thread sent (ARP requests, neighbour solicitations).",
+        vec![counter(vec![], g.control_tx)],
+    );
+    f.counter(
         "vipd_control_rx_total",
-        "Frames the control thread received from the workers (ARP replies).",
-        MetricType::COUNTER,
-        vec![counter(vec![], control.control_rx)],
-    ));
-    families.push(family(
+        "Frames the control thread received from the workers (ARP replies, neighbour advertisements).",
+        vec![counter(vec![], g.control_rx)],
+    );
+    f.counter(
         "vipd_health_transitions_total",
         "Real servers that changed state (up to down or back) by their health checks.",
-        MetricType::COUNTER,
-        vec![counter(vec![], control.health_transitions)],
-    ));
-    real_server_families(shared, view, &mut families);
-    let mut out = Vec::new();
-    // Encoding into a Vec cannot fail for well-formed families; an error leaves what was written.
-    let _ = TextEncoder::new().encode(&families, &mut out);
-    String::from_utf8_lossy(&out).into_owned()
+        vec![counter(vec![], g.health_transitions)],
+    );
+}
+
+/// Per-service and per-real-server families, from the slot counters summed over workers (raw,
+/// monotonic: never affected by `vipctl -Z`).
+fn real_server_families(shared: &Shared, view: &View, f: &mut Families) {
+    let health = shared.health.lock().map(|h| h.clone()).unwrap_or_default();
+    let mut readings = Vec::new();
+    let mut service_up = Vec::new();
+    let mut service_rs = Vec::new();
+    let mut service_healthy = Vec::new();
+    for s in &view.services {
+        let service = service_label(&s.key);
+        let sl = || vec![label("service", &service)];
+        service_up.push(gauge(sl(), f64::from(u8::from(s.schedulable))));
+        service_rs.push(gauge(
+            sl(),
+            s.real_servers.iter().filter(|r| !r.sorry).count() as f64,
+        ));
+        service_healthy.push(gauge(
+            sl(),
+            s.real_servers
+                .iter()
+                .filter(|r| !r.sorry && r.up && r.weight > 0)
+                .count() as f64,
+        ));
+        for r in &s.real_servers {
+            let rs = SocketAddr::new(r.id.1, r.id.2).to_string();
+            readings.push((
+                service.clone(),
+                rs,
+                view.book.read(&shared.backends, r.slot),
+                r,
+                health.get(&r.id),
+            ));
+        }
+    }
+    f.gauge(
+        "vipd_service_schedulable",
+        "1 when the service can take new connections (a real server up with weight > 0, or a sorry server).",
+        service_up,
+    );
+    f.gauge(
+        "vipd_service_real_servers",
+        "Real servers configured in the service (sorry servers not counted).",
+        service_rs,
+    );
+    f.gauge(
+        "vipd_service_real_servers_healthy",
+        "Real servers of the service that are up with weight > 0 (sorry servers not counted).",
+        service_healthy,
+    );
+    let labels = |s: &str, r: &str| vec![label("service", s), label("real_server", r)];
+    type Get = fn(&BackendCounts) -> u64;
+    let counters: [(&str, &str, Get); 8] = [
+        (
+            "vipd_real_server_connections_total",
+            "Connections scheduled to the real server.",
+            |c| c.new_conns,
+        ),
+        (
+            "vipd_real_server_step1_packets_total",
+            "Step 1: client packets of the real server's connections received by vipd.",
+            |c| c.step1_packets,
+        ),
+        (
+            "vipd_real_server_step3_packets_total",
+            "Step 3: packets from the real server received by vipd (NAT replies).",
+            |c| c.step3_packets,
+        ),
+        (
+            "vipd_real_server_step3_missing_total",
+            "NAT connections whose client retransmitted its SYN before any reply came back through vipd: the real server's replies take another path (its default route does not point at vipd).",
+            |c| c.step3_missing,
+        ),
+        (
+            "vipd_real_server_in_packets_total",
+            "Packets forwarded to the real server (step 2).",
+            |c| c.in_packets,
+        ),
+        (
+            "vipd_real_server_in_bytes_total",
+            "Bytes forwarded to the real server (step 2).",
+            |c| c.in_bytes,
+        ),
+        (
+            "vipd_real_server_out_packets_total",
+            "Packets from the real server sent back to clients (NAT step 4).",
+            |c| c.out_packets,
+        ),
+        (
+            "vipd_real_server_out_bytes_total",
+            "Bytes from the real server sent back to clients (NAT step 4).",
+            |c| c.out_bytes,
+        ),
+    ];
+    for (name, help, get) in counters {
+        f.counter(
+            name,
+            help,
+            readings
+                .iter()
+                .map(|(s, r, c, ..)| counter(labels(s, r), get(c)))
+                .collect(),
+        );
+    }
+    f.gauge(
+        "vipd_real_server_active_connections",
+        "Established connections in the flow tables (ipvsadm ActiveConn).",
+        readings
+            .iter()
+            .map(|(s, r, c, ..)| gauge(labels(s, r), c.active as f64))
+            .collect(),
+    );
+    f.gauge(
+        "vipd_real_server_inactive_connections",
+        "Connections in other states: opening, closing, UDP (ipvsadm InActConn).",
+        readings
+            .iter()
+            .map(|(s, r, c, ..)| gauge(labels(s, r), c.inactive as f64))
+            .collect(),
+    );
+    f.gauge(
+        "vipd_real_server_weight",
+        "Configured weight of the real server (0: drained).",
+        readings
+            .iter()
+            .map(|(s, r, _, v, _)| gauge(labels(s, r), f64::from(v.weight)))
+            .collect(),
+    );
+    f.gauge(
+        "vipd_real_server_up",
+        "1 when the real server passes its health checks (or has none), else 0.",
+        readings
+            .iter()
+            .map(|(s, r, _, v, _)| gauge(labels(s, r), f64::from(u8::from(v.up))))
+            .collect(),
+    );
+    f.gauge(
+        "vipd_real_server_resolved",
+        "1 when the real server's next hop MAC is known, else 0 (its packets are dropped).",
+        readings
+            .iter()
+            .map(|(s, r, _, v, _)| {
+                let resolved = v.next_hop.is_some_and(|(_, m)| m.is_some());
+                gauge(labels(s, r), f64::from(u8::from(resolved)))
+            })
+            .collect(),
+    );
+    let checked: Vec<_> = readings.iter().filter(|x| x.4.is_some()).collect();
+    f.counter(
+        "vipd_health_checks_total",
+        "Health checks run against the real server, by result.",
+        checked
+            .iter()
+            .flat_map(|(s, r, _, _, h)| {
+                let h = h.cloned().unwrap_or_default();
+                let mut ok = labels(s, r);
+                ok.push(label("result", "ok"));
+                let mut failed = labels(s, r);
+                failed.push(label("result", "failed"));
+                [
+                    counter(ok, h.checks.saturating_sub(h.failures)),
+                    counter(failed, h.failures),
+                ]
+            })
+            .collect(),
+    );
+    f.gauge(
+        "vipd_real_server_last_transition_timestamp_seconds",
+        "When the real server's health state last changed (Unix time; 0: not since its check started).",
+        checked
+            .iter()
+            .map(|(s, r, _, _, h)| {
+                let ms = h.map_or(0, |h| h.last_transition_ms);
+                gauge(labels(s, r), ms as f64 / 1000.0)
+            })
+            .collect(),
+    );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{Proto, ServiceKey};
+    use crate::view::{RealServerView, ServiceView};
+    use arc_swap::ArcSwap;
+    use std::collections::BTreeSet;
+    use std::sync::Arc;
+    use vipd_dataplane::backend_stats::BackendStats;
+    use vipd_dataplane::counters::WorkerCounters;
+    use vipd_dataplane::snapshot::FwdMode;
+
+    /// A scrape of a vipd with one service, one real server, one port, one worker.
+    fn scrape() -> String {
+        let key = ServiceKey {
+            vip: "10.0.100.1".parse().unwrap(),
+            proto: Proto::Tcp,
+            port: 80,
+        };
+        let rs = RealServerView {
+            id: (key, "10.0.0.21".parse().unwrap(), 8080),
+            slot: 0,
+            weight: 1,
+            mode: FwdMode::Nat,
+            sorry: false,
+            check: Some(crate::config::CheckSpec {
+                kind: crate::config::CheckKind::Tcp,
+                target: "10.0.0.21:8080".parse().unwrap(),
+                interval: std::time::Duration::from_secs(2),
+                timeout: std::time::Duration::from_secs(1),
+                rise: 2,
+                fall: 3,
+            }),
+            up: true,
+            next_hop: None,
+        };
+        let health: crate::health::StatusMap = Arc::default();
+        health.lock().unwrap().insert(rs.id, Default::default());
+        let view = View {
+            services: vec![ServiceView {
+                key,
+                scheduler: "maglev",
+                schedulable: true,
+                drop_dead_flows: true,
+                real_servers: vec![rs],
+            }],
+            gauges: ControlGauges {
+                ports: vec![PortGauges {
+                    name: "lan".into(),
+                    link_up: true,
+                    stats: Some(PortStats::default()),
+                }],
+                neighbours: vec![("static", 0), ("incomplete", 0), ("reachable", 1)],
+                ..Default::default()
+            },
+            ..Default::default()
+        };
+        let shared = Shared {
+            workers: vec![Arc::new(WorkerCounters::default())],
+            backends: vec![Arc::new(BackendStats::new(4))],
+            view: ArcSwap::from_pointee(View::default()),
+            commands: crossbeam::channel::unbounded().0,
+            health,
+            token: None,
+            samplers: Vec::new(),
+            listing: tokio::sync::Mutex::new(()),
+        };
+        render(&shared, &view)
+    }
+
+    fn exported() -> BTreeSet<String> {
+        scrape()
+            .lines()
+            .filter_map(|l| l.strip_prefix("# TYPE "))
+            .filter_map(|l| l.split_whitespace().next())
+            .map(str::to_string)
+            .collect()
+    }
+
+    /// Every `vipd_...` name in `text`.
+    fn names_in(text: &str) -> BTreeSet<String> {
+        let mut out = BTreeSet::new();
+        let b = text.as_bytes();
+        let mut i = 0;
+        while let Some(p) = text[i..].find("vipd_") {
+            let start = i + p;
+            let before_ok =
+                start == 0 || !(b[start - 1].is_ascii_alphanumeric() || b[start - 1] == b'_');
+            let mut end = start;
+            while end < b.len() && (b[end].is_ascii_alphanumeric() || b[end] == b'_') {
+                end += 1;
+            }
+            if before_ok && end > start + "vipd_".len() {
+                out.insert(text[start..end].to_string());
+            }
+            i = end;
+        }
+        out
+    }
+
+    fn read(rel: &str) -> String {
+        std::fs::read_to_string(format!("{}/../{rel}", env!("CARGO_MANIFEST_DIR"))).unwrap()
+    }
+
+    #[test]
+    fn dashboard_and_alerts_use_only_exported_series() {
+        let exported = exported();
+        let dashboard = read("packaging/grafana/vipd-dashboard.json");
+        let json: serde_json::Value = serde_json::from_str(&dashboard).unwrap();
+        let mut exprs = String::new();
+        for p in json["panels"].as_array().unwrap() {
+            for t in p["targets"].as_array().into_iter().flatten() {
+                exprs.push_str(t["expr"].as_str().unwrap());
+                exprs.push('\n');
+            }
+        }
+        let rules = read("packaging/prometheus/vipd.rules.yml");
+        for (what, text) in [("dashboard", exprs), ("rules", rules)] {
+            let used = names_in(&text);
+            assert!(!used.is_empty(), "{what} uses no vipd series");
+            let unknown: Vec<_> = used.difference(&exported).collect();
+            assert!(
+                unknown.is_empty(),
+                "{what} uses series vipd does not export: {unknown:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn every_family_is_documented_and_every_documented_one_exists() {
+        let exported = exported();
+        let documented = names_in(&read("docs/metrics.md"));
+        let undocumented: Vec<_> = exported.difference(&documented).collect();
+        assert!(
+            undocumented.is_empty(),
+            "docs/metrics.md lacks {undocumented:?}"
+        );
+        let stale: Vec<_> = documented.difference(&exported).collect();
+        assert!(
+            stale.is_empty(),
+            "docs/metrics.md names series vipd does not export: {stale:?}"
+        );
+        let docs = read("docs/metrics.md");
+        for c in Counter::ALL.iter().filter(|c| c.is_drop()) {
+            let reason = format!("`{}`", c.name().trim_start_matches("drop_"));
+            assert!(
+                docs.contains(&reason),
+                "docs/metrics.md does not explain drop reason {reason}"
+            );
+        }
+    }
+
+    #[test]
+    fn exposition_is_conventional() {
+        for line in scrape().lines().filter_map(|l| l.strip_prefix("# TYPE ")) {
+            let mut it = line.split_whitespace();
+            let (name, kind) = (it.next().unwrap(), it.next().unwrap());
+            assert!(name.starts_with("vipd_"), "{name}");
+            assert_eq!(
+                kind == "counter",
+                name.ends_with("_total"),
+                "{name} is a {kind}"
+            );
+        }
+    }
 }

@@ -15,6 +15,9 @@ use vipd_dataplane::backend_stats::{self, BackendCounts, BackendStats};
 /// Counter fields of a reading with `base` taken away (gauges stay as read).
 pub fn since(now: BackendCounts, base: &BackendCounts) -> BackendCounts {
     BackendCounts {
+        step1_packets: now.step1_packets.saturating_sub(base.step1_packets),
+        step3_packets: now.step3_packets.saturating_sub(base.step3_packets),
+        step3_missing: now.step3_missing.saturating_sub(base.step3_missing),
         new_conns: now.new_conns.saturating_sub(base.new_conns),
         in_packets: now.in_packets.saturating_sub(base.in_packets),
         in_bytes: now.in_bytes.saturating_sub(base.in_bytes),

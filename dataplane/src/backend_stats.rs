@@ -3,8 +3,8 @@
 //! the control thread when it reads them.
 //!
 //! Like [`crate::counters`], every value is an `AtomicU64` written by one thread only with a
-//! relaxed load + store (plain `mov`s on x86-64). Slots are 64 bytes, so a packet touches one
-//! cache line of its real server's statistics. The array never grows: the control plane reuses
+//! relaxed load + store (plain `mov`s on x86-64). A slot is two cache lines, laid out so a
+//! client packet (steps 1-2) touches only the first and a reply (steps 3-4) only the second. The array never grows: the control plane reuses
 //! the slot of a removed real server once no flow refers to it any more (its `active +
 //! inactive` is zero on every worker), so churn does not grow it.
 
@@ -17,20 +17,38 @@ pub const DEFAULT_BACKEND_SLOTS: usize = 4096;
 #[derive(Debug, Default)]
 #[repr(C, align(64))]
 struct Slot {
-    new_conns: AtomicU64,
+    // First cache line: the client side (steps 1 and 2) and the flow table's gauges.
+    /// Step 1: client packets of its connections received.
+    step1_packets: AtomicU64,
+    /// Step 2: packets forwarded to it.
     in_packets: AtomicU64,
     in_bytes: AtomicU64,
-    out_packets: AtomicU64,
-    out_bytes: AtomicU64,
+    new_conns: AtomicU64,
     /// Flow entries in the established state (ipvsadm's ActiveConn).
     active: AtomicU64,
     /// Flow entries in any other state (ipvsadm's InActConn; every UDP flow).
     inactive: AtomicU64,
+    /// NAT connections whose client retransmitted its SYN before any reply came back
+    /// through vipd: the step-3 symptom (the real server's replies bypass vipd).
+    step3_missing: AtomicU64,
+    _pad: AtomicU64,
+    // Second cache line: the reply side (steps 3 and 4).
+    /// Step 3: its replies received.
+    step3_packets: AtomicU64,
+    /// Step 4: its replies sent to the client.
+    out_packets: AtomicU64,
+    out_bytes: AtomicU64,
 }
 
 /// A reading of one slot (on one worker, or summed over workers).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct BackendCounts {
+    /// Step 1: client packets of its connections received.
+    pub step1_packets: u64,
+    /// Step 3: its replies received (NAT).
+    pub step3_packets: u64,
+    /// NAT connections that saw a retransmitted SYN before any reply (step 3 missing).
+    pub step3_missing: u64,
     /// Connections scheduled to the real server (flow entries created).
     pub new_conns: u64,
     /// Packets forwarded to it (step 2).
@@ -56,6 +74,9 @@ impl BackendCounts {
 
 impl std::ops::AddAssign for BackendCounts {
     fn add_assign(&mut self, o: BackendCounts) {
+        self.step1_packets += o.step1_packets;
+        self.step3_packets += o.step3_packets;
+        self.step3_missing += o.step3_missing;
         self.new_conns += o.new_conns;
         self.in_packets += o.in_packets;
         self.in_bytes += o.in_bytes;
@@ -104,8 +125,32 @@ impl BackendStats {
         self.slots.len()
     }
 
-    /// A packet of `bytes` forwarded to the real server in `slot`. Out-of-range slots are
-    /// ignored (the snapshot never hands them out).
+    /// Step 1: a client packet of a connection to the real server in `slot` arrived.
+    #[inline]
+    pub fn count_step1(&self, slot: u32) {
+        if let Some(s) = self.slots.get(slot as usize) {
+            bump(&s.step1_packets, 1);
+        }
+    }
+
+    /// Step 3: a reply from the real server in `slot` arrived.
+    #[inline]
+    pub fn count_step3(&self, slot: u32) {
+        if let Some(s) = self.slots.get(slot as usize) {
+            bump(&s.step3_packets, 1);
+        }
+    }
+
+    /// A NAT connection of `slot` saw its client retransmit the SYN with no reply yet.
+    #[inline]
+    pub fn count_step3_missing(&self, slot: u32) {
+        if let Some(s) = self.slots.get(slot as usize) {
+            bump(&s.step3_missing, 1);
+        }
+    }
+
+    /// Step 2: a packet of `bytes` forwarded to the real server in `slot`. Out-of-range slots
+    /// are ignored (the snapshot never hands them out).
     #[inline]
     pub fn count_in(&self, slot: u32, bytes: usize) {
         if let Some(s) = self.slots.get(slot as usize) {
@@ -171,6 +216,9 @@ impl BackendStats {
         };
         let r = |v: &AtomicU64| v.load(Ordering::Relaxed);
         BackendCounts {
+            step1_packets: r(&s.step1_packets),
+            step3_packets: r(&s.step3_packets),
+            step3_missing: r(&s.step3_missing),
             new_conns: r(&s.new_conns),
             in_packets: r(&s.in_packets),
             in_bytes: r(&s.in_bytes),
@@ -196,8 +244,9 @@ mod tests {
     use super::*;
 
     #[test]
-    fn slot_is_one_cache_line() {
-        assert_eq!(std::mem::size_of::<Slot>(), 64);
+    fn slot_is_two_cache_lines_split_by_direction() {
+        assert_eq!(std::mem::size_of::<Slot>(), 128);
+        assert_eq!(std::mem::offset_of!(Slot, step3_packets), 64);
     }
 
     #[test]
@@ -211,10 +260,16 @@ mod tests {
         s.conn_moved(1, ConnClass::Inactive, ConnClass::Active);
         s.conn_added(1, ConnClass::Inactive);
         s.count_in(99, 60); // out of range: ignored
+        s.count_step1(1);
+        s.count_step3(1);
+        s.count_step3_missing(1);
         let c = s.get(1);
         assert_eq!(
             c,
             BackendCounts {
+                step1_packets: 1,
+                step3_packets: 1,
+                step3_missing: 1,
                 new_conns: 1,
                 in_packets: 2,
                 in_bytes: 1560,

@@ -76,6 +76,11 @@ counters! {
     Steered = "steered", event;
     /// Snapshots picked up by the worker.
     SnapshotsApplied = "snapshots_applied", event;
+    /// Iterations of the worker's poll loop.
+    WorkerPolls = "worker_polls", event;
+    /// Iterations that found work (frames received or in the inbox): busy ratio =
+    /// worker_busy_polls / worker_polls.
+    WorkerBusyPolls = "worker_busy_polls", event;
     /// Dropped: frame shorter than an Ethernet header (or its VLAN tag).
     DropEthMalformed = "drop_eth_malformed", drop;
     /// Dropped: unicast frame for another MAC address.

@@ -491,6 +491,7 @@ fn handle_l4<B: PacketBuf>(
             }
         }
         let backend = flow_backend(info, si, w, snap, now)?;
+        w.backends.count_step1(backend.id);
         return forward(buf, l2, backend, info, rx_port, w, snap, now);
     }
     if snap.is_local(&key.dst_ip()) {
@@ -687,6 +688,7 @@ fn nat_reply(
     let service = match w.flows.lookup(key, info.hash, now) {
         Some(hit) if hit.dir == Direction::Reply => {
             w.flows.track(hit.id, Direction::Reply, info.tcp_flags, now);
+            w.backends.count_step3(hit.backend);
             backend_id = Some(hit.backend);
             snap.backend(hit.backend).map(|b| b.service)
         }

@@ -133,6 +133,10 @@ impl Worker {
                 }
             }
             iterations = iterations.wrapping_add(1);
+            self.state.counters.inc(Counter::WorkerPolls);
+            if work > 0 {
+                self.state.counters.inc(Counter::WorkerBusyPolls);
+            }
             if iterations.is_multiple_of(1024) {
                 self.state
                     .counters

@@ -309,6 +309,11 @@ fn per_real_server_statistics() {
     let (a, _) = one(&ack(40_000), &mut w, &snap, 3);
     assert_eq!(a, Action::Tx(0));
     let c = w.backends.get(0);
+    assert_eq!(
+        (c.step1_packets, c.step3_packets),
+        (2, 1),
+        "steps 1 and 3 seen"
+    );
     assert_eq!(c.new_conns, 1);
     assert_eq!(c.in_packets, 2);
     assert_eq!(c.in_bytes, sent + (sent + 4));

@@ -7,6 +7,7 @@
 use super::learn;
 use super::ports::{self, RunningPort};
 use super::views::{self, ControlCounters};
+use crate::backend_slots::RsIdentity;
 use crate::changes::{self, refusal_of_reload};
 use crate::config::{reload, Config, ServiceKey};
 use crate::health::{Checker, Target, Transition};
@@ -17,6 +18,7 @@ use crate::stats::StatsBook;
 use crate::view::{Command, Shared};
 use arc_swap::ArcSwap;
 use crossbeam::channel::{Receiver, RecvTimeoutError};
+use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -63,7 +65,12 @@ pub struct Control<'a> {
     /// Snapshots replaced but possibly still read by a worker: dropped here, never on a
     /// worker, once every worker has adopted a newer generation.
     pub retired: Vec<Arc<Snapshot>>,
+    /// Per real server: its step-3-missing count at the last look, and when it was last hinted.
+    pub step3: HashMap<RsIdentity, (u64, Option<Instant>)>,
 }
+
+/// A real server's step-3 hint is logged at most this often.
+const STEP3_HINT_PERIOD: Duration = Duration::from_secs(300);
 
 impl Control<'_> {
     /// Run until `stop` is set.
@@ -108,6 +115,7 @@ impl Control<'_> {
                 last_slow = now;
                 ports::poll_links(self.ports);
                 self.reclaim();
+                self.step3_hints(now);
             }
             if now.duration_since(last_rates) >= RATE_PERIOD {
                 last_rates = now;
@@ -300,6 +308,31 @@ impl Control<'_> {
         changed
     }
 
+    /// One rate-limited hint per real server whose NAT replies do not come back through vipd.
+    fn step3_hints(&mut self, now: Instant) {
+        for (id, slot) in self.slot_list() {
+            let missing = self.book.read(&self.shared.backends, slot).step3_missing;
+            let e = self.step3.entry(id).or_insert((missing, None));
+            let rising = missing > e.0;
+            e.0 = missing;
+            if rising
+                && e.1
+                    .is_none_or(|t| now.duration_since(t) >= STEP3_HINT_PERIOD)
+            {
+                e.1 = Some(now);
+                tracing::warn!(
+                    service = %id.0,
+                    real_server = %std::net::SocketAddr::new(id.1, id.2),
+                    "replies from {} do not return through vipd: is its default route via the LB? ({missing} connection(s) so far saw a retransmitted SYN and no SYN-ACK)",
+                    id.1
+                );
+            }
+        }
+        let live: std::collections::HashSet<RsIdentity> =
+            self.slot_list().into_iter().map(|(id, _)| id).collect();
+        self.step3.retain(|id, _| live.contains(id));
+    }
+
     /// Drop retired snapshots and free backend slots that every worker has moved past.
     fn reclaim(&mut self) {
         let oldest = self
@@ -321,15 +354,19 @@ impl Control<'_> {
 
     fn publish_view(&self) {
         let snap = self.snapshot.load();
-        let v = views::view(
-            &self.running,
-            &snap,
-            &self.neighbours,
-            self.ports,
-            self.rings.inboxes.len(),
-            &self.book,
-            self.counters,
-        );
+        let v = views::view(&views::Sources {
+            running: &self.running,
+            snap: &snap,
+            neighbours: &self.neighbours,
+            ports: self.ports,
+            workers: self.rings.inboxes.len(),
+            book: &self.book,
+            counters: self.counters,
+            mempool: (
+                u64::from(self.pool.in_use()),
+                u64::from(self.pool.in_use()) + u64::from(self.pool.available()),
+            ),
+        });
         self.shared.view.store(Arc::new(v));
     }
 

@@ -238,6 +238,7 @@ pub fn run(config_path: &Path) -> Result<(), String> {
             book: StatsBook::default(),
             counters: Default::default(),
             retired: Vec::new(),
+            step3: HashMap::new(),
         };
         control.run(&stop, &reload, &cmd_rx);
         worker_stop.store(true, Ordering::Relaxed);

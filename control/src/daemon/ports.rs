@@ -3,7 +3,7 @@
 use super::eal::device_name;
 use crate::config::Config;
 use std::path::Path;
-use vipd_dataplane::io::dpdk::{Eal, Mempool, Port, PortConfig as DpdkPortConfig};
+use vipd_dataplane::io::dpdk::{Eal, Mempool, Port, PortConfig as DpdkPortConfig, PortStats};
 use vipd_dataplane::wire::MacAddr;
 
 /// A started port.
@@ -18,6 +18,8 @@ pub struct RunningPort {
     pub mac: MacAddr,
     /// Link state at the last poll.
     pub link_up: bool,
+    /// The NIC's counters at the last poll.
+    pub stats: Option<PortStats>,
 }
 
 /// Configure and start every port of `config`, with one queue pair per worker.
@@ -84,14 +86,16 @@ pub fn bring_up(
             port,
             mac,
             link_up: false,
+            stats: None,
         });
     }
     Ok(ports)
 }
 
-/// Poll every port's link and log changes.
+/// Poll every port's link (logging changes) and counters.
 pub fn poll_links(ports: &mut [RunningPort]) {
     for p in ports.iter_mut() {
+        p.stats = p.port.stats().ok();
         if let Ok(link) = p.port.link_status() {
             if link.up != p.link_up {
                 p.link_up = link.up;

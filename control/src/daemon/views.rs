@@ -2,7 +2,7 @@
 //! slots and health, the status JSON (ports, neighbours), and the gauges for `/metrics`.
 
 use super::ports::RunningPort;
-use crate::metrics::ControlGauges;
+use crate::metrics::{ControlGauges, PortGauges};
 use crate::neighbours::{NeighbourState, NeighbourTable};
 use crate::running::Running;
 use crate::stats::StatsBook;
@@ -61,16 +61,38 @@ fn sock(ip: IpAddr, port: u16) -> String {
     SocketAddr::new(ip, port).to_string()
 }
 
+/// What the view is made of.
+pub struct Sources<'a> {
+    /// The running configuration.
+    pub running: &'a Running,
+    /// The published snapshot.
+    pub snap: &'a Snapshot,
+    /// The neighbour table.
+    pub neighbours: &'a NeighbourTable,
+    /// The ports.
+    pub ports: &'a [RunningPort],
+    /// Number of workers.
+    pub workers: usize,
+    /// Statistics baselines and rates.
+    pub book: &'a StatsBook,
+    /// The control loop's counters.
+    pub counters: ControlCounters,
+    /// Mbuf pool (in use, size).
+    pub mempool: (u64, u64),
+}
+
 /// The whole view.
-pub fn view(
-    running: &Running,
-    snap: &Snapshot,
-    neighbours: &NeighbourTable,
-    ports: &[RunningPort],
-    workers: usize,
-    book: &StatsBook,
-    counters: ControlCounters,
-) -> View {
+pub fn view(src: &Sources) -> View {
+    let Sources {
+        running,
+        snap,
+        neighbours,
+        ports,
+        workers,
+        book,
+        counters,
+        mempool,
+    } = *src;
     let services = services(running, snap);
     let status_services: Vec<Value> = services
         .iter()
@@ -148,7 +170,16 @@ pub fn view(
                 })
             })
             .collect(),
-        ports: ports.iter().map(|p| (p.name.clone(), p.link_up)).collect(),
+        ports: ports
+            .iter()
+            .map(|p| PortGauges {
+                name: p.name.clone(),
+                link_up: p.link_up,
+                stats: p.stats,
+            })
+            .collect(),
+        mempool,
+        flow_capacity: running.config.flows.capacity_per_worker as u64,
         control_tx: counters.tx,
         control_rx: counters.rx,
         health_transitions: counters.health_transitions,

@@ -81,6 +81,10 @@ const _: () = assert!(((MAX_CAPACITY - 1) << 1 | 1) as u64 <= MAX_PAYLOAD as u64
 const LIVE: u8 = 0x80;
 /// Entry bit: the connection has a reply key.
 const HAS_REPLY: u8 = 0x40;
+/// Entry bit: its missing step 3 (a retransmitted SYN before any reply) was counted.
+const STEP3_REPORTED: u8 = 0x20;
+/// Entry bit: a SYN of the client was tracked (so the next one is a retransmission).
+const SYN_SEEN: u8 = 0x10;
 
 /// The hint (expiry lower bound, 1024 ms units) of an expiry.
 #[inline]
@@ -520,6 +524,19 @@ impl FlowTable {
         let (state, seen) = next_state(e.state, Seen(e.bits & Seen::MASK), dir, flags);
         if let Some(stats) = &self.backend_stats {
             stats.conn_moved(e.backend, conn_class(e.state), conn_class(state));
+            // The client retransmits its SYN (>= 1 s later) and nothing ever came back
+            // through us: the real server's SYN-ACK took another path (step 3).
+            let lone_syn = flags.is_some_and(|f| f.syn && !f.ack && !f.rst && !f.fin);
+            if lone_syn && dir == Direction::Original {
+                if e.state == TcpState::SynRecv
+                    && e.bits & (HAS_REPLY | STEP3_REPORTED | SYN_SEEN) == HAS_REPLY | SYN_SEEN
+                    && e.bits & Seen::REPLY == 0
+                {
+                    e.bits |= STEP3_REPORTED;
+                    stats.count_step3_missing(e.backend);
+                }
+                e.bits |= SYN_SEEN;
+            }
         }
         e.state = state;
         e.bits = (e.bits & !Seen::MASK) | seen.0;
@@ -840,6 +857,35 @@ mod tests {
         assert!(look(&mut t, &k, 3_600_000).is_none());
         assert_eq!(conns(5), (0, 0));
         t.check();
+    }
+
+    #[test]
+    fn a_retransmitted_syn_without_any_reply_is_the_step3_symptom() {
+        let stats = Arc::new(BackendStats::new(8));
+        let mut t = FlowTable::with_capacity(16, Timeouts::default());
+        t.count_connections_in(Arc::clone(&stats));
+        let syn = tcp(0x02);
+        // NAT, no reply ever: counted once, however many retransmissions.
+        let k = client(1, PROTO_TCP);
+        let id = ins(&mut t, &k, Some(&reply_of(&k, 1)), 1, 0).unwrap();
+        t.track(id, Direction::Original, syn, 0);
+        assert_eq!(stats.get(1).step3_missing, 0, "the first SYN is no symptom");
+        t.track(id, Direction::Original, syn, 1000);
+        t.track(id, Direction::Original, syn, 3000);
+        assert_eq!(stats.get(1).step3_missing, 1);
+        // NAT with the SYN-ACK back through us, then a SYN: not the symptom.
+        let k = client(2, PROTO_TCP);
+        let id = ins(&mut t, &k, Some(&reply_of(&k, 2)), 2, 0).unwrap();
+        t.track(id, Direction::Original, syn, 0);
+        t.track(id, Direction::Reply, tcp(0x12), 1);
+        t.track(id, Direction::Original, syn, 1000);
+        assert_eq!(stats.get(2).step3_missing, 0);
+        // DR: replies never come back, by design.
+        let k = client(3, PROTO_TCP);
+        let id = ins(&mut t, &k, None, 3, 0).unwrap();
+        t.track(id, Direction::Original, syn, 0);
+        t.track(id, Direction::Original, syn, 1000);
+        assert_eq!(stats.get(3).step3_missing, 0);
     }
 
     #[test]
