@@ -4,7 +4,8 @@
 TCP:  load_client.py --url http://VIP:80/ --connections 1000 --parallel 32 --timeout 5
                      [--source-addrs 192.168.77.2,192.168.77.3,...] [--deadline 60]
       Opens that many short connections, one GET each (Connection: close), --parallel at a time,
-      stopping at the count or at the deadline, whichever comes first. Source addresses are
+      stopping at the count or at the deadline, whichever comes first; --rate R paces the
+      starts at R connections per second. Source addresses are
       bound round-robin (connection i uses address i mod len). IPv6: http://[fd00:77:100::1]:80/.
 UDP:  load_client.py --udp HOST:PORT --count N [--parallel P] [--source-addrs ...] [--reuse]
       N request/response exchanges with a UDP echo server (rs_server.py --udp); each from a new
@@ -49,6 +50,7 @@ JSON_HELP = """\
   "bytes": body bytes received (tcp) / reply bytes (udp),
   "elapsed_s": s, "conn_per_s": ok / elapsed_s (tcp), "req_per_s": ok / elapsed_s (udp),
   "latency_ms": {"p50": ms, "p90": ms, "p99": ms, "max": ms},  # of the successful ones
+  "timeline": [{"second": s, "failed": n, "servers": {"rs1": n, ...}}, ...],  # by start second
   "unfinished": n            # only when workers were still busy at the hard stop
 }"""
 
@@ -67,9 +69,17 @@ class Stats:
         self.samples = []
         self.bytes = 0
         self.latencies = []
+        self.start = time.monotonic()
+        self.timeline = {}
 
-    def success(self, server, client_ip, src, nbytes, latency):
+    def _tick(self, started, what):
+        # "failed" is a key of its own; a server of that name would be counted as failures.
+        second = self.timeline.setdefault(int(max(0.0, started - self.start)), {})
+        second[what] = second.get(what, 0) + 1
+
+    def success(self, server, client_ip, src, nbytes, latency, started=None):
         with self.lock:
+            self._tick(time.monotonic() - latency if started is None else started, server)
             self.ok += 1
             self.bytes += nbytes
             self.latencies.append(latency)
@@ -79,8 +89,9 @@ class Stats:
                 if src and client_ip != src:
                     self.client_ip_mismatch += 1
 
-    def failure(self, idx, src, kind, detail):
+    def failure(self, idx, src, kind, detail, started=None):
         with self.lock:
+            self._tick(time.monotonic() if started is None else started, "failed")
             self.failed += 1
             self.errors[kind] = self.errors.get(kind, 0) + 1
             if len(self.samples) < MAX_SAMPLES:
@@ -116,12 +127,14 @@ def parse_reply_ids(text):
 class Scheduler:
     """Hands out connection indexes until the count is reached or the deadline passes."""
 
-    def __init__(self, count, deadline_at):
+    def __init__(self, count, deadline_at, rate=None):
         self.lock = threading.Lock()
         self.next = 0
         self.count = count
         self.deadline_at = deadline_at
         self.deadline_hit = False
+        self.rate = rate
+        self.start = time.monotonic()
 
     def take(self):
         with self.lock:
@@ -132,7 +145,11 @@ class Scheduler:
                 return None
             i = self.next
             self.next += 1
-            return i
+        if self.rate:
+            wait = self.start + i / self.rate - time.monotonic()
+            if wait > 0:
+                time.sleep(wait)
+        return i
 
 
 def percentiles(values):
@@ -195,7 +212,7 @@ def tcp_one(idx, family, sockaddr, src, request, timeout, deadline_at, stats):
         raw = b"".join(chunks)
     except Exception as e:  # noqa: BLE001 - every failure is counted by kind
         kind, detail = classify(e, phase)
-        stats.failure(idx, src, kind, detail)
+        stats.failure(idx, src, kind, detail, started=t0)
         return
     finally:
         sock.close()
@@ -299,7 +316,8 @@ def run(args):
         mode, target, count = "tcp", args.url, args.connections
     check_sources(sources, family)
 
-    sched = Scheduler(count, deadline_at)
+    sched = Scheduler(count, deadline_at, args.rate)
+    stats.start = sched.start
 
     def worker():
         sock = None
@@ -363,6 +381,10 @@ def run(args):
             "bytes": stats.bytes,
             "elapsed_s": round(elapsed, 3),
             "latency_ms": percentiles(stats.latencies),
+            "timeline": [
+                {"second": t, "failed": v.get("failed", 0), "servers": {k: n for k, n in sorted(v.items()) if k != "failed"}}
+                for t, v in sorted(stats.timeline.items())
+            ],
         }
         if mode == "udp":
             out["reply_source_mismatch"] = stats.reply_source_mismatch
@@ -386,6 +408,7 @@ def main():
     ap.add_argument("--timeout", type=float, default=5.0, help="per-operation timeout in s (default 5)")
     ap.add_argument("--deadline", type=float, default=60.0, help="start no new request after this many s (default 60)")
     ap.add_argument("--source-addrs", help="comma-separated source addresses, used round-robin")
+    ap.add_argument("--rate", type=float, help="start at most this many connections per second")
     ap.add_argument("--help-json", action="store_true", help="describe the JSON printed")
     args = ap.parse_args()
     if args.help_json:
@@ -394,8 +417,8 @@ def main():
     if bool(args.url) == bool(args.udp):
         ap.error("give exactly one of --url and --udp")
     n = args.count if args.udp else args.connections
-    if n < 0 or args.parallel < 1 or args.timeout <= 0 or args.deadline <= 0:
-        ap.error("counts >= 0, --parallel >= 1, --timeout and --deadline > 0")
+    if n < 0 or args.parallel < 1 or args.timeout <= 0 or args.deadline <= 0 or (args.rate is not None and args.rate <= 0):
+        ap.error("counts >= 0, --parallel >= 1, --timeout, --deadline and --rate > 0")
     out = run(args)
     print(json.dumps(out, indent=1 if sys.stdout.isatty() else None))
     sys.stdout.flush()

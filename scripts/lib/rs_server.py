@@ -4,6 +4,8 @@
 HTTP (dual stack, one socket on [::] with IPV6_V6ONLY=0 unless --bind says otherwise):
   GET /          200, body "server=<name> client=<peer ip>:<peer port>\\n"
   GET /bytes/N   200, N bytes of a repeating ASCII pattern (bulk transfers larger than the MTU)
+  GET /health    200 "ok", or the status written in --health-file when that file exists (a
+                 health check that sees 503: `echo 503 > FILE`)
   POST (any path) reads the Content-Length body and answers
                  "server=<name> client=<peer> received=<bytes> sha256=<hex>" (uploads through
                  a tunnel: the client's large segments travel LB -> RS)
@@ -76,8 +78,30 @@ class Handler(http.server.BaseHTTPRequestHandler):
         self.end_headers()
         self.close_connection = True
 
+    def _health(self, with_body):
+        status, f = 200, self.server.health_file
+        if f:
+            try:
+                with open(f) as fh:
+                    status = int(fh.read().strip() or 200)
+            except (OSError, ValueError):
+                status = 200
+        body = b"ok\n" if status == 200 else b"unhealthy\n"
+        self.send_response(status)
+        self.send_header("Content-Length", str(len(body)))
+        self.send_header("Content-Type", "text/plain")
+        self.send_header("Connection", "close")
+        self.send_header("X-Server", self.server.name)
+        self.end_headers()
+        self.close_connection = True
+        if with_body:
+            self.wfile.write(body)
+
     def _respond(self, with_body):
         path = self.path.split("?", 1)[0]
+        if path == "/health":
+            self._health(with_body)
+            return
         if path.startswith("/bytes/"):
             try:
                 n = int(path[len("/bytes/"):])
@@ -203,6 +227,7 @@ def main():
     ap.add_argument("--udp", type=int, metavar="PORT", help="also run a UDP echo server on PORT")
     ap.add_argument("--bind", default="::", help="address to bind (default :: = all, IPv4 and IPv6)")
     ap.add_argument("--verbose", action="store_true", help="log every request to stderr")
+    ap.add_argument("--health-file", help="GET /health answers the status written in this file, when it exists")
     args = ap.parse_args()
 
     bind = args.bind
@@ -216,6 +241,7 @@ def main():
         else:
             sys.exit("rs_server: cannot listen on [%s]:%d: %s" % (bind, args.port, e))
 
+    httpd.health_file = args.health_file
     stop = threading.Event()
     threads = [threading.Thread(target=httpd.serve_forever, kwargs={"poll_interval": 0.2}, daemon=True)]
     udp = None
