@@ -117,6 +117,7 @@ pub fn services_json(shared: &Shared, view: &View) -> Value {
         .map(|s| service_json(shared, view, s, &health))
         .collect();
     json!({
+        "version": env!("CARGO_PKG_VERSION"),
         "generation": view.generation,
         "unsaved_changes": view.unsaved_changes,
         "flow_capacity": view.config.flows.capacity_per_worker * view.config.dataplane.worker_cores.len(),

@@ -1,0 +1,590 @@
+//! The tables vipctl prints, from the API's JSON: ipvsadm's layouts (`-L -n`, `--stats`,
+//! `--rate`, `-c`, `--timeout`) with vipd's additions at the ends of lines (the health column),
+//! and vipd's own views (health, status, stats). Pure functions of the JSON, so they are tested
+//! on literal answers.
+
+use crate::args::Table;
+use serde_json::Value;
+use std::fmt::Write;
+use std::net::{IpAddr, SocketAddr};
+
+/// Width of ipvsadm's `Prot LocalAddress:Port` column in the statistics tables.
+const SERVICE_WIDTH: usize = 33;
+/// Width of ipvsadm's `RemoteAddress:Port` column.
+const SERVER_WIDTH: usize = 28;
+
+fn s<'a>(v: &'a Value, k: &str) -> &'a str {
+    v[k].as_str().unwrap_or("")
+}
+
+fn n(v: &Value, k: &str) -> u64 {
+    v[k].as_u64()
+        .or_else(|| v[k].as_f64().map(|f| f.max(0.0).round() as u64))
+        .unwrap_or(0)
+}
+
+/// `TCP  10.0.0.1:80`, ipvsadm's service name.
+fn service_name(v: &Value) -> String {
+    format!("{}  {}", s(v, "proto").to_uppercase(), s(v, "address"))
+}
+
+/// ipvsadm's `print_largenum`: right-aligned in 9 columns, scaled to K/M/G/T unless `exact`.
+pub fn largenum(i: u64, exact: bool) -> String {
+    if exact {
+        let digits = i.to_string();
+        let width = if digits.len() <= 8 {
+            9
+        } else {
+            digits.len() + 1
+        };
+        return format!("{digits:>width$}");
+    }
+    match i {
+        0..=99_999_999 => format!("{i:>9}"),
+        100_000_000..=999_999_999 => format!("{:>8}K", i / 1_000),
+        1_000_000_000..=99_999_999_999 => format!("{:>8}M", i / 1_000_000),
+        100_000_000_000..=99_999_999_999_999 => format!("{:>8}G", i / 1_000_000_000),
+        _ => format!("{:>8}T", i / 1_000_000_000_000),
+    }
+}
+
+/// The first line of `-L`: ipvsadm's `IP Virtual Server version ... (size=...)`.
+pub fn list_heading(all: &Value) -> String {
+    let version = match all["version"].as_str() {
+        Some(v) => format!("vipd version {v}"),
+        None => "vipd".to_string(),
+    };
+    let unsaved = n(all, "unsaved_changes");
+    let mut line = format!(
+        "{version} (size={}, generation={}",
+        n(all, "flow_capacity"),
+        n(all, "generation")
+    );
+    if unsaved > 0 {
+        let _ = write!(line, ", {unsaved} change(s) not saved");
+    }
+    line.push_str(")\n");
+    line
+}
+
+fn title(table: Table) -> String {
+    let columns = |a: [&str; 5]| {
+        let mut t = format!("{:<SERVICE_WIDTH$}", "Prot LocalAddress:Port");
+        for c in a {
+            let _ = write!(t, " {c:>8}");
+        }
+        t + "\n  -> RemoteAddress:Port\n"
+    };
+    match table {
+        Table::Plain => "Prot LocalAddress:Port Scheduler Flags\n  -> RemoteAddress:Port           Forward Weight ActiveConn InActConn  Health\n".into(),
+        Table::Stats => columns(["Conns", "InPkts", "OutPkts", "InBytes", "OutBytes"]),
+        Table::Rate => columns(["CPS", "InPPS", "OutPPS", "InBPS", "OutBPS"]),
+    }
+}
+
+fn health_cell(rs: &Value) -> String {
+    let state = match s(&rs["health"], "state") {
+        "up" => "up",
+        "down" => "down",
+        _ => "-",
+    };
+    if rs["sorry"].as_bool() == Some(true) {
+        format!("{state} sorry")
+    } else {
+        state.to_string()
+    }
+}
+
+fn figures(v: &Value, keys: [&str; 5], exact: bool) -> String {
+    keys.iter().map(|k| largenum(n(v, k), exact)).collect()
+}
+
+const STATS: [&str; 5] = ["conns", "inpkts", "outpkts", "inbytes", "outbytes"];
+const RATES: [&str; 5] = ["cps", "inpps", "outpps", "inbps", "outbps"];
+
+fn service_entry(out: &mut String, svc: &Value, table: Table, exact: bool) {
+    let name = service_name(svc);
+    match table {
+        Table::Plain => {
+            let mut flags = Vec::new();
+            if s(svc, "dead_flows") == "keep" {
+                flags.push("keep-dead-flows");
+            }
+            if svc["schedulable"].as_bool() == Some(false) {
+                flags.push("no-server-available");
+            }
+            let _ = write!(out, "{name} {}", s(svc, "scheduler"));
+            for f in flags {
+                let _ = write!(out, " {f}");
+            }
+            out.push('\n');
+        }
+        Table::Stats => {
+            let _ = writeln!(
+                out,
+                "{name:<SERVICE_WIDTH$}{}",
+                figures(&svc["stats"], STATS, exact)
+            );
+        }
+        Table::Rate => {
+            let _ = writeln!(
+                out,
+                "{name:<SERVICE_WIDTH$}{}",
+                figures(&svc["rates"], RATES, exact)
+            );
+        }
+    }
+    for rs in svc["real_servers"].as_array().into_iter().flatten() {
+        let addr = s(rs, "address");
+        match table {
+            Table::Plain => {
+                let _ = writeln!(
+                    out,
+                    "  -> {addr:<SERVER_WIDTH$} {:<7} {:<6} {:<10} {:<10} {}",
+                    s(rs, "forward"),
+                    n(rs, "weight"),
+                    n(rs, "active_conns"),
+                    n(rs, "inactive_conns"),
+                    health_cell(rs)
+                );
+            }
+            Table::Stats => {
+                let _ = writeln!(
+                    out,
+                    "  -> {addr:<SERVER_WIDTH$}{}",
+                    figures(&rs["stats"], STATS, exact)
+                );
+            }
+            Table::Rate => {
+                let _ = writeln!(
+                    out,
+                    "  -> {addr:<SERVER_WIDTH$}{}",
+                    figures(&rs["rates"], RATES, exact)
+                );
+            }
+        }
+    }
+}
+
+/// `-L` of every service (`GET /api/v1/services`).
+pub fn services(all: &Value, table: Table, exact: bool) -> String {
+    let mut out = list_heading(all);
+    out += &title(table);
+    for svc in all["services"].as_array().into_iter().flatten() {
+        service_entry(&mut out, svc, table, exact);
+    }
+    out
+}
+
+/// `-L -t VIP:PORT` (`GET /api/v1/services/{proto}/{vip}/{port}`): no heading line, as ipvsadm.
+pub fn service(svc: &Value, table: Table, exact: bool) -> String {
+    let mut out = title(table);
+    service_entry(&mut out, svc, table, exact);
+    out
+}
+
+/// `-L -c` (`GET /api/v1/connections`): ipvsadm's connection list.
+pub fn connections(v: &Value) -> String {
+    let list = v["connections"].as_array().map_or(&[][..], |a| &a[..]);
+    let mut out = format!("vipd connection entries ({} sampled", list.len());
+    if v["truncated"].as_bool() == Some(true) {
+        out += "; more exist: narrow with -t, --client or -r, or raise --limit";
+    }
+    out += ")\n";
+    let _ = writeln!(
+        out,
+        "pro expire {:<11} {:<18} {:<18} destination",
+        "state", "source", "virtual"
+    );
+    for c in list {
+        let secs = c["expires_s"].as_f64().unwrap_or(0.0).max(0.0) as u64;
+        let _ = writeln!(
+            out,
+            "{:<3} {:<6} {:<11} {:<18} {:<18} {}",
+            s(c, "proto").to_uppercase(),
+            format!("{:02}:{:02}", secs / 60, secs % 60),
+            s(c, "state").to_uppercase(),
+            s(c, "client"),
+            s(c, "vip"),
+            s(c, "real_server")
+        );
+    }
+    out
+}
+
+/// `-L --timeout` (`GET /api/v1/timeouts`): ipvsadm's line, then vipd's other timeouts.
+pub fn timeouts(t: &Value) -> String {
+    format!(
+        "Timeout (tcp tcpfin udp): {} {} {}\nTimeout (tcpsyn tcptimewait tcpclose): {} {} {}\n",
+        n(t, "tcp_established"),
+        n(t, "tcp_fin"),
+        n(t, "udp"),
+        n(t, "tcp_syn"),
+        n(t, "tcp_time_wait"),
+        n(t, "tcp_close"),
+    )
+}
+
+/// `tcp/10.0.0.1/80` as `TCP  10.0.0.1:80`.
+fn service_of_path(path: &str) -> String {
+    let mut parts = path.splitn(3, '/');
+    let (proto, ip, port) = (parts.next(), parts.next(), parts.next());
+    match (
+        proto,
+        ip.and_then(|i| i.parse::<IpAddr>().ok()),
+        port.and_then(|p| p.parse::<u16>().ok()),
+    ) {
+        (Some(proto), Some(ip), Some(port)) => {
+            format!("{}  {}", proto.to_uppercase(), SocketAddr::new(ip, port))
+        }
+        _ => path.to_string(),
+    }
+}
+
+fn check_text(c: &Value) -> String {
+    if c.is_null() {
+        return "none".into();
+    }
+    let mut t = s(c, "type").to_string();
+    if t == "http" {
+        let _ = write!(t, " GET {} ={}", s(c, "path"), n(c, "status"));
+        if let Some(h) = c["host"].as_str() {
+            let _ = write!(t, " Host:{h}");
+        }
+    }
+    let _ = write!(
+        t,
+        " {} every {}s timeout {}s rise {} fall {}",
+        s(c, "target"),
+        c["interval_s"].as_f64().unwrap_or(0.0),
+        c["timeout_s"].as_f64().unwrap_or(0.0),
+        n(c, "rise"),
+        n(c, "fall")
+    );
+    t
+}
+
+/// How long ago `ms` (Unix milliseconds) was, for people: `45s`, `12m`, `3h`, `2d`.
+pub fn ago(ms: u64, now_ms: u64) -> String {
+    if ms == 0 {
+        return "-".into();
+    }
+    let secs = now_ms.saturating_sub(ms) / 1000;
+    match secs {
+        0..=119 => format!("{secs}s"),
+        120..=7_199 => format!("{}m", secs / 60),
+        7_200..=172_799 => format!("{}h", secs / 3600),
+        _ => format!("{}d", secs / 86_400),
+    }
+}
+
+/// `vipctl health` (`GET /api/v1/health`), grouped by service like `-L`; `only` keeps one
+/// service (its API path).
+pub fn health(v: &Value, only: Option<&str>, now_ms: u64) -> String {
+    let mut out = String::from(
+        "Prot LocalAddress:Port\n  -> RemoteAddress:Port           State  Checks  Failed Changes    Since Last outcome / check\n",
+    );
+    let mut current = None;
+    for r in v["real_servers"].as_array().into_iter().flatten() {
+        let svc = s(r, "service");
+        if only.is_some_and(|o| o != svc) {
+            continue;
+        }
+        if current != Some(svc) {
+            current = Some(svc);
+            let _ = writeln!(out, "{}", service_of_path(svc));
+        }
+        let h = &r["health"];
+        let state = match s(h, "state") {
+            "unchecked" => "-",
+            other => other,
+        };
+        let line = if state == "-" {
+            format!(
+                "  -> {:<SERVER_WIDTH$} {state:<5} {:>7} {:>7} {:>7} {:>8} unchecked",
+                s(r, "real_server"),
+                "-",
+                "-",
+                "-",
+                "-"
+            )
+        } else {
+            let outcome = match h["last_outcome"].as_str() {
+                Some("") | None => "(no check yet)",
+                Some(o) => o,
+            };
+            format!(
+                "  -> {:<SERVER_WIDTH$} {state:<5} {:>7} {:>7} {:>7} {:>8} {outcome} / {}",
+                s(r, "real_server"),
+                n(h, "checks"),
+                n(h, "failures"),
+                n(h, "transitions"),
+                ago(n(h, "last_transition_ms"), now_ms),
+                check_text(&r["check"])
+            )
+        };
+        out += line.trim_end();
+        out.push('\n');
+    }
+    out
+}
+
+/// `vipctl status` (`GET /api/v1/status`).
+pub fn status(v: &Value) -> String {
+    let mut out = format!(
+        "vipd: generation {}, {} worker(s), configuration {}",
+        n(v, "generation"),
+        n(v, "workers"),
+        s(v, "config")
+    );
+    let unsaved = n(v, "unsaved_changes");
+    if unsaved > 0 {
+        let _ = write!(out, " ({unsaved} API change(s) not saved: vipctl -S)");
+    }
+    out.push('\n');
+    let slots = &v["backend_slots"];
+    let _ = writeln!(
+        out,
+        "real server slots: {} live, {} retired, {} capacity",
+        n(slots, "live"),
+        n(slots, "retired"),
+        n(slots, "capacity")
+    );
+    out += "Port       Driver           MAC                Link  Queues RSS\n";
+    for p in v["ports"].as_array().into_iter().flatten() {
+        let _ = writeln!(
+            out,
+            "{:<10} {:<16} {:<18} {:<5} {:<6} {}",
+            s(p, "name"),
+            s(p, "driver"),
+            s(p, "mac"),
+            if p["link_up"].as_bool() == Some(true) {
+                "up"
+            } else {
+                "down"
+            },
+            n(p, "queues"),
+            if p["rss"].as_bool() == Some(true) {
+                "on"
+            } else {
+                "off"
+            }
+        );
+    }
+    out += "Neighbour                      MAC                State       Port Unanswered\n";
+    for nb in v["neighbours"].as_array().into_iter().flatten() {
+        let _ = writeln!(
+            out,
+            "{:<30} {:<18} {:<11} {:<4} {}",
+            s(nb, "ip"),
+            nb["mac"].as_str().unwrap_or("(unresolved)"),
+            s(nb, "state"),
+            n(nb, "port"),
+            n(nb, "unanswered_requests")
+        );
+    }
+    out
+}
+
+/// `vipctl stats` (`GET /api/v1/stats`): every counter, its total and each worker's share.
+pub fn stats(v: &Value) -> String {
+    let workers = v["workers"].as_array().map_or(&[][..], |a| &a[..]);
+    let mut out = format!("{:<34} {:>14}", "Counter", "Total");
+    for i in 0..workers.len() {
+        let _ = write!(out, " {:>14}", format!("worker{i}"));
+    }
+    out.push('\n');
+    let mut row = |name: &str, total: u64, per: &dyn Fn(&Value) -> u64| {
+        let _ = write!(out, "{name:<34} {total:>14}");
+        for w in workers {
+            let _ = write!(out, " {:>14}", per(w));
+        }
+        out.push('\n');
+    };
+    if let Some(total) = v["total"].as_object() {
+        for (name, t) in total {
+            row(name, t.as_u64().unwrap_or(0), &|w: &Value| n(w, name));
+        }
+    }
+    row("flows_active", n(v, "flows_active"), &|w: &Value| {
+        n(w, "flows_active")
+    });
+    row("drops (all reasons)", n(v, "drops"), &|w: &Value| {
+        w.as_object().map_or(0, |m| {
+            m.iter()
+                .filter(|(k, _)| k.starts_with("drop_"))
+                .map(|(_, x)| x.as_u64().unwrap_or(0))
+                .sum()
+        })
+    });
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn listing() -> Value {
+        json!({
+            "version": "0.1.0", "generation": 7, "unsaved_changes": 2, "flow_capacity": 65536,
+            "services": [{
+                "proto": "tcp", "address": "10.77.100.1:80", "scheduler": "maglev",
+                "schedulable": true, "dead_flows": "drop",
+                "stats": {"conns": 1200, "inpkts": 123_456_789, "outpkts": 5, "inbytes": 1_234_567_890_123u64, "outbytes": 0},
+                "rates": {"cps": 10.4, "inpps": 20.5, "outpps": 0.0, "inbps": 3000.0, "outbps": 0.0},
+                "real_servers": [
+                    {"address": "10.77.0.21:8080", "forward": "Masq", "weight": 1, "active_conns": 3,
+                     "inactive_conns": 12, "sorry": false, "health": {"state": "up"},
+                     "stats": {"conns": 600}, "rates": {"cps": 5.2}},
+                    {"address": "10.77.0.22:8080", "forward": "Masq", "weight": 0, "active_conns": 0,
+                     "inactive_conns": 0, "sorry": false, "health": {"state": "unchecked"},
+                     "stats": {}, "rates": {}},
+                    {"address": "10.77.0.9:8080", "forward": "Masq", "weight": 1, "active_conns": 0,
+                     "inactive_conns": 0, "sorry": true, "health": {"state": "down"},
+                     "stats": {}, "rates": {}},
+                ],
+            }, {
+                "proto": "udp", "address": "[fd00:77:100::1]:53", "scheduler": "rr",
+                "schedulable": false, "dead_flows": "keep", "stats": {}, "rates": {},
+                "real_servers": [],
+            }],
+        })
+    }
+
+    #[test]
+    fn plain_listing_is_ipvsadms_with_a_health_column() {
+        let text = services(&listing(), Table::Plain, false);
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(
+            lines,
+            [
+                "vipd version 0.1.0 (size=65536, generation=7, 2 change(s) not saved)",
+                "Prot LocalAddress:Port Scheduler Flags",
+                "  -> RemoteAddress:Port           Forward Weight ActiveConn InActConn  Health",
+                "TCP  10.77.100.1:80 maglev",
+                "  -> 10.77.0.21:8080              Masq    1      3          12         up",
+                "  -> 10.77.0.22:8080              Masq    0      0          0          -",
+                "  -> 10.77.0.9:8080               Masq    1      0          0          down sorry",
+                "UDP  [fd00:77:100::1]:53 rr keep-dead-flows no-server-available",
+            ]
+        );
+        // The columns of the real server lines start where the title's do.
+        let col = |l: &str, w: &str| l.find(w).unwrap();
+        assert_eq!(col(lines[2], "Forward"), col(lines[4], "Masq"));
+        assert_eq!(col(lines[2], "Health"), col(lines[4], "up"));
+    }
+
+    #[test]
+    fn stats_and_rates_scale_like_ipvsadm() {
+        assert_eq!(largenum(99_999_999, false), " 99999999");
+        assert_eq!(largenum(123_456_789, false), "  123456K");
+        assert_eq!(largenum(1_234_567_890, false), "    1234M");
+        assert_eq!(largenum(1_234_567_890_123, false), "    1234G");
+        assert_eq!(largenum(123_456_789_012_345, false), "     123T");
+        assert_eq!(largenum(1_234_567_890_123, true), " 1234567890123");
+        assert_eq!(largenum(7, true), "        7");
+        let text = services(&listing(), Table::Stats, false);
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(
+            lines[1],
+            "Prot LocalAddress:Port               Conns   InPkts  OutPkts  InBytes OutBytes"
+        );
+        assert_eq!(lines[2], "  -> RemoteAddress:Port");
+        assert_eq!(
+            lines[3],
+            "TCP  10.77.100.1:80                   1200  123456K        5    1234G        0"
+        );
+        assert_eq!(
+            lines[4],
+            "  -> 10.77.0.21:8080                   600        0        0        0        0"
+        );
+        let text = services(&listing(), Table::Rate, false);
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(
+            lines[1],
+            "Prot LocalAddress:Port                 CPS    InPPS   OutPPS    InBPS   OutBPS"
+        );
+        assert_eq!(
+            lines[3],
+            "TCP  10.77.100.1:80                     10       21        0     3000        0"
+        );
+        let one = service(&listing()["services"][0], Table::Plain, false);
+        assert!(one.starts_with("Prot LocalAddress:Port Scheduler Flags\n"));
+    }
+
+    #[test]
+    fn connections_and_timeouts() {
+        let v = json!({"sampled": 2, "truncated": true, "connections": [
+            {"worker": 0, "proto": "tcp", "client": "192.168.77.2:40000", "vip": "10.77.100.1:80",
+             "real_server": "10.77.0.21:8080", "forward": "Masq", "state": "established", "expires_s": 59.7},
+            {"worker": 1, "proto": "udp", "client": "192.168.77.3:5000", "vip": "10.77.100.1:53",
+             "real_server": "10.77.0.22:5353", "forward": "Masq", "state": "udp", "expires_s": 125.0},
+        ]});
+        let lines: Vec<String> = connections(&v).lines().map(str::to_string).collect();
+        assert!(lines[0].contains("2 sampled") && lines[0].contains("more exist"));
+        assert_eq!(
+            lines[1],
+            "pro expire state       source             virtual            destination"
+        );
+        assert_eq!(
+            lines[2],
+            "TCP 00:59  ESTABLISHED 192.168.77.2:40000 10.77.100.1:80     10.77.0.21:8080"
+        );
+        assert_eq!(
+            lines[3],
+            "UDP 02:05  UDP         192.168.77.3:5000  10.77.100.1:53     10.77.0.22:5353"
+        );
+        let t = json!({"tcp_syn": 10, "tcp_established": 900, "tcp_fin": 120, "tcp_time_wait": 3, "tcp_close": 4, "udp": 300});
+        assert_eq!(
+            timeouts(&t),
+            "Timeout (tcp tcpfin udp): 900 120 300\nTimeout (tcpsyn tcptimewait tcpclose): 10 3 4\n"
+        );
+    }
+
+    #[test]
+    fn health_groups_by_service() {
+        let v = json!({"real_servers": [
+            {"service": "tcp/10.77.100.1/80", "real_server": "10.77.0.21:8080",
+             "health": {"state": "down", "checks": 40, "failures": 3, "transitions": 1,
+                        "last_outcome": "connection refused", "last_transition_ms": 1_000_000},
+             "check": {"type": "http", "target": "10.77.0.21:8080", "path": "/", "status": 200,
+                       "host": null, "interval_s": 0.5, "timeout_s": 0.25, "rise": 2, "fall": 3}},
+            {"service": "tcp/10.77.100.1/80", "real_server": "10.77.0.22:8080",
+             "health": {"state": "unchecked"}, "check": null},
+            {"service": "udp/fd00::1/53", "real_server": "[fd00::21]:53",
+             "health": {"state": "up", "checks": 1, "failures": 0, "transitions": 0,
+                        "last_outcome": "ok", "last_transition_ms": 0},
+             "check": {"type": "tcp", "target": "[fd00::21]:53", "interval_s": 2.0, "timeout_s": 1.0, "rise": 2, "fall": 3}},
+        ]});
+        let text = health(&v, None, 1_045_000);
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(lines[2], "TCP  10.77.100.1:80");
+        assert_eq!(
+            lines[3],
+            "  -> 10.77.0.21:8080              down       40       3       1      45s connection refused / http GET / =200 10.77.0.21:8080 every 0.5s timeout 0.25s rise 2 fall 3"
+        );
+        assert_eq!(
+            lines[4],
+            "  -> 10.77.0.22:8080              -           -       -       -        - unchecked"
+        );
+        assert_eq!(lines[5], "UDP  [fd00::1]:53");
+        assert!(lines[6].contains(" up ") && lines[6].ends_with("fall 3"));
+        let only = health(&v, Some("udp/fd00::1/53"), 0);
+        assert_eq!(only.lines().count(), 4);
+        assert_eq!(ago(0, 5), "-");
+        assert_eq!(ago(1000, 7_201_000), "2h");
+    }
+
+    #[test]
+    fn stats_lists_every_counter() {
+        let v = json!({"total": {"rx_packets": 10, "drop_no_service": 2}, "drops": 2, "flows_active": 1,
+            "workers": [{"rx_packets": 10, "drop_no_service": 2, "flows_active": 1, "generation": 3}]});
+        let text = stats(&v);
+        let lines: Vec<&str> = text.lines().collect();
+        assert!(lines[0].starts_with("Counter") && lines[0].ends_with("worker0"));
+        assert!(lines.iter().any(|l| l.starts_with("drop_no_service")
+            && l.split_whitespace().collect::<Vec<_>>() == ["drop_no_service", "2", "2"]));
+        assert!(lines.last().unwrap().starts_with("drops (all reasons)"));
+    }
+}

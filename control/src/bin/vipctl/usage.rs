@@ -1,0 +1,105 @@
+//! `vipctl --help`, laid out like ipvsadm's: the usage lines, the commands, the options.
+//! (Written by hand: clap's generated help cannot group options the way ipvsadm users read
+//! them; a test checks that every option clap knows is listed here.)
+
+/// The help text.
+pub const USAGE: &str = "\
+vipctl: administration of a running vipd (ipvsadm's commands, through vipd's HTTP API)
+Usage:
+  vipctl -A|E -t|u service-address [-s scheduler] [-M mode] [service options] [check options]
+  vipctl -D -t|u service-address
+  vipctl -a|e -t|u service-address -r server-address [-g|i|m] [-w weight] [check options]
+  vipctl -d -t|u service-address -r server-address
+  vipctl drain -t|u service-address -r server-address
+  vipctl -L|l [-n] [--stats|--rate] [--exact] [-t|u service-address] [--json]
+  vipctl -L|l -c [-t|u service-address] [--client ip] [-r server-address] [--limit n] [--json]
+  vipctl -L|l --timeout [--json]
+  vipctl -Z [-t|u service-address]
+  vipctl --set tcp tcpfin udp
+  vipctl -S [-n]                  (also: vipctl save)
+  vipctl health [-t|u service-address] [--json]
+  vipctl status|stats [--json]
+  vipctl metrics|reload
+  vipctl -h|-v
+
+Commands:
+Either long or short options are allowed.
+  --add-service     -A        add virtual service with options
+  --edit-service    -E        edit virtual service with options (only what is given changes)
+  --delete-service  -D        delete virtual service
+  --add-server      -a        add real server with options
+  --edit-server     -e        edit real server with options (only what is given changes)
+  --delete-server   -d        delete real server
+  drain                       weight 0: no new connections, existing ones run to their end
+  --list            -L|-l     list the table (what vipctl does without a command)
+  --zero            -Z        zero counters in a service or all services
+  --set tcp tcpfin udp        set connection timeout values in seconds (0 keeps a value)
+  --save            -S        print the running configuration as TOML (vipd --check accepts it)
+  --clear           -C        not offered: delete services one by one (-D)
+  --restore         -R        not offered: put a saved configuration in vipd's file, reload
+  health                      health check state of every real server
+  status                      ports, neighbours, snapshot generation
+  stats                       every dataplane counter (each drop reason), summed and per worker
+  metrics                     what Prometheus scrapes from /metrics
+  reload                      re-read vipd's configuration file (as SIGHUP)
+  --help            -h        display this help message
+  --version         -v        display the version
+
+Options:
+  --tcp-service  -t service-address   service-address is vip:port ([vip6]:port for IPv6)
+  --udp-service  -u service-address   service-address is vip:port
+  --scheduler    -s scheduler         one of rr|wrr|maglev (ipvsadm's mh is maglev),
+                                      the default scheduler is maglev.
+  --mode         -M nat|dr|tunnel     the service's default forwarding method (default nat);
+                                      -g|-i|-m with -A|-E say the same
+  --real-server  -r server-address    server-address is ip[:port] (default: the service port)
+  --gatewaying   -g                   gatewaying (direct routing)
+  --ipip         -i                   ipip encapsulation (tunneling)
+  --masquerading -m                   masquerading (NAT)
+                                      (-a without one of them: the service's mode)
+  --weight       -w weight            capacity of real server, 0..65535 (default 1, 0 = drained);
+                                      -e changes it only when given
+  --dead-flows drop|keep              connections to a failed real server: drop (default, as
+                                      IPVS expire_nodest_conn: clients retry at once) or keep
+  --sorry-server server-address       gets new connections only while no real server can
+                                      (keepalived's sorry_server)
+  --interface name                    port the VIP is reached on (default: the port whose
+                                      subnet holds it, else the first)
+
+Check options (keepalived's TCP_CHECK and HTTP_GET), with -A|E for the service's real servers,
+with -a|e to override them for one real server:
+  --check tcp|http|none               check type; none: no check (-A|E), exempt this server (-a|e)
+  --check-path path                   HTTP: path of the GET (default /)            (url path)
+  --check-status code                 HTTP: status of a healthy answer (default 200) (status_code)
+  --check-host host                   HTTP: Host header (default: the checked address) (virtualhost)
+  --check-port port                   port to check (default: the real server's)   (connect_port)
+  --check-address ip                  -a|e: address to check (default: the server's) (connect_ip)
+  --check-interval seconds            time between checks (default 2)              (delay_loop)
+  --check-timeout seconds             time a check may take (default 1)            (connect_timeout)
+  --rise n                            successes that bring a server back (default 2)
+  --fall n                            failures that take it down (default 3)       (retry)
+
+Listing options:
+  --connection   -c                   output of current connections (a bounded sample of the
+                                      workers' flow tables, with state and expiry)
+  --client ip                         -c: only connections from this client
+  --limit n                           -c: sample at most n connections
+  --timeout                           output of timeout (tcp tcpfin udp)
+  --stats                             output of statistics information
+  --rate                              output of rate information
+  --exact                             expand numbers (display exact values)
+  --numeric      -n                   numeric output of addresses and ports: vipctl never
+                                      resolves names (addresses are numeric in and out),
+                                      -n is accepted out of habit
+  --json                              the API's JSON instead of a table (every listing)
+
+Connecting:
+  --api address                       vipd's API (default 127.0.0.1:9180; $VIPCTL_API)
+  --token-file file                   file with the API's bearer token ($VIPCTL_TOKEN_FILE),
+                                      needed when vipd's api.token_file is set
+
+Changes are checked by vipd's configuration validator and each applies as one new snapshot,
+or is refused with the field named and changes nothing. They are not written to vipd's file:
+`vipctl -S > FILE` saves them (ipvsadm-save), a reload (SIGHUP) puts the file back in force.
+Exit status: 0 done, 1 refused or vipd not reachable, 2 usage error. docs/api.md: the API.
+";
