@@ -143,10 +143,11 @@ pub fn from_json<T: serde::de::DeserializeOwned>(v: Value) -> Result<T, Refusal>
     serde_path_to_error::deserialize(v).map_err(|e| {
         let path = e.path().to_string();
         let inner = e.into_inner().to_string();
-        // serde names an unknown field only in its message: make it the field.
+        // serde names an unknown or missing field only in its message: make it the field.
         let field = if path == "." {
-            inner
-                .strip_prefix("unknown field `")
+            ["unknown field `", "missing field `"]
+                .iter()
+                .find_map(|p| inner.strip_prefix(p))
                 .and_then(|r| r.split('`').next())
                 .unwrap_or("body")
                 .to_string()
@@ -392,6 +393,8 @@ port = 8080
             json!({"ip": "10.77.0.22", "weight": "x"}),
         ));
         assert_eq!((r.status, r.field.as_str()), (400, "weight"), "{r:?}");
+        let r = refused(Change::AddRealServer(web(), json!({"weight": 1})));
+        assert_eq!((r.status, r.field.as_str()), (400, "ip"), "{r:?}");
         let r = refused(Change::AddRealServer(web(), json!({"ip": "10.77.0.300"})));
         assert_eq!((r.status, r.field.as_str()), (400, "ip"), "{r:?}");
         let r = refused(Change::AddRealServer(

@@ -197,6 +197,15 @@ pub async fn zero(State(shared): S, b: Result<Bytes, BytesRejection>) -> Answer 
             }
         }
     };
+    if let Some(k) = service {
+        if !shared.view.load().services.iter().any(|s| s.key == k) {
+            return Err(ApiError::new(
+                StatusCode::NOT_FOUND,
+                "service",
+                format!("no service {k}"),
+            ));
+        }
+    }
     submit(&shared, |r| Command::Zero(service, r)).await?;
     Ok((StatusCode::OK, Json(json!({"ok": true}))))
 }
