@@ -55,7 +55,7 @@ def netns(ns, *cmd, timeout=120, check=True):
 class Vipd:
     """One vipd process in the LB namespace."""
 
-    def __init__(self, name, workers=1, qpairs=1, services=None, timeouts=None, binary=None, idle_sleep_us=200):
+    def __init__(self, name, workers=1, qpairs=1, services=None, timeouts=None, binary=None, idle_sleep_us=200, token=None):
         self.name = name
         self.binary = binary or VIPD
         self.idle_sleep_us = idle_sleep_us
@@ -67,6 +67,12 @@ class Vipd:
         self.services = services
         self.timeouts = timeouts or {}
         self.proc = None
+        # With a token, the API requires `Authorization: Bearer <token>` (api.token_file).
+        self.token = token
+        self.token_file = os.path.join(self.dir, "token")
+        if token:
+            with open(self.token_file, "w") as f:
+                f.write(token + "\n")
         self.write_config(services)
 
     def write_config(self, services):
@@ -95,6 +101,7 @@ capacity_per_worker = 65536
 
 [api]
 listen = "127.0.0.1:{API_PORT}"
+{f'token_file = "{self.token_file}"' if self.token else ""}
 
 [[ports]]
 name = "lan"
@@ -147,7 +154,8 @@ weight = {weight}
         raise RuntimeError(f"vipd not ready (neighbours unresolved?) after 20 s:\n{self.tail()}")
 
     def api(self, path, method="GET"):
-        out = netns(f"{PREFIX}-lb", "curl", "-s", "-m", "40", "-X", method, f"http://127.0.0.1:{API_PORT}{path}")
+        auth = ["-H", f"Authorization: Bearer {self.token}"] if self.token else []
+        out = netns(f"{PREFIX}-lb", "curl", "-s", "-m", "40", *auth, "-X", method, f"http://127.0.0.1:{API_PORT}{path}")
         return json.loads(out) if path.startswith("/api") else out
 
     def stats(self):
