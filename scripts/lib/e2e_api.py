@@ -144,6 +144,13 @@ BAD = [
     ("POST", "/metrics", None, 405, "method"),
     ("GET", f"{RS_PATH}/10.77.0.21/8080/drain", None, 405, "method"),
     ("PUT", f"{RS_PATH}/10.77.0.21/8080", {"weight": 2}, 405, "method"),
+    ("GET", "/api/v1/connections?limit=0", None, 400, "limit"),
+    ("GET", "/api/v1/connections?limit=x", None, 400, "query"),
+    ("GET", "/api/v1/connections?colour=1", None, 400, "query"),
+    ("GET", f"/api/v1/connections?service=tcp/{VIP4}", None, 400, "service"),
+    ("GET", "/api/v1/connections?client=10.0.0.300", None, 400, "query"),
+    ("GET", "/api/v1/connections?real_server=rs1", None, 400, "real_server"),
+    ("POST", "/api/v1/connections", None, 405, "method"),
     ("GET", "/api/v1/nothing", None, 404, "path"),
     ("GET", "/api/v2/services", None, 404, "path"),
 ]
@@ -153,7 +160,7 @@ ROUTES = [
     ("GET", "/metrics"), ("GET", "/api/v1/status"), ("GET", "/api/v1/stats"),
     ("GET", "/api/v1/health"), ("GET", "/api/v1/config"), ("GET", "/api/v1/timeouts"),
     ("PUT", "/api/v1/timeouts"), ("PATCH", "/api/v1/timeouts"),
-    ("GET", "/api/v1/services"), ("POST", "/api/v1/services"),
+    ("GET", "/api/v1/connections"), ("GET", "/api/v1/services"), ("POST", "/api/v1/services"),
     ("GET", WEB), ("PATCH", WEB), ("DELETE", WEB), ("POST", RS_PATH),
     ("PATCH", f"{RS_PATH}/10.77.0.21/8080"), ("DELETE", f"{RS_PATH}/10.77.0.21/8080"),
     ("POST", f"{RS_PATH}/10.77.0.21/8080/drain"), ("POST", "/api/v1/zero"),
@@ -216,6 +223,9 @@ def good_changes_and_traffic(v):
     check(svc["scheduler"] == "maglev" and len(svc["real_servers"]) == 2, f"service: {svc}")
     t = ok("GET", "/api/v1/timeouts")
     check(t["tcp_fin"] == 3, f"timeouts: {t}")
+    c = ok("GET", f"/api/v1/connections?service=tcp/{VIP4}/80&client=192.168.77.2&real_server=10.77.0.21:8080&limit=10")
+    check(set(c) == {"sampled", "truncated", "connections"} and c["sampled"] == len(c["connections"]),
+          f"connections: {c}")
 
     # A real server added through the API gets connections.
     one_generation("POST", RS_PATH, {"ip": "10.77.0.23", "port": 8080, "weight": 1}, want=201)

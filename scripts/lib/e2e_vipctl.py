@@ -118,6 +118,43 @@ def traffic_and_statistics(ctl):
     log(f"    200 connections (wrr {served}); --stats --exact per real server equals what each served; --json agrees")
 
 
+def connection_list(ctl):
+    """-c lists live connections with state and expiry; --client, -t, -r and --limit narrow it."""
+    clients = ["192.168.77.9", "192.168.77.10"]
+    downloads = [subprocess.Popen(
+        ["ip", "netns", "exec", f"{PREFIX}-client", "curl", "-s", "-m", "30", "--interface", c,
+         "--limit-rate", "100k", "-o", "/dev/null", f"http://{VIP4}/bytes/3000000"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL) for c in clients]
+    try:
+        rows = []
+        for _ in range(50):
+            out = ctl.ok("-L", "-n", "-c", "-t", f"{VIP4}:80")
+            rows = [ln.split() for ln in out.splitlines()[2:] if " ESTABLISHED " in ln]
+            if len(rows) == 2:
+                break
+            subprocess.run(["sleep", "0.1"])
+        check(out.splitlines()[1] == "pro expire state       source             virtual            destination",
+              f"-c title: {out.splitlines()[:2]}")
+        check(sorted(r[3].split(":")[0] for r in rows) == sorted(clients) and all(
+            r[0] == "TCP" and re.fullmatch(r"\d\d:\d\d", r[1]) and r[4] == f"{VIP4}:80"
+            and re.fullmatch(r"10\.77\.0\.2[123]:8080", r[5]) for r in rows),
+            f"-c: the 2 downloads as ESTABLISHED TCP {VIP4}:80 -> a real server:\n{out}")
+        mine = json.loads(ctl.ok("-L", "-c", "--client", clients[0], "--json"))
+        conn = [c for c in mine["connections"] if c["state"] == "established"]
+        check(len(conn) == 1 and conn[0]["client"].startswith(clients[0] + ":") and 0 < conn[0]["expires_s"] <= 100,
+              f"-c --client --json: {mine}")
+        rs = conn[0]["real_server"]
+        by_rs = json.loads(ctl.ok("-L", "-c", "-t", f"{VIP4}:80", "-r", rs, "--json"))["connections"]
+        check(by_rs and all(c["real_server"] == rs for c in by_rs), f"-c -r {rs}: {by_rs}")
+        one = ctl.ok("-L", "-n", "-c", "--limit", "1")
+        check(len(one.splitlines()) == 3 and "more exist" in one.splitlines()[0], f"-c --limit 1:\n{one}")
+        log(f"    -c: 2 slow downloads listed ESTABLISHED with expiry ({rows[0][1]}), --client/--json, -r, --limit 1 (truncated) narrow it")
+    finally:
+        for p in downloads:
+            p.kill()
+            p.wait()
+
+
 def edits(ctl):
     ctl.ok("-e", "-t", f"{VIP4}:80", "-r", "10.77.0.23:8080", "-w", "3")
     ctl.ok("-E", "-t", f"{VIP4}:80", "-s", "maglev")
@@ -208,6 +245,7 @@ def scenario_vipctl():
         v.start()
         build_table(ctl)
         traffic_and_statistics(ctl)
+        connection_list(ctl)
         edits(ctl)
         health_and_views(ctl)
         errors(ctl)
