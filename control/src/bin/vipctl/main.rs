@@ -1,14 +1,18 @@
 //! vipctl: the operator's client of a running vipd, with ipvsadm's commands and tables
 //! (`vipctl --help`; docs/operations.md maps each command to ipvsadm's). It only talks to
-//! vipd's HTTP API (docs/api.md): argument parsing ([`args`]), the HTTP client ([`client`]),
-//! the tables ([`render`]).
+//! vipd's HTTP API (docs/api.md): argument parsing ([`args`], with ipvsadm's table of which
+//! options each command takes in [`commands`]) into an [`action::Action`], the HTTP client
+//! ([`client`]), the tables ([`render`]), the help text ([`usage`]).
 
+mod action;
 mod args;
 mod client;
+mod commands;
 mod render;
 mod usage;
 
-use args::{Action, Cli, Service};
+use action::{Action, Server, Service};
+use args::Cli;
 use clap::Parser;
 use client::{Client, Failure, Method};
 use serde_json::Value;
@@ -24,7 +28,7 @@ fn service_path(s: &Service) -> String {
     format!("/api/v1/services/{}", s.path())
 }
 
-fn server_path(s: &Service, r: &args::Server) -> String {
+fn server_path(s: &Service, r: &Server) -> String {
     format!("{}/real_servers/{}/{}", service_path(s), r.ip, r.port_in(s))
 }
 

@@ -3,7 +3,7 @@
 //! and vipd's own views (health, status, stats). Pure functions of the JSON, so they are tested
 //! on literal answers.
 
-use crate::args::Table;
+use crate::action::Table;
 use serde_json::Value;
 use std::fmt::Write;
 use std::net::{IpAddr, SocketAddr};
