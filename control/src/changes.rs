@@ -434,6 +434,22 @@ port = 8080
             (422, "health_check.interval"),
             "{r:?}"
         );
+        // A service without real servers still has its check validated.
+        let (empty, _) = apply(
+            &base(),
+            &Change::DeleteRealServer(web(), "10.77.0.21".parse().unwrap(), 8080),
+        )
+        .unwrap();
+        let r = apply(
+            &empty,
+            &Change::EditService(web(), json!({"health_check": {"interval": 0}})),
+        )
+        .unwrap_err();
+        assert_eq!(
+            (r.status, r.field.as_str()),
+            (422, "health_check.interval"),
+            "{r:?}"
+        );
         let r = refused(Change::EditRealServer(
             web(),
             "10.77.0.21".parse().unwrap(),

@@ -274,12 +274,19 @@ def good_changes_and_traffic(v):
     gone = netns(f"{PREFIX}-client", "curl", "-s", "-m", "1", f"http://{VIP4}:8080/", check=False)
     check(gone == "", f"deleted service still answered: {gone!r}")
     one_generation("DELETE", f"{RS_PATH}/10.77.0.23/8080", None)
+    # A service without real servers: its health check is validated all the same.
+    one_generation("POST", "/api/v1/services", {"vip": VIP4, "proto": "tcp", "port": 8443}, want=201)
+    before = state()
+    got, body, _ = call("PATCH", f"/api/v1/services/tcp/{VIP4}/8443", {"health_check": {"interval": 0}})
+    check(got == 422 and body["error"]["field"] == "health_check.interval", f"check of an empty service: {got} {body}")
+    check(state() == before, "a refused check of an empty service changed the state")
+    one_generation("DELETE", f"/api/v1/services/tcp/{VIP4}/8443", None)
     check(rs_of(ok("GET", WEB), "10.77.0.23:8080") is None, "deleted real server still listed")
-    log("    PUT/PATCH timeouts, zero, POST + DELETE service (answered, then not), DELETE real server: one generation each")
+    log("    PUT/PATCH timeouts, zero, POST + DELETE service (answered, then not), DELETE real server, an empty service's bad check refused: one generation each")
 
     # The running configuration is one vipd --check accepts, and unsaved changes are counted.
     st = ok("GET", "/api/v1/status")
-    check(st["unsaved_changes"] == 9, f"unsaved_changes {st['unsaved_changes']}, wanted 9")
+    check(st["unsaved_changes"] == 11, f"unsaved_changes {st['unsaved_changes']}, wanted 11")
     saved = os.path.join(v.dir, "saved.toml")
     with open(saved, "w") as f:
         f.write(ok("GET", "/api/v1/config"))

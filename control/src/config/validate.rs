@@ -598,6 +598,20 @@ fn services(
                 &k("sorry_server"),
             )?;
         }
+        if rss.is_empty() && s.health_check.is_some() {
+            // No real server to check yet: the service's check is still validated now, not
+            // when the first real server is added (and then refused for the service's fault).
+            let placeholder = ValidRealServer {
+                ip: s.vip,
+                port: s.port,
+                weight: 0,
+                mode,
+                sorry: false,
+                check: None,
+                egress_port: vip_port,
+            };
+            check_spec(s, None, &placeholder, &k, &k)?;
+        }
         for rs in &rss {
             if rs.check.is_some() && !ports[rs.egress_port].kernel {
                 warnings.push(format!(
