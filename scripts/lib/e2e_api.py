@@ -138,6 +138,7 @@ BAD = [
     ("POST", "/api/v1/zero", {"service": f"tcp/{VIP4}"}, 400, "service"),
     ("POST", "/api/v1/zero", {"service": f"tcp/{VIP4}/81"}, 404, "service"),
     ("POST", "/api/v1/zero", {"x": 1}, 400, "x"),
+    ("POST", "/api/v1/zero", BIG, 413, "body"),
     ("PUT", "/api/v1/services", None, 405, "method"),
     ("DELETE", "/api/v1/status", None, 405, "method"),
     ("GET", "/api/v1/reload", None, 405, "method"),
@@ -177,6 +178,8 @@ def refused_change_nothing():
         check(got == status and err.get("field") == field and err.get("message"),
               f"{method} {path} {shown!r}: {got} {v!r}, wanted {status} naming `{field}`")
         check(hdrs.get("content-type") == "application/json", f"{method} {path}: error is not JSON ({hdrs})")
+        if status == 413:
+            check("65536 bytes" in err["message"], f"413 does not say the limit: {err}")
         if status == 405:
             check("allow" in hdrs, f"{method} {path}: 405 without an Allow header")
         after = state()

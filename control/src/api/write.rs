@@ -3,7 +3,7 @@
 //! it and changes nothing.
 
 use super::error::ApiError;
-use super::{real_server_key, service_key};
+use super::{real_server_key, service_key, MAX_BODY_BYTES};
 use crate::changes::Change;
 use crate::view::{Command, Reply, Shared};
 use axum::body::Bytes;
@@ -20,9 +20,21 @@ type S = State<Arc<Shared>>;
 /// How long a change may wait for the control loop (it answers within one tick normally).
 const COMMAND_TIMEOUT: Duration = Duration::from_secs(30);
 
+/// The bytes of a body, or why they could not be read (too large: the limit, in words).
+fn bytes(b: Result<Bytes, BytesRejection>) -> Result<Bytes, ApiError> {
+    b.map_err(|e| {
+        let message = if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            format!("the body is larger than the {MAX_BODY_BYTES} bytes vipd accepts")
+        } else {
+            e.body_text()
+        };
+        ApiError::new(e.status(), "body", message)
+    })
+}
+
 /// A JSON body: size-limited by the router, parsed here so errors are JSON too.
 fn body(b: Result<Bytes, BytesRejection>) -> Result<Value, ApiError> {
-    let bytes = b.map_err(|e| ApiError::new(e.status(), "body", e.body_text()))?;
+    let bytes = bytes(b)?;
     if bytes.iter().all(u8::is_ascii_whitespace) {
         return Err(ApiError::new(
             StatusCode::BAD_REQUEST,
@@ -155,7 +167,7 @@ pub async fn set_timeouts(State(shared): S, b: Result<Bytes, BytesRejection>) ->
 /// `POST /api/v1/zero`: zero the listed statistics; body `{"service": "tcp/VIP/PORT"}` for one
 /// service, empty for all. Prometheus counters are never reset.
 pub async fn zero(State(shared): S, b: Result<Bytes, BytesRejection>) -> Answer {
-    let bytes = b.map_err(|e| ApiError::new(e.status(), "body", e.body_text()))?;
+    let bytes = bytes(b)?;
     let service = if bytes.iter().all(u8::is_ascii_whitespace) {
         None
     } else {
