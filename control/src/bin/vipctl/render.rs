@@ -198,12 +198,17 @@ pub fn connections(v: &Value) -> String {
     );
     for c in list {
         let secs = c["expires_s"].as_f64().unwrap_or(0.0).max(0.0) as u64;
+        // UDP flows have no state of their own; ipvsadm shows them as `UDP`.
+        let state = match (s(c, "proto"), s(c, "state")) {
+            ("udp", "none") => "UDP".to_string(),
+            (_, st) => st.to_uppercase(),
+        };
         let _ = writeln!(
             out,
             "{:<3} {:<6} {:<11} {:<18} {:<18} {}",
             s(c, "proto").to_uppercase(),
             format!("{:02}:{:02}", secs / 60, secs % 60),
-            s(c, "state").to_uppercase(),
+            state,
             s(c, "client"),
             s(c, "vip"),
             s(c, "real_server")
@@ -519,7 +524,7 @@ mod tests {
             {"worker": 0, "proto": "tcp", "client": "192.168.77.2:40000", "vip": "10.77.100.1:80",
              "real_server": "10.77.0.21:8080", "forward": "Masq", "state": "established", "expires_s": 59.7},
             {"worker": 1, "proto": "udp", "client": "192.168.77.3:5000", "vip": "10.77.100.1:53",
-             "real_server": "10.77.0.22:5353", "forward": "Masq", "state": "udp", "expires_s": 125.0},
+             "real_server": "10.77.0.22:5353", "forward": "Masq", "state": "none", "expires_s": 125.0},
         ]});
         let lines: Vec<String> = connections(&v).lines().map(str::to_string).collect();
         assert!(lines[0].contains("2 sampled") && lines[0].contains("more exist"));
