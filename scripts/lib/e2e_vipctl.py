@@ -123,8 +123,9 @@ def connection_list(ctl):
     clients = ["192.168.77.9", "192.168.77.10"]
     downloads = [subprocess.Popen(
         ["ip", "netns", "exec", f"{PREFIX}-client", "curl", "-s", "-m", "30", "--interface", c,
-         "--limit-rate", "100k", "-o", "/dev/null", f"http://{VIP4}/bytes/3000000"],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL) for c in clients]
+         "--limit-rate", "100k", "-o", "/dev/null", "-w", "port %{local_port} status %{http_code} got %{size_download}",
+         f"http://{VIP4}/bytes/3000000"],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True) for c in clients]
     try:
         rows = []
         for _ in range(50):
@@ -138,7 +139,9 @@ def connection_list(ctl):
         check(sorted(r[3].split(":")[0] for r in rows) == sorted(clients) and all(
             r[0] == "TCP" and re.fullmatch(r"\d\d:\d\d", r[1]) and r[4] == f"{VIP4}:80"
             and re.fullmatch(r"10\.77\.0\.2[123]:8080", r[5]) for r in rows),
-            f"-c: the 2 downloads as ESTABLISHED TCP {VIP4}:80 -> a real server:\n{out}")
+            f"-c: the 2 downloads as ESTABLISHED TCP {VIP4}:80 -> a real server:\n{out}"
+            + "".join(f"\ndownload from {c}: {'running' if p.poll() is None else p.stdout.read()}"
+                      for c, p in zip(clients, downloads)))
         mine = json.loads(ctl.ok("-L", "-c", "--client", clients[0], "--json"))
         conn = [c for c in mine["connections"] if c["state"] == "established"]
         check(len(conn) == 1 and conn[0]["client"].startswith(clients[0] + ":") and 0 < conn[0]["expires_s"] <= 100,
@@ -174,11 +177,21 @@ def edits(ctl):
     zeroed = ctl.ok("-L", "-n", "--stats", "-t", f"{VIP4}:80").splitlines()[2:]
     check(all(ln.split()[-5] == "0" for ln in zeroed), f"-Z left connection counts: {zeroed}")
     ctl.ok("-Z")
+    vip6 = "[fd00:77:100::1]:80"
+    ctl.ok("-A", "-t", vip6, "-s", "rr")
+    ctl.ok("-a", "-t", vip6, "-r", "[fd00:77::21]:8080", "-w", "2")
+    ctl.ok("-a", "-t", vip6, "-r", "fd00:77::22")
+    six = ctl.ok("-L", "-n", "-t", vip6).splitlines()
+    check(six[2:] == [f"TCP  {vip6} rr", rs_line("[fd00:77::21]:8080", "Masq", 2, 0, 0, "-"),
+                      rs_line("[fd00:77::22]:80", "Masq", 1, 0, 0, "-")], "IPv6 service:\n" + "\n".join(six))
+    out = netns(f"{PREFIX}-client", "curl", "-s", "-m", "5", f"http://{vip6}/", check=False)
+    check("server=rs" in out, f"no answer through the IPv6 service added by vipctl: {out!r}")
+    ctl.ok("-D", "-t", vip6)
     ctl.ok("-d", "-u", f"{VIP4}:53", "-r", "10.77.0.21:5353")
     ctl.ok("-D", "-u", f"{VIP4}:53")
     _, _, body = listing(ctl)
     check(not any(":53" in ln for ln in body), f"-d/-D left the UDP service: {body}")
-    log(f"    -e -w, -E -s, drain (100 new connections {r['servers']}), --set, -Z, -d, -D: listings follow")
+    log(f"    -e -w, -E -s, drain (100 new connections {r['servers']}), --set, -Z, an IPv6 service (listed, answers), -d, -D: listings follow")
 
 
 def health_and_views(ctl):
