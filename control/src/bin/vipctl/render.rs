@@ -95,73 +95,52 @@ fn health_cell(rs: &Value) -> String {
     }
 }
 
-fn figures(v: &Value, keys: [&str; 5], exact: bool) -> String {
-    keys.iter().map(|k| largenum(n(v, k), exact)).collect()
-}
-
 const STATS: [&str; 5] = ["conns", "inpkts", "outpkts", "inbytes", "outbytes"];
 const RATES: [&str; 5] = ["cps", "inpps", "outpps", "inbps", "outbps"];
 
+/// The five figures of a `--stats` or `--rate` line of a service or real server.
+fn figures(v: &Value, table: Table, exact: bool) -> String {
+    let (part, keys) = match table {
+        Table::Rate => ("rates", RATES),
+        Table::Stats | Table::Plain => ("stats", STATS),
+    };
+    keys.iter()
+        .map(|k| largenum(n(&v[part], k), exact))
+        .collect()
+}
+
 fn service_entry(out: &mut String, svc: &Value, table: Table, exact: bool) {
     let name = service_name(svc);
-    match table {
-        Table::Plain => {
-            let mut flags = Vec::new();
-            if s(svc, "dead_flows") == "keep" {
-                flags.push("keep-dead-flows");
-            }
-            if svc["schedulable"].as_bool() == Some(false) {
-                flags.push("no-server-available");
-            }
-            let _ = write!(out, "{name} {}", s(svc, "scheduler"));
-            for f in flags {
-                let _ = write!(out, " {f}");
-            }
-            out.push('\n');
+    if table == Table::Plain {
+        let _ = write!(out, "{name} {}", s(svc, "scheduler"));
+        if s(svc, "dead_flows") == "keep" {
+            out.push_str(" keep-dead-flows");
         }
-        Table::Stats => {
-            let _ = writeln!(
-                out,
-                "{name:<SERVICE_WIDTH$}{}",
-                figures(&svc["stats"], STATS, exact)
-            );
+        if svc["schedulable"].as_bool() == Some(false) {
+            out.push_str(" no-server-available");
         }
-        Table::Rate => {
-            let _ = writeln!(
-                out,
-                "{name:<SERVICE_WIDTH$}{}",
-                figures(&svc["rates"], RATES, exact)
-            );
-        }
+        out.push('\n');
+    } else {
+        let _ = writeln!(out, "{name:<SERVICE_WIDTH$}{}", figures(svc, table, exact));
     }
     for rs in svc["real_servers"].as_array().into_iter().flatten() {
         let addr = s(rs, "address");
-        match table {
-            Table::Plain => {
-                let _ = writeln!(
-                    out,
-                    "  -> {addr:<SERVER_WIDTH$} {:<7} {:<6} {:<10} {:<10} {}",
-                    s(rs, "forward"),
-                    n(rs, "weight"),
-                    n(rs, "active_conns"),
-                    n(rs, "inactive_conns"),
-                    health_cell(rs)
-                );
-            }
-            Table::Stats => {
-                let _ = writeln!(
-                    out,
-                    "  -> {addr:<SERVER_WIDTH$}{}",
-                    figures(&rs["stats"], STATS, exact)
-                );
-            }
-            Table::Rate => {
-                let _ = writeln!(
-                    out,
-                    "  -> {addr:<SERVER_WIDTH$}{}",
-                    figures(&rs["rates"], RATES, exact)
-                );
-            }
+        if table == Table::Plain {
+            let _ = writeln!(
+                out,
+                "  -> {addr:<SERVER_WIDTH$} {:<7} {:<6} {:<10} {:<10} {}",
+                s(rs, "forward"),
+                n(rs, "weight"),
+                n(rs, "active_conns"),
+                n(rs, "inactive_conns"),
+                health_cell(rs)
+            );
+        } else {
+            let _ = writeln!(
+                out,
+                "  -> {addr:<SERVER_WIDTH$}{}",
+                figures(rs, table, exact)
+            );
         }
     }
 }
