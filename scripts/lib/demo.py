@@ -5,7 +5,7 @@ import signal
 import sys
 
 os.environ.setdefault("VIPD_BED_PREFIX", "vdemo")
-from vipdbed import PREFIX, TARGET_DIR, VIP4, Vipd, bash, load, log, netns  # noqa: E402
+from vipdbed import PREFIX, TARGET_DIR, VIP4, Vipd, bash, load, log, netns, remove_temp_dirs  # noqa: E402
 
 REQUESTS = int(os.environ.get("VIPD_DEMO_REQUESTS", "600"))
 WEIGHTS = [("rs1", "10.77.0.21", 1), ("rs2", "10.77.0.22", 2), ("rs3", "10.77.0.23", 3)]
@@ -64,6 +64,8 @@ def main():
         if vipd is not None:
             rc = vipd.stop()
             log(f"== vipd stopped (exit {rc})")
+            if rc == 0:
+                remove_temp_dirs()
         bash(f"vipd_testbed_down {PREFIX}", check=False)
         log("== test bed removed")
 

@@ -3,6 +3,7 @@ a vipd process in the LB namespace with its configuration, the load client, chec
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import tempfile
@@ -52,6 +53,16 @@ def netns(ns, *cmd, timeout=120, check=True):
     return r.stdout
 
 
+# Every Vipd's directory (configuration, log, token): removed by remove_temp_dirs() at the end of
+# a run that passed; a failed run keeps them for inspection.
+TEMP_DIRS = []
+
+
+def remove_temp_dirs():
+    while TEMP_DIRS:
+        shutil.rmtree(TEMP_DIRS.pop(), ignore_errors=True)
+
+
 class Vipd:
     """One vipd process in the LB namespace."""
 
@@ -60,6 +71,7 @@ class Vipd:
         self.binary = binary or VIPD
         self.idle_sleep_us = idle_sleep_us
         self.dir = tempfile.mkdtemp(prefix=f"vipd-e2e-{name}-")
+        TEMP_DIRS.append(self.dir)
         self.config = os.path.join(self.dir, "vipd.toml")
         self.log_path = os.path.join(self.dir, "vipd.log")
         self.workers = workers

@@ -184,6 +184,10 @@ impl Control<'_> {
             }
             Command::Change(change, reply) => {
                 let answer = match changes::apply(&self.running.config, &change) {
+                    Ok((config, _)) if config == self.running.config => {
+                        // Nothing to do: no new snapshot, no unsaved change.
+                        Ok(self.running.generation)
+                    }
                     Ok((config, valid)) => {
                         let what = change.to_string();
                         match self.replace(config, valid) {
