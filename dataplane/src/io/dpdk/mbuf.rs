@@ -1,0 +1,321 @@
+//! Owned mbufs ([`Mbuf`]) and fixed bursts of them ([`MbufBurst`]): the fast path's frames.
+
+use std::mem::MaybeUninit;
+use std::ops::{Deref, DerefMut};
+use std::ptr::NonNull;
+
+use dpdk_sys as sys;
+
+use super::BURST_SIZE;
+use crate::io::PacketBuf;
+
+/// One owned packet mbuf; freed (returned to its pool) on drop. Same layout as
+/// `*mut rte_mbuf`.
+#[repr(transparent)]
+#[derive(Debug)]
+pub struct Mbuf {
+    pub(super) ptr: NonNull<sys::rte_mbuf>,
+}
+
+// SAFETY: an mbuf is plain memory owned by exactly one Mbuf; freeing it from any thread is
+// allowed (the mempool ops are multi-producer safe).
+unsafe impl Send for Mbuf {}
+
+impl Mbuf {
+    /// Take ownership of a raw mbuf; `None` for NULL.
+    ///
+    /// # Safety
+    /// `m` must be a valid packet mbuf that nobody else owns or frees.
+    pub unsafe fn from_raw(m: *mut sys::rte_mbuf) -> Option<Mbuf> {
+        NonNull::new(m).map(|ptr| Mbuf { ptr })
+    }
+
+    /// Give up ownership: the caller must free the mbuf (or hand it to DPDK).
+    pub fn into_raw(self) -> *mut sys::rte_mbuf {
+        let p = self.ptr.as_ptr();
+        std::mem::forget(self);
+        p
+    }
+
+    /// The raw mbuf, still owned by `self`.
+    pub fn as_ptr(&self) -> *mut sys::rte_mbuf {
+        self.ptr.as_ptr()
+    }
+
+    /// Frame length (all segments).
+    pub fn pkt_len(&self) -> u32 {
+        // SAFETY: self owns a valid mbuf.
+        unsafe { sys::vipd_rte_pktmbuf_pkt_len(self.ptr.as_ptr()) }
+    }
+
+    /// Number of segments (1 for every frame vipd's ports receive).
+    pub fn nb_segs(&self) -> u16 {
+        // SAFETY: self owns a valid mbuf.
+        unsafe { sys::vipd_rte_pktmbuf_nb_segs(self.ptr.as_ptr()) }
+    }
+
+    /// Bytes free in front of the frame.
+    pub fn headroom(&self) -> usize {
+        // SAFETY: self owns a valid mbuf.
+        usize::from(unsafe { sys::vipd_rte_pktmbuf_headroom(self.ptr.as_ptr()) })
+    }
+
+    /// Bytes free after the frame (in its last segment).
+    pub fn tailroom(&self) -> usize {
+        // SAFETY: self owns a valid mbuf.
+        usize::from(unsafe { sys::vipd_rte_pktmbuf_tailroom(self.ptr.as_ptr()) })
+    }
+
+    /// The NIC's RSS hash, if it computed one.
+    pub fn rss_hash(&self) -> Option<u32> {
+        let mut valid = 0;
+        // SAFETY: self owns a valid mbuf; valid is a valid out pointer.
+        let h = unsafe { sys::vipd_rte_pktmbuf_rss_hash(self.ptr.as_ptr(), &mut valid) };
+        (valid != 0).then_some(h)
+    }
+
+    /// Copy a segmented frame into its first segment (`rte_pktmbuf_linearize`); false if it
+    /// does not fit.
+    pub fn linearize(&mut self) -> bool {
+        // SAFETY: self owns a valid mbuf (and its segments).
+        unsafe { sys::vipd_rte_pktmbuf_linearize(self.ptr.as_ptr()) == 0 }
+    }
+}
+
+impl Drop for Mbuf {
+    fn drop(&mut self) {
+        // SAFETY: self owns the mbuf and nobody uses it after this.
+        unsafe { sys::vipd_rte_pktmbuf_free(self.ptr.as_ptr()) }
+    }
+}
+
+impl PacketBuf for Mbuf {
+    #[inline]
+    fn data(&self) -> &[u8] {
+        let mut len = 0u16;
+        // SAFETY: self owns a valid mbuf; mtod points at data_len initialised bytes of its
+        // first segment (vipd frames have one), borrowed as long as &self.
+        unsafe {
+            let p = sys::vipd_rte_pktmbuf_data(self.ptr.as_ptr(), &mut len);
+            std::slice::from_raw_parts(p.cast::<u8>(), usize::from(len))
+        }
+    }
+
+    #[inline]
+    fn data_mut(&mut self) -> &mut [u8] {
+        let mut len = 0u16;
+        // SAFETY: as in data(); &mut self guarantees exclusive access to the bytes.
+        unsafe {
+            let p = sys::vipd_rte_pktmbuf_data(self.ptr.as_ptr(), &mut len);
+            std::slice::from_raw_parts_mut(p.cast::<u8>(), usize::from(len))
+        }
+    }
+
+    fn prepend(&mut self, len: usize) -> bool {
+        let Ok(len) = u16::try_from(len) else {
+            return false;
+        };
+        // SAFETY: self owns a valid mbuf; DPDK checks the headroom and returns NULL if short.
+        !unsafe { sys::vipd_rte_pktmbuf_prepend(self.ptr.as_ptr(), len) }.is_null()
+    }
+
+    fn adj(&mut self, len: usize) -> bool {
+        let Ok(len) = u16::try_from(len) else {
+            return false;
+        };
+        // SAFETY: self owns a valid mbuf; DPDK checks the length and returns NULL if short.
+        !unsafe { sys::vipd_rte_pktmbuf_adj(self.ptr.as_ptr(), len) }.is_null()
+    }
+
+    fn trim_to(&mut self, len: usize) -> bool {
+        let cur = self.pkt_len() as usize;
+        if len > cur {
+            return false;
+        }
+        let Ok(cut) = u16::try_from(cur - len) else {
+            return false;
+        };
+        // SAFETY: self owns a valid mbuf; DPDK checks the length and returns -1 if short.
+        unsafe { sys::vipd_rte_pktmbuf_trim(self.ptr.as_ptr(), cut) == 0 }
+    }
+
+    fn append(&mut self, len: usize) -> bool {
+        let Ok(len) = u16::try_from(len) else {
+            return false;
+        };
+        // SAFETY: self owns a valid mbuf; DPDK checks the tailroom and returns NULL if short.
+        !unsafe { sys::vipd_rte_pktmbuf_append(self.ptr.as_ptr(), len) }.is_null()
+    }
+}
+
+/// Up to [`BURST_SIZE`] owned mbufs in a fixed array: what `rx_burst` fills and `tx_burst`
+/// drains, with no allocation. Derefs to `[Mbuf]`; dropping it frees what it holds.
+pub struct MbufBurst {
+    pub(super) mbufs: [MaybeUninit<Mbuf>; BURST_SIZE],
+    /// `mbufs[..len]` are initialised and owned.
+    pub(super) len: usize,
+}
+
+impl Default for MbufBurst {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl std::fmt::Debug for MbufBurst {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MbufBurst").field("len", &self.len).finish()
+    }
+}
+
+impl MbufBurst {
+    /// An empty burst.
+    pub const fn new() -> Self {
+        MbufBurst {
+            mbufs: [const { MaybeUninit::uninit() }; BURST_SIZE],
+            len: 0,
+        }
+    }
+
+    /// Free slots.
+    pub fn spare(&self) -> usize {
+        BURST_SIZE - self.len
+    }
+
+    /// True when no slot is free.
+    pub fn is_full(&self) -> bool {
+        self.len == BURST_SIZE
+    }
+
+    /// Add a frame at the end; gives it back if the burst is full.
+    pub fn push(&mut self, m: Mbuf) -> Result<(), Mbuf> {
+        if self.len == BURST_SIZE {
+            return Err(m);
+        }
+        self.mbufs[self.len].write(m);
+        self.len += 1;
+        Ok(())
+    }
+
+    /// Take the last frame.
+    pub fn pop(&mut self) -> Option<Mbuf> {
+        if self.len == 0 {
+            return None;
+        }
+        self.len -= 1;
+        // SAFETY: slot len was initialised and is now outside the owned prefix.
+        Some(unsafe { self.mbufs[self.len].assume_init_read() })
+    }
+
+    /// Move every frame out, in order (the burst is empty afterwards; frames the iterator
+    /// does not yield are freed when it is dropped).
+    pub fn drain(&mut self) -> Drain<'_> {
+        let end = self.len;
+        self.len = 0;
+        Drain {
+            burst: self,
+            next: 0,
+            end,
+        }
+    }
+
+    /// Keep the frames for which `keep` returns true (in order); free the others. Returns how
+    /// many were freed.
+    pub fn retain_mut(&mut self, mut keep: impl FnMut(&mut Mbuf) -> bool) -> usize {
+        let len = self.len;
+        // Panic safety: while we shuffle, the burst owns nothing; a panic in `keep` leaks.
+        self.len = 0;
+        let mut kept = 0;
+        for i in 0..len {
+            // SAFETY: slot i < len is initialised; we move it out exactly once.
+            let mut m = unsafe { self.mbufs[i].assume_init_read() };
+            if keep(&mut m) {
+                self.mbufs[kept].write(m);
+                kept += 1;
+            }
+        }
+        self.len = kept;
+        len - kept
+    }
+
+    /// Free every frame (one `rte_pktmbuf_free_bulk` call).
+    pub fn clear(&mut self) {
+        let n = self.len;
+        if n == 0 {
+            return;
+        }
+        self.len = 0;
+        // SAFETY: the first n slots hold owned mbufs (Mbuf is a transparent *mut rte_mbuf);
+        // ownership ends here since len is 0.
+        unsafe { sys::rte_pktmbuf_free_bulk(self.raw_ptr(), n as u32) }
+    }
+
+    pub(super) fn raw_ptr(&mut self) -> *mut *mut sys::rte_mbuf {
+        self.mbufs.as_mut_ptr().cast::<*mut sys::rte_mbuf>()
+    }
+
+    pub(super) fn spare_ptr(&mut self) -> *mut *mut sys::rte_mbuf {
+        // SAFETY: len <= BURST_SIZE, so the offset stays within (or one past) the array.
+        unsafe { self.raw_ptr().add(self.len) }
+    }
+}
+
+impl Deref for MbufBurst {
+    type Target = [Mbuf];
+    fn deref(&self) -> &[Mbuf] {
+        // SAFETY: mbufs[..len] are initialised Mbufs; MaybeUninit<Mbuf> has Mbuf's layout.
+        unsafe { std::slice::from_raw_parts(self.mbufs.as_ptr().cast::<Mbuf>(), self.len) }
+    }
+}
+
+impl DerefMut for MbufBurst {
+    fn deref_mut(&mut self) -> &mut [Mbuf] {
+        // SAFETY: as in deref; &mut self gives exclusive access.
+        unsafe { std::slice::from_raw_parts_mut(self.mbufs.as_mut_ptr().cast::<Mbuf>(), self.len) }
+    }
+}
+
+impl Drop for MbufBurst {
+    fn drop(&mut self) {
+        self.clear();
+    }
+}
+
+/// Iterator of [`MbufBurst::drain`].
+pub struct Drain<'a> {
+    burst: &'a mut MbufBurst,
+    next: usize,
+    end: usize,
+}
+
+impl Iterator for Drain<'_> {
+    type Item = Mbuf;
+    fn next(&mut self) -> Option<Mbuf> {
+        if self.next == self.end {
+            return None;
+        }
+        // SAFETY: slots next..end are initialised and owned by the Drain; each is read once.
+        let m = unsafe { self.burst.mbufs[self.next].assume_init_read() };
+        self.next += 1;
+        Some(m)
+    }
+
+    fn size_hint(&self) -> (usize, Option<usize>) {
+        let n = self.end - self.next;
+        (n, Some(n))
+    }
+}
+
+impl ExactSizeIterator for Drain<'_> {}
+
+impl Drop for Drain<'_> {
+    fn drop(&mut self) {
+        let n = self.end - self.next;
+        if n > 0 {
+            // SAFETY: slots next..end are owned mbufs not yet yielded; freed once here.
+            unsafe {
+                sys::rte_pktmbuf_free_bulk(self.burst.raw_ptr().add(self.next), n as u32);
+            }
+        }
+    }
+}
