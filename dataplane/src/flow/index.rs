@@ -95,6 +95,11 @@ impl CuckooIndex {
         self.buckets.len() * WAYS
     }
 
+    /// Bytes of the bucket array.
+    pub(crate) fn memory_bytes(&self) -> usize {
+        std::mem::size_of_val(&*self.buckets)
+    }
+
     #[inline]
     fn primary(&self, hash: u64) -> u32 {
         (((hash >> 32) * u64::from(self.n)) >> 32) as u32

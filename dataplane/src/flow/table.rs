@@ -301,6 +301,15 @@ impl FlowTable {
         self.index.slots()
     }
 
+    /// Bytes the table's arrays take (entries, reply keys, expiry hints, index), all
+    /// allocated up front.
+    pub fn memory_bytes(&self) -> usize {
+        std::mem::size_of_val(&*self.entries)
+            + std::mem::size_of_val(&*self.reply_keys)
+            + std::mem::size_of_val(&*self.hints)
+            + self.index.memory_bytes()
+    }
+
     /// The timeouts in force.
     pub fn timeouts(&self) -> &Timeouts {
         &self.timeouts
