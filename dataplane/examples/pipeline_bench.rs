@@ -255,7 +255,11 @@ fn args() -> Args {
         match arg.as_str() {
             "--json" => a.json = true,
             "--only" => a.only = it.next(),
-            n => a.flows = n.parse().expect("usage: pipeline_bench [--json] [--only CASE] [flows]"),
+            n => {
+                a.flows = n
+                    .parse()
+                    .expect("usage: pipeline_bench [--json] [--only CASE] [flows]")
+            }
         }
     }
     a
@@ -267,8 +271,14 @@ fn main() {
     let snap = snapshot(100);
     // One table per mode, as large as a daemon would be configured for these flows.
     let capacity = (flows as usize + flows as usize / 8).max(1 << 16);
-    let new_worker =
-        || WorkerState::new(0, 1, FlowTable::with_capacity(capacity, Timeouts::default()), 4);
+    let new_worker = || {
+        WorkerState::new(
+            0,
+            1,
+            FlowTable::with_capacity(capacity, Timeouts::default()),
+            4,
+        )
+    };
     let mut worker = new_worker();
     let vip = Ipv4Addr::new(10, 100, 0, 1);
     let router = [2, 0, 0, 0, 0, 1];

@@ -33,7 +33,9 @@ int vipd_rte_pktmbuf_alloc_bulk(struct rte_mempool *mp, struct rte_mbuf **mbufs,
 				unsigned int count);
 void vipd_rte_pktmbuf_free(struct rte_mbuf *m);
 
-/* mbuf data access (rte_pktmbuf_mtod is a macro; the rest static inline) */
+/* mbuf data access (rte_pktmbuf_mtod is a macro; the rest static inline). The fast path reads
+ * these fields from Rust (io::dpdk::mbuf, bindgen layout) so they inline; the wrappers stay as
+ * the reference that tests/dpdk_mbuf_ops.rs checks the Rust reads against. */
 void *vipd_rte_pktmbuf_mtod(struct rte_mbuf *m);
 /* rte_pktmbuf_mtod and rte_pktmbuf_data_len in one call (the hot path's view of a frame) */
 void *vipd_rte_pktmbuf_data(struct rte_mbuf *m, uint16_t *data_len);

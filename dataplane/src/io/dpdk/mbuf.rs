@@ -42,36 +42,68 @@ impl Mbuf {
         self.ptr.as_ptr()
     }
 
+    /// The mbuf header, read in place. The fast-path accessors below read its fields from
+    /// Rust (bindgen gives `struct rte_mbuf`'s layout from the same headers the C shim is
+    /// compiled with) so that they inline: `rte_pktmbuf_mtod` and `rte_pktmbuf_data_len` are
+    /// a field addition and a field read, and an out-of-line shim call per access cost 6-8
+    /// calls per packet. What writes an mbuf (prepend, adj, append, trim) stays in DPDK's C.
+    #[inline(always)]
+    fn header(&self) -> &sys::rte_mbuf {
+        // SAFETY: self owns a valid mbuf; nothing writes its header while &self is held
+        // (every writer takes &mut self).
+        unsafe { self.ptr.as_ref() }
+    }
+
     /// Frame length (all segments).
+    #[inline]
     pub fn pkt_len(&self) -> u32 {
-        // SAFETY: self owns a valid mbuf.
-        unsafe { sys::vipd_rte_pktmbuf_pkt_len(self.ptr.as_ptr()) }
+        self.header().pkt_len
     }
 
     /// Number of segments (1 for every frame vipd's ports receive).
+    #[inline]
     pub fn nb_segs(&self) -> u16 {
-        // SAFETY: self owns a valid mbuf.
-        unsafe { sys::vipd_rte_pktmbuf_nb_segs(self.ptr.as_ptr()) }
+        self.header().nb_segs
     }
 
-    /// Bytes free in front of the frame.
+    /// Bytes free in front of the frame (`rte_pktmbuf_headroom`).
+    #[inline]
     pub fn headroom(&self) -> usize {
-        // SAFETY: self owns a valid mbuf.
-        usize::from(unsafe { sys::vipd_rte_pktmbuf_headroom(self.ptr.as_ptr()) })
+        usize::from(self.header().data_off)
     }
 
-    /// Bytes free after the frame (in its last segment).
+    /// Bytes free after the frame in its (only) segment (`rte_pktmbuf_tailroom` of a
+    /// single-segment mbuf: `buf_len - data_off - data_len`).
+    #[inline]
     pub fn tailroom(&self) -> usize {
-        // SAFETY: self owns a valid mbuf.
-        usize::from(unsafe { sys::vipd_rte_pktmbuf_tailroom(self.ptr.as_ptr()) })
+        let h = self.header();
+        usize::from(h.buf_len).saturating_sub(usize::from(h.data_off) + usize::from(h.data_len))
+    }
+
+    /// The offload flags the PMD set on receive (`ol_flags`).
+    #[inline]
+    pub fn ol_flags(&self) -> u64 {
+        self.header().ol_flags
     }
 
     /// The NIC's RSS hash, if it computed one.
+    #[inline]
     pub fn rss_hash(&self) -> Option<u32> {
-        let mut valid = 0;
-        // SAFETY: self owns a valid mbuf; valid is a valid out pointer.
-        let h = unsafe { sys::vipd_rte_pktmbuf_rss_hash(self.ptr.as_ptr(), &mut valid) };
-        (valid != 0).then_some(h)
+        let h = self.header();
+        // SAFETY: `hash` is a union of plain integers: any bit pattern is a valid `rss`.
+        let rss = unsafe { h.__bindgen_anon_2.hash.rss };
+        (h.ol_flags & u64::from(sys::RTE_MBUF_F_RX_RSS_HASH) != 0).then_some(rss)
+    }
+
+    /// Pointer to the first byte of the frame and its length in the first segment
+    /// (`rte_pktmbuf_mtod`, `rte_pktmbuf_data_len`).
+    #[inline(always)]
+    fn frame_ptr_len(&self) -> (*mut u8, usize) {
+        let h = self.header();
+        // SAFETY: buf_addr + data_off is inside the mbuf's buffer (DPDK keeps data_off <=
+        // buf_len), so the offset stays within one allocation.
+        let p = unsafe { h.buf_addr.cast::<u8>().add(usize::from(h.data_off)) };
+        (p, usize::from(h.data_len))
     }
 
     /// Copy a segmented frame into its first segment (`rte_pktmbuf_linearize`); false if it
@@ -92,23 +124,17 @@ impl Drop for Mbuf {
 impl PacketBuf for Mbuf {
     #[inline]
     fn data(&self) -> &[u8] {
-        let mut len = 0u16;
+        let (p, len) = self.frame_ptr_len();
         // SAFETY: self owns a valid mbuf; mtod points at data_len initialised bytes of its
         // first segment (vipd frames have one), borrowed as long as &self.
-        unsafe {
-            let p = sys::vipd_rte_pktmbuf_data(self.ptr.as_ptr(), &mut len);
-            std::slice::from_raw_parts(p.cast::<u8>(), usize::from(len))
-        }
+        unsafe { std::slice::from_raw_parts(p, len) }
     }
 
     #[inline]
     fn data_mut(&mut self) -> &mut [u8] {
-        let mut len = 0u16;
+        let (p, len) = self.frame_ptr_len();
         // SAFETY: as in data(); &mut self guarantees exclusive access to the bytes.
-        unsafe {
-            let p = sys::vipd_rte_pktmbuf_data(self.ptr.as_ptr(), &mut len);
-            std::slice::from_raw_parts_mut(p.cast::<u8>(), usize::from(len))
-        }
+        unsafe { std::slice::from_raw_parts_mut(p, len) }
     }
 
     fn prepend(&mut self, len: usize) -> bool {
