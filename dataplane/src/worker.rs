@@ -88,6 +88,9 @@ struct TxBursts {
 impl Worker {
     /// Run until `stop` is set.
     pub fn run(mut self) {
+        // The table was mapped but not touched by the thread that built it: its pages are
+        // allocated here, on this worker's core and NUMA node, before the first packet.
+        self.state.flows.prefault();
         let mut rx = MbufBurst::new();
         let mut actions = [Action::Drop(Counter::DropEthMalformed); BURST];
         let mut tx = TxBursts {
