@@ -172,6 +172,32 @@ impl CuckooIndex {
         self.search(self.other(b1, tag, false), tag, &mut eq)
     }
 
+    /// Start loading both candidate buckets of `hash` into the cache (stage 1 of a burst
+    /// lookup: issue the misses of all packets, then do the lookups).
+    #[inline]
+    pub(crate) fn prefetch(&self, hash: u64) {
+        let tag = tag_of(hash);
+        let b1 = self.primary(hash);
+        prefetch_line(&self.buckets[b1 as usize]);
+        prefetch_line(&self.buckets[self.other(b1, tag, false) as usize]);
+    }
+
+    /// The payload of the first slot whose tag matches `hash` (primary bucket first): the
+    /// entry a lookup will most likely compare, for stage 2 of a burst lookup.
+    #[inline]
+    pub(crate) fn first_candidate(&self, hash: u64) -> Option<u32> {
+        let tag = tag_of(hash);
+        let b1 = self.primary(hash);
+        for b in [b1, self.other(b1, tag, false)] {
+            let bucket = &self.buckets[b as usize];
+            let m = bucket.matches(tag);
+            if m != 0 {
+                return Some(bucket.refs[m.trailing_zeros() as usize] & MAX_PAYLOAD);
+            }
+        }
+        None
+    }
+
     /// Clears the slot at `pos`.
     #[inline]
     pub(crate) fn remove_at(&mut self, pos: u32) {
@@ -353,6 +379,20 @@ impl CuckooIndex {
         };
         pos / WAYS as u32 == b && self.buckets[b as usize].tags[pos as usize % WAYS] == tag
     }
+}
+
+/// Ask the CPU to load the cache line holding `x` (a hint: no fault, no effect on results).
+#[inline(always)]
+pub(crate) fn prefetch_line<T>(x: &T) {
+    #[cfg(target_arch = "x86_64")]
+    // SAFETY: prefetching is a hint on any address; x is a valid reference anyway.
+    unsafe {
+        std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T0 }>(
+            (x as *const T).cast::<i8>(),
+        );
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = x;
 }
 
 #[cfg(test)]

@@ -55,7 +55,7 @@
 //! never returned meanwhile). A call that finds nothing due costs about 120 ns (256 hints
 //! compared 16 at a time). Checked by `sweep_bound_holds` below.
 
-use super::index::{CuckooIndex, MAX_PAYLOAD};
+use super::index::{prefetch_line, CuckooIndex, MAX_PAYLOAD};
 use super::key::{FlowKey, PROTO_TCP};
 use super::mem::{Backing, Pages, Zeroable, ZeroedSlice};
 use super::state::{next_state, Direction, Seen, TcpFlags, TcpState, Timeouts};
@@ -375,6 +375,32 @@ impl FlowTable {
             },
             state: e.state,
         })
+    }
+
+    /// Stage 1 of a burst lookup: start loading the index buckets of `hash`. Issue it for
+    /// every packet of a burst, then [`prefetch_entry`](FlowTable::prefetch_entry), then
+    /// [`lookup`](FlowTable::lookup): the cache misses of the burst overlap instead of
+    /// queueing one after the other (DPDK's `rte_hash_lookup_bulk` and VPP do the same).
+    #[inline]
+    pub fn prefetch(&self, hash: u64) {
+        self.index.prefetch(hash);
+    }
+
+    /// Stage 2 of a burst lookup: start loading the entry (and for a reply key, the reply
+    /// key) the index points `hash` at. Reads the buckets stage 1 fetched.
+    #[inline]
+    pub fn prefetch_entry(&self, hash: u64) {
+        if let Some(payload) = self.index.first_candidate(hash) {
+            let i = (payload >> 1) as usize;
+            if payload & 1 == 0 {
+                if let Some(e) = self.entries.get(i) {
+                    prefetch_line(e);
+                }
+            } else if let (Some(e), Some(k)) = (self.entries.get(i), self.reply_keys.get(i)) {
+                prefetch_line(e);
+                prefetch_line(k);
+            }
+        }
     }
 
     /// Whether an existing connection holding `key` blocks an insert; an expired one is
