@@ -59,7 +59,8 @@ const OWN_TTL: u8 = 64;
 pub struct WorkerState {
     /// This worker's index among `n_workers`.
     pub index: u16,
-    /// Number of workers; NAT connections are owned by `endpoint_hash(client) % n_workers`.
+    /// Number of workers; NAT connections are owned by `endpoint_hash(client)` scaled onto
+    /// `0..n_workers` ([`WorkerState::owner_of`]).
     pub n_workers: u16,
     /// The worker's flow table.
     pub flows: FlowTable,
@@ -140,10 +141,13 @@ impl WorkerState {
         }
     }
 
-    /// The worker that owns connections of this client endpoint.
+    /// The worker that owns connections of this client endpoint: the hash scaled onto
+    /// `0..n_workers` by a multiply and a shift (Lemire's reduction) instead of a 64-bit
+    /// division (`%` costs 20-40 cycles; this, 3).
     #[inline]
     pub fn owner_of(&self, client: &[u8; 16], port: u16) -> u16 {
-        (FlowKey::endpoint_hash(client, port) % u64::from(self.n_workers)) as u16
+        let h = FlowKey::endpoint_hash(client, port);
+        ((u128::from(h) * u128::from(self.n_workers)) >> 64) as u16
     }
 
     /// Pick up a newly published snapshot (cursors, timeouts, generation); cheap when it is
