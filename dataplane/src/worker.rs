@@ -12,7 +12,7 @@ use crate::pipeline::{
 use crate::snapshot::Snapshot;
 use arc_swap::ArcSwap;
 use crossbeam::queue::ArrayQueue;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -47,7 +47,16 @@ pub struct Rings {
     /// Frames for the box's kernel, to the kernel interface of the port they came in by:
     /// (port, frame). Any worker or the control thread pushes; the exception path pops.
     pub to_kernel: ArrayQueue<(u16, Mbuf)>,
+    /// Snapshots a worker has stopped using, for the control thread to free (see
+    /// [`Rings::reclaim_snapshots`]): freeing one (Maglev tables, maps) is not the worker's job.
+    retired: ArrayQueue<Arc<Snapshot>>,
+    /// Snapshots a worker had to free itself because `retired` was full.
+    freed_by_workers: AtomicU64,
 }
+
+/// Retired snapshots the rings hold before a worker frees one itself: a control thread that
+/// reclaims once per tick (50 ms) keeps up with a publication per millisecond.
+const RETIRED_CAPACITY: usize = 64;
 
 impl Rings {
     /// Rings for `workers` workers with `capacity` slots each.
@@ -56,6 +65,33 @@ impl Rings {
             inboxes: (0..workers).map(|_| ArrayQueue::new(capacity)).collect(),
             to_control: ArrayQueue::new(capacity),
             to_kernel: ArrayQueue::new(capacity),
+            retired: ArrayQueue::new(RETIRED_CAPACITY * workers.max(1)),
+            freed_by_workers: AtomicU64::new(0),
+        }
+    }
+
+    /// Drop the snapshot references the workers have retired; the control thread calls this
+    /// on every tick, so the last reference to an old snapshot, and with it the freeing, is
+    /// always dropped here. Returns how many references it dropped.
+    pub fn reclaim_snapshots(&self) -> usize {
+        let mut n = 0;
+        while let Some(old) = self.retired.pop() {
+            drop(old);
+            n += 1;
+        }
+        n
+    }
+
+    /// Snapshots workers freed themselves because nobody reclaimed them in time.
+    pub fn snapshots_freed_by_workers(&self) -> u64 {
+        self.freed_by_workers.load(Ordering::Relaxed)
+    }
+
+    /// Hand a snapshot the worker no longer uses to the control thread.
+    fn retire(&self, old: Arc<Snapshot>) {
+        if let Err(old) = self.retired.push(old) {
+            self.freed_by_workers.fetch_add(1, Ordering::Relaxed);
+            drop(old);
         }
     }
 }
@@ -100,11 +136,23 @@ impl Worker {
         let ms_per_tick = 1000.0 / dpdk::tsc_hz().max(1) as f64;
         let mut iterations: u64 = 0;
         let mut listing: Option<Box<SampleRequest>> = None;
+        // The worker holds its own reference to the snapshot it forwards by, so a
+        // publication never leaves the worker with the last one: when a new snapshot
+        // appears, the old reference goes to the control thread, which frees it.
+        let mut current: Arc<Snapshot> = self.snapshot.load_full();
         while !self.stop.load(Ordering::Relaxed) {
-            let snap = self.snapshot.load();
+            {
+                let published = self.snapshot.load();
+                if !Arc::ptr_eq(&published, &current) {
+                    let old =
+                        std::mem::replace(&mut current, arc_swap::Guard::into_inner(published));
+                    self.rings.retire(old);
+                }
+            }
+            let snap: &Snapshot = &current;
             // Also when idle: the control plane waits for every worker to move past a snapshot
             // before it reuses the backend slots that snapshot removed.
-            self.state.adopt(&snap);
+            self.state.adopt(snap);
             let now_ms = (dpdk::tsc_cycles() as f64 * ms_per_tick) as u64;
             let mut work = 0usize;
             for p in 0..self.queues.len() {
@@ -118,14 +166,14 @@ impl Worker {
                     &mut actions[..n],
                     p as u16,
                     &mut self.state,
-                    &snap,
+                    snap,
                     now_ms,
                 );
                 for (m, action) in rx.drain().zip(actions.iter()) {
                     self.dispatch(m, *action, p as u16, &mut tx);
                 }
             }
-            work += self.drain_inbox(&snap, now_ms, &mut tx);
+            work += self.drain_inbox(snap, now_ms, &mut tx);
             self.flush(&mut tx);
             // A connection listing advances by a bounded step per iteration.
             if listing.is_none() {
@@ -267,4 +315,39 @@ fn send(queue: &mut PortQueue, burst: &mut MbufBurst, counters: &WorkerCounters)
             .sum(),
     );
     counters.add(Counter::DropTxFull, out.dropped as u64);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    #[test]
+    fn retired_snapshots_are_freed_by_the_reclaiming_thread() {
+        let rings = Rings::new(1, 4);
+        let snap = match Snapshot::build(1, Vec::new(), &[], &HashMap::new(), 7) {
+            Ok(s) => Arc::new(s),
+            Err(e) => panic!("empty snapshot: {e}"),
+        };
+        let watch = Arc::downgrade(&snap);
+        rings.retire(snap);
+        assert!(
+            watch.upgrade().is_some(),
+            "a retired snapshot lives until reclaimed"
+        );
+        assert_eq!(rings.reclaim_snapshots(), 1);
+        assert!(
+            watch.upgrade().is_none(),
+            "reclaim dropped the last reference"
+        );
+        // A full ring: the worker frees the overflow itself, and it is counted.
+        for _ in 0..RETIRED_CAPACITY + 2 {
+            rings.retire(Arc::new(
+                Snapshot::build(2, Vec::new(), &[], &HashMap::new(), 7)
+                    .unwrap_or_else(|e| panic!("{e}")),
+            ));
+        }
+        assert_eq!(rings.snapshots_freed_by_workers(), 2);
+        assert_eq!(rings.reclaim_snapshots(), RETIRED_CAPACITY);
+    }
 }
