@@ -4,7 +4,7 @@
 //! and PMD add their own.
 //!
 //! ```text
-//! cargo run --release -p vipd-dataplane --no-default-features --example pipeline_bench -- [--json] [--only CASE] [flows]
+//! cargo run --release -p vipd-dataplane --no-default-features --example pipeline_bench -- [--json] [--only CASE] [--small-pages] [flows]
 //! ```
 //!
 //! Frames are rebuilt from a template before each burst (outside the timed region), so each
