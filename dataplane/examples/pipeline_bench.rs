@@ -16,7 +16,7 @@ use std::collections::HashMap;
 use std::hint::black_box;
 use std::net::{IpAddr, Ipv4Addr};
 use std::time::Instant;
-use vipd_dataplane::flow::{FlowTable, Timeouts};
+use vipd_dataplane::flow::{FlowTable, Pages, Timeouts};
 use vipd_dataplane::io::mem::VecBuf;
 use vipd_dataplane::io::PacketBuf;
 use vipd_dataplane::pipeline::{process_burst, Action, WorkerState};
@@ -240,6 +240,7 @@ fn random_line_ns(bytes: usize, reads: u32) -> f64 {
 
 struct Args {
     flows: u32,
+    pages: Pages,
     only: Option<String>,
     json: bool,
 }
@@ -247,6 +248,7 @@ struct Args {
 fn args() -> Args {
     let mut a = Args {
         flows: 100_000,
+        pages: Pages::default(),
         only: None,
         json: false,
     };
@@ -255,10 +257,11 @@ fn args() -> Args {
         match arg.as_str() {
             "--json" => a.json = true,
             "--only" => a.only = it.next(),
+            "--small-pages" => a.pages = Pages::Small,
             n => {
                 a.flows = n
                     .parse()
-                    .expect("usage: pipeline_bench [--json] [--only CASE] [flows]")
+                    .expect("usage: pipeline_bench [--json] [--only CASE] [--small-pages] [flows]")
             }
         }
     }
@@ -272,12 +275,9 @@ fn main() {
     // One table per mode, as large as a daemon would be configured for these flows.
     let capacity = (flows as usize + flows as usize / 8).max(1 << 16);
     let new_worker = || {
-        WorkerState::new(
-            0,
-            1,
-            FlowTable::with_capacity(capacity, Timeouts::default()),
-            4,
-        )
+        let mut table = FlowTable::with_capacity_on(capacity, Timeouts::default(), a.pages);
+        table.prefault();
+        WorkerState::new(0, 1, table, 4)
     };
     let mut worker = new_worker();
     let vip = Ipv4Addr::new(10, 100, 0, 1);
