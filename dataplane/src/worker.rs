@@ -52,6 +52,9 @@ pub struct Rings {
     retired: ArrayQueue<Arc<Snapshot>>,
     /// Snapshots a worker had to free itself because `retired` was full.
     freed_by_workers: AtomicU64,
+    /// Per worker: the longest time (TSC cycles) between two polls of a loop that had work,
+    /// i.e. the worst stall a burst saw (see [`Rings::worst_loop_gap_cycles`]).
+    loop_gaps: Vec<AtomicU64>,
 }
 
 /// Retired snapshots the rings hold before a worker frees one itself: a control thread that
@@ -67,6 +70,22 @@ impl Rings {
             to_kernel: ArrayQueue::new(capacity),
             retired: ArrayQueue::new(RETIRED_CAPACITY * workers.max(1)),
             freed_by_workers: AtomicU64::new(0),
+            loop_gaps: (0..workers).map(|_| AtomicU64::new(0)).collect(),
+        }
+    }
+
+    /// Worker `w`'s longest gap, in TSC cycles, between two consecutive polls while it had
+    /// traffic (a burst's processing plus any stall: snapshot adoption, a page fault...).
+    pub fn worst_loop_gap_cycles(&self, w: usize) -> u64 {
+        self.loop_gaps
+            .get(w)
+            .map_or(0, |g| g.load(Ordering::Relaxed))
+    }
+
+    /// Start measuring the worst loop gaps afresh.
+    pub fn reset_worst_loop_gaps(&self) {
+        for g in &self.loop_gaps {
+            g.store(0, Ordering::Relaxed);
         }
     }
 
@@ -140,6 +159,8 @@ impl Worker {
         // publication never leaves the worker with the last one: when a new snapshot
         // appears, the old reference goes to the control thread, which frees it.
         let mut current: Arc<Snapshot> = self.snapshot.load_full();
+        let mut last_poll = dpdk::tsc_cycles();
+        let mut had_work = false;
         while !self.stop.load(Ordering::Relaxed) {
             {
                 let published = self.snapshot.load();
@@ -153,7 +174,18 @@ impl Worker {
             // Also when idle: the control plane waits for every worker to move past a snapshot
             // before it reuses the backend slots that snapshot removed.
             self.state.adopt(snap);
-            let now_ms = (dpdk::tsc_cycles() as f64 * ms_per_tick) as u64;
+            let tsc = dpdk::tsc_cycles();
+            let now_ms = (tsc as f64 * ms_per_tick) as u64;
+            if had_work {
+                // Written only when it grows, by this worker alone: no atomic read-modify-write.
+                if let Some(worst) = self.rings.loop_gaps.get(usize::from(self.state.index)) {
+                    let gap = tsc.wrapping_sub(last_poll);
+                    if gap > worst.load(Ordering::Relaxed) {
+                        worst.store(gap, Ordering::Relaxed);
+                    }
+                }
+            }
+            last_poll = tsc;
             let mut work = 0usize;
             for p in 0..self.queues.len() {
                 let n = self.queues[p].rx_burst(&mut rx);
@@ -186,6 +218,7 @@ impl Worker {
                     }
                 }
             }
+            had_work = work > 0;
             iterations = iterations.wrapping_add(1);
             self.state.counters.inc(Counter::WorkerPolls);
             if work > 0 {
