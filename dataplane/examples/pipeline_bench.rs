@@ -19,7 +19,7 @@ use std::time::Instant;
 use vipd_dataplane::flow::{FlowTable, Pages, Timeouts};
 use vipd_dataplane::io::mem::VecBuf;
 use vipd_dataplane::io::PacketBuf;
-use vipd_dataplane::pipeline::{process_burst, Action, WorkerState};
+use vipd_dataplane::pipeline::{process_burst, process_steered, Action, WorkerState};
 use vipd_dataplane::sched::SchedulerKind;
 use vipd_dataplane::snapshot::{BackendSpec, FwdMode, PortInfo, ServiceSpec, Snapshot};
 use vipd_dataplane::wire::{checksum, MacAddr};
@@ -238,6 +238,53 @@ fn random_line_ns(bytes: usize, reads: u32) -> f64 {
     t.elapsed().as_nanos() as f64 / f64::from(reads)
 }
 
+/// Software steering with two workers: worker 0 receives established NAT packets of flows
+/// owned by worker 1 (what RSS does to (N-1)/N of them), classifies them and hands them over
+/// (`steer-out`, ns per packet on the receiving core); worker 1 processes them again
+/// (`process_steered`: parse, lookup, rewrite; `steer-in`, ns per packet on the owner). The
+/// ring hop between the cores comes on top. Returns (out ns, in ns, packets).
+fn steering(snap: &Snapshot, flows: u32, capacity: usize, now: &mut u64) -> (f64, f64, u32) {
+    let vip = Ipv4Addr::new(10, 100, 0, 1);
+    let router = [2, 0, 0, 0, 0, 1];
+    let table = || FlowTable::with_capacity(capacity, Timeouts::default());
+    let mut w0 = WorkerState::new(0, 2, table(), 4);
+    let mut w1 = WorkerState::new(1, 2, table(), 4);
+    let owned: Vec<(Ipv4Addr, u16)> = (0..flows * 2)
+        .map(client)
+        .filter(|(a, p)| {
+            w1.owner_of(&vipd_dataplane::flow::key::to_mapped(IpAddr::V4(*a)), *p) == 1
+        })
+        .take(flows as usize)
+        .collect();
+    for &(a, p) in &owned {
+        let mut b = VecBuf::new(&tcp_frame(a, vip, p, 80, 0x02, router));
+        black_box(process_steered(&mut b, 0, &mut w1, snap, *now));
+    }
+    let packets = owned.len().clamp(1, 1 << 18) as u32;
+    let frame = |i: u32| {
+        let (a, p) = owned[(i.wrapping_mul(2_654_435_761) as usize) % owned.len()];
+        tcp_frame(a, vip, p, 80, 0x10, router)
+    };
+    let mut actions = [Action::Tx(0); BURST];
+    let (mut t_out, mut t_in, mut i) = (0u128, 0u128, 0u32);
+    while i < packets {
+        let n = (packets - i).min(BURST as u32) as usize;
+        let mut bufs: Vec<VecBuf> = (0..n).map(|k| VecBuf::new(&frame(i + k as u32))).collect();
+        i += n as u32;
+        let t = Instant::now();
+        process_burst(&mut bufs, &mut actions[..n], 0, &mut w0, snap, *now);
+        t_out += t.elapsed().as_nanos();
+        let t = Instant::now();
+        for b in bufs.iter_mut() {
+            black_box(process_steered(b, 0, &mut w1, snap, *now));
+        }
+        t_in += t.elapsed().as_nanos();
+        *now += 1;
+    }
+    let p = f64::from(packets);
+    (t_out as f64 / p, t_in as f64 / p, packets)
+}
+
 struct Args {
     flows: u32,
     pages: Pages,
@@ -352,6 +399,15 @@ fn main() {
         let junk = |i: u32| tcp_frame(client(i).0, Ipv4Addr::new(10, 9, 9, 9), 1, 2, 0x02, router);
         let r = run(&junk, est_packets, &mut worker, &snap, &mut now, true);
         record("junk", r, est_packets);
+    }
+    if wanted("steer-out") || wanted("steer-in") {
+        let (ns_out, ns_in, n) = steering(&snap, flows.min(1 << 20), capacity, &mut now);
+        if wanted("steer-out") {
+            record("steer-out", (ns_out, 0), n);
+        }
+        if wanted("steer-in") {
+            record("steer-in", (ns_in, n as u64), n);
+        }
     }
     let ack0 = |i: u32| tcp_frame(client(i).0, vip, 1, 80, 0x10, router);
     let macswap = macswap_ns(&ack0, 1 << 18);
