@@ -205,3 +205,41 @@ def table(results, goals):
                     f"| {c['median'] / 1e6:.2f} ({c['min'] / 1e6:.2f}-{c['max'] / 1e6:.2f}) "
                     f"| {q['median']:.2f} ({q['min']:.2f}-{q['max']:.2f}) | {goals.get(r['case'], '')} |")
     return "\n".join(rows)
+
+
+RTE_FLOW_RULE = ("flow validate 0 ingress pattern eth / ipv4 src is 10.0.1.1 / tcp src is 8080 / end "
+                 "actions queue index 0 / end")
+
+
+def rte_flow_support(pcap_path):
+    """Which of the PMDs that run here accept the rte_flow rule NIC-side reply steering needs
+    (match a real server's source address and port, send to a queue): testpmd's
+    `flow validate` on each, in a namespace of our own (veths for af_packet/af_xdp, a tap)."""
+    ns = f"{PREFIX}-flow"
+    subprocess.run(["ip", "netns", "del", ns], capture_output=True)
+    subprocess.run(["ip", "netns", "add", ns], check=True)
+    try:
+        subprocess.run(["ip", "-n", ns, "link", "add", f"{PREFIX}-fa", "type", "veth", "peer", "name", f"{PREFIX}-fb"], check=True)
+        for dev in (f"{PREFIX}-fa", f"{PREFIX}-fb"):
+            subprocess.run(["ip", "-n", ns, "link", "set", dev, "up"], check=True)
+        devs = ["net_null0", "net_ring0", f"net_pcap0,rx_pcap={pcap_path}", f"net_tap0,iface={PREFIX}-tap",
+                f"net_af_packet0,iface={PREFIX}-fa", f"net_af_xdp0,iface={PREFIX}-fb",
+                f"net_memif0,role=server,socket=/tmp/{PREFIX}-flow-memif.sock"]
+        out = {}
+        for dev in devs:
+            r = subprocess.run(["ip", "netns", "exec", ns, "dpdk-testpmd", "-l", "0,1", "--no-huge", "-m", "256", "--no-pci",
+                                "--file-prefix", f"{PREFIX}-flow", "--vdev", dev, "--", "-i", "--total-num-mbufs=4096"],
+                               input=RTE_FLOW_RULE + "\nquit\n", capture_output=True, text=True, timeout=60)
+            text = r.stdout + r.stderr
+            name = dev.split(",")[0].rstrip("0")
+            out[name] = "yes" if "Flow rule validated" in text else (
+                "no (" + ("not implemented" if "not implemented" in text else "refused") + ")")
+        return out
+    finally:
+        subprocess.run(["ip", "netns", "del", ns], capture_output=True)
+
+
+def rte_flow_table(res):
+    rows = ["| PMD (runs here) | rte_flow rule `ipv4 src / tcp src -> queue` |", "|---|---|"]
+    rows += [f"| {k} | {v} |" for k, v in res.items()]
+    return "\n".join(rows)
