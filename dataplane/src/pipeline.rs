@@ -18,7 +18,7 @@ use crate::flow::key::to_mapped;
 use crate::flow::{Direction, FlowKey, FlowTable, TcpFlags, TcpState};
 use crate::fwd::tunnel::{self, Outer, TunnelError};
 use crate::fwd::{icmp_error, nat};
-use crate::io::PacketBuf;
+use crate::io::{PacketBuf, RxChecksum};
 use crate::ndp::{self, NdVerdict};
 use crate::snapshot::{Backend, FwdMode, Snapshot};
 use crate::wire::arp::{self, ArpPacket};
@@ -334,7 +334,13 @@ fn handle_ipv4<B: PacketBuf>(
     now: u64,
 ) -> Verdict {
     let ip = Ipv4Packet::new_checked(&buf.data()[l2..]).map_err(|_| Counter::DropIpv4Malformed)?;
-    if !ip.verify_checksum() {
+    // The NIC's verdict when the port offloads the check, else the software sum.
+    let checksum_ok = match buf.rx_ipv4_checksum() {
+        RxChecksum::Good => true,
+        RxChecksum::Bad => false,
+        RxChecksum::Unknown => ip.verify_checksum(),
+    };
+    if !checksum_ok {
         return Err(Counter::DropIpv4BadChecksum);
     }
     let (src, dst, l4_proto) = (ip.src(), ip.dst(), ip.protocol());

@@ -26,6 +26,8 @@ uint64_t vipd_rte_eth_rss_tcp(void);
 uint64_t vipd_rte_eth_rss_udp(void);
 /* mbuf offload flag telling that hash.rss is valid (macro) */
 uint64_t vipd_rte_mbuf_f_rx_rss_hash(void);
+/* RX offload: the NIC verifies IPv4 header checksums (RTE_BIT64 macro) */
+uint64_t vipd_rte_eth_rx_offload_ipv4_cksum(void);
 
 /* mbuf allocation and release (static inline) */
 struct rte_mbuf *vipd_rte_pktmbuf_alloc(struct rte_mempool *mp);

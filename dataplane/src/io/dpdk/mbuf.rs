@@ -7,7 +7,7 @@ use std::ptr::NonNull;
 use dpdk_sys as sys;
 
 use super::BURST_SIZE;
-use crate::io::PacketBuf;
+use crate::io::{PacketBuf, RxChecksum};
 
 /// One owned packet mbuf; freed (returned to its pool) on drop. Same layout as
 /// `*mut rte_mbuf`.
@@ -122,6 +122,16 @@ impl Drop for Mbuf {
 }
 
 impl PacketBuf for Mbuf {
+    #[inline]
+    fn rx_ipv4_checksum(&self) -> RxChecksum {
+        match self.ol_flags() & u64::from(sys::RTE_MBUF_F_RX_IP_CKSUM_MASK) {
+            f if f == u64::from(sys::RTE_MBUF_F_RX_IP_CKSUM_GOOD) => RxChecksum::Good,
+            f if f == u64::from(sys::RTE_MBUF_F_RX_IP_CKSUM_BAD) => RxChecksum::Bad,
+            // UNKNOWN (not checked) and NONE (header valid, checksum not verified).
+            _ => RxChecksum::Unknown,
+        }
+    }
+
     #[inline]
     fn data(&self) -> &[u8] {
         let (p, len) = self.frame_ptr_len();

@@ -98,6 +98,7 @@ pub struct Port {
     rx_desc: u16,
     tx_desc: u16,
     rss_hf: u64,
+    rx_offloads: u64,
     driver: String,
     started: bool,
     closed: bool,
@@ -162,6 +163,12 @@ impl Port {
         } else {
             conf.rxmode.mq_mode = sys::RTE_ETH_MQ_RX_NONE;
         }
+        // IPv4 header checksums verified by the NIC where it can (the pipeline reads the
+        // verdict from the mbuf's ol_flags and falls back to software otherwise).
+        // SAFETY: the shim returns a constant.
+        let rx_offloads =
+            info.rx_offload_capa & unsafe { sys::vipd_rte_eth_rx_offload_ipv4_cksum() };
+        conf.rxmode.offloads = rx_offloads;
         let q = cfg.queues;
         // SAFETY: valid port; conf is a fully initialised rte_eth_conf that DPDK copies.
         let ret = unsafe { sys::rte_eth_dev_configure(port_id, q, q, &conf) };
@@ -220,6 +227,7 @@ impl Port {
             rx_desc,
             tx_desc,
             rss_hf,
+            rx_offloads,
             driver,
             started: false,
             closed: false,
@@ -255,6 +263,12 @@ impl Port {
     /// The RSS hash functions in use (`RTE_ETH_RSS_*` bits; 0 without RSS).
     pub fn rss_hf(&self) -> u64 {
         self.rss_hf
+    }
+
+    /// Whether the NIC verifies IPv4 header checksums on receive (offload enabled because the
+    /// device offers it); otherwise the pipeline checks them in software.
+    pub fn rx_ipv4_checksum_offload(&self) -> bool {
+        self.rx_offloads != 0
     }
 
     /// Whether the port is started.
