@@ -21,6 +21,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 use vipd_dataplane::counters::{Counter, WorkerCounters};
 use vipd_dataplane::flow::{FlowTable, Timeouts};
+use vipd_dataplane::flow_sample::FlowSampler;
 use vipd_dataplane::io::dpdk::{self, Eal, Mempool, Port, PortConfig, DEFAULT_DATA_ROOM};
 use vipd_dataplane::pipeline::WorkerState;
 use vipd_dataplane::sched::SchedulerKind;
@@ -42,6 +43,7 @@ fn snapshot(generation: u64) -> Snapshot {
         mtu: 1500,
         tunnel_source4: None,
         tunnel_source6: None,
+        ..Default::default()
     };
     let mut neighbours = HashMap::new();
     neighbours.insert(
@@ -62,6 +64,7 @@ fn snapshot(generation: u64) -> Snapshot {
                     1
                 },
                 mode: FwdMode::Nat,
+                ..Default::default()
             }
         })
         .collect();
@@ -71,6 +74,7 @@ fn snapshot(generation: u64) -> Snapshot {
         port: 80,
         scheduler: SchedulerKind::Maglev,
         backends,
+        ..Default::default()
     };
     Snapshot::build(generation, vec![port], &[svc], &neighbours, 65537).unwrap()
 }
@@ -192,6 +196,7 @@ fn main() {
         rings: Arc::clone(&rings),
         stop: Arc::clone(&stop),
         idle_sleep: Duration::ZERO,
+        sampler: Arc::new(FlowSampler::default()),
     };
     let eal_ref = &eal;
     std::thread::scope(|s| {
