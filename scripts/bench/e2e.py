@@ -65,7 +65,7 @@ def nginx_up():
         bash(f"vipd_spawn {PREFIX} nginx{i} {PREFIX}-rs{i} nginx -c {d}/nginx.conf")
     deadline = time.time() + 10
     for ip in RS:
-        while subprocess.run(["ip", "netns", "exec", f"{PREFIX}-client", "curl", "-s", "-m", "1", f"http://{ip}:8080/"],
+        while subprocess.run(["ip", "netns", "exec", f"{PREFIX}-router", "curl", "-s", "-m", "1", f"http://{ip}:8080/"],
                              capture_output=True).returncode != 0:
             if time.time() > deadline:
                 raise RuntimeError(f"nginx on {ip} does not answer")
