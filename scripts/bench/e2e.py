@@ -117,7 +117,8 @@ def nft_down():
 
 
 def ping(target, count=200):
-    out = netns(f"{PREFIX}-client", "ping", "-q", "-c", str(count), "-i", "0.01", "-W", "1", target, timeout=60)
+    out = netns(f"{PREFIX}-client", "ping", "-q", "-c", str(count), "-i", "0.01", "-W", "1", target, timeout=60,
+                check=False)
     m = re.search(r"= ([\d.]+)/([\d.]+)/([\d.]+)/([\d.]+) ms", out)
     loss = re.search(r"([\d.]+)% packet loss", out)
     return {"min_ms": float(m.group(1)), "avg_ms": float(m.group(2)), "max_ms": float(m.group(3)),
@@ -155,7 +156,9 @@ def run(rounds, rundir):
                 f"vipd af_packet {res['vipd_af_packet'][-1] if res['vipd_af_packet'] else 0:.0f}, "
                 f"af_xdp {res['vipd_af_xdp'][-1] if res['vipd_af_xdp'] else 0:.0f} conn/s")
         # Latency at a low rate (100 echoes/s): vipd answers echo requests to the VIP itself.
+        bash(f"vipd_rs_gateway {PREFIX} 1 router")
         res["latency"]["kernel_rs"] = ping(RS[0])
+        bash(f"vipd_rs_gateway {PREFIX} 1 lb")
         for name, sleep in (("vipd_idle_50us", 50), ("vipd_busy_poll", 0)):
             v = VipdOn(f"bench-lat{sleep}", "af_packet", idle_sleep_us=sleep)
             try:
