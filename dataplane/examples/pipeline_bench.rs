@@ -4,7 +4,7 @@
 //! and PMD add their own.
 //!
 //! ```text
-//! cargo run --release -p vipd-dataplane --no-default-features --example pipeline_bench [flows]
+//! cargo run --release -p vipd-dataplane --no-default-features --example pipeline_bench -- [--json] [--only CASE] [--small-pages] [--nic-checksum] [flows]
 //! ```
 //!
 //! Frames are rebuilt from a template before each burst (outside the timed region), so each
@@ -15,10 +15,12 @@
 use std::collections::HashMap;
 use std::hint::black_box;
 use std::net::{IpAddr, Ipv4Addr};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
-use vipd_dataplane::flow::{FlowTable, Timeouts};
+use vipd_dataplane::flow::{FlowTable, Pages, Timeouts};
 use vipd_dataplane::io::mem::VecBuf;
-use vipd_dataplane::pipeline::{process_burst, Action, WorkerState};
+use vipd_dataplane::io::{PacketBuf, RxChecksum};
+use vipd_dataplane::pipeline::{process_burst, process_steered, Action, WorkerState};
 use vipd_dataplane::sched::SchedulerKind;
 use vipd_dataplane::snapshot::{BackendSpec, FwdMode, PortInfo, ServiceSpec, Snapshot};
 use vipd_dataplane::wire::{checksum, MacAddr};
@@ -127,89 +129,263 @@ fn client(i: u32) -> (Ipv4Addr, u16) {
     )
 }
 
+/// `--nic-checksum`: frames arrive with the NIC's "IPv4 checksum good" verdict (RX checksum
+/// offload), so the pipeline skips the software check.
+static NIC_CHECKSUM: AtomicBool = AtomicBool::new(false);
+
+/// Frame `i` of a case (built outside the timed region).
+type FrameFn<'a> = &'a dyn Fn(u32) -> Vec<u8>;
+
+/// The timed call. Not inlined, so `valgrind --tool=callgrind
+/// --toggle-collect=pipeline_bench::timed_burst` counts exactly the pipeline's instructions.
+#[inline(never)]
+fn timed_burst(
+    bufs: &mut [VecBuf],
+    actions: &mut [Action],
+    worker: &mut WorkerState,
+    snap: &Snapshot,
+    now: u64,
+) {
+    process_burst(bufs, actions, 0, worker, snap, now);
+}
+
+/// Run `packets` frames through the pipeline in bursts; ns per packet (timed bursts only).
 fn run(
-    name: &str,
-    frames: &[Vec<u8>],
+    frame: FrameFn,
+    packets: u32,
     worker: &mut WorkerState,
     snap: &Snapshot,
     now: &mut u64,
-) -> f64 {
-    let mut bufs: Vec<VecBuf> = (0..BURST).map(|_| VecBuf::new(&frames[0])).collect();
+    timed: bool,
+) -> (f64, u64) {
+    let mut bufs: Vec<VecBuf> = (0..BURST).map(|_| VecBuf::new(&frame(0))).collect();
     let mut actions = [Action::Tx(0); BURST];
     let mut elapsed = 0u128;
-    let mut packets = 0u64;
     let mut tx = 0u64;
-    for chunk in frames.chunks(BURST) {
-        for (b, f) in bufs.iter_mut().zip(chunk) {
-            *b = VecBuf::new(f);
+    let mut i = 0u32;
+    while i < packets {
+        let n = (packets - i).min(BURST as u32) as usize;
+        for (k, b) in bufs.iter_mut().take(n).enumerate() {
+            *b = VecBuf::new(&frame(i + k as u32));
+            if NIC_CHECKSUM.load(Ordering::Relaxed) {
+                b.set_rx_ipv4_checksum(RxChecksum::Good);
+            }
         }
-        let n = chunk.len();
-        let t = Instant::now();
-        process_burst(&mut bufs[..n], &mut actions[..n], 0, worker, snap, *now);
-        elapsed += t.elapsed().as_nanos();
+        i += n as u32;
+        if timed {
+            let t = Instant::now();
+            timed_burst(&mut bufs[..n], &mut actions[..n], worker, snap, *now);
+            elapsed += t.elapsed().as_nanos();
+        } else {
+            process_burst(&mut bufs[..n], &mut actions[..n], 0, worker, snap, *now);
+        }
         tx += actions[..n]
             .iter()
             .filter(|a| matches!(a, Action::Tx(_)))
             .count() as u64;
-        packets += n as u64;
         *now += 1;
         black_box(&bufs);
     }
-    let ns = elapsed as f64 / packets as f64;
-    println!(
-        "{name:<44} {ns:>8.1} ns/packet  {:>6.2} Mpps/core   ({packets} packets, {tx} transmitted)",
-        1000.0 / ns
-    );
-    ns
+    (elapsed as f64 / f64::from(packets.max(1)), tx)
+}
+
+/// The in-memory ceiling of the same loop: what touching each frame costs without vipd's
+/// logic (read the Ethernet header, swap the MACs: testpmd's macswap on a VecBuf).
+#[inline(never)]
+fn macswap_burst(bufs: &mut [VecBuf]) {
+    for b in bufs.iter_mut() {
+        let d = b.data_mut();
+        let mut dst = [0u8; 6];
+        dst.copy_from_slice(&d[0..6]);
+        d.copy_within(6..12, 0);
+        d[6..12].copy_from_slice(&dst);
+    }
+}
+
+fn macswap_ns(frame: FrameFn, packets: u32) -> f64 {
+    let mut bufs: Vec<VecBuf> = (0..BURST).map(|_| VecBuf::new(&frame(0))).collect();
+    let mut elapsed = 0u128;
+    let mut i = 0;
+    while i < packets {
+        for (k, b) in bufs.iter_mut().enumerate() {
+            *b = VecBuf::new(&frame(i + k as u32));
+        }
+        let t = Instant::now();
+        macswap_burst(&mut bufs);
+        elapsed += t.elapsed().as_nanos();
+        black_box(&bufs);
+        i += BURST as u32;
+    }
+    elapsed as f64 / f64::from(packets)
+}
+
+/// Dependent random reads of one cache line each in an array of `bytes`: the latency of the
+/// memory a flow table of that size lives in (the other ceiling of a lookup).
+fn random_line_ns(bytes: usize, reads: u32) -> f64 {
+    let lines = (bytes / 64).max(2);
+    // A random cyclic permutation (Sattolo), so every read depends on the previous one.
+    let mut next: Vec<u64> = (0..lines as u64).collect();
+    let mut x = 0x9e37_79b9_7f4a_7c15u64;
+    for i in (1..lines).rev() {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        let j = (x % i as u64) as usize;
+        next.swap(i, j);
+    }
+    let mut table = vec![[0u64; 8]; lines];
+    for (i, n) in next.iter().enumerate() {
+        table[i][0] = *n;
+    }
+    let mut p = 0usize;
+    let t = Instant::now();
+    for _ in 0..reads {
+        p = table[p][0] as usize;
+    }
+    black_box(p);
+    t.elapsed().as_nanos() as f64 / f64::from(reads)
+}
+
+/// Software steering with two workers: worker 0 receives established NAT packets of flows
+/// owned by worker 1 (what RSS does to (N-1)/N of them), classifies them and hands them over
+/// (`steer-out`, ns per packet on the receiving core); worker 1 processes them again
+/// (`process_steered`: parse, lookup, rewrite; `steer-in`, ns per packet on the owner). The
+/// ring hop between the cores comes on top. Returns (out ns, in ns, packets).
+fn steering(snap: &Snapshot, flows: u32, capacity: usize, now: &mut u64) -> (f64, f64, u32) {
+    let vip = Ipv4Addr::new(10, 100, 0, 1);
+    let router = [2, 0, 0, 0, 0, 1];
+    let table = || FlowTable::with_capacity(capacity, Timeouts::default());
+    let mut w0 = WorkerState::new(0, 2, table(), 4);
+    let mut w1 = WorkerState::new(1, 2, table(), 4);
+    let owned: Vec<(Ipv4Addr, u16)> = (0..flows * 2)
+        .map(client)
+        .filter(|(a, p)| {
+            w1.owner_of(&vipd_dataplane::flow::key::to_mapped(IpAddr::V4(*a)), *p) == 1
+        })
+        .take(flows as usize)
+        .collect();
+    for &(a, p) in &owned {
+        let mut b = VecBuf::new(&tcp_frame(a, vip, p, 80, 0x02, router));
+        black_box(process_steered(&mut b, 0, &mut w1, snap, *now));
+    }
+    let packets = owned.len().clamp(1, 1 << 18) as u32;
+    let frame = |i: u32| {
+        let (a, p) = owned[(i.wrapping_mul(2_654_435_761) as usize) % owned.len()];
+        tcp_frame(a, vip, p, 80, 0x10, router)
+    };
+    let mut actions = [Action::Tx(0); BURST];
+    let (mut t_out, mut t_in, mut i) = (0u128, 0u128, 0u32);
+    while i < packets {
+        let n = (packets - i).min(BURST as u32) as usize;
+        let mut bufs: Vec<VecBuf> = (0..n).map(|k| VecBuf::new(&frame(i + k as u32))).collect();
+        i += n as u32;
+        let t = Instant::now();
+        process_burst(&mut bufs, &mut actions[..n], 0, &mut w0, snap, *now);
+        t_out += t.elapsed().as_nanos();
+        let t = Instant::now();
+        for b in bufs.iter_mut() {
+            black_box(process_steered(b, 0, &mut w1, snap, *now));
+        }
+        t_in += t.elapsed().as_nanos();
+        *now += 1;
+    }
+    let p = f64::from(packets);
+    (t_out as f64 / p, t_in as f64 / p, packets)
+}
+
+struct Args {
+    flows: u32,
+    pages: Pages,
+    only: Option<String>,
+    json: bool,
+}
+
+fn args() -> Args {
+    let mut a = Args {
+        flows: 100_000,
+        pages: Pages::default(),
+        only: None,
+        json: false,
+    };
+    let mut it = std::env::args().skip(1);
+    while let Some(arg) = it.next() {
+        match arg.as_str() {
+            "--json" => a.json = true,
+            "--only" => a.only = it.next(),
+            "--small-pages" => a.pages = Pages::Small,
+            "--nic-checksum" => NIC_CHECKSUM.store(true, Ordering::Relaxed),
+            n => {
+                a.flows = n
+                    .parse()
+                    .expect("usage: pipeline_bench [--json] [--only CASE] [--small-pages] [--nic-checksum] [flows]")
+            }
+        }
+    }
+    a
 }
 
 fn main() {
-    let flows: u32 = std::env::args()
-        .nth(1)
-        .and_then(|a| a.parse().ok())
-        .unwrap_or(100_000);
+    let a = args();
+    let flows = a.flows;
     let snap = snapshot(100);
-    let mut worker = WorkerState::new(
-        0,
-        1,
-        FlowTable::with_capacity(1 << 20, Timeouts::default()),
-        4,
-    );
+    // One table per mode, as large as a daemon would be configured for these flows.
+    let capacity = (flows as usize + flows as usize / 8).max(1 << 16);
+    let new_worker = || {
+        let mut table = FlowTable::with_capacity_on(capacity, Timeouts::default(), a.pages);
+        table.prefault();
+        WorkerState::new(0, 1, table, 4)
+    };
+    let mut worker = new_worker();
     let vip = Ipv4Addr::new(10, 100, 0, 1);
     let router = [2, 0, 0, 0, 0, 1];
     let mut now = 1_000u64;
-    println!("pipeline_bench: {flows} flows, 100 real servers per mode (NAT, DR, TUN), maglev, 60-byte TCP frames, bursts of {BURST}");
-    for (mode, port) in [("NAT", 80u16), ("DR", 443), ("TUN 4in4", 8443)] {
-        let syns: Vec<Vec<u8>> = (0..flows)
-            .map(|i| {
-                let (a, p) = client(i);
-                tcp_frame(a, vip, p, port, 0x02, router)
-            })
-            .collect();
-        run(
-            &format!("new connections ({mode})"),
-            &syns,
-            &mut worker,
-            &snap,
-            &mut now,
-        );
-        let acks: Vec<Vec<u8>> = (0..flows * 4)
-            .map(|i| {
-                let (a, p) = client((i.wrapping_mul(2_654_435_761)) % flows);
-                tcp_frame(a, vip, p, port, 0x10, router)
-            })
-            .collect();
-        run(
-            &format!("established, client -> real server ({mode})"),
-            &acks,
-            &mut worker,
-            &snap,
-            &mut now,
-        );
+    // Established and reply cases: as many packets as flows (at least 256k, at most 4M), each
+    // to a random flow.
+    let est_packets = flows.clamp(1 << 18, 1 << 22);
+    let wanted = |case: &str| a.only.as_deref().is_none_or(|o| o == case);
+    let mut results: Vec<(String, f64, u64, u32)> = Vec::new();
+    let mut record = |name: &str, (ns, tx): (f64, u64), packets: u32| {
+        if !a.json {
+            println!(
+                "{name:<22} {ns:>8.1} ns/packet  {:>6.2} Mpps/core   ({packets} packets, {tx} transmitted)",
+                1000.0 / ns
+            );
+        }
+        results.push((name.to_string(), ns, tx, packets));
+    };
+    if !a.json {
+        println!("pipeline_bench: {flows} flows, table of {capacity}, 100 real servers per mode (NAT, DR, TUN), maglev, 60-byte TCP frames, bursts of {BURST}");
     }
-    let replies: Vec<Vec<u8>> = (0..flows * 4)
-        .map(|i| {
-            let c = (i.wrapping_mul(2_654_435_761)) % flows;
+    let mut mem = 0;
+    for (mode, port) in [("nat", 80u16), ("dr", 443), ("tun", 8443)] {
+        worker = new_worker();
+        let syn = move |i: u32| {
+            let (a, p) = client(i);
+            tcp_frame(a, vip, p, port, 0x02, router)
+        };
+        let name = format!("{mode}-new");
+        let timed = wanted(&name);
+        let r = run(&syn, flows, &mut worker, &snap, &mut now, timed);
+        if timed {
+            record(&name, r, flows);
+        }
+        let name = format!("{mode}-established");
+        if wanted(&name) {
+            let ack = move |i: u32| {
+                let (a, p) = client(i.wrapping_mul(2_654_435_761) % flows);
+                tcp_frame(a, vip, p, port, 0x10, router)
+            };
+            let r = run(&ack, est_packets, &mut worker, &snap, &mut now, true);
+            record(&name, r, est_packets);
+        }
+        if mode == "nat" {
+            mem = worker.flows.memory_bytes();
+        }
+        if mode != "nat" || !wanted("nat-reply") {
+            continue;
+        }
+        let reply = |i: u32| {
+            let c = i.wrapping_mul(2_654_435_761) % flows;
             let (a, p) = client(c);
             // The real server Maglev picked for this client is unknown here: ask the table.
             let key = vipd_dataplane::flow::FlowKey::v4(a, vip, p, 80, 6);
@@ -224,24 +400,46 @@ fn main() {
                 .map(|m| m.0)
                 .unwrap_or(router);
             tcp_frame(rs, a, 8080, p, 0x10, mac)
-        })
-        .collect();
-    run(
-        "established, real server -> client (NAT reply)",
-        &replies,
-        &mut worker,
-        &snap,
-        &mut now,
-    );
-    let junk: Vec<Vec<u8>> = (0..flows)
-        .map(|i| tcp_frame(client(i).0, Ipv4Addr::new(10, 9, 9, 9), 1, 2, 0x02, router))
-        .collect();
-    run(
-        "not for us (classified and dropped)",
-        &junk,
-        &mut worker,
-        &snap,
-        &mut now,
-    );
-    println!("flow table: {} connections", worker.flows.len());
+        };
+        let r = run(&reply, est_packets, &mut worker, &snap, &mut now, true);
+        record("nat-reply", r, est_packets);
+    }
+    if wanted("junk") {
+        let junk = |i: u32| tcp_frame(client(i).0, Ipv4Addr::new(10, 9, 9, 9), 1, 2, 0x02, router);
+        let r = run(&junk, est_packets, &mut worker, &snap, &mut now, true);
+        record("junk", r, est_packets);
+    }
+    if wanted("steer-out") || wanted("steer-in") {
+        let (ns_out, ns_in, n) = steering(&snap, flows.min(1 << 20), capacity, &mut now);
+        if wanted("steer-out") {
+            record("steer-out", (ns_out, 0), n);
+        }
+        if wanted("steer-in") {
+            record("steer-in", (ns_in, n as u64), n);
+        }
+    }
+    let ack0 = |i: u32| tcp_frame(client(i).0, vip, 1, 80, 0x10, router);
+    let macswap = macswap_ns(&ack0, 1 << 18);
+    let dram = random_line_ns(mem, 1 << 22);
+    if a.json {
+        let cases: Vec<String> = results
+            .iter()
+            .map(|(n, ns, tx, p)| {
+                format!("{{\"case\":\"{n}\",\"ns_per_packet\":{ns:.2},\"transmitted\":{tx},\"packets\":{p}}}")
+            })
+            .collect();
+        println!(
+            "{{\"flows\":{flows},\"table_capacity\":{capacity},\"connections\":{},\"table_bytes\":{mem},\"bytes_per_flow\":{:.1},\"macswap_ns\":{macswap:.2},\"random_line_ns\":{dram:.2},\"cases\":[{}]}}",
+            flows,
+            mem as f64 / capacity as f64,
+            cases.join(",")
+        );
+    } else {
+        println!(
+            "flow table (NAT): {flows} connections, {} MB for {capacity} ({:.1} bytes per flow slot)",
+            mem >> 20,
+            mem as f64 / capacity as f64
+        );
+        println!("ceilings: in-memory macswap {macswap:.1} ns/packet; random cache-line read in a table of that size {dram:.1} ns");
+    }
 }

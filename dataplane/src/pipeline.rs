@@ -18,7 +18,7 @@ use crate::flow::key::to_mapped;
 use crate::flow::{Direction, FlowKey, FlowTable, TcpFlags, TcpState};
 use crate::fwd::tunnel::{self, Outer, TunnelError};
 use crate::fwd::{icmp_error, nat};
-use crate::io::PacketBuf;
+use crate::io::{PacketBuf, RxChecksum};
 use crate::ndp::{self, NdVerdict};
 use crate::snapshot::{Backend, FwdMode, Snapshot};
 use crate::wire::arp::{self, ArpPacket};
@@ -59,7 +59,8 @@ const OWN_TTL: u8 = 64;
 pub struct WorkerState {
     /// This worker's index among `n_workers`.
     pub index: u16,
-    /// Number of workers; NAT connections are owned by `endpoint_hash(client) % n_workers`.
+    /// Number of workers; NAT connections are owned by `endpoint_hash(client)` scaled onto
+    /// `0..n_workers` ([`WorkerState::owner_of`]).
     pub n_workers: u16,
     /// The worker's flow table.
     pub flows: FlowTable,
@@ -140,10 +141,13 @@ impl WorkerState {
         }
     }
 
-    /// The worker that owns connections of this client endpoint.
+    /// The worker that owns connections of this client endpoint: the hash scaled onto
+    /// `0..n_workers` by a multiply and a shift (Lemire's reduction) instead of a 64-bit
+    /// division (`%`: tens of cycles; this: one 3-cycle multiply).
     #[inline]
     pub fn owner_of(&self, client: &[u8; 16], port: u16) -> u16 {
-        (FlowKey::endpoint_hash(client, port) % u64::from(self.n_workers)) as u16
+        let h = FlowKey::endpoint_hash(client, port);
+        ((u128::from(h) * u128::from(self.n_workers)) >> 64) as u16
     }
 
     /// Pick up a newly published snapshot (cursors, timeouts, generation); cheap when it is
@@ -330,7 +334,13 @@ fn handle_ipv4<B: PacketBuf>(
     now: u64,
 ) -> Verdict {
     let ip = Ipv4Packet::new_checked(&buf.data()[l2..]).map_err(|_| Counter::DropIpv4Malformed)?;
-    if !ip.verify_checksum() {
+    // The NIC's verdict when the port offloads the check, else the software sum.
+    let checksum_ok = match buf.rx_ipv4_checksum() {
+        RxChecksum::Good => true,
+        RxChecksum::Bad => false,
+        RxChecksum::Unknown => ip.verify_checksum(),
+    };
+    if !checksum_ok {
         return Err(Counter::DropIpv4BadChecksum);
     }
     let (src, dst, l4_proto) = (ip.src(), ip.dst(), ip.protocol());

@@ -12,7 +12,7 @@ use crate::pipeline::{
 use crate::snapshot::Snapshot;
 use arc_swap::ArcSwap;
 use crossbeam::queue::ArrayQueue;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -47,7 +47,19 @@ pub struct Rings {
     /// Frames for the box's kernel, to the kernel interface of the port they came in by:
     /// (port, frame). Any worker or the control thread pushes; the exception path pops.
     pub to_kernel: ArrayQueue<(u16, Mbuf)>,
+    /// Snapshots a worker has stopped using, for the control thread to free (see
+    /// [`Rings::reclaim_snapshots`]): freeing one (Maglev tables, maps) is not the worker's job.
+    retired: ArrayQueue<Arc<Snapshot>>,
+    /// Snapshots a worker had to free itself because `retired` was full.
+    freed_by_workers: AtomicU64,
+    /// Per worker: the longest time (TSC cycles) between two polls of a loop that had work,
+    /// i.e. the worst stall a burst saw (see [`Rings::worst_loop_gap_cycles`]).
+    loop_gaps: Vec<AtomicU64>,
 }
+
+/// Retired snapshots the rings hold before a worker frees one itself: a control thread that
+/// reclaims once per tick (50 ms) keeps up with a publication per millisecond.
+const RETIRED_CAPACITY: usize = 64;
 
 impl Rings {
     /// Rings for `workers` workers with `capacity` slots each.
@@ -56,6 +68,49 @@ impl Rings {
             inboxes: (0..workers).map(|_| ArrayQueue::new(capacity)).collect(),
             to_control: ArrayQueue::new(capacity),
             to_kernel: ArrayQueue::new(capacity),
+            retired: ArrayQueue::new(RETIRED_CAPACITY * workers.max(1)),
+            freed_by_workers: AtomicU64::new(0),
+            loop_gaps: (0..workers).map(|_| AtomicU64::new(0)).collect(),
+        }
+    }
+
+    /// Worker `w`'s longest gap, in TSC cycles, between two consecutive polls while it had
+    /// traffic (a burst's processing plus any stall: snapshot adoption, a page fault...).
+    pub fn worst_loop_gap_cycles(&self, w: usize) -> u64 {
+        self.loop_gaps
+            .get(w)
+            .map_or(0, |g| g.load(Ordering::Relaxed))
+    }
+
+    /// Start measuring the worst loop gaps afresh.
+    pub fn reset_worst_loop_gaps(&self) {
+        for g in &self.loop_gaps {
+            g.store(0, Ordering::Relaxed);
+        }
+    }
+
+    /// Drop the snapshot references the workers have retired; the control thread calls this
+    /// on every tick, so the last reference to an old snapshot, and with it the freeing, is
+    /// always dropped here. Returns how many references it dropped.
+    pub fn reclaim_snapshots(&self) -> usize {
+        let mut n = 0;
+        while let Some(old) = self.retired.pop() {
+            drop(old);
+            n += 1;
+        }
+        n
+    }
+
+    /// Snapshots workers freed themselves because nobody reclaimed them in time.
+    pub fn snapshots_freed_by_workers(&self) -> u64 {
+        self.freed_by_workers.load(Ordering::Relaxed)
+    }
+
+    /// Hand a snapshot the worker no longer uses to the control thread.
+    fn retire(&self, old: Arc<Snapshot>) {
+        if let Err(old) = self.retired.push(old) {
+            self.freed_by_workers.fetch_add(1, Ordering::Relaxed);
+            drop(old);
         }
     }
 }
@@ -78,28 +133,59 @@ pub struct Worker {
     pub sampler: Arc<FlowSampler>,
 }
 
-/// Per-port transmit bursts of one loop iteration.
+/// Per-port transmit bursts of one loop iteration, and the frames it drops (freed together
+/// with one `rte_pktmbuf_free_bulk` instead of one `rte_pktmbuf_free` each).
 struct TxBursts {
     bursts: Vec<MbufBurst>,
+    drops: MbufBurst,
 }
 
 impl Worker {
     /// Run until `stop` is set.
     pub fn run(mut self) {
+        // The table was mapped but not touched by the thread that built it: its pages are
+        // allocated here, on this worker's core and NUMA node, before the first packet.
+        self.state.flows.prefault();
         let mut rx = MbufBurst::new();
         let mut actions = [Action::Drop(Counter::DropEthMalformed); BURST];
         let mut tx = TxBursts {
             bursts: (0..self.queues.len()).map(|_| MbufBurst::new()).collect(),
+            drops: MbufBurst::new(),
         };
         let ms_per_tick = 1000.0 / dpdk::tsc_hz().max(1) as f64;
         let mut iterations: u64 = 0;
         let mut listing: Option<Box<SampleRequest>> = None;
+        // The worker holds its own reference to the snapshot it forwards by, so a
+        // publication never leaves the worker with the last one: when a new snapshot
+        // appears, the old reference goes to the control thread, which frees it.
+        let mut current: Arc<Snapshot> = self.snapshot.load_full();
+        let mut last_poll = dpdk::tsc_cycles();
+        let mut had_work = false;
         while !self.stop.load(Ordering::Relaxed) {
-            let snap = self.snapshot.load();
+            {
+                let published = self.snapshot.load();
+                if !Arc::ptr_eq(&published, &current) {
+                    let old =
+                        std::mem::replace(&mut current, arc_swap::Guard::into_inner(published));
+                    self.rings.retire(old);
+                }
+            }
+            let snap: &Snapshot = &current;
             // Also when idle: the control plane waits for every worker to move past a snapshot
             // before it reuses the backend slots that snapshot removed.
-            self.state.adopt(&snap);
-            let now_ms = (dpdk::tsc_cycles() as f64 * ms_per_tick) as u64;
+            self.state.adopt(snap);
+            let tsc = dpdk::tsc_cycles();
+            let now_ms = (tsc as f64 * ms_per_tick) as u64;
+            if had_work {
+                // Written only when it grows, by this worker alone: no atomic read-modify-write.
+                if let Some(worst) = self.rings.loop_gaps.get(usize::from(self.state.index)) {
+                    let gap = tsc.wrapping_sub(last_poll);
+                    if gap > worst.load(Ordering::Relaxed) {
+                        worst.store(gap, Ordering::Relaxed);
+                    }
+                }
+            }
+            last_poll = tsc;
             let mut work = 0usize;
             for p in 0..self.queues.len() {
                 let n = self.queues[p].rx_burst(&mut rx);
@@ -112,14 +198,14 @@ impl Worker {
                     &mut actions[..n],
                     p as u16,
                     &mut self.state,
-                    &snap,
+                    snap,
                     now_ms,
                 );
                 for (m, action) in rx.drain().zip(actions.iter()) {
                     self.dispatch(m, *action, p as u16, &mut tx);
                 }
             }
-            work += self.drain_inbox(&snap, now_ms, &mut tx);
+            work += self.drain_inbox(snap, now_ms, &mut tx);
             self.flush(&mut tx);
             // A connection listing advances by a bounded step per iteration.
             if listing.is_none() {
@@ -132,6 +218,7 @@ impl Worker {
                     }
                 }
             }
+            had_work = work > 0;
             iterations = iterations.wrapping_add(1);
             self.state.counters.inc(Counter::WorkerPolls);
             if work > 0 {
@@ -178,7 +265,13 @@ impl Worker {
                     _ => counters.inc(Counter::DropNoRoute),
                 }
             }
-            Action::Drop(_) => drop(m),
+            Action::Drop(_) => {
+                if tx.drops.is_full() {
+                    tx.drops.clear();
+                }
+                // Cannot fail: the burst was just emptied if it was full.
+                let _ = tx.drops.push(m);
+            }
             Action::ToControl => {
                 if self.rings.to_control.push((rx_port, m)).is_err() {
                     counters.inc(Counter::DropRingFull);
@@ -231,6 +324,7 @@ impl Worker {
         for (queue, burst) in self.queues.iter_mut().zip(tx.bursts.iter_mut()) {
             send(queue, burst, &self.state.counters);
         }
+        tx.drops.clear();
     }
 }
 
@@ -254,4 +348,39 @@ fn send(queue: &mut PortQueue, burst: &mut MbufBurst, counters: &WorkerCounters)
             .sum(),
     );
     counters.add(Counter::DropTxFull, out.dropped as u64);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    #[test]
+    fn retired_snapshots_are_freed_by_the_reclaiming_thread() {
+        let rings = Rings::new(1, 4);
+        let snap = match Snapshot::build(1, Vec::new(), &[], &HashMap::new(), 7) {
+            Ok(s) => Arc::new(s),
+            Err(e) => panic!("empty snapshot: {e}"),
+        };
+        let watch = Arc::downgrade(&snap);
+        rings.retire(snap);
+        assert!(
+            watch.upgrade().is_some(),
+            "a retired snapshot lives until reclaimed"
+        );
+        assert_eq!(rings.reclaim_snapshots(), 1);
+        assert!(
+            watch.upgrade().is_none(),
+            "reclaim dropped the last reference"
+        );
+        // A full ring: the worker frees the overflow itself, and it is counted.
+        for _ in 0..RETIRED_CAPACITY + 2 {
+            rings.retire(Arc::new(
+                Snapshot::build(2, Vec::new(), &[], &HashMap::new(), 7)
+                    .unwrap_or_else(|e| panic!("{e}")),
+            ));
+        }
+        assert_eq!(rings.snapshots_freed_by_workers(), 2);
+        assert_eq!(rings.reclaim_snapshots(), RETIRED_CAPACITY);
+    }
 }

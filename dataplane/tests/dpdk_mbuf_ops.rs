@@ -37,6 +37,42 @@ fn edit<B: PacketBuf>(b: &mut B) -> Vec<Vec<u8>> {
     seen
 }
 
+/// The fields `Mbuf` reads in Rust (through bindgen's layout of `struct rte_mbuf`) agree
+/// with DPDK's own static inline accessors, compiled in C in the shim.
+fn matches_dpdk(m: &dpdk::Mbuf) {
+    let raw = m.as_ptr();
+    // SAFETY: raw is a valid mbuf owned by m for the duration of these reads.
+    unsafe {
+        let mut len = 0u16;
+        let p = dpdk_sys::vipd_rte_pktmbuf_data(raw, &mut len);
+        assert_eq!(m.data().as_ptr(), p.cast::<u8>().cast_const(), "mtod");
+        assert_eq!(m.data().len(), usize::from(len), "data_len");
+        assert_eq!(
+            m.pkt_len(),
+            dpdk_sys::vipd_rte_pktmbuf_pkt_len(raw),
+            "pkt_len"
+        );
+        assert_eq!(
+            m.nb_segs(),
+            dpdk_sys::vipd_rte_pktmbuf_nb_segs(raw),
+            "nb_segs"
+        );
+        assert_eq!(
+            m.headroom(),
+            usize::from(dpdk_sys::vipd_rte_pktmbuf_headroom(raw)),
+            "headroom"
+        );
+        assert_eq!(
+            m.tailroom(),
+            usize::from(dpdk_sys::vipd_rte_pktmbuf_tailroom(raw)),
+            "tailroom"
+        );
+        let mut valid = 0;
+        let h = dpdk_sys::vipd_rte_pktmbuf_rss_hash(raw, &mut valid);
+        assert_eq!(m.rss_hash(), (valid != 0).then_some(h), "rss hash");
+    }
+}
+
 #[test]
 fn mbuf_edits_match_vecbuf_and_nothing_leaks() {
     let prefix = format!("vipd-test-mbuf-{}", std::process::id());
@@ -67,8 +103,12 @@ fn mbuf_edits_match_vecbuf_and_nothing_leaks() {
     assert_eq!(m.data(), frame.as_slice());
     assert_eq!(m.pkt_len(), 60);
     assert_eq!(m.rss_hash(), None);
+    matches_dpdk(&m);
     let mut v = VecBuf::new(&frame);
     assert_eq!(edit(&mut m), edit(&mut v), "mbuf and VecBuf disagree");
+    matches_dpdk(&m);
+    assert!(m.prepend(14));
+    matches_dpdk(&m);
     assert_eq!(pool.in_use(), 1);
     drop(m);
     assert_eq!(pool.in_use(), 0, "drop freed the mbuf");

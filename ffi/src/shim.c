@@ -27,6 +27,7 @@ uint64_t vipd_rte_eth_rss_ip(void) { return RTE_ETH_RSS_IP; }
 uint64_t vipd_rte_eth_rss_tcp(void) { return RTE_ETH_RSS_TCP; }
 uint64_t vipd_rte_eth_rss_udp(void) { return RTE_ETH_RSS_UDP; }
 uint64_t vipd_rte_mbuf_f_rx_rss_hash(void) { return RTE_MBUF_F_RX_RSS_HASH; }
+uint64_t vipd_rte_eth_rx_offload_ipv4_cksum(void) { return RTE_ETH_RX_OFFLOAD_IPV4_CKSUM; }
 
 struct rte_mbuf *vipd_rte_pktmbuf_alloc(struct rte_mempool *mp) { return rte_pktmbuf_alloc(mp); }
 

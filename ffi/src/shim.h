@@ -26,6 +26,8 @@ uint64_t vipd_rte_eth_rss_tcp(void);
 uint64_t vipd_rte_eth_rss_udp(void);
 /* mbuf offload flag telling that hash.rss is valid (macro) */
 uint64_t vipd_rte_mbuf_f_rx_rss_hash(void);
+/* RX offload: the NIC verifies IPv4 header checksums (RTE_BIT64 macro) */
+uint64_t vipd_rte_eth_rx_offload_ipv4_cksum(void);
 
 /* mbuf allocation and release (static inline) */
 struct rte_mbuf *vipd_rte_pktmbuf_alloc(struct rte_mempool *mp);
@@ -33,7 +35,9 @@ int vipd_rte_pktmbuf_alloc_bulk(struct rte_mempool *mp, struct rte_mbuf **mbufs,
 				unsigned int count);
 void vipd_rte_pktmbuf_free(struct rte_mbuf *m);
 
-/* mbuf data access (rte_pktmbuf_mtod is a macro; the rest static inline) */
+/* mbuf data access (rte_pktmbuf_mtod is a macro; the rest static inline). The fast path reads
+ * these fields from Rust (io::dpdk::mbuf, bindgen layout) so they inline; the wrappers stay as
+ * the reference that tests/dpdk_mbuf_ops.rs checks the Rust reads against. */
 void *vipd_rte_pktmbuf_mtod(struct rte_mbuf *m);
 /* rte_pktmbuf_mtod and rte_pktmbuf_data_len in one call (the hot path's view of a frame) */
 void *vipd_rte_pktmbuf_data(struct rte_mbuf *m, uint16_t *data_len);

@@ -91,6 +91,8 @@ impl Control<'_> {
         let mut last_rates = Instant::now() - Duration::from_secs(10);
         while !stop.load(Ordering::Relaxed) {
             let now = Instant::now();
+            // Old snapshots are freed here, not in a worker's loop.
+            self.rings.reclaim_snapshots();
             let mut changed = self.learn(now);
             let (requests, expired) = self.neighbours.poll(now);
             changed |= expired;

@@ -20,6 +20,8 @@
 //! * Delete: clear the tag. No tombstones, no backward shift: cuckoo lookups never probe past
 //!   the two buckets, so deleting can never hide another key.
 
+use super::mem::{Pages, Zeroable, ZeroedSlice};
+
 /// Slots per bucket.
 pub(crate) const WAYS: usize = 8;
 
@@ -41,6 +43,9 @@ struct Bucket {
     tags: [u32; WAYS],
     refs: [u32; WAYS],
 }
+
+// SAFETY: two arrays of integers; all zeros is an empty bucket (tags are never 0).
+unsafe impl Zeroable for Bucket {}
 
 impl Bucket {
     /// Bit `i` set when `tags[i] == tag`. Written so that it compiles to one vector compare.
@@ -71,7 +76,7 @@ struct Node {
 /// The index. Slot positions (`bucket * WAYS + way`) are stable until the index moves an
 /// entry, which it reports through the `on_move` callback of [`CuckooIndex::insert`].
 pub(crate) struct CuckooIndex {
-    buckets: Box<[Bucket]>,
+    buckets: ZeroedSlice<Bucket>,
     n: u32,
 }
 
@@ -82,10 +87,10 @@ fn tag_of(hash: u64) -> u32 {
 
 impl CuckooIndex {
     /// An index of `n_buckets` buckets (at least 2, at most `u32::MAX / WAYS`).
-    pub(crate) fn new(n_buckets: usize) -> Self {
+    pub(crate) fn new(n_buckets: usize, pages: Pages) -> Self {
         let n = n_buckets.clamp(2, u32::MAX as usize / WAYS);
         CuckooIndex {
-            buckets: vec![Bucket::default(); n].into_boxed_slice(),
+            buckets: ZeroedSlice::new(n, pages),
             n: n as u32,
         }
     }
@@ -93,6 +98,16 @@ impl CuckooIndex {
     /// Number of slots.
     pub(crate) fn slots(&self) -> usize {
         self.buckets.len() * WAYS
+    }
+
+    /// Write every page of the bucket array from the calling core (see `flow::mem`).
+    pub(crate) fn prefault(&mut self) {
+        self.buckets.prefault();
+    }
+
+    /// Bytes of the bucket array.
+    pub(crate) fn memory_bytes(&self) -> usize {
+        std::mem::size_of_val(&*self.buckets)
     }
 
     #[inline]
@@ -155,6 +170,32 @@ impl CuckooIndex {
             return Some(hit);
         }
         self.search(self.other(b1, tag, false), tag, &mut eq)
+    }
+
+    /// Start loading both candidate buckets of `hash` into the cache (stage 1 of a burst
+    /// lookup: issue the misses of all packets, then do the lookups).
+    #[inline]
+    pub(crate) fn prefetch(&self, hash: u64) {
+        let tag = tag_of(hash);
+        let b1 = self.primary(hash);
+        prefetch_line(&self.buckets[b1 as usize]);
+        prefetch_line(&self.buckets[self.other(b1, tag, false) as usize]);
+    }
+
+    /// The payload of the first slot whose tag matches `hash` (primary bucket first): the
+    /// entry a lookup will most likely compare, for stage 2 of a burst lookup.
+    #[inline]
+    pub(crate) fn first_candidate(&self, hash: u64) -> Option<u32> {
+        let tag = tag_of(hash);
+        let b1 = self.primary(hash);
+        for b in [b1, self.other(b1, tag, false)] {
+            let bucket = &self.buckets[b as usize];
+            let m = bucket.matches(tag);
+            if m != 0 {
+                return Some(bucket.refs[m.trailing_zeros() as usize] & MAX_PAYLOAD);
+            }
+        }
+        None
     }
 
     /// Clears the slot at `pos`.
@@ -340,6 +381,20 @@ impl CuckooIndex {
     }
 }
 
+/// Ask the CPU to load the cache line holding `x` (a hint: no fault, no effect on results).
+#[inline(always)]
+pub(crate) fn prefetch_line<T>(x: &T) {
+    #[cfg(target_arch = "x86_64")]
+    // SAFETY: prefetching is a hint on any address; x is a valid reference anyway.
+    unsafe {
+        std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T0 }>(
+            (x as *const T).cast::<i8>(),
+        );
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = x;
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -361,7 +416,7 @@ mod tests {
 
     #[test]
     fn other_is_an_involution_and_differs() {
-        let idx = CuckooIndex::new(7);
+        let idx = CuckooIndex::new(7, Pages::Small);
         for tag in (0..1000u32).map(|t| t.wrapping_mul(2_654_435_761) | 1) {
             for b in 0..7 {
                 let o = idx.other(b, tag, false);
@@ -374,7 +429,7 @@ mod tests {
 
     #[test]
     fn fills_past_95_percent_with_displacement_and_stays_consistent() {
-        let mut idx = CuckooIndex::new(1000);
+        let mut idx = CuckooIndex::new(1000, Pages::Small);
         let mut pos: HashMap<u32, u32> = HashMap::new();
         let target = idx.slots() * 95 / 100;
         for p in 0..target as u32 {
@@ -404,7 +459,7 @@ mod tests {
 
     #[test]
     fn failed_insert_changes_nothing() {
-        let mut idx = CuckooIndex::new(2);
+        let mut idx = CuckooIndex::new(2, Pages::Small);
         for p in 0..16u32 {
             assert!(idx.insert(mix(u64::from(p)), p, |_, _| {}).is_some());
         }

@@ -25,6 +25,9 @@ pub struct FlowKey {
     pub proto: u8,
 }
 
+// SAFETY: byte arrays and integers: all zeros is a valid (unused) key.
+unsafe impl crate::flow::mem::Zeroable for FlowKey {}
+
 /// Seed of the flow hash. Fixed so that every vipd box behind the same ECMP router hashes a
 /// flow identically and Maglev picks the same real server on all of them.
 const FLOW_HASH_SEED: u64 = 0x7669_7064_5f66_6c77; // "vipd_flw"

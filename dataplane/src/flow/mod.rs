@@ -2,9 +2,11 @@
 
 mod index;
 pub mod key;
+pub mod mem;
 pub mod state;
 pub mod table;
 
 pub use key::FlowKey;
+pub use mem::{Backing, Pages};
 pub use state::{Direction, TcpFlags, TcpState, Timeouts};
 pub use table::{FlowHit, FlowId, FlowInfo, FlowTable, InsertError};

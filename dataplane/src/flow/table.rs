@@ -55,8 +55,9 @@
 //! never returned meanwhile). A call that finds nothing due costs about 120 ns (256 hints
 //! compared 16 at a time). Checked by `sweep_bound_holds` below.
 
-use super::index::{CuckooIndex, MAX_PAYLOAD};
+use super::index::{prefetch_line, CuckooIndex, MAX_PAYLOAD};
 use super::key::{FlowKey, PROTO_TCP};
+use super::mem::{Backing, Pages, Zeroable, ZeroedSlice};
 use super::state::{next_state, Direction, Seen, TcpFlags, TcpState, Timeouts};
 use crate::backend_stats::{BackendStats, ConnClass};
 use std::sync::Arc;
@@ -130,23 +131,9 @@ struct Entry {
     expires_ms: u64,
 }
 
-impl Entry {
-    const EMPTY: Entry = Entry {
-        key: FlowKey {
-            src: [0; 16],
-            dst: [0; 16],
-            src_port: 0,
-            dst_port: 0,
-            proto: 0,
-        },
-        state: TcpState::None,
-        bits: 0,
-        backend: 0,
-        gen: 0,
-        pos: [NIL; 2],
-        expires_ms: 0,
-    };
-}
+// SAFETY: integers, a FlowKey (integers) and TcpState (`repr(u8)`, 0 = `None`): all zeros is
+// a valid, free entry.
+unsafe impl Zeroable for Entry {}
 
 /// A handle on a connection, valid until the connection is removed (then every method
 /// ignores it: a generation check).
@@ -208,9 +195,9 @@ pub struct FlowInfo {
 
 /// A worker's flow table. See the module documentation for the design.
 pub struct FlowTable {
-    entries: Box<[Entry]>,
-    reply_keys: Box<[FlowKey]>,
-    hints: Box<[u32]>,
+    entries: ZeroedSlice<Entry>,
+    reply_keys: ZeroedSlice<FlowKey>,
+    hints: ZeroedSlice<u32>,
     index: CuckooIndex,
     free_head: u32,
     high_water: u32,
@@ -245,17 +232,28 @@ fn conn_class(state: TcpState) -> ConnClass {
 impl FlowTable {
     /// A table for `capacity` connections (clamped to `1..=MAX_CAPACITY`), each with one or two
     /// keys. Allocates everything the table will ever use: about 124 bytes per connection.
+    ///
+    /// The arrays are mapped on transparent huge pages and not touched: call
+    /// [`prefault`](FlowTable::prefault) on the core that will use the table.
     pub fn with_capacity(capacity: usize, timeouts: Timeouts) -> FlowTable {
-        let cap = capacity.clamp(1, MAX_CAPACITY);
-        Self::with_geometry(cap, (2 * cap).div_ceil(7), timeouts)
+        Self::with_capacity_on(capacity, timeouts, Pages::default())
     }
 
-    fn with_geometry(cap: usize, buckets: usize, timeouts: Timeouts) -> FlowTable {
+    /// [`with_capacity`](FlowTable::with_capacity) on the given kind of pages (see
+    /// `flow::mem`: [`Pages::HugeTlb`] takes reserved huge pages, which DPDK shares).
+    pub fn with_capacity_on(capacity: usize, timeouts: Timeouts, pages: Pages) -> FlowTable {
+        let cap = capacity.clamp(1, MAX_CAPACITY);
+        Self::with_geometry(cap, (2 * cap).div_ceil(7), timeouts, pages)
+    }
+
+    fn with_geometry(cap: usize, buckets: usize, timeouts: Timeouts, pages: Pages) -> FlowTable {
+        // Zeroed memory is an empty table: entries and hints past `high_water` are never
+        // read, and every entry below it was written by `insert` or `release`.
         FlowTable {
-            entries: vec![Entry::EMPTY; cap].into_boxed_slice(),
-            reply_keys: vec![FlowKey::default(); cap].into_boxed_slice(),
-            hints: vec![FREE; cap].into_boxed_slice(),
-            index: CuckooIndex::new(buckets),
+            entries: ZeroedSlice::new(cap, pages),
+            reply_keys: ZeroedSlice::new(cap, pages),
+            hints: ZeroedSlice::new(cap, pages),
+            index: CuckooIndex::new(buckets, pages),
             free_head: NIL,
             high_water: 0,
             len: 0,
@@ -299,6 +297,30 @@ impl FlowTable {
     /// Index slots (keys) the table can hold: at least twice the capacity.
     pub fn index_slots(&self) -> usize {
         self.index.slots()
+    }
+
+    /// Allocate every page of the table now, from the calling thread: the worker calls this
+    /// on its own core before polling, so the memory sits on that core's NUMA node and no
+    /// page fault lands on the packet path.
+    pub fn prefault(&mut self) {
+        self.entries.prefault();
+        self.reply_keys.prefault();
+        self.hints.prefault();
+        self.index.prefault();
+    }
+
+    /// The pages the connection entries got (the largest array).
+    pub fn backing(&self) -> Backing {
+        self.entries.backing()
+    }
+
+    /// Bytes the table's arrays take (entries, reply keys, expiry hints, index), all
+    /// allocated up front.
+    pub fn memory_bytes(&self) -> usize {
+        std::mem::size_of_val(&*self.entries)
+            + std::mem::size_of_val(&*self.reply_keys)
+            + std::mem::size_of_val(&*self.hints)
+            + self.index.memory_bytes()
     }
 
     /// The timeouts in force.
@@ -353,6 +375,32 @@ impl FlowTable {
             },
             state: e.state,
         })
+    }
+
+    /// Stage 1 of a burst lookup: start loading the index buckets of `hash`. Issue it for
+    /// every packet of a burst, then [`prefetch_entry`](FlowTable::prefetch_entry), then
+    /// [`lookup`](FlowTable::lookup): the cache misses of the burst overlap instead of
+    /// queueing one after the other (DPDK's `rte_hash_lookup_bulk` and VPP do the same).
+    #[inline]
+    pub fn prefetch(&self, hash: u64) {
+        self.index.prefetch(hash);
+    }
+
+    /// Stage 2 of a burst lookup: start loading the entry (and for a reply key, the reply
+    /// key) the index points `hash` at. Reads the buckets stage 1 fetched.
+    #[inline]
+    pub fn prefetch_entry(&self, hash: u64) {
+        if let Some(payload) = self.index.first_candidate(hash) {
+            let i = (payload >> 1) as usize;
+            if payload & 1 == 0 {
+                if let Some(e) = self.entries.get(i) {
+                    prefetch_line(e);
+                }
+            } else if let (Some(e), Some(k)) = (self.entries.get(i), self.reply_keys.get(i)) {
+                prefetch_line(e);
+                prefetch_line(k);
+            }
+        }
     }
 
     /// Whether an existing connection holding `key` blocks an insert; an expired one is
@@ -942,7 +990,7 @@ mod tests {
     #[test]
     fn index_full_rolls_back_the_whole_insert() {
         // 2 buckets = 16 key slots for 32 entries: the index fills first.
-        let mut t = FlowTable::with_geometry(32, 2, Timeouts::default());
+        let mut t = FlowTable::with_geometry(32, 2, Timeouts::default(), Pages::Small);
         let keys: Vec<_> = (0..9).map(|n| client(n, PROTO_UDP)).collect();
         for k in &keys[..7] {
             ins(&mut t, k, Some(&reply_of(k, 1)), 1, 0).unwrap();

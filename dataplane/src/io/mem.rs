@@ -1,6 +1,6 @@
 //! In-memory frames for tests and benchmarks of the pure packet core.
 
-use super::PacketBuf;
+use super::{PacketBuf, RxChecksum};
 
 /// Headroom kept in front of a [`VecBuf`], the same as DPDK's default `RTE_PKTMBUF_HEADROOM`.
 pub const HEADROOM: usize = 128;
@@ -11,6 +11,7 @@ pub struct VecBuf {
     storage: Vec<u8>,
     start: usize,
     end: usize,
+    rx_ipv4_checksum: RxChecksum,
 }
 
 impl VecBuf {
@@ -22,7 +23,14 @@ impl VecBuf {
             storage,
             start: HEADROOM,
             end: HEADROOM + frame.len(),
+            rx_ipv4_checksum: RxChecksum::Unknown,
         }
+    }
+
+    /// Pretend a NIC checked the IPv4 header checksum on receive (tests and benchmarks of the
+    /// offload path).
+    pub fn set_rx_ipv4_checksum(&mut self, verdict: RxChecksum) {
+        self.rx_ipv4_checksum = verdict;
     }
 }
 
@@ -65,6 +73,10 @@ impl PacketBuf for VecBuf {
         }
         self.end += len;
         true
+    }
+
+    fn rx_ipv4_checksum(&self) -> RxChecksum {
+        self.rx_ipv4_checksum
     }
 }
 

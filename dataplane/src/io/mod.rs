@@ -20,4 +20,22 @@ pub trait PacketBuf {
     fn trim_to(&mut self, len: usize) -> bool;
     /// Grow the frame by `len` bytes at the end; false if the tailroom is too small.
     fn append(&mut self, len: usize) -> bool;
+    /// What the NIC found checking the frame's IPv4 header checksum on receive; `Unknown`
+    /// (verify in software) unless the port offloads it.
+    #[inline]
+    fn rx_ipv4_checksum(&self) -> RxChecksum {
+        RxChecksum::Unknown
+    }
+}
+
+/// The NIC's verdict on a received IPv4 header checksum (DPDK's `RTE_MBUF_F_RX_IP_CKSUM_*`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum RxChecksum {
+    /// Not checked by the NIC: verify it in software.
+    #[default]
+    Unknown,
+    /// Checked and correct.
+    Good,
+    /// Checked and wrong.
+    Bad,
 }

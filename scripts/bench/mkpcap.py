@@ -1,0 +1,176 @@
+#!/usr/bin/env python3
+"""Captures for vipd's system benchmark: 60-byte TCP frames (64 B on the wire with the FCS)
+that `net_pcap,rx_pcap=F,infinite_rx=1` replays forever, to vipd and to dpdk-testpmd alike.
+
+Addresses match the configuration scripts/bench writes (see bench_config in scripts/bench):
+the LB port 10.0.0.10/16 with MAC 02:00:00:00:00:10, VIP 10.100.0.1 (NAT :80, DR :443,
+TUN :8443), 100 real servers 10.0.1.1-10.0.1.100 (:8080 for NAT), clients 172.16.0.0/12 behind
+the gateway 10.0.0.1 (MAC 02:00:00:00:00:01).
+
+Each case is a list of frames in the order they are replayed:
+- nat / dr / tun N: every flow's SYN (shuffled), then ACK rounds over all flows (each round
+  shuffled) until the capture holds at least MIN_FRAMES frames. After the first replay every
+  frame finds its flow: the established path.
+- nat-reply N: the SYN pass for N flows, then rounds where each flow sends one client ACK and
+  its real server one reply (both directions of NAT; the service has one real server).
+- syn-flood N: N distinct SYNs, each once: with a flow table far smaller than N, nearly every
+  frame is a lookup miss, a scheduling decision and an insert attempt.
+- nat-junk N: the nat case with 1 % junk (not for us, bad IPv4 checksum, not IP, truncated).
+
+Written by hand: pcap is a 24-byte header plus a 16-byte header per record, and the frames
+are fixed templates with two checksums; a packet library would only be slower at 2M frames.
+"""
+
+import argparse
+import os
+import random
+import struct
+import sys
+
+LB_MAC = bytes([2, 0, 0, 0, 0, 0x10])
+GW_MAC = bytes([2, 0, 0, 0, 0, 1])
+# The first real server's MAC (the bench configuration gives real server i 02:00:00:01:00:i).
+RS_MAC0 = bytes([2, 0, 0, 1, 0, 0])
+VIP = bytes([10, 100, 0, 1])
+PORTS = {"nat": 80, "dr": 443, "tun": 8443}
+BACKENDS = 100
+MIN_FRAMES = 32768
+SYN, ACK = 0x02, 0x10
+
+
+def csum(data):
+    if len(data) % 2:
+        data += b"\0"
+    s = sum(struct.unpack(f"!{len(data) // 2}H", data))
+    while s >> 16:
+        s = (s & 0xFFFF) + (s >> 16)
+    return s
+
+
+def fold(s):
+    while s >> 16:
+        s = (s & 0xFFFF) + (s >> 16)
+    return (~s) & 0xFFFF
+
+
+def tcp_frame(src, dst, sport, dport, flags, src_mac=GW_MAC, bad_ip_checksum=False):
+    ip = bytearray(struct.pack("!BBHHHBBH4s4s", 0x45, 0, 46, 0, 0x4000, 64, 6, 0, src, dst))
+    c = fold(csum(bytes(ip)))
+    if bad_ip_checksum:
+        c ^= 0x5A5A
+    ip[10:12] = struct.pack("!H", c)
+    tcp = bytearray(struct.pack("!HHIIBBHHH", sport, dport, 1, 1 if flags & ACK else 0, 0x50, flags, 65535, 0, 0))
+    payload = b"vipd\0\0"
+    pseudo = src + dst + struct.pack("!BBH", 0, 6, len(tcp) + len(payload))
+    tcp[16:18] = struct.pack("!H", fold(csum(pseudo) + csum(bytes(tcp) + payload)))
+    return LB_MAC + src_mac + b"\x08\x00" + bytes(ip) + bytes(tcp) + payload
+
+
+def client(i):
+    """Flow i's client endpoint: one of 2^20 addresses in 172.16.0.0/12, a port from i."""
+    if not 0 <= i < 1 << 20:
+        raise ValueError("at most 2^20 flows")
+    return struct.pack("!I", 0xAC100000 + i), 10000 + i % 50000
+
+
+def backend(i):
+    return bytes([10, 0, 1, 1 + i % BACKENDS])
+
+
+def forward_case(mode, flows, rng):
+    dport = PORTS[mode]
+    order = list(range(flows))
+    frames = []
+    rng.shuffle(order)
+    frames += [tcp_frame(*(lambda c: (c[0], VIP, c[1], dport, SYN))(client(i))) for i in order]
+    while len(frames) < max(MIN_FRAMES, 2 * flows):
+        rng.shuffle(order)
+        frames += [tcp_frame(*(lambda c: (c[0], VIP, c[1], dport, ACK))(client(i))) for i in order]
+    return frames
+
+
+def reply_case(flows, rng):
+    """Both NAT directions. The service of this case has one real server (10.0.1.1:8080), so
+    the capture knows where each flow went: each round, every flow sends an ACK and the real
+    server answers it."""
+    order = list(range(flows))
+    rng.shuffle(order)
+    frames = [tcp_frame(*(lambda c: (c[0], VIP, c[1], PORTS["nat"], SYN))(client(i))) for i in order]
+    while len(frames) < max(MIN_FRAMES, 3 * flows):
+        rng.shuffle(order)
+        for i in order:
+            addr, port = client(i)
+            frames.append(tcp_frame(addr, VIP, port, PORTS["nat"], ACK))
+            frames.append(tcp_frame(backend(0), addr, 8080, port, ACK | 0x08, src_mac=RS_MAC0))
+    return frames
+
+
+def syn_flood(flows, rng):
+    order = list(range(flows))
+    rng.shuffle(order)
+    return [tcp_frame(*(lambda c: (c[0], VIP, c[1], PORTS["nat"], SYN))(client(i))) for i in order]
+
+
+def junk_frames(rng, n):
+    out = []
+    for k in range(n):
+        kind = k % 4
+        if kind == 0:  # not for vipd: another destination
+            out.append(tcp_frame(bytes([172, 16, 9, 9]), bytes([10, 0, 9, 9]), 4000 + k, 80, ACK))
+        elif kind == 1:  # bad IPv4 header checksum
+            out.append(tcp_frame(bytes([172, 16, 9, 10]), VIP, 4000 + k, 80, ACK, bad_ip_checksum=True))
+        elif kind == 2:  # not IP (an unknown EtherType)
+            out.append(LB_MAC + GW_MAC + b"\x88\xb5" + bytes(46))
+        else:  # truncated IPv4 header
+            out.append(LB_MAC + GW_MAC + b"\x08\x00" + bytes([0x45, 0, 0, 46]) + bytes(16))
+    return out
+
+
+def junk_case(flows, rng):
+    frames = forward_case("nat", flows, rng)
+    junk = junk_frames(rng, max(1, len(frames) // 99))
+    step = len(frames) // len(junk)
+    out = []
+    for i, f in enumerate(frames):
+        out.append(f)
+        if i % step == step - 1 and junk:
+            out.append(junk.pop())
+    return out + junk
+
+
+def write_pcap(path, frames):
+    tmp = path + ".tmp"
+    with open(tmp, "wb") as f:
+        f.write(struct.pack("<IHHiIII", 0xA1B2C3D4, 2, 4, 0, 0, 65535, 1))
+        for i, fr in enumerate(frames):
+            f.write(struct.pack("<IIII", i // 1000000, i % 1000000, len(fr), len(fr)))
+            f.write(fr)
+    os.replace(tmp, path)
+
+
+def build(case, flows, seed=1):
+    rng = random.Random(seed)
+    if case in PORTS:
+        return forward_case(case, flows, rng)
+    if case == "nat-reply":
+        return reply_case(flows, rng)
+    if case == "syn-flood":
+        return syn_flood(flows, rng)
+    if case == "nat-junk":
+        return junk_case(flows, rng)
+    raise ValueError(f"unknown case {case!r}")
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("case", choices=[*PORTS, "nat-reply", "syn-flood", "nat-junk"])
+    ap.add_argument("flows", type=int)
+    ap.add_argument("out")
+    a = ap.parse_args()
+    frames = build(a.case, a.flows)
+    write_pcap(a.out, frames)
+    print(f"{a.out}: {len(frames)} frames", file=sys.stderr)
+
+
+if __name__ == "__main__":
+    main()
