@@ -66,8 +66,12 @@ def remove_temp_dirs():
 class Vipd:
     """One vipd process in the LB namespace."""
 
-    def __init__(self, name, workers=1, qpairs=1, services=None, timeouts=None, binary=None, idle_sleep_us=200, token=None):
+    def __init__(self, name, workers=1, qpairs=1, services=None, timeouts=None, binary=None, idle_sleep_us=200, token=None,
+                 hugepages=False):
         self.name = name
+        # Hugepages make vipd a primary that dpdk-dumpcap can join (memory grows on demand);
+        # without, it runs alone on 256 MiB of ordinary memory.
+        self.hugepages = hugepages
         self.binary = binary or VIPD
         self.idle_sleep_us = idle_sleep_us
         self.dir = tempfile.mkdtemp(prefix=f"vipd-e2e-{name}-")
@@ -94,9 +98,9 @@ class Vipd:
         t.update(self.timeouts)
         text = f"""
 [eal]
-file_prefix = "vipd-{PREFIX}-{self.name}"
-hugepages = false
-memory_mb = 256
+file_prefix = "{self.file_prefix}"
+hugepages = {str(self.hugepages).lower()}
+memory_mb = {0 if self.hugepages else 256}
 
 [dataplane]
 worker_cores = {cores}
@@ -143,6 +147,10 @@ weight = {weight}
                     text += f'mode = "{mode[0]}"\n'
         with open(self.config, "w") as f:
             f.write(text)
+
+    @property
+    def file_prefix(self):
+        return f"vipd-{PREFIX}-{self.name}"
 
     def start(self):
         logf = open(self.log_path, "w")

@@ -7,16 +7,24 @@ use vipd_dataplane::worker::BURST;
 pub const RING_CAPACITY: usize = 1024;
 
 /// The EAL arguments for a configuration.
+///
+/// With `eal.hugepages` (the default) vipd is a DPDK primary process that secondaries join:
+/// `dpdk-dumpcap`, `dpdk-pdump` and `dpdk-proc-info` given the same `--file-prefix` map its
+/// hugepage memory (hugetlbfs files) and talk to it over the multi-process socket in its
+/// runtime directory. Without hugepages DPDK cannot share its memory (`--no-huge` is
+/// anonymous memory, and 22.11 refuses `--no-huge --in-memory`): vipd then runs alone
+/// (`--no-shconf`), and only `dpdk-telemetry.py` can reach it.
 pub fn eal_args(config: &Config) -> Vec<String> {
     let e = &config.eal;
     let mut args: Vec<String> = vec![
-        "-l".into(),
-        config.dataplane.control_core.to_string(),
+        "--lcores".into(),
+        lcore_map(config),
         "--file-prefix".into(),
         e.file_prefix.clone(),
     ];
     if e.hugepages {
-        args.push("--in-memory".into());
+        // Never `auto`: a second vipd with the same prefix must fail, not become a secondary.
+        args.extend(["--proc-type".into(), "primary".into()]);
         if e.memory_mb > 0 {
             args.extend(["-m".into(), e.memory_mb.to_string()]);
         }
@@ -44,6 +52,26 @@ pub fn eal_args(config: &Config) -> Vec<String> {
     args
 }
 
+/// The EAL lcore id of worker `w`; lcore 0 is the control thread (the main lcore).
+pub fn worker_lcore(w: usize) -> u32 {
+    w as u32 + 1
+}
+
+/// `--lcores`: lcore 0 on the control core, lcore `w + 1` on worker `w`'s core. Lcore ids
+/// and CPUs are separate, so a worker may share the control core (small test boxes).
+fn lcore_map(config: &Config) -> String {
+    let dp = &config.dataplane;
+    std::iter::once(format!("0@{}", dp.control_core))
+        .chain(
+            dp.worker_cores
+                .iter()
+                .enumerate()
+                .map(|(w, core)| format!("{}@{core}", worker_lcore(w))),
+        )
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
 fn is_pci_address(dev: &str) -> bool {
     !dev.contains('=') && dev.contains(':') && dev.contains('.') && !dev.starts_with("net_")
 }
@@ -69,4 +97,54 @@ pub fn pool_size(config: &Config) -> u32 {
         + 4096;
     let n = need.next_power_of_two().min(1 << 24);
     (n - 1) as u32
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(hugepages: bool) -> Config {
+        let mut c = Config::default();
+        c.eal.file_prefix = "lb1".into();
+        c.eal.hugepages = hugepages;
+        c
+    }
+
+    #[test]
+    fn hugepages_make_a_primary_that_secondaries_can_join() {
+        let args = eal_args(&config(true));
+        let joined = args.join(" ");
+        assert!(
+            joined.contains("--file-prefix lb1 --proc-type primary"),
+            "{joined}"
+        );
+        for standalone in ["--in-memory", "--no-shconf", "--no-huge", "-m"] {
+            assert!(!args.iter().any(|a| a == standalone), "{joined}");
+        }
+        let mut c = config(true);
+        c.eal.memory_mb = 1024;
+        assert!(eal_args(&c)
+            .join(" ")
+            .contains("--proc-type primary -m 1024"));
+    }
+
+    #[test]
+    fn without_hugepages_vipd_runs_alone() {
+        let joined = eal_args(&config(false)).join(" ");
+        assert!(
+            joined.contains("--file-prefix lb1 --no-huge --no-shconf -m 512"),
+            "{joined}"
+        );
+        assert!(!joined.contains("--proc-type"), "{joined}");
+    }
+
+    #[test]
+    fn workers_get_lcores_after_the_control_lcore() {
+        let mut c = config(true);
+        c.dataplane.control_core = 0;
+        c.dataplane.worker_cores = vec![0, 1];
+        let args = eal_args(&c);
+        assert_eq!(args[..2], ["--lcores", "0@0,1@0,2@1"]);
+        assert_eq!((worker_lcore(0), worker_lcore(1)), (1, 2));
+    }
 }

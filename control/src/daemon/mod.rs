@@ -6,6 +6,7 @@ mod control_loop;
 pub mod eal;
 mod learn;
 mod ports;
+pub mod primary;
 mod views;
 
 use crate::api::{self, ApiServer};
@@ -26,6 +27,8 @@ use std::time::Duration;
 use vipd_dataplane::flow::FlowTable;
 use vipd_dataplane::flow_sample::FlowSampler;
 use vipd_dataplane::io::dpdk::{self, Eal, Mempool, DEFAULT_DATA_ROOM};
+use vipd_dataplane::io::lcore;
+use vipd_dataplane::io::pdump::CaptureServer;
 use vipd_dataplane::pipeline::WorkerState;
 use vipd_dataplane::wire::MacAddr;
 use vipd_dataplane::worker::{Rings, Worker};
@@ -109,9 +112,16 @@ pub fn run(config_path: &Path) -> Result<(), String> {
             config.dataplane.control_core
         );
     }
+    primary::check_host(&config)?;
     let args = eal::eal_args(&config);
     tracing::info!("EAL arguments: {}", args.join(" "));
     let eal = Eal::init(&args).map_err(|e| format!("DPDK EAL: {e}"))?;
+    // Secondaries (dpdk-dumpcap, dpdk-pdump) can join only a primary on shared hugepages.
+    let capture = if config.eal.hugepages {
+        Some(CaptureServer::start(&eal).map_err(|e| format!("packet capture: {e}"))?)
+    } else {
+        None
+    };
     let workers_n = config.dataplane.worker_cores.len();
     let pool = Mempool::create(
         &eal,
@@ -123,6 +133,9 @@ pub fn run(config_path: &Path) -> Result<(), String> {
     )
     .map_err(|e| format!("mbuf pool: {e}"))?;
     let mut ports = ports::bring_up(&eal, &config, config_path, &pool)?;
+    primary::capture_hints(&config)
+        .iter()
+        .for_each(|h| tracing::info!("{h}"));
     let nic_macs: Vec<MacAddr> = ports.iter().map(|p| p.mac).collect();
 
     let neighbours = NeighbourTable::new(config.neighbour_timers.clone());
@@ -197,27 +210,17 @@ pub fn run(config_path: &Path) -> Result<(), String> {
     let api_server = ApiServer::start(config.api.listen, Arc::clone(&shared))?;
     tracing::info!("API and metrics on http://{}", config.api.listen);
 
-    let eal_ref = &eal;
-    let result = std::thread::scope(|scope| {
-        let mut handles = Vec::new();
+    // Workers run on the EAL's lcore threads (pinned by `--lcores`), not on registered
+    // std threads: DPDK refuses to serve secondaries (captures) once a thread is registered.
+    let result = (|| {
+        let mut jobs = Vec::new();
         for (w, (core, worker)) in workers.into_iter().enumerate() {
-            let h = std::thread::Builder::new()
-                .name(format!("vipd-w{w}"))
-                .spawn_scoped(scope, move || {
-                    if !core_affinity::set_for_current(core_affinity::CoreId { id: core }) {
-                        tracing::warn!("worker {w}: cannot pin to core {core}");
-                    }
-                    match dpdk::register_thread(eal_ref) {
-                        Ok(lcore) => tracing::info!("worker {w} on core {core} (lcore {lcore})"),
-                        Err(e) => {
-                            tracing::warn!("worker {w}: no lcore id ({e}); mempool cache unused")
-                        }
-                    }
-                    worker.run();
-                    dpdk::unregister_thread(eal_ref);
-                });
-            match h {
-                Ok(h) => handles.push(h),
+            let lcore = eal::worker_lcore(w);
+            match lcore::launch(&eal, lcore, Box::new(move || worker.run())) {
+                Ok(job) => {
+                    tracing::info!("worker {w} on core {core} (lcore {lcore})");
+                    jobs.push(job);
+                }
                 Err(e) => {
                     worker_stop.store(true, Ordering::Relaxed);
                     return Err(format!("cannot start worker {w}: {e}"));
@@ -242,12 +245,15 @@ pub fn run(config_path: &Path) -> Result<(), String> {
         };
         control.run(&stop, &reload, &cmd_rx);
         worker_stop.store(true, Ordering::Relaxed);
-        for h in handles {
-            let _ = h.join();
+        for (w, job) in jobs.into_iter().enumerate() {
+            if !job.wait() {
+                tracing::error!("worker {w} panicked");
+            }
         }
         Ok(())
-    });
+    })();
     drop(api_server);
+    drop(capture);
     // Frames still in the rings go back to the pool before the ports close.
     while rings.to_control.pop().is_some() {}
     while rings.to_kernel.pop().is_some() {}
@@ -267,6 +273,7 @@ pub fn run(config_path: &Path) -> Result<(), String> {
     }
     // DPDK leaves its (by then empty) runtime directory behind; vipd leaves nothing.
     let _ = std::fs::remove_dir_all(&runtime_dir);
+    primary::remove_hugepage_files(&config.eal.file_prefix);
     tracing::info!("stopped");
     result
 }

@@ -3,7 +3,11 @@
 
 #[cfg(feature = "dpdk")]
 pub mod dpdk;
+#[cfg(feature = "dpdk")]
+pub mod lcore;
 pub mod mem;
+#[cfg(feature = "dpdk")]
+pub mod pdump;
 
 /// A frame buffer with headroom, as an mbuf is. The pipeline rewrites frames in place and may
 /// grow them at the front (tunnel encapsulation) or shrink them.
