@@ -116,6 +116,8 @@ pub fn run(config_path: &Path) -> Result<(), String> {
     let args = eal::eal_args(&config);
     tracing::info!("EAL arguments: {}", args.join(" "));
     let eal = Eal::init(&args).map_err(|e| format!("DPDK EAL: {e}"))?;
+    // Ours once the EAL holds the prefix; removed on every way out from here.
+    let _hugepage_files = primary::HugepageFiles::of(&config.eal.file_prefix);
     // Secondaries (dpdk-dumpcap, dpdk-pdump) can join only a primary on shared hugepages.
     let capture = if config.eal.hugepages {
         Some(CaptureServer::start(&eal).map_err(|e| format!("packet capture: {e}"))?)
@@ -273,7 +275,6 @@ pub fn run(config_path: &Path) -> Result<(), String> {
     }
     // DPDK leaves its (by then empty) runtime directory behind; vipd leaves nothing.
     let _ = std::fs::remove_dir_all(&runtime_dir);
-    primary::remove_hugepage_files(&config.eal.file_prefix);
     tracing::info!("stopped");
     result
 }

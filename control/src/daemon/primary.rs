@@ -120,12 +120,36 @@ pub fn check_host(config: &Config) -> Result<(), String> {
     Ok(())
 }
 
-/// Remove the hugepage files of `prefix` from every hugetlbfs mount; returns how many.
+/// Removes the hugepage files of a prefix when dropped: made as soon as the EAL holds the
+/// prefix, so they go on every way out of the daemon, a failed start included.
 ///
 /// A primary's hugepage files outlive it (DPDK removes them only when the next primary with
-/// the same prefix starts), and while they exist their pages stay taken. Called after
-/// `rte_eal_cleanup`: a secondary still attached keeps its mappings of unlinked files.
-pub fn remove_hugepage_files(prefix: &str) -> usize {
+/// the same prefix starts), and while they exist their pages stay taken. Unlinking them while
+/// mapped is safe: this process and a secondary still attached keep their mappings.
+pub struct HugepageFiles {
+    prefix: String,
+}
+
+impl HugepageFiles {
+    /// Files of `prefix`, removed on drop.
+    pub fn of(prefix: &str) -> Self {
+        HugepageFiles {
+            prefix: prefix.to_owned(),
+        }
+    }
+}
+
+impl Drop for HugepageFiles {
+    fn drop(&mut self) {
+        let n = remove_hugepage_files(&self.prefix);
+        if n > 0 {
+            tracing::debug!("removed {n} hugepage file(s) of prefix {}", self.prefix);
+        }
+    }
+}
+
+/// Remove the hugepage files of `prefix` from every hugetlbfs mount; returns how many.
+fn remove_hugepage_files(prefix: &str) -> usize {
     let mut removed = 0;
     for dir in hugetlbfs_mounts() {
         let Ok(entries) = fs::read_dir(&dir) else {
