@@ -4,7 +4,8 @@
 # namespaces, so nothing reaches the host and every process dies with the test), then:
 #   - the package's fields, files and conffiles;
 #   - systemd-analyze verify of the unit (and its offline security exposure, printed);
-#   - vipd --check of the shipped /etc/vipd/vipd.toml; vipctl answers --help;
+#   - vipd --check of the shipped /etc/vipd/vipd.toml; vipctl answers --help; the shipped
+#     Prometheus rules pass promtool, the Grafana dashboard is JSON;
 #   - vipd logging to a real systemd-journald in that root: journalctl finds PRIORITY, TARGET
 #     and SYSLOG_IDENTIFIER fields, and not when stderr is some other stream;
 #   - systemctl enable (offline), dpkg -r (conffiles stay), dpkg -P (everything goes);
@@ -57,7 +58,8 @@ contents=$(dpkg-deb -c "$deb" | awk '{print $6}')
 check "Depends on the DPDK libraries, librte-pdump included" grep -q "^Depends:.*librte-eal.*librte-pdump" <<<"$fields"
 for f in ./usr/sbin/vipd ./usr/bin/vipctl ./usr/lib/systemd/system/vipd.service ./etc/vipd/vipd.toml \
          ./etc/default/vipd ./usr/lib/vipd/vipd-hugepages ./usr/share/doc/vipd/operations.md \
-         ./usr/share/doc/vipd/copyright; do
+         ./usr/share/doc/vipd/copyright ./usr/share/vipd/prometheus/vipd.rules.yml \
+         ./usr/share/vipd/grafana/vipd-dashboard.json; do
   check "ships $f" grep -qx "$f" <<<"$contents"
 done
 check "conffiles: /etc/vipd/vipd.toml and /etc/default/vipd" \
@@ -77,6 +79,10 @@ echo "     systemd-analyze security --offline: ${exposure:-n/a}"
 # 4. The binaries and the shipped example.
 if out=$(in_root vipd --check /etc/vipd/vipd.toml 2>&1); then ok "vipd --check /etc/vipd/vipd.toml: $(head -1 <<<"$out")"; else fail "vipd --check of the shipped example: $out"; fi
 check "vipctl --help" bash -c 'chroot "$1" vipctl --help >/dev/null' _ "$m"
+if command -v promtool >/dev/null; then
+  check "promtool check rules of the shipped rules file" bash -c 'chroot "$1" promtool check rules /usr/share/vipd/prometheus/vipd.rules.yml >/dev/null' _ "$m"
+fi
+check "the shipped Grafana dashboard is JSON" python3 -c 'import json, sys; json.load(open(sys.argv[1]))' "$m/usr/share/vipd/grafana/vipd-dashboard.json"
 check "vipd-hugepages refuses a bad VIPD_HUGEPAGES" bash -c '! VIPD_HUGEPAGES=lots chroot "$1" /usr/lib/vipd/vipd-hugepages 2>/dev/null' _ "$m"
 
 # 5. Structured logs in a real journal. vipd fails at once here (its EAL finds no such
