@@ -166,7 +166,8 @@ weight = {weight}
                 raise RuntimeError(f"vipd exited {self.proc.returncode}:\n{self.tail()}")
             try:
                 st = self.api("/api/v1/status")
-                if st.get("neighbours") and all(n["mac"] for n in st["neighbours"]):
+                # null until the control loop has published its first view
+                if st and st.get("neighbours") and all(n["mac"] for n in st["neighbours"]):
                     return st
             except (RuntimeError, json.JSONDecodeError):
                 pass
