@@ -146,6 +146,7 @@ pub const MAX_IDLE_SLEEP_US: u32 = 10_000;
 
 /// Validate `config`: the configuration in dataplane terms, or the first problem found.
 pub fn validate(config: &Config) -> Result<Valid, Invalid> {
+    super::eal::check(&config.eal)?;
     dataplane(config)?;
     flows(config)?;
     let n = &config.neighbour_timers;
