@@ -19,10 +19,16 @@ cd "$(dirname "$0")/../.."
 
 deb=${1:-}
 if [ -z "$deb" ]; then
+  cargo deb --version >/dev/null 2>&1 || { echo "package: cargo-deb is missing (scripts/setup installs it)" >&2; exit 2; }
   out=target/debian/test
   rm -rf "$out"
+  mkdir -p "$out"
   # cargo-deb warns that the dev profile is for tests only: that is what this is.
-  cargo deb -p vipd-control --profile dev --fast -o "$out/" 2>&1 | grep -v "^ *\(To enable debug\|warning: dev profile\)" || true
+  if ! cargo deb -p vipd-control --profile dev --fast -o "$out/" >"$out/cargo-deb.log" 2>&1; then
+    echo "package: cargo deb failed:" >&2; tail -20 "$out/cargo-deb.log" >&2; exit 1
+  fi
+  grep -v "^ *\(To enable debug\|warning: dev profile\)" "$out/cargo-deb.log" || true
+  rm -f "$out/cargo-deb.log"
   deb=$(ls "$out"/vipd_*.deb)
 fi
 [ -f "$deb" ] || { echo "package: no .deb at $deb" >&2; exit 2; }
