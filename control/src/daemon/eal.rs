@@ -1,6 +1,8 @@
 //! DPDK EAL arguments and mbuf pool sizing for a configuration.
 
 use crate::config::Config;
+use crate::kernel::exception::BURSTS_PER_ROUND;
+use crate::kernel::plan::TAP_DESCRIPTORS;
 use vipd_dataplane::worker::BURST;
 
 /// Slots of each ring between threads.
@@ -44,6 +46,19 @@ pub fn eal_args(config: &Config) -> Vec<String> {
     args
 }
 
+fn kernel_interfaces(config: &Config) -> u64 {
+    config
+        .ports
+        .iter()
+        .filter(|p| p.kernel_interface.is_some())
+        .count() as u64
+}
+
+/// What one kernel interface's tap holds: its descriptors, and the exception thread's bursts.
+fn kernel_mbufs() -> u64 {
+    2 * u64::from(TAP_DESCRIPTORS) + ((BURSTS_PER_ROUND + 1) * BURST) as u64
+}
+
 fn is_pci_address(dev: &str) -> bool {
     !dev.contains('=') && dev.contains(':') && dev.contains('.') && !dev.starts_with("net_")
 }
@@ -54,8 +69,8 @@ pub fn device_name(dev: &str) -> &str {
     dev.split(',').next().unwrap_or(dev)
 }
 
-/// Mbufs for ports x queues x descriptors, the rings, the bursts in flight, plus slack; rounded
-/// to 2^n - 1 (the mempool's best size).
+/// Mbufs for ports x queues x descriptors, the kernel interfaces' taps, the rings, the bursts
+/// in flight, plus slack; rounded to 2^n - 1 (the mempool's best size).
 pub fn pool_size(config: &Config) -> u32 {
     if config.dataplane.mbufs > 0 {
         return config.dataplane.mbufs;
@@ -66,6 +81,7 @@ pub fn pool_size(config: &Config) -> u32 {
     let need = ports * workers * (u64::from(dp.rx_descriptors) + u64::from(dp.tx_descriptors))
         + (workers + 2) * RING_CAPACITY as u64
         + workers * (ports + 2) * BURST as u64
+        + kernel_interfaces(config) * kernel_mbufs()
         + 4096;
     let n = need.next_power_of_two().min(1 << 24);
     (n - 1) as u32

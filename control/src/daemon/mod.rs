@@ -1,6 +1,7 @@
 //! The daemon: everything start-up does short of DPDK ([`prepare`], which `vipd --check` runs
 //! too), then EAL and ports up, workers pinned and running, the API and health checker
-//! started, and the control loop until SIGINT/SIGTERM.
+//! started, the exception path's kernel interfaces and thread (crate::kernel), and the control
+//! loop until SIGINT/SIGTERM.
 
 mod control_loop;
 pub mod eal;
@@ -11,6 +12,8 @@ mod views;
 use crate::api::{self, ApiServer};
 use crate::config::{Config, Valid};
 use crate::health::Checker;
+use crate::kernel::exception::ExceptionPath;
+use crate::kernel::KernelInterfaces;
 use crate::neighbours::NeighbourTable;
 use crate::running::{Env, Running};
 use crate::stats::StatsBook;
@@ -124,6 +127,16 @@ pub fn run(config_path: &Path) -> Result<(), String> {
     .map_err(|e| format!("mbuf pool: {e}"))?;
     let mut ports = ports::bring_up(&eal, &config, config_path, &pool)?;
     let nic_macs: Vec<MacAddr> = ports.iter().map(|p| p.mac).collect();
+    let mut kernel = KernelInterfaces::create(
+        &eal,
+        &config,
+        &prepared.valid.ports,
+        &nic_macs,
+        &pool,
+        config_path,
+    )?;
+    let taps = kernel.taps()?;
+    let kernel_counters = Arc::clone(&kernel.counters);
 
     let neighbours = NeighbourTable::new(config.neighbour_timers.clone());
     let resolved = neighbours.resolved();
@@ -187,6 +200,7 @@ pub fn run(config_path: &Path) -> Result<(), String> {
     let shared = Arc::new(Shared {
         workers: counters,
         backends: backend_stats,
+        kernel: Arc::clone(&kernel_counters),
         view: ArcSwap::from_pointee(View::default()),
         commands: cmd_tx,
         health: checker.status(),
@@ -224,6 +238,37 @@ pub fn run(config_path: &Path) -> Result<(), String> {
                 }
             }
         }
+        if !taps.is_empty() {
+            let path = ExceptionPath {
+                taps,
+                rings: &rings,
+                counters: &kernel_counters,
+                stop: &worker_stop,
+            };
+            let core = config.dataplane.control_core;
+            let h = std::thread::Builder::new()
+                .name("vipd-kernel".into())
+                .spawn_scoped(scope, move || {
+                    // The control core: the exception path is control traffic, and its idle
+                    // back-off keeps it from competing with the control loop.
+                    if !core_affinity::set_for_current(core_affinity::CoreId { id: core }) {
+                        tracing::warn!("exception path: cannot pin to core {core}");
+                    }
+                    if let Err(e) = dpdk::register_thread(eal_ref) {
+                        tracing::warn!("exception path: no lcore id ({e}); mempool cache unused");
+                    }
+                    tracing::info!("exception path on core {core}");
+                    path.run();
+                    dpdk::unregister_thread(eal_ref);
+                });
+            match h {
+                Ok(h) => handles.push(h),
+                Err(e) => {
+                    worker_stop.store(true, Ordering::Relaxed);
+                    return Err(format!("cannot start the exception path: {e}"));
+                }
+            }
+        }
         let mut control = Control {
             running,
             neighbours,
@@ -233,6 +278,7 @@ pub fn run(config_path: &Path) -> Result<(), String> {
             ports: &mut ports,
             nic_macs,
             shared: &shared,
+            kernel: &mut kernel,
             checker,
             transitions: transition_rx,
             book: StatsBook::default(),
@@ -254,6 +300,7 @@ pub fn run(config_path: &Path) -> Result<(), String> {
     for inbox in &rings.inboxes {
         while inbox.pop().is_some() {}
     }
+    kernel.close();
     for p in ports {
         if let Err(e) = p.port.close() {
             tracing::warn!("port {}: {e}", p.name);
