@@ -32,6 +32,7 @@ class ExceptionVipd(Vipd):
     def __init__(self, name, **kw):
         self.ipv6 = "fd00:77::10/64"
         self.router_check = True
+        self.checks = True
         super().__init__(name, services=[], **kw)
 
     def write_config(self, services):
@@ -46,8 +47,9 @@ vip = "{VIP4}"
 proto = "tcp"
 port = 80
 scheduler = "rr"
-health_check = {{ type = "http", path = "/", interval = 0.5, timeout = 0.4, rise = 1, fall = 2 }}
 """
+        if self.checks:
+            text += 'health_check = { type = "http", path = "/", interval = 0.5, timeout = 0.4, rise = 1, fall = 2 }\n'
         for i in (1, 2, 3):
             text += f"""
 [[services.real_servers]]

@@ -8,6 +8,7 @@
 //! count `drop_kernel_ring_full` when it is full.
 
 use super::counters::{InterfaceCounters, KernelCounter, KernelCounters};
+use std::os::fd::RawFd;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 use vipd_dataplane::io::dpdk::{Mbuf, MbufBurst, PortQueue};
@@ -37,12 +38,25 @@ pub struct Tap {
     pub max_to_kernel: usize,
     /// Longest frame the port sends (its MTU plus Ethernet header and tag).
     pub max_to_wire: usize,
+    /// Polls readable when the kernel has sent a frame (the tap's rx interrupt), if the PMD
+    /// gave one.
+    pub wait_fd: Option<RawFd>,
 }
 
 impl Tap {
     /// A tap on `port` whose kernel interface has `kernel_mtu`, on a port of `port_mtu`.
     pub fn new(port: u16, queue: PortQueue, mac: MacAddr, kernel_mtu: u16, port_mtu: u16) -> Self {
+        let wait_fd = match queue.rx_wait_fd() {
+            Ok(fd) => Some(fd),
+            Err(e) => {
+                tracing::warn!(
+                    "exception path: no rx interrupt on the tap of port {port} ({e}): it polls the tap on a timer"
+                );
+                None
+            }
+        };
         Tap {
+            wait_fd,
             port,
             queue,
             mac,
@@ -53,8 +67,10 @@ impl Tap {
 }
 
 /// Sleep between idle rounds: none after a round that moved frames, then doubling from
-/// [`Backoff::MIN`] to [`Backoff::MAX`]. A reply that comes soon after the traffic that asked
-/// for it waits little; a quiet thread wakes [`Backoff::MAX`]'s inverse times a second.
+/// [`Backoff::MIN`] to [`Backoff::MAX`]. The sleep is a poll() on the taps, so a frame from
+/// the kernel ends it at once; one from the wire (in the ring, which has no descriptor to
+/// wait on) waits for its end: little when it answers recent traffic, [`Backoff::MAX`] at
+/// most. A quiet thread wakes [`Backoff::MAX`]'s inverse times a second.
 #[derive(Debug, Default)]
 pub struct Backoff {
     idle_rounds: u32,
@@ -63,8 +79,8 @@ pub struct Backoff {
 impl Backoff {
     /// First sleep after traffic.
     pub const MIN: Duration = Duration::from_micros(5);
-    /// Longest sleep: the most a frame waits for a thread that has been idle for a while.
-    pub const MAX: Duration = Duration::from_millis(1);
+    /// Longest sleep: the most a frame from the wire waits for a thread that has been idle.
+    pub const MAX: Duration = Duration::from_millis(2);
 
     /// How long to sleep after a round that did (or did not) move frames.
     pub fn after_round(&mut self, worked: bool) -> Option<Duration> {
@@ -76,6 +92,25 @@ impl Backoff {
         self.idle_rounds = self.idle_rounds.saturating_add(1);
         Some((Self::MIN * (1u32 << doublings)).min(Self::MAX))
     }
+}
+
+/// Sleep until one of `fds` is readable or `pause` has passed; true when one was readable.
+fn wait_readable(fds: &mut [libc::pollfd], pause: Duration) -> bool {
+    let ts = libc::timespec {
+        tv_sec: pause.as_secs() as libc::time_t,
+        tv_nsec: libc::c_long::from(pause.subsec_nanos() as i32),
+    };
+    // SAFETY: fds is a valid array of fds.len() pollfd structures, ts a valid timespec, no
+    // signal mask is passed; the descriptors belong to the taps, which outlive this thread.
+    let n = unsafe {
+        libc::ppoll(
+            fds.as_mut_ptr(),
+            fds.len() as libc::nfds_t,
+            &ts,
+            std::ptr::null(),
+        )
+    };
+    n > 0
 }
 
 /// The worker whose TX queue sends a frame from the kernel: by a hash of its addresses and
@@ -162,10 +197,29 @@ impl ExceptionPath<'_> {
         let mut to_kernel: Vec<MbufBurst> = self.taps.iter().map(|_| MbufBurst::new()).collect();
         let mut from_kernel = MbufBurst::new();
         let mut backoff = Backoff::default();
+        let mut fds: Vec<libc::pollfd> = self
+            .taps
+            .iter()
+            .filter_map(|t| t.wait_fd)
+            .map(|fd| libc::pollfd {
+                fd,
+                events: libc::POLLIN,
+                revents: 0,
+            })
+            .collect();
+        let can_poll = !fds.is_empty() && fds.len() == self.taps.len();
+        let mut woken_by_tap = false;
         while !self.stop.load(Ordering::Relaxed) {
             let moved = self.wire_to_kernel(&mut to_kernel) + self.kernel_to_wire(&mut from_kernel);
             if let Some(pause) = backoff.after_round(moved > 0) {
-                std::thread::sleep(pause);
+                // A tap readable yet empty to its PMD (net_tap reads after its SIGIO, and not
+                // with the mbuf pool dry) would make poll() return at once: sleep instead.
+                woken_by_tap = if can_poll && !(woken_by_tap && moved == 0) {
+                    wait_readable(&mut fds, pause)
+                } else {
+                    std::thread::sleep(pause);
+                    false
+                };
             }
         }
     }
@@ -224,11 +278,24 @@ impl ExceptionPath<'_> {
         }
     }
 
+    /// Whether every worker's inbox has room for a burst. A worker drains a burst of its inbox
+    /// per loop iteration; reading faster would only drop frames (`drop_inbox_full`), while
+    /// frames left in the tap wait in the kernel's queue and pace the box's TCP.
+    fn inboxes_have_room(&self) -> bool {
+        self.rings
+            .inboxes
+            .iter()
+            .all(|q| q.capacity() - q.len() >= BURST)
+    }
+
     /// Frames the kernel sent to the workers that transmit them; returns how many were read.
     fn kernel_to_wire(&mut self, rx: &mut MbufBurst) -> usize {
         let mut read = 0;
         for i in 0..self.taps.len() {
             for _ in 0..BURSTS_PER_ROUND {
+                if !self.inboxes_have_room() {
+                    return read;
+                }
                 let n = self.taps[i].queue.rx_burst(rx);
                 read += n;
                 for m in rx.drain() {

@@ -142,6 +142,8 @@ impl KernelInterfaces {
                 rx_desc: plan::TAP_DESCRIPTORS,
                 tx_desc: plan::TAP_DESCRIPTORS,
                 rss: false,
+                // The exception thread sleeps in poll() on the tap until the kernel sends.
+                rx_interrupt: true,
             };
             let mut tap =
                 Port::configure(eal, id, &cfg, pool).map_err(|e| format!("{key}: {e}"))?;
