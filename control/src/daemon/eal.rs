@@ -75,14 +75,52 @@ pub fn pool_size(config: &Config) -> u32 {
     if config.dataplane.mbufs > 0 {
         return config.dataplane.mbufs;
     }
+    let n = (mbufs_needed(config) + 1).next_power_of_two().min(1 << 24);
+    (n - 1) as u32
+}
+
+fn mbufs_needed(config: &Config) -> u64 {
     let dp = &config.dataplane;
     let workers = dp.worker_cores.len() as u64;
     let ports = config.ports.len() as u64;
-    let need = ports * workers * (u64::from(dp.rx_descriptors) + u64::from(dp.tx_descriptors))
+    ports * workers * (u64::from(dp.rx_descriptors) + u64::from(dp.tx_descriptors))
         + (workers + 2) * RING_CAPACITY as u64
         + workers * (ports + 2) * BURST as u64
         + kernel_interfaces(config) * kernel_mbufs()
-        + 4096;
-    let n = need.next_power_of_two().min(1 << 24);
-    (n - 1) as u32
+        + 4096
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::PortConfig;
+
+    fn port(name: &str, kernel: Option<&str>) -> PortConfig {
+        PortConfig {
+            name: name.into(),
+            device: format!("net_ring_{name}"),
+            ipv4: Some("10.0.0.10/24".parse().unwrap()),
+            ipv6: None,
+            mac: None,
+            gateway: None,
+            gateway6: None,
+            mtu: 1500,
+            tunnel_source4: None,
+            tunnel_source6: None,
+            kernel_interface: kernel.map(str::to_string),
+        }
+    }
+
+    #[test]
+    fn the_pool_holds_what_the_taps_keep() {
+        let mut config = Config::default();
+        config.dataplane.rx_descriptors = 512;
+        config.dataplane.tx_descriptors = 512;
+        config.ports = vec![port("a", None)];
+        let without = mbufs_needed(&config);
+        config.ports = vec![port("a", Some("vipd0"))];
+        assert_eq!(mbufs_needed(&config), without + kernel_mbufs());
+        let size = u64::from(pool_size(&config));
+        assert!(size >= mbufs_needed(&config) && (size + 1).is_power_of_two());
+    }
 }
