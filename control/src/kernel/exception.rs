@@ -98,7 +98,7 @@ impl Backoff {
 fn wait_readable(fds: &mut [libc::pollfd], pause: Duration) -> bool {
     let ts = libc::timespec {
         tv_sec: pause.as_secs() as libc::time_t,
-        tv_nsec: libc::c_long::from(pause.subsec_nanos() as i32),
+        tv_nsec: pause.subsec_nanos() as libc::c_long,
     };
     // SAFETY: fds is a valid array of fds.len() pollfd structures, ts a valid timespec, no
     // signal mask is passed; the descriptors belong to the taps, which outlive this thread.
