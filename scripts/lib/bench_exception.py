@@ -25,7 +25,7 @@ if "VIPD_BIN" not in os.environ and os.access(RELEASE, os.X_OK):
     vipdbed.VIPD = RELEASE
 
 from e2e_exception import INGRESS_TABLE, ExceptionVipd  # noqa: E402
-from vipdbed import PREFIX, bash, log, netns  # noqa: E402
+from vipdbed import PREFIX, bash, log, netns, remove_temp_dirs  # noqa: E402
 
 RS = "10.77.0.21"
 
@@ -118,7 +118,8 @@ def main():
         k = v.stats()["kernel"][0]
         log("exception counters: " + ", ".join(f"{a} {b}" for a, b in k.items() if isinstance(b, int) and b))
     finally:
-        v.stop(signal.SIGTERM)
+        if v.stop(signal.SIGTERM) == 0:
+            remove_temp_dirs()
         bash(f"vipd_testbed_down {PREFIX}", check=False)
 
 
