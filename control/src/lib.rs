@@ -6,6 +6,7 @@
 //! - [`snapshot_build`]: from the running configuration to the dataplane's snapshot;
 //! - [`neighbours`]: ARP / Neighbour Discovery resolution of next hops;
 //! - [`health`]: health checks on their own thread;
+//! - [`kernel`]: the exception path, a kernel interface per port and the thread feeding it;
 //! - [`stats`]: per-service and per-real-server statistics, zeroing and rates;
 //! - [`api`] and [`metrics`]: the HTTP API and Prometheus, reading the [`view`];
 //! - [`daemon`]: start-up (EAL, ports, workers, threads) and the control loop.
@@ -16,6 +17,7 @@ pub mod changes;
 pub mod config;
 pub mod daemon;
 pub mod health;
+pub mod kernel;
 pub mod metrics;
 pub mod neighbours;
 pub mod running;

@@ -4,6 +4,7 @@
 //! prefix, `_total` for counters, base units, labels that stay bounded (worker, port, reason,
 //! service, real server). docs/metrics.md lists every family.
 
+use crate::kernel::counters::KernelCounter;
 use crate::view::{Shared, View};
 use prometheus::proto::{Counter as PCounter, Gauge, LabelPair, Metric, MetricFamily, MetricType};
 use prometheus::{Encoder, TextEncoder};
@@ -112,12 +113,42 @@ pub fn render(shared: &Shared, view: &View) -> String {
     let mut f = Families::default();
     worker_families(shared, view, &mut f);
     control_families(view, &mut f);
+    kernel_families(shared, &mut f);
     real_server_families(shared, view, &mut f);
     let mut out = Vec::new();
     if let Err(e) = TextEncoder::new().encode(&f.0, &mut out) {
         tracing::error!("metrics: encoding stopped: {e}");
     }
     String::from_utf8_lossy(&out).into_owned()
+}
+
+/// The exception path's families: frames and bytes each way per kernel interface, drops by
+/// interface and reason.
+fn kernel_families(shared: &Shared, f: &mut Families) {
+    let mut drops = Vec::new();
+    for &c in KernelCounter::ALL {
+        let metrics = shared.kernel.interfaces.iter().map(|i| {
+            let mut labels = vec![label("interface", &i.interface), label("port", &i.port)];
+            if c.is_drop() {
+                labels.push(label("reason", c.name().trim_start_matches("drop_")));
+            }
+            counter(labels, i.get(c))
+        });
+        if c.is_drop() {
+            drops.extend(metrics);
+        } else {
+            f.counter(
+                &format!("vipd_kernel_{}_total", c.name()),
+                c.help(),
+                metrics.collect(),
+            );
+        }
+    }
+    f.counter(
+        "vipd_kernel_drops_total",
+        KernelCounter::DropTapFull.help(),
+        drops,
+    );
 }
 
 fn worker_families(shared: &Shared, view: &View, f: &mut Families) {
@@ -453,6 +484,7 @@ fn real_server_families(shared: &Shared, view: &View, f: &mut Families) {
 mod tests {
     use super::*;
     use crate::config::{Proto, ServiceKey};
+    use crate::kernel::counters::{InterfaceCounters, KernelCounters};
     use crate::view::{RealServerView, ServiceView};
     use arc_swap::ArcSwap;
     use std::collections::BTreeSet;
@@ -509,6 +541,9 @@ mod tests {
         let shared = Shared {
             workers: vec![Arc::new(WorkerCounters::default())],
             backends: vec![Arc::new(BackendStats::new(4))],
+            kernel: Arc::new(KernelCounters {
+                interfaces: vec![InterfaceCounters::new("vipd0", "lan", 0)],
+            }),
             view: ArcSwap::from_pointee(View::default()),
             commands: crossbeam::channel::unbounded().0,
             health,

@@ -7,6 +7,7 @@ use crate::backend_slots::RsIdentity;
 use crate::changes::{Change, Refusal};
 use crate::config::{CheckSpec, Config, ServiceKey};
 use crate::health::StatusMap;
+use crate::kernel::counters::KernelCounters;
 use crate::metrics::ControlGauges;
 use crate::stats::StatsBook;
 use arc_swap::ArcSwap;
@@ -95,6 +96,8 @@ pub struct Shared {
     pub workers: Vec<Arc<WorkerCounters>>,
     /// Each worker's per-real-server statistics.
     pub backends: Vec<Arc<BackendStats>>,
+    /// The exception path's counters, per kernel interface.
+    pub kernel: Arc<KernelCounters>,
     /// The control loop's view, republished on every change.
     pub view: ArcSwap<View>,
     /// Commands to the control loop.

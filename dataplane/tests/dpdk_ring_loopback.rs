@@ -62,6 +62,7 @@ fn net_ring_loopback_moves_bursts_intact() {
         rx_desc: 256,
         tx_desc: 256,
         rss: true,
+        rx_interrupt: false,
     };
     let mut port = Port::configure(&eal, port_id, &cfg, &pool).expect("configure");
     assert_eq!(port.driver(), "net_ring");

@@ -150,7 +150,10 @@ pub fn stats_json(shared: &Shared) -> Value {
         .collect();
     let drops: u64 = workers.iter().map(|w| w.total_drops()).sum();
     let flows: u64 = workers.iter().map(|w| w.flows_active()).sum();
-    json!({ "total": total, "drops": drops, "flows_active": flows, "workers": per_worker })
+    json!({
+        "total": total, "drops": drops, "flows_active": flows, "workers": per_worker,
+        "kernel": shared.kernel.to_json(),
+    })
 }
 
 /// Every health check's state.

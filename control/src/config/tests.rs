@@ -365,3 +365,32 @@ fn saved_configuration_reads_back_the_same() {
     let (back, _) = Config::parse(&saved, Path::new("saved.toml")).unwrap();
     assert_eq!(back, c);
 }
+
+#[test]
+fn kernel_interface_names_and_tap_devices() {
+    let with = |extra: &str| {
+        GOOD.replace(
+            "gateway = \"10.77.0.1\"\n",
+            &format!("gateway = \"10.77.0.1\"\n{extra}\n"),
+        )
+    };
+    let (_, v) = Config::parse(
+        &with("kernel_interface = \"vipd0\""),
+        Path::new("vipd.toml"),
+    )
+    .unwrap();
+    assert!(
+        v.ports[0].kernel,
+        "the snapshot's port must know it has a kernel interface"
+    );
+    let e = err(&with("kernel_interface = \"vipd0,mac=x\""));
+    assert!(
+        e.contains("ports[0].kernel_interface") && e.contains("not an interface name"),
+        "{e}"
+    );
+    let e = err(&GOOD.replace("net_af_packet0,iface=eth1", "net_tap_kernel0,iface=x"));
+    assert!(
+        e.contains("ports[0].device") && e.contains("kernel interfaces"),
+        "{e}"
+    );
+}

@@ -3,6 +3,7 @@
 //! with the key and the problem or returns the configuration in dataplane terms.
 
 use super::model::{Config, HealthCheckConfig, Proto, ServiceConfig};
+use crate::kernel::plan::TAP_VDEV_PREFIX;
 use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 use vipd_dataplane::fwd::tunnel;
@@ -330,6 +331,12 @@ fn ports(config: &Config) -> Result<Vec<PortInfo>, Invalid> {
             return Err(invalid(
                 k("device"),
                 format!("`{}` is empty or used twice", p.device),
+            ));
+        }
+        if p.device.starts_with(TAP_VDEV_PREFIX) {
+            return Err(invalid(
+                k("device"),
+                format!("`{TAP_VDEV_PREFIX}...` names the taps vipd creates for kernel interfaces: give the device another name (net_tap0, say)"),
             ));
         }
         if p.ipv4.is_none() && p.ipv6.is_none() {

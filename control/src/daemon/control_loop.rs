@@ -11,6 +11,8 @@ use crate::backend_slots::RsIdentity;
 use crate::changes::{self, refusal_of_reload};
 use crate::config::{reload, Config, ServiceKey};
 use crate::health::{Checker, Target, Transition};
+use crate::kernel::counters::KernelCounter;
+use crate::kernel::KernelInterfaces;
 use crate::neighbours::{arp_request_frame, ns_frame, NeighbourTable};
 use crate::running::{Env, Running};
 use crate::snapshot_build::Applied;
@@ -54,6 +56,8 @@ pub struct Control<'a> {
     pub nic_macs: Vec<MacAddr>,
     /// What the API reads.
     pub shared: &'a Shared,
+    /// The ports' kernel interfaces (exception path).
+    pub kernel: &'a mut KernelInterfaces,
     /// The health checker.
     pub checker: Checker,
     /// Health transitions from the checker.
@@ -85,7 +89,7 @@ impl Control<'_> {
             self.rings.inboxes.len(),
             self.ports.len()
         );
-        self.checker.set_targets(self.targets());
+        self.set_targets();
         let mut last_slow = Instant::now() - Duration::from_secs(10);
         let mut last_view = Instant::now() - Duration::from_secs(10);
         let mut last_rates = Instant::now() - Duration::from_secs(10);
@@ -143,6 +147,15 @@ impl Control<'_> {
 
     fn env_resolved(&self) -> std::collections::HashMap<IpAddr, MacAddr> {
         self.neighbours.resolved()
+    }
+
+    /// Hand the health checks to the checker, after the kernel interfaces got the addresses
+    /// and host routes they leave by.
+    fn set_targets(&mut self) {
+        let targets = self.targets();
+        let ips: Vec<IpAddr> = targets.iter().map(|t| t.spec.target.ip()).collect();
+        self.kernel.sync(&self.running.valid.ports, &ips);
+        self.checker.set_targets(targets);
     }
 
     fn targets(&self) -> Vec<Target> {
@@ -244,7 +257,7 @@ impl Control<'_> {
         let applied = self.running.replace(config, valid, &env)?;
         self.neighbours.set_timers(timers);
         self.publish(applied);
-        self.checker.set_targets(self.targets());
+        self.set_targets();
         Ok(self.running.generation)
     }
 
@@ -392,9 +405,11 @@ impl Control<'_> {
                 .ports
                 .get(usize::from(port))
                 .is_some_and(|p| p.kernel);
-            if kernel {
-                // A full ring drops the copy for the kernel; it asks again.
-                let _ = self.rings.to_kernel.push((port, m));
+            if kernel && self.rings.to_kernel.push((port, m)).is_err() {
+                // The kernel asks again.
+                if let Some(c) = self.kernel.counters.of_port(port) {
+                    c.add(KernelCounter::DropRingFull, 1);
+                }
             }
         }
         changed

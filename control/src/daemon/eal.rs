@@ -1,6 +1,8 @@
 //! DPDK EAL arguments and mbuf pool sizing for a configuration.
 
 use crate::config::Config;
+use crate::kernel::exception::BURSTS_PER_ROUND;
+use crate::kernel::plan::TAP_DESCRIPTORS;
 use vipd_dataplane::worker::BURST;
 
 /// Slots of each ring between threads.
@@ -57,10 +59,25 @@ pub fn worker_lcore(w: usize) -> u32 {
     w as u32 + 1
 }
 
-/// `--lcores`: lcore 0 on the control core, lcore `w + 1` on worker `w`'s core. Lcore ids
-/// and CPUs are separate, so a worker may share the control core (small test boxes).
+/// The EAL lcore id of the exception path's thread (after the workers'), when a port has a
+/// kernel interface. It is an EAL lcore, not a registered thread, for the same reason as the
+/// workers: a registered thread turns DPDK's multi-process channel (captures) off.
+pub fn exception_lcore(workers: usize) -> u32 {
+    workers as u32 + 1
+}
+
+/// `--lcores`: lcore 0 on the control core, lcore `w + 1` on worker `w`'s core, and the
+/// exception path's lcore on the control core (it is control traffic, with an idle back-off).
+/// Lcore ids and CPUs are separate, so a worker may share the control core (small test boxes).
 fn lcore_map(config: &Config) -> String {
     let dp = &config.dataplane;
+    let exception = (kernel_interfaces(config) > 0).then(|| {
+        format!(
+            "{}@{}",
+            exception_lcore(dp.worker_cores.len()),
+            dp.control_core
+        )
+    });
     std::iter::once(format!("0@{}", dp.control_core))
         .chain(
             dp.worker_cores
@@ -68,8 +85,22 @@ fn lcore_map(config: &Config) -> String {
                 .enumerate()
                 .map(|(w, core)| format!("{}@{core}", worker_lcore(w))),
         )
+        .chain(exception)
         .collect::<Vec<_>>()
         .join(",")
+}
+
+fn kernel_interfaces(config: &Config) -> u64 {
+    config
+        .ports
+        .iter()
+        .filter(|p| p.kernel_interface.is_some())
+        .count() as u64
+}
+
+/// What one kernel interface's tap holds: its descriptors, and the exception thread's bursts.
+fn kernel_mbufs() -> u64 {
+    2 * u64::from(TAP_DESCRIPTORS) + ((BURSTS_PER_ROUND + 1) * BURST) as u64
 }
 
 fn is_pci_address(dev: &str) -> bool {
@@ -82,26 +113,60 @@ pub fn device_name(dev: &str) -> &str {
     dev.split(',').next().unwrap_or(dev)
 }
 
-/// Mbufs for ports x queues x descriptors, the rings, the bursts in flight, plus slack; rounded
-/// to 2^n - 1 (the mempool's best size).
+/// Mbufs for ports x queues x descriptors, the kernel interfaces' taps, the rings, the bursts
+/// in flight, plus slack; rounded to 2^n - 1 (the mempool's best size).
 pub fn pool_size(config: &Config) -> u32 {
     if config.dataplane.mbufs > 0 {
         return config.dataplane.mbufs;
     }
+    let n = (mbufs_needed(config) + 1).next_power_of_two().min(1 << 24);
+    (n - 1) as u32
+}
+
+fn mbufs_needed(config: &Config) -> u64 {
     let dp = &config.dataplane;
     let workers = dp.worker_cores.len() as u64;
     let ports = config.ports.len() as u64;
-    let need = ports * workers * (u64::from(dp.rx_descriptors) + u64::from(dp.tx_descriptors))
+    ports * workers * (u64::from(dp.rx_descriptors) + u64::from(dp.tx_descriptors))
         + (workers + 2) * RING_CAPACITY as u64
         + workers * (ports + 2) * BURST as u64
-        + 4096;
-    let n = need.next_power_of_two().min(1 << 24);
-    (n - 1) as u32
+        + kernel_interfaces(config) * kernel_mbufs()
+        + 4096
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::PortConfig;
+
+    fn port(name: &str, kernel: Option<&str>) -> PortConfig {
+        PortConfig {
+            name: name.into(),
+            device: format!("net_ring_{name}"),
+            ipv4: Some("10.0.0.10/24".parse().unwrap()),
+            ipv6: None,
+            mac: None,
+            gateway: None,
+            gateway6: None,
+            mtu: 1500,
+            tunnel_source4: None,
+            tunnel_source6: None,
+            kernel_interface: kernel.map(str::to_string),
+        }
+    }
+
+    #[test]
+    fn the_pool_holds_what_the_taps_keep() {
+        let mut config = Config::default();
+        config.dataplane.rx_descriptors = 512;
+        config.dataplane.tx_descriptors = 512;
+        config.ports = vec![port("a", None)];
+        let without = mbufs_needed(&config);
+        config.ports = vec![port("a", Some("vipd0"))];
+        assert_eq!(mbufs_needed(&config), without + kernel_mbufs());
+        let size = u64::from(pool_size(&config));
+        assert!(size >= mbufs_needed(&config) && (size + 1).is_power_of_two());
+    }
 
     fn config(hugepages: bool) -> Config {
         let mut c = Config::default();
@@ -146,5 +211,9 @@ mod tests {
         let args = eal_args(&c);
         assert_eq!(args[..2], ["--lcores", "0@0,1@0,2@1"]);
         assert_eq!((worker_lcore(0), worker_lcore(1)), (1, 2));
+        // A kernel interface adds the exception path's lcore, on the control core.
+        c.ports = vec![port("a", Some("vipd0"))];
+        assert_eq!(eal_args(&c)[..2], ["--lcores", "0@0,1@0,2@1,3@0"]);
+        assert_eq!(exception_lcore(2), 3);
     }
 }

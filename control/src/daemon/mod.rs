@@ -1,6 +1,7 @@
 //! The daemon: everything start-up does short of DPDK ([`prepare`], which `vipd --check` runs
 //! too), then EAL and ports up, workers pinned and running, the API and health checker
-//! started, and the control loop until SIGINT/SIGTERM.
+//! started, the exception path's kernel interfaces and thread (crate::kernel), and the control
+//! loop until SIGINT/SIGTERM.
 
 mod control_loop;
 pub mod eal;
@@ -12,6 +13,8 @@ mod views;
 use crate::api::{self, ApiServer};
 use crate::config::{Config, Valid};
 use crate::health::Checker;
+use crate::kernel::exception::ExceptionPath;
+use crate::kernel::KernelInterfaces;
 use crate::neighbours::NeighbourTable;
 use crate::running::{Env, Running};
 use crate::stats::StatsBook;
@@ -139,6 +142,16 @@ pub fn run(config_path: &Path) -> Result<(), String> {
         .iter()
         .for_each(|h| tracing::info!("{h}"));
     let nic_macs: Vec<MacAddr> = ports.iter().map(|p| p.mac).collect();
+    let mut kernel = KernelInterfaces::create(
+        &eal,
+        &config,
+        &prepared.valid.ports,
+        &nic_macs,
+        &pool,
+        config_path,
+    )?;
+    let taps = kernel.taps()?;
+    let kernel_counters = Arc::clone(&kernel.counters);
 
     let neighbours = NeighbourTable::new(config.neighbour_timers.clone());
     let resolved = neighbours.resolved();
@@ -202,6 +215,7 @@ pub fn run(config_path: &Path) -> Result<(), String> {
     let shared = Arc::new(Shared {
         workers: counters,
         backends: backend_stats,
+        kernel: Arc::clone(&kernel_counters),
         view: ArcSwap::from_pointee(View::default()),
         commands: cmd_tx,
         health: checker.status(),
@@ -216,6 +230,7 @@ pub fn run(config_path: &Path) -> Result<(), String> {
     // std threads: DPDK refuses to serve secondaries (captures) once a thread is registered.
     let result = (|| {
         let mut jobs = Vec::new();
+        let mut exception_job = None;
         for (w, (core, worker)) in workers.into_iter().enumerate() {
             let lcore = eal::worker_lcore(w);
             match lcore::launch(&eal, lcore, Box::new(move || worker.run())) {
@@ -229,6 +244,36 @@ pub fn run(config_path: &Path) -> Result<(), String> {
                 }
             }
         }
+        if !taps.is_empty() {
+            let (rings, counters, stop) = (
+                Arc::clone(&rings),
+                Arc::clone(&kernel_counters),
+                Arc::clone(&worker_stop),
+            );
+            let lcore = eal::exception_lcore(workers_n);
+            let run = Box::new(move || {
+                ExceptionPath {
+                    taps,
+                    rings: &rings,
+                    counters: &counters,
+                    stop: &stop,
+                }
+                .run()
+            });
+            match lcore::launch(&eal, lcore, run) {
+                Ok(job) => {
+                    tracing::info!(
+                        "exception path on core {} (lcore {lcore})",
+                        config.dataplane.control_core
+                    );
+                    exception_job = Some(job);
+                }
+                Err(e) => {
+                    worker_stop.store(true, Ordering::Relaxed);
+                    return Err(format!("cannot start the exception path: {e}"));
+                }
+            }
+        }
         let mut control = Control {
             running,
             neighbours,
@@ -238,6 +283,7 @@ pub fn run(config_path: &Path) -> Result<(), String> {
             ports: &mut ports,
             nic_macs,
             shared: &shared,
+            kernel: &mut kernel,
             checker,
             transitions: transition_rx,
             book: StatsBook::default(),
@@ -252,6 +298,9 @@ pub fn run(config_path: &Path) -> Result<(), String> {
                 tracing::error!("worker {w} panicked");
             }
         }
+        if exception_job.is_some_and(|j| !j.wait()) {
+            tracing::error!("the exception path panicked");
+        }
         Ok(())
     })();
     drop(api_server);
@@ -262,6 +311,7 @@ pub fn run(config_path: &Path) -> Result<(), String> {
     for inbox in &rings.inboxes {
         while inbox.pop().is_some() {}
     }
+    kernel.close();
     for p in ports {
         if let Err(e) = p.port.close() {
             tracing::warn!("port {}: {e}", p.name);

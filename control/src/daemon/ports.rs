@@ -45,6 +45,7 @@ pub fn bring_up(
             rx_desc: config.dataplane.rx_descriptors,
             tx_desc: config.dataplane.tx_descriptors,
             rss: true,
+            rx_interrupt: false,
         };
         let mut port = Port::configure(eal, id, &cfg, pool)
             .map_err(|e| format!("{key} ({}): {e}", pc.name))?;

@@ -24,6 +24,10 @@ pub struct PortConfig {
     pub tx_desc: u16,
     /// Ask for RSS (IP, TCP, UDP) when `queues > 1`; used only if the PMD supports it.
     pub rss: bool,
+    /// Set up rx interrupts (`intr_conf.rxq`), so a thread can sleep until a queue has
+    /// frames: see [`PortQueue::rx_wait_fd`](super::PortQueue::rx_wait_fd). Only for PMDs
+    /// that support them (net_tap).
+    pub rx_interrupt: bool,
 }
 
 impl Default for PortConfig {
@@ -33,6 +37,7 @@ impl Default for PortConfig {
             rx_desc: 1024,
             tx_desc: 1024,
             rss: true,
+            rx_interrupt: false,
         }
     }
 }
@@ -162,6 +167,9 @@ impl Port {
             conf.rx_adv_conf.rss_conf.rss_hf = rss_hf;
         } else {
             conf.rxmode.mq_mode = sys::RTE_ETH_MQ_RX_NONE;
+        }
+        if cfg.rx_interrupt {
+            conf.intr_conf.set_rxq(1);
         }
         // IPv4 header checksums verified by the NIC where it can (the pipeline reads the
         // verdict from the mbuf's ol_flags and falls back to software otherwise).

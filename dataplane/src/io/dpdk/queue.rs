@@ -5,6 +5,7 @@ use std::sync::Arc;
 
 use dpdk_sys as sys;
 
+use super::error::{check, DpdkError};
 use super::mbuf::{Mbuf, MbufBurst};
 use super::port::PortShared;
 
@@ -71,6 +72,22 @@ impl PortQueue {
     /// Counters since this handle was taken.
     pub fn stats(&self) -> QueueStats {
         self.stats
+    }
+
+    /// A file descriptor that polls readable when the rx queue has frames
+    /// (`rte_eth_dev_rx_intr_ctl_q_get_fd`), for a port configured with
+    /// [`PortConfig::rx_interrupt`](super::PortConfig::rx_interrupt) and started. The PMD owns
+    /// it: poll it, never read or close it.
+    pub fn rx_wait_fd(&self) -> Result<std::os::fd::RawFd, DpdkError> {
+        // SAFETY: a valid, started port and one of its queues; the call only reads its
+        // interrupt handle.
+        let fd = unsafe { sys::rte_eth_dev_rx_intr_ctl_q_get_fd(self.port, self.queue) };
+        check(fd, || {
+            format!(
+                "rte_eth_dev_rx_intr_ctl_q_get_fd(port {}, queue {})",
+                self.port, self.queue
+            )
+        })
     }
 
     /// Receive into the free slots of `burst` (`rte_eth_rx_burst`); returns how many came.

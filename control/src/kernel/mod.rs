@@ -1,0 +1,313 @@
+//! The kernel exception path: each port with `kernel_interface = "NAME"` gets a kernel
+//! interface NAME (a DPDK net_tap device) carrying the port's MAC, MTU and addresses, so the
+//! box's own stack (health checks, a BGP speaker, ssh, ping from the box) talks through the
+//! port vipd owns.
+//!
+//! - [`plan`]: what the interface should look like, from the configuration (pure);
+//! - [`netlink`]: the rtnetlink requests that put addresses and host routes on it;
+//! - [`exception`]: the `vipd-kernel` thread moving frames between the ports and the taps;
+//! - [`counters`]: what it counts, both ways.
+//!
+//! This module creates the interfaces at start (after the physical ports are up, so the MAC
+//! is known), re-syncs their addresses and host routes when a reload or an API change moves
+//! them, and closes them at shutdown (DPDK removes a tap when its port closes; the kernel
+//! removes it too if vipd dies, with the last descriptor).
+
+pub mod counters;
+pub mod exception;
+pub mod netlink;
+pub mod plan;
+
+use crate::config::Config;
+use counters::{InterfaceCounters, KernelCounters};
+use exception::Tap;
+use netlink::Netlink;
+use plan::{Addresses, HostRoute};
+use std::collections::BTreeSet;
+use std::ffi::CString;
+use std::net::IpAddr;
+use std::path::Path;
+use std::sync::Arc;
+use vipd_dataplane::io::dpdk::{Eal, Mempool, Port, PortConfig as DpdkPortConfig};
+use vipd_dataplane::snapshot::PortInfo;
+use vipd_dataplane::wire::MacAddr;
+
+/// One port's kernel interface.
+pub struct KernelInterface {
+    /// Configuration index of the port.
+    pub port: usize,
+    /// The port's name.
+    pub port_name: String,
+    /// The kernel interface's name.
+    pub name: String,
+    /// Its interface index.
+    pub ifindex: u32,
+    /// The port's MAC, which it carries.
+    pub mac: MacAddr,
+    /// Its MTU (the port's, unless the tap cannot carry that).
+    pub mtu: u16,
+    /// The port's MTU.
+    pub port_mtu: u16,
+    tap: Port,
+    addresses: Addresses,
+    routes: BTreeSet<HostRoute>,
+}
+
+/// Every port's kernel interface, and the netlink socket that configures them.
+pub struct KernelInterfaces {
+    interfaces: Vec<KernelInterface>,
+    netlink: Option<Netlink>,
+    /// Their counters (read by the API, written by the exception thread).
+    pub counters: Arc<KernelCounters>,
+}
+
+/// The index of interface `name`, if it exists.
+pub fn interface_index(name: &str) -> Option<u32> {
+    let c = CString::new(name).ok()?;
+    // SAFETY: c is a valid NUL-terminated string; the call only reads it.
+    let index = unsafe { libc::if_nametoindex(c.as_ptr()) };
+    (index != 0).then_some(index)
+}
+
+fn write_sysctls(settings: &[(std::path::PathBuf, &str)]) -> Result<(), String> {
+    for (path, value) in settings {
+        std::fs::write(path, value).map_err(|e| format!("{} = {value}: {e}", path.display()))?;
+    }
+    Ok(())
+}
+
+fn read_mtu(name: &str) -> Option<u16> {
+    std::fs::read_to_string(Path::new("/sys/class/net").join(name).join("mtu"))
+        .ok()?
+        .trim()
+        .parse()
+        .ok()
+}
+
+impl KernelInterfaces {
+    /// No kernel interface.
+    pub fn none() -> Self {
+        KernelInterfaces {
+            interfaces: Vec::new(),
+            netlink: None,
+            counters: Arc::default(),
+        }
+    }
+
+    /// Create the kernel interface of every port that asks for one: a net_tap device with
+    /// the port's MAC (`macs[i]`, the MAC vipd answers with on port i) and MTU, one queue pair
+    /// on `pool`, IPv6 set up to leave Neighbour Discovery to vipd, link up, the port's
+    /// addresses. Host routes come with [`KernelInterfaces::sync`].
+    pub fn create(
+        eal: &Eal,
+        config: &Config,
+        ports: &[PortInfo],
+        macs: &[MacAddr],
+        pool: &Mempool,
+        config_path: &Path,
+    ) -> Result<Self, String> {
+        let mut out = KernelInterfaces::none();
+        let mut counters = KernelCounters::default();
+        for (i, pc) in config.ports.iter().enumerate() {
+            let Some(name) = pc.kernel_interface.as_deref() else {
+                continue;
+            };
+            let key = format!(
+                "{}: ports[{i}].kernel_interface `{name}`",
+                config_path.display()
+            );
+            if interface_index(name).is_some() {
+                return Err(format!(
+                    "{key}: an interface of that name already exists; vipd creates its own (pick another name, or remove the interface)"
+                ));
+            }
+            let mac = *macs
+                .get(i)
+                .ok_or_else(|| format!("{key}: port has no MAC"))?;
+            let info = ports
+                .get(i)
+                .ok_or_else(|| format!("{key}: port not validated"))?;
+            let netlink = match &mut out.netlink {
+                Some(n) => n,
+                None => out
+                    .netlink
+                    .insert(Netlink::open().map_err(|e| format!("{key}: netlink: {e}"))?),
+            };
+            let devargs = plan::vdev_args(i, name, mac);
+            let id = eal
+                .attach_vdev(&devargs)
+                .map_err(|e| format!("{key}: creating the tap ({devargs}): {e}"))?;
+            let cfg = DpdkPortConfig {
+                queues: 1,
+                rx_desc: plan::TAP_DESCRIPTORS,
+                tx_desc: plan::TAP_DESCRIPTORS,
+                rss: false,
+                // The exception thread sleeps in poll() on the tap until the kernel sends.
+                rx_interrupt: true,
+            };
+            let mut tap =
+                Port::configure(eal, id, &cfg, pool).map_err(|e| format!("{key}: {e}"))?;
+            if let Err(e) = tap.set_mtu(pc.mtu) {
+                tracing::warn!(
+                    "{key}: the tap cannot take MTU {} ({e}): the kernel interface keeps {}; the box's TCP sees the smaller MTU, larger frames for the port address are dropped and counted",
+                    pc.mtu,
+                    read_mtu(name).unwrap_or(1500)
+                );
+            }
+            write_sysctls(&plan::ipv6_sysctls(name, info.ipv6.is_some()))
+                .map_err(|e| format!("{key}: {e}"))?;
+            tap.start().map_err(|e| format!("{key}: {e}"))?;
+            let ifindex = interface_index(name)
+                .ok_or_else(|| format!("{key}: the tap did not create the interface"))?;
+            let addresses = Addresses::of(info);
+            for (addr, len) in addresses.list() {
+                netlink
+                    .add_address(ifindex, addr, len)
+                    .map_err(|e| format!("{key}: adding {addr}/{len}: {e}"))?;
+            }
+            let mtu = read_mtu(name).unwrap_or(pc.mtu);
+            tracing::info!(
+                "port {}: kernel interface {name} (net_tap, DPDK port {id}), MAC {mac}, MTU {mtu}, addresses {}",
+                pc.name,
+                addresses
+                    .list()
+                    .iter()
+                    .map(|(a, l)| format!("{a}/{l}"))
+                    .collect::<Vec<_>>()
+                    .join(" ")
+            );
+            counters
+                .interfaces
+                .push(InterfaceCounters::new(name, &pc.name, i as u16));
+            out.interfaces.push(KernelInterface {
+                port: i,
+                port_name: pc.name.clone(),
+                name: name.to_string(),
+                ifindex,
+                mac,
+                mtu,
+                port_mtu: pc.mtu,
+                tap,
+                addresses,
+                routes: BTreeSet::new(),
+            });
+        }
+        out.counters = Arc::new(counters);
+        Ok(out)
+    }
+
+    /// The interfaces.
+    pub fn interfaces(&self) -> &[KernelInterface] {
+        &self.interfaces
+    }
+
+    /// The exception thread's handles: each tap's queue pair (taken once).
+    pub fn taps(&self) -> Result<Vec<Tap>, String> {
+        self.interfaces
+            .iter()
+            .map(|k| {
+                let q = k
+                    .tap
+                    .queue(0)
+                    .map_err(|e| format!("kernel interface {}: {e}", k.name))?;
+                Ok(Tap::new(k.port as u16, q, k.mac, k.mtu, k.port_mtu))
+            })
+            .collect()
+    }
+
+    /// Bring every interface's addresses and host routes in line with `ports` (the running
+    /// configuration's) and the health-check targets: what changed is removed and added,
+    /// the rest is left alone. Failures are logged; the interface keeps what it has.
+    pub fn sync(&mut self, ports: &[PortInfo], targets: &[IpAddr]) {
+        let Some(netlink) = self.netlink.as_mut() else {
+            return;
+        };
+        for k in &mut self.interfaces {
+            let Some(info) = ports.get(k.port) else {
+                continue;
+            };
+            let wanted = Addresses::of(info);
+            if wanted != k.addresses {
+                k.resync_addresses(netlink, wanted);
+            }
+            let routes = plan::host_routes(ports, k.port, targets);
+            for r in k.routes.difference(&routes).copied().collect::<Vec<_>>() {
+                match netlink.del_host_route(k.ifindex, r.0, r.1) {
+                    Ok(()) => tracing::info!("{}: host route {} via {} removed", k.name, r.0, r.1),
+                    Err(e) => {
+                        tracing::warn!("{}: removing host route {} via {}: {e}", k.name, r.0, r.1)
+                    }
+                }
+                k.routes.remove(&r);
+            }
+            for r in routes.difference(&k.routes).copied().collect::<Vec<_>>() {
+                match netlink.add_host_route(k.ifindex, r.0, r.1) {
+                    Ok(()) => {
+                        tracing::info!(
+                            "{}: host route {} via {} (health checks leave through port {})",
+                            k.name,
+                            r.0,
+                            r.1,
+                            k.port_name
+                        );
+                        k.routes.insert(r);
+                    }
+                    Err(e) => tracing::warn!(
+                        "{}: host route {} via {} not added: {e} (an existing route to it stays in force)",
+                        k.name,
+                        r.0,
+                        r.1
+                    ),
+                }
+            }
+        }
+    }
+
+    /// Close every tap (DPDK removes the kernel interfaces, their addresses and routes).
+    /// The exception thread must have stopped (its queue handles dropped).
+    pub fn close(self) {
+        for k in self.interfaces {
+            let name = k.name;
+            match k.tap.close() {
+                Ok(()) => tracing::info!("kernel interface {name} removed"),
+                Err(e) => tracing::warn!("kernel interface {name}: {e}"),
+            }
+        }
+    }
+}
+
+impl KernelInterface {
+    /// Replace the addresses (a reload changed the port's); routes via the old prefixes go
+    /// first and come back with the next route sync.
+    fn resync_addresses(&mut self, netlink: &mut Netlink, wanted: Addresses) {
+        for r in std::mem::take(&mut self.routes) {
+            if let Err(e) = netlink.del_host_route(self.ifindex, r.0, r.1) {
+                tracing::warn!(
+                    "{}: removing host route {} via {}: {e}",
+                    self.name,
+                    r.0,
+                    r.1
+                );
+            }
+        }
+        if wanted.ipv6.is_some() != self.addresses.ipv6.is_some() {
+            if let Err(e) = write_sysctls(&plan::ipv6_sysctls(&self.name, wanted.ipv6.is_some())) {
+                tracing::error!("{}: {e}", self.name);
+            }
+        }
+        let (remove, add) = plan::address_changes(&self.addresses, &wanted);
+        for (a, l) in remove {
+            match netlink.del_address(self.ifindex, a, l) {
+                Ok(()) => tracing::info!("{}: address {a}/{l} removed", self.name),
+                Err(e) => tracing::warn!("{}: removing address {a}/{l}: {e}", self.name),
+            }
+        }
+        for (a, l) in add {
+            match netlink.add_address(self.ifindex, a, l) {
+                Ok(()) => tracing::info!("{}: address {a}/{l} added", self.name),
+                Err(e) => tracing::error!("{}: adding address {a}/{l}: {e}", self.name),
+            }
+        }
+        self.addresses = wanted;
+    }
+}
