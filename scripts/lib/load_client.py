@@ -51,6 +51,7 @@ JSON_HELP = """\
   "elapsed_s": s, "conn_per_s": ok / elapsed_s (tcp), "req_per_s": ok / elapsed_s (udp),
   "latency_ms": {"p50": ms, "p90": ms, "p99": ms, "max": ms},  # of the successful ones
   "timeline": [{"second": s, "failed": n, "servers": {"rs1": n, ...}}, ...],  # by start second
+  "started_at": Unix time of the timeline's second 0,
   "unfinished": n            # only when workers were still busy at the hard stop
 }"""
 
@@ -318,6 +319,7 @@ def run(args):
 
     sched = Scheduler(count, deadline_at, args.rate)
     stats.start = sched.start
+    started_at = time.time() - (time.monotonic() - sched.start)
 
     def worker():
         sock = None
@@ -380,6 +382,7 @@ def run(args):
             "error_samples": list(stats.samples),
             "bytes": stats.bytes,
             "elapsed_s": round(elapsed, 3),
+            "started_at": round(started_at, 3),
             "latency_ms": percentiles(stats.latencies),
             "timeline": [
                 {"second": t, "failed": v.get("failed", 0), "servers": {k: n for k, n in sorted(v.items()) if k != "failed"}}

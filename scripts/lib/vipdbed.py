@@ -67,8 +67,11 @@ class Vipd:
     """One vipd process in the LB namespace."""
 
     def __init__(self, name, workers=1, qpairs=1, services=None, timeouts=None, binary=None, idle_sleep_us=200, token=None,
-                 hugepages=False):
+                 hugepages=False, kernel_interface=None):
         self.name = name
+        # The port's kernel interface (exception path): health checks need it in this bed, the
+        # LB namespace has no other way to the real servers. See isolate_lb_kernel().
+        self.kernel_interface = kernel_interface
         # Hugepages make vipd a primary that dpdk-dumpcap can join (memory grows on demand);
         # without, it runs alone on 256 MiB of ordinary memory.
         self.hugepages = hugepages
@@ -126,6 +129,7 @@ ipv4 = "10.77.0.10/24"
 gateway = "10.77.0.1"
 ipv6 = "fd00:77::10/64"
 gateway6 = "fd00:77::1"
+{f'kernel_interface = "{self.kernel_interface}"' if self.kernel_interface else ""}
 """
         for s in services:
             text += f"""
@@ -136,6 +140,9 @@ port = {s['port']}
 scheduler = "{s.get('scheduler', 'maglev')}"
 mode = "{s.get('mode', 'nat')}"
 """
+            # Further service keys as TOML lines, e.g. 'health_check = { type = "http" }'.
+            for line in s.get("keys", []):
+                text += line + "\n"
             for ip, port, weight, *mode in s["rs"]:
                 text += f"""
 [[services.real_servers]]
@@ -204,8 +211,10 @@ weight = {weight}
             return ""
 
 
-def load(url=None, connections=1000, parallel=32, sources=CLIENTS4, udp=None, count=0):
-    args = ["python3", os.path.join(LIB, "load_client.py"), "--timeout", "5", "--deadline", "120"]
+def load(url=None, connections=1000, parallel=32, sources=CLIENTS4, udp=None, count=0, rate=None, timeout=5):
+    args = ["python3", os.path.join(LIB, "load_client.py"), "--timeout", str(timeout), "--deadline", "120"]
+    if rate:
+        args += ["--rate", str(rate)]
     if udp:
         args += ["--udp", udp, "--count", str(count)]
     else:
@@ -238,3 +247,24 @@ def check_spread(servers, weights, total, tolerance):
     return "; ".join(report)
 
 
+
+
+class isolated_lb_kernel:
+    """Keep the LB namespace's kernel off the veth DPDK owns (a netdev ingress drop; af_packet
+    still receives, it sees frames before the hook), so with a kernel interface the kernel
+    gets only what vipd hands it. A box whose NIC DPDK owns outright needs nothing of the kind
+    (docs/operations.md, exception path)."""
+
+    def __init__(self, table=None):
+        self.table = table or f"{PREFIX}_iso"
+
+    def __enter__(self):
+        ns = f"{PREFIX}-lb"
+        netns(ns, "nft", "add", "table", "netdev", self.table)
+        netns(ns, "nft", "add", "chain", "netdev", self.table, "ingress",
+              f'{{ type filter hook ingress device "{PREFIX}-lb0" priority 0; policy drop; }}')
+        return self
+
+    def __exit__(self, *exc):
+        netns(f"{PREFIX}-lb", "nft", "delete", "table", "netdev", self.table, check=False)
+        return False
