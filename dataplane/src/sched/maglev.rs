@@ -209,14 +209,23 @@ impl MaglevTable {
     }
 }
 
-/// The live backends' population state: permutation start and step from the key's hashes.
-/// Requires `size >= 2`.
+/// The live backends' population state: permutation start and step from the key's hashes,
+/// in key order. Turns are taken in this order, and when two backends' permutations reach the
+/// same free slot the first one takes it: ordering by key (not by position in `backends`)
+/// makes the table a function of the keys and weights alone, so boxes whose configurations
+/// list the same real servers in another order still build the same table. Requires
+/// `size >= 2`.
 fn fillers(backends: &[SchedBackend], size: u32) -> Vec<Filler> {
     let m = u64::from(size);
-    backends
+    let mut live: Vec<(usize, &SchedBackend)> = backends
         .iter()
         .enumerate()
         .filter(|(_, b)| b.weight > 0)
+        .collect();
+    // Keys are unique within a service (the validator refuses a real server listed twice);
+    // the index breaks ties all the same, so the order is total.
+    live.sort_unstable_by(|(i, a), (j, b)| a.key.cmp(&b.key).then(i.cmp(j)));
+    live.into_iter()
         .map(|(i, b)| Filler {
             index: i as u32,
             weight: u64::from(b.weight),
@@ -592,6 +601,29 @@ mod tests {
             let Some(max) = f.iter().map(|f| f.weight).max() else { return Ok(()) };
             let by_rounds = fill_by_rounds(fillers(&b, 4099), max, 4099);
             prop_assert_eq!(by_rounds, fill_by_heap(f, max, 4099));
+        }
+
+        /// The table is a function of the keys and weights, not of the order they are listed
+        /// in: two boxes listing the same real servers differently pick the same one per slot
+        /// (scale-out behind ECMP relies on it). The owner of every slot is compared by key.
+        #[test]
+        fn independent_of_backend_order(
+            weights in prop::collection::vec(0u32..6, 2..40),
+            rotate in 1usize..40,
+            m in prop::sample::select(vec![251u32, 4099, 65_537]),
+        ) {
+            prop_assume!(weights.iter().any(|&w| w > 0));
+            let b = weighted(&weights);
+            let mut other = b.clone();
+            other.reverse();
+            let r = rotate % other.len();
+            other.rotate_left(r);
+            let a = MaglevTable::build(&b, m).unwrap();
+            let c = MaglevTable::build(&other, m).unwrap();
+            let owners = |t: &MaglevTable, list: &[SchedBackend]| -> Vec<[u8; 18]> {
+                t.entries().map(|i| list[i as usize].key).collect()
+            };
+            prop_assert_eq!(owners(&a, &b), owners(&c, &other));
         }
 
         /// Same input, same table; and a table never names a drained or missing backend.
