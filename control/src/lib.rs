@@ -8,6 +8,7 @@
 //! - [`health`]: health checks on their own thread;
 //! - [`kernel`]: the exception path, a kernel interface per port and the thread feeding it;
 //! - [`stats`]: per-service and per-real-server statistics, zeroing and rates;
+//! - [`scaleout`]: VIP announcement over BGP and the same consistent-hash choice on every box;
 //! - [`api`] and [`metrics`]: the HTTP API and Prometheus, reading the [`view`];
 //! - [`daemon`]: start-up (EAL, ports, workers, threads) and the control loop.
 
@@ -21,6 +22,7 @@ pub mod kernel;
 pub mod metrics;
 pub mod neighbours;
 pub mod running;
+pub mod scaleout;
 pub mod snapshot_build;
 pub mod stats;
 pub mod view;

@@ -550,6 +550,7 @@ mod tests {
             token: None,
             samplers: Vec::new(),
             listing: tokio::sync::Mutex::new(()),
+            scaleout: crate::scaleout::BoxHandle::detached(),
         };
         render(&shared, &view)
     }

@@ -110,4 +110,6 @@ pub struct Shared {
     pub samplers: Vec<Arc<FlowSampler>>,
     /// One listing at a time (the workers' queues hold one request each).
     pub listing: tokio::sync::Mutex<()>,
+    /// The box's scale-out state: drain switch, VIP announcement, table fingerprints.
+    pub scaleout: crate::scaleout::BoxHandle,
 }

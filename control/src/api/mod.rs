@@ -7,6 +7,7 @@
 //! commands and awaited without blocking anything else.
 
 mod auth;
+mod boxes;
 mod connections;
 mod error;
 pub mod json;
@@ -63,6 +64,9 @@ pub fn router(shared: Arc<Shared>) -> Router {
         )
         .route("/api/v1/zero", post(write::zero))
         .route("/api/v1/reload", post(write::reload))
+        .route("/api/v1/box", get(boxes::status))
+        .route("/api/v1/box/drain", post(boxes::drain))
+        .route("/api/v1/box/resume", post(boxes::resume))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(axum::middleware::from_fn_with_state(

@@ -23,6 +23,10 @@ struct Cli {
     /// Validate this configuration file and exit (0 valid, 1 invalid).
     #[arg(long, value_name = "FILE")]
     check: Option<PathBuf>,
+    /// With --check: print each service's consistent-hash table fingerprint (every real
+    /// server up); boxes behind one ECMP group must print the same.
+    #[arg(long, requires = "check")]
+    tables: bool,
 }
 
 fn main() -> ExitCode {
@@ -44,6 +48,14 @@ fn main() -> ExitCode {
                     c.services.len(),
                     rs
                 );
+                if cli.tables {
+                    for t in &p.tables {
+                        println!(
+                            "{}: {}, maglev table of {} entries over {} real server(s), fingerprint {}",
+                            t.service, t.scheduler, t.size, t.real_servers, t.fingerprint
+                        );
+                    }
+                }
                 ExitCode::SUCCESS
             }
             Err(e) => {

@@ -2,6 +2,7 @@
 //! validator every change goes through ([`validate`]), and what a reload may change without a
 //! restart ([`reload`]). Errors name the file, the key and what is wrong.
 
+pub mod bgp;
 pub mod eal;
 pub mod model;
 pub mod reload;

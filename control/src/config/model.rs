@@ -37,6 +37,9 @@ pub struct Config {
     /// Virtual services.
     #[serde(default)]
     pub services: Vec<ServiceConfig>,
+    /// VIP announcement over BGP (scale-out behind ECMP); none when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bgp: Option<BgpConfig>,
 }
 
 /// `[eal]`.
@@ -435,4 +438,53 @@ pub struct HealthCheckConfig {
     /// HTTP: Host header (default: the checked address).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub host: Option<String>,
+}
+
+/// `[bgp]`: vipd announces its VIPs through a BGP daemon running on the box (docs/scale-out.md).
+/// A VIP is announced while vipd forwards, the box is not drained and one of the VIP's real
+/// servers is up; withdrawn otherwise, and before vipd stops.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct BgpConfig {
+    /// The daemon vipd drives: `bird` (BIRD 2, through its control socket).
+    pub daemon: String,
+    /// The daemon's control socket.
+    pub socket: PathBuf,
+    /// The file vipd writes with one `protocol static` per VIP, which bird.conf includes.
+    pub protocols_file: PathBuf,
+    /// Prefix of the names of the protocols vipd writes (and owns) in bird.
+    pub protocol_prefix: String,
+    /// Seconds between checks that the daemon still holds what vipd asked for (it may have
+    /// been restarted or reconfigured by hand).
+    pub reconcile_interval: f64,
+    /// Seconds vipd keeps forwarding after withdrawing every VIP on SIGTERM/SIGINT, so the
+    /// router has moved the flows to other boxes before this one stops.
+    pub withdraw_wait: f64,
+}
+
+impl Default for BgpConfig {
+    fn default() -> Self {
+        BgpConfig {
+            daemon: "bird".into(),
+            socket: PathBuf::from("/run/bird/bird.ctl"),
+            protocols_file: PathBuf::from("/etc/bird/vipd-vips.conf"),
+            protocol_prefix: "vipd".into(),
+            reconcile_interval: 5.0,
+            withdraw_wait: 1.0,
+        }
+    }
+}
+
+impl BgpConfig {
+    /// The keys and values as written (for reload refusals and listings).
+    pub fn entries(&self) -> [(&'static str, String); 6] {
+        [
+            ("daemon", self.daemon.clone()),
+            ("socket", self.socket.display().to_string()),
+            ("protocols_file", self.protocols_file.display().to_string()),
+            ("protocol_prefix", self.protocol_prefix.clone()),
+            ("reconcile_interval", self.reconcile_interval.to_string()),
+            ("withdraw_wait", self.withdraw_wait.to_string()),
+        ]
+    }
 }

@@ -85,6 +85,17 @@ pub fn restart_only_changes(old: &Config, new: &Config) -> Vec<String> {
         format!("{:?}", old.api.token_file),
         format!("{:?}", new.api.token_file),
     );
+    match (&old.bgp, &new.bgp) {
+        (Some(a), Some(b)) => {
+            for ((key, x), (_, y)) in a.entries().into_iter().zip(b.entries()) {
+                diff(format!("bgp.{key}"), x, y);
+            }
+        }
+        (a, b) => {
+            let state = |c: &Option<_>| if c.is_some() { "present" } else { "absent" };
+            diff("[bgp]".into(), state(a).into(), state(b).into());
+        }
+    }
     diff(
         "ports".into(),
         format!("{} entries", old.ports.len()),

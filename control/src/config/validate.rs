@@ -180,6 +180,7 @@ pub fn validate(config: &Config) -> Result<Valid, Invalid> {
     }
     let mut warnings = Vec::new();
     let services = services(config, &ports, &mut warnings)?;
+    super::bgp::check(config, &ports, &services, &mut warnings)?;
     let total: usize = services.iter().map(|s| s.real_servers.len()).sum();
     if total > config.dataplane.max_real_servers as usize {
         return Err(invalid(

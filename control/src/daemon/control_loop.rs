@@ -15,6 +15,7 @@ use crate::kernel::counters::KernelCounter;
 use crate::kernel::KernelInterfaces;
 use crate::neighbours::{arp_request_frame, ns_frame, NeighbourTable};
 use crate::running::{Env, Running};
+use crate::scaleout::{BoxHandle, StopProgress};
 use crate::snapshot_build::Applied;
 use crate::stats::StatsBook;
 use crate::view::{Command, Shared};
@@ -71,6 +72,8 @@ pub struct Control<'a> {
     pub retired: Vec<Arc<Snapshot>>,
     /// Per real server: its step-3-missing count at the last look, and when it was last hinted.
     pub step3: HashMap<RsIdentity, (u64, Option<Instant>)>,
+    /// The scale-out thread (VIP announcement), asked to withdraw before vipd stops.
+    pub scaleout: BoxHandle,
 }
 
 /// A real server's step-3 hint is logged at most this often.
@@ -93,7 +96,17 @@ impl Control<'_> {
         let mut last_slow = Instant::now() - Duration::from_secs(10);
         let mut last_view = Instant::now() - Duration::from_secs(10);
         let mut last_rates = Instant::now() - Duration::from_secs(10);
-        while !stop.load(Ordering::Relaxed) {
+        // On SIGTERM/SIGINT the VIPs are withdrawn first and vipd forwards on until the
+        // router has moved the flows (bgp.withdraw_wait).
+        let mut stopping: Option<StopProgress> = None;
+        loop {
+            if stop.load(Ordering::Relaxed)
+                && stopping
+                    .get_or_insert_with(|| self.scaleout.begin_stop())
+                    .done(Instant::now())
+            {
+                break;
+            }
             let now = Instant::now();
             // Old snapshots are freed here, not in a worker's loop.
             self.rings.reclaim_snapshots();

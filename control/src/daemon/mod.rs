@@ -17,6 +17,7 @@ use crate::kernel::exception::ExceptionPath;
 use crate::kernel::KernelInterfaces;
 use crate::neighbours::NeighbourTable;
 use crate::running::{Env, Running};
+use crate::scaleout::{self, tables::TableFingerprint, Scaleout};
 use crate::stats::StatsBook;
 use crate::view::{Shared, View};
 use arc_swap::ArcSwap;
@@ -49,6 +50,8 @@ pub struct Prepared {
     pub valid: Valid,
     /// The API's bearer token.
     pub token: Option<String>,
+    /// The consistent-hash tables the configuration gives (every real server up).
+    pub tables: Vec<TableFingerprint>,
 }
 
 /// Read, validate and try everything that does not need DPDK: the snapshot is built once (so
@@ -69,7 +72,7 @@ pub fn prepare(path: &Path) -> Result<Prepared, String> {
     };
     let nic_macs = vec![MacAddr([2, 0, 0, 0, 0, 1]); config.ports.len()];
     let resolved = HashMap::new();
-    Running::start(
+    let (_, applied) = Running::start(
         path.to_owned(),
         config.clone(),
         valid.clone(),
@@ -84,6 +87,7 @@ pub fn prepare(path: &Path) -> Result<Prepared, String> {
         config,
         valid,
         token,
+        tables: scaleout::tables::fingerprints(&applied.snapshot),
     })
 }
 
@@ -95,6 +99,8 @@ pub fn run(config_path: &Path) -> Result<(), String> {
         tracing::warn!("{w}");
     }
     let config = prepared.config.clone();
+    // Before any port (and its kernel interface, which BGP runs over) comes up.
+    let bird = scaleout::withdraw_at_start(&config);
     let stop = Arc::new(AtomicBool::new(false));
     let reload = Arc::new(AtomicBool::new(false));
     for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
@@ -212,6 +218,14 @@ pub fn run(config_path: &Path) -> Result<(), String> {
     let (cmd_tx, cmd_rx) = unbounded();
     let (transition_tx, transition_rx) = unbounded();
     let checker = Checker::spawn(transition_tx)?;
+    let scaleout = Scaleout::spawn(
+        bird,
+        scaleout::Sources {
+            snapshot: Arc::clone(&snapshot),
+            health: checker.status(),
+            workers: counters.clone(),
+        },
+    )?;
     let shared = Arc::new(Shared {
         workers: counters,
         backends: backend_stats,
@@ -222,6 +236,7 @@ pub fn run(config_path: &Path) -> Result<(), String> {
         token: prepared.token,
         samplers,
         listing: tokio::sync::Mutex::new(()),
+        scaleout: scaleout.handle(),
     });
     let api_server = ApiServer::start(config.api.listen, Arc::clone(&shared))?;
     tracing::info!("API and metrics on http://{}", config.api.listen);
@@ -290,6 +305,7 @@ pub fn run(config_path: &Path) -> Result<(), String> {
             counters: Default::default(),
             retired: Vec::new(),
             step3: HashMap::new(),
+            scaleout: scaleout.handle(),
         };
         control.run(&stop, &reload, &cmd_rx);
         worker_stop.store(true, Ordering::Relaxed);
@@ -305,6 +321,7 @@ pub fn run(config_path: &Path) -> Result<(), String> {
     })();
     drop(api_server);
     drop(capture);
+    drop(scaleout);
     // Frames still in the rings go back to the pool before the ports close.
     while rings.to_control.pop().is_some() {}
     while rings.to_kernel.pop().is_some() {}

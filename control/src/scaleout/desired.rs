@@ -1,0 +1,293 @@
+//! Which VIPs this box should announce, and why (pure: decided from the snapshot the workers
+//! forward by, the health checks' state and the box's own state).
+//!
+//! A VIP is announced while vipd forwards (every worker runs a snapshot), the box is neither
+//! drained nor stopping, and at least one real server of one of the VIP's services can take
+//! its traffic: up by its health checks and with its next hop resolved. A drained real server
+//! (weight 0) still counts, since its established connections must keep reaching this box.
+//! Before a VIP is first announced, a real server with a health check counts only once a
+//! check has succeeded: the checker starts every real server up, and a box whose
+//! real-server segment is broken must not draw traffic while `fall` checks fail. Afterwards
+//! the VIP follows the checks' verdicts (rise/fall), like the dataplane.
+
+use crate::backend_slots::RsIdentity;
+use crate::config::{Proto, ServiceKey};
+use std::collections::{BTreeMap, HashSet};
+use std::net::IpAddr;
+use vipd_dataplane::snapshot::Snapshot;
+
+/// What the box is doing, besides forwarding.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct BoxState {
+    /// Every worker forwards by a snapshot.
+    pub forwarding: bool,
+    /// The operator's maintenance switch (`vipctl drain --box`).
+    pub drained: bool,
+    /// vipd is stopping (SIGTERM/SIGINT).
+    pub stopping: bool,
+}
+
+/// The health checks as the decision sees them.
+pub struct Checks<'a> {
+    /// Real servers that have a health check.
+    pub checked: &'a HashSet<RsIdentity>,
+    /// Real servers whose check has succeeded at least once.
+    pub confirmed: &'a HashSet<RsIdentity>,
+    /// VIPs announced before (their real servers then follow the verdicts alone).
+    pub announced_before: &'a HashSet<IpAddr>,
+}
+
+/// The decision for one VIP.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VipDecision {
+    /// The VIP.
+    pub vip: IpAddr,
+    /// Announce it.
+    pub announce: bool,
+    /// Why (for logs and the API).
+    pub reason: String,
+    /// Real servers that can take its traffic.
+    pub ready: usize,
+    /// Real servers of its services.
+    pub total: usize,
+}
+
+#[derive(Default)]
+struct Count {
+    total: usize,
+    up: usize,
+    resolved: usize,
+    ready: usize,
+}
+
+/// The decision for every VIP of `snap`, in address order.
+pub fn decide(snap: &Snapshot, state: BoxState, checks: &Checks) -> Vec<VipDecision> {
+    let mut per_vip: BTreeMap<IpAddr, Count> = BTreeMap::new();
+    for s in &snap.services {
+        let c = per_vip.entry(s.vip).or_default();
+        let Some(proto) = Proto::from_number(s.proto) else {
+            continue;
+        };
+        let key = ServiceKey {
+            vip: s.vip,
+            proto,
+            port: s.port,
+        };
+        for b in s.backends.iter().filter_map(|&id| snap.backend(id)) {
+            c.total += 1;
+            if !b.up {
+                continue;
+            }
+            c.up += 1;
+            if b.next_hop_mac.is_none() {
+                continue;
+            }
+            c.resolved += 1;
+            let id: RsIdentity = (key, b.addr, b.port);
+            if checks.announced_before.contains(&s.vip)
+                || !checks.checked.contains(&id)
+                || checks.confirmed.contains(&id)
+            {
+                c.ready += 1;
+            }
+        }
+    }
+    per_vip
+        .into_iter()
+        .map(|(vip, c)| {
+            let reason = if state.stopping {
+                "vipd is stopping".to_string()
+            } else if state.drained {
+                "box drained (vipctl drain --box)".to_string()
+            } else if !state.forwarding {
+                "workers not forwarding yet".to_string()
+            } else if c.total == 0 {
+                "no real server".to_string()
+            } else if c.up == 0 {
+                format!("no real server up ({} down)", c.total)
+            } else if c.resolved == 0 {
+                format!("next hop of its {} real server(s) up not resolved", c.up)
+            } else if c.ready == 0 {
+                "waiting for a first successful health check".to_string()
+            } else {
+                format!("{} of {} real server(s) up", c.ready, c.total)
+            };
+            let announce = !state.stopping && !state.drained && state.forwarding && c.ready > 0;
+            VipDecision {
+                vip,
+                announce,
+                reason,
+                ready: c.ready,
+                total: c.total,
+            }
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+    use vipd_dataplane::sched::SchedulerKind;
+    use vipd_dataplane::snapshot::{BackendSpec, FwdMode, PortInfo, ServiceSpec};
+    use vipd_dataplane::wire::MacAddr;
+
+    const MAC: MacAddr = MacAddr([2, 0, 0, 0, 0, 9]);
+
+    fn snap(rs: &[(&str, bool)], resolved: bool) -> Snapshot {
+        let port = PortInfo {
+            ipv4: Some("10.0.0.10/24".parse().unwrap()),
+            ..PortInfo::default()
+        };
+        let spec = |vip: &str, id0: u32| ServiceSpec {
+            vip: vip.parse().unwrap(),
+            proto: 6,
+            port: 80,
+            scheduler: SchedulerKind::Maglev,
+            drop_dead_flows: true,
+            backends: rs
+                .iter()
+                .enumerate()
+                .map(|(i, &(ip, up))| BackendSpec {
+                    id: id0 + i as u32,
+                    addr: ip.parse().unwrap(),
+                    port: 80,
+                    weight: 1,
+                    mode: FwdMode::Dr,
+                    up,
+                    sorry: false,
+                })
+                .collect(),
+        };
+        let mut neighbours = HashMap::new();
+        if resolved {
+            for (ip, _) in rs {
+                neighbours.insert(ip.parse().unwrap(), MAC);
+            }
+        }
+        let services = [spec("10.0.100.2", 0), spec("10.0.100.1", 10)];
+        Snapshot::build(1, vec![port], &services, &neighbours, 251).unwrap()
+    }
+
+    const RUNNING: BoxState = BoxState {
+        forwarding: true,
+        drained: false,
+        stopping: false,
+    };
+
+    fn id(vip: &str, ip: &str) -> RsIdentity {
+        let key = ServiceKey {
+            vip: vip.parse().unwrap(),
+            proto: Proto::Tcp,
+            port: 80,
+        };
+        (key, ip.parse().unwrap(), 80)
+    }
+
+    fn decide_plain(s: &Snapshot, state: BoxState) -> Vec<VipDecision> {
+        let none = HashSet::new();
+        decide(
+            s,
+            state,
+            &Checks {
+                checked: &none,
+                confirmed: &none,
+                announced_before: &HashSet::new(),
+            },
+        )
+    }
+
+    #[test]
+    fn announced_while_a_real_server_is_up_in_address_order() {
+        let d = decide_plain(
+            &snap(&[("10.0.0.21", false), ("10.0.0.22", true)], true),
+            RUNNING,
+        );
+        assert_eq!(d.len(), 2);
+        assert_eq!(d[0].vip.to_string(), "10.0.100.1");
+        assert!(d.iter().all(|v| v.announce), "{d:?}");
+        assert_eq!(d[0].reason, "1 of 2 real server(s) up");
+    }
+
+    #[test]
+    fn withdrawn_when_none_is_up_or_resolved() {
+        let d = decide_plain(&snap(&[("10.0.0.21", false)], true), RUNNING);
+        assert!(!d[0].announce);
+        assert_eq!(d[0].reason, "no real server up (1 down)");
+        let d = decide_plain(&snap(&[("10.0.0.21", true)], false), RUNNING);
+        assert!(!d[0].announce);
+        assert!(d[0].reason.contains("not resolved"), "{}", d[0].reason);
+    }
+
+    #[test]
+    fn box_state_withdraws_everything() {
+        let s = snap(&[("10.0.0.21", true)], true);
+        for (state, why) in [
+            (
+                BoxState {
+                    drained: true,
+                    ..RUNNING
+                },
+                "box drained",
+            ),
+            (
+                BoxState {
+                    stopping: true,
+                    drained: true,
+                    ..RUNNING
+                },
+                "vipd is stopping",
+            ),
+            (
+                BoxState {
+                    forwarding: false,
+                    ..RUNNING
+                },
+                "workers not forwarding",
+            ),
+        ] {
+            let d = decide_plain(&s, state);
+            assert!(
+                d.iter().all(|v| !v.announce && v.reason.starts_with(why)),
+                "{d:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn first_announcement_waits_for_a_successful_check() {
+        let s = snap(&[("10.0.0.21", true), ("10.0.0.22", true)], true);
+        let checked: HashSet<RsIdentity> = [
+            id("10.0.100.1", "10.0.0.21"),
+            id("10.0.100.1", "10.0.0.22"),
+            id("10.0.100.2", "10.0.0.21"),
+            id("10.0.100.2", "10.0.0.22"),
+        ]
+        .into();
+        let mut confirmed = HashSet::new();
+        let mut before = HashSet::new();
+        let run = |confirmed: &HashSet<RsIdentity>, before: &HashSet<IpAddr>| {
+            decide(
+                &s,
+                RUNNING,
+                &Checks {
+                    checked: &checked,
+                    confirmed,
+                    announced_before: before,
+                },
+            )
+        };
+        let d = run(&confirmed, &before);
+        assert!(d
+            .iter()
+            .all(|v| !v.announce && v.reason.contains("first successful")));
+        confirmed.insert(id("10.0.100.1", "10.0.0.22"));
+        let d = run(&confirmed, &before);
+        assert!(d[0].announce && !d[1].announce, "{d:?}");
+        // Once announced, the verdicts alone count (a check added later withdraws nothing).
+        before.insert("10.0.100.2".parse().unwrap());
+        let d = run(&HashSet::new(), &before);
+        assert!(!d[0].announce && d[1].announce, "{d:?}");
+        assert_eq!(d[1].ready, 2);
+    }
+}
