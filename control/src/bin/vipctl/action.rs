@@ -114,6 +114,13 @@ pub enum Action {
     Metrics,
     /// `reload`.
     Reload,
+    /// `drain --box` (true) / `resume --box` (false).
+    DrainBox(bool),
+    /// `box`.
+    Box {
+        /// `--json`.
+        json: bool,
+    },
 }
 
 /// A usage error: said in one line, exit status 2 (as ipvsadm).

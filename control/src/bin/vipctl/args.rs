@@ -115,6 +115,8 @@ pub struct Cli {
     exact: bool,
     #[arg(long = "json", global = true)]
     json: bool,
+    #[arg(long = "box", global = true)]
+    box_: bool,
 
     /// vipd's API address.
     #[arg(long = "api", env = "VIPCTL_API", default_value = DEFAULT_API, global = true)]
@@ -149,6 +151,10 @@ enum Verb {
     Reload,
     /// Same as -S.
     Save,
+    /// `resume --box`: the box announces its VIPs again.
+    Resume,
+    /// The box's scale-out state.
+    Box,
 }
 
 impl Cli {
@@ -185,6 +191,7 @@ impl Cli {
             ("rate", self.rate),
             ("exact", self.exact),
             ("json", self.json),
+            ("box", self.box_),
         ]
         .into_iter()
         .filter(|(_, on)| *on)
@@ -204,7 +211,10 @@ impl Cli {
             ));
         }
         let verb = self.verb.map(|v| match v {
+            Verb::Drain if self.box_ => Cmd::DrainBox,
             Verb::Drain => Cmd::Drain,
+            Verb::Resume => Cmd::ResumeBox,
+            Verb::Box => Cmd::Box,
             Verb::Health => Cmd::Health,
             Verb::Status => Cmd::Status,
             Verb::Stats => Cmd::Stats,
@@ -436,6 +446,9 @@ impl Cli {
             Cmd::Stats => Action::Stats { json: self.json },
             Cmd::Metrics => Action::Metrics,
             Cmd::Reload => Action::Reload,
+            Cmd::DrainBox => Action::DrainBox(true),
+            Cmd::ResumeBox => Action::DrainBox(false),
+            Cmd::Box => Action::Box { json: self.json },
         })
     }
 

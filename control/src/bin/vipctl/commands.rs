@@ -19,6 +19,11 @@ pub enum Cmd {
     Stats,
     Metrics,
     Reload,
+    /// `drain --box` / `resume --box`: the box's maintenance switch (scale-out).
+    DrainBox,
+    ResumeBox,
+    /// `box`: the box's scale-out state.
+    Box,
 }
 
 impl Cmd {
@@ -41,6 +46,9 @@ impl Cmd {
             Cmd::Stats => "stats",
             Cmd::Metrics => "metrics",
             Cmd::Reload => "reload",
+            Cmd::DrainBox => "drain --box",
+            Cmd::ResumeBox => "resume --box",
+            Cmd::Box => "box",
         }
     }
 }
@@ -112,6 +120,8 @@ pub fn allowed(cmd: Cmd) -> (Vec<&'static str>, &'static [&'static str]) {
         Cmd::Health => (vec!["service", "json"], &[]),
         Cmd::Status | Cmd::Stats => (vec!["json"], &[]),
         Cmd::Set | Cmd::Metrics | Cmd::Reload => (vec![], &[]),
+        Cmd::DrainBox | Cmd::ResumeBox => (vec!["box"], &["box"]),
+        Cmd::Box => (vec!["json"], &[]),
     }
 }
 
@@ -145,6 +155,7 @@ pub fn option_text(name: &str) -> &'static str {
         "rate" => "--rate",
         "exact" => "--exact",
         "json" => "--json",
+        "box" => "--box",
         _ => "an option",
     }
 }

@@ -6,6 +6,7 @@
 
 mod action;
 mod args;
+mod boxes;
 mod client;
 mod commands;
 mod render;
@@ -117,6 +118,15 @@ fn run(c: &Client, action: &Action) -> Result<String, Failure> {
         Action::Status { json } => listing(c.get("/api/v1/status", &[])?, *json, &render::status),
         Action::Stats { json } => listing(c.get("/api/v1/stats", &[])?, *json, &render::stats),
         Action::Metrics => c.get_text("/metrics")?,
+        Action::DrainBox(on) => {
+            let path = if *on {
+                "/api/v1/box/drain"
+            } else {
+                "/api/v1/box/resume"
+            };
+            boxes::switched(&c.send(Method::Post, path, None)?)
+        }
+        Action::Box { json } => listing(c.get("/api/v1/box", &[])?, *json, &boxes::status),
         Action::Reload => {
             let v = c.send(Method::Post, "/api/v1/reload", None)?;
             format!(

@@ -20,6 +20,7 @@ Usage:
   vipctl health [-t|u service-address] [--json]
   vipctl status|stats [--json]
   vipctl metrics|reload
+  vipctl drain|resume --box       vipctl box [--json]
   vipctl -h|-v
 
 Commands:
@@ -42,6 +43,12 @@ Either long or short options are allowed.
   stats                       every dataplane counter (each drop reason), summed and per worker
   metrics                     what Prometheus scrapes from /metrics
   reload                      re-read vipd's configuration file (as SIGHUP)
+  drain --box                 scale-out maintenance switch: withdraw every VIP from BGP, keep
+                              forwarding what the router still sends (returns once withdrawn)
+  resume --box                announce the VIPs again (those with a real server up)
+  box                         the box's scale-out state: drain switch, each VIP's announcement
+                              and why, the consistent-hash tables' fingerprints (equal on
+                              every box of one ECMP group)
   --help            -h        display this help message
   --version         -v        display the version
 

@@ -199,3 +199,16 @@ fn help_names_every_long_option() {
         );
     }
 }
+
+#[test]
+fn box_switch_and_status() {
+    assert_eq!(ok("drain --box"), Action::DrainBox(true));
+    assert_eq!(ok("resume --box"), Action::DrainBox(false));
+    assert_eq!(ok("box --json"), Action::Box { json: true });
+    assert_eq!(refused("resume"), "resume --box needs --box");
+    assert_eq!(
+        refused("drain --box -t 10.0.0.1:80"),
+        "illegal option -t|-u service-address with drain --box"
+    );
+    assert_eq!(refused("-L --box"), "illegal option --box with --list (-L)");
+}
