@@ -5,6 +5,7 @@
 
 use crate::backend_slots::{BackendSlots, RsIdentity};
 use crate::config::{CheckSpec, Config, Valid};
+use crate::health::Target;
 use crate::snapshot_build::{self, Applied, Inputs};
 use std::collections::{HashMap, HashSet};
 use std::net::IpAddr;
@@ -144,6 +145,18 @@ impl Running {
     /// Every health check to run.
     pub fn targets(&self) -> Vec<(RsIdentity, CheckSpec)> {
         targets_of(&self.valid)
+    }
+
+    /// Every health check to run, in the checker's terms (with the state it starts from).
+    pub fn check_targets(&self) -> Vec<Target> {
+        self.targets()
+            .into_iter()
+            .map(|(id, spec)| Target {
+                up: self.is_up(&id),
+                id,
+                spec,
+            })
+            .collect()
     }
 }
 

@@ -172,15 +172,7 @@ impl Control<'_> {
     }
 
     fn targets(&self) -> Vec<Target> {
-        self.running
-            .targets()
-            .into_iter()
-            .map(|(id, spec)| Target {
-                up: self.running.is_up(&id),
-                id,
-                spec,
-            })
-            .collect()
+        self.running.check_targets()
     }
 
     fn slot_list(&self) -> Vec<((ServiceKey, IpAddr, u16), u32)> {

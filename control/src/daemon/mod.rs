@@ -218,11 +218,14 @@ pub fn run(config_path: &Path) -> Result<(), String> {
     let (cmd_tx, cmd_rx) = unbounded();
     let (transition_tx, transition_rx) = unbounded();
     let checker = Checker::spawn(transition_tx)?;
+    // Before the scale-out thread looks: which real servers have a check is known from start.
+    checker.set_targets(running.check_targets());
     let scaleout = Scaleout::spawn(
         bird,
         scaleout::Sources {
             snapshot: Arc::clone(&snapshot),
             health: checker.status(),
+            checks: checker.targets(),
             workers: counters.clone(),
         },
     )?;

@@ -108,6 +108,11 @@ impl Checker {
     pub fn status(&self) -> StatusMap {
         Arc::clone(&self.status)
     }
+
+    /// The checks to run, as they change.
+    pub fn targets(&self) -> watch::Receiver<Vec<Target>> {
+        self.targets.subscribe()
+    }
 }
 
 impl Drop for Checker {

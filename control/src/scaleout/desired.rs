@@ -5,10 +5,15 @@
 //! drained nor stopping, and at least one real server of one of the VIP's services can take
 //! its traffic: up by its health checks and with its next hop resolved. A drained real server
 //! (weight 0) still counts, since its established connections must keep reaching this box.
-//! Before a VIP is first announced, a real server with a health check counts only once a
-//! check has succeeded: the checker starts every real server up, and a box whose
-//! real-server segment is broken must not draw traffic while `fall` checks fail. Afterwards
-//! the VIP follows the checks' verdicts (rise/fall), like the dataplane.
+//!
+//! A VIP that is not announced (a box starting, or back from an outage that took its real
+//! servers down) is announced only once its real servers have settled: each checked one's
+//! state agrees with its last check (the checker starts every real server up, unchecked; after
+//! an outage they come back one check at a time) and each one up has its next hop resolved.
+//! Until then this box's Maglev table would differ from the other boxes', and the connections
+//! the router moves here would reach other real servers. A VIP held this way for too long
+//! (a real server that keeps flapping) is announced all the same. Once announced, a VIP follows
+//! the verdicts (rise/fall) like the dataplane, and is withdrawn when no real server is left.
 
 use crate::backend_slots::RsIdentity;
 use crate::config::{Proto, ServiceKey};
@@ -27,14 +32,15 @@ pub struct BoxState {
     pub stopping: bool,
 }
 
-/// The health checks as the decision sees them.
+/// What the decision needs besides the snapshot.
 pub struct Checks<'a> {
-    /// Real servers that have a health check.
-    pub checked: &'a HashSet<RsIdentity>,
-    /// Real servers whose check has succeeded at least once.
-    pub confirmed: &'a HashSet<RsIdentity>,
-    /// VIPs announced before (their real servers then follow the verdicts alone).
-    pub announced_before: &'a HashSet<IpAddr>,
+    /// Real servers whose health check has not settled: never run yet, or their last check
+    /// disagrees with their state (on the way up or down).
+    pub unsettled: &'a HashSet<RsIdentity>,
+    /// VIPs announced now.
+    pub announced: &'a HashSet<IpAddr>,
+    /// VIPs held for their real servers to settle for too long: announced all the same.
+    pub overdue: &'a HashSet<IpAddr>,
 }
 
 /// The decision for one VIP.
@@ -50,14 +56,18 @@ pub struct VipDecision {
     pub ready: usize,
     /// Real servers of its services.
     pub total: usize,
+    /// It could be announced but waits for its real servers to settle.
+    pub waiting: bool,
 }
 
 #[derive(Default)]
 struct Count {
     total: usize,
     up: usize,
-    resolved: usize,
+    /// Up with the next hop resolved.
     ready: usize,
+    /// Not settled (check, or next hop of one up).
+    pending: usize,
 }
 
 /// The decision for every VIP of `snap`, in address order.
@@ -75,26 +85,27 @@ pub fn decide(snap: &Snapshot, state: BoxState, checks: &Checks) -> Vec<VipDecis
         };
         for b in s.backends.iter().filter_map(|&id| snap.backend(id)) {
             c.total += 1;
+            let id: RsIdentity = (key, b.addr, b.port);
+            let settled = !checks.unsettled.contains(&id);
             if !b.up {
+                c.pending += usize::from(!settled);
                 continue;
             }
             c.up += 1;
-            if b.next_hop_mac.is_none() {
-                continue;
-            }
-            c.resolved += 1;
-            let id: RsIdentity = (key, b.addr, b.port);
-            if checks.announced_before.contains(&s.vip)
-                || !checks.checked.contains(&id)
-                || checks.confirmed.contains(&id)
-            {
+            if b.next_hop_mac.is_some() {
                 c.ready += 1;
+                c.pending += usize::from(!settled);
+            } else {
+                c.pending += 1;
             }
         }
     }
     per_vip
         .into_iter()
         .map(|(vip, c)| {
+            let running = !state.stopping && !state.drained && state.forwarding;
+            let held =
+                !checks.announced.contains(&vip) && c.pending > 0 && !checks.overdue.contains(&vip);
             let reason = if state.stopping {
                 "vipd is stopping".to_string()
             } else if state.drained {
@@ -105,20 +116,24 @@ pub fn decide(snap: &Snapshot, state: BoxState, checks: &Checks) -> Vec<VipDecis
                 "no real server".to_string()
             } else if c.up == 0 {
                 format!("no real server up ({} down)", c.total)
-            } else if c.resolved == 0 {
-                format!("next hop of its {} real server(s) up not resolved", c.up)
             } else if c.ready == 0 {
-                "waiting for a first successful health check".to_string()
+                format!("next hop of its {} real server(s) up not resolved", c.up)
+            } else if held {
+                format!(
+                    "waiting for {} of {} real server(s) to settle (health check or next hop)",
+                    c.pending, c.total
+                )
             } else {
                 format!("{} of {} real server(s) up", c.ready, c.total)
             };
-            let announce = !state.stopping && !state.drained && state.forwarding && c.ready > 0;
+            let ready = running && c.ready > 0;
             VipDecision {
                 vip,
-                announce,
+                announce: ready && !held,
                 reason,
                 ready: c.ready,
                 total: c.total,
+                waiting: ready && held,
             }
         })
         .collect()
@@ -185,14 +200,13 @@ mod tests {
     }
 
     fn decide_plain(s: &Snapshot, state: BoxState) -> Vec<VipDecision> {
-        let none = HashSet::new();
         decide(
             s,
             state,
             &Checks {
-                checked: &none,
-                confirmed: &none,
-                announced_before: &HashSet::new(),
+                unsettled: &HashSet::new(),
+                announced: &HashSet::new(),
+                overdue: &HashSet::new(),
             },
         )
     }
@@ -255,39 +269,41 @@ mod tests {
     }
 
     #[test]
-    fn first_announcement_waits_for_a_successful_check() {
+    fn a_new_announcement_waits_for_the_real_servers_to_settle() {
         let s = snap(&[("10.0.0.21", true), ("10.0.0.22", true)], true);
-        let checked: HashSet<RsIdentity> = [
-            id("10.0.100.1", "10.0.0.21"),
-            id("10.0.100.1", "10.0.0.22"),
-            id("10.0.100.2", "10.0.0.21"),
-            id("10.0.100.2", "10.0.0.22"),
-        ]
-        .into();
-        let mut confirmed = HashSet::new();
-        let mut before = HashSet::new();
-        let run = |confirmed: &HashSet<RsIdentity>, before: &HashSet<IpAddr>| {
+        let vip1: IpAddr = "10.0.100.1".parse().unwrap();
+        let unsettled: HashSet<RsIdentity> = [id("10.0.100.1", "10.0.0.22")].into();
+        let none = HashSet::new();
+        let run = |announced: &HashSet<IpAddr>, overdue: &HashSet<IpAddr>| {
             decide(
                 &s,
                 RUNNING,
                 &Checks {
-                    checked: &checked,
-                    confirmed,
-                    announced_before: before,
+                    unsettled: &unsettled,
+                    announced,
+                    overdue,
                 },
             )
         };
-        let d = run(&confirmed, &before);
-        assert!(d
-            .iter()
-            .all(|v| !v.announce && v.reason.contains("first successful")));
-        confirmed.insert(id("10.0.100.1", "10.0.0.22"));
-        let d = run(&confirmed, &before);
-        assert!(d[0].announce && !d[1].announce, "{d:?}");
-        // Once announced, the verdicts alone count (a check added later withdraws nothing).
-        before.insert("10.0.100.2".parse().unwrap());
-        let d = run(&HashSet::new(), &before);
-        assert!(!d[0].announce && d[1].announce, "{d:?}");
-        assert_eq!(d[1].ready, 2);
+        // 10.0.100.1 has a real server whose check has not settled: held; the other goes.
+        let d = run(&none, &none);
+        assert!(!d[0].announce && d[0].waiting, "{d:?}");
+        assert_eq!(
+            d[0].reason,
+            "waiting for 1 of 2 real server(s) to settle (health check or next hop)"
+        );
+        assert!(d[1].announce && !d[1].waiting, "{d:?}");
+        // Announced already: it stays (the verdicts rule from here on).
+        let d = run(&[vip1].into(), &none);
+        assert!(
+            d[0].announce && d[0].reason == "2 of 2 real server(s) up",
+            "{d:?}"
+        );
+        // Held too long: announced all the same.
+        let d = run(&none, &[vip1].into());
+        assert!(d[0].announce, "{d:?}");
+        // A real server that is down and settled holds nothing.
+        let s = snap(&[("10.0.0.21", true), ("10.0.0.22", false)], true);
+        assert!(decide_plain(&s, RUNNING).iter().all(|d| d.announce));
     }
 }

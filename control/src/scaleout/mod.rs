@@ -38,6 +38,8 @@ use vipd_dataplane::snapshot::Snapshot;
 const TICK: Duration = Duration::from_millis(50);
 /// Longest vipd waits at shutdown for bird to confirm the withdrawal.
 const STOP_GIVE_UP: Duration = Duration::from_secs(5);
+/// Longest a VIP that could be announced waits for its real servers to settle.
+const SETTLE_CAP: Duration = Duration::from_secs(30);
 
 /// Serialize with `Display`.
 pub(crate) fn display<T: std::fmt::Display, S: serde::Serializer>(
@@ -234,6 +236,8 @@ pub struct Sources {
     pub snapshot: Arc<ArcSwap<Snapshot>>,
     /// The health checks' state.
     pub health: StatusMap,
+    /// The health checks configured.
+    pub checks: tokio::sync::watch::Receiver<Vec<crate::health::Target>>,
     /// Each worker's counters (the generation it forwards by).
     pub workers: Vec<Arc<WorkerCounters>>,
 }
@@ -285,8 +289,8 @@ impl Scaleout {
             status,
             quit: Arc::clone(&quit),
             box_state: BoxState::default(),
-            confirmed: HashSet::new(),
-            announced_before: HashSet::new(),
+            announced: HashSet::new(),
+            held_since: BTreeMap::new(),
             tables: (u64::MAX, Vec::new()),
             logged: BTreeMap::new(),
             reconcile_at: Instant::now(),
@@ -328,8 +332,10 @@ struct Thread {
     status: Arc<ArcSwap<BoxStatus>>,
     quit: Arc<AtomicBool>,
     box_state: BoxState,
-    confirmed: HashSet<RsIdentity>,
-    announced_before: HashSet<IpAddr>,
+    /// VIPs announced (as last decided).
+    announced: HashSet<IpAddr>,
+    /// VIPs that could be announced but wait for their real servers to settle, since when.
+    held_since: BTreeMap<IpAddr, Instant>,
     /// The fingerprints and the generation they were computed for.
     tables: (u64, Vec<TableFingerprint>),
     /// Each VIP's decision as last logged.
@@ -382,20 +388,34 @@ impl Thread {
     fn step(&mut self, now: Instant) {
         let snap = self.sources.snapshot.load_full();
         self.box_state.forwarding = self.sources.workers.iter().all(|w| w.generation() > 0);
-        let checked = self.health_checked();
+        let unsettled = self.unsettled();
+        let overdue: HashSet<IpAddr> = self
+            .held_since
+            .iter()
+            .filter(|(_, &since)| now.duration_since(since) >= SETTLE_CAP)
+            .map(|(v, _)| *v)
+            .collect();
         let decisions = desired::decide(
             &snap,
             self.box_state,
             &Checks {
-                checked: &checked,
-                confirmed: &self.confirmed,
-                announced_before: &self.announced_before,
+                unsettled: &unsettled,
+                announced: &self.announced,
+                overdue: &overdue,
             },
         );
-        let vips: HashSet<IpAddr> = decisions.iter().map(|d| d.vip).collect();
-        self.announced_before.retain(|v| vips.contains(v));
-        self.announced_before
-            .extend(decisions.iter().filter(|d| d.announce).map(|d| d.vip));
+        self.announced = decisions
+            .iter()
+            .filter(|d| d.announce)
+            .map(|d| d.vip)
+            .collect();
+        for d in &decisions {
+            if d.waiting {
+                self.held_since.entry(d.vip).or_insert(now);
+            } else {
+                self.held_since.remove(&d.vip);
+            }
+        }
         self.log_changes(&decisions);
         let want: BTreeMap<IpAddr, bool> = decisions.iter().map(|d| (d.vip, d.announce)).collect();
         let result = match self.driver.as_mut() {
@@ -416,18 +436,17 @@ impl Thread {
         self.publish(&snap, decisions);
     }
 
-    /// The real servers that have a check; updates those whose check has succeeded.
-    fn health_checked(&mut self) -> HashSet<RsIdentity> {
+    /// The real servers whose check has not settled: not run yet, or its last outcome
+    /// disagrees with the state (a streak towards rise or fall).
+    fn unsettled(&self) -> HashSet<RsIdentity> {
+        let checked: Vec<RsIdentity> = self.sources.checks.borrow().iter().map(|t| t.id).collect();
         let Ok(map) = self.sources.health.lock() else {
-            return HashSet::new();
+            return checked.into_iter().collect();
         };
-        self.confirmed.retain(|id| map.contains_key(id));
-        for (id, st) in map.iter() {
-            if st.checks > 0 && st.last_outcome == "ok" {
-                self.confirmed.insert(*id);
-            }
-        }
-        map.keys().copied().collect()
+        checked
+            .into_iter()
+            .filter(|id| map.get(id).is_none_or(|st| st.checks == 0 || st.streak > 0))
+            .collect()
     }
 
     fn log_changes(&mut self, decisions: &[VipDecision]) {
