@@ -429,7 +429,7 @@ impl Thread {
             }
             None => Ok(()),
         };
-        self.answer(&result, &want, now);
+        self.answer(&result, &want);
         if self.tables.0 != snap.generation {
             self.tables = (snap.generation, tables::fingerprints(&snap));
         }
@@ -466,8 +466,10 @@ impl Thread {
             .retain(|v, _| decisions.iter().any(|d| d.vip == *v));
     }
 
-    /// Answer the drain and stop requests waiting for bird.
-    fn answer(&mut self, result: &Result<(), String>, want: &BTreeMap<IpAddr, bool>, now: Instant) {
+    /// Answer the drain and stop requests waiting for bird (which holds `want` now, or
+    /// `result` says why not).
+    fn answer(&mut self, result: &Result<(), String>, want: &BTreeMap<IpAddr, bool>) {
+        let now = Instant::now();
         let announced: Vec<IpAddr> = want.iter().filter(|(_, &on)| on).map(|(v, _)| *v).collect();
         for (reply, at) in self.drains.drain(..) {
             let answer = result.clone().map(|()| DrainOutcome {
