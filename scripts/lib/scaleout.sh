@@ -132,7 +132,7 @@ _vipd_scaleout_box_conf() { # PREFIX K
   local dir
   dir=$(vipd_scaleout_box_dir "$1" "$2")
   sed -e "s/10\.0\.0\.11/10.77.0.$((10 + $2))/g" -e 's/10\.0\.0\.1\b/10.77.0.1/g' \
-    -e "s|/etc/bird/vipd-vips.conf|$dir/vips.conf|" "$VIPD_SCALEOUT_EXAMPLES/bird-vipd.conf"
+    -e "s|/var/lib/vipd/bird-vips.conf|$dir/vips.conf|" "$VIPD_SCALEOUT_EXAMPLES/bird-vipd.conf"
 }
 
 # Runs in a child `bash -e` (see vipd_scaleout_up).

@@ -467,7 +467,7 @@ impl Default for BgpConfig {
         BgpConfig {
             daemon: "bird".into(),
             socket: PathBuf::from("/run/bird/bird.ctl"),
-            protocols_file: PathBuf::from("/etc/bird/vipd-vips.conf"),
+            protocols_file: PathBuf::from("/var/lib/vipd/bird-vips.conf"),
             protocol_prefix: "vipd".into(),
             reconcile_interval: 5.0,
             withdraw_wait: 1.0,

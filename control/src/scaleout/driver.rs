@@ -248,8 +248,17 @@ impl BirdDriver {
             Err(e) => {
                 self.status.errors += 1;
                 self.lost(now);
+                let hint = match &e {
+                    BirdError::Io(io) if io.kind() == std::io::ErrorKind::PermissionDenied => {
+                        " (the socket belongs to bird's group: run vipd with that group, e.g. SupplementaryGroups=bird in its systemd unit)"
+                    }
+                    BirdError::Io(io) if io.kind() == std::io::ErrorKind::NotFound => {
+                        " (is bird running, with this control socket?)"
+                    }
+                    _ => "",
+                };
                 Err(format!(
-                    "cannot reach bird at {}: {e}",
+                    "cannot reach bird at {}: {e}{hint}",
                     self.cfg.socket.display()
                 ))
             }

@@ -6,6 +6,7 @@
 
 use std::io::Write;
 use std::net::IpAddr;
+use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 
 /// The protocol name of `vip`: `PREFIX_10_77_100_1`, or the eight groups of an IPv6 address
@@ -56,6 +57,8 @@ pub fn write_atomically(path: &Path, text: &str) -> std::io::Result<()> {
         .map_or_else(|| "vipd-vips".into(), |n| n.to_string_lossy().into_owned());
     let tmp = dir.join(format!(".{file_name}.tmp"));
     let mut f = std::fs::File::create(&tmp)?;
+    // bird reads it as its own user; vipd's umask (0027 in its unit) would hide it.
+    f.set_permissions(std::fs::Permissions::from_mode(0o644))?;
     f.write_all(text.as_bytes())?;
     f.sync_all()?;
     drop(f);
@@ -114,6 +117,8 @@ mod tests {
         write_atomically(&p, "one").unwrap();
         write_atomically(&p, "two").unwrap();
         assert_eq!(std::fs::read_to_string(&p).unwrap(), "two");
+        let mode = std::fs::metadata(&p).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o644, "bird, another user, must read it");
         assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1);
     }
 }

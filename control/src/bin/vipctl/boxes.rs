@@ -117,7 +117,7 @@ mod tests {
     fn status_lines() {
         let v = json!({
             "drained": false, "stopping": false, "forwarding": true, "generation": 4,
-            "bgp": {"daemon": "bird", "socket": "/run/bird/bird.ctl", "protocols_file": "/etc/bird/vipd-vips.conf",
+            "bgp": {"daemon": "bird", "socket": "/run/bird/bird.ctl", "protocols_file": "/var/lib/vipd/bird-vips.conf",
                     "connected": true, "version": "2.0.12", "last_error": null, "commands": 3, "errors": 0},
             "vips": [{"vip": "10.77.100.1", "protocol": "vipd_10_77_100_1", "announce": true, "announced": true,
                       "reason": "3 of 3 real server(s) up", "real_servers_ready": 3, "real_servers": 3}],
@@ -129,7 +129,7 @@ mod tests {
         assert_eq!(lines[0], "Box: in service");
         assert_eq!(
             lines[1],
-            "BGP: bird at /run/bird/bird.ctl, connected to bird 2.0.12; protocols in /etc/bird/vipd-vips.conf"
+            "BGP: bird at /run/bird/bird.ctl, connected to bird 2.0.12; protocols in /var/lib/vipd/bird-vips.conf"
         );
         assert!(lines[3].starts_with("10.77.100.1 "), "{out}");
         assert!(
