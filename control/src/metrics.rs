@@ -114,6 +114,7 @@ pub fn render(shared: &Shared, view: &View) -> String {
     worker_families(shared, view, &mut f);
     control_families(view, &mut f);
     kernel_families(shared, &mut f);
+    scaleout_families(shared, &mut f);
     real_server_families(shared, view, &mut f);
     let mut out = Vec::new();
     if let Err(e) = TextEncoder::new().encode(&f.0, &mut out) {
@@ -124,6 +125,41 @@ pub fn render(shared: &Shared, view: &View) -> String {
 
 /// The exception path's families: frames and bytes each way per kernel interface, drops by
 /// interface and reason.
+/// The box's drain switch and, with `[bgp]`, each VIP's announcement (docs/scale-out.md).
+fn scaleout_families(shared: &Shared, f: &mut Families) {
+    let st = shared.scaleout.status();
+    let flag = |b: bool| f64::from(u8::from(b));
+    f.gauge(
+        "vipd_box_drained",
+        "1 while the box's maintenance switch is on (vipctl drain --box): its VIPs are withdrawn, forwarding goes on.",
+        vec![gauge(vec![], flag(st.drained))],
+    );
+    let Some(bgp) = &st.bgp else {
+        return;
+    };
+    f.gauge(
+        "vipd_bgp_connected",
+        "1 while vipd is connected to the BGP daemon's control socket.",
+        vec![gauge(vec![], flag(bgp.driver.connected))],
+    );
+    f.counter(
+        "vipd_bgp_errors_total",
+        "Commands to the BGP daemon, or connections to it, that failed.",
+        vec![counter(vec![], bgp.driver.errors)],
+    );
+    f.gauge(
+        "vipd_vip_announced",
+        "1 when the VIP is announced: vipd wants it announced and the BGP daemon holds it so.",
+        st.vips
+            .iter()
+            .map(|v| {
+                let on = v.announce && v.announced == Some(true);
+                gauge(vec![label("vip", &v.vip.to_string())], flag(on))
+            })
+            .collect(),
+    );
+}
+
 fn kernel_families(shared: &Shared, f: &mut Families) {
     let mut drops = Vec::new();
     for &c in KernelCounter::ALL {
@@ -550,7 +586,24 @@ mod tests {
             token: None,
             samplers: Vec::new(),
             listing: tokio::sync::Mutex::new(()),
-            scaleout: crate::scaleout::BoxHandle::detached(),
+            scaleout: crate::scaleout::BoxHandle::with_status(crate::scaleout::BoxStatus {
+                bgp: Some(crate::scaleout::BgpStatus {
+                    daemon: "bird".into(),
+                    socket: "/run/bird/bird.ctl".into(),
+                    protocols_file: "/var/lib/vipd/bird-vips.conf".into(),
+                    driver: Default::default(),
+                }),
+                vips: vec![crate::scaleout::VipStatus {
+                    vip: "10.0.100.1".parse().unwrap(),
+                    protocol: "vipd_10_0_100_1".into(),
+                    announce: true,
+                    announced: Some(true),
+                    reason: "1 of 1 real server(s) up".into(),
+                    real_servers_ready: 1,
+                    real_servers: 1,
+                }],
+                ..Default::default()
+            }),
         };
         render(&shared, &view)
     }

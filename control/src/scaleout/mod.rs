@@ -138,6 +138,14 @@ impl BoxHandle {
         }
     }
 
+    /// A handle to no thread showing `status` (tests of what reads it).
+    #[cfg(test)]
+    pub(crate) fn with_status(status: BoxStatus) -> BoxHandle {
+        let h = BoxHandle::detached();
+        h.status.store(Arc::new(status));
+        h
+    }
+
     /// The latest status.
     pub fn status(&self) -> Arc<BoxStatus> {
         self.status.load_full()
