@@ -197,6 +197,10 @@ fn driver_against_a_real_bird() {
     sync(&mut driver, &want(&[("10.77.100.1", false)]));
     assert_eq!(bird.states(), states(&[(a, "down")]));
     assert!(bird.routes().is_empty());
+    assert_eq!(
+        driver.status.errors, 1,
+        "only the connection lost at bird's restart is an error"
+    );
     drop(bird);
 
     // A bird.conf that does not include the file: vipd says so.
@@ -210,6 +214,7 @@ fn driver_against_a_real_bird() {
         .sync(&want(&[("10.77.100.1", true)]), Instant::now())
         .unwrap_err();
     assert!(e.contains("does bird.conf include"), "{e}");
+    assert_eq!(driver.status.errors, 1);
     // Withdrawing needs no protocol: nothing is announced, nothing to do.
     driver
         .sync(&want(&[("10.77.100.1", false)]), Instant::now())

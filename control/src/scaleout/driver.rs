@@ -201,7 +201,12 @@ impl BirdDriver {
         let states: BTreeMap<String, String> = match self.command(&pattern) {
             Ok(reply) => bird::protocol_states(&reply).into_iter().collect(),
             Err(BirdError::Refused { code: 8003, .. }) => BTreeMap::new(),
-            Err(e) => return Err(format!("{pattern}: {e}")),
+            Err(e) => {
+                if matches!(e, BirdError::Refused { .. }) {
+                    self.status.errors += 1;
+                }
+                return Err(format!("{pattern}: {e}"));
+            }
         };
         self.told.clear();
         for vip in want.keys() {
@@ -278,13 +283,11 @@ impl BirdDriver {
         };
         self.status.commands += 1;
         let r = conn.command(command);
-        match &r {
-            Ok(_) => {}
-            Err(BirdError::Refused { .. }) => self.status.errors += 1,
-            Err(_) => {
-                self.status.errors += 1;
-                self.lost(Instant::now());
-            }
+        // A refusal may be an answer (no protocol to withdraw): its caller counts the ones
+        // that are errors.
+        if let Err(BirdError::Io(_) | BirdError::Protocol(_)) = &r {
+            self.status.errors += 1;
+            self.lost(Instant::now());
         }
         r
     }
@@ -304,6 +307,7 @@ impl BirdDriver {
                 Ok(())
             }
             Err(BirdError::Refused { code: 8003, .. }) => {
+                self.status.errors += 1;
                 self.loaded = None;
                 self.configure_at = Some(Instant::now() + CONFIGURE_RETRY);
                 Err(format!(
@@ -311,16 +315,24 @@ impl BirdDriver {
                     self.cfg.protocols_file.display()
                 ))
             }
-            Err(e) => Err(format!("{verb} {name}: {e}")),
+            Err(e) => {
+                if matches!(e, BirdError::Refused { .. }) {
+                    self.status.errors += 1;
+                }
+                Err(format!("{verb} {name}: {e}"))
+            }
         }
     }
 
     fn configure(&mut self) -> Result<(), String> {
         match self.command("configure") {
             Ok(_) => Ok(()),
-            Err(BirdError::Refused { code, text, .. }) => Err(format!(
+            Err(BirdError::Refused { code, text, .. }) => {
+                self.status.errors += 1;
+                Err(format!(
                 "bird refused to reload its configuration ({code} {text}): vipd can still withdraw, but not add VIPs, until bird.conf loads"
-            )),
+            ))
+            }
             Err(e) => Err(format!("configure: {e}")),
         }
     }
