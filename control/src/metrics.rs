@@ -134,6 +134,20 @@ fn scaleout_families(shared: &Shared, f: &mut Families) {
         "1 while the box's maintenance switch is on (vipctl drain --box): its VIPs are withdrawn, forwarding goes on.",
         vec![gauge(vec![], flag(st.drained))],
     );
+    f.gauge(
+        "vipd_consistent_hash_table_info",
+        "Always 1; `fingerprint` hashes the service's Maglev table (every slot's real server): boxes sharing the VIP must show the same.",
+        st.tables
+            .iter()
+            .map(|t| {
+                let labels = vec![
+                    label("service", &service_label(&t.service)),
+                    label("fingerprint", &t.fingerprint),
+                ];
+                gauge(labels, 1.0)
+            })
+            .collect(),
+    );
     let Some(bgp) = &st.bgp else {
         return;
     };
@@ -601,6 +615,13 @@ mod tests {
                     reason: "1 of 1 real server(s) up".into(),
                     real_servers_ready: 1,
                     real_servers: 1,
+                }],
+                tables: vec![crate::scaleout::tables::TableFingerprint {
+                    service: key,
+                    scheduler: "maglev",
+                    size: 65537,
+                    real_servers: 1,
+                    fingerprint: "00112233445566778899aabbccddeeff".into(),
                 }],
                 ..Default::default()
             }),
