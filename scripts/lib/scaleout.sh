@@ -1,29 +1,25 @@
 # shellcheck shell=bash
 # vipd scale-out test bed: several vipd boxes behind a router that spreads each VIP's flows
-# over them by ECMP, the VIPs announced over BGP. A bash library (sources netns.sh and reuses
-# its real servers and helpers); safe under `set -euo pipefail`.
+# over them by ECMP, the VIPs announced over BGP. A bash library, safe under `set -euo
+# pipefail`: it builds netns.sh's bed in DR mode (client, router with the server segment's
+# bridge, real servers with the VIP on lo, default route via the router; netns.sh's LB
+# namespace stays unused) and adds to it:
 #
-#   client ns  PREFIX-client   as netns.sh: 192.168.77.2/24 (+ .3 .. .10), default via .1
-#       |
-#   router ns  PREFIX-router   PREFIX-rc0 192.168.77.1/24; ip_forward=1; ECMP hashing on the
-#       |                      5-tuple (fib_multipath_hash_policy=3, fib_multipath_hash_fields
-#       |                      =0x37); PREFIX-br0 bridge 10.77.0.1/24 (the boxes' and real
-#       |                      servers' segment); bird2 (AS 65000) from docs/examples/
-#       |                      bird-router.conf: eBGP + BFD (100 ms x 3) to every box, one
-#       |                      multipath route per VIP (merge paths)
+#   router ns  PREFIX-router   no static VIP routes: bird2 (AS 65000, from
+#       |                      docs/examples/bird-router.conf) learns them from the boxes over
+#       |                      eBGP + BFD (100 ms x 3) and installs one multipath route per
+#       |                      VIP (merge paths); ECMP hashes the 5-tuple
+#       |                      (fib_multipath_hash_policy=3, fib_multipath_hash_fields=0x37)
 #       +-- bridge port PREFIX-bbK -- PREFIX-bK in PREFIX-boxK (box K = 1..N_BOXES): no IP, no
-#       |                      ARP, no IPv6 (vipd's DPDK port through net_af_packet),
-#       |                      MAC 02:77:00:00:01:<K hex>; vipd's kernel interface PREFIX-kK
-#       |                      carries 10.77.0.(10+K)/24; bird2 (AS 65001) from
-#       |                      docs/examples/bird-vipd.conf, control socket and vipd's
-#       |                      protocols file in the state dir
-#       +-- bridge port PREFIX-brsI -- PREFIX-rsI in PREFIX-rsI: 10.77.0.(20+I)/24 and
-#                                      fd00:77::(20+I)/64 (netns.sh's real servers:
-#                                      vipd_rs_start, vipd_rs_tun_setup, ...); the segment's
-#                                      IPv6 is only there for those functions' default routes
+#                              ARP, no IPv6 (vipd's DPDK port through net_af_packet),
+#                              MAC 02:77:00:00:01:<K hex>; vipd's kernel interface PREFIX-kK
+#                              carries 10.77.0.(10+K)/24; bird2 (AS 65001, from
+#                              docs/examples/bird-vipd.conf), its control socket and vipd's
+#                              protocols file in the box's state dir
+#   client ns                  a small TCP receive buffer (see _vipd_scaleout_build)
 #
 # Functions (PREFIX as netns.sh: 1-8 letters/digits, starting with a letter):
-#   vipd_scaleout_up PREFIX N_BOXES N_RS   build and start the routers' bird; all or nothing
+#   vipd_scaleout_up PREFIX N_BOXES N_RS   build, start every bird; all or nothing
 #   vipd_scaleout_down PREFIX              kill everything in the bed's namespaces, delete them
 #   vipd_scaleout_info PREFIX              addresses and paths as shell assignments
 #   vipd_scaleout_box_dir PREFIX K         box K's state dir (bird.ctl, vips.conf, bird.log)
@@ -38,7 +34,6 @@ source "$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)/netns.sh"
 VIPD_SCALEOUT_LIB=$VIPD_TESTBED_LIB_DIR/scaleout.sh
 VIPD_SCALEOUT_EXAMPLES=$(cd "$VIPD_TESTBED_LIB_DIR/../../docs/examples" && pwd)
 VIPD_SCALEOUT_MAX_BOXES=9
-VIPD_SCALEOUT_ROUTER_AS=65000
 VIPD_SCALEOUT_BOX_AS=65001
 
 _vipd_box_mac() { printf '02:77:00:00:01:%02x' "$1"; }
@@ -52,29 +47,24 @@ _vipd_scaleout_namespaces() {
 vipd_scaleout_box_dir() { echo "$(_vipd_state "$1")/box$2"; }
 
 vipd_scaleout_down() {
-  local p=${1:-} ns pid protected pids=() nss
+  local p=${1:-} ns pid protected pids=() boxes
   _vipd_check_prefix "$p" || return 1
-  nss=$(_vipd_scaleout_namespaces "$p")
+  boxes=$(ip netns list 2>/dev/null | awk '{print $1}' | grep -E "^${p}-box[0-9]+\$" || true)
   protected=" $(_vipd_protected_pids | tr '\n' ' ') "
-  for ns in $nss; do
+  for ns in $boxes; do
     for pid in $(ip netns pids "$ns" 2>/dev/null || true); do
       case "$protected" in *" $pid "*) continue ;; esac
       pids+=("$pid")
     done
   done
-  # A stopped process (a test's SIGSTOP) takes TERM only once continued.
-  [ ${#pids[@]} -gt 0 ] && kill -CONT "${pids[@]}" 2>/dev/null
+  # A stopped vipd (a test's SIGSTOP) takes TERM only once continued.
+  if [ ${#pids[@]} -gt 0 ]; then kill -CONT "${pids[@]}" 2>/dev/null || true; fi
   _vipd_kill_pids "${pids[@]}"
-  for ns in $nss; do
+  for ns in $boxes; do
     ip netns del "$ns" 2>/dev/null || _vipd_err "could not delete namespace $ns"
   done
-  rm -rf "$(_vipd_state "$p")"
-  nss=$(_vipd_scaleout_namespaces "$p")
-  if [ -n "$nss" ]; then
-    _vipd_err "left behind: $(echo "$nss" | tr '\n' ' ')"
-    return 1
-  fi
-  return 0
+  # The rest (client, router and its bird, real servers, state) is netns.sh's bed.
+  vipd_testbed_down "$p"
 }
 
 vipd_scaleout_up() {
@@ -84,33 +74,22 @@ vipd_scaleout_up() {
     _vipd_err "vipd_scaleout_up PREFIX N_BOXES N_RS: N_BOXES must be 1..$VIPD_SCALEOUT_MAX_BOXES (got '$boxes')"
     return 1
   fi
-  if ! [[ $n =~ ^[0-9]+$ ]] || [ "$n" -lt 1 ] || [ "$n" -gt 9 ]; then
-    _vipd_err "vipd_scaleout_up PREFIX N_BOXES N_RS: N_RS must be 1..9 (got '$n')"
-    return 1
-  fi
-  for tool in ip ethtool tc bird birdc; do
+  for tool in tc bird birdc; do
     command -v "$tool" >/dev/null 2>&1 || {
       _vipd_err "$tool not found (scripts/setup installs it)"
       return 1
     }
   done
-  state=$(_vipd_state "$p")
-  if [ -n "$(_vipd_scaleout_namespaces "$p")" ] || [ -e "$state" ]; then
+  if [ -n "$(_vipd_scaleout_namespaces "$p")" ]; then
     _vipd_err "test bed '$p' already exists (leftover or in use); remove it with vipd_scaleout_down $p"
     return 1
   fi
-  mkdir -p "$VIPD_TESTBED_STATE"
-  mkdir "$state" || {
-    _vipd_err "cannot claim $state"
-    return 1
-  }
-  # netns.sh's real-server functions read these.
-  echo "$n" >"$state/n_rs"
-  echo dr >"$state/mode"
+  vipd_testbed_up "$p" "$n" dr || return 1
+  state=$(_vipd_state "$p")
   echo "$boxes" >"$state/n_boxes"
   if ! bash -c 'set -Eeuo pipefail
       trap '\''echo "vipd-testbed: vipd_scaleout_up failed: line $LINENO: $BASH_COMMAND" >&2'\'' ERR
-      source "$1"; shift; _vipd_scaleout_build "$@"' _ "$VIPD_SCALEOUT_LIB" "$p" "$boxes" "$n"; then
+      source "$1"; shift; _vipd_scaleout_build "$@"' _ "$VIPD_SCALEOUT_LIB" "$p" "$boxes"; then
     vipd_scaleout_down "$p" || true
     return 1
   fi
@@ -135,45 +114,21 @@ _vipd_scaleout_box_conf() { # PREFIX K
     -e "s|/var/lib/vipd/bird-vips.conf|$dir/vips.conf|" "$VIPD_SCALEOUT_EXAMPLES/bird-vipd.conf"
 }
 
-# Runs in a child `bash -e` (see vipd_scaleout_up).
+# Runs in a child `bash -e` (see vipd_scaleout_up), on top of netns.sh's bed (client, router
+# with the bridge, DR real servers; its LB namespace stays unused): the router's static VIP
+# routes give way to BGP, ECMP hashes the 5-tuple, boxes join the bridge, bird runs.
 _vipd_scaleout_build() {
-  local p=$1 boxes=$2 n=$3 k i a dir state
-  local c=$p-client r=$p-router br=$p-br0
+  local p=$1 boxes=$2 k i dir state
+  local r=$p-router br=$p-br0
   state=$(_vipd_state "$p")
 
-  _vipd_new_ns "$c"
-  _vipd_new_ns "$r"
-  _vipd_sysctl "$r" net.ipv4.ip_forward=1 net.ipv4.conf.all.rp_filter=0 \
-    net.ipv4.conf.default.rp_filter=0 net.ipv4.conf.all.send_redirects=0 \
-    net.ipv4.conf.default.send_redirects=0 \
-    net.ipv4.fib_multipath_hash_policy=3 net.ipv4.fib_multipath_hash_fields=0x37
-  if ip netns exec "$r" test -e /proc/sys/net/bridge/bridge-nf-call-iptables; then
-    _vipd_sysctl "$r" net.bridge.bridge-nf-call-iptables=0 net.bridge.bridge-nf-call-ip6tables=0 \
-      net.bridge.bridge-nf-call-arptables=0
-  fi
-  ip -n "$r" link add "$br" address "$VIPD_ROUTER_MAC" type bridge stp_state 0 forward_delay 0 \
-    mcast_snooping 0
-  _vipd_offloads_off "$r" "$br" || true
-  ip -n "$r" addr add "$VIPD_ROUTER4/24" dev "$br"
-  # IPv6 on the segment only (netns.sh's real-server functions set IPv6 default routes too).
-  ip -n "$r" addr add "$VIPD_ROUTER6/64" dev "$br" nodad
-  ip -n "$r" link set "$br" up
-
-  ip -n "$c" link add "$p-c0" address "$VIPD_CLIENT_MAC" type veth peer name "$p-rc0" netns "$r"
-  _vipd_offloads_off "$c" "$p-c0"
-  _vipd_offloads_off "$r" "$p-rc0"
-  ip -n "$c" link set "$p-c0" up
-  ip -n "$r" link set "$p-rc0" up
-  ip -n "$r" addr add "$VIPD_ROUTER_CLIENT4/24" dev "$p-rc0"
-  ip -n "$c" addr add "$VIPD_CLIENT4/24" dev "$p-c0"
-  for a in $(seq 3 "$VIPD_CLIENT_EXTRA_LAST"); do
-    ip -n "$c" addr add "192.168.77.$a/24" dev "$p-c0"
-  done
-  ip -n "$c" route add default via "$VIPD_ROUTER_CLIENT4"
+  ip -n "$r" route del "$VIPD_VIP4/32"
+  ip -n "$r" -6 route del "$VIPD_VIP6/128"
+  _vipd_sysctl "$r" net.ipv4.fib_multipath_hash_policy=3 net.ipv4.fib_multipath_hash_fields=0x37
   # A small receive window: a slow (rate-limited) download then keeps its server sending, and
   # its ACKs crossing a box, for its whole length, instead of landing in a multi-megabyte
   # socket buffer in the first second.
-  _vipd_sysctl "$c" net.ipv4.tcp_tw_reuse=1 "net.ipv4.tcp_rmem=4096 65536 131072"
+  _vipd_sysctl "$p-client" "net.ipv4.tcp_rmem=4096 65536 131072"
 
   # Boxes: the DPDK-owned veth end, silent kernel (as netns.sh's LB); bird waits for vipd's
   # kernel interface to bring its session up.
@@ -194,22 +149,6 @@ _vipd_scaleout_build() {
     _vipd_scaleout_box_conf "$p" "$k" >"$dir/bird.conf"
     bird -p -c "$dir/bird.conf"
     vipd_spawn "$p" "bird-box$k" "$b" bird -f -c "$dir/bird.conf" -s "$dir/bird.ctl" -P "$dir/bird.pid"
-  done
-
-  # Real servers (netns.sh's layout), DR/TUN style: default route via the router.
-  for i in $(seq 1 "$n"); do
-    local rs=$p-rs$i
-    _vipd_new_ns "$rs"
-    ip -n "$rs" link add "$p-rs$i" address "$(_vipd_rs_mac "$i")" type veth \
-      peer name "$p-brs$i" netns "$r"
-    _vipd_offloads_off "$rs" "$p-rs$i"
-    _vipd_offloads_off "$r" "$p-brs$i"
-    ip -n "$r" link set "$p-brs$i" master "$br"
-    ip -n "$r" link set "$p-brs$i" up
-    ip -n "$rs" link set "$p-rs$i" up
-    ip -n "$rs" addr add "10.77.0.$((20 + i))/24" dev "$p-rs$i"
-    ip -n "$rs" addr add "fd00:77::$((20 + i))/64" dev "$p-rs$i" nodad
-    ip -n "$rs" route add default via "$VIPD_ROUTER4" dev "$p-rs$i"
   done
 
   _vipd_scaleout_router_conf "$p" "$boxes" >"$state/router-bird.conf"
