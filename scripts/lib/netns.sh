@@ -98,7 +98,7 @@ _vipd_rs_mac() { printf '02:77:00:00:00:%02x' $((20 + $1)); }
 _vipd_namespaces() {
   local p=$1
   ip netns list 2>/dev/null | awk '{print $1}' |
-    grep -E "^${p}-(client|router|lb|rs[0-9]+)\$" || true
+    grep -E "^${p}-(client|router|lb|rs[0-9]+|box[0-9]+)\$" || true # boxN: scaleout.sh's
 }
 
 vipd_testbed_exists() {

@@ -38,34 +38,12 @@ VIPD_SCALEOUT_BOX_AS=65001
 
 _vipd_box_mac() { printf '02:77:00:00:01:%02x' "$1"; }
 
-# Namespaces of the scale-out bed that exist now, by exact name.
-_vipd_scaleout_namespaces() {
-  ip netns list 2>/dev/null | awk '{print $1}' |
-    grep -E "^${1}-(client|router|box[0-9]+|rs[0-9]+)\$" || true
-}
 
 vipd_scaleout_box_dir() { echo "$(_vipd_state "$1")/box$2"; }
 
-vipd_scaleout_down() {
-  local p=${1:-} ns pid protected pids=() boxes
-  _vipd_check_prefix "$p" || return 1
-  boxes=$(ip netns list 2>/dev/null | awk '{print $1}' | grep -E "^${p}-box[0-9]+\$" || true)
-  protected=" $(_vipd_protected_pids | tr '\n' ' ') "
-  for ns in $boxes; do
-    for pid in $(ip netns pids "$ns" 2>/dev/null || true); do
-      case "$protected" in *" $pid "*) continue ;; esac
-      pids+=("$pid")
-    done
-  done
-  # A stopped vipd (a test's SIGSTOP) takes TERM only once continued.
-  if [ ${#pids[@]} -gt 0 ]; then kill -CONT "${pids[@]}" 2>/dev/null || true; fi
-  _vipd_kill_pids "${pids[@]}"
-  for ns in $boxes; do
-    ip netns del "$ns" 2>/dev/null || _vipd_err "could not delete namespace $ns"
-  done
-  # The rest (client, router and its bird, real servers, state) is netns.sh's bed.
-  vipd_testbed_down "$p"
-}
+# netns.sh's teardown knows the box namespaces: it kills what runs there (a stopped vipd too,
+# with KILL after its TERM grace) and deletes them with the rest.
+vipd_scaleout_down() { vipd_testbed_down "$@"; }
 
 vipd_scaleout_up() {
   local p=${1:-} boxes=${2:-} n=${3:-} state tool
@@ -80,10 +58,6 @@ vipd_scaleout_up() {
       return 1
     }
   done
-  if [ -n "$(_vipd_scaleout_namespaces "$p")" ]; then
-    _vipd_err "test bed '$p' already exists (leftover or in use); remove it with vipd_scaleout_down $p"
-    return 1
-  fi
   vipd_testbed_up "$p" "$n" dr || return 1
   state=$(_vipd_state "$p")
   echo "$boxes" >"$state/n_boxes"
