@@ -528,3 +528,47 @@ impl Thread {
         }));
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_box_without_bgp_refuses_a_drain_and_stops_at_once() {
+        let h = BoxHandle::detached();
+        let e = h.drain(true).await.unwrap_err();
+        assert!(e.contains("no [bgp] section"), "{e}");
+        assert!(h.begin_stop().done(Instant::now()));
+    }
+
+    #[test]
+    fn stopping_waits_for_the_withdrawal_then_withdraw_wait() {
+        let (tx, rx) = unbounded();
+        let h = BoxHandle {
+            requests: tx,
+            status: Arc::default(),
+            withdraw_wait: Some(Duration::from_millis(200)),
+        };
+        let t0 = Instant::now();
+        let mut p = h.begin_stop();
+        assert!(!p.done(t0), "nothing confirmed yet");
+        let Ok(Request::Stop(reply)) = rx.try_recv() else {
+            panic!("no stop request");
+        };
+        reply.send(Ok(Duration::from_millis(3))).unwrap();
+        assert!(!p.done(t0), "withdrawn: now the router gets withdraw_wait");
+        assert!(!p.done(t0 + Duration::from_millis(100)));
+        assert!(p.done(t0 + Duration::from_millis(200)));
+        // bird unreachable: stop without waiting.
+        let mut p = h.begin_stop();
+        let Ok(Request::Stop(reply)) = rx.try_recv() else {
+            panic!("no stop request");
+        };
+        reply.send(Err("cannot reach bird".into())).unwrap();
+        assert!(p.done(Instant::now()));
+        // No answer at all: give up after the bound.
+        let mut p = h.begin_stop();
+        assert!(!p.done(Instant::now()));
+        assert!(p.done(Instant::now() + STOP_GIVE_UP));
+    }
+}
