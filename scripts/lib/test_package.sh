@@ -65,7 +65,7 @@ check "Depends on the DPDK libraries, librte-pdump included" grep -q "^Depends:.
 for f in ./usr/sbin/vipd ./usr/bin/vipctl ./usr/lib/systemd/system/vipd.service ./etc/vipd/vipd.toml \
          ./etc/default/vipd ./usr/lib/vipd/vipd-hugepages ./usr/share/doc/vipd/operations.md \
          ./usr/share/doc/vipd/copyright ./usr/share/vipd/prometheus/vipd.rules.yml \
-         ./usr/share/vipd/grafana/vipd-dashboard.json; do
+         ./usr/share/vipd/grafana/vipd-dashboard.json ./usr/share/doc/vipd/examples/bird-vipd.conf; do
   check "ships $f" grep -qx "$f" <<<"$contents"
 done
 check "conffiles: /etc/vipd/vipd.toml and /etc/default/vipd" \
