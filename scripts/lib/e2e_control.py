@@ -94,6 +94,11 @@ def scenario_live_weights():
     services = [{"vip": VIP4, "proto": "tcp", "port": 80, "scheduler": "maglev",
                  "rs": [("10.77.0.21", 8080, 1), ("10.77.0.22", 8080, 1), ("10.77.0.23", 8080, 1)]}]
     v = Vipd("weights", services=services)
+    # Keep the client's receive buffer small, so a rate-limited curl really holds its TCP
+    # connection open for the whole download (with autotuning the real server would push all of
+    # it into the client's socket buffer within the first second).
+    rmem = netns(f"{PREFIX}-client", "sysctl", "-n", "net.ipv4.tcp_rmem").split()
+    netns(f"{PREFIX}-client", "sysctl", "-qw", "net.ipv4.tcp_rmem=4096 65536 131072")
     try:
         v.start()
         gen0 = v.api("/api/v1/status")["generation"]
@@ -127,6 +132,7 @@ def scenario_live_weights():
         raise
     finally:
         rc = v.stop()
+        netns(f"{PREFIX}-client", "sysctl", "-qw", f"net.ipv4.tcp_rmem={' '.join(rmem)}", check=False)
     check(rc == 0, f"vipd exit code {rc}")
 
 
