@@ -1,0 +1,393 @@
+//! Sending a decided packet: every check that could still drop it ([`check`], before any flow
+//! state changes), then the rewrite for the real server's mode and the MACs of the next hop.
+//! Also the two directions of a NAT connection and the later fragments of a datagram.
+
+use super::flows;
+use super::{set_macs, Action, Frag, L4Info, Pkt, Verdict, WorkerState, OWN_TTL};
+use crate::counters::Counter;
+use crate::flow::key::from_mapped;
+use crate::flow::Direction;
+use crate::fwd::fragment::FragmentRoute;
+use crate::fwd::icmp_error;
+use crate::fwd::nat::{self, L4At};
+use crate::fwd::tunnel::{self, Outer, TunnelError};
+use crate::io::PacketBuf;
+use crate::snapshot::{Backend, FwdMode, PortInfo, Service, Snapshot};
+use std::net::IpAddr;
+
+/// Smallest MTU an IPv4 host must accept (RFC 791).
+const MIN_MTU_V4: u16 = 68;
+/// Smallest IPv6 link MTU (RFC 8200).
+const MIN_MTU_V6: u16 = 1280;
+
+/// Why a packet cannot go to its real server as it is.
+pub(super) enum Reject {
+    /// Drop it, counting this reason.
+    Drop(Counter),
+    /// Answer its sender with ICMP too-big reporting this MTU.
+    TooBig(u16),
+}
+
+impl From<Counter> for Reject {
+    fn from(c: Counter) -> Self {
+        Reject::Drop(c)
+    }
+}
+
+/// Whether a packet fits an egress MTU as it is (NAT and DR do not change its size).
+fn fits(pkt: &Pkt, mtu: u16) -> Result<(), Reject> {
+    if pkt.len <= usize::from(mtu) {
+        return Ok(());
+    }
+    let min = if pkt.v4 { MIN_MTU_V4 } else { MIN_MTU_V6 };
+    if pkt.dont_frag && mtu >= min {
+        Err(Reject::TooBig(mtu))
+    } else {
+        // vipd never fragments; without DF the sender has no way to learn a smaller size.
+        Err(Reject::Drop(Counter::DropTooBig))
+    }
+}
+
+/// The grow-at-the-front room an encapsulation needs, tried without changing the frame.
+fn has_headroom<B: PacketBuf>(buf: &mut B, len: usize) -> bool {
+    buf.prepend(len) && buf.adj(len)
+}
+
+fn egress_port<'s>(backend: &Backend, snap: &'s Snapshot) -> Result<&'s PortInfo, Counter> {
+    snap.ports
+        .get(usize::from(backend.egress_port))
+        .ok_or(Counter::DropNoRoute)
+}
+
+/// Everything that could stop `pkt` on its way to `backend`, checked without changing the
+/// frame or any state. Returns the tunnel header to add (TUN). `flow_hash` picks the tunnel's
+/// outer source and flow label.
+pub(super) fn check<B: PacketBuf>(
+    buf: &mut B,
+    pkt: &Pkt,
+    backend: &Backend,
+    flow_hash: u64,
+    snap: &Snapshot,
+) -> Result<Option<Outer>, Reject> {
+    backend
+        .next_hop_mac
+        .ok_or(Counter::DropNeighbourUnresolved)?;
+    let port = egress_port(backend, snap)?;
+    match backend.mode {
+        FwdMode::Nat => {
+            if pkt.ttl <= 1 {
+                return Err(Counter::DropTtlExceeded.into());
+            }
+            fits(pkt, port.mtu)?;
+            Ok(None)
+        }
+        // Direct routing is a layer-2 hop: the packet still goes to the VIP, only the
+        // destination MAC changes (and, like IPVS's DR transmitter, the TTL is left alone).
+        FwdMode::Dr => {
+            fits(pkt, port.mtu)?;
+            Ok(None)
+        }
+        FwdMode::Tunnel => {
+            let flow_hash = (flow_hash >> 32) as u32 ^ flow_hash as u32;
+            let base = match backend.addr {
+                IpAddr::V4(_) => port.ipv4.map(|n| IpAddr::V4(n.addr())),
+                IpAddr::V6(_) => port.ipv6.map(|n| IpAddr::V6(n.addr())),
+            }
+            .ok_or(Counter::DropTunnelNoSource)?;
+            let prefix = match backend.addr {
+                IpAddr::V4(_) => port.tunnel_source4.map(ipnet::IpNet::V4),
+                IpAddr::V6(_) => port.tunnel_source6.map(ipnet::IpNet::V6),
+            };
+            let outer = Outer {
+                src: tunnel::outer_source(base, prefix, flow_hash),
+                dst: backend.addr,
+                ttl: OWN_TTL,
+                flow_hash,
+                mtu: port.mtu,
+            };
+            match tunnel::check(buf.data(), pkt.l2, &outer) {
+                Ok(overhead) if has_headroom(buf, overhead) => Ok(Some(outer)),
+                Ok(_) => Err(Counter::DropNoHeadroom.into()),
+                Err(TunnelError::TooBig { mtu }) => Err(Reject::TooBig(mtu)),
+                Err(TunnelError::Drop(c)) => Err(c.into()),
+            }
+        }
+    }
+}
+
+/// Rewrite a checked packet for its real server's mode and address it to the next hop.
+/// Returns the egress port. Cannot fail after [`check`] passed (errors are still counted).
+pub(super) fn rewrite<B: PacketBuf>(
+    buf: &mut B,
+    pkt: &Pkt,
+    backend: &Backend,
+    outer: Option<Outer>,
+    snap: &Snapshot,
+) -> Result<u16, Counter> {
+    if backend.mode == FwdMode::Nat {
+        let l3 = buf
+            .data_mut()
+            .get_mut(pkt.l2..)
+            .ok_or(Counter::DropEthMalformed)?;
+        nat::rewrite_to_backend(l3, pkt.l4, backend.addr, backend.port)?;
+    }
+    deliver(buf, pkt.l2, backend, outer, snap)
+}
+
+/// The last hop of every packet to a real server: encapsulate (TUN) and set the MACs.
+pub(super) fn deliver<B: PacketBuf>(
+    buf: &mut B,
+    l2: usize,
+    backend: &Backend,
+    outer: Option<Outer>,
+    snap: &Snapshot,
+) -> Result<u16, Counter> {
+    let mac = backend
+        .next_hop_mac
+        .ok_or(Counter::DropNeighbourUnresolved)?;
+    let port = egress_port(backend, snap)?;
+    if backend.mode == FwdMode::Tunnel {
+        let outer = outer.ok_or(Counter::DropTunnelNoSource)?;
+        tunnel::encapsulate(buf, l2, &outer).map_err(|e| match e {
+            TunnelError::Drop(c) => c,
+            TunnelError::TooBig { .. } => Counter::DropTunnelTooBig,
+        })?;
+    }
+    set_macs(buf.data_mut(), port.mac, mac);
+    Ok(backend.egress_port)
+}
+
+/// Steps 1 -> 2: a client packet (or a datagram's first fragment) to its real server.
+#[allow(clippy::too_many_arguments)] // the pipeline's per-frame context, passed by reference
+pub(super) fn forward_client<B: PacketBuf>(
+    buf: &mut B,
+    pkt: &Pkt,
+    info: &L4Info,
+    service_index: u32,
+    svc: &Service,
+    owner_here: bool,
+    rx_port: u16,
+    w: &mut WorkerState,
+    snap: &Snapshot,
+    now: u64,
+) -> Verdict {
+    let choice = flows::choose(info, service_index, svc, owner_here, w, snap, now)?;
+    // A datagram's fragments share one tunnel header (one receive queue at the real server).
+    let tunnel_hash = pkt.frag.map_or(info.hash, |f| pkt.frag_key(f).hash());
+    let mut outer = match check(buf, pkt, choice.backend, tunnel_hash, snap) {
+        Ok(o) => o,
+        Err(Reject::Drop(c)) => return Err(c),
+        Err(Reject::TooBig(mtu)) => return too_big(buf, pkt.l2, svc.vip, mtu, rx_port, w, now),
+    };
+    let backend = flows::commit(&choice, info, svc, w, snap, now)?;
+    if backend.id != choice.backend.id {
+        // The table had no room after all: the consistent hash's real server, checked again
+        // (nothing was committed).
+        outer = match check(buf, pkt, backend, tunnel_hash, snap) {
+            Ok(o) => o,
+            Err(Reject::Drop(c)) => return Err(c),
+            Err(Reject::TooBig(mtu)) => return too_big(buf, pkt.l2, svc.vip, mtu, rx_port, w, now),
+        };
+    }
+    let port = rewrite(buf, pkt, backend, outer, snap)?;
+    if let Some(f) = pkt.frag {
+        w.frags
+            .remember(&pkt.frag_key(f), FragmentRoute::ToBackend(backend.id), now);
+        w.counters.inc(Counter::FragmentsForwarded);
+    }
+    w.counters.inc(Counter::Forwarded);
+    Ok(Action::Tx(port))
+}
+
+/// Steps 3 -> 4: a NAT real server's reply (or its first fragment) goes back to the client
+/// from the VIP.
+#[allow(clippy::too_many_arguments)] // the pipeline's per-frame context, passed by reference
+pub(super) fn nat_reply<B: PacketBuf>(
+    buf: &mut B,
+    pkt: &Pkt,
+    info: &L4Info,
+    unique_service: Option<u32>,
+    owner_here: bool,
+    rx_port: u16,
+    w: &mut WorkerState,
+    snap: &Snapshot,
+    now: u64,
+) -> Verdict {
+    let key = &info.key;
+    let hit = if owner_here {
+        match w.flows.lookup(key, info.hash, now) {
+            Some(h) if h.dir == Direction::Reply => {
+                snap.backend(h.backend).map(|b| (h.id, b.service))
+            }
+            _ => None,
+        }
+    } else {
+        None
+    };
+    let service = match hit {
+        Some((_, s)) => s,
+        None => unique_service.ok_or(Counter::DropNatReplyNoFlow)?,
+    };
+    let svc = snap
+        .services
+        .get(service as usize)
+        .ok_or(Counter::DropNatReplyNoFlow)?;
+    let port = to_client(buf, pkt, rx_port, w, snap, now)?;
+    let port = match port {
+        Ok(p) => p,
+        Err(answer) => return Ok(answer),
+    };
+    match hit {
+        Some((id, _)) => {
+            w.flows.track(id, Direction::Reply, info.tcp_flags, now);
+        }
+        None => w.counters.inc(Counter::NatRepliesStateless),
+    }
+    finish_reply(buf, pkt, svc, port, snap)?;
+    if let Some(f) = pkt.frag {
+        w.frags
+            .remember(&pkt.frag_key(f), FragmentRoute::NatReply(service), now);
+        w.counters.inc(Counter::FragmentsForwarded);
+    }
+    w.counters.inc(Counter::NatReplies);
+    Ok(Action::Tx(port))
+}
+
+/// The checks of a packet towards a client (step 4): route and MAC, TTL, MTU. `Ok(Ok(port))`
+/// to send it; `Ok(Err(action))` when the sender is answered with too-big instead.
+fn to_client<B: PacketBuf>(
+    buf: &mut B,
+    pkt: &Pkt,
+    rx_port: u16,
+    w: &mut WorkerState,
+    snap: &Snapshot,
+    now: u64,
+) -> Result<Result<u16, Action>, Counter> {
+    let (port, _) = snap.resolve(&from_mapped(&pkt.dst))?;
+    let egress = snap
+        .ports
+        .get(usize::from(port))
+        .ok_or(Counter::DropNoRoute)?;
+    if pkt.ttl <= 1 {
+        return Err(Counter::DropTtlExceeded);
+    }
+    match fits(pkt, egress.mtu) {
+        Ok(()) => Ok(Ok(port)),
+        Err(Reject::Drop(c)) => Err(c),
+        Err(Reject::TooBig(mtu)) => {
+            // The real server sent more than the client's side takes: tell it, from our
+            // address on the port it came in by, as the router we are.
+            let rx = snap
+                .ports
+                .get(usize::from(rx_port))
+                .ok_or(Counter::DropNoRoute)?;
+            let from = if pkt.v4 {
+                rx.ipv4.map(|n| IpAddr::V4(n.addr()))
+            } else {
+                rx.ipv6.map(|n| IpAddr::V6(n.addr()))
+            }
+            .ok_or(Counter::DropIcmpErrorSuppressed)?;
+            too_big(buf, pkt.l2, from, mtu, rx_port, w, now).map(Err)
+        }
+    }
+}
+
+/// Rewrite a checked reply to come from the VIP and address it to the client's next hop.
+fn finish_reply<B: PacketBuf>(
+    buf: &mut B,
+    pkt: &Pkt,
+    svc: &Service,
+    port: u16,
+    snap: &Snapshot,
+) -> Result<(), Counter> {
+    let (_, mac) = snap.resolve(&from_mapped(&pkt.dst))?;
+    let our_mac = snap
+        .ports
+        .get(usize::from(port))
+        .ok_or(Counter::DropNoRoute)?
+        .mac;
+    let frame = buf.data_mut();
+    let l3 = frame.get_mut(pkt.l2..).ok_or(Counter::DropEthMalformed)?;
+    nat::rewrite_to_vip(l3, pkt.l4, svc.vip, svc.port)?;
+    set_macs(frame, our_mac, mac);
+    Ok(())
+}
+
+/// A fragment after the first: it follows its datagram's first fragment.
+pub(super) fn later_fragment<B: PacketBuf>(
+    buf: &mut B,
+    pkt: &Pkt,
+    f: Frag,
+    rx_port: u16,
+    w: &mut WorkerState,
+    snap: &Snapshot,
+    now: u64,
+) -> Verdict {
+    // RFC 1858: an offset of 8 bytes can only serve to overwrite a TCP header's flags.
+    if pkt.l4.proto == crate::wire::ipv4::proto::TCP && f.offset == 8 {
+        return Err(Counter::DropFragmentInvalid);
+    }
+    let key = pkt.frag_key(f);
+    let pkt = &Pkt {
+        l4: L4At {
+            header: false,
+            ..pkt.l4
+        },
+        ..*pkt
+    };
+    match w.frags.lookup(&key, now) {
+        Some(FragmentRoute::ToBackend(id)) => {
+            let backend = snap.backend(id).ok_or(Counter::DropBackendGone)?;
+            let vip = snap
+                .services
+                .get(backend.service as usize)
+                .ok_or(Counter::DropNoService)?
+                .vip;
+            let outer = match check(buf, pkt, backend, key.hash(), snap) {
+                Ok(o) => o,
+                Err(Reject::Drop(c)) => return Err(c),
+                Err(Reject::TooBig(mtu)) => return too_big(buf, pkt.l2, vip, mtu, rx_port, w, now),
+            };
+            let port = rewrite(buf, pkt, backend, outer, snap)?;
+            w.counters.inc(Counter::FragmentsForwarded);
+            w.counters.inc(Counter::Forwarded);
+            Ok(Action::Tx(port))
+        }
+        Some(FragmentRoute::NatReply(service)) => {
+            let svc = snap
+                .services
+                .get(service as usize)
+                .ok_or(Counter::DropNatReplyNoFlow)?;
+            let port = match to_client(buf, pkt, rx_port, w, snap, now)? {
+                Ok(p) => p,
+                Err(answer) => return Ok(answer),
+            };
+            finish_reply(buf, pkt, svc, port, snap)?;
+            w.counters.inc(Counter::FragmentsForwarded);
+            w.counters.inc(Counter::NatReplies);
+            Ok(Action::Tx(port))
+        }
+        None if snap.is_local(&from_mapped(&pkt.dst)) => Err(Counter::DropLocalUnhandled),
+        None => Err(Counter::DropFragmentUnknown),
+    }
+}
+
+/// A packet too big for its way on: answer its sender with ICMP "fragmentation needed" /
+/// ICMPv6 "packet too big" from `from`, out of the port it came in by, within the worker's
+/// ICMP error rate.
+pub(super) fn too_big<B: PacketBuf>(
+    buf: &mut B,
+    l2: usize,
+    from: IpAddr,
+    mtu: u16,
+    rx_port: u16,
+    w: &mut WorkerState,
+    now: u64,
+) -> Verdict {
+    if !w.icmp_errors.take(now) {
+        return Err(Counter::DropIcmpErrorRateLimited);
+    }
+    icmp_error::too_big(buf, l2, from, mtu)?;
+    w.counters.inc(Counter::IcmpTooBigSent);
+    Ok(Action::Tx(rx_port))
+}
