@@ -75,9 +75,19 @@ fn tcp_state_only_from_a_lone_syn() {
     }
     assert_eq!(w.flows.len(), 0);
     // A lone SYN creates the entry; the connection's ACK then tracks it.
-    run1(&mut w, &snap, &client_to_vip(tcp(43000, 80, "S"), b"").bytes(), 12);
+    run1(
+        &mut w,
+        &snap,
+        &client_to_vip(tcp(43000, 80, "S"), b"").bytes(),
+        12,
+    );
     assert_eq!(state_of(&w, 43000, 12), Some(TcpState::SynRecv));
-    run1(&mut w, &snap, &client_to_vip(tcp(43000, 80, "A"), b"").bytes(), 13);
+    run1(
+        &mut w,
+        &snap,
+        &client_to_vip(tcp(43000, 80, "A"), b"").bytes(),
+        13,
+    );
     assert_eq!(state_of(&w, 43000, 13), Some(TcpState::Established));
 }
 
@@ -139,7 +149,12 @@ fn rr_flows_without_state_always_get_the_consistent_choice() {
     // 24 slots, all taken by live connections: every new flow finds the table full.
     let mut w = worker_with(24);
     for p in 1..=24 {
-        run1(&mut w, &snap, &client_to_vip(tcp(p, 9000, "S"), b"").bytes(), 0);
+        run1(
+            &mut w,
+            &snap,
+            &client_to_vip(tcp(p, 9000, "S"), b"").bytes(),
+            0,
+        );
     }
     assert_eq!(w.flows.len(), 24);
     let ports: Vec<u16> = (50000..50016).collect();
@@ -149,10 +164,23 @@ fn rr_flows_without_state_always_get_the_consistent_choice() {
     assert!(ports.iter().any(|&p| maglev_rs(6, p) == RS2_MAC));
     let mut first = Vec::new();
     for &p in &ports {
-        let (_, out) = run1(&mut w, &snap, &client_to_vip(tcp(p, 9000, "S"), b"").bytes(), 1);
+        let (_, out) = run1(
+            &mut w,
+            &snap,
+            &client_to_vip(tcp(p, 9000, "S"), b"").bytes(),
+            1,
+        );
         let (_, out_u) = run1(&mut w, &snap, &client_to_vip(udp(p, 9053), b"q").bytes(), 1);
-        assert_eq!(rs_of(&out), maglev_rs(6, p), "SYN when full: consistent hash");
-        assert_eq!(rs_of(&out_u), maglev_rs(17, p), "UDP when full: consistent hash");
+        assert_eq!(
+            rs_of(&out),
+            maglev_rs(6, p),
+            "SYN when full: consistent hash"
+        );
+        assert_eq!(
+            rs_of(&out_u),
+            maglev_rs(17, p),
+            "UDP when full: consistent hash"
+        );
         first.push((rs_of(&out), rs_of(&out_u)));
     }
     assert_eq!(w.counters.get(Counter::FlowTableFull), 32);
@@ -161,23 +189,60 @@ fn rr_flows_without_state_always_get_the_consistent_choice() {
     let room = Timeouts::default().tcp_close as u64 * 1000 + 10;
     // (The blockers' RSTs are forwarded: they have entries.)
     for p in 1..=24 {
-        run1(&mut w, &snap, &client_to_vip(tcp(p, 9000, "R"), b"").bytes(), 2);
+        run1(
+            &mut w,
+            &snap,
+            &client_to_vip(tcp(p, 9000, "R"), b"").bytes(),
+            2,
+        );
     }
     w.flows.expire(room, 64);
     assert_eq!(w.flows.len(), 0);
     let mut w2 = worker_with(64);
     let now = room + 1;
     for (i, &p) in ports.iter().enumerate() {
-        let (_, out) = run1(&mut w, &snap, &client_to_vip(tcp(p, 9000, "A"), b"").bytes(), now);
-        assert_eq!(rs_of(&out), first[i].0, "TCP port {p} moved after the overflow");
-        let (_, out_u) = run1(&mut w, &snap, &client_to_vip(udp(p, 9053), b"q").bytes(), now);
-        assert_eq!(rs_of(&out_u), first[i].1, "UDP port {p} moved after the overflow");
+        let (_, out) = run1(
+            &mut w,
+            &snap,
+            &client_to_vip(tcp(p, 9000, "A"), b"").bytes(),
+            now,
+        );
+        assert_eq!(
+            rs_of(&out),
+            first[i].0,
+            "TCP port {p} moved after the overflow"
+        );
+        let (_, out_u) = run1(
+            &mut w,
+            &snap,
+            &client_to_vip(udp(p, 9053), b"q").bytes(),
+            now,
+        );
+        assert_eq!(
+            rs_of(&out_u),
+            first[i].1,
+            "UDP port {p} moved after the overflow"
+        );
     }
-    assert_eq!(w.flows.len(), ports.len(), "UDP entries made with the consistent choice");
+    assert_eq!(
+        w.flows.len(),
+        ports.len(),
+        "UDP entries made with the consistent choice"
+    );
     // And after the overflow is older than the UDP timeout, rr is back for new UDP flows.
     let later = room + Timeouts::default().udp as u64 * 1000 + 10;
     let rr_rs: Vec<_> = (60000..60004)
-        .map(|p| rs_of(&run1(&mut w, &snap, &client_to_vip(udp(p, 9053), b"q").bytes(), later).1))
+        .map(|p| {
+            rs_of(
+                &run1(
+                    &mut w,
+                    &snap,
+                    &client_to_vip(udp(p, 9053), b"q").bytes(),
+                    later,
+                )
+                .1,
+            )
+        })
         .collect();
     assert_eq!(rr_rs, vec![RS1_MAC, RS2_MAC, RS1_MAC, RS2_MAC], "rr again");
     // A TCP connection whose entry expired: its next segment goes by the consistent hash,
@@ -216,7 +281,14 @@ fn a_vip_packet_matching_another_connections_reply_key_is_not_taken_for_it() {
         },
     ]);
     let mut w = worker(0, 1);
-    let syn = Frame::new(ROUTER_MAC, LB_MAC, v4(vip2), v4(VIP), tcp(5555, 80, "S"), b"");
+    let syn = Frame::new(
+        ROUTER_MAC,
+        LB_MAC,
+        v4(vip2),
+        v4(VIP),
+        tcp(5555, 80, "S"),
+        b"",
+    );
     assert_eq!(run1(&mut w, &snap, &syn.bytes(), 1).0, Action::Tx(0));
     let crafted = Frame::new(
         ROUTER_MAC,
@@ -236,9 +308,17 @@ fn a_vip_packet_matching_another_connections_reply_key_is_not_taken_for_it() {
     if let L4::Tcp { dport, .. } = &mut want.l4 {
         *dport = 80;
     }
-    assert_eq!(out, want.bytes(), "to the other service's real server, not A's");
+    assert_eq!(
+        out,
+        want.bytes(),
+        "to the other service's real server, not A's"
+    );
     assert_eq!(w.counters.get(Counter::FlowKeyClash), 1);
-    assert_eq!(state_of(&w, 5555, 2), Some(TcpState::SynRecv), "A untouched");
+    assert_eq!(
+        state_of(&w, 5555, 2),
+        Some(TcpState::SynRecv),
+        "A untouched"
+    );
 }
 
 #[test]
@@ -254,8 +334,18 @@ fn dropped_packets_change_no_state() {
     );
     assert_eq!(w.flows.len(), 0);
     // A TTL-1 RST does not close an established connection.
-    run1(&mut w, &snap, &client_to_vip(tcp(44001, 80, "S"), b"").bytes(), 2);
-    run1(&mut w, &snap, &client_to_vip(tcp(44001, 80, "A"), b"").bytes(), 3);
+    run1(
+        &mut w,
+        &snap,
+        &client_to_vip(tcp(44001, 80, "S"), b"").bytes(),
+        2,
+    );
+    run1(
+        &mut w,
+        &snap,
+        &client_to_vip(tcp(44001, 80, "A"), b"").bytes(),
+        3,
+    );
     let mut rst = client_to_vip(tcp(44001, 80, "R"), b"");
     rst.ttl = 1;
     assert_eq!(
@@ -266,8 +356,17 @@ fn dropped_packets_change_no_state() {
     // A SYN on a closed TUN connection that is answered with too-big does not reschedule it.
     let tun_syn = client_to_vip(tcp(44002, 8443, "S"), b"");
     run1(&mut w, &snap, &tun_syn.bytes(), 5);
-    run1(&mut w, &snap, &client_to_vip(tcp(44002, 8443, "R"), b"").bytes(), 6);
-    let before: Vec<_> = w.flows.iter(7).filter(|f| f.key.src_port == 44002).collect();
+    run1(
+        &mut w,
+        &snap,
+        &client_to_vip(tcp(44002, 8443, "R"), b"").bytes(),
+        6,
+    );
+    let before: Vec<_> = w
+        .flows
+        .iter(7)
+        .filter(|f| f.key.src_port == 44002)
+        .collect();
     assert_eq!(before[0].state, TcpState::Close);
     let big_syn = client_to_vip(tcp(44002, 8443, "S"), &[0u8; 1460]);
     let (action, out) = run1(&mut w, &snap, &big_syn.bytes(), 7);
@@ -277,9 +376,16 @@ fn dropped_packets_change_no_state() {
         p.transport,
         Some(TransportSlice::Icmpv4(ref i)) if matches!(i.icmp_type(), Icmpv4Type::DestinationUnreachable(_))
     ));
-    let after: Vec<_> = w.flows.iter(7).filter(|f| f.key.src_port == 44002).collect();
+    let after: Vec<_> = w
+        .flows
+        .iter(7)
+        .filter(|f| f.key.src_port == 44002)
+        .collect();
     assert_eq!(after.len(), 1);
-    assert_eq!((after[0].id, after[0].state), (before[0].id, TcpState::Close));
+    assert_eq!(
+        (after[0].id, after[0].state),
+        (before[0].id, TcpState::Close)
+    );
 }
 
 fn parse_icmp4(out: &[u8]) -> (Ipv4Addr, Ipv4Addr, Icmpv4Type, Vec<u8>) {
@@ -292,7 +398,10 @@ fn parse_icmp4(out: &[u8]) -> (Ipv4Addr, Ipv4Addr, Icmpv4Type, Vec<u8>) {
     let Some(TransportSlice::Icmpv4(icmp)) = &p.transport else {
         panic!("not ICMP")
     };
-    assert_eq!(icmp.checksum(), icmp.icmp_type().calc_checksum(icmp.payload()));
+    assert_eq!(
+        icmp.checksum(),
+        icmp.icmp_type().calc_checksum(icmp.payload())
+    );
     (
         ip.header().source_addr(),
         ip.header().destination_addr(),
@@ -361,7 +470,11 @@ fn nat_honours_the_egress_mtu() {
     let (src, dst, _, _) = parse_icmp4(&out);
     assert_eq!((src, dst), (LB_IP, RS1_IP));
     assert_eq!(w.counters.get(Counter::IcmpTooBigSent), 3);
-    assert_eq!(w.flows.len(), 1, "only the UDP flow that fitted has an entry");
+    assert_eq!(
+        w.flows.len(),
+        1,
+        "only the UDP flow that fitted has an entry"
+    );
 }
 
 #[test]
@@ -430,7 +543,12 @@ fn no_replies_to_non_unicast_sources_and_macs() {
         Action::Tx(0),
         "the control case is answered"
     );
-    for mac in [[0xff; 6], [0x01, 0, 0x5e, 0, 0, 1], [0x33, 0x33, 0, 0, 0, 1], [0; 6]] {
+    for mac in [
+        [0xff; 6],
+        [0x01, 0, 0x5e, 0, 0, 1],
+        [0x33, 0x33, 0, 0, 0, 1],
+        [0; 6],
+    ] {
         assert_eq!(
             run1(&mut w, &snap, &echo4(mac, CLIENT_IP, LB_IP), 1).0,
             Action::Drop(Counter::DropSrcMacInvalid),
@@ -534,8 +652,18 @@ fn echo_with_a_bad_checksum_gets_no_reply() {
 fn ipv4_mapped_ipv6_never_reaches_ipv4_state() {
     let snap = snapshot();
     let mut w = worker(0, 1);
-    run1(&mut w, &snap, &client_to_vip(tcp(46000, 80, "S"), b"").bytes(), 1);
-    run1(&mut w, &snap, &client_to_vip(tcp(46000, 80, "A"), b"").bytes(), 2);
+    run1(
+        &mut w,
+        &snap,
+        &client_to_vip(tcp(46000, 80, "S"), b"").bytes(),
+        1,
+    );
+    run1(
+        &mut w,
+        &snap,
+        &client_to_vip(tcp(46000, 80, "A"), b"").bytes(),
+        2,
+    );
     // The same connection's key, spelled in IPv6: a RST that would close it.
     let spoof = Frame::new(
         ROUTER_MAC,
@@ -611,7 +739,12 @@ fn gratuitous_arp_and_unsolicited_na_for_a_known_neighbour_reach_control() {
         run1(
             &mut w,
             &snap,
-            &arp_frame(1, new_mac, Ipv4Addr::new(10, 0, 0, 99), Ipv4Addr::new(10, 0, 0, 99)),
+            &arp_frame(
+                1,
+                new_mac,
+                Ipv4Addr::new(10, 0, 0, 99),
+                Ipv4Addr::new(10, 0, 0, 99)
+            ),
             1
         )
         .0,
@@ -623,7 +756,11 @@ fn gratuitous_arp_and_unsolicited_na_for_a_known_neighbour_reach_control() {
     payload.extend_from_slice(&[2, 1]);
     payload.extend_from_slice(&new_mac);
     etherparse::PacketBuilder::ethernet2(new_mac, [0x33, 0x33, 0, 0, 0, 1])
-        .ipv6(rs1_ip6().octets(), "ff02::1".parse::<Ipv6Addr>().unwrap().octets(), 255)
+        .ipv6(
+            rs1_ip6().octets(),
+            "ff02::1".parse::<Ipv6Addr>().unwrap().octets(),
+            255,
+        )
         .icmpv6_raw(136, 0, [0x20, 0, 0, 0])
         .write(&mut na, &payload)
         .unwrap();
