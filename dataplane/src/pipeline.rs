@@ -169,9 +169,13 @@ impl WorkerState {
         }
     }
 
-    /// The worker that owns connections of this client endpoint: the hash scaled onto
-    /// `0..n_workers` by a multiply and a shift (Lemire's reduction) instead of a 64-bit
-    /// division (`%`: tens of cycles; this: one 3-cycle multiply).
+    /// Resize the fragment tracker (default [`FRAGMENT_SLOTS`]); allocates: call before the
+    /// worker runs. Fewer slots lose datagrams sooner under a fragment flood.
+    pub fn set_fragment_slots(&mut self, slots: usize) {
+        self.frags = FragmentTracker::new(slots);
+    }
+
+    /// The worker that owns connections of this client endpoint.
     #[inline]
     pub fn owner_of(&self, client: &[u8; 16], port: u16) -> u16 {
         let h = FlowKey::endpoint_hash(client, port);

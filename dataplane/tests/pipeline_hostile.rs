@@ -615,6 +615,28 @@ fn arp_frame(op: u8, sender_mac: [u8; 6], sender: Ipv4Addr, target: Ipv4Addr) ->
 }
 
 #[test]
+fn echo_larger_than_the_port_mtu_gets_no_reply() {
+    // Found by fuzzing: a jumbo echo request came in on a 1400-byte port and its reply went
+    // out at 1558 bytes.
+    let snap = snapshot_with_port(|p| p.mtu = 1400);
+    let mut w = worker(0, 1);
+    let echo = |len: usize| {
+        let mut f = Vec::new();
+        etherparse::PacketBuilder::ethernet2(ROUTER_MAC, LB_MAC)
+            .ipv4(CLIENT_IP.octets(), VIP.octets(), 64)
+            .icmpv4_echo_request(7, 1)
+            .write(&mut f, &vec![0u8; len - 28])
+            .unwrap();
+        f
+    };
+    assert_eq!(
+        run1(&mut w, &snap, &echo(1558), 1).0,
+        Action::Drop(Counter::DropTooBig)
+    );
+    assert_eq!(run1(&mut w, &snap, &echo(1400), 1).0, Action::Tx(0));
+}
+
+#[test]
 fn echo_with_a_bad_checksum_gets_no_reply() {
     let snap = snapshot();
     let mut w = worker(0, 1);

@@ -53,7 +53,8 @@ pub enum QuotedSide {
 /// Parse the packet quoted by the ICMP error at `frame[icmp..end]` (an outer packet of the
 /// family `v4`). The quote must hold an IP header of the same family (IPv4 options allowed;
 /// no IPv6 extension header) and the first 8 bytes of a TCP or UDP header, the least
-/// RFC 792 guarantees: ports and, for UDP, the checksum. A non-initial fragment has no ports.
+/// RFC 792 guarantees: ports and, for UDP, the checksum. A non-initial fragment has no ports;
+/// an IPv6 quote with an IPv4-mapped address is refused like such a packet would be.
 pub fn parse(frame: &[u8], icmp: usize, end: usize, v4: bool) -> Result<Quote, Counter> {
     let bad = Counter::DropIcmpQuoteMalformed;
     let ip = icmp + ICMP_LEN;
@@ -83,6 +84,11 @@ pub fn parse(frame: &[u8], icmp: usize, end: usize, v4: bool) -> Result<Quote, C
         let mut dst = [0u8; 16];
         src.copy_from_slice(&q[8..24]);
         dst.copy_from_slice(&q[24..40]);
+        // IPv4-mapped addresses never belong to IPv6 traffic vipd forwards, and a flow key
+        // would read them as IPv4 (found by fuzzing).
+        if crate::wire::addr::is_mapped(&src) || crate::wire::addr::is_mapped(&dst) {
+            return Err(bad);
+        }
         (
             FlowKey::v6(src.into(), dst.into(), be16(l4, 0), be16(l4, 2), q[6]),
             ip + ipv6::HEADER_LEN,
@@ -262,5 +268,24 @@ mod tests {
             parse(&m, 0, m.len() + 1, true).is_err(),
             "end past the frame"
         );
+    }
+
+    #[test]
+    fn ipv6_quote_with_a_mapped_address_is_refused() {
+        // Found by fuzzing: a flow key would read the mapped address as IPv4, and the quote
+        // would be rewritten at IPv4 offsets.
+        let v6 = |s: &str| s.parse::<std::net::Ipv6Addr>().unwrap().octets();
+        let mut ip6 = vec![0x60, 0, 0, 0, 0, 8, 17, 64];
+        ip6.extend_from_slice(&Ipv4Addr::BROADCAST.to_ipv6_mapped().octets());
+        ip6.extend_from_slice(&v6("2001:db8::1"));
+        ip6.extend_from_slice(&[0, 53, 0, 53, 0, 8, 0, 0]);
+        let m = icmp_quoting(&ip6);
+        assert_eq!(
+            parse(&m, 0, m.len(), false),
+            Err(Counter::DropIcmpQuoteMalformed)
+        );
+        let mut ok = m.clone();
+        ok[8 + 8..8 + 24].copy_from_slice(&v6("2001:db8::2"));
+        assert!(parse(&ok, 0, ok.len(), false).is_ok());
     }
 }

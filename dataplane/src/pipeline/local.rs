@@ -73,6 +73,15 @@ pub(super) fn echo<B: PacketBuf>(
     w: &WorkerState,
     snap: &Snapshot,
 ) -> Verdict {
+    let port = snap
+        .ports
+        .get(usize::from(rx_port))
+        .ok_or(Counter::DropNoRoute)?;
+    if pkt.len > usize::from(port.mtu) {
+        // A request larger than the port sends (it took a jumbo frame to come in): its reply
+        // would be too, and vipd does not fragment.
+        return Err(Counter::DropTooBig);
+    }
     let (src, dst) = (from_mapped(&pkt.src), from_mapped(&pkt.dst));
     let frame = buf.data_mut();
     let l3 = frame.get_mut(pkt.l2..).ok_or(Counter::DropEthMalformed)?;
@@ -108,12 +117,7 @@ pub(super) fn echo<B: PacketBuf>(
         .set_type_incremental(reply);
     // Echo replies go back where the request came from: to its source MAC on the same port.
     let requester = MacAddr([frame[6], frame[7], frame[8], frame[9], frame[10], frame[11]]);
-    let our_mac = snap
-        .ports
-        .get(usize::from(rx_port))
-        .ok_or(Counter::DropNoRoute)?
-        .mac;
-    set_macs(frame, our_mac, requester);
+    set_macs(frame, port.mac, requester);
     w.counters.inc(Counter::EchoReplies);
     Ok(Action::Tx(rx_port))
 }
