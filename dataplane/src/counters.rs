@@ -93,6 +93,9 @@ counters! {
     DropEthMalformed = "drop_eth_malformed", drop;
     /// Dropped: unicast frame for another MAC address.
     DropNotOurMac = "drop_not_our_mac", drop;
+    /// Dropped: IP packet (other than Neighbour Discovery) in a link-layer multicast or
+    /// broadcast frame: never forwarded nor answered (RFC 1812 5.3.4).
+    DropLinkMulticast = "drop_link_multicast", drop;
     /// Dropped: source MAC multicast, broadcast or zero (invalid in IEEE 802.3).
     DropSrcMacInvalid = "drop_src_mac_invalid", drop;
     /// Dropped: 802.1Q or 802.1ad (QinQ) tagged frame (vipd ports are untagged).

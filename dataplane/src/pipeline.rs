@@ -4,7 +4,8 @@
 //!
 //! Every frame is untrusted. The order of checks (each failure returns early with its own
 //! drop counter; docs/frame-classes.md lists every class of frame and what happens to it):
-//! 1. Ethernet: our MAC or multicast, a unicast non-zero source MAC, no 802.1Q/802.1ad tag.
+//! 1. Ethernet: our MAC or multicast, a unicast non-zero source MAC, no 802.1Q/802.1ad tag;
+//!    an IP packet in a multicast frame is dropped unless it is Neighbour Discovery.
 //! 2. ARP (answered for our addresses and VIPs, learned from when it moves a known neighbour).
 //! 3. IP header valid (IPv4 checksum, lengths; IPv6 without extension headers other than a
 //!    fragment header, no IPv4-mapped address); ICMPv6 Neighbour Discovery is handled here;
@@ -292,8 +293,9 @@ fn handle<B: PacketBuf>(
     let l2 = ethernet::HEADER_LEN;
     match outer_type {
         ethertype::ARP => local::arp(buf.data_mut(), l2, rx_port, port.mac, w, snap),
+        ethertype::IPV4 if dst_mac.is_multicast() => Err(Counter::DropLinkMulticast),
         ethertype::IPV4 => handle_ipv4(buf, l2, rx_port, w, snap, now),
-        ethertype::IPV6 => handle_ipv6(buf, l2, rx_port, w, snap, now),
+        ethertype::IPV6 => handle_ipv6(buf, l2, dst_mac.is_multicast(), rx_port, w, snap, now),
         _ => Err(Counter::DropUnsupportedEthertype),
     }
 }
@@ -418,6 +420,7 @@ fn handle_ipv4<B: PacketBuf>(
 fn handle_ipv6<B: PacketBuf>(
     buf: &mut B,
     l2: usize,
+    link_multicast: bool,
     rx_port: u16,
     w: &mut WorkerState,
     snap: &Snapshot,
@@ -465,6 +468,9 @@ fn handle_ipv6<B: PacketBuf>(
                 NdVerdict::ToControl => Ok(Action::ToControl),
             };
         }
+    }
+    if link_multicast {
+        return Err(Counter::DropLinkMulticast);
     }
     check_source(&src, &dst, ip.hop_limit(), snap)?;
     let pkt = Pkt {

@@ -393,7 +393,8 @@ pub fn template(t: u8, port: u16, extra: usize) -> Vec<u8> {
 
 /// Fix the checksums of a mutated frame where its structure allows, so mutations reach the
 /// logic behind the checksum checks: the IPv4 header checksum, and the TCP/UDP/ICMP checksum of
-/// an unfragmented packet.
+/// an unfragmented packet. (etherparse sums native-endian words: results are written back in
+/// native order.)
 pub fn fix_checksums(frame: &mut [u8], ip_header: bool, transport: bool) {
     use etherparse::checksum::Sum16BitWords;
     if frame.len() < 14 + 20 {
@@ -413,7 +414,7 @@ pub fn fix_checksums(frame: &mut [u8], ip_header: bool, transport: bool) {
                 let c = Sum16BitWords::new()
                     .add_slice(&frame[14..14 + ihl])
                     .ones_complement();
-                frame[24..26].copy_from_slice(&c.to_be_bytes());
+                frame[24..26].copy_from_slice(&c.to_ne_bytes());
             }
             let frag = u16::from_be_bytes([frame[20], frame[21]]) & 0x3fff != 0;
             if frag || total < ihl || 14 + total > frame.len() {
@@ -464,5 +465,5 @@ pub fn fix_checksums(frame: &mut [u8], ip_header: bool, transport: bool) {
     if proto == 17 && c == 0 {
         c = 0xffff;
     }
-    frame[at..at + 2].copy_from_slice(&c.to_be_bytes());
+    frame[at..at + 2].copy_from_slice(&c.to_ne_bytes());
 }
