@@ -132,6 +132,9 @@ counters! {
     /// Dropped: martian source: unspecified, loopback, multicast, broadcast / class E, one of
     /// our own addresses, or equal to the destination (LAND).
     DropMartianSource = "drop_martian_source", drop;
+    /// Dropped: destination not unicast (multicast, broadcast / class E, 0/8, loopback,
+    /// unspecified) outside Neighbour Discovery: nothing vipd forwards or answers goes there.
+    DropMartianDestination = "drop_martian_destination", drop;
     /// Dropped: arrived with TTL / hop limit 0 (no router forwards such a packet).
     DropTtlZero = "drop_ttl_zero", drop;
     /// Dropped: TCP flag combination no endpoint sends (none, SYN+FIN, SYN+RST, FIN without

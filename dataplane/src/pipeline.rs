@@ -352,10 +352,15 @@ impl Pkt {
 }
 
 /// The checks every IP packet passes once its header is valid: a source that may send
-/// (unicast, not ours, not the destination) and a TTL that is not 0.
+/// (unicast, not ours, not the destination), a unicast destination, a TTL that is not 0.
 fn check_source(src: &[u8; 16], dst: &[u8; 16], ttl: u8, snap: &Snapshot) -> Result<(), Counter> {
     if !addr::is_unicast_source(src) || src == dst || is_own_or_broadcast(src, snap) {
         return Err(Counter::DropMartianSource);
+    }
+    // The same classes as destinations (a NAT real server's reply to a multicast "client"
+    // was forwarded: found by fuzzing).
+    if !addr::is_unicast_source(dst) {
+        return Err(Counter::DropMartianDestination);
     }
     if ttl == 0 {
         return Err(Counter::DropTtlZero);

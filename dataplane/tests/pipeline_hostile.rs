@@ -570,6 +570,30 @@ fn no_replies_to_non_unicast_sources_and_macs() {
             "{src}"
         );
     }
+    // Found by fuzzing: a NAT real server's "reply" to a multicast client was un-NATed and
+    // sent out; and an echo to a broadcast address in a unicast frame.
+    let to_group = Frame::new(
+        RS1_MAC,
+        LB_MAC,
+        v4(RS1_IP),
+        v4(Ipv4Addr::new(236, 0, 2, 50)),
+        tcp(8080, 40000, "SA"),
+        b"",
+    );
+    assert_eq!(
+        run1(&mut w, &snap, &to_group.bytes(), 1).0,
+        Action::Drop(Counter::DropMartianDestination)
+    );
+    assert_eq!(
+        run1(
+            &mut w,
+            &snap,
+            &echo4(ROUTER_MAC, CLIENT_IP, Ipv4Addr::BROADCAST),
+            1
+        )
+        .0,
+        Action::Drop(Counter::DropMartianDestination)
+    );
     // LAND: source == destination, to a VIP.
     let land = Frame::new(ROUTER_MAC, LB_MAC, v4(VIP), v4(VIP), tcp(80, 80, "S"), b"");
     assert_eq!(

@@ -94,7 +94,16 @@ fn live(w: &WorkerState, now: u64) -> HashMap<FlowKey, (FlowId, u32)> {
         .collect()
 }
 
+/// `VIPD_FUZZ_TRACE=1`: print every frame and its verdict (to read a finding).
+fn trace() -> bool {
+    static TRACE: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *TRACE.get_or_init(|| std::env::var_os("VIPD_FUZZ_TRACE").is_some())
+}
+
 fn step(workers: &mut [WorkerState; 2], rx: usize, frame: &[u8], snap: &Snapshot, now: u64) {
+    if trace() {
+        eprintln!("in  (worker {rx}, t={now}): {frame:02x?}");
+    }
     let input_l4 = oracle::l4_checksum_ok(frame);
     let before = [live(&workers[0], now), live(&workers[1], now)];
     let mut bufs = [VecBuf::new(frame)];
@@ -114,6 +123,9 @@ fn step(workers: &mut [WorkerState; 2], rx: usize, frame: &[u8], snap: &Snapshot
         }
         a => (a, rx),
     };
+    if trace() {
+        eprintln!("    -> {action:?} by worker {by}: {:02x?}", bufs[0].data());
+    }
     if let Action::Tx(port) = action {
         assert_eq!(port, 0, "sent on a port that does not exist");
         let out = bufs[0].data();

@@ -66,6 +66,10 @@ fn checksum_fixer_is_right() {
                 == 0;
             assert!(ok, "template {t}: IPv4 header checksum after the fix");
         }
-        assert_eq!(l4_checksum_ok(&f), before, "template {t}: transport checksum after the fix");
+        assert_eq!(
+            l4_checksum_ok(&f),
+            before,
+            "template {t}: transport checksum after the fix"
+        );
     }
 }
