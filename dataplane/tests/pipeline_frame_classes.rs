@@ -410,6 +410,26 @@ fn rows() -> Vec<Row> {
             drop(DropMartianSource),
         ),
         row(
+            "4.20",
+            "destination multicast (NAT reply to a group)",
+            Frame::new(
+                RS1_MAC,
+                LB_MAC,
+                v4(RS1_IP),
+                v4(Ipv4Addr::new(239, 1, 1, 1)),
+                udp(5353, 5000),
+                b"x",
+            )
+            .bytes(),
+            drop(DropMartianDestination),
+        ),
+        row(
+            "4.20",
+            "destination limited broadcast",
+            echo4(Ipv4Addr::BROADCAST),
+            drop(DropMartianDestination),
+        ),
+        row(
             "4.15",
             "other protocol (GRE) to a VIP",
             fix4(patch(syn.clone(), 23, &[47])),
