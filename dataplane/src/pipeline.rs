@@ -436,6 +436,11 @@ fn handle_ipv6<B: PacketBuf>(
     if addr::is_mapped(&src) || addr::is_mapped(&dst) {
         return Err(Counter::DropIpv6Mapped);
     }
+    // Multicast frames carry Neighbour Discovery (ICMPv6) and nothing else vipd wants: MLD
+    // reports (behind a hop-by-hop header) and the like end here.
+    if link_multicast && ip.next_header() != ipv6::NEXT_HEADER_ICMPV6 {
+        return Err(Counter::DropLinkMulticast);
+    }
     let mut next = ip.next_header();
     let mut l4_offset = ipv6::HEADER_LEN;
     let mut frag = None;
