@@ -77,7 +77,9 @@ pub fn handle_nd<B: PacketBuf>(
         if ip.hop_limit() != ND_HOP_LIMIT
             || nd.code() != 0
             || target.is_multicast()
-            || src.is_multicast()
+            // Unspecified (duplicate address detection) or a unicast address: a loopback
+            // source got an advertisement sent to ::1 (found by fuzzing).
+            || !(src.is_unspecified() || crate::wire::addr::is_unicast_source_v6(&src.octets()))
             || !nd.verify_checksum(&src, &dst)
         {
             return Err(Counter::DropNdInvalid);
@@ -522,6 +524,14 @@ mod tests {
             run(&f, 0).0,
             Err(Counter::DropNdInvalid),
             "multicast target"
+        );
+
+        // A loopback solicitor (found by fuzzing: the advertisement went to ::1).
+        let lo = ns(ip("::1"), lb(), &sll(PEER_MAC));
+        assert_eq!(
+            run(&lo, 0).0,
+            Err(Counter::DropNdInvalid),
+            "loopback source"
         );
 
         // ICMPv6 length 16 < 24: a truncated message (etherparse writes what we give it).
