@@ -7,9 +7,10 @@
 //! 4. transport checksum right, unless it is a forwarded TCP/UDP packet whose checksum was
 //!    already wrong on input (vipd updates checksums, it does not validate them);
 //! 5. a tunnelled packet carries the received IP packet byte for byte;
-//! 6. to a real server's MAC only with a real server's address (NAT), the VIP (DR) or an outer
-//!    header to the real server (TUN); anything else comes from a VIP or vipd's own address,
-//!    or is an ICMP error relayed with its sender's address.
+//! 6. forwarded to a real server's MAC only with a real server's address (NAT), the VIP (DR)
+//!    or an outer header to the real server (TUN); anything else comes from a VIP or vipd's
+//!    own address (an answer, to the requester's MAC), or is an ICMP error relayed with its
+//!    sender's address.
 
 use crate::fixture::*;
 use etherparse::checksum::Sum16BitWords;
@@ -187,7 +188,9 @@ pub fn check_output(input: &[u8], input_l4: Option<bool>, out: &[u8]) {
             "transport checksum wrong in output, right (or absent) in input"
         );
     }
-    if is_rs_mac(dst_mac) {
+    if is_rs_mac(dst_mac) && !ours_or_vip(src) {
+        // Forwarded (vipd's own answers go to whatever MAC the requester gave, e.g. a
+        // solicitation's source link-layer option).
         assert!(
             rs_addr(dst) || dst == IpAddr::V4(VIP) || dst == IpAddr::V6(vip6()),
             "to a real server's MAC with address {dst}"
