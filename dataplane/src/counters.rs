@@ -76,6 +76,11 @@ counters! {
     Steered = "steered", event;
     /// Snapshots picked up by the worker.
     SnapshotsApplied = "snapshots_applied", event;
+    /// Iterations of the worker's poll loop.
+    WorkerPolls = "worker_polls", event;
+    /// Iterations that found work (frames received or in the inbox): busy ratio =
+    /// worker_busy_polls / worker_polls.
+    WorkerBusyPolls = "worker_busy_polls", event;
     /// TCP segments to a VIP without a flow entry and without a lone SYN (mid-stream after a
     /// restart, an expiry or a move between boxes): forwarded by the consistent hash, no state.
     TcpNoFlowStateless = "tcp_no_flow_stateless", event;

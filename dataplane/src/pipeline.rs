@@ -90,6 +90,9 @@ pub struct WorkerState {
     pub flows: FlowTable,
     /// The worker's counters (shared read-only with the control thread).
     pub counters: Arc<WorkerCounters>,
+    /// Per-real-server counters, indexed by backend id (shared read-only with the control
+    /// thread); the flow table counts its connections there too.
+    pub backends: Arc<BackendStats>,
     /// IPVS's `sloppy_tcp`: any TCP segment without a flow entry creates one (scheduled like a
     /// SYN). Off by default: only a lone SYN does, others are forwarded statelessly.
     pub sloppy_tcp: bool,
@@ -161,6 +164,7 @@ impl WorkerState {
             n_workers: n_workers.max(1),
             flows,
             counters: Arc::new(WorkerCounters::default()),
+            backends,
             sloppy_tcp: false,
             cursors: vec![0; max_services],
             generation: u64::MAX,
@@ -247,11 +251,14 @@ pub fn process_steered<B: PacketBuf>(
             worker.counters.inc(Counter::DropRingFull);
             Action::Drop(Counter::DropRingFull)
         }
-        Ok(Action::ToControl) => {
-            worker.counters.inc(Counter::ToControl);
-            Action::ToControl
+        Ok(a) => {
+            match a {
+                Action::ToControl => worker.counters.inc(Counter::ToControl),
+                Action::ToKernel => worker.counters.inc(Counter::ToKernel),
+                _ => {}
+            }
+            a
         }
-        Ok(a) => a,
         Err(reason) => {
             worker.counters.inc(reason);
             Action::Drop(reason)
@@ -547,7 +554,7 @@ fn dispatch<B: PacketBuf>(
             if snap.is_vip(&pkt.dst) {
                 Err(Counter::DropUnsupportedProtocol)
             } else if snap.is_local(&from_mapped(&pkt.dst)) {
-                Err(Counter::DropLocalUnhandled)
+                for_kernel(rx_port, snap)
             } else {
                 Err(Counter::DropNotLocal)
             }
@@ -693,7 +700,7 @@ fn handle_l4<B: PacketBuf>(
 
 /// Traffic for a port address that vipd does not answer itself: to the kernel when the rx
 /// port has a kernel interface (the exception path), else dropped.
-fn for_kernel(rx_port: u16, snap: &Snapshot) -> Verdict {
+pub(crate) fn for_kernel(rx_port: u16, snap: &Snapshot) -> Verdict {
     match snap.ports.get(usize::from(rx_port)) {
         Some(p) if p.kernel => Ok(Action::ToKernel),
         _ => Err(Counter::DropLocalUnhandled),

@@ -122,6 +122,7 @@ fn rr_snapshot() -> Snapshot {
             nat_rs(id, RS1_IP.into(), port),
             nat_rs(id + 1, RS2_IP.into(), port),
         ],
+        ..Default::default()
     };
     snapshot_of(&[rr(9000, 6, 0), rr(9053, 17, 2)])
 }
@@ -271,6 +272,7 @@ fn a_vip_packet_matching_another_connections_reply_key_is_not_taken_for_it() {
             port: 80,
             scheduler: SchedulerKind::Maglev,
             backends: vec![nat_rs(0, RS1_IP.into(), 8080)],
+            ..Default::default()
         },
         ServiceSpec {
             vip: vip2.into(),
@@ -278,6 +280,7 @@ fn a_vip_packet_matching_another_connections_reply_key_is_not_taken_for_it() {
             port: 5555,
             scheduler: SchedulerKind::Maglev,
             backends: vec![nat_rs(1, RS2_IP.into(), 80)],
+            ..Default::default()
         },
     ]);
     let mut w = worker(0, 1);

@@ -56,6 +56,7 @@ fn build_snapshot() -> Snapshot {
         mtu: MTU,
         tunnel_source4: None,
         tunnel_source6: None,
+        ..Default::default()
     };
     let rs = |id, addr: IpAddr, port, weight, mode| BackendSpec {
         id,
@@ -63,6 +64,7 @@ fn build_snapshot() -> Snapshot {
         port,
         weight,
         mode,
+        ..Default::default()
     };
     let svc = |vip: IpAddr, proto, port, scheduler, backends| ServiceSpec {
         vip,
@@ -70,6 +72,7 @@ fn build_snapshot() -> Snapshot {
         port,
         scheduler,
         backends,
+        ..Default::default()
     };
     use FwdMode::{Dr, Nat, Tunnel};
     use SchedulerKind::{Maglev, Rr, Wrr};

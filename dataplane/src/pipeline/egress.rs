@@ -172,6 +172,7 @@ pub(super) fn forward_client<B: PacketBuf>(
     now: u64,
 ) -> Verdict {
     let choice = flows::choose(info, service_index, svc, owner_here, w, snap, now)?;
+    w.backends.count_step1(choice.backend.id);
     // A datagram's fragments share one tunnel header (one receive queue at the real server).
     let tunnel_hash = pkt.frag.map_or(info.hash, |f| pkt.frag_key(f).hash());
     let mut outer = match check(buf, pkt, choice.backend, tunnel_hash, snap) {
@@ -196,6 +197,7 @@ pub(super) fn forward_client<B: PacketBuf>(
         w.counters.inc(Counter::FragmentsForwarded);
     }
     w.counters.inc(Counter::Forwarded);
+    w.backends.count_in(backend.id, buf.data().len());
     Ok(Action::Tx(port))
 }
 
@@ -217,7 +219,9 @@ pub(super) fn nat_reply<B: PacketBuf>(
     let hit = if owner_here {
         match w.flows.lookup(key, info.hash, now) {
             Some(h) if h.dir == Direction::Reply => {
-                snap.backend(h.backend).map(|b| (h.id, b.service))
+                w.backends.count_step3(h.backend);
+                snap.backend(h.backend)
+                    .map(|b| (h.id, b.service, h.backend))
             }
             _ => None,
         }
@@ -225,7 +229,7 @@ pub(super) fn nat_reply<B: PacketBuf>(
         None
     };
     let service = match hit {
-        Some((_, s)) => s,
+        Some((_, s, _)) => s,
         None => unique_service.ok_or(Counter::DropNatReplyNoFlow)?,
     };
     let svc = snap
@@ -238,12 +242,15 @@ pub(super) fn nat_reply<B: PacketBuf>(
         Err(answer) => return Ok(answer),
     };
     match hit {
-        Some((id, _)) => {
+        Some((id, _, _)) => {
             w.flows.track(id, Direction::Reply, info.tcp_flags, now);
         }
         None => w.counters.inc(Counter::NatRepliesStateless),
     }
     finish_reply(buf, pkt, svc, port, snap)?;
+    if let Some((_, _, backend)) = hit {
+        w.backends.count_out(backend, buf.data().len());
+    }
     if let Some(f) = pkt.frag {
         w.frags
             .remember(&pkt.frag_key(f), FragmentRoute::NatReply(service), now);
@@ -351,6 +358,7 @@ pub(super) fn later_fragment<B: PacketBuf>(
             let port = rewrite(buf, pkt, backend, outer, snap)?;
             w.counters.inc(Counter::FragmentsForwarded);
             w.counters.inc(Counter::Forwarded);
+            w.backends.count_in(backend.id, buf.data().len());
             Ok(Action::Tx(port))
         }
         Some(FragmentRoute::NatReply(service)) => {
@@ -367,7 +375,8 @@ pub(super) fn later_fragment<B: PacketBuf>(
             w.counters.inc(Counter::NatReplies);
             Ok(Action::Tx(port))
         }
-        None if snap.is_local(&from_mapped(&pkt.dst)) => Err(Counter::DropLocalUnhandled),
+        // The kernel reassembles its own fragments.
+        None if snap.is_local(&from_mapped(&pkt.dst)) => super::for_kernel(rx_port, snap),
         None => Err(Counter::DropFragmentUnknown),
     }
 }

@@ -65,6 +65,13 @@ pub(super) fn choose<'s>(
                 });
             }
             return match snap.backend(hit.backend) {
+                Some(backend) if backend.drop_flows => {
+                    // Its real server failed its health checks and the service drops dead
+                    // flows (IPVS expire_nodest_conn): the policy removes the entry, so the
+                    // client's next SYN is scheduled to a live real server.
+                    w.flows.remove(hit.id);
+                    Err(Counter::DropRealServerDown)
+                }
                 Some(backend) => Ok(Choice {
                     backend,
                     op: FlowOp::Track(hit.id),
@@ -191,6 +198,7 @@ fn insert<'s>(
         Ok(fid) => {
             w.flows.track(fid, Direction::Original, info.tcp_flags, now);
             w.counters.inc(Counter::FlowsCreated);
+            w.backends.count_new(backend.id);
             Ok(backend)
         }
         Err(InsertError::Full) => {

@@ -2,7 +2,7 @@
 //! errors about VIP traffic relayed to where they belong (see [`crate::fwd::icmp_relay`]).
 
 use super::egress::{self, Reject};
-use super::{local, set_macs, Action, Pkt, Verdict, WorkerState};
+use super::{for_kernel, local, set_macs, Action, Pkt, Verdict, WorkerState};
 use crate::counters::Counter;
 use crate::flow::key::{from_mapped, to_mapped};
 use crate::flow::Direction;
@@ -72,6 +72,9 @@ pub(super) fn handle<B: PacketBuf>(
     if msg_type == echo_request {
         return local::echo(buf, pkt, rx_port, w, snap);
     }
+    if to_local {
+        return for_kernel(rx_port, snap);
+    }
     Err(Counter::DropLocalUnhandled)
 }
 
@@ -102,11 +105,11 @@ fn relay<B: PacketBuf>(
     if let Some(unique) = snap.nat_endpoint(&q.key.dst, q.key.proto, q.key.dst_port) {
         return to_client(buf, pkt, &q, unique, rx_port, w, snap, now);
     }
-    Err(if to_local {
-        Counter::DropLocalUnhandled
-    } else {
-        Counter::DropNotLocal
-    })
+    if to_local {
+        // About the box's own traffic (its health checks, its kernel's connections).
+        return for_kernel(rx_port, snap);
+    }
+    Err(Counter::DropNotLocal)
 }
 
 /// An error about what a real server sent from the VIP (quoted VIP:port -> client:port): to

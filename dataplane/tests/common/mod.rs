@@ -65,6 +65,7 @@ pub fn lb_port() -> PortInfo {
         mtu: 1500,
         tunnel_source4: None,
         tunnel_source6: None,
+        ..Default::default()
     }
 }
 
@@ -87,6 +88,7 @@ pub fn nat_rs(id: u32, addr: IpAddr, port: u16) -> BackendSpec {
         port,
         weight: 1,
         mode: FwdMode::Nat,
+        ..Default::default()
     }
 }
 
