@@ -66,7 +66,8 @@ counters! {
     /// ICMP/ICMPv6 echo requests answered.
     EchoReplies = "echo_replies", event;
     /// ICMP "fragmentation needed" / ICMPv6 "packet too big" sent back to the sender of a
-    /// packet that does not fit the tunnel (TUN: inner packet + outer header over the MTU).
+    /// packet that does not fit the egress MTU (NAT, DR) or the tunnel (TUN: inner packet +
+    /// outer header over the MTU).
     IcmpTooBigSent = "icmp_too_big_sent", event;
     /// Frames handed to the control thread (neighbour learning and resolution).
     ToControl = "to_control", event;
