@@ -95,6 +95,9 @@ counters! {
     IcmpErrorsToClient = "icmp_errors_to_client", event;
     /// IP fragments forwarded (the first by its ports, the others after it).
     FragmentsForwarded = "fragments_forwarded", event;
+    /// Replies to an on-link client whose MAC vipd does not know yet, handed to the control
+    /// thread so it resolves the client (the reply itself is not sent; the next one is).
+    NeighbourResolveRequests = "neighbour_resolve_requests", event;
     /// Dropped: frame shorter than an Ethernet header (or its VLAN tag).
     DropEthMalformed = "drop_eth_malformed", drop;
     /// Dropped: unicast frame for another MAC address.

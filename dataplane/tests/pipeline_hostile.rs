@@ -816,3 +816,86 @@ fn gratuitous_arp_and_unsolicited_na_for_a_known_neighbour_reach_control() {
     assert_eq!(run1(&mut w, &snap, &na, 1).0, Action::ToControl);
     assert_eq!(w.counters.get(Counter::ToControl), 3);
 }
+
+#[test]
+fn nat_reply_to_an_unresolved_on_link_client_asks_control_to_resolve_it() {
+    // A client on the LB's own segment (no router between): its MAC was never resolved, the
+    // reply used to be dropped for ever. Now it goes to the control thread, which resolves the
+    // client; once the snapshot knows the MAC, replies flow.
+    let on_link = Ipv4Addr::new(10, 0, 0, 77);
+    let reply = Frame::new(
+        RS1_MAC,
+        LB_MAC,
+        v4(RS1_IP),
+        v4(on_link),
+        tcp(8080, 40000, "SA"),
+        b"",
+    );
+    let snap = snapshot();
+    let mut w = worker(0, 1);
+    assert_eq!(run1(&mut w, &snap, &reply.bytes(), 1).0, Action::ToControl);
+    assert_eq!(w.counters.get(Counter::NeighbourResolveRequests), 1);
+    // Off-link clients behind an unresolved gateway are the gateway's business: dropped.
+    let mut no_gw = neighbours();
+    no_gw.remove(&IpAddr::V4(ROUTER_IP));
+    let snap_no_gw = vipd_dataplane::snapshot::Snapshot::build(
+        1,
+        vec![lb_port()],
+        &[ServiceSpec {
+            vip: VIP.into(),
+            proto: 6,
+            port: 80,
+            scheduler: SchedulerKind::Rr,
+            backends: vec![nat_rs(0, RS1_IP.into(), 8080)],
+            ..Default::default()
+        }],
+        &no_gw,
+        251,
+    )
+    .unwrap();
+    let far = Frame::new(
+        RS1_MAC,
+        LB_MAC,
+        v4(RS1_IP),
+        v4(CLIENT_IP),
+        tcp(8080, 40000, "SA"),
+        b"",
+    );
+    assert_eq!(
+        run1(&mut w, &snap_no_gw, &far.bytes(), 2).0,
+        Action::Drop(Counter::DropNeighbourUnresolved)
+    );
+    // Resolved: forwarded to the client's own MAC.
+    let client_mac = [0x02, 0, 0, 0, 0, 0x77];
+    let mut with_client = neighbours();
+    with_client.insert(
+        IpAddr::V4(on_link),
+        vipd_dataplane::wire::MacAddr(client_mac),
+    );
+    let snap2 = vipd_dataplane::snapshot::Snapshot::build(
+        2,
+        vec![lb_port()],
+        &[ServiceSpec {
+            vip: VIP.into(),
+            proto: 6,
+            port: 80,
+            scheduler: SchedulerKind::Rr,
+            backends: vec![nat_rs(0, RS1_IP.into(), 8080)],
+            ..Default::default()
+        }],
+        &with_client,
+        251,
+    )
+    .unwrap();
+    let (action, out) = run1(&mut w, &snap2, &reply.bytes(), 3);
+    assert_eq!(action, Action::Tx(0));
+    let mut want = reply.clone();
+    want.src_mac = LB_MAC;
+    want.dst_mac = client_mac;
+    want.src = v4(VIP);
+    want.ttl -= 1;
+    if let L4::Tcp { sport, .. } = &mut want.l4 {
+        *sport = 80;
+    }
+    assert_eq!(out, want.bytes());
+}

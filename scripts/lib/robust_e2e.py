@@ -231,7 +231,9 @@ def scenario_syn_flood():
         check(d["ok"] >= 95, f"new connections during the flood: {d['ok']}/100 ({d['error_samples'][:3]})")
         check(t["flow_table_full"] > 0, f"the flood never filled the table (flow_table_full {t['flow_table_full']})")
         check(rss1 - rss0 < 16 * 1024, f"memory grew by {rss1 - rss0} KiB under the flood")
-        check_drops(s, allow={"drop_tx_full"})
+        # drop_tx_full: the flood can fill af_packet's TX ring; drop_no_service: late segments
+        # of the previous scenario's connections to other VIP ports.
+        check_drops(s, allow={"drop_tx_full", "drop_no_service"})
         log(f"    flood: {f['sent']} spoofed SYNs in {f['seconds']} s ({f['pps']} pps sent) from {f['flows']} "
             f"sources, table 1024; vipd rx {t['rx_packets']}, flows_created {t['flows_created']}, "
             f"flow_table_full {t['flow_table_full']} (forwarded statelessly)")

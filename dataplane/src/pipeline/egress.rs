@@ -270,7 +270,10 @@ fn to_client<B: PacketBuf>(
     snap: &Snapshot,
     now: u64,
 ) -> Result<Result<u16, Action>, Counter> {
-    let (port, _) = snap.resolve(&from_mapped(&pkt.dst))?;
+    let port = match resolve_client(pkt, snap, w)? {
+        Ok(port) => port,
+        Err(ask) => return Ok(Err(ask)),
+    };
     let egress = snap
         .ports
         .get(usize::from(port))
@@ -296,6 +299,29 @@ fn to_client<B: PacketBuf>(
             .ok_or(Counter::DropIcmpErrorSuppressed)?;
             too_big(buf, pkt.l2, from, mtu, rx_port, w, now).map(Err)
         }
+    }
+}
+
+/// The port towards a client (`Ok(Ok)`), or, when the client is on-link and its MAC unknown,
+/// the frame handed to the control thread, which resolves the client on demand (`Ok(Err)`):
+/// NAT replies to clients on the LB's own segments were never resolved.
+pub(super) fn resolve_client(
+    pkt: &Pkt,
+    snap: &Snapshot,
+    w: &WorkerState,
+) -> Result<Result<u16, Action>, Counter> {
+    let client = from_mapped(&pkt.dst);
+    match snap.resolve(&client) {
+        Ok((port, _)) => Ok(Ok(port)),
+        Err(Counter::DropNeighbourUnresolved)
+            if snap
+                .route_for(&client)
+                .is_some_and(|(_, hop)| hop == client) =>
+        {
+            w.counters.inc(Counter::NeighbourResolveRequests);
+            Ok(Err(Action::ToControl))
+        }
+        Err(c) => Err(c),
     }
 }
 

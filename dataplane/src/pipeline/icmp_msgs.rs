@@ -206,7 +206,11 @@ fn to_client<B: PacketBuf>(
         .services
         .get(service as usize)
         .ok_or(Counter::DropIcmpErrorNoFlow)?;
-    let (port, mac) = snap.resolve(&from_mapped(&pkt.dst))?;
+    let port = match egress::resolve_client(pkt, snap, w)? {
+        Ok(port) => port,
+        Err(ask) => return Ok(ask),
+    };
+    let (_, mac) = snap.resolve(&from_mapped(&pkt.dst))?;
     let egress = snap
         .ports
         .get(usize::from(port))
