@@ -134,6 +134,30 @@ fn step(workers: &mut [WorkerState; 2], rx: usize, frame: &[u8], snap: &Snapshot
     }
 }
 
+/// Whether `out` is `input` forwarded to a real server (rather than an answer to its sender):
+/// to a real server's MAC, and either tunnelled or still from the client's address.
+fn forwarded(input: &[u8], out: &[u8]) -> bool {
+    let rs_macs = [&fixture::RS1_MAC[..], &fixture::RS2_MAC[..]];
+    let to_rs = out.get(..6).is_some_and(|m| rs_macs.contains(&m));
+    let src_and_next = |f: &[u8]| match SlicedPacket::from_ethernet(f).ok()?.net? {
+        NetSlice::Ipv4(ip) => Some((
+            std::net::IpAddr::from(ip.header().source_addr()),
+            ip.header().protocol().0,
+        )),
+        NetSlice::Ipv6(ip) => Some((
+            std::net::IpAddr::from(ip.header().source_addr()),
+            ip.header().next_header().0,
+        )),
+        _ => None,
+    };
+    match (src_and_next(input), src_and_next(out)) {
+        (Some((src_in, _)), Some((src_out, next))) => {
+            to_rs && (matches!(next, 4 | 41) || src_in == src_out)
+        }
+        _ => false,
+    }
+}
+
 /// The 5-tuple of an unfragmented TCP/UDP client packet to a VIP.
 fn client_key(frame: &[u8], snap: &Snapshot) -> Option<FlowKey> {
     let p = SlicedPacket::from_ethernet(frame).ok()?;
@@ -187,8 +211,8 @@ fn stays_with_its_real_server(
     let Some(key) = client_key(input, snap) else {
         return;
     };
-    if out.get(..6) != Some(&fixture::RS1_MAC[..]) && out.get(..6) != Some(&fixture::RS2_MAC[..]) {
-        return; // answered (too-big), not forwarded
+    if !forwarded(input, out) {
+        return; // answered (too-big, to the sender's MAC, whatever it is), not forwarded
     }
     let Some((_, svc)) = snap.service(&key.dst, key.proto, key.dst_port) else {
         return;
