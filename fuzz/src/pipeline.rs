@@ -148,7 +148,6 @@ fn forwarded(input: &[u8], out: &[u8]) -> bool {
             std::net::IpAddr::from(ip.header().source_addr()),
             ip.header().next_header().0,
         )),
-        _ => None,
     };
     match (src_and_next(input), src_and_next(out)) {
         (Some((src_in, _)), Some((src_out, next))) => {
