@@ -115,6 +115,26 @@ pub(super) fn check<B: PacketBuf>(
     }
 }
 
+/// [`check`], answering a packet that is too big with ICMP too-big from `ctx.0` (the VIP):
+/// `Ok(Ok(outer))` to send it, `Ok(Err(action))` when it was answered instead. `ctx` is
+/// (VIP, rx port, now).
+fn check_or_answer<B: PacketBuf>(
+    buf: &mut B,
+    pkt: &Pkt,
+    backend: &Backend,
+    flow_hash: u64,
+    ctx: (IpAddr, u16, u64),
+    w: &mut WorkerState,
+    snap: &Snapshot,
+) -> Result<Result<Option<Outer>, Action>, Counter> {
+    let (vip, rx_port, now) = ctx;
+    match check(buf, pkt, backend, flow_hash, snap) {
+        Ok(o) => Ok(Ok(o)),
+        Err(Reject::Drop(c)) => Err(c),
+        Err(Reject::TooBig(mtu)) => too_big(buf, pkt.l2, vip, mtu, rx_port, w, now).map(Err),
+    }
+}
+
 /// Rewrite a checked packet for its real server's mode and address it to the next hop.
 /// Returns the egress port. Cannot fail after [`check`] passed (errors are still counted).
 pub(super) fn rewrite<B: PacketBuf>(
@@ -175,19 +195,18 @@ pub(super) fn forward_client<B: PacketBuf>(
     w.backends.count_step1(choice.backend.id);
     // A datagram's fragments share one tunnel header (one receive queue at the real server).
     let tunnel_hash = pkt.frag.map_or(info.hash, |f| pkt.frag_key(f).hash());
-    let mut outer = match check(buf, pkt, choice.backend, tunnel_hash, snap) {
+    let ctx = (svc.vip, rx_port, now);
+    let mut outer = match check_or_answer(buf, pkt, choice.backend, tunnel_hash, ctx, w, snap)? {
         Ok(o) => o,
-        Err(Reject::Drop(c)) => return Err(c),
-        Err(Reject::TooBig(mtu)) => return too_big(buf, pkt.l2, svc.vip, mtu, rx_port, w, now),
+        Err(answer) => return Ok(answer),
     };
     let backend = flows::commit(&choice, info, svc, w, snap, now)?;
     if backend.id != choice.backend.id {
         // The table had no room after all: the consistent hash's real server, checked again
         // (nothing was committed).
-        outer = match check(buf, pkt, backend, tunnel_hash, snap) {
+        outer = match check_or_answer(buf, pkt, backend, tunnel_hash, ctx, w, snap)? {
             Ok(o) => o,
-            Err(Reject::Drop(c)) => return Err(c),
-            Err(Reject::TooBig(mtu)) => return too_big(buf, pkt.l2, svc.vip, mtu, rx_port, w, now),
+            Err(answer) => return Ok(answer),
         };
     }
     let port = rewrite(buf, pkt, backend, outer, snap)?;
@@ -376,10 +395,10 @@ pub(super) fn later_fragment<B: PacketBuf>(
                 .get(backend.service as usize)
                 .ok_or(Counter::DropNoService)?
                 .vip;
-            let outer = match check(buf, pkt, backend, key.hash(), snap) {
+            let ctx = (vip, rx_port, now);
+            let outer = match check_or_answer(buf, pkt, backend, key.hash(), ctx, w, snap)? {
                 Ok(o) => o,
-                Err(Reject::Drop(c)) => return Err(c),
-                Err(Reject::TooBig(mtu)) => return too_big(buf, pkt.l2, vip, mtu, rx_port, w, now),
+                Err(answer) => return Ok(answer),
             };
             let port = rewrite(buf, pkt, backend, outer, snap)?;
             w.counters.inc(Counter::FragmentsForwarded);
