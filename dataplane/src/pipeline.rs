@@ -53,7 +53,6 @@ use crate::wire::ipv6::{self, FragmentHeader, Ipv6Packet};
 use crate::wire::tcp::{self, TcpPacket};
 use crate::wire::udp::UdpPacket;
 use crate::wire::MacAddr;
-use std::net::IpAddr;
 use std::sync::Arc;
 
 /// What the caller does with a frame after the pipeline.
@@ -375,15 +374,26 @@ fn check_source(src: &[u8; 16], dst: &[u8; 16], ttl: u8, snap: &Snapshot) -> Res
     Ok(())
 }
 
-/// One of our port addresses, or the broadcast address of a port's IPv4 subnet.
+/// One of our port addresses, or the broadcast address of a port's IPv4 subnet. Compared
+/// as integers: this runs for every packet.
+#[inline]
 fn is_own_or_broadcast(a: &[u8; 16], snap: &Snapshot) -> bool {
-    let ip = from_mapped(a);
-    snap.ports.iter().any(|p| match ip {
-        IpAddr::V4(v4) => p
-            .ipv4
-            .is_some_and(|n| n.addr() == v4 || (n.prefix_len() < 31 && n.broadcast() == v4)),
-        IpAddr::V6(v6) => p.ipv6.is_some_and(|n| n.addr() == v6),
-    })
+    if addr::is_mapped(a) {
+        let v4 = u32::from_be_bytes([a[12], a[13], a[14], a[15]]);
+        snap.ports.iter().any(|p| {
+            p.ipv4.is_some_and(|n| {
+                let own = u32::from(n.addr());
+                let host_bits = 32 - u32::from(n.prefix_len());
+                let broadcast = own | ((1u64 << host_bits) - 1) as u32;
+                v4 == own || (host_bits > 1 && v4 == broadcast)
+            })
+        })
+    } else {
+        let v6 = u128::from_be_bytes(*a);
+        snap.ports
+            .iter()
+            .any(|p| p.ipv6.is_some_and(|n| u128::from(n.addr()) == v6))
+    }
 }
 
 fn handle_ipv4<B: PacketBuf>(
