@@ -41,7 +41,7 @@ use crate::flow::key::from_mapped;
 use crate::flow::{FlowKey, FlowTable, TcpFlags};
 use crate::fwd::fragment::{FragmentKey, FragmentTracker, FRAGMENT_SLOTS};
 use crate::fwd::nat::L4At;
-use crate::io::PacketBuf;
+use crate::io::{PacketBuf, RxChecksum};
 use crate::ndp::{self, NdVerdict};
 use crate::snapshot::Snapshot;
 use crate::wire::addr;
@@ -179,7 +179,9 @@ impl WorkerState {
         self.frags = FragmentTracker::new(slots);
     }
 
-    /// The worker that owns connections of this client endpoint.
+    /// The worker that owns connections of this client endpoint: the hash scaled onto
+    /// `0..n_workers` by a multiply and a shift (Lemire's reduction) instead of a 64-bit
+    /// division (`%`: tens of cycles; this: one 3-cycle multiply).
     #[inline]
     pub fn owner_of(&self, client: &[u8; 16], port: u16) -> u16 {
         let h = FlowKey::endpoint_hash(client, port);

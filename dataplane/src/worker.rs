@@ -206,7 +206,7 @@ impl Worker {
                 }
             }
             let received = work;
-            work += self.drain_inbox(&snap, now_ms, &mut tx);
+            work += self.drain_inbox(snap, now_ms, &mut tx);
             self.flush(&mut tx);
             // A connection listing advances by a bounded step per iteration.
             if listing.is_none() {

@@ -96,6 +96,7 @@ fn memif_peer_disconnecting_mid_burst_many_times() {
         rx_desc: 1024,
         tx_desc: 1024,
         rss: false,
+        rx_interrupt: false,
     };
     let mut port = Port::configure(&eal, port_id, &cfg, &pool).expect("configure");
     port.start().expect("start");
