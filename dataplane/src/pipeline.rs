@@ -359,15 +359,17 @@ impl Pkt {
     }
 }
 
-/// The checks every IP packet passes once its header is valid: a source that may send
-/// (unicast, not ours, not the destination), a unicast destination, a TTL that is not 0.
-fn check_source(src: &[u8; 16], dst: &[u8; 16], ttl: u8, snap: &Snapshot) -> Result<(), Counter> {
-    if !addr::is_unicast_source(src) || src == dst || is_own_or_broadcast(src, snap) {
+/// The checks every IPv4 packet passes once its header is valid: a source that may send
+/// (unicast, not ours, not the destination), a unicast destination (a NAT real server's
+/// reply to a multicast "client" was forwarded: found by fuzzing), a TTL that is not 0.
+/// On 32-bit integers: this runs for every packet.
+#[inline]
+fn check_source_v4(src: u32, dst: u32, ttl: u8, snap: &Snapshot) -> Result<(), Counter> {
+    let unicast = |a: u32| addr::is_unicast_source_v4(a.to_be_bytes());
+    if !unicast(src) || src == dst || is_own_or_broadcast_v4(src, snap) {
         return Err(Counter::DropMartianSource);
     }
-    // The same classes as destinations (a NAT real server's reply to a multicast "client"
-    // was forwarded: found by fuzzing).
-    if !addr::is_unicast_source(dst) {
+    if !unicast(dst) {
         return Err(Counter::DropMartianDestination);
     }
     if ttl == 0 {
@@ -376,26 +378,42 @@ fn check_source(src: &[u8; 16], dst: &[u8; 16], ttl: u8, snap: &Snapshot) -> Res
     Ok(())
 }
 
-/// One of our port addresses, or the broadcast address of a port's IPv4 subnet. Compared
-/// as integers: this runs for every packet.
-#[inline]
-fn is_own_or_broadcast(a: &[u8; 16], snap: &Snapshot) -> bool {
-    if addr::is_mapped(a) {
-        let v4 = u32::from_be_bytes([a[12], a[13], a[14], a[15]]);
-        snap.ports.iter().any(|p| {
-            p.ipv4.is_some_and(|n| {
-                let own = u32::from(n.addr());
-                let host_bits = 32 - u32::from(n.prefix_len());
-                let broadcast = own | ((1u64 << host_bits) - 1) as u32;
-                v4 == own || (host_bits > 1 && v4 == broadcast)
-            })
-        })
-    } else {
-        let v6 = u128::from_be_bytes(*a);
+/// [`check_source_v4`] for IPv6.
+fn check_source_v6(
+    src: &[u8; 16],
+    dst: &[u8; 16],
+    hops: u8,
+    snap: &Snapshot,
+) -> Result<(), Counter> {
+    let own = || {
+        let v6 = u128::from_be_bytes(*src);
         snap.ports
             .iter()
             .any(|p| p.ipv6.is_some_and(|n| u128::from(n.addr()) == v6))
+    };
+    if !addr::is_unicast_source_v6(src) || src == dst || own() {
+        return Err(Counter::DropMartianSource);
     }
+    if !addr::is_unicast_source_v6(dst) {
+        return Err(Counter::DropMartianDestination);
+    }
+    if hops == 0 {
+        return Err(Counter::DropTtlZero);
+    }
+    Ok(())
+}
+
+/// One of our port addresses, or the broadcast address of a port's IPv4 subnet.
+#[inline]
+fn is_own_or_broadcast_v4(v4: u32, snap: &Snapshot) -> bool {
+    snap.ports.iter().any(|p| {
+        p.ipv4.is_some_and(|n| {
+            let own = u32::from(n.addr());
+            let host_bits = 32 - u32::from(n.prefix_len());
+            let broadcast = own | ((1u64 << host_bits) - 1) as u32;
+            v4 == own || (host_bits > 1 && v4 == broadcast)
+        })
+    })
 }
 
 fn handle_ipv4<B: PacketBuf>(
@@ -416,9 +434,9 @@ fn handle_ipv4<B: PacketBuf>(
     if !checksum_ok {
         return Err(Counter::DropIpv4BadChecksum);
     }
+    check_source_v4(u32::from(ip.src()), u32::from(ip.dst()), ip.ttl(), snap)?;
     let src = ip.src().to_ipv6_mapped().octets();
     let dst = ip.dst().to_ipv6_mapped().octets();
-    check_source(&src, &dst, ip.ttl(), snap)?;
     let frag = ip.is_fragment().then(|| Frag {
         ident: u32::from(ip.ident()),
         offset: ip.frag_offset(),
@@ -501,7 +519,7 @@ fn handle_ipv6<B: PacketBuf>(
     if link_multicast {
         return Err(Counter::DropLinkMulticast);
     }
-    check_source(&src, &dst, ip.hop_limit(), snap)?;
+    check_source_v6(&src, &dst, ip.hop_limit(), snap)?;
     let pkt = Pkt {
         l2,
         v4: false,

@@ -72,52 +72,54 @@ pub fn hop(l3: &mut [u8]) -> RewriteResult {
 }
 
 fn rewrite(l3: &mut [u8], l4: L4At, side: Side, addr: IpAddr, port: u16) -> RewriteResult {
-    let (old, new, end): ([u8; 16], [u8; 16], usize) = match (l3.first().map(|b| b >> 4), addr) {
-        (Some(4), IpAddr::V4(new)) => {
+    // Old and new address as the pseudo-header sums them: 4 bytes for IPv4, 16 for IPv6.
+    let mut old = [0u8; 16];
+    let mut new = [0u8; 16];
+    let (alen, end) = match (l3.first().map(|b| b >> 4), addr) {
+        (Some(4), IpAddr::V4(to)) => {
             let mut ip =
                 Ipv4Packet::new_checked(&mut *l3).map_err(|_| Counter::DropIpv4Malformed)?;
             let ttl = ip.ttl();
             if ttl <= 1 {
                 return Err(Counter::DropTtlExceeded);
             }
-            let old = if side == Side::Dst {
+            let was = if side == Side::Dst {
                 ip.dst()
             } else {
                 ip.src()
             };
             ip.set_ttl_incremental(ttl - 1);
             if side == Side::Dst {
-                ip.set_dst_incremental(new);
+                ip.set_dst_incremental(to);
             } else {
-                ip.set_src_incremental(new);
+                ip.set_src_incremental(to);
             }
-            (
-                old.to_ipv6_mapped().octets(),
-                new.to_ipv6_mapped().octets(),
-                usize::from(ip.total_len()),
-            )
+            old[..4].copy_from_slice(&was.octets());
+            new[..4].copy_from_slice(&to.octets());
+            (4, usize::from(ip.total_len()))
         }
-        (Some(6), IpAddr::V6(new)) => {
+        (Some(6), IpAddr::V6(to)) => {
             let mut ip =
                 Ipv6Packet::new_checked(&mut *l3).map_err(|_| Counter::DropIpv6Malformed)?;
             let hops = ip.hop_limit();
             if hops <= 1 {
                 return Err(Counter::DropTtlExceeded);
             }
-            let old = if side == Side::Dst {
+            let was = if side == Side::Dst {
                 ip.dst()
             } else {
                 ip.src()
             };
             ip.set_hop_limit(hops - 1);
             if side == Side::Dst {
-                ip.set_dst(new);
+                ip.set_dst(to);
             } else {
-                ip.set_src(new);
+                ip.set_src(to);
             }
+            old = was.octets();
+            new = to.octets();
             (
-                old.octets(),
-                new.octets(),
+                16,
                 crate::wire::ipv6::HEADER_LEN + usize::from(ip.payload_len()),
             )
         }
@@ -127,14 +129,8 @@ fn rewrite(l3: &mut [u8], l4: L4At, side: Side, addr: IpAddr, port: u16) -> Rewr
     if !l4.header {
         return Ok(());
     }
-    // The pseudo-header holds 4 address bytes for IPv4 (the mapped prefix is not summed).
-    let (old, new) = if addr.is_ipv4() {
-        (&old[12..], &new[12..])
-    } else {
-        (&old[..], &new[..])
-    };
     let seg = l3.get_mut(l4.offset..end).ok_or(Counter::DropL4Malformed)?;
-    rewrite_l4(seg, l4.proto, side, old, new, port)
+    rewrite_l4(seg, l4.proto, side, &old[..alen], &new[..alen], port)
 }
 
 fn rewrite_l4(
