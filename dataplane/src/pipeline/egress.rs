@@ -13,6 +13,7 @@ use crate::fwd::nat::{self, L4At};
 use crate::fwd::tunnel::{self, Outer, TunnelError};
 use crate::io::PacketBuf;
 use crate::snapshot::{Backend, FwdMode, PortInfo, Service, Snapshot};
+use crate::wire::MacAddr;
 use std::net::IpAddr;
 
 /// Smallest MTU an IPv4 host must accept (RFC 791).
@@ -59,33 +60,51 @@ fn egress_port<'s>(backend: &Backend, snap: &'s Snapshot) -> Result<&'s PortInfo
         .ok_or(Counter::DropNoRoute)
 }
 
+/// Where a checked packet goes: [`check`]'s answer, used by [`deliver`] (one lookup).
+#[derive(Clone, Copy, Debug)]
+pub(super) struct Route {
+    /// The next hop's MAC.
+    next_hop: MacAddr,
+    /// The egress port and its MAC.
+    port: u16,
+    our_mac: MacAddr,
+    /// The tunnel header to add (TUN).
+    outer: Option<Outer>,
+}
+
 /// Everything that could stop `pkt` on its way to `backend`, checked without changing the
-/// frame or any state. Returns the tunnel header to add (TUN). `flow_hash` picks the tunnel's
-/// outer source and flow label.
+/// frame or any state; returns where it goes. `flow_hash` picks the tunnel's outer source
+/// and flow label.
 pub(super) fn check<B: PacketBuf>(
     buf: &mut B,
     pkt: &Pkt,
     backend: &Backend,
     flow_hash: u64,
     snap: &Snapshot,
-) -> Result<Option<Outer>, Reject> {
-    backend
+) -> Result<Route, Reject> {
+    let next_hop = backend
         .next_hop_mac
         .ok_or(Counter::DropNeighbourUnresolved)?;
     let port = egress_port(backend, snap)?;
+    let route = |outer| Route {
+        next_hop,
+        port: backend.egress_port,
+        our_mac: port.mac,
+        outer,
+    };
     match backend.mode {
         FwdMode::Nat => {
             if pkt.ttl <= 1 {
                 return Err(Counter::DropTtlExceeded.into());
             }
             fits(pkt, port.mtu)?;
-            Ok(None)
+            Ok(route(None))
         }
         // Direct routing is a layer-2 hop: the packet still goes to the VIP, only the
         // destination MAC changes (and, like IPVS's DR transmitter, the TTL is left alone).
         FwdMode::Dr => {
             fits(pkt, port.mtu)?;
-            Ok(None)
+            Ok(route(None))
         }
         FwdMode::Tunnel => {
             let flow_hash = (flow_hash >> 32) as u32 ^ flow_hash as u32;
@@ -106,7 +125,7 @@ pub(super) fn check<B: PacketBuf>(
                 mtu: port.mtu,
             };
             match tunnel::check(buf.data(), pkt.l2, &outer) {
-                Ok(overhead) if has_headroom(buf, overhead) => Ok(Some(outer)),
+                Ok(overhead) if has_headroom(buf, overhead) => Ok(route(Some(outer))),
                 Ok(_) => Err(Counter::DropNoHeadroom.into()),
                 Err(TunnelError::TooBig { mtu }) => Err(Reject::TooBig(mtu)),
                 Err(TunnelError::Drop(c)) => Err(c.into()),
@@ -116,7 +135,7 @@ pub(super) fn check<B: PacketBuf>(
 }
 
 /// [`check`], answering a packet that is too big with ICMP too-big from `ctx.0` (the VIP):
-/// `Ok(Ok(outer))` to send it, `Ok(Err(action))` when it was answered instead. `ctx` is
+/// `Ok(Ok(route))` to send it, `Ok(Err(action))` when it was answered instead. `ctx` is
 /// (VIP, rx port, now).
 fn check_or_answer<B: PacketBuf>(
     buf: &mut B,
@@ -126,7 +145,7 @@ fn check_or_answer<B: PacketBuf>(
     ctx: (IpAddr, u16, u64),
     w: &mut WorkerState,
     snap: &Snapshot,
-) -> Result<Result<Option<Outer>, Action>, Counter> {
+) -> Result<Result<Route, Action>, Counter> {
     let (vip, rx_port, now) = ctx;
     match check(buf, pkt, backend, flow_hash, snap) {
         Ok(o) => Ok(Ok(o)),
@@ -141,8 +160,7 @@ pub(super) fn rewrite<B: PacketBuf>(
     buf: &mut B,
     pkt: &Pkt,
     backend: &Backend,
-    outer: Option<Outer>,
-    snap: &Snapshot,
+    route: Route,
 ) -> Result<u16, Counter> {
     if backend.mode == FwdMode::Nat {
         let l3 = buf
@@ -151,30 +169,19 @@ pub(super) fn rewrite<B: PacketBuf>(
             .ok_or(Counter::DropEthMalformed)?;
         nat::rewrite_to_backend(l3, pkt.l4, backend.addr, backend.port)?;
     }
-    deliver(buf, pkt.l2, backend, outer, snap)
+    deliver(buf, pkt.l2, route)
 }
 
 /// The last hop of every packet to a real server: encapsulate (TUN) and set the MACs.
-pub(super) fn deliver<B: PacketBuf>(
-    buf: &mut B,
-    l2: usize,
-    backend: &Backend,
-    outer: Option<Outer>,
-    snap: &Snapshot,
-) -> Result<u16, Counter> {
-    let mac = backend
-        .next_hop_mac
-        .ok_or(Counter::DropNeighbourUnresolved)?;
-    let port = egress_port(backend, snap)?;
-    if backend.mode == FwdMode::Tunnel {
-        let outer = outer.ok_or(Counter::DropTunnelNoSource)?;
+pub(super) fn deliver<B: PacketBuf>(buf: &mut B, l2: usize, route: Route) -> Result<u16, Counter> {
+    if let Some(outer) = route.outer {
         tunnel::encapsulate(buf, l2, &outer).map_err(|e| match e {
             TunnelError::Drop(c) => c,
             TunnelError::TooBig { .. } => Counter::DropTunnelTooBig,
         })?;
     }
-    set_macs(buf.data_mut(), port.mac, mac);
-    Ok(backend.egress_port)
+    set_macs(buf.data_mut(), route.our_mac, route.next_hop);
+    Ok(route.port)
 }
 
 /// Steps 1 -> 2: a client packet (or a datagram's first fragment) to its real server.
@@ -196,7 +203,7 @@ pub(super) fn forward_client<B: PacketBuf>(
     // A datagram's fragments share one tunnel header (one receive queue at the real server).
     let tunnel_hash = pkt.frag.map_or(info.hash, |f| pkt.frag_key(f).hash());
     let ctx = (svc.vip, rx_port, now);
-    let mut outer = match check_or_answer(buf, pkt, choice.backend, tunnel_hash, ctx, w, snap)? {
+    let mut route = match check_or_answer(buf, pkt, choice.backend, tunnel_hash, ctx, w, snap)? {
         Ok(o) => o,
         Err(answer) => return Ok(answer),
     };
@@ -204,12 +211,12 @@ pub(super) fn forward_client<B: PacketBuf>(
     if backend.id != choice.backend.id {
         // The table had no room after all: the consistent hash's real server, checked again
         // (nothing was committed).
-        outer = match check_or_answer(buf, pkt, backend, tunnel_hash, ctx, w, snap)? {
+        route = match check_or_answer(buf, pkt, backend, tunnel_hash, ctx, w, snap)? {
             Ok(o) => o,
             Err(answer) => return Ok(answer),
         };
     }
-    let port = rewrite(buf, pkt, backend, outer, snap)?;
+    let port = rewrite(buf, pkt, backend, route)?;
     if let Some(f) = pkt.frag {
         w.frags
             .remember(&pkt.frag_key(f), FragmentRoute::ToBackend(backend.id), now);
@@ -396,11 +403,11 @@ pub(super) fn later_fragment<B: PacketBuf>(
                 .ok_or(Counter::DropNoService)?
                 .vip;
             let ctx = (vip, rx_port, now);
-            let outer = match check_or_answer(buf, pkt, backend, key.hash(), ctx, w, snap)? {
+            let route = match check_or_answer(buf, pkt, backend, key.hash(), ctx, w, snap)? {
                 Ok(o) => o,
                 Err(answer) => return Ok(answer),
             };
-            let port = rewrite(buf, pkt, backend, outer, snap)?;
+            let port = rewrite(buf, pkt, backend, route)?;
             w.counters.inc(Counter::FragmentsForwarded);
             w.counters.inc(Counter::Forwarded);
             w.backends.count_in(backend.id, buf.data().len());

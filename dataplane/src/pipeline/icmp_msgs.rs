@@ -144,7 +144,7 @@ fn to_real_server<B: PacketBuf>(
             .and_then(|id| snap.backend(id))
             .ok_or(Counter::DropIcmpErrorNoFlow)?,
     };
-    let outer = match egress::check(buf, pkt, backend, hash, snap) {
+    let route = match egress::check(buf, pkt, backend, hash, snap) {
         Ok(o) => o,
         // No error about an error: an oversized one is dropped.
         Err(Reject::TooBig(_)) => return Err(Counter::DropTooBig),
@@ -168,7 +168,7 @@ fn to_real_server<B: PacketBuf>(
         )?;
         fill_checksum(frame, pkt, range)?;
     }
-    let port = egress::deliver(buf, pkt.l2, backend, outer, snap)?;
+    let port = egress::deliver(buf, pkt.l2, route)?;
     w.counters.inc(Counter::IcmpErrorsToRealServer);
     Ok(Action::Tx(port))
 }
