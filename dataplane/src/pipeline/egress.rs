@@ -262,9 +262,8 @@ pub(super) fn nat_reply<B: PacketBuf>(
         .services
         .get(service as usize)
         .ok_or(Counter::DropNatReplyNoFlow)?;
-    let port = to_client(buf, pkt, rx_port, w, snap, now)?;
-    let port = match port {
-        Ok(p) => p,
+    let hop = match to_client(buf, pkt, rx_port, w, snap, now)? {
+        Ok(hop) => hop,
         Err(answer) => return Ok(answer),
     };
     match hit {
@@ -273,7 +272,7 @@ pub(super) fn nat_reply<B: PacketBuf>(
         }
         None => w.counters.inc(Counter::NatRepliesStateless),
     }
-    finish_reply(buf, pkt, svc, port, snap)?;
+    let port = finish_reply(buf, pkt, svc, hop)?;
     if let Some((_, _, backend)) = hit {
         w.backends.count_out(backend, buf.data().len());
     }
@@ -286,8 +285,17 @@ pub(super) fn nat_reply<B: PacketBuf>(
     Ok(Action::Tx(port))
 }
 
-/// The checks of a packet towards a client (step 4): route and MAC, TTL, MTU. `Ok(Ok(port))`
-/// to send it; `Ok(Err(action))` when the sender is answered with too-big instead.
+/// The next hop towards a client: egress port, its MAC, the hop's MAC.
+#[derive(Clone, Copy, Debug)]
+pub(super) struct ClientHop {
+    pub(super) port: u16,
+    pub(super) our_mac: MacAddr,
+    pub(super) mac: MacAddr,
+}
+
+/// The checks of a packet towards a client (step 4): route and MAC, TTL, MTU. `Ok(Ok(hop))`
+/// to send it; `Ok(Err(action))` when the sender is answered with too-big instead (or the
+/// client must be resolved first).
 fn to_client<B: PacketBuf>(
     buf: &mut B,
     pkt: &Pkt,
@@ -295,20 +303,21 @@ fn to_client<B: PacketBuf>(
     w: &mut WorkerState,
     snap: &Snapshot,
     now: u64,
-) -> Result<Result<u16, Action>, Counter> {
-    let port = match resolve_client(pkt, snap, w)? {
-        Ok(port) => port,
+) -> Result<Result<ClientHop, Action>, Counter> {
+    let hop = match resolve_client(pkt, snap, w)? {
+        Ok(hop) => hop,
         Err(ask) => return Ok(Err(ask)),
     };
-    let egress = snap
-        .ports
-        .get(usize::from(port))
-        .ok_or(Counter::DropNoRoute)?;
     if pkt.ttl <= 1 {
         return Err(Counter::DropTtlExceeded);
     }
-    match fits(pkt, egress.mtu) {
-        Ok(()) => Ok(Ok(port)),
+    let mtu = snap
+        .ports
+        .get(usize::from(hop.port))
+        .ok_or(Counter::DropNoRoute)?
+        .mtu;
+    match fits(pkt, mtu) {
+        Ok(()) => Ok(Ok(hop)),
         Err(Reject::Drop(c)) => Err(c),
         Err(Reject::TooBig(mtu)) => {
             // The real server sent more than the client's side takes: tell it, from our
@@ -328,17 +337,24 @@ fn to_client<B: PacketBuf>(
     }
 }
 
-/// The port towards a client (`Ok(Ok)`), or, when the client is on-link and its MAC unknown,
-/// the frame handed to the control thread, which resolves the client on demand (`Ok(Err)`):
-/// NAT replies to clients on the LB's own segments were never resolved.
+/// The next hop towards a client (`Ok(Ok)`), or, when the client is on-link and its MAC
+/// unknown, the frame handed to the control thread, which resolves the client on demand
+/// (`Ok(Err)`): NAT replies to clients on the LB's own segments were never resolved.
 pub(super) fn resolve_client(
     pkt: &Pkt,
     snap: &Snapshot,
     w: &WorkerState,
-) -> Result<Result<u16, Action>, Counter> {
+) -> Result<Result<ClientHop, Action>, Counter> {
     let client = from_mapped(&pkt.dst);
     match snap.resolve(&client) {
-        Ok((port, _)) => Ok(Ok(port)),
+        Ok((port, mac)) => {
+            let our_mac = snap
+                .ports
+                .get(usize::from(port))
+                .ok_or(Counter::DropNoRoute)?
+                .mac;
+            Ok(Ok(ClientHop { port, our_mac, mac }))
+        }
         Err(Counter::DropNeighbourUnresolved)
             if snap
                 .route_for(&client)
@@ -351,25 +367,19 @@ pub(super) fn resolve_client(
     }
 }
 
-/// Rewrite a checked reply to come from the VIP and address it to the client's next hop.
+/// Rewrite a checked reply to come from the VIP and address it to the client's next hop;
+/// returns the egress port.
 fn finish_reply<B: PacketBuf>(
     buf: &mut B,
     pkt: &Pkt,
     svc: &Service,
-    port: u16,
-    snap: &Snapshot,
-) -> Result<(), Counter> {
-    let (_, mac) = snap.resolve(&from_mapped(&pkt.dst))?;
-    let our_mac = snap
-        .ports
-        .get(usize::from(port))
-        .ok_or(Counter::DropNoRoute)?
-        .mac;
+    hop: ClientHop,
+) -> Result<u16, Counter> {
     let frame = buf.data_mut();
     let l3 = frame.get_mut(pkt.l2..).ok_or(Counter::DropEthMalformed)?;
     nat::rewrite_to_vip(l3, pkt.l4, svc.vip, svc.port)?;
-    set_macs(frame, our_mac, mac);
-    Ok(())
+    set_macs(frame, hop.our_mac, hop.mac);
+    Ok(hop.port)
 }
 
 /// A fragment after the first: it follows its datagram's first fragment.
@@ -418,11 +428,11 @@ pub(super) fn later_fragment<B: PacketBuf>(
                 .services
                 .get(service as usize)
                 .ok_or(Counter::DropNatReplyNoFlow)?;
-            let port = match to_client(buf, pkt, rx_port, w, snap, now)? {
-                Ok(p) => p,
+            let hop = match to_client(buf, pkt, rx_port, w, snap, now)? {
+                Ok(hop) => hop,
                 Err(answer) => return Ok(answer),
             };
-            finish_reply(buf, pkt, svc, port, snap)?;
+            let port = finish_reply(buf, pkt, svc, hop)?;
             w.counters.inc(Counter::FragmentsForwarded);
             w.counters.inc(Counter::NatReplies);
             Ok(Action::Tx(port))

@@ -206,11 +206,11 @@ fn to_client<B: PacketBuf>(
         .services
         .get(service as usize)
         .ok_or(Counter::DropIcmpErrorNoFlow)?;
-    let port = match egress::resolve_client(pkt, snap, w)? {
-        Ok(port) => port,
+    let hop = match egress::resolve_client(pkt, snap, w)? {
+        Ok(hop) => hop,
         Err(ask) => return Ok(ask),
     };
-    let (_, mac) = snap.resolve(&from_mapped(&pkt.dst))?;
+    let (port, mac) = (hop.port, hop.mac);
     let egress = snap
         .ports
         .get(usize::from(port))
