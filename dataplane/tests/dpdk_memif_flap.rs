@@ -7,6 +7,15 @@
 //! process survives every flap, traffic flowed, and the mempool is back to its idle in-use
 //! count (no mbuf leaked across the link events).
 //!
+//! Result: not safe. Alone it survived 12, 40 and 20 flaps here; inside a loaded `scripts/test`
+//! run the process died with SIGSEGV. DPDK 22.11's `memif_disconnect`, run by the EAL
+//! interrupt thread when the peer goes, marks the link down and then unmaps the shared regions
+//! with no synchronisation with `rte_eth_rx_burst`/`tx_burst` on the worker: a worker inside a
+//! burst (or preempted in one) reads unmapped memory. No callback runs before the unmap, so no
+//! application guard (skipping ports whose link is down) closes the window; only the PMD can.
+//! The test is therefore ignored by default and kept as the reproduction:
+//! `cargo test -p vipd-dataplane --test dpdk_memif_flap -- --ignored --nocapture`.
+//!
 //! EAL initialises once per process, so this file holds a single test (one process).
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test code: a panic is a failed test
@@ -62,6 +71,7 @@ fn testpmd(socket: &str, n: usize) -> Child {
 }
 
 #[test]
+#[ignore = "reproduces a DPDK 22.11 net_memif race (SIGSEGV when the peer disconnects); see the module docs"]
 fn memif_peer_disconnecting_mid_burst_many_times() {
     let pid = std::process::id();
     let socket = format!("/vipd-test-memif-{pid}.sock");
