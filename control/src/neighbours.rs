@@ -34,7 +34,14 @@ pub struct Neighbour {
     last_request: Option<Instant>,
     /// Requests sent without a reply since the last confirmation.
     pub unanswered: u32,
+    /// Asked for by the dataplane (a NAT reply to an on-link client), not by the
+    /// configuration: kept across `set_wanted`, forgotten when it stops answering.
+    pub on_demand: bool,
 }
+
+/// At most this many on-demand entries: the dataplane asks for on-link clients it must send
+/// to, and a burst of replies to many clients must not grow the table without bound.
+pub const ON_DEMAND_MAX: usize = 4096;
 
 /// A request (ARP or Neighbour Solicitation) the daemon must send.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -70,7 +77,8 @@ impl NeighbourTable {
     /// incomplete, ones no longer wanted are forgotten. `statics` are configured entries.
     pub fn set_wanted(&mut self, wanted: &[(IpAddr, u16)], statics: &[(IpAddr, MacAddr, u16)]) {
         self.entries.retain(|ip, n| {
-            n.state != NeighbourState::Static && wanted.iter().any(|(w, _)| w == ip)
+            n.state != NeighbourState::Static
+                && (n.on_demand || wanted.iter().any(|(w, _)| w == ip))
         });
         for &(ip, mac, port) in statics {
             self.entries.insert(
@@ -82,24 +90,54 @@ impl NeighbourTable {
                     confirmed: None,
                     last_request: None,
                     unanswered: 0,
+                    on_demand: false,
                 },
             );
         }
         for &(ip, port) in wanted {
-            self.entries.entry(ip).or_insert(Neighbour {
+            let n = self.entries.entry(ip).or_insert(Neighbour {
                 port,
                 mac: None,
                 state: NeighbourState::Incomplete,
                 confirmed: None,
                 last_request: None,
                 unanswered: 0,
+                on_demand: false,
             });
+            // Wanted by the configuration now: no longer forgotten as on-demand entries are.
+            n.on_demand = false;
         }
     }
 
-    /// A reply (ARP reply, gratuitous ARP or Neighbour Advertisement) said `ip` is at `mac`. Returns true when the MAC the
-    /// dataplane uses changed. Addresses nobody wants are ignored (no table growth from
-    /// unsolicited traffic).
+    /// The dataplane must send to `ip` on `port` (an on-link NAT client) and has no MAC for
+    /// it: resolve it like a configured next hop (the request goes out on the next `poll`).
+    /// Returns false when it is already known or wanted, or the on-demand entries are at
+    /// [`ON_DEMAND_MAX`].
+    pub fn want_on_demand(&mut self, ip: IpAddr, port: u16) -> bool {
+        if self.entries.contains_key(&ip)
+            || self.entries.values().filter(|n| n.on_demand).count() >= ON_DEMAND_MAX
+        {
+            return false;
+        }
+        self.entries.insert(
+            ip,
+            Neighbour {
+                port,
+                mac: None,
+                state: NeighbourState::Incomplete,
+                confirmed: None,
+                last_request: None,
+                unanswered: 0,
+                on_demand: true,
+            },
+        );
+        true
+    }
+
+    /// A reply (ARP reply, gratuitous ARP or Neighbour Advertisement) said `ip` is at `mac`.
+    /// Returns true when the MAC the dataplane uses changed (a gratuitous ARP or an unsolicited
+    /// advertisement moves a reachable neighbour at once). Addresses nobody wants are ignored
+    /// (no table growth from unsolicited traffic).
     pub fn learn(&mut self, ip: IpAddr, mac: MacAddr, now: Instant) -> bool {
         let Some(n) = self.entries.get_mut(&ip) else {
             return false;
@@ -161,6 +199,14 @@ impl NeighbourTable {
                 }
             }
         }
+        // On-demand entries that never answered, or stopped answering, are forgotten: the
+        // dataplane asks again when it has something to send.
+        let gone_after = u32::try_from(expire.as_secs() / retry.as_secs().max(1))
+            .unwrap_or(u32::MAX)
+            .max(1);
+        self.entries.retain(|_, n| {
+            !(n.on_demand && n.state == NeighbourState::Incomplete && n.unanswered > gone_after)
+        });
         (requests, changed)
     }
 
@@ -276,6 +322,61 @@ mod tests {
         let (_, changed) = t.poll(t0 + Duration::from_secs(40));
         assert!(changed, "expired without reply");
         assert!(t.resolved().is_empty());
+    }
+
+    #[test]
+    fn gratuitous_arp_moves_a_reachable_neighbour_at_once() {
+        let mut t = NeighbourTable::new(timers());
+        let gw: IpAddr = "10.0.0.1".parse().unwrap();
+        let t0 = Instant::now();
+        t.set_wanted(&[(gw, 0)], &[]);
+        assert!(t.learn(gw, MacAddr([2, 0, 0, 0, 0, 1]), t0));
+        // A replaced host announces its new MAC before any refresh is due.
+        let new = MacAddr([2, 0, 0, 0, 0, 0x77]);
+        assert!(t.learn(gw, new, t0 + Duration::from_secs(1)), "changed");
+        assert_eq!(t.resolved().get(&gw), Some(&new));
+        assert!(
+            !t.learn(gw, MacAddr::BROADCAST, t0 + Duration::from_secs(2)),
+            "a multicast MAC is never learned"
+        );
+    }
+
+    #[test]
+    fn on_demand_clients_are_resolved_kept_and_forgotten() {
+        let mut t = NeighbourTable::new(timers());
+        let client: IpAddr = "10.0.0.77".parse().unwrap();
+        let gw: IpAddr = "10.0.0.1".parse().unwrap();
+        let t0 = Instant::now();
+        t.set_wanted(&[(gw, 0)], &[]);
+        assert!(t.want_on_demand(client, 0));
+        assert!(!t.want_on_demand(client, 0), "asked once");
+        assert!(!t.want_on_demand(gw, 0), "already wanted");
+        let (req, _) = t.poll(t0);
+        assert!(req.contains(&Request {
+            port: 0,
+            target: client
+        }));
+        let mac = MacAddr([2, 0, 0, 0, 0, 0x77]);
+        assert!(t.learn(client, mac, t0 + Duration::from_millis(10)));
+        assert_eq!(t.resolved().get(&client), Some(&mac));
+        // A reload recomputes the configured next hops: the client stays.
+        t.set_wanted(&[(gw, 0)], &[]);
+        assert_eq!(t.resolved().get(&client), Some(&mac));
+        // It stops answering: expired, then forgotten once its requests go unanswered.
+        let (_, changed) = t.poll(t0 + Duration::from_secs(31));
+        assert!(changed);
+        for s in 32..80 {
+            t.poll(t0 + Duration::from_secs(s));
+        }
+        assert!(t.entries().all(|(ip, _)| *ip != client), "forgotten");
+        // Bounded.
+        for i in 0..ON_DEMAND_MAX as u32 + 10 {
+            t.want_on_demand(IpAddr::V4(std::net::Ipv4Addr::from(0x0b00_0000 + i)), 0);
+        }
+        assert_eq!(
+            t.entries().filter(|(_, n)| n.on_demand).count(),
+            ON_DEMAND_MAX
+        );
     }
 
     #[test]

@@ -66,7 +66,8 @@ counters! {
     /// ICMP/ICMPv6 echo requests answered.
     EchoReplies = "echo_replies", event;
     /// ICMP "fragmentation needed" / ICMPv6 "packet too big" sent back to the sender of a
-    /// packet that does not fit the tunnel (TUN: inner packet + outer header over the MTU).
+    /// packet that does not fit the egress MTU (NAT, DR) or the tunnel (TUN: inner packet +
+    /// outer header over the MTU).
     IcmpTooBigSent = "icmp_too_big_sent", event;
     /// Frames handed to the control thread (neighbour learning and resolution).
     ToControl = "to_control", event;
@@ -81,14 +82,39 @@ counters! {
     /// Iterations that found work (frames received or in the inbox): busy ratio =
     /// worker_busy_polls / worker_polls.
     WorkerBusyPolls = "worker_busy_polls", event;
+    /// TCP segments to a VIP without a flow entry and without a lone SYN (mid-stream after a
+    /// restart, an expiry or a move between boxes): forwarded by the consistent hash, no state.
+    TcpNoFlowStateless = "tcp_no_flow_stateless", event;
+    /// New flows whose key or reply key already belonged to another connection: forwarded
+    /// statelessly by the consistent hash.
+    FlowKeyClash = "flow_key_clash", event;
+    /// ICMP errors about VIP traffic (unreachable, too big, time exceeded, parameter problem)
+    /// delivered to the real server owning the quoted connection.
+    IcmpErrorsToRealServer = "icmp_errors_to_real_server", event;
+    /// ICMP errors from NAT real servers about a connection, un-NATed and sent to the client.
+    IcmpErrorsToClient = "icmp_errors_to_client", event;
+    /// IP fragments forwarded (the first by its ports, the others after it).
+    FragmentsForwarded = "fragments_forwarded", event;
+    /// Replies to an on-link client whose MAC vipd does not know yet, handed to the control
+    /// thread so it resolves the client (the reply itself is not sent; the next one is).
+    NeighbourResolveRequests = "neighbour_resolve_requests", event;
     /// Dropped: frame shorter than an Ethernet header (or its VLAN tag).
     DropEthMalformed = "drop_eth_malformed", drop;
     /// Dropped: unicast frame for another MAC address.
     DropNotOurMac = "drop_not_our_mac", drop;
+    /// Dropped: IP packet (other than Neighbour Discovery) in a link-layer multicast or
+    /// broadcast frame: never forwarded nor answered (RFC 1812 5.3.4).
+    DropLinkMulticast = "drop_link_multicast", drop;
+    /// Dropped: source MAC multicast, broadcast or zero (invalid in IEEE 802.3).
+    DropSrcMacInvalid = "drop_src_mac_invalid", drop;
+    /// Dropped: 802.1Q or 802.1ad (QinQ) tagged frame (vipd ports are untagged).
+    DropVlanTagged = "drop_vlan_tagged", drop;
     /// Dropped: EtherType other than IPv4, IPv6 or ARP.
     DropUnsupportedEthertype = "drop_unsupported_ethertype", drop;
     /// Dropped: malformed ARP, or ARP for an address that is not ours.
     DropArpIgnored = "drop_arp_ignored", drop;
+    /// Dropped: ARP from a multicast sender MAC or a sender address that is not unicast.
+    DropArpInvalid = "drop_arp_invalid", drop;
     /// Dropped: neighbour solicitation/advertisement failing RFC 4861 validation (hop limit
     /// not 255, code not 0, bad checksum, truncated, bad option length, multicast target).
     DropNdInvalid = "drop_nd_invalid", drop;
@@ -99,16 +125,46 @@ counters! {
     DropIpv4Malformed = "drop_ipv4_malformed", drop;
     /// Dropped: IPv4 header checksum wrong.
     DropIpv4BadChecksum = "drop_ipv4_bad_checksum", drop;
-    /// Dropped: IPv4 fragment (vipd does not reassemble).
-    DropIpv4Fragment = "drop_ipv4_fragment", drop;
+    /// Dropped: IP fragment vipd does not forward: not TCP/UDP to a VIP or from a NAT real
+    /// server, a first fragment too short for the transport header, an overlapping offset.
+    DropFragmentInvalid = "drop_fragment_invalid", drop;
+    /// Dropped: a later fragment whose first fragment was not seen (reordered or lost).
+    DropFragmentUnknown = "drop_fragment_unknown", drop;
     /// Dropped: malformed IPv6 header.
     DropIpv6Malformed = "drop_ipv6_malformed", drop;
+    /// Dropped: IPv6 extension header other than a fragment header (hop-by-hop, routing,
+    /// destination options, chains).
+    DropIpv6ExtHeader = "drop_ipv6_ext_header", drop;
+    /// Dropped: IPv6 packet with an IPv4-mapped address (`::ffff:0:0/96`): it must never
+    /// reach IPv4 services or IPv4 flow state.
+    DropIpv6Mapped = "drop_ipv6_mapped", drop;
+    /// Dropped: martian source: unspecified, loopback, multicast, broadcast / class E, one of
+    /// our own addresses, or equal to the destination (LAND).
+    DropMartianSource = "drop_martian_source", drop;
+    /// Dropped: destination not unicast (multicast, broadcast / class E, 0/8, loopback,
+    /// unspecified) outside Neighbour Discovery: nothing vipd forwards or answers goes there.
+    DropMartianDestination = "drop_martian_destination", drop;
+    /// Dropped: arrived with TTL / hop limit 0 (no router forwards such a packet).
+    DropTtlZero = "drop_ttl_zero", drop;
+    /// Dropped: TCP flag combination no endpoint sends (none, SYN+FIN, SYN+RST, FIN without
+    /// ACK, ...; the Linux conntrack table).
+    DropTcpBadFlags = "drop_tcp_bad_flags", drop;
+    /// Dropped: ICMP/ICMPv6 message with a wrong checksum.
+    DropIcmpBadChecksum = "drop_icmp_bad_checksum", drop;
+    /// Dropped: ICMP error whose quoted packet is truncated or not TCP/UDP.
+    DropIcmpQuoteMalformed = "drop_icmp_quote_malformed", drop;
+    /// Dropped: ICMP error quoting a packet of no service or connection vipd knows.
+    DropIcmpErrorNoFlow = "drop_icmp_error_no_flow", drop;
     /// Dropped: TCP/UDP/ICMP header truncated or inconsistent.
     DropL4Malformed = "drop_l4_malformed", drop;
     /// Dropped: protocol vipd does not balance (not TCP/UDP), to a VIP.
     DropUnsupportedProtocol = "drop_unsupported_protocol", drop;
     /// Dropped: TTL/hop limit would reach zero.
     DropTtlExceeded = "drop_ttl_exceeded", drop;
+    /// Dropped: NAT/DR packet larger than the egress MTU that may be fragmented (IPv4 without
+    /// DF: vipd does not fragment), or whose too-big error would report an MTU below the
+    /// family minimum.
+    DropTooBig = "drop_too_big", drop;
     /// Dropped: TUN, the packet plus the outer header exceeds the egress MTU and may be
     /// fragmented (IPv4 without DF: vipd does not fragment), or the inner MTU left is below the
     /// family's minimum (68, IPv6 1280) so no "too big" error can help.

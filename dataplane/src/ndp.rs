@@ -26,8 +26,9 @@ pub enum NdVerdict {
     /// The frame is now a Neighbour Advertisement (rewritten in place, length adjusted):
     /// transmit it on the port it arrived on.
     Reply,
-    /// A Neighbour Advertisement addressed to one of our addresses: hand it to the control
-    /// plane, which learns the neighbour from it.
+    /// A Neighbour Advertisement addressed to one of our addresses, or an unsolicited one
+    /// announcing a new MAC for a known neighbour: hand it to the control plane, which learns
+    /// the neighbour from it.
     ToControl,
 }
 
@@ -76,7 +77,9 @@ pub fn handle_nd<B: PacketBuf>(
         if ip.hop_limit() != ND_HOP_LIMIT
             || nd.code() != 0
             || target.is_multicast()
-            || src.is_multicast()
+            // Unspecified (duplicate address detection) or a unicast address: a loopback
+            // source got an advertisement sent to ::1 (found by fuzzing).
+            || !(src.is_unspecified() || crate::wire::addr::is_unicast_source_v6(&src.octets()))
             || !nd.verify_checksum(&src, &dst)
         {
             return Err(Counter::DropNdInvalid);
@@ -85,7 +88,15 @@ pub fn handle_nd<B: PacketBuf>(
             if dst.is_multicast() && nd.solicited_flag() {
                 return Err(Counter::DropNdInvalid);
             }
-            return if snap.is_local(&IpAddr::V6(dst)) {
+            // Addressed to us: the answer to a solicitation the control plane sent. Else an
+            // unsolicited advertisement (to all-nodes: a host that changed its MAC, RFC 4861
+            // 7.2.6): learned when it moves a neighbour the snapshot knows, so traffic follows
+            // at once instead of after the next refresh.
+            let moves_known = nd.target_ll_addr().is_some_and(|mac| {
+                snap.neighbour(&IpAddr::V6(target))
+                    .is_some_and(|known| known != mac)
+            });
+            return if snap.is_local(&IpAddr::V6(dst)) || moves_known {
                 Ok(NdVerdict::ToControl)
             } else {
                 Err(Counter::DropNdIgnored)
@@ -513,6 +524,14 @@ mod tests {
             run(&f, 0).0,
             Err(Counter::DropNdInvalid),
             "multicast target"
+        );
+
+        // A loopback solicitor (found by fuzzing: the advertisement went to ::1).
+        let lo = ns(ip("::1"), lb(), &sll(PEER_MAC));
+        assert_eq!(
+            run(&lo, 0).0,
+            Err(Counter::DropNdInvalid),
+            "loopback source"
         );
 
         // ICMPv6 length 16 < 24: a truncated message (etherparse writes what we give it).

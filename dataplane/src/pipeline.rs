@@ -2,34 +2,57 @@
 //! [`Action`] per frame. No I/O, no allocation, no locks: the caller (the worker loop, or a
 //! test) owns the frames and carries the actions out.
 //!
-//! Classification of an IP packet, in order (ARP, and IPv6 Neighbour Discovery whatever its
-//! destination, are handled first):
-//! 1. destination is a VIP: a client packet (step 1), forwarded to a real server (step 2) by
-//!    its mode: NAT rewrite, DR MAC change, or TUN encapsulation (or an ICMP too-big back to
-//!    the client when it does not fit the tunnel);
-//! 2. source is a NAT real server's endpoint: a reply (step 3), rewritten to come from the
-//!    VIP and sent to the client (step 4);
-//! 3. destination is one of our port addresses: ICMP echo is answered, the rest dropped;
-//! 4. anything else is dropped (vipd is not a router).
+//! Every frame is untrusted. The order of checks (each failure returns early with its own
+//! drop counter; docs/frame-classes.md lists every class of frame and what happens to it):
+//! 1. Ethernet: our MAC or multicast, a unicast non-zero source MAC, no 802.1Q/802.1ad tag;
+//!    an IP packet in a multicast frame is dropped unless it is Neighbour Discovery.
+//! 2. ARP (answered for our addresses and VIPs, learned from when it moves a known neighbour).
+//! 3. IP header valid (IPv4 checksum, lengths; IPv6 without extension headers other than a
+//!    fragment header, no IPv4-mapped address); ICMPv6 Neighbour Discovery is handled here;
+//!    then the source must be a unicast address that is not ours and not the destination,
+//!    and the TTL / hop limit not 0.
+//! 4. By destination and source:
+//!    - a VIP: a client packet (step 1), forwarded to a real server (step 2) by its mode:
+//!      NAT rewrite, DR MAC change, or TUN encapsulation, or answered with ICMP too-big when
+//!      it does not fit the egress MTU; ICMP errors to a VIP go to the real server owning the
+//!      quoted connection;
+//!    - a NAT real server's endpoint as source: a reply (step 3), rewritten to come from the
+//!      VIP and sent to the client (step 4); its ICMP errors are un-NATed the same way;
+//!    - one of our port addresses: ICMP echo is answered, the rest dropped;
+//!    - anything else is dropped (vipd is not a router).
+//!
+//! Decide first, then change state: a packet's flow entry is created, advanced or replaced
+//! only once every check that could drop it has passed (`pipeline::egress::check`).
+//!
+//! TCP state only from a SYN: a TCP segment without a flow entry creates one only when it is
+//! a lone SYN ([`WorkerState::sloppy_tcp`] restores IPVS's sloppy mode, where any segment
+//! does). Others go statelessly to the real server the service's consistent hash (Maglev)
+//! picks, so connections that outlived a restart, an expiry or a move between boxes keep
+//! their real server (`tcp_no_flow_stateless`), and an ACK or RST flood creates no state.
+
+mod egress;
+mod flows;
+mod icmp_msgs;
+mod local;
 
 use crate::backend_stats::{BackendStats, DEFAULT_BACKEND_SLOTS};
 use crate::counters::{Counter, WorkerCounters};
-use crate::flow::key::to_mapped;
-use crate::flow::{Direction, FlowKey, FlowTable, TcpFlags, TcpState};
-use crate::fwd::tunnel::{self, Outer, TunnelError};
-use crate::fwd::{icmp_error, nat};
+use crate::flow::key::from_mapped;
+use crate::flow::{FlowKey, FlowTable, TcpFlags};
+use crate::fwd::fragment::{FragmentKey, FragmentTracker, FRAGMENT_SLOTS};
+use crate::fwd::nat::L4At;
 use crate::io::{PacketBuf, RxChecksum};
 use crate::ndp::{self, NdVerdict};
-use crate::snapshot::{Backend, FwdMode, Snapshot};
-use crate::wire::arp::{self, ArpPacket};
-use crate::wire::ethernet::{ethertype, EthernetFrame};
+use crate::snapshot::Snapshot;
+use crate::wire::addr;
+use crate::wire::be16;
+use crate::wire::ethernet::{self, ethertype, EthernetFrame};
 use crate::wire::icmp::{self, IcmpPacket};
 use crate::wire::ipv4::{self, Ipv4Packet};
-use crate::wire::ipv6::{self, Ipv6Packet};
+use crate::wire::ipv6::{self, FragmentHeader, Ipv6Packet};
 use crate::wire::tcp::{self, TcpPacket};
 use crate::wire::udp::UdpPacket;
 use crate::wire::MacAddr;
-use std::net::IpAddr;
 use std::sync::Arc;
 
 /// What the caller does with a frame after the pipeline.
@@ -69,9 +92,15 @@ pub struct WorkerState {
     /// Per-real-server counters, indexed by backend id (shared read-only with the control
     /// thread); the flow table counts its connections there too.
     pub backends: Arc<BackendStats>,
+    /// IPVS's `sloppy_tcp`: any TCP segment without a flow entry creates one (scheduled like a
+    /// SYN). Off by default: only a lone SYN does, others are forwarded statelessly.
+    pub sloppy_tcp: bool,
     cursors: Vec<u64>,
     generation: u64,
     icmp_errors: TokenBucket,
+    /// When an insert last found the table full (see `flows::schedule`).
+    last_full_ms: Option<u64>,
+    frags: FragmentTracker,
 }
 
 /// ICMP errors a worker may send per second (RFC 1812 4.3.2.8, RFC 4443 2.4(f)), and the
@@ -135,10 +164,19 @@ impl WorkerState {
             flows,
             counters: Arc::new(WorkerCounters::default()),
             backends,
+            sloppy_tcp: false,
             cursors: vec![0; max_services],
             generation: u64::MAX,
             icmp_errors: TokenBucket::new(),
+            last_full_ms: None,
+            frags: FragmentTracker::new(FRAGMENT_SLOTS),
         }
+    }
+
+    /// Resize the fragment tracker (default [`FRAGMENT_SLOTS`]); allocates: call before the
+    /// worker runs. Fewer slots lose datagrams sooner under a fragment flood.
+    pub fn set_fragment_slots(&mut self, slots: usize) {
+        self.frags = FragmentTracker::new(slots);
     }
 
     /// The worker that owns connections of this client endpoint: the hash scaled onto
@@ -247,82 +285,135 @@ fn handle<B: PacketBuf>(
     if dst_mac != port.mac && !dst_mac.is_multicast() {
         return Err(Counter::DropNotOurMac);
     }
-    let l2 = eth.header_len();
-    match eth.ethertype() {
-        ethertype::ARP => handle_arp(buf.data_mut(), l2, rx_port, port.mac, w, snap),
+    let src_mac = eth.src();
+    if src_mac.is_multicast() || src_mac == MacAddr::ZERO {
+        return Err(Counter::DropSrcMacInvalid);
+    }
+    // vipd's ports are untagged: a tagged frame belongs to a VLAN vipd has no address in, and
+    // ARP/ND answers would leave untagged. Dropped and counted (docs/frame-classes.md).
+    let outer_type = be16(buf.data(), 12);
+    if matches!(
+        outer_type,
+        ethertype::VLAN | ethertype::QINQ | ethertype::QINQ_OLD
+    ) {
+        return Err(Counter::DropVlanTagged);
+    }
+    let l2 = ethernet::HEADER_LEN;
+    match outer_type {
+        ethertype::ARP => local::arp(buf.data_mut(), l2, rx_port, port.mac, w, snap),
+        ethertype::IPV4 if dst_mac.is_multicast() => Err(Counter::DropLinkMulticast),
         ethertype::IPV4 => handle_ipv4(buf, l2, rx_port, w, snap, now),
-        ethertype::IPV6 => handle_ipv6(buf, l2, rx_port, w, snap, now),
+        ethertype::IPV6 => handle_ipv6(buf, l2, dst_mac.is_multicast(), rx_port, w, snap, now),
         _ => Err(Counter::DropUnsupportedEthertype),
     }
 }
 
-fn handle_arp(
-    frame: &mut [u8],
+/// A fragment's identity and place.
+#[derive(Clone, Copy, Debug)]
+struct Frag {
+    ident: u32,
+    /// Offset of its data in the datagram, in bytes.
+    offset: u16,
+}
+
+impl Frag {
+    fn is_first(&self) -> bool {
+        self.offset == 0
+    }
+}
+
+/// What the pipeline knows of a validated IP packet, both families.
+#[derive(Clone, Copy, Debug)]
+struct Pkt {
+    /// Ethernet header length (where the IP header starts).
     l2: usize,
-    rx_port: u16,
-    our_mac: MacAddr,
-    w: &WorkerState,
+    v4: bool,
+    /// Source and destination in flow-key form (IPv4-mapped for IPv4).
+    src: [u8; 16],
+    dst: [u8; 16],
+    /// TTL / hop limit as received.
+    ttl: u8,
+    /// IP packet length (header and payload, without Ethernet padding).
+    len: usize,
+    /// The upper-layer protocol and where its header starts.
+    l4: L4At,
+    /// IPv4 DF; always for IPv6 (routers never fragment it).
+    dont_frag: bool,
+    /// Set for a fragment (an IPv6 atomic fragment is not one).
+    frag: Option<Frag>,
+}
+
+impl Pkt {
+    fn frag_key(&self, f: Frag) -> FragmentKey {
+        FragmentKey {
+            src: self.src,
+            dst: self.dst,
+            ident: f.ident,
+            proto: self.l4.proto,
+        }
+    }
+
+    /// The offset of the upper-layer header in the frame, and the end of the IP packet.
+    fn l4_range(&self) -> std::ops::Range<usize> {
+        self.l2 + self.l4.offset..self.l2 + self.len
+    }
+}
+
+/// The checks every IPv4 packet passes once its header is valid: a source that may send
+/// (unicast, not ours, not the destination), a unicast destination (a NAT real server's
+/// reply to a multicast "client" was forwarded: found by fuzzing), a TTL that is not 0.
+/// On 32-bit integers: this runs for every packet.
+#[inline]
+fn check_source_v4(src: u32, dst: u32, ttl: u8, snap: &Snapshot) -> Result<(), Counter> {
+    let unicast = |a: u32| addr::is_unicast_source_v4(a.to_be_bytes());
+    if !unicast(src) || src == dst || is_own_or_broadcast_v4(src, snap) {
+        return Err(Counter::DropMartianSource);
+    }
+    if !unicast(dst) {
+        return Err(Counter::DropMartianDestination);
+    }
+    if ttl == 0 {
+        return Err(Counter::DropTtlZero);
+    }
+    Ok(())
+}
+
+/// [`check_source_v4`] for IPv6.
+fn check_source_v6(
+    src: &[u8; 16],
+    dst: &[u8; 16],
+    hops: u8,
     snap: &Snapshot,
-) -> Verdict {
-    let a = ArpPacket::new_checked(&frame[l2..]).map_err(|_| Counter::DropArpIgnored)?;
-    let target = IpAddr::V4(a.target_ip());
-    match a.operation() {
-        arp::op::REQUEST if snap.is_local(&target) || snap.is_vip(&to_mapped(target)) => {
-            let (asker_mac, asker_ip) = (a.sender_mac(), a.sender_ip());
-            let target_ip = a.target_ip();
-            arp::emit(
-                &mut frame[l2..],
-                arp::op::REPLY,
-                our_mac,
-                target_ip,
-                asker_mac,
-                asker_ip,
-            );
-            set_macs(frame, our_mac, asker_mac);
-            w.counters.inc(Counter::ArpReplies);
-            Ok(Action::Tx(rx_port))
-        }
-        arp::op::REPLY if snap.is_local(&target) => Ok(Action::ToControl),
-        _ => Err(Counter::DropArpIgnored),
+) -> Result<(), Counter> {
+    let own = || {
+        let v6 = u128::from_be_bytes(*src);
+        snap.ports
+            .iter()
+            .any(|p| p.ipv6.is_some_and(|n| u128::from(n.addr()) == v6))
+    };
+    if !addr::is_unicast_source_v6(src) || src == dst || own() {
+        return Err(Counter::DropMartianSource);
     }
+    if !addr::is_unicast_source_v6(dst) {
+        return Err(Counter::DropMartianDestination);
+    }
+    if hops == 0 {
+        return Err(Counter::DropTtlZero);
+    }
+    Ok(())
 }
 
-/// The transport fields of a packet, family independent.
-struct L4Info {
-    key: FlowKey,
-    /// `key.hash()`, computed once per packet for the flow table, scheduler and tunnel.
-    hash: u64,
-    tcp_flags: Option<TcpFlags>,
-}
-
-impl L4Info {
-    fn new(key: FlowKey, tcp_flags: Option<TcpFlags>) -> Self {
-        L4Info {
-            hash: key.hash(),
-            key,
-            tcp_flags,
-        }
-    }
-}
-
-fn tcp_flags(bits: u8) -> TcpFlags {
-    TcpFlags {
-        syn: bits & tcp::flags::SYN != 0,
-        ack: bits & tcp::flags::ACK != 0,
-        fin: bits & tcp::flags::FIN != 0,
-        rst: bits & tcp::flags::RST != 0,
-    }
-}
-
-/// Ports and TCP flags of a TCP or UDP payload.
-fn parse_l4(payload: &[u8], l4_proto: u8) -> Result<(u16, u16, Option<TcpFlags>), Counter> {
-    if l4_proto == ipv4::proto::TCP {
-        let t = TcpPacket::new_checked(payload).map_err(|_| Counter::DropL4Malformed)?;
-        Ok((t.src_port(), t.dst_port(), Some(tcp_flags(t.flags()))))
-    } else {
-        let u = UdpPacket::new_checked(payload).map_err(|_| Counter::DropL4Malformed)?;
-        Ok((u.src_port(), u.dst_port(), None))
-    }
+/// One of our port addresses, or the broadcast address of a port's IPv4 subnet.
+#[inline]
+fn is_own_or_broadcast_v4(v4: u32, snap: &Snapshot) -> bool {
+    snap.ports.iter().any(|p| {
+        p.ipv4.is_some_and(|n| {
+            let own = u32::from(n.addr());
+            let host_bits = 32 - u32::from(n.prefix_len());
+            let broadcast = own | ((1u64 << host_bits) - 1) as u32;
+            v4 == own || (host_bits > 1 && v4 == broadcast)
+        })
+    })
 }
 
 fn handle_ipv4<B: PacketBuf>(
@@ -343,116 +434,156 @@ fn handle_ipv4<B: PacketBuf>(
     if !checksum_ok {
         return Err(Counter::DropIpv4BadChecksum);
     }
-    let (src, dst, l4_proto) = (ip.src(), ip.dst(), ip.protocol());
-    let fragment = ip.is_fragment();
-    match l4_proto {
-        ipv4::proto::TCP | ipv4::proto::UDP => {
-            if fragment {
-                return Err(Counter::DropIpv4Fragment);
-            }
-            let (sport, dport, tcp_flags) = parse_l4(ip.payload(), l4_proto)?;
-            let info = L4Info::new(FlowKey::v4(src, dst, sport, dport, l4_proto), tcp_flags);
-            handle_l4(buf, l2, rx_port, &info, w, snap, now)
-        }
-        ipv4::proto::ICMP if !fragment => {
-            let to_us = snap.is_local(&IpAddr::V4(dst)) || snap.is_vip(&to_mapped(IpAddr::V4(dst)));
-            let icmp_msg =
-                IcmpPacket::new_checked(ip.payload()).map_err(|_| Counter::DropL4Malformed)?;
-            if !to_us {
-                return Err(Counter::DropNotLocal);
-            }
-            if icmp_msg.msg_type() != icmp::v4::ECHO_REQUEST {
-                return if snap.is_local(&IpAddr::V4(dst)) {
-                    for_kernel(rx_port, snap)
-                } else {
-                    Err(Counter::DropLocalUnhandled)
-                };
-            }
-            let frame = buf.data_mut();
-            let mut ip = Ipv4Packet::new_checked(&mut frame[l2..])
-                .map_err(|_| Counter::DropIpv4Malformed)?;
-            ip.set_src(dst);
-            ip.set_dst(src);
-            ip.set_ttl(OWN_TTL);
-            ip.fill_checksum();
-            let mut m =
-                IcmpPacket::new_checked(ip.payload_mut()).map_err(|_| Counter::DropL4Malformed)?;
-            m.set_type_incremental(icmp::v4::ECHO_REPLY);
-            echo_reply_l2(frame, rx_port, w, snap)
-        }
-        _ => {
-            if snap.is_vip(&to_mapped(IpAddr::V4(dst))) {
-                Err(Counter::DropUnsupportedProtocol)
-            } else if snap.is_local(&IpAddr::V4(dst)) {
-                for_kernel(rx_port, snap)
-            } else {
-                Err(Counter::DropNotLocal)
-            }
-        }
-    }
+    check_source_v4(u32::from(ip.src()), u32::from(ip.dst()), ip.ttl(), snap)?;
+    let src = ip.src().to_ipv6_mapped().octets();
+    let dst = ip.dst().to_ipv6_mapped().octets();
+    let frag = ip.is_fragment().then(|| Frag {
+        ident: u32::from(ip.ident()),
+        offset: ip.frag_offset(),
+    });
+    let pkt = Pkt {
+        l2,
+        v4: true,
+        src,
+        dst,
+        ttl: ip.ttl(),
+        len: usize::from(ip.total_len()),
+        l4: L4At {
+            proto: ip.protocol(),
+            offset: ip.header_len(),
+            header: frag.is_none_or(|f| f.is_first()),
+        },
+        dont_frag: ip.dont_frag(),
+        frag,
+    };
+    dispatch(buf, &pkt, rx_port, w, snap, now)
 }
 
 fn handle_ipv6<B: PacketBuf>(
     buf: &mut B,
     l2: usize,
+    link_multicast: bool,
     rx_port: u16,
     w: &mut WorkerState,
     snap: &Snapshot,
     now: u64,
 ) -> Verdict {
     let ip = Ipv6Packet::new_checked(&buf.data()[l2..]).map_err(|_| Counter::DropIpv6Malformed)?;
-    let (src, dst, next) = (ip.src(), ip.dst(), ip.next_header());
-    match next {
-        ipv4::proto::TCP | ipv4::proto::UDP => {
-            let (sport, dport, tcp_flags) = parse_l4(ip.payload(), next)?;
-            let info = L4Info::new(FlowKey::v6(src, dst, sport, dport, next), tcp_flags);
-            handle_l4(buf, l2, rx_port, &info, w, snap, now)
+    let (src, dst) = (ip.src().octets(), ip.dst().octets());
+    if addr::is_mapped(&src) || addr::is_mapped(&dst) {
+        return Err(Counter::DropIpv6Mapped);
+    }
+    // Multicast frames carry Neighbour Discovery (ICMPv6) and nothing else vipd wants: MLD
+    // reports (behind a hop-by-hop header) and the like end here.
+    if link_multicast && ip.next_header() != ipv6::NEXT_HEADER_ICMPV6 {
+        return Err(Counter::DropLinkMulticast);
+    }
+    let mut next = ip.next_header();
+    let mut l4_offset = ipv6::HEADER_LEN;
+    let mut frag = None;
+    if next == ipv6::ext::FRAGMENT {
+        let fh = FragmentHeader::parse(ip.payload()).map_err(|_| Counter::DropIpv6Malformed)?;
+        next = fh.next_header;
+        l4_offset += ipv6::FRAGMENT_HEADER_LEN;
+        if !fh.is_atomic() {
+            frag = Some(Frag {
+                ident: fh.ident,
+                offset: fh.offset,
+            });
         }
-        ipv6::NEXT_HEADER_ICMPV6 => {
-            let msg_type = IcmpPacket::new_checked(ip.payload())
-                .map_err(|_| Counter::DropL4Malformed)?
-                .msg_type();
-            if matches!(
-                msg_type,
-                icmp::v6::NEIGHBOR_SOLICIT | icmp::v6::NEIGHBOR_ADVERT
-            ) {
-                // Solicitations go to multicast addresses that are not ours: checked before
-                // the "to us" test, with the RFC 4861 rules in ndp.
-                return match ndp::handle_nd(buf, l2, rx_port, snap)? {
-                    NdVerdict::Reply => {
-                        w.counters.inc(Counter::NdAdverts);
-                        Ok(Action::Tx(rx_port))
-                    }
-                    NdVerdict::ToControl => Ok(Action::ToControl),
+    }
+    // Only the fragment header is walked: hop-by-hop, routing and destination options carry
+    // nothing a client of a VIP needs, and chains are how filters are evaded (RFC 7112).
+    if ipv6::is_extension_header(next) {
+        return Err(Counter::DropIpv6ExtHeader);
+    }
+    if next == ipv6::NEXT_HEADER_ICMPV6 && l4_offset == ipv6::HEADER_LEN {
+        let msg_type = IcmpPacket::new_checked(ip.payload())
+            .map_err(|_| Counter::DropL4Malformed)?
+            .msg_type();
+        if matches!(
+            msg_type,
+            icmp::v6::NEIGHBOR_SOLICIT | icmp::v6::NEIGHBOR_ADVERT
+        ) {
+            // Before the source checks: duplicate address detection comes from `::`, and
+            // solicitations go to multicast groups that are not ours (RFC 4861 rules in ndp).
+            return match ndp::handle_nd(buf, l2, rx_port, snap)? {
+                NdVerdict::Reply => {
+                    w.counters.inc(Counter::NdAdverts);
+                    Ok(Action::Tx(rx_port))
+                }
+                NdVerdict::ToControl => Ok(Action::ToControl),
+            };
+        }
+    }
+    if link_multicast {
+        return Err(Counter::DropLinkMulticast);
+    }
+    check_source_v6(&src, &dst, ip.hop_limit(), snap)?;
+    let pkt = Pkt {
+        l2,
+        v4: false,
+        src,
+        dst,
+        ttl: ip.hop_limit(),
+        len: ipv6::HEADER_LEN + usize::from(ip.payload_len()),
+        l4: L4At {
+            proto: next,
+            offset: l4_offset,
+            header: frag.is_none_or(|f| f.is_first()),
+        },
+        dont_frag: true,
+        frag,
+    };
+    dispatch(buf, &pkt, rx_port, w, snap, now)
+}
+
+/// By upper-layer protocol.
+fn dispatch<B: PacketBuf>(
+    buf: &mut B,
+    pkt: &Pkt,
+    rx_port: u16,
+    w: &mut WorkerState,
+    snap: &Snapshot,
+    now: u64,
+) -> Verdict {
+    let icmp_proto = if pkt.v4 {
+        ipv4::proto::ICMP
+    } else {
+        ipv6::NEXT_HEADER_ICMPV6
+    };
+    match pkt.l4.proto {
+        ipv4::proto::TCP | ipv4::proto::UDP => match pkt.frag {
+            Some(f) if !f.is_first() => egress::later_fragment(buf, pkt, f, rx_port, w, snap, now),
+            _ => {
+                let first_fragment = pkt.frag.is_some();
+                let seg = buf
+                    .data()
+                    .get(pkt.l4_range())
+                    .ok_or(Counter::DropL4Malformed)?;
+                let (sport, dport, flags) = parse_l4(seg, pkt.l4.proto, first_fragment)?;
+                let key = FlowKey {
+                    src: pkt.src,
+                    dst: pkt.dst,
+                    src_port: sport,
+                    dst_port: dport,
+                    proto: pkt.l4.proto,
                 };
+                handle_l4(buf, pkt, &L4Info::new(key, flags), rx_port, w, snap, now)
             }
-            let to_us = snap.is_local(&IpAddr::V6(dst)) || snap.is_vip(&dst.octets());
-            if !to_us {
-                return Err(Counter::DropNotLocal);
+        },
+        p if p == icmp_proto => {
+            if pkt.frag.is_some() {
+                // vipd does not reassemble, and an ICMP message cut in pieces cannot be
+                // checked or relayed.
+                return Err(Counter::DropFragmentInvalid);
             }
-            if msg_type != icmp::v6::ECHO_REQUEST {
-                return if snap.is_local(&IpAddr::V6(dst)) {
-                    for_kernel(rx_port, snap)
-                } else {
-                    Err(Counter::DropLocalUnhandled)
-                };
-            }
-            let frame = buf.data_mut();
-            let mut ip = Ipv6Packet::new_checked(&mut frame[l2..])
-                .map_err(|_| Counter::DropIpv6Malformed)?;
-            ip.set_src(dst);
-            ip.set_dst(src);
-            ip.set_hop_limit(OWN_TTL);
-            // Swapping the addresses leaves the pseudo-header sum unchanged.
-            let mut m =
-                IcmpPacket::new_checked(ip.payload_mut()).map_err(|_| Counter::DropL4Malformed)?;
-            m.set_type_incremental(icmp::v6::ECHO_REPLY);
-            echo_reply_l2(frame, rx_port, w, snap)
+            icmp_msgs::handle(buf, pkt, rx_port, w, snap, now)
         }
         _ => {
-            if snap.is_vip(&dst.octets()) {
+            if snap.is_vip(&pkt.dst) {
                 Err(Counter::DropUnsupportedProtocol)
-            } else if snap.is_local(&IpAddr::V6(dst)) {
+            } else if snap.is_local(&from_mapped(&pkt.dst)) {
                 for_kernel(rx_port, snap)
             } else {
                 Err(Counter::DropNotLocal)
@@ -461,30 +592,82 @@ fn handle_ipv6<B: PacketBuf>(
     }
 }
 
-/// Echo replies go back where the request came from: to its source MAC on the same port.
-fn echo_reply_l2(frame: &mut [u8], rx_port: u16, w: &WorkerState, snap: &Snapshot) -> Verdict {
-    let eth = EthernetFrame::new_checked(&*frame).map_err(|_| Counter::DropEthMalformed)?;
-    let requester = eth.src();
-    let our_mac = snap
-        .ports
-        .get(usize::from(rx_port))
-        .ok_or(Counter::DropNoRoute)?
-        .mac;
-    set_macs(frame, our_mac, requester);
-    w.counters.inc(Counter::EchoReplies);
-    Ok(Action::Tx(rx_port))
+/// The transport fields of a packet, family independent.
+struct L4Info {
+    key: FlowKey,
+    /// `key.hash()`, computed once per packet for the flow table, scheduler and tunnel.
+    hash: u64,
+    tcp_flags: Option<TcpFlags>,
+    /// The raw TCP flags byte (0 for UDP).
+    tcp_bits: u8,
 }
 
-fn set_macs(frame: &mut [u8], src: MacAddr, dst: MacAddr) {
-    frame[0..6].copy_from_slice(&dst.0);
-    frame[6..12].copy_from_slice(&src.0);
+impl L4Info {
+    fn new(key: FlowKey, tcp: Option<u8>) -> Self {
+        L4Info {
+            hash: key.hash(),
+            key,
+            tcp_flags: tcp.map(TcpFlags::from_bits),
+            tcp_bits: tcp.unwrap_or(0),
+        }
+    }
+
+    /// A SYN opening a connection: SYN without ACK, FIN or RST.
+    fn is_lone_syn(&self) -> bool {
+        self.tcp_flags
+            .is_some_and(|f| f.syn && !f.ack && !f.fin && !f.rst)
+    }
+}
+
+/// Whether a TCP flags byte is a combination a TCP endpoint sends: the table of Linux
+/// conntrack (`tcp_valid_flags`), ignoring PSH, ECE and CWR. Rejects no flags, SYN+FIN,
+/// SYN+RST, FIN without ACK and the like (scans, evasion, fingerprinting).
+fn valid_tcp_flags(bits: u8) -> bool {
+    use tcp::flags::{ACK, FIN, RST, SYN};
+    const URG: u8 = 0x20;
+    matches!(
+        bits & (FIN | SYN | RST | ACK | URG),
+        SYN | 0x22 // SYN|URG
+            | 0x12 // SYN|ACK
+            | RST
+            | 0x14 // RST|ACK
+            | 0x11 // FIN|ACK
+            | 0x31 // FIN|ACK|URG
+            | ACK
+            | 0x30 // ACK|URG
+    )
+}
+
+/// Ports and TCP flags of a TCP or UDP header. The UDP length is checked against the packet
+/// unless this is a first fragment (its UDP length counts the whole datagram); a first
+/// fragment must hold the whole TCP header (RFC 1858 tiny fragments).
+fn parse_l4(
+    seg: &[u8],
+    l4_proto: u8,
+    first_fragment: bool,
+) -> Result<(u16, u16, Option<u8>), Counter> {
+    let malformed = if first_fragment {
+        Counter::DropFragmentInvalid
+    } else {
+        Counter::DropL4Malformed
+    };
+    if l4_proto == ipv4::proto::TCP {
+        let t = TcpPacket::new_checked(seg).map_err(|_| malformed)?;
+        Ok((t.src_port(), t.dst_port(), Some(t.flags())))
+    } else if first_fragment {
+        let u = UdpPacket::new_header_checked(seg).map_err(|_| malformed)?;
+        Ok((u.src_port(), u.dst_port(), None))
+    } else {
+        let u = UdpPacket::new_checked(seg).map_err(|_| malformed)?;
+        Ok((u.src_port(), u.dst_port(), None))
+    }
 }
 
 fn handle_l4<B: PacketBuf>(
     buf: &mut B,
-    l2: usize,
-    rx_port: u16,
+    pkt: &Pkt,
     info: &L4Info,
+    rx_port: u16,
     w: &mut WorkerState,
     snap: &Snapshot,
     now: u64,
@@ -494,15 +677,22 @@ fn handle_l4<B: PacketBuf>(
         let (si, svc) = snap
             .service(&key.dst, key.proto, key.dst_port)
             .ok_or(Counter::DropNoService)?;
+        if info.tcp_flags.is_some() && !valid_tcp_flags(info.tcp_bits) {
+            return Err(Counter::DropTcpBadFlags);
+        }
+        let mut owner_here = true;
         if svc.has_nat && w.n_workers > 1 {
             let owner = w.owner_of(&key.src, key.src_port);
             if owner != w.index {
-                return Ok(Action::Steer(owner));
+                if pkt.frag.is_none() {
+                    return Ok(Action::Steer(owner));
+                }
+                // Fragments stay where they arrive, with the datagram's later fragments
+                // (which carry no ports to find the owner by): decided statelessly.
+                owner_here = false;
             }
         }
-        let backend = flow_backend(info, si, w, snap, now)?;
-        w.backends.count_step1(backend.id);
-        return forward(buf, l2, backend, info, rx_port, w, snap, now);
+        return egress::forward_client(buf, pkt, info, si, svc, owner_here, rx_port, w, snap, now);
     }
     if snap.is_local(&key.dst_ip()) {
         // Before the NAT reply test: a real server answering the box itself (a health check
@@ -510,223 +700,44 @@ fn handle_l4<B: PacketBuf>(
         return for_kernel(rx_port, snap);
     }
     if let Some(unique_service) = snap.nat_endpoint(&key.src, key.proto, key.src_port) {
+        if info.tcp_flags.is_some() && !valid_tcp_flags(info.tcp_bits) {
+            return Err(Counter::DropTcpBadFlags);
+        }
+        let mut owner_here = true;
         if w.n_workers > 1 {
             let owner = w.owner_of(&key.dst, key.dst_port);
             if owner != w.index {
-                return Ok(Action::Steer(owner));
+                if pkt.frag.is_none() {
+                    return Ok(Action::Steer(owner));
+                }
+                owner_here = false;
             }
         }
-        return nat_reply(buf.data_mut(), l2, info, unique_service, w, snap, now);
+        return egress::nat_reply(
+            buf,
+            pkt,
+            info,
+            unique_service,
+            owner_here,
+            rx_port,
+            w,
+            snap,
+            now,
+        );
     }
     Err(Counter::DropNotLocal)
 }
 
 /// Traffic for a port address that vipd does not answer itself: to the kernel when the rx
 /// port has a kernel interface (the exception path), else dropped.
-fn for_kernel(rx_port: u16, snap: &Snapshot) -> Verdict {
+pub(crate) fn for_kernel(rx_port: u16, snap: &Snapshot) -> Verdict {
     match snap.ports.get(usize::from(rx_port)) {
         Some(p) if p.kernel => Ok(Action::ToKernel),
         _ => Err(Counter::DropLocalUnhandled),
     }
 }
 
-/// The real server of a client packet's connection: the flow entry's, or a newly scheduled one.
-fn flow_backend<'s>(
-    info: &L4Info,
-    service_index: u32,
-    w: &mut WorkerState,
-    snap: &'s Snapshot,
-    now: u64,
-) -> Result<&'s Backend, Counter> {
-    let (key, hash, flags) = (&info.key, info.hash, info.tcp_flags);
-    if let Some(hit) = w.flows.lookup(key, hash, now) {
-        let new_syn = flags.is_some_and(|f| f.syn && !f.ack);
-        let closed = matches!(hit.state, TcpState::TimeWait | TcpState::Close);
-        if new_syn && closed {
-            // The client reuses the port of a finished connection: schedule afresh, as IPVS
-            // does, instead of sending the new SYN into the old connection's leftovers.
-            w.flows.remove(hit.id);
-        } else if let Some(b) = snap.backend(hit.backend) {
-            if b.drop_flows {
-                // Its real server failed its health checks and the service drops dead flows
-                // (IPVS expire_nodest_conn): the client's next packet is scheduled afresh.
-                w.flows.remove(hit.id);
-                return Err(Counter::DropRealServerDown);
-            }
-            w.flows.track(hit.id, Direction::Original, flags, now);
-            return Ok(b);
-        } else {
-            w.flows.remove(hit.id);
-            return Err(Counter::DropBackendGone);
-        }
-    }
-    let svc = snap
-        .services
-        .get(service_index as usize)
-        .ok_or(Counter::DropNoService)?;
-    let cursor = w
-        .cursors
-        .get_mut(service_index as usize)
-        .ok_or(Counter::DropNoService)?;
-    let id = svc.pick(hash, cursor).ok_or(Counter::DropNoBackend)?;
-    let backend = snap.backend(id).ok_or(Counter::DropNoBackend)?;
-    let reply = (backend.mode == FwdMode::Nat).then(|| {
-        FlowKey::new(
-            backend.addr,
-            key.src_ip(),
-            backend.port,
-            key.src_port,
-            key.proto,
-        )
-    });
-    let reply_arg = reply.as_ref().map(|r| (r, r.hash()));
-    match w.flows.insert(key, hash, reply_arg, id, now) {
-        Ok(fid) => {
-            w.flows.track(fid, Direction::Original, flags, now);
-            w.counters.inc(Counter::FlowsCreated);
-            w.backends.count_new(id);
-            Ok(backend)
-        }
-        Err(_) => {
-            // No room (or a reply-key clash): forward statelessly with the consistent hash so
-            // every packet of this flow still reaches the same real server.
-            w.counters.inc(Counter::FlowTableFull);
-            let id = svc.pick_consistent(hash).ok_or(Counter::DropNoBackend)?;
-            snap.backend(id).ok_or(Counter::DropNoBackend)
-        }
-    }
-}
-
-/// Step 2: rewrite for the real server's mode and send to its next hop.
-#[allow(clippy::too_many_arguments)] // the pipeline's per-frame context, passed by reference
-fn forward<B: PacketBuf>(
-    buf: &mut B,
-    l2: usize,
-    backend: &Backend,
-    info: &L4Info,
-    rx_port: u16,
-    w: &mut WorkerState,
-    snap: &Snapshot,
-    now: u64,
-) -> Verdict {
-    let mac = backend
-        .next_hop_mac
-        .ok_or(Counter::DropNeighbourUnresolved)?;
-    let port = snap
-        .ports
-        .get(usize::from(backend.egress_port))
-        .ok_or(Counter::DropNoRoute)?;
-    match backend.mode {
-        FwdMode::Nat => {
-            nat::rewrite_to_backend(&mut buf.data_mut()[l2..], backend.addr, backend.port)?
-        }
-        // Direct routing is a layer-2 hop: the packet still goes to the VIP, only the
-        // destination MAC changes (and, like IPVS's DR transmitter, the TTL is left alone).
-        FwdMode::Dr => {}
-        FwdMode::Tunnel => {
-            let flow_hash = (info.hash >> 32) as u32 ^ info.hash as u32;
-            let base = match backend.addr {
-                IpAddr::V4(_) => port.ipv4.map(|n| IpAddr::V4(n.addr())),
-                IpAddr::V6(_) => port.ipv6.map(|n| IpAddr::V6(n.addr())),
-            }
-            .ok_or(Counter::DropTunnelNoSource)?;
-            let prefix = match backend.addr {
-                IpAddr::V4(_) => port.tunnel_source4.map(ipnet::IpNet::V4),
-                IpAddr::V6(_) => port.tunnel_source6.map(ipnet::IpNet::V6),
-            };
-            let outer = Outer {
-                src: tunnel::outer_source(base, prefix, flow_hash),
-                dst: backend.addr,
-                ttl: OWN_TTL,
-                flow_hash,
-                mtu: port.mtu,
-            };
-            match tunnel::encapsulate(buf, l2, &outer) {
-                Ok(()) => {}
-                Err(TunnelError::Drop(reason)) => return Err(reason),
-                Err(TunnelError::TooBig { mtu }) => {
-                    return too_big(buf, l2, backend, mtu, rx_port, w, snap, now);
-                }
-            }
-        }
-    }
-    set_macs(buf.data_mut(), port.mac, mac);
-    w.counters.inc(Counter::Forwarded);
-    w.backends.count_in(backend.id, buf.data().len());
-    Ok(Action::Tx(backend.egress_port))
-}
-
-/// A client packet too big for the tunnel: answer its sender with ICMP "fragmentation needed"
-/// / ICMPv6 "packet too big" from the VIP, out of the port it came in by, within the worker's
-/// ICMP error rate.
-#[allow(clippy::too_many_arguments)] // the pipeline's per-frame context, passed by reference
-fn too_big<B: PacketBuf>(
-    buf: &mut B,
-    l2: usize,
-    backend: &Backend,
-    mtu: u16,
-    rx_port: u16,
-    w: &mut WorkerState,
-    snap: &Snapshot,
-    now: u64,
-) -> Verdict {
-    let vip = snap
-        .services
-        .get(backend.service as usize)
-        .ok_or(Counter::DropNoService)?
-        .vip;
-    if !w.icmp_errors.take(now) {
-        return Err(Counter::DropIcmpErrorRateLimited);
-    }
-    icmp_error::too_big(buf, l2, vip, mtu)?;
-    w.counters.inc(Counter::IcmpTooBigSent);
-    Ok(Action::Tx(rx_port))
-}
-
-/// Steps 3-4: a NAT real server's reply goes back to the client from the VIP.
-fn nat_reply(
-    frame: &mut [u8],
-    l2: usize,
-    info: &L4Info,
-    unique_service: Option<u32>,
-    w: &mut WorkerState,
-    snap: &Snapshot,
-    now: u64,
-) -> Verdict {
-    let key = &info.key;
-    let mut backend_id = None;
-    let service = match w.flows.lookup(key, info.hash, now) {
-        Some(hit) if hit.dir == Direction::Reply => {
-            w.flows.track(hit.id, Direction::Reply, info.tcp_flags, now);
-            w.backends.count_step3(hit.backend);
-            backend_id = Some(hit.backend);
-            snap.backend(hit.backend).map(|b| b.service)
-        }
-        _ => None,
-    };
-    let service = match service {
-        Some(s) => s,
-        None => {
-            let s = unique_service.ok_or(Counter::DropNatReplyNoFlow)?;
-            w.counters.inc(Counter::NatRepliesStateless);
-            s
-        }
-    };
-    let svc = snap
-        .services
-        .get(service as usize)
-        .ok_or(Counter::DropNatReplyNoFlow)?;
-    let (port, mac) = snap.resolve(&key.dst_ip())?;
-    let our_mac = snap
-        .ports
-        .get(usize::from(port))
-        .ok_or(Counter::DropNoRoute)?
-        .mac;
-    nat::rewrite_to_vip(&mut frame[l2..], svc.vip, svc.port)?;
-    set_macs(frame, our_mac, mac);
-    w.counters.inc(Counter::NatReplies);
-    if let Some(id) = backend_id {
-        w.backends.count_out(id, frame.len());
-    }
-    Ok(Action::Tx(port))
+fn set_macs(frame: &mut [u8], src: MacAddr, dst: MacAddr) {
+    frame[0..6].copy_from_slice(&dst.0);
+    frame[6..12].copy_from_slice(&src.0);
 }

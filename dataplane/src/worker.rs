@@ -205,6 +205,7 @@ impl Worker {
                     self.dispatch(m, *action, p as u16, &mut tx);
                 }
             }
+            let received = work;
             work += self.drain_inbox(snap, now_ms, &mut tx);
             self.flush(&mut tx);
             // A connection listing advances by a bounded step per iteration.
@@ -229,10 +230,12 @@ impl Worker {
                     .counters
                     .set_flows_active(self.state.flows.len() as u64);
             }
-            if work == 0 {
-                // No traffic means no expiry inside the pipeline: sweep here so idle flows
-                // still time out.
+            if received == 0 {
+                // No burst means no expiry inside the pipeline (steered frames do not sweep):
+                // sweep here so flows of idle and steered-only workers still time out.
                 self.state.flows.expire(now_ms, EXPIRE_BUDGET_PER_BURST);
+            }
+            if work == 0 {
                 self.state
                     .counters
                     .set_flows_active(self.state.flows.len() as u64);

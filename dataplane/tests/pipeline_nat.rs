@@ -205,15 +205,16 @@ fn nat_ipv4_udp_and_header_variants() {
             Some(to_rs1(with_options, 8080)),
         ),
         fixture(
-            "802.1Q tag kept",
-            tagged.clone(),
-            Action::Tx(0),
-            Some(to_rs1(tagged, 8080)),
+            "802.1Q tagged frame dropped (vipd ports are untagged)",
+            tagged,
+            Action::Drop(Counter::DropVlanTagged),
+            None,
         ),
     ];
     let mut w = worker(0, 1);
     run(&fixtures, &mut w);
-    assert_eq!(w.counters.total_drops(), 0);
+    assert_eq!(w.counters.total_drops(), 1);
+    assert_eq!(w.counters.get(Counter::DropVlanTagged), 1);
 }
 
 #[test]
@@ -298,10 +299,11 @@ fn malformed_and_unroutable_frames_are_counted_drops() {
     bad_csum[l2 + 10] ^= 0xff;
     let mut bad_doff = client_to_vip(tcp(40000, 80, "S"), b"0123456789").bytes();
     bad_doff[l2 + 20 + 12] = 0xf0; // 60-byte TCP header in a 30-byte segment
-    let mut frag = client_to_vip(tcp(40000, 80, "S"), b"");
+    let mut frag = client_to_vip(tcp(40000, 80, "S"), b"0123456789abcdef");
     frag.dont_fragment = false;
     let mut frag = frag.bytes();
-    frag[l2 + 6] |= 0x20; // MF
+    frag[l2 + 6] = 0x00;
+    frag[l2 + 7] = 0x03; // offset 24 bytes: a later fragment whose first was never seen
     let frag = fix_ipv4_checksum(frag, l2);
     let mut ttl1 = client_to_vip(tcp(40000, 80, "S"), b"");
     ttl1.ttl = 1;
@@ -341,7 +343,11 @@ fn malformed_and_unroutable_frames_are_counted_drops() {
             fix_len(good[..l2 + 30].to_vec(), l2),
             Counter::DropL4Malformed,
         ),
-        drop_fixture("IPv4 fragment", frag, Counter::DropIpv4Fragment),
+        drop_fixture(
+            "later IPv4 fragment without its first",
+            frag,
+            Counter::DropFragmentUnknown,
+        ),
         drop_fixture("TTL 1", ttl1.bytes(), Counter::DropTtlExceeded),
         drop_fixture(
             "unicast to another MAC",

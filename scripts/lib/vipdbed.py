@@ -30,6 +30,7 @@ EXPLAINED_DROPS = {
     "drop_local_unhandled",
     "drop_unsupported_ethertype",
     "drop_nd_ignored",
+    "drop_link_multicast",  # MLD reports and other multicast IP on the segment
 }
 
 

@@ -403,6 +403,11 @@ impl Control<'_> {
             self.counters.rx += 1;
             if let Some((ip, mac)) = learn::neighbour_of(m.data()) {
                 changed |= self.neighbours.learn(ip, mac, now);
+            } else if let Some(ip) = learn::unresolved_destination(m.data()) {
+                // A reply to an on-link client vipd has no MAC for: resolve it (the packet
+                // itself is dropped; the client's retransmission finds the MAC).
+                self.neighbours.want_on_demand(ip, port);
+                continue;
             }
             let kernel = self
                 .running

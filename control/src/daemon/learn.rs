@@ -27,3 +27,24 @@ pub fn neighbour_of(frame: &[u8]) -> Option<(IpAddr, MacAddr)> {
         _ => None,
     }
 }
+
+/// The destination a worker could not resolve, when the frame is an IP packet rather than
+/// ARP or Neighbour Discovery: a NAT reply to an on-link client whose MAC vipd does not know
+/// (the worker hands it over instead of dropping it silently, and the client is resolved on
+/// demand).
+pub fn unresolved_destination(frame: &[u8]) -> Option<IpAddr> {
+    let eth = ethernet::EthernetFrame::new_checked(frame).ok()?;
+    match eth.ethertype() {
+        ethernet::ethertype::IPV4 => {
+            let ip = vipd_dataplane::wire::ipv4::Ipv4Packet::new_checked(eth.payload()).ok()?;
+            Some(IpAddr::V4(ip.dst()))
+        }
+        ethernet::ethertype::IPV6 => {
+            let ip = ipv6::Ipv6Packet::new_checked(eth.payload()).ok()?;
+            let nd = ip.next_header() == ipv6::NEXT_HEADER_ICMPV6
+                && ndisc::NdiscPacket::new_checked(ip.payload()).is_ok();
+            (!nd).then(|| IpAddr::V6(ip.dst()))
+        }
+        _ => None,
+    }
+}

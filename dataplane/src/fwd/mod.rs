@@ -1,7 +1,9 @@
 //! Forwarding rewrites per mode. Each function rewrites a validated L3 packet in place and
 //! leaves the Ethernet header to the pipeline.
 
+pub mod fragment;
 pub mod icmp_error;
+pub mod icmp_relay;
 pub mod nat;
 pub mod tunnel;
 

@@ -132,7 +132,23 @@ pub fn encapsulate<B: PacketBuf>(
     l2_len: usize,
     outer: &Outer,
 ) -> Result<(), TunnelError> {
-    let inner = inner(buf.data(), l2_len)?;
+    let (inner, overhead) = plan(buf.data(), l2_len, outer)?;
+    let outer_len = inner.len + overhead;
+    if !buf.prepend(overhead) {
+        return Err(Counter::DropNoHeadroom.into());
+    }
+    emit(buf, l2_len, outer, &inner, overhead, outer_len)
+}
+
+/// Every check [`encapsulate`] makes before it changes the frame, without changing it: the
+/// pipeline decides with it before it commits any flow state. Returns the bytes the frame
+/// grows by (the caller checks the headroom).
+pub fn check(frame: &[u8], l2_len: usize, outer: &Outer) -> Result<usize, TunnelError> {
+    plan(frame, l2_len, outer).map(|(_, overhead)| overhead)
+}
+
+fn plan(frame: &[u8], l2_len: usize, outer: &Outer) -> Result<(Inner, usize), TunnelError> {
+    let inner = inner(frame, l2_len)?;
     let overhead = match (outer.src, outer.dst) {
         (IpAddr::V4(_), IpAddr::V4(_)) => OVERHEAD_V4,
         (IpAddr::V6(_), IpAddr::V6(_)) => OVERHEAD_V6,
@@ -156,9 +172,17 @@ pub fn encapsulate<B: PacketBuf>(
             TunnelError::Drop(Counter::DropTunnelTooBig)
         });
     }
-    if !buf.prepend(overhead) {
-        return Err(Counter::DropNoHeadroom.into());
-    }
+    Ok((inner, overhead))
+}
+
+fn emit<B: PacketBuf>(
+    buf: &mut B,
+    l2_len: usize,
+    outer: &Outer,
+    inner: &Inner,
+    overhead: usize,
+    outer_len: usize,
+) -> Result<(), TunnelError> {
     // Cannot fail: the frame holds l2 + the inner packet (checked above) + the new room.
     if !buf.trim_to(overhead + l2_len + inner.len) {
         return Err(Counter::DropEthMalformed.into());

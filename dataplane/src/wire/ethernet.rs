@@ -66,6 +66,10 @@ pub mod ethertype {
     pub const ARP: u16 = 0x0806;
     /// 802.1Q VLAN tag.
     pub const VLAN: u16 = 0x8100;
+    /// 802.1ad service tag (QinQ outer tag).
+    pub const QINQ: u16 = 0x88a8;
+    /// Pre-standard QinQ outer tag some switches still send.
+    pub const QINQ_OLD: u16 = 0x9100;
     /// IPv6.
     pub const IPV6: u16 = 0x86dd;
 }

@@ -19,16 +19,30 @@ pub mod v4 {
     pub const ECHO_REPLY: u8 = 0;
     /// Destination unreachable (code 4: fragmentation needed).
     pub const DEST_UNREACHABLE: u8 = 3;
+    /// Source quench (deprecated, RFC 6633).
+    pub const SOURCE_QUENCH: u8 = 4;
+    /// Redirect.
+    pub const REDIRECT: u8 = 5;
     /// Echo request.
     pub const ECHO_REQUEST: u8 = 8;
+    /// Time exceeded.
+    pub const TIME_EXCEEDED: u8 = 11;
+    /// Parameter problem.
+    pub const PARAM_PROBLEM: u8 = 12;
     /// Code of "fragmentation needed and DF set".
     pub const CODE_FRAG_NEEDED: u8 = 4;
 }
 
 /// ICMPv6 types.
 pub mod v6 {
+    /// Destination unreachable.
+    pub const DEST_UNREACHABLE: u8 = 1;
     /// Packet too big.
     pub const PACKET_TOO_BIG: u8 = 2;
+    /// Time exceeded.
+    pub const TIME_EXCEEDED: u8 = 3;
+    /// Parameter problem.
+    pub const PARAM_PROBLEM: u8 = 4;
     /// Echo request.
     pub const ECHO_REQUEST: u8 = 128;
     /// Echo reply.
@@ -83,6 +97,40 @@ impl<T: AsRef<[u8]>> IcmpPacket<T> {
     pub fn as_bytes(&self) -> &[u8] {
         self.buffer.as_ref()
     }
+
+    /// ICMPv4: the checksum over the whole message is right. Pass exactly the message
+    /// (the IP payload, without Ethernet padding).
+    pub fn verify_checksum_v4(&self) -> bool {
+        checksum::fold(checksum::sum(self.buffer.as_ref())) == 0xffff
+    }
+
+    /// ICMPv6: the checksum over the pseudo-header and the message is right.
+    pub fn verify_checksum_v6(&self, src: &[u8; 16], dst: &[u8; 16]) -> bool {
+        let b = self.buffer.as_ref();
+        let Ok(len) = u32::try_from(b.len()) else {
+            return false;
+        };
+        let pseudo = checksum::pseudo_v6(src, dst, super::ipv6::NEXT_HEADER_ICMPV6, len);
+        checksum::fold(pseudo + checksum::sum(b)) == 0xffff
+    }
+}
+
+/// Whether an ICMPv4 type is an error message (RFC 1122 3.2.2): errors are never answered
+/// with errors and quote the packet they are about.
+pub fn is_error_v4(msg_type: u8) -> bool {
+    matches!(
+        msg_type,
+        v4::DEST_UNREACHABLE
+            | v4::SOURCE_QUENCH
+            | v4::REDIRECT
+            | v4::TIME_EXCEEDED
+            | v4::PARAM_PROBLEM
+    )
+}
+
+/// Whether an ICMPv6 type is an error message (types below 128, RFC 4443 2.1).
+pub fn is_error_v6(msg_type: u8) -> bool {
+    msg_type < 128
 }
 
 impl<T: AsRef<[u8]> + AsMut<[u8]>> IcmpPacket<T> {
@@ -100,6 +148,23 @@ impl<T: AsRef<[u8]> + AsMut<[u8]>> IcmpPacket<T> {
     /// Set the checksum field.
     pub fn set_checksum(&mut self, c: u16) {
         set_be16(self.buffer.as_mut(), field::CHECKSUM, c);
+    }
+
+    /// Recompute the ICMPv4 checksum over the whole message.
+    pub fn fill_checksum_v4(&mut self) {
+        let b = self.buffer.as_mut();
+        set_be16(b, field::CHECKSUM, 0);
+        let c = checksum::finish(checksum::sum(b));
+        set_be16(b, field::CHECKSUM, c);
+    }
+
+    /// Recompute the ICMPv6 checksum over the pseudo-header and the message.
+    pub fn fill_checksum_v6(&mut self, src: &[u8; 16], dst: &[u8; 16]) {
+        let b = self.buffer.as_mut();
+        set_be16(b, field::CHECKSUM, 0);
+        let pseudo = checksum::pseudo_v6(src, dst, super::ipv6::NEXT_HEADER_ICMPV6, b.len() as u32);
+        let c = checksum::finish(pseudo + checksum::sum(b));
+        set_be16(b, field::CHECKSUM, c);
     }
 }
 

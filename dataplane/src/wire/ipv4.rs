@@ -96,6 +96,16 @@ impl<T: AsRef<[u8]>> Ipv4Packet<T> {
     }
 
     /// Time to live.
+    /// Fragment offset in bytes (the field counts 8-byte units).
+    pub fn frag_offset(&self) -> u16 {
+        (be16(self.buffer.as_ref(), field::FLAGS_FRAG) & 0x1fff) << 3
+    }
+
+    /// More fragments follow (MF).
+    pub fn more_fragments(&self) -> bool {
+        be16(self.buffer.as_ref(), field::FLAGS_FRAG) & FLAG_MF != 0
+    }
+
     pub fn ttl(&self) -> u8 {
         self.buffer.as_ref()[field::TTL]
     }

@@ -19,6 +19,67 @@ pub const HEADER_LEN: usize = 40;
 /// Next-header value of ICMPv6.
 pub const NEXT_HEADER_ICMPV6: u8 = 58;
 
+/// Extension header numbers (RFC 8200 4.1).
+pub mod ext {
+    /// Hop-by-Hop Options.
+    pub const HOP_BY_HOP: u8 = 0;
+    /// Routing.
+    pub const ROUTING: u8 = 43;
+    /// Fragment.
+    pub const FRAGMENT: u8 = 44;
+    /// Destination Options.
+    pub const DEST_OPTS: u8 = 60;
+    /// Mobility, HIP, Shim6 and the experimental numbers: extension headers too (RFC 7045).
+    pub const OTHERS: [u8; 6] = [135, 139, 140, 253, 254, 51];
+}
+
+/// Length of the IPv6 Fragment header.
+pub const FRAGMENT_HEADER_LEN: usize = 8;
+
+/// Whether `next` names an extension header rather than an upper-layer protocol (AH, 51, is
+/// one: it is followed by the transport header it authenticates).
+pub fn is_extension_header(next: u8) -> bool {
+    matches!(
+        next,
+        ext::HOP_BY_HOP | ext::ROUTING | ext::FRAGMENT | ext::DEST_OPTS
+    ) || ext::OTHERS.contains(&next)
+}
+
+/// The fields of an IPv6 Fragment header (RFC 8200 4.5).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct FragmentHeader {
+    /// The header after it (the fragmentable part's first header).
+    pub next_header: u8,
+    /// Offset of this fragment's data in bytes (the field counts 8-byte units).
+    pub offset: u16,
+    /// More fragments follow (M flag).
+    pub more: bool,
+    /// Identification shared by the fragments of one packet.
+    pub ident: u32,
+}
+
+impl FragmentHeader {
+    /// Parse a Fragment header at the start of `b` (an IPv6 payload).
+    pub fn parse(b: &[u8]) -> Result<FragmentHeader, WireError> {
+        if b.len() < FRAGMENT_HEADER_LEN {
+            return Err(WireError::Truncated);
+        }
+        let off_flags = be16(b, 2);
+        Ok(FragmentHeader {
+            next_header: b[0],
+            offset: off_flags & 0xfff8,
+            more: off_flags & 1 != 0,
+            ident: u32::from_be_bytes([b[4], b[5], b[6], b[7]]),
+        })
+    }
+
+    /// Whether this is a whole packet in a fragment header (offset 0, no more fragments,
+    /// RFC 6946 "atomic fragment").
+    pub fn is_atomic(&self) -> bool {
+        self.offset == 0 && !self.more
+    }
+}
+
 /// A view of an IPv6 packet.
 #[derive(Debug)]
 pub struct Ipv6Packet<T: AsRef<[u8]>> {

@@ -6,6 +6,7 @@
 //! because the hot path needs in-place setters on mbuf memory and no copies; etherparse is used
 //! by the tests as the independent parser.
 
+pub mod addr;
 pub mod arp;
 pub mod checksum;
 pub mod ethernet;

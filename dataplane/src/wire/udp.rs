@@ -33,6 +33,16 @@ impl<T: AsRef<[u8]>> UdpPacket<T> {
     }
 
     /// Source port.
+    /// Check only that the 8-byte header is there, not the length field: for the first
+    /// fragment of a datagram (whose length field counts every fragment) and for a header
+    /// quoted in an ICMP error.
+    pub fn new_header_checked(buffer: T) -> Result<Self, WireError> {
+        if buffer.as_ref().len() < HEADER_LEN {
+            return Err(WireError::Truncated);
+        }
+        Ok(UdpPacket { buffer })
+    }
+
     pub fn src_port(&self) -> u16 {
         be16(self.buffer.as_ref(), field::SRC_PORT)
     }

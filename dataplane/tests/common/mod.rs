@@ -54,9 +54,9 @@ pub fn snapshot() -> Snapshot {
     snapshot_with_port(|_| {})
 }
 
-/// [`snapshot`] with its port changed by `edit` first.
-pub fn snapshot_with_port(edit: impl FnOnce(&mut PortInfo)) -> Snapshot {
-    let mut port = PortInfo {
+/// The LB's one port: 10.0.0.10/24 and fd00::10/64, gateways 10.0.0.1 / fd00::1, MTU 1500.
+pub fn lb_port() -> PortInfo {
+    PortInfo {
         mac: MacAddr(LB_MAC),
         ipv4: Some("10.0.0.10/24".parse().unwrap()),
         ipv6: Some("fd00::10/64".parse().unwrap()),
@@ -66,7 +66,54 @@ pub fn snapshot_with_port(edit: impl FnOnce(&mut PortInfo)) -> Snapshot {
         tunnel_source4: None,
         tunnel_source6: None,
         ..Default::default()
-    };
+    }
+}
+
+/// Resolved neighbours: the router and RS1, RS2 (IPv4), the router and RS1 (IPv6).
+pub fn neighbours() -> HashMap<IpAddr, MacAddr> {
+    let mut neighbours = HashMap::new();
+    neighbours.insert(IpAddr::V4(ROUTER_IP), MacAddr(ROUTER_MAC));
+    neighbours.insert(IpAddr::V4(RS1_IP), MacAddr(RS1_MAC));
+    neighbours.insert(IpAddr::V4(RS2_IP), MacAddr(RS2_MAC));
+    neighbours.insert(IpAddr::V6(router_ip6()), MacAddr(ROUTER_MAC));
+    neighbours.insert(IpAddr::V6(rs1_ip6()), MacAddr(RS1_MAC));
+    neighbours
+}
+
+/// A NAT real server of weight 1.
+pub fn nat_rs(id: u32, addr: IpAddr, port: u16) -> BackendSpec {
+    BackendSpec {
+        id,
+        addr,
+        port,
+        weight: 1,
+        mode: FwdMode::Nat,
+        ..Default::default()
+    }
+}
+
+/// A snapshot of [`lb_port`] with these services.
+pub fn snapshot_of(services: &[ServiceSpec]) -> Snapshot {
+    Snapshot::build(1, vec![lb_port()], services, &neighbours(), 65537).unwrap()
+}
+
+/// Run one frame through a worker's burst; the action and the output frame.
+pub fn run1(
+    w: &mut WorkerState,
+    snap: &Snapshot,
+    input: &[u8],
+    now: u64,
+) -> (vipd_dataplane::pipeline::Action, Vec<u8>) {
+    use vipd_dataplane::io::PacketBuf;
+    let mut bufs = [vipd_dataplane::io::mem::VecBuf::new(input)];
+    let mut actions = [vipd_dataplane::pipeline::Action::ToControl];
+    vipd_dataplane::pipeline::process_burst(&mut bufs, &mut actions, 0, w, snap, now);
+    (actions[0], bufs[0].data().to_vec())
+}
+
+/// [`snapshot`] with its port changed by `edit` first.
+pub fn snapshot_with_port(edit: impl FnOnce(&mut PortInfo)) -> Snapshot {
+    let mut port = lb_port();
     edit(&mut port);
     let nat = |id, addr: IpAddr, port| BackendSpec {
         id,
@@ -156,13 +203,7 @@ pub fn snapshot_with_port(edit: impl FnOnce(&mut PortInfo)) -> Snapshot {
         tun(10, vip6().into(), 8443, rs1_ip6().into()),
         tun(11, vip6().into(), 8444, RS1_IP.into()),
     ];
-    let mut neighbours = HashMap::new();
-    neighbours.insert(IpAddr::V4(ROUTER_IP), MacAddr(ROUTER_MAC));
-    neighbours.insert(IpAddr::V4(RS1_IP), MacAddr(RS1_MAC));
-    neighbours.insert(IpAddr::V4(RS2_IP), MacAddr(RS2_MAC));
-    neighbours.insert(IpAddr::V6(router_ip6()), MacAddr(ROUTER_MAC));
-    neighbours.insert(IpAddr::V6(rs1_ip6()), MacAddr(RS1_MAC));
-    Snapshot::build(1, vec![port], &services, &neighbours, 65537).unwrap()
+    Snapshot::build(1, vec![port], &services, &neighbours(), 65537).unwrap()
 }
 
 pub fn worker(index: u16, n_workers: u16) -> WorkerState {

@@ -1,0 +1,266 @@
+//! ICMP and ICMPv6 that is not Neighbour Discovery: echo for our addresses and VIPs, and
+//! errors about VIP traffic relayed to where they belong (see [`crate::fwd::icmp_relay`]).
+
+use super::egress::{self, Reject};
+use super::{for_kernel, local, set_macs, Action, Pkt, Verdict, WorkerState};
+use crate::counters::Counter;
+use crate::flow::key::{from_mapped, to_mapped};
+use crate::flow::Direction;
+use crate::fwd::icmp_relay::{self, Quote, QuotedSide};
+use crate::fwd::nat;
+use crate::io::PacketBuf;
+use crate::snapshot::{FwdMode, Snapshot};
+use crate::wire::icmp::{self, IcmpPacket};
+
+/// ICMP errors worth relaying: they tell a sender something about its own connection.
+/// Redirects and source quench are not (and a redirect must never steer a real server).
+fn relayed(v4: bool, msg_type: u8) -> bool {
+    if v4 {
+        matches!(
+            msg_type,
+            icmp::v4::DEST_UNREACHABLE | icmp::v4::TIME_EXCEEDED | icmp::v4::PARAM_PROBLEM
+        )
+    } else {
+        matches!(
+            msg_type,
+            icmp::v6::DEST_UNREACHABLE
+                | icmp::v6::PACKET_TOO_BIG
+                | icmp::v6::TIME_EXCEEDED
+                | icmp::v6::PARAM_PROBLEM
+        )
+    }
+}
+
+pub(super) fn handle<B: PacketBuf>(
+    buf: &mut B,
+    pkt: &Pkt,
+    rx_port: u16,
+    w: &mut WorkerState,
+    snap: &Snapshot,
+    now: u64,
+) -> Verdict {
+    let (msg_type, checksum_ok) = {
+        let msg = buf
+            .data()
+            .get(pkt.l4_range())
+            .ok_or(Counter::DropL4Malformed)?;
+        let m = IcmpPacket::new_checked(msg).map_err(|_| Counter::DropL4Malformed)?;
+        let ok = if pkt.v4 {
+            m.verify_checksum_v4()
+        } else {
+            m.verify_checksum_v6(&pkt.src, &pkt.dst)
+        };
+        (m.msg_type(), ok)
+    };
+    let to_vip = snap.is_vip(&pkt.dst);
+    let to_local = snap.is_local(&from_mapped(&pkt.dst));
+    let error = relayed(pkt.v4, msg_type);
+    if !to_vip && !to_local && !error {
+        return Err(Counter::DropNotLocal);
+    }
+    if !checksum_ok {
+        return Err(Counter::DropIcmpBadChecksum);
+    }
+    if error {
+        return relay(buf, pkt, to_vip, to_local, rx_port, w, snap, now);
+    }
+    let echo_request = if pkt.v4 {
+        icmp::v4::ECHO_REQUEST
+    } else {
+        icmp::v6::ECHO_REQUEST
+    };
+    if msg_type == echo_request {
+        return local::echo(buf, pkt, rx_port, w, snap);
+    }
+    if to_local {
+        return for_kernel(rx_port, snap);
+    }
+    Err(Counter::DropLocalUnhandled)
+}
+
+#[allow(clippy::too_many_arguments)] // the pipeline's per-frame context, passed by reference
+fn relay<B: PacketBuf>(
+    buf: &mut B,
+    pkt: &Pkt,
+    to_vip: bool,
+    to_local: bool,
+    rx_port: u16,
+    w: &mut WorkerState,
+    snap: &Snapshot,
+    now: u64,
+) -> Verdict {
+    let range = pkt.l4_range();
+    let q = icmp_relay::parse(buf.data(), range.start, range.end, pkt.v4)?;
+    // An error goes to the source of the packet it quotes: anything else is forged.
+    if q.key.src != pkt.dst {
+        return Err(if to_vip || to_local {
+            Counter::DropIcmpErrorNoFlow
+        } else {
+            Counter::DropNotLocal
+        });
+    }
+    if to_vip {
+        return to_real_server(buf, pkt, &q, w, snap, now);
+    }
+    if let Some(unique) = snap.nat_endpoint(&q.key.dst, q.key.proto, q.key.dst_port) {
+        return to_client(buf, pkt, &q, unique, rx_port, w, snap, now);
+    }
+    if to_local {
+        // About the box's own traffic (its health checks, its kernel's connections).
+        return for_kernel(rx_port, snap);
+    }
+    Err(Counter::DropNotLocal)
+}
+
+/// An error about what a real server sent from the VIP (quoted VIP:port -> client:port): to
+/// the real server owning that connection.
+fn to_real_server<B: PacketBuf>(
+    buf: &mut B,
+    pkt: &Pkt,
+    q: &Quote,
+    w: &mut WorkerState,
+    snap: &Snapshot,
+    now: u64,
+) -> Verdict {
+    let (_, svc) = snap
+        .service(&q.key.src, q.key.proto, q.key.src_port)
+        .ok_or(Counter::DropIcmpErrorNoFlow)?;
+    let flow = q.key.reversed(); // client -> VIP: the connection's original key
+    if svc.has_nat && w.n_workers > 1 {
+        let owner = w.owner_of(&flow.src, flow.src_port);
+        if owner != w.index {
+            return Ok(Action::Steer(owner));
+        }
+    }
+    let hash = flow.hash();
+    let from_entry = match w.flows.lookup(&flow, hash, now) {
+        Some(hit) if hit.dir == Direction::Original => snap.backend(hit.backend),
+        _ => None,
+    };
+    let backend = match from_entry {
+        Some(b) => b,
+        None => svc
+            .pick_consistent(hash)
+            .and_then(|id| snap.backend(id))
+            .ok_or(Counter::DropIcmpErrorNoFlow)?,
+    };
+    let route = match egress::check(buf, pkt, backend, hash, snap) {
+        Ok(o) => o,
+        // No error about an error: an oversized one is dropped.
+        Err(Reject::TooBig(_)) => return Err(Counter::DropTooBig),
+        Err(Reject::Drop(c)) => return Err(c),
+    };
+    if backend.mode == FwdMode::Nat {
+        let range = pkt.l4_range();
+        let frame = buf.data_mut();
+        let l3 = frame.get_mut(pkt.l2..).ok_or(Counter::DropEthMalformed)?;
+        let outer_l4 = nat::L4At {
+            header: false,
+            ..pkt.l4
+        };
+        nat::rewrite_to_backend(l3, outer_l4, backend.addr, 0)?;
+        icmp_relay::rewrite_quote(
+            frame,
+            q,
+            QuotedSide::Src,
+            &to_mapped(backend.addr),
+            backend.port,
+        )?;
+        fill_checksum(frame, pkt, range)?;
+    }
+    let port = egress::deliver(buf, pkt.l2, route)?;
+    w.counters.inc(Counter::IcmpErrorsToRealServer);
+    Ok(Action::Tx(port))
+}
+
+/// An error from (or about) a NAT real server's side, quoting a step-2 packet (client ->
+/// real server:port): un-NATed to quote client -> VIP:port, and from the VIP when the real
+/// server itself sent it.
+#[allow(clippy::too_many_arguments)] // the pipeline's per-frame context, passed by reference
+fn to_client<B: PacketBuf>(
+    buf: &mut B,
+    pkt: &Pkt,
+    q: &Quote,
+    unique_service: Option<u32>,
+    rx_port: u16,
+    w: &mut WorkerState,
+    snap: &Snapshot,
+    now: u64,
+) -> Verdict {
+    let _ = rx_port;
+    if w.n_workers > 1 {
+        let owner = w.owner_of(&q.key.src, q.key.src_port);
+        if owner != w.index {
+            return Ok(Action::Steer(owner));
+        }
+    }
+    let reply = q.key.reversed(); // real server -> client: the connection's reply key
+    let from_entry = match w.flows.lookup(&reply, reply.hash(), now) {
+        Some(hit) if hit.dir == Direction::Reply => snap.backend(hit.backend).map(|b| b.service),
+        _ => None,
+    };
+    let service = from_entry
+        .or(unique_service)
+        .ok_or(Counter::DropIcmpErrorNoFlow)?;
+    let svc = snap
+        .services
+        .get(service as usize)
+        .ok_or(Counter::DropIcmpErrorNoFlow)?;
+    let hop = match egress::resolve_client(pkt, snap, w)? {
+        Ok(hop) => hop,
+        Err(ask) => return Ok(ask),
+    };
+    let (port, mac) = (hop.port, hop.mac);
+    let egress = snap
+        .ports
+        .get(usize::from(port))
+        .ok_or(Counter::DropNoRoute)?;
+    if pkt.ttl <= 1 {
+        return Err(Counter::DropTtlExceeded);
+    }
+    if pkt.len > usize::from(egress.mtu) {
+        return Err(Counter::DropTooBig);
+    }
+    let range = pkt.l4_range();
+    let frame = buf.data_mut();
+    let l3 = frame.get_mut(pkt.l2..).ok_or(Counter::DropEthMalformed)?;
+    let outer_l4 = nat::L4At {
+        header: false,
+        ..pkt.l4
+    };
+    if pkt.src == q.key.dst {
+        nat::rewrite_to_vip(l3, outer_l4, svc.vip, 0)?;
+    } else {
+        nat::hop(l3)?;
+    }
+    icmp_relay::rewrite_quote(frame, q, QuotedSide::Dst, &to_mapped(svc.vip), svc.port)?;
+    fill_checksum(frame, pkt, range)?;
+    set_macs(frame, egress.mac, mac);
+    w.counters.inc(Counter::IcmpErrorsToClient);
+    Ok(Action::Tx(port))
+}
+
+/// The ICMP checksum after the rewrite (ICMPv6: over the rewritten outer addresses).
+fn fill_checksum(
+    frame: &mut [u8],
+    pkt: &Pkt,
+    range: std::ops::Range<usize>,
+) -> Result<(), Counter> {
+    if pkt.v4 {
+        return icmp_relay::fill_checksum(frame, range.start, range.end, None);
+    }
+    let ip = pkt.l2;
+    let mut src = [0u8; 16];
+    let mut dst = [0u8; 16];
+    src.copy_from_slice(
+        frame
+            .get(ip + 8..ip + 24)
+            .ok_or(Counter::DropIpv6Malformed)?,
+    );
+    dst.copy_from_slice(
+        frame
+            .get(ip + 24..ip + 40)
+            .ok_or(Counter::DropIpv6Malformed)?,
+    );
+    icmp_relay::fill_checksum(frame, range.start, range.end, Some((&src, &dst)))
+}
