@@ -107,6 +107,7 @@ pub fn build(i: &Inputs) -> Result<Applied, String> {
     .map_err(|e| e.to_string())?;
     // Workers adopt the timeouts with the snapshot, so a reload changes them too.
     snapshot.timeouts = i.config.flows.timeouts.to_timeouts();
+    snapshot.sloppy_tcp = i.config.flows.sloppy_tcp;
     let mut wanted: Vec<(IpAddr, u16)> = Vec::new();
     let mut want = |ip: IpAddr, port: u16| {
         if !wanted.iter().any(|(w, _)| *w == ip) {

@@ -200,6 +200,7 @@ impl WorkerState {
             if *self.flows.timeouts() != snap.timeouts {
                 self.flows.set_timeouts(snap.timeouts);
             }
+            self.sloppy_tcp = snap.sloppy_tcp;
             self.counters.inc(Counter::SnapshotsApplied);
             // Tells the control plane this worker no longer uses older snapshots' backends.
             self.counters.set_generation(snap.generation);

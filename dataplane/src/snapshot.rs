@@ -321,6 +321,8 @@ pub struct Snapshot {
     pub services: Vec<Service>,
     /// Flow timeouts the workers apply (set after [`Snapshot::build`]; default IPVS-like).
     pub timeouts: Timeouts,
+    /// IPVS's `sloppy_tcp`: any TCP segment without a flow creates one (set after build).
+    pub sloppy_tcp: bool,
     backends: Vec<Option<Backend>>,
     service_by_key: HashMap<EndpointKey, u32>,
     vips: HashMap<[u8; 16], ()>,
@@ -346,6 +348,7 @@ impl Snapshot {
             ports,
             services: Vec::with_capacity(services.len()),
             timeouts: Timeouts::default(),
+            sloppy_tcp: false,
             backends: Vec::new(),
             service_by_key: map(),
             vips: map(),

@@ -321,3 +321,22 @@ fn per_real_server_statistics() {
     assert_eq!((c.active, c.inactive), (1, 0), "established after the ACK");
     assert_eq!(w.counters.generation(), snap.generation);
 }
+
+#[test]
+fn sloppy_tcp_comes_with_the_snapshot() {
+    let strict = snapshot();
+    let mut sloppy = snapshot();
+    sloppy.sloppy_tcp = true;
+    sloppy.generation = strict.generation + 1;
+    let mut w = worker(0, 1);
+    let (a, _) = one(&ack(41_000), &mut w, &strict, 1);
+    assert_eq!(a, Action::Tx(0), "a bare ACK is forwarded statelessly");
+    assert_eq!(w.flows.len(), 0, "and creates no state");
+    let (a, _) = one(&ack(41_001), &mut w, &sloppy, 2);
+    assert_eq!(a, Action::Tx(0));
+    assert_eq!(
+        w.flows.len(),
+        1,
+        "sloppy_tcp: any segment creates state (a reload turns it on)"
+    );
+}

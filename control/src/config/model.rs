@@ -111,6 +111,11 @@ pub struct FlowConfig {
     pub capacity_per_worker: usize,
     /// Maglev table size (a prime).
     pub maglev_table_size: u32,
+    /// IPVS's `sloppy_tcp`: any TCP segment without a flow entry creates one (default: only a
+    /// SYN does; other segments go where the consistent hash says, creating no state).
+    pub sloppy_tcp: bool,
+    /// Datagrams whose later fragments each worker can follow at once (restart-only).
+    pub fragment_slots: usize,
     /// Timeouts in seconds.
     pub timeouts: TimeoutConfig,
 }
@@ -120,6 +125,8 @@ impl Default for FlowConfig {
         FlowConfig {
             capacity_per_worker: 1 << 20,
             maglev_table_size: 65537,
+            sloppy_tcp: false,
+            fragment_slots: vipd_dataplane::fwd::fragment::FRAGMENT_SLOTS,
             timeouts: TimeoutConfig::default(),
         }
     }

@@ -71,6 +71,11 @@ pub fn restart_only_changes(old: &Config, new: &Config) -> Vec<String> {
         n.max_real_servers.to_string(),
     );
     diff(
+        "flows.fragment_slots".into(),
+        old.flows.fragment_slots.to_string(),
+        new.flows.fragment_slots.to_string(),
+    );
+    diff(
         "flows.capacity_per_worker".into(),
         old.flows.capacity_per_worker.to_string(),
         new.flows.capacity_per_worker.to_string(),

@@ -394,3 +394,37 @@ fn kernel_interface_names_and_tap_devices() {
         "{e}"
     );
 }
+
+#[test]
+fn flow_options_and_memif_warning() {
+    let with = |extra: &str| GOOD.replace("[[ports]]", &format!("[flows]\n{extra}\n\n[[ports]]"));
+    let (c, _) = Config::parse(
+        &with("sloppy_tcp = true\nfragment_slots = 128"),
+        Path::new("vipd.toml"),
+    )
+    .unwrap();
+    assert!(c.flows.sloppy_tcp && c.flows.fragment_slots == 128);
+    let e = err(&with("fragment_slots = 1"));
+    assert!(
+        e.contains("flows.fragment_slots: 1 is out of range 64..=1048576"),
+        "{e}"
+    );
+    let mut other = c.clone();
+    other.flows.sloppy_tcp = false;
+    assert!(
+        reload::restart_only_changes(&c, &other).is_empty(),
+        "sloppy_tcp reloads"
+    );
+    other.flows.fragment_slots = 256;
+    assert_eq!(
+        reload::restart_only_changes(&c, &other),
+        vec!["flows.fragment_slots (128 -> 256)"]
+    );
+    let memif = GOOD.replace("net_af_packet0,iface=eth1", "net_memif0,role=server");
+    let (_, v) = Config::parse(&memif, Path::new("vipd.toml")).unwrap();
+    assert!(
+        v.warnings.iter().any(|w| w.contains("net_memif can crash")),
+        "{:?}",
+        v.warnings
+    );
+}

@@ -172,13 +172,13 @@ pub fn validate(config: &Config) -> Result<Valid, Invalid> {
             ),
         ));
     }
-    let ports = ports(config)?;
+    let mut warnings = Vec::new();
+    let ports = ports(config, &mut warnings)?;
     for (i, n) in config.neighbours.iter().enumerate() {
         n.mac
             .parse::<MacAddr>()
             .map_err(|e| invalid(format!("neighbours[{i}].mac"), e))?;
     }
-    let mut warnings = Vec::new();
     let services = services(config, &ports, &mut warnings)?;
     super::bgp::check(config, &ports, &services, &mut warnings)?;
     let total: usize = services.iter().map(|s| s.real_servers.len()).sum();
@@ -294,6 +294,12 @@ fn flows(config: &Config) -> Result<(), Invalid> {
             ),
         ));
     }
+    if !(64..=1 << 20).contains(&f.fragment_slots) {
+        return Err(invalid(
+            "flows.fragment_slots",
+            format!("{} is out of range 64..=1048576", f.fragment_slots),
+        ));
+    }
     for (key, v) in f.timeouts.entries() {
         if v == 0 || v > MAX_TIMEOUT_S {
             return Err(invalid(
@@ -315,7 +321,7 @@ fn valid_ifname(name: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'.')
 }
 
-fn ports(config: &Config) -> Result<Vec<PortInfo>, Invalid> {
+fn ports(config: &Config, warnings: &mut Vec<String>) -> Result<Vec<PortInfo>, Invalid> {
     if config.ports.is_empty() {
         return Err(invalid("ports", "at least one [[ports]] entry is needed"));
     }
@@ -428,6 +434,11 @@ fn ports(config: &Config) -> Result<Vec<PortInfo>, Invalid> {
                     format!("{net} is not a unicast prefix of at most /32 the box may send from"),
                 ));
             }
+        }
+        if p.device.starts_with("net_memif") {
+            warnings.push(format!(
+                "ports[{i}].device: net_memif can crash vipd when its peer disconnects (DPDK 22.11 unmaps the shared memory under a running burst, docs/robustness.md): use it for tests and benchmarks, not in production"
+            ));
         }
         if let Some(name) = &p.kernel_interface {
             if !valid_ifname(name) {

@@ -190,13 +190,14 @@ pub fn run(config_path: &Path) -> Result<(), String> {
             config.flows.capacity_per_worker,
             config.flows.timeouts.to_timeouts(),
         );
-        let state = WorkerState::with_backend_slots(
+        let mut state = WorkerState::with_backend_slots(
             w as u16,
             workers_n as u16,
             table,
             MAX_SERVICES_HINT,
             config.dataplane.max_real_servers as usize,
         );
+        state.set_fragment_slots(config.flows.fragment_slots);
         counters.push(Arc::clone(&state.counters));
         backend_stats.push(Arc::clone(&state.backends));
         let sampler = Arc::new(FlowSampler::default());
