@@ -599,6 +599,7 @@ mod tests {
             health,
             token: None,
             samplers: Vec::new(),
+            tracers: Vec::new(),
             listing: tokio::sync::Mutex::new(()),
             scaleout: crate::scaleout::BoxHandle::with_status(crate::scaleout::BoxStatus {
                 bgp: Some(crate::scaleout::BgpStatus {

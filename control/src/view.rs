@@ -18,6 +18,7 @@ use vipd_dataplane::backend_stats::BackendStats;
 use vipd_dataplane::counters::WorkerCounters;
 use vipd_dataplane::flow_sample::FlowSampler;
 use vipd_dataplane::snapshot::FwdMode;
+use vipd_dataplane::trace::Tracer;
 use vipd_dataplane::wire::MacAddr;
 
 /// Where the answer to a command goes.
@@ -108,6 +109,8 @@ pub struct Shared {
     pub token: Option<String>,
     /// Each worker's connection-listing queues.
     pub samplers: Vec<Arc<FlowSampler>>,
+    /// Each worker's trace queues (`vipctl trace`; serialised by `listing` too).
+    pub tracers: Vec<Arc<Tracer>>,
     /// One listing at a time (the workers' queues hold one request each).
     pub listing: tokio::sync::Mutex<()>,
     /// The box's scale-out state: drain switch, VIP announcement, table fingerprints.

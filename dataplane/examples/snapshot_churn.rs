@@ -197,6 +197,7 @@ fn main() {
         stop: Arc::clone(&stop),
         idle_sleep: Duration::ZERO,
         sampler: Arc::new(FlowSampler::default()),
+        tracer: Arc::default(),
     };
     let eal_ref = &eal;
     std::thread::scope(|s| {

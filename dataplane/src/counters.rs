@@ -206,6 +206,12 @@ counters! {
     DropTxFull = "drop_tx_full", drop;
     /// Dropped: the ring to another worker or to the control thread was full.
     DropRingFull = "drop_ring_full", drop;
+    /// Dropped: a frame steered to its connection's owner that the owner would steer again
+    /// (the workers disagree on ownership: a bug, counted instead of looping).
+    DropSteeredTwice = "drop_steered_twice", drop;
+    /// Dropped: an answer (neighbour advertisement) longer than the frame it is written into,
+    /// and the frame buffer has no tailroom to grow.
+    DropNoTailroom = "drop_no_tailroom", drop;
     /// Dropped: the ring to the exception path (the kernel interfaces) was full.
     DropKernelRingFull = "drop_kernel_ring_full", drop;
 }

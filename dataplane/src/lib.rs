@@ -14,6 +14,7 @@ pub mod ndp;
 pub mod pipeline;
 pub mod sched;
 pub mod snapshot;
+pub mod trace;
 pub mod wire;
 #[cfg(feature = "dpdk")]
 pub mod worker;

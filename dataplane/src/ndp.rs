@@ -148,7 +148,7 @@ fn write_advert<B: PacketBuf>(
         buf.trim_to(new_len)
     };
     if !resized {
-        return Err(Counter::DropNdIgnored);
+        return Err(Counter::DropNoTailroom);
     }
     let frame = buf.data_mut();
     let mut eth = EthernetFrame::new_checked(&mut *frame).map_err(|_| Counter::DropEthMalformed)?;
@@ -170,9 +170,10 @@ fn write_advert<B: PacketBuf>(
     } else {
         ndisc::flags::SOLICITED | ndisc::flags::OVERRIDE
     };
+    // The frame was sized for the advertisement above: neither can fail.
     let msg = ip
         .get_mut(ipv6::HEADER_LEN..)
-        .ok_or(Counter::DropNdIgnored)?;
+        .ok_or(Counter::DropNoTailroom)?;
     ndisc::emit_na(
         msg,
         &sol.target,
@@ -181,7 +182,7 @@ fn write_advert<B: PacketBuf>(
         &sol.target,
         Some(our_mac),
     )
-    .map_err(|_| Counter::DropNdIgnored)?;
+    .map_err(|_| Counter::DropNoTailroom)?;
     Ok(())
 }
 

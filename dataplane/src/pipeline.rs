@@ -92,8 +92,11 @@ pub struct WorkerState {
     /// Per-real-server counters, indexed by backend id (shared read-only with the control
     /// thread); the flow table counts its connections there too.
     pub backends: Arc<BackendStats>,
-    /// IPVS's `sloppy_tcp`: any TCP segment without a flow entry creates one (scheduled like a
-    /// SYN). Off by default: only a lone SYN does, others are forwarded statelessly.
+    /// An active trace request (`vipctl trace`), if any.
+    pub trace: Option<Box<crate::trace::TraceJob>>,
+    /// IPVS's `sloppy_tcp` forced on for this worker (tests, fuzzing); the configured setting
+    /// comes with the snapshot ([`Snapshot::sloppy_tcp`]). Either makes any TCP segment without
+    /// a flow entry create one; off, only a lone SYN does and others go statelessly.
     pub sloppy_tcp: bool,
     cursors: Vec<u64>,
     generation: u64,
@@ -165,6 +168,7 @@ impl WorkerState {
             counters: Arc::new(WorkerCounters::default()),
             backends,
             sloppy_tcp: false,
+            trace: None,
             cursors: vec![0; max_services],
             generation: u64::MAX,
             icmp_errors: TokenBucket::new(),
@@ -200,7 +204,6 @@ impl WorkerState {
             if *self.flows.timeouts() != snap.timeouts {
                 self.flows.set_timeouts(snap.timeouts);
             }
-            self.sloppy_tcp = snap.sloppy_tcp;
             self.counters.inc(Counter::SnapshotsApplied);
             // Tells the control plane this worker no longer uses older snapshots' backends.
             self.counters.set_generation(snap.generation);
@@ -222,10 +225,16 @@ pub fn process_burst<B: PacketBuf>(
         let len = buf.data().len() as u64;
         worker.counters.inc(Counter::RxPackets);
         worker.counters.add(Counter::RxBytes, len);
+        if let Some(t) = worker.trace.as_mut() {
+            t.before(buf.data(), rx_port, now_ms);
+        }
         *action = match handle(buf, rx_port, worker, snap, now_ms) {
             Ok(a) => a,
             Err(reason) => Action::Drop(reason),
         };
+        if let Some(t) = worker.trace.as_mut() {
+            t.after(buf.data(), *action);
+        }
         match *action {
             Action::Drop(reason) => worker.counters.inc(reason),
             Action::ToControl => worker.counters.inc(Counter::ToControl),
@@ -246,12 +255,15 @@ pub fn process_steered<B: PacketBuf>(
     now_ms: u64,
 ) -> Action {
     worker.adopt(snap);
-    match handle(buf, rx_port, worker, snap, now_ms) {
+    if let Some(t) = worker.trace.as_mut() {
+        t.before(buf.data(), rx_port, now_ms);
+    }
+    let action = match handle(buf, rx_port, worker, snap, now_ms) {
         // The owner never steers again: a frame steered twice would mean the workers
         // disagree on ownership; count it rather than loop.
         Ok(Action::Steer(_)) => {
-            worker.counters.inc(Counter::DropRingFull);
-            Action::Drop(Counter::DropRingFull)
+            worker.counters.inc(Counter::DropSteeredTwice);
+            Action::Drop(Counter::DropSteeredTwice)
         }
         Ok(a) => {
             match a {
@@ -265,7 +277,11 @@ pub fn process_steered<B: PacketBuf>(
             worker.counters.inc(reason);
             Action::Drop(reason)
         }
+    };
+    if let Some(t) = worker.trace.as_mut() {
+        t.after(buf.data(), action);
     }
+    action
 }
 
 type Verdict = Result<Action, Counter>;

@@ -10,6 +10,7 @@ use crate::pipeline::{
     process_burst, process_steered, Action, WorkerState, EXPIRE_BUDGET_PER_BURST,
 };
 use crate::snapshot::Snapshot;
+use crate::trace::Tracer;
 use arc_swap::ArcSwap;
 use crossbeam::queue::ArrayQueue;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -131,6 +132,8 @@ pub struct Worker {
     pub idle_sleep: Duration,
     /// Connection listings requested by the control side.
     pub sampler: Arc<FlowSampler>,
+    /// Four-step traces requested by the control side (`vipctl trace`).
+    pub tracer: Arc<Tracer>,
 }
 
 /// Per-port transmit bursts of one loop iteration, and the frames it drops (freed together
@@ -208,6 +211,16 @@ impl Worker {
             let received = work;
             work += self.drain_inbox(snap, now_ms, &mut tx);
             self.flush(&mut tx);
+            // A trace runs until its buffer is full or its time is up.
+            if self.state.trace.is_none() {
+                if let Some(mut job) = self.tracer.take() {
+                    job.start(now_ms);
+                    self.state.trace = Some(job);
+                }
+            }
+            if let Some(done) = self.state.trace.take_if(|j| j.done(now_ms)) {
+                self.tracer.give_back(done);
+            }
             // A connection listing advances by a bounded step per iteration.
             if listing.is_none() {
                 listing = self.sampler.take();

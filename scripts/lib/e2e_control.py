@@ -40,7 +40,7 @@ def api(method, path, body=None, token=None):
 class Downloads:
     """Slow bulk downloads through the VIP, each its own curl in the client namespace."""
 
-    def __init__(self, n, size, rate, tag):
+    def __init__(self, n, size, rate, tag, port=80):
         self.size = size
         self.dir = f"/tmp/vipd-e2e-{PREFIX}-{tag}"
         os.makedirs(self.dir, exist_ok=True)
@@ -51,7 +51,7 @@ class Downloads:
             self.procs.append((i, out, hdr, subprocess.Popen(
                 ["ip", "netns", "exec", f"{PREFIX}-client", "curl", "-s", "-m", "90",
                  "--interface", sources[i % len(sources)], "--limit-rate", rate,
-                 "-D", hdr, "-o", out, f"http://{VIP4}/bytes/{size}"],
+                 "-D", hdr, "-o", out, f"http://{VIP4}:{port}/bytes/{size}"],
                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)))
 
     def running(self):

@@ -12,6 +12,7 @@ mod connections;
 mod error;
 pub mod json;
 mod read;
+mod trace;
 mod write;
 
 pub use auth::read_token;
@@ -40,6 +41,7 @@ pub fn router(shared: Arc<Shared>) -> Router {
         .route("/api/v1/health", get(read::health))
         .route("/api/v1/config", get(read::config))
         .route("/api/v1/connections", get(connections::connections))
+        .route("/api/v1/trace", get(trace::trace))
         .route(
             "/api/v1/services",
             get(read::services).post(write::add_service),

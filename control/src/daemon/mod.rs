@@ -34,6 +34,7 @@ use vipd_dataplane::io::dpdk::{self, Eal, Mempool, DEFAULT_DATA_ROOM};
 use vipd_dataplane::io::lcore;
 use vipd_dataplane::io::pdump::CaptureServer;
 use vipd_dataplane::pipeline::WorkerState;
+use vipd_dataplane::trace::Tracer;
 use vipd_dataplane::wire::MacAddr;
 use vipd_dataplane::worker::{Rings, Worker};
 
@@ -179,6 +180,7 @@ pub fn run(config_path: &Path) -> Result<(), String> {
     let mut counters = Vec::with_capacity(workers_n);
     let mut backend_stats = Vec::with_capacity(workers_n);
     let mut samplers = Vec::with_capacity(workers_n);
+    let mut tracers = Vec::with_capacity(workers_n);
     let mut workers = Vec::with_capacity(workers_n);
     for (w, &core) in config.dataplane.worker_cores.iter().enumerate() {
         let queues = ports
@@ -202,6 +204,8 @@ pub fn run(config_path: &Path) -> Result<(), String> {
         backend_stats.push(Arc::clone(&state.backends));
         let sampler = Arc::new(FlowSampler::default());
         samplers.push(Arc::clone(&sampler));
+        let tracer = Arc::new(Tracer::default());
+        tracers.push(Arc::clone(&tracer));
         workers.push((
             core,
             Worker {
@@ -212,6 +216,7 @@ pub fn run(config_path: &Path) -> Result<(), String> {
                 stop: Arc::clone(&worker_stop),
                 idle_sleep: Duration::from_micros(u64::from(config.dataplane.idle_sleep_us)),
                 sampler,
+                tracer,
             },
         ));
     }
@@ -239,6 +244,7 @@ pub fn run(config_path: &Path) -> Result<(), String> {
         health: checker.status(),
         token: prepared.token,
         samplers,
+        tracers,
         listing: tokio::sync::Mutex::new(()),
         scaleout: scaleout.handle(),
     });

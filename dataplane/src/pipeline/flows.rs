@@ -85,7 +85,9 @@ pub(super) fn choose<'s>(
             };
         }
     }
-    let may_create = info.tcp_flags.is_none() || w.sloppy_tcp || info.is_lone_syn();
+    // Sloppy mode as configured (the snapshot) or forced on this worker (tests, fuzzing).
+    let sloppy = snap.sloppy_tcp || w.sloppy_tcp;
+    let may_create = info.tcp_flags.is_none() || sloppy || info.is_lone_syn();
     if !may_create {
         return stateless(svc, snap, hash, Some(Counter::TcpNoFlowStateless));
     }

@@ -112,6 +112,13 @@ pub enum Action {
     },
     /// `metrics`.
     Metrics,
+    /// `trace`: filters and bounds.
+    Trace {
+        /// Query: service, client, real server, seconds, limit.
+        query: Vec<(&'static str, String)>,
+        /// `--json`.
+        json: bool,
+    },
     /// `reload`.
     Reload,
     /// `drain --box` (true) / `resume --box` (false).

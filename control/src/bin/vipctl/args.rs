@@ -117,6 +117,8 @@ pub struct Cli {
     json: bool,
     #[arg(long = "box", global = true)]
     box_: bool,
+    #[arg(long = "seconds", global = true)]
+    seconds: Option<f64>,
 
     /// vipd's API address.
     #[arg(long = "api", env = "VIPCTL_API", default_value = DEFAULT_API, global = true)]
@@ -155,6 +157,8 @@ enum Verb {
     Resume,
     /// The box's scale-out state.
     Box,
+    /// The four steps of live connections.
+    Trace,
 }
 
 impl Cli {
@@ -192,6 +196,7 @@ impl Cli {
             ("exact", self.exact),
             ("json", self.json),
             ("box", self.box_),
+            ("seconds", self.seconds.is_some()),
         ]
         .into_iter()
         .filter(|(_, on)| *on)
@@ -215,6 +220,7 @@ impl Cli {
             Verb::Drain => Cmd::Drain,
             Verb::Resume => Cmd::ResumeBox,
             Verb::Box => Cmd::Box,
+            Verb::Trace => Cmd::Trace,
             Verb::Health => Cmd::Health,
             Verb::Status => Cmd::Status,
             Verb::Stats => Cmd::Stats,
@@ -449,6 +455,37 @@ impl Cli {
             Cmd::DrainBox => Action::DrainBox(true),
             Cmd::ResumeBox => Action::DrainBox(false),
             Cmd::Box => Action::Box { json: self.json },
+            Cmd::Trace => {
+                if service.is_none() && self.client.is_none() && server.is_none() {
+                    return Err(usage(
+                        "trace: give -t|-u, --client or -r (a trace follows some connections, not the whole box)",
+                    ));
+                }
+                let mut query = Vec::new();
+                if let Some(s) = service {
+                    query.push(("service", s.path()));
+                }
+                if let Some(c) = self.client {
+                    query.push(("client", c.to_string()));
+                }
+                if let Some(r) = server {
+                    let text = match r.port {
+                        Some(p) => SocketAddr::new(r.ip, p).to_string(),
+                        None => r.ip.to_string(),
+                    };
+                    query.push(("real_server", text));
+                }
+                if let Some(s) = self.seconds {
+                    query.push(("seconds", s.to_string()));
+                }
+                if let Some(l) = self.limit {
+                    query.push(("limit", l.to_string()));
+                }
+                Action::Trace {
+                    query,
+                    json: self.json,
+                }
+            }
         })
     }
 

@@ -24,6 +24,8 @@ pub enum Cmd {
     ResumeBox,
     /// `box`: the box's scale-out state.
     Box,
+    /// `trace`: the four steps of live connections.
+    Trace,
 }
 
 impl Cmd {
@@ -49,6 +51,7 @@ impl Cmd {
             Cmd::DrainBox => "drain --box",
             Cmd::ResumeBox => "resume --box",
             Cmd::Box => "box",
+            Cmd::Trace => "trace",
         }
     }
 }
@@ -122,6 +125,17 @@ pub fn allowed(cmd: Cmd) -> (Vec<&'static str>, &'static [&'static str]) {
         Cmd::Set | Cmd::Metrics | Cmd::Reload => (vec![], &[]),
         Cmd::DrainBox | Cmd::ResumeBox => (vec!["box"], &["box"]),
         Cmd::Box => (vec!["json"], &[]),
+        Cmd::Trace => (
+            vec![
+                "service",
+                "client",
+                "real-server",
+                "seconds",
+                "limit",
+                "json",
+            ],
+            &[],
+        ),
     }
 }
 
@@ -156,6 +170,7 @@ pub fn option_text(name: &str) -> &'static str {
         "exact" => "--exact",
         "json" => "--json",
         "box" => "--box",
+        "seconds" => "--seconds",
         _ => "an option",
     }
 }

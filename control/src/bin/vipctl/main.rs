@@ -10,6 +10,7 @@ mod boxes;
 mod client;
 mod commands;
 mod render;
+mod trace;
 mod usage;
 
 use action::{Action, Server, Service};
@@ -118,6 +119,9 @@ fn run(c: &Client, action: &Action) -> Result<String, Failure> {
         Action::Status { json } => listing(c.get("/api/v1/status", &[])?, *json, &render::status),
         Action::Stats { json } => listing(c.get("/api/v1/stats", &[])?, *json, &render::stats),
         Action::Metrics => c.get_text("/metrics")?,
+        Action::Trace { query, json } => {
+            listing(c.get("/api/v1/trace", query)?, *json, &trace::table)
+        }
         Action::DrainBox(on) => {
             let path = if *on {
                 "/api/v1/box/drain"

@@ -18,6 +18,7 @@ Usage:
   vipctl --set tcp tcpfin udp
   vipctl -S [-n]                  (also: vipctl save)
   vipctl health [-t|u service-address] [--json]
+  vipctl trace [-t|u service-address] [--client ip] [-r server-address] [--seconds s] [--json]
   vipctl status|stats [--json]
   vipctl metrics|reload
   vipctl drain|resume --box       vipctl box [--json]
@@ -39,6 +40,9 @@ Either long or short options are allowed.
   --clear           -C        not offered: delete services one by one (-D)
   --restore         -R        not offered: put a saved configuration in vipd's file, reload
   health                      health check state of every real server
+  trace                       the four steps of live connections matching -t, --client and -r:
+                              the addresses, ports and MACs vipd saw and wrote, per connection
+                              (the workers record for --seconds, default 2, a bounded sample)
   status                      ports, neighbours, snapshot generation
   stats                       every dataplane counter (each drop reason), summed and per worker
   metrics                     what Prometheus scrapes from /metrics
@@ -89,8 +93,10 @@ with -a|e to override them for one real server:
 Listing options:
   --connection   -c                   output of current connections (a bounded sample of the
                                       workers' flow tables, with state and expiry)
-  --client ip                         -c: only connections from this client
-  --limit n                           -c: sample at most n connections
+  --client ip                         -c, trace: only connections from this client
+  --limit n                           -c: sample at most n connections; trace: at most n
+                                      frames per worker (default 256)
+  --seconds s                         trace: how long the workers record (0.1..10, default 2)
   --timeout                           output of timeout (tcp tcpfin udp)
   --stats                             output of statistics information
   --rate                              output of rate information
