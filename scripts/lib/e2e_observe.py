@@ -79,7 +79,7 @@ def scenario_trace():
         rows = [ln for ln in text.splitlines() if ln.strip()[:1] in "1234" and "Load balancer" in ln or "Client to" in ln or "Server to" in ln]
         check(len(rows) >= 4, f"vipctl trace table:\n{text}")
         log("    NAT, vipctl trace --client 192.168.77.2 -t 10.77.100.1:80:")
-        for ln in text.splitlines()[2:8]:
+        for ln in text.splitlines()[:8]:
             log(f"      {ln}")
         # DR: steps 1 and 2; only the destination MAC changes; steps 3-4 bypass vipd.
         _, answer = traced("--client", CLIENT, "-t", f"{VIP4}:8080", port=8080)
