@@ -1,0 +1,178 @@
+//! The ports: names, devices, addresses, gateways, MTU, tunnel sources, kernel interfaces.
+
+use super::{invalid, Invalid, MAX_FRAME, MAX_MTU};
+use crate::config::model::Config;
+use crate::kernel::plan::TAP_VDEV_PREFIX;
+use std::net::IpAddr;
+use vipd_dataplane::snapshot::PortInfo;
+use vipd_dataplane::wire::MacAddr;
+
+fn valid_ifname(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() < 16
+        && name != "."
+        && name != ".."
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'.')
+}
+
+pub(super) fn ports(config: &Config, warnings: &mut Vec<String>) -> Result<Vec<PortInfo>, Invalid> {
+    if config.ports.is_empty() {
+        return Err(invalid("ports", "at least one [[ports]] entry is needed"));
+    }
+    let mut out = Vec::with_capacity(config.ports.len());
+    for (i, p) in config.ports.iter().enumerate() {
+        let k = |f: &str| format!("ports[{i}].{f}");
+        if p.name.is_empty() || config.ports[..i].iter().any(|q| q.name == p.name) {
+            return Err(invalid(
+                k("name"),
+                format!("`{}` is empty or used twice", p.name),
+            ));
+        }
+        if p.device.is_empty() || config.ports[..i].iter().any(|q| q.device == p.device) {
+            return Err(invalid(
+                k("device"),
+                format!("`{}` is empty or used twice", p.device),
+            ));
+        }
+        if p.device.starts_with(TAP_VDEV_PREFIX) {
+            return Err(invalid(
+                k("device"),
+                format!("`{TAP_VDEV_PREFIX}...` names the taps vipd creates for kernel interfaces: give the device another name (net_tap0, say)"),
+            ));
+        }
+        if p.ipv4.is_none() && p.ipv6.is_none() {
+            return Err(invalid(k("ipv4"), "a port needs an ipv4 or ipv6 address"));
+        }
+        if let Some(net) = p.ipv4 {
+            let a = net.addr();
+            if a.is_unspecified() || a.is_multicast() || a.is_broadcast() || a.is_loopback() {
+                return Err(invalid(k("ipv4"), format!("{a} is not a unicast address")));
+            }
+        }
+        if let Some(net) = p.ipv6 {
+            let a = net.addr();
+            if a.is_unspecified() || a.is_multicast() || a.is_loopback() {
+                return Err(invalid(k("ipv6"), format!("{a} is not a unicast address")));
+            }
+        }
+        let mac = match &p.mac {
+            Some(m) => {
+                let mac: MacAddr = m.parse().map_err(|e| invalid(k("mac"), e))?;
+                if mac.is_multicast() || mac == MacAddr::ZERO {
+                    return Err(invalid(k("mac"), format!("{m} is not a unicast MAC")));
+                }
+                mac
+            }
+            None => MacAddr::ZERO,
+        };
+        match (p.gateway, p.ipv4) {
+            (Some(g), Some(net)) if !net.contains(&g) || g == net.addr() => {
+                return Err(invalid(
+                    k("gateway"),
+                    format!("{g} is not another address inside {net}"),
+                ));
+            }
+            (Some(_), None) => {
+                return Err(invalid(
+                    k("gateway"),
+                    "an IPv4 gateway needs an ipv4 address on the port",
+                ));
+            }
+            _ => {}
+        }
+        match (p.gateway6, p.ipv6) {
+            (Some(g), Some(net))
+                if (!net.contains(&g) && !is_link_local(&IpAddr::V6(g))) || g == net.addr() =>
+            {
+                return Err(invalid(
+                    k("gateway6"),
+                    format!("{g} is not another address inside {net} (or link-local)"),
+                ));
+            }
+            (Some(_), None) => {
+                return Err(invalid(
+                    k("gateway6"),
+                    "an IPv6 gateway needs an ipv6 address on the port",
+                ));
+            }
+            _ => {}
+        }
+        if !(576..=MAX_MTU).contains(&p.mtu) {
+            return Err(invalid(
+                k("mtu"),
+                format!(
+                    "{} is out of range 576..={MAX_MTU}: a frame must fit one {MAX_FRAME}-byte mbuf (vipd does not chain mbufs)",
+                    p.mtu
+                ),
+            ));
+        }
+        if let Some(net) = p.tunnel_source4 {
+            let a = net.network();
+            if net.prefix_len() < 8
+                || a.is_unspecified()
+                || a.is_multicast()
+                || a.is_broadcast()
+                || a.is_loopback()
+            {
+                return Err(invalid(
+                    k("tunnel_source4"),
+                    format!("{net} is not a unicast prefix of at most /8 the box may send from"),
+                ));
+            }
+        }
+        if let Some(net) = p.tunnel_source6 {
+            let a = net.network();
+            if net.prefix_len() < 32 || a.is_unspecified() || a.is_multicast() || a.is_loopback() {
+                return Err(invalid(
+                    k("tunnel_source6"),
+                    format!("{net} is not a unicast prefix of at most /32 the box may send from"),
+                ));
+            }
+        }
+        if p.device.starts_with("net_memif") {
+            warnings.push(format!(
+                "ports[{i}].device: net_memif can crash vipd when its peer disconnects (DPDK 22.11 unmaps the shared memory under a running burst, docs/robustness.md): use it for tests and benchmarks, not in production"
+            ));
+        }
+        if let Some(name) = &p.kernel_interface {
+            if !valid_ifname(name) {
+                return Err(invalid(
+                    k("kernel_interface"),
+                    format!(
+                        "`{name}` is not an interface name (1-15 letters, digits, `-`, `_`, `.`)"
+                    ),
+                ));
+            }
+            if config.ports[..i]
+                .iter()
+                .any(|q| q.kernel_interface.as_deref() == Some(name))
+            {
+                return Err(invalid(
+                    k("kernel_interface"),
+                    format!("`{name}` is used by two ports"),
+                ));
+            }
+        }
+        out.push(PortInfo {
+            mac,
+            ipv4: p.ipv4,
+            ipv6: p.ipv6,
+            gateway_v4: p.gateway,
+            gateway_v6: p.gateway6,
+            mtu: p.mtu,
+            tunnel_source4: p.tunnel_source4,
+            tunnel_source6: p.tunnel_source6,
+            kernel: p.kernel_interface.is_some(),
+        });
+    }
+    Ok(out)
+}
+
+pub(super) fn is_link_local(ip: &IpAddr) -> bool {
+    match ip {
+        IpAddr::V4(a) => a.is_link_local(),
+        IpAddr::V6(a) => a.segments()[0] & 0xffc0 == 0xfe80,
+    }
+}
