@@ -68,8 +68,8 @@ pub struct Refusal {
 fn refusal(status: u16, field: impl Into<String>, message: impl Into<String>) -> Refusal {
     Refusal {
         status,
-        field: field.into(),
-        message: message.into(),
+        field: config::validate::readable(field.into()),
+        message: config::validate::readable(message.into()),
     }
 }
 

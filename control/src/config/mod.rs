@@ -63,6 +63,22 @@ impl ConfigError {
 /// Largest configuration file vipd reads: a file this large is a mistake, not a config.
 pub const MAX_FILE_BYTES: u64 = 16 << 20;
 
+/// toml's message with each line cut to a readable length: it quotes the offending line, which
+/// in a hostile file is 100 KB of brackets.
+fn short_lines(message: &str) -> String {
+    message
+        .lines()
+        .map(|l| {
+            if l.len() > 160 {
+                validate::shown(l)
+            } else {
+                l.to_string()
+            }
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
 impl Config {
     /// Read, parse and validate `path`.
     pub fn load(path: &Path) -> Result<(Config, Valid), ConfigError> {
@@ -85,7 +101,7 @@ impl Config {
     pub fn parse(text: &str, path: &Path) -> Result<(Config, Valid), ConfigError> {
         let config: Config = toml::from_str(text).map_err(|e| ConfigError::Parse {
             file: path.to_owned(),
-            message: e.to_string().trim_end().to_string(),
+            message: short_lines(e.to_string().trim_end()),
         })?;
         let valid = validate(&config).map_err(|e| ConfigError::invalid(path, e))?;
         Ok((config, valid))

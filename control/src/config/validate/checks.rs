@@ -2,7 +2,7 @@
 //! default filled in.
 
 use super::services::not_unicast;
-use super::{invalid, CheckKind, CheckSpec, Invalid, ValidRealServer};
+use super::{invalid, seconds, shown, CheckKind, CheckSpec, Invalid, ValidRealServer};
 use crate::config::model::{HealthCheckConfig, ServiceConfig};
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -72,13 +72,13 @@ pub(super) fn check_spec(
     if !(0.1..=3600.0).contains(&interval) {
         return Err(invalid(
             key("interval", interval_o),
-            format!("{interval} is out of range 0.1..=3600 seconds"),
+            format!("{} is out of range 0.1..=3600 seconds", seconds(interval)),
         ));
     }
     if !(0.01..=interval).contains(&timeout) {
         return Err(invalid(
             key("timeout", timeout_o),
-            format!("{timeout} s is out of range 0.01..=interval ({interval} s): a check must end before the next one starts"),
+            format!("{} s is out of range 0.01..=interval ({} s): a check must end before the next one starts", seconds(timeout), seconds(interval)),
         ));
     }
     for (name, v, from_override) in [
@@ -127,7 +127,7 @@ pub(super) fn check_spec(
             {
                 return Err(invalid(
                     key("path", path_o),
-                    format!("`{path}` is not an HTTP path (starts with `/`, no spaces or control characters, at most 1024 bytes)"),
+                    format!("`{}` is not an HTTP path (starts with `/`, no spaces or control characters, at most 1024 bytes)", shown(&path)),
                 ));
             }
             let status = status.unwrap_or(200);
@@ -139,7 +139,7 @@ pub(super) fn check_spec(
             }
             if let Some(h) = &host {
                 if h.is_empty() || h.len() > 255 || h.bytes().any(|b| b <= b' ' || b == 0x7f) {
-                    return Err(invalid(key("host", host_o), format!("`{h}` is not a host name")));
+                    return Err(invalid(key("host", host_o), format!("`{}` is not a host name", shown(h))));
                 }
             }
             CheckKind::Http { path, status, host }

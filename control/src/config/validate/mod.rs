@@ -30,10 +30,56 @@ impl std::fmt::Display for Invalid {
     }
 }
 
+/// `text` as an error message shows it: whole when short, else its start and its length (a
+/// refusal must not echo a 100 KB value back at the operator).
+pub fn shown(text: &str) -> String {
+    const MAX: usize = 64;
+    if text.len() <= MAX {
+        return text.to_string();
+    }
+    let mut end = MAX;
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}... ({} bytes)", &text[..end], text.len())
+}
+
+/// A number of seconds as a refusal shows it (1e300 in exponent form, not 301 digits).
+pub(super) fn seconds(v: f64) -> String {
+    if v.is_finite() && v.abs() >= 1e6 {
+        format!("{v:e}")
+    } else {
+        v.to_string()
+    }
+}
+
+/// `message` cut in the middle when it is too long to read: values quoted in it (a scheduler,
+/// a device string) may be as large as the body or file that carried them.
+pub fn readable(message: String) -> String {
+    const MAX: usize = 400;
+    if message.len() <= MAX {
+        return message;
+    }
+    let mut head = 240;
+    while !message.is_char_boundary(head) {
+        head -= 1;
+    }
+    let mut tail = message.len() - 120;
+    while !message.is_char_boundary(tail) {
+        tail += 1;
+    }
+    format!(
+        "{} ...[{} bytes]... {}",
+        &message[..head],
+        tail - head,
+        &message[tail..]
+    )
+}
+
 pub(super) fn invalid(key: impl Into<String>, message: impl Into<String>) -> Invalid {
     Invalid {
-        key: key.into(),
-        message: message.into(),
+        key: readable(key.into()),
+        message: readable(message.into()),
     }
 }
 
