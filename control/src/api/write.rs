@@ -62,7 +62,7 @@ async fn submit<T>(shared: &Shared, make: impl FnOnce(Reply<T>) -> Command) -> R
         Err(_) => Err(ApiError::new(
             StatusCode::SERVICE_UNAVAILABLE,
             "vipd",
-            "the control loop did not answer within 30 s",
+            "the control loop did not answer within 30 s: the request is not applied",
         )),
     }
 }

@@ -191,6 +191,16 @@ impl Control<'_> {
     }
 
     fn command(&mut self, cmd: Command) {
+        // A request whose API handler stopped waiting (the control loop was stalled longer
+        // than its timeout) was answered "not applied": it must not be applied later.
+        let abandoned = match &cmd {
+            Command::Reload(r) | Command::Change(_, r) => r.is_closed(),
+            Command::Zero(_, r) => r.is_closed(),
+        };
+        if abandoned {
+            tracing::warn!("API: a request abandoned by its client (timed out) is not applied");
+            return;
+        }
         match cmd {
             Command::Reload(reply) => {
                 let r = self.reload();
