@@ -87,6 +87,7 @@ def state():
 
 # (method, path, body, status, field): each must be refused and change nothing.
 BIG = "[" + ",".join(["1"] * 40000) + "]"  # 80 KB: over the 64 KiB limit
+DEEP = "[" * 30000 + "]" * 30000  # 60 KB, under the limit: too deep for the JSON parser
 BAD = [
     ("POST", "/api/v1/services", {"vip": VIP4, "proto": "tcp", "port": 80}, 409, "port"),
     ("POST", "/api/v1/services", {"vip": VIP4, "proto": "tcp", "port": 81, "colour": 1}, 400, "colour"),
@@ -100,6 +101,12 @@ BAD = [
     ("POST", "/api/v1/services", "", 400, "body"),
     ("POST", "/api/v1/services", [1, 2], 400, "body"),
     ("POST", "/api/v1/services", BIG, 413, "body"),
+    ("POST", "/api/v1/services", DEEP, 400, "body"),
+    ("POST", "/api/v1/services", {"vip": VIP4, "proto": "tcp", "port": 81, "scheduler": "x" * 50000}, 422, "scheduler"),
+    ("POST", RS_PATH, {"ip": "10.77.0.24", "weight": 1e30}, 400, "weight"),
+    ("PATCH", WEB, {"health_check": {"interval": 1e308}}, 422, "health_check.interval"),
+    ("PATCH", "/api/v1/timeouts", {"udp": 4294967296}, 400, "udp"),
+    ("PATCH", "/api/v1/timeouts", {"udp": 604801}, 422, "udp"),
     ("GET", "/api/v1/services/tcp/10.77.100.300/80", None, 400, "vip"),
     ("GET", f"/api/v1/services/sctp/{VIP4}/80", None, 400, "proto"),
     ("GET", f"/api/v1/services/tcp/{VIP4}/99999", None, 400, "port"),
@@ -178,6 +185,7 @@ def refused_change_nothing():
         check(got == status and err.get("field") == field and err.get("message"),
               f"{method} {path} {shown!r}: {got} {v!r}, wanted {status} naming `{field}`")
         check(hdrs.get("content-type") == "application/json", f"{method} {path}: error is not JSON ({hdrs})")
+        check(len(err["message"]) < 600, f"{method} {path} {shown!r}: a {len(err['message'])} byte message")
         if status == 413:
             check("65536 bytes" in err["message"], f"413 does not say the limit: {err}")
         if status == 405:
