@@ -1,0 +1,216 @@
+"""Faults end to end (scenarios `faults` and `tiny_mempool` of scripts/e2e, issue 11 item 5).
+Each fault happens under load and ends with vipd forwarding again once it clears, the mbuf pool
+back at its idle value (no leak) and counters that say what happened.
+
+`faults`, one vipd with health checks through its kernel interface:
+- a real server's link down mid-load (rs1 unplugged at the router for 3 s while downloads and
+  short connections run): new connections avoid it after the verdict, the others' downloads
+  complete, it takes connections again after it is back;
+- a port link flap (the DPDK-owned veth set down for 2 s, then up): vipd sees the link go and
+  come back, forwards again;
+- the control thread stalled: its configuration file is a FIFO nobody writes for 1.5 s when
+  SIGHUP asks for a reload (as a hung network file system would stall it): the control thread
+  blocks in read(2); the workers keep forwarding new and established connections, an API write
+  waits for the stall to end, and the reload then completes.
+`tiny_mempool`: vipd on net_af_xdp (whose fill ring holds mbufs, like a NIC's descriptors) with
+a pool barely larger than the fill ring, bulk downloads exhaust it: vipd counts the allocation
+failures (vipd_port_rx_nombuf_total), TCP recovers, every download completes, the pool is back.
+"""
+
+import os
+import signal
+import subprocess
+import threading
+import time
+
+from vipdbed import (
+    CLIENTS4, PREFIX, VIP4, Vipd, check, check_drops, isolated_lb_kernel, load, log, netns,
+)
+from robust_e2e import BedVipd, check_downloads, downloads, finish, nonzero
+from vipd_probe import idle_mbufs, metric, wait_health, wait_mbufs_back
+
+RS4 = ["10.77.0.21", "10.77.0.22", "10.77.0.23"]
+FAULT_DROPS = {"drop_real_server_down", "drop_neighbour_unresolved", "drop_tx_full"}
+
+
+def services():
+    hc = 'health_check = { type = "http", path = "/health", interval = 0.5, timeout = 0.4, rise = 2, fall = 2 }'
+    return [{"vip": VIP4, "proto": "tcp", "port": 80, "scheduler": "maglev", "keys": [hc],
+             "rs": [(ip, 8080, 1) for ip in RS4]}]
+
+
+def curl_ok(timeout=1):
+    out = netns(f"{PREFIX}-client", "curl", "-s", "-m", str(timeout), f"http://{VIP4}/", check=False)
+    return out.startswith("server=")
+
+
+def wait_forwarding(seconds):
+    """Seconds until a new connection through the VIP succeeds again."""
+    t0 = time.time()
+    while time.time() - t0 < seconds:
+        if curl_ok():
+            return time.time() - t0
+        time.sleep(0.1)
+    check(False, f"vipd does not forward {seconds} s after the fault cleared")
+
+
+class Background:
+    """A load_client run in a thread (its JSON in .result)."""
+
+    def __init__(self, **kw):
+        self.result = {}
+        self.thread = threading.Thread(target=lambda: self.result.update(load(**kw)))
+        self.thread.start()
+
+    def join(self, timeout=120):
+        self.thread.join(timeout)
+        check(not self.thread.is_alive(), "load client did not finish")
+        return self.result
+
+
+def rs_link_down(v, idle):
+    t = v.stats()["total"]
+    p = downloads(f"http://{VIP4}/bytes/6000000", 6, "1M", max_time=40)
+    bg = Background(url=f"http://{VIP4}/", connections=400, parallel=8, rate=50, timeout=2)
+    time.sleep(1.5)
+    t0 = time.time()
+    netns(f"{PREFIX}-router", "ip", "link", "set", f"{PREFIX}-brs1", "down")
+    try:
+        wait_health(v, {RS4[0]}, "down", 5)
+        verdict = time.time() - t0
+        time.sleep(3.0 - verdict if verdict < 3 else 0)
+    finally:
+        netns(f"{PREFIX}-router", "ip", "link", "set", f"{PREFIX}-brs1", "up")
+    t_up = time.time()
+    wait_health(v, {RS4[0]}, "up", 6)
+    back = time.time() - t_up
+    r = finish(p)
+    lr = bg.join()
+    start = lr["started_at"]
+    late = [b for b in lr["timeline"] if b["failed"] and start + b["second"] > t0 + verdict + 1]
+    check(not late, f"connections failed after the verdict: {late}")
+    ok_elsewhere = [x for x in r["results"] if x["server"] != "rs1"]
+    check(all(x["rc"] == 0 and x["sha_ok"] for x in ok_elsewhere), f"downloads from healthy servers broke: {r['results']}")
+    after = sum(b["servers"].get("rs1", 0) for b in lr["timeline"] if start + b["second"] > t_up + back + 1)
+    check(after > 0, "rs1 got no connection after it came back")
+    back_s = wait_mbufs_back(v, idle)
+    t2 = v.stats()["total"]
+    diff = {k: t2[k] - t[k] for k in t2 if k.startswith("drop_") and t2[k] != t[k]}
+    log(f"    rs1 link down mid-load: down after {verdict:.2f} s, up {back:.2f} s after the link; "
+        f"{lr['ok']}/{lr['ok'] + lr['failed']} short connections ok (failures only before the verdict), "
+        f"downloads from rs2/rs3 {len(ok_elsewhere)}/{len(ok_elsewhere)} byte for byte, rs1's "
+        f"{sum(1 for x in r['results'] if x['server'] == 'rs1')} cut; {after} connections to rs1 after; "
+        f"mbufs back to {idle} in {back_s:.1f} s; drops {diff}")
+
+
+def port_flap(v, idle):
+    before = v.stats()["total"]
+    tx_err0 = metric(v, "vipd_port_tx_errors_total")
+    p = downloads(f"http://{VIP4}/bytes/4000000", 4, "1M", max_time=40)
+    time.sleep(1.0)
+    netns(f"{PREFIX}-lb", "ip", "link", "set", f"{PREFIX}-lb0", "down")
+    seen_down = False
+    t0 = time.time()
+    while time.time() - t0 < 2.0:
+        st = v.api("/api/v1/status")
+        seen_down |= st["ports"][0]["link_up"] is False
+        time.sleep(0.2)
+    netns(f"{PREFIX}-lb", "ip", "link", "set", f"{PREFIX}-lb0", "up")
+    t_up = time.time()
+    forwarding = wait_forwarding(15)
+    r = finish(p)
+    deadline = time.time() + 5
+    while time.time() < deadline and not v.api("/api/v1/status")["ports"][0]["link_up"]:
+        time.sleep(0.2)
+    check(seen_down, "vipd never showed the link down")
+    check(v.api("/api/v1/status")["ports"][0]["link_up"], "vipd does not show the link up again")
+    check_downloads(r, "port flap", 4)
+    logged = [ln for ln in v.tail(400).splitlines() if "link down" in ln or "link up" in ln]
+    check(any("link down" in ln for ln in logged), f"no `link down` logged: {logged}")
+    back_s = wait_mbufs_back(v, idle)
+    after = v.stats()["total"]
+    tx_err = metric(v, "vipd_port_tx_errors_total") - tx_err0
+    log(f"    port link flap (lb0 down 2 s): link down seen and logged; forwarding again {forwarding:.2f} s after "
+        f"the link came back; 4 downloads of 4 MB across it complete byte for byte (TCP retransmitted); "
+        f"port tx errors +{tx_err:.0f}, rx {after['rx_packets'] - before['rx_packets']}; mbufs back to {idle} in {back_s:.1f} s")
+
+
+def control_stall(v, idle):
+    """Stall the control thread by making it read a FIFO (see the module's docstring)."""
+    text = open(v.config).read()
+    gen = v.api("/api/v1/status")["generation"]
+    saved = v.config + ".file"
+    os.rename(v.config, saved)
+    os.mkfifo(v.config)
+    writer = None
+    try:
+        p = downloads(f"http://{VIP4}/bytes/3000000", 4, "1M", max_time=30)
+        time.sleep(0.5)
+        v.send_signal(signal.SIGHUP)
+        time.sleep(0.2)
+        t0 = time.time()
+        # An API write needs the control thread: it waits for the stall to end.
+        writer = subprocess.Popen(
+            ["ip", "netns", "exec", f"{PREFIX}-lb", "curl", "-s", "-m", "20", "-X", "PATCH",
+             "-H", "Content-Type: application/json", "--data-binary", '{"udp": 4}',
+             "-w", " %{time_total}", "http://127.0.0.1:19280/api/v1/timeouts"],
+            stdout=subprocess.PIPE, text=True)
+        lr = load(url=f"http://{VIP4}/", connections=40, parallel=8, rate=40, timeout=2)
+        stalled_for = time.time() - t0
+        check(writer.poll() is None, "the API write was answered while the control thread should be stalled")
+        check(v.api("/api/v1/status")["generation"] == gen, "a snapshot was published during the stall")
+        with open(v.config, "w") as f:  # the reload reads it now and the control thread goes on
+            f.write(text)
+        t_released = time.time()
+        out, _ = writer.communicate(timeout=20)
+        waited = float(out.split()[-1])
+        r = finish(p)
+    finally:
+        if writer and writer.poll() is None:
+            writer.kill()
+            writer.wait()
+        os.unlink(v.config)
+        os.rename(saved, v.config)
+    check(lr["ok"] == 40, f"new connections during the control stall: {lr['ok']}/40 {lr['error_samples'][:3]}")
+    check_downloads(r, "control stall", 4)
+    deadline = time.time() + 5
+    while time.time() < deadline and v.api("/api/v1/status")["generation"] < gen + 2:
+        time.sleep(0.1)
+    now = v.api("/api/v1/status")["generation"]
+    check(now >= gen + 2, f"after the stall the reload and the API change should be 2 generations: {gen} -> {now}")
+    check('"ok":true' in out.replace(" ", ""), f"API write after the stall: {out}")
+    back_s = wait_mbufs_back(v, idle)
+    log(f"    control thread stalled {stalled_for:.1f} s (reading a FIFO config on SIGHUP): 40/40 new connections "
+        f"and 4 downloads of 3 MB through the workers meanwhile; the API write waited {waited:.1f} s and was "
+        f"answered {time.time() - t_released:.1f} s after the release at most; generation {gen} -> {now}; "
+        f"mbufs back to {idle} in {back_s:.1f} s")
+
+
+def scenario_faults():
+    """Faults: a real server's link down mid-load, a port link flap, the control thread stalled;
+    vipd forwards again after each, no mbuf leaked."""
+    v = Vipd("faults", services=services(), kernel_interface=f"{PREFIX}-k0")
+    try:
+        with isolated_lb_kernel():
+            v.start()
+            wait_health(v, set(RS4), "up", 8)
+            idle = idle_mbufs(v)
+            log(f"    idle: {idle} mbufs in use")
+            rs_link_down(v, idle)
+            control_stall(v, idle)
+            port_flap(v, idle)
+            wait_health(v, set(RS4), "up", 10)
+            check(curl_ok(2), "vipd does not forward at the end")
+            check_drops(v.stats(), allow=FAULT_DROPS)
+    except Exception:
+        log(v.tail(40))
+        log(f"    counters: {nonzero(v)}")
+        raise
+    finally:
+        netns(f"{PREFIX}-router", "ip", "link", "set", f"{PREFIX}-brs1", "up", check=False)
+        netns(f"{PREFIX}-lb", "ip", "link", "set", f"{PREFIX}-lb0", "up", check=False)
+        rc = v.stop()
+    check(rc == 0, f"vipd exit code {rc}")
+
+
+SCENARIOS = {"faults": scenario_faults}
