@@ -21,6 +21,9 @@ def link_names():
     return {ln.split(":")[1].strip().split("@")[0] for ln in links() if ln.strip()}
 
 
+WHAT = {"dev": "device not there", "kif": "kernel interface name taken"}
+
+
 def start_fails(name, edit, want, prepare=None):
     v = Vipd(f"bad-{name}", services=SERVICES)
     with open(v.config) as f:
@@ -41,16 +44,16 @@ def start_fails(name, edit, want, prepare=None):
     listening = netns(f"{PREFIX}-lb", "ss", "-Htln", f"( sport = :{API_PORT} )")
     check(not listening.strip(), f"{name}: something still listens on the API port: {listening}")
     last = [ln for ln in out.splitlines() if want in ln][-1]
-    log(f"    {name}: exit {p.returncode} after {took:.1f} s: {last.strip()[-150:]}")
+    log(f"    {WHAT[name]}: exit {p.returncode} after {took:.1f} s: {last.strip()[-150:]}")
 
 
 def scenario_bad_start():
     """Start-up refusals: a missing device, a kernel interface name in use, the API address in
     use: vipd exits with the problem named and leaves nothing behind."""
-    start_fails("no-device",
+    start_fails("dev",
                 lambda t: t.replace(f"iface={PREFIX}-lb0", f"iface={PREFIX}-none"),
                 "ports[0]")
-    start_fails("kernel-interface-taken",
+    start_fails("kif",
                 lambda t: t.replace('gateway6 = "fd00:77::1"', f'gateway6 = "fd00:77::1"\nkernel_interface = "{PREFIX}-lb0"'),
                 f"{PREFIX}-lb0")
     holder = subprocess.Popen(

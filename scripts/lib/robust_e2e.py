@@ -333,6 +333,8 @@ def scenario_garp():
     v = Vipd("garp", services=services)
     try:
         v.start()
+        from vipd_probe import idle_mbufs, wait_mbufs_back  # noqa: PLC0415 - vipd_probe imports vipdbed too
+        idle = idle_mbufs(v)
         for url in (f"http://{VIP4}/", f"http://[{VIP6}]/"):
             check(netns(f"{PREFIX}-client", "curl", "-s", "-m", "3", url).startswith("server="), f"{url} before")
         netns(ns, "sysctl", "-qw", f"net.ipv4.conf.{dev}.arp_notify=1")
@@ -356,6 +358,7 @@ def scenario_garp():
         log(f"    gateway MAC {old_mac} -> {new_mac}: NAT replies reach it after {took['IPv4']:.2f} s (IPv4), "
             f"{took['IPv6']:.2f} s (IPv6); {learned} announcement(s) handed to the control thread")
         check_drops(v.stats(), allow={"drop_neighbour_unresolved"})
+        log(f"    mbufs back to the idle {idle} in {wait_mbufs_back(v, idle):.1f} s")
     except Exception:
         log(v.tail())
         log(f"    counters: {nonzero(v)}")
