@@ -302,6 +302,7 @@ def scenario_tiny_mempool():
     v = TinyPoolVipd("tinypool", 1023, services=svc)
     try:
         v.start()
+        check("dataplane.mbufs = 1023 is less than the" in v.tail(60), "vipd did not warn about its small pool")
         idle = idle_mbufs(v)
         size = int(metric(v, "vipd_mempool_mbufs"))
         nombuf0 = metric(v, "vipd_port_rx_nombuf_total")

@@ -123,6 +123,20 @@ pub fn pool_size(config: &Config) -> u32 {
     (n - 1) as u32
 }
 
+/// A warning when `dataplane.mbufs` is set below what the ports, rings and bursts can hold at
+/// once: such a pool can run dry (a stalled control thread whose ring holds the whole pool
+/// stops forwarding until it catches up, docs/robustness.md), and a PMD that fills its
+/// descriptors up front may receive nothing at all.
+pub fn pool_warning(config: &Config) -> Option<String> {
+    let set = u64::from(config.dataplane.mbufs);
+    let needed = mbufs_needed(config);
+    (set > 0 && set < needed).then(|| {
+        format!(
+            "dataplane.mbufs = {set} is less than the {needed} the ports, rings and bursts can hold at once: the pool can run dry (0 sizes it)"
+        )
+    })
+}
+
 fn mbufs_needed(config: &Config) -> u64 {
     let dp = &config.dataplane;
     let workers = dp.worker_cores.len() as u64;
@@ -166,6 +180,15 @@ mod tests {
         assert_eq!(mbufs_needed(&config), without + kernel_mbufs());
         let size = u64::from(pool_size(&config));
         assert!(size >= mbufs_needed(&config) && (size + 1).is_power_of_two());
+        assert_eq!(pool_warning(&config), None, "the computed size never warns");
+        config.dataplane.mbufs = 1023;
+        let w = pool_warning(&config).unwrap();
+        assert!(
+            w.starts_with("dataplane.mbufs = 1023 is less than the"),
+            "{w}"
+        );
+        config.dataplane.mbufs = u32::try_from(mbufs_needed(&config)).unwrap();
+        assert_eq!(pool_warning(&config), None);
     }
 
     fn config(hugepages: bool) -> Config {

@@ -135,6 +135,9 @@ pub fn run(config_path: &Path) -> Result<(), String> {
         None
     };
     let workers_n = config.dataplane.worker_cores.len();
+    if let Some(w) = eal::pool_warning(&config) {
+        tracing::warn!("{w}");
+    }
     let pool = Mempool::create(
         &eal,
         "vipd_pool",
