@@ -30,7 +30,11 @@ from robust_e2e import BedVipd, check_downloads, downloads, finish, nonzero
 from vipd_probe import idle_mbufs, metric, wait_health, wait_mbufs_back
 
 RS4 = ["10.77.0.21", "10.77.0.22", "10.77.0.23"]
-FAULT_DROPS = {"drop_real_server_down", "drop_neighbour_unresolved", "drop_tx_full", "drop_no_backend"}
+# What the faults explain: packets of connections to a real server marked down (dead_flows =
+# "drop") or while none is up, a real server unresolved while unplugged, af_packet's TX ring
+# full, an ICMP error (the kernels' unreachables during a flap) about a connection that ended.
+FAULT_DROPS = {"drop_real_server_down", "drop_neighbour_unresolved", "drop_tx_full", "drop_no_backend",
+               "drop_icmp_error_no_flow"}
 
 
 def services():
