@@ -498,6 +498,9 @@ impl Staged<'_> {
 }
 
 fn set_macs(frame: &mut [u8], src: MacAddr, dst: MacAddr) {
-    frame[0..6].copy_from_slice(&dst.0);
-    frame[6..12].copy_from_slice(&src.0);
+    // One bounds check: every frame the pipeline sends has its Ethernet header.
+    if let Some(macs) = frame.get_mut(..12) {
+        macs[..6].copy_from_slice(&dst.0);
+        macs[6..].copy_from_slice(&src.0);
+    }
 }

@@ -159,7 +159,7 @@ pub(super) fn rewrite<B: PacketBuf>(
     buf: &mut B,
     pkt: &Pkt,
     backend: &Backend,
-    route: Route,
+    route: &Route,
 ) -> Result<u16, Counter> {
     if backend.mode == FwdMode::Nat {
         let l3 = buf
@@ -172,9 +172,9 @@ pub(super) fn rewrite<B: PacketBuf>(
 }
 
 /// The last hop of every packet to a real server: encapsulate (TUN) and set the MACs.
-pub(super) fn deliver<B: PacketBuf>(buf: &mut B, l2: usize, route: Route) -> Result<u16, Counter> {
-    if let Some(outer) = route.outer {
-        tunnel::encapsulate(buf, l2, &outer).map_err(|e| match e {
+pub(super) fn deliver<B: PacketBuf>(buf: &mut B, l2: usize, route: &Route) -> Result<u16, Counter> {
+    if let Some(outer) = &route.outer {
+        tunnel::encapsulate(buf, l2, outer).map_err(|e| match e {
             TunnelError::Drop(c) => c,
             TunnelError::TooBig { .. } => Counter::DropTunnelTooBig,
         })?;
@@ -216,7 +216,7 @@ pub(super) fn forward_client<B: PacketBuf>(
             Err(answer) => return Ok(answer),
         };
     }
-    let port = rewrite(buf, pkt, backend, route)?;
+    let port = rewrite(buf, pkt, backend, &route)?;
     if let Some(f) = pkt.frag {
         w.frags
             .remember(&pkt.frag_key(f), FragmentRoute::ToBackend(backend.id), now);
@@ -413,7 +413,7 @@ pub(super) fn later_fragment<B: PacketBuf>(
                 Ok(o) => o,
                 Err(answer) => return Ok(answer),
             };
-            let port = rewrite(buf, pkt, backend, route)?;
+            let port = rewrite(buf, pkt, backend, &route)?;
             w.counters.inc(Counter::FragmentsForwarded);
             w.counters.inc(Counter::Forwarded);
             w.backends.count_in(backend.id, buf.data().len());

@@ -168,7 +168,7 @@ fn to_real_server<B: PacketBuf>(
         )?;
         fill_checksum(frame, pkt, range)?;
     }
-    let port = egress::deliver(buf, pkt.l2, route)?;
+    let port = egress::deliver(buf, pkt.l2, &route)?;
     w.counters.inc(Counter::IcmpErrorsToRealServer);
     Ok(Action::Tx(port))
 }
