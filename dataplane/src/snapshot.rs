@@ -8,20 +8,11 @@ use crate::flow::key::to_mapped;
 use crate::flow::Timeouts;
 use crate::sched::{SchedBackend, SchedError, Scheduler, SchedulerKind, ServiceScheduler};
 use crate::wire::MacAddr;
-/// The snapshot's lookup maps, hashed with a fixed seed: the default hasher loads a
-/// process-global random seed on every lookup (13 % of `handle_l4`'s samples in a profile).
-/// Their keys come from the configuration, not from packets, so a fixed seed gives an attacker
-/// nothing to flood.
-type HashMap<K, V> = hashbrown::HashMap<K, V, foldhash::fast::FixedState>;
-
-/// The seed of the lookup maps' hasher (any constant).
-const MAP_SEED: u64 = 0x7669_7064_5f6d_6170; // "vipd_map"
-
-fn map<K, V>() -> HashMap<K, V> {
-    HashMap::with_hasher(foldhash::fast::FixedState::with_seed(MAP_SEED))
-}
 use ipnet::{Ipv4Net, Ipv6Net};
 use std::net::IpAddr;
+
+mod lookup;
+use lookup::{addr_key, map, Endpoint, Map, PortLookups};
 
 /// How a real server is reached (LVS's packet-forwarding methods).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
@@ -308,8 +299,6 @@ pub enum SnapshotError {
     NoRoute(IpAddr),
 }
 
-type EndpointKey = ([u8; 16], u8, u16);
-
 /// Everything a worker needs to forward, immutable once built.
 #[derive(Debug)]
 pub struct Snapshot {
@@ -324,11 +313,14 @@ pub struct Snapshot {
     /// IPVS's `sloppy_tcp`: any TCP segment without a flow creates one (set after build).
     pub sloppy_tcp: bool,
     backends: Vec<Option<Backend>>,
-    service_by_key: HashMap<EndpointKey, u32>,
-    vips: HashMap<[u8; 16], ()>,
+    service_by_key: Map<Endpoint, u32>,
+    vips: Map<u128, ()>,
     /// NAT real server endpoint -> its service, or None when it serves several (ambiguous).
-    nat_endpoints: HashMap<EndpointKey, Option<u32>>,
-    neighbours: HashMap<[u8; 16], MacAddr>,
+    nat_endpoints: Map<Endpoint, Option<u32>>,
+    /// Next-hop MACs by address (flow-key form).
+    neighbours: Map<u128, MacAddr>,
+    /// What `ports` tells per packet, precomputed (`ports` must not change after build).
+    port_lookups: PortLookups,
 }
 
 impl Snapshot {
@@ -340,9 +332,14 @@ impl Snapshot {
         neighbours: &std::collections::HashMap<IpAddr, MacAddr>,
         maglev_size: u32,
     ) -> Result<Snapshot, SnapshotError> {
-        let mut mapped: HashMap<[u8; 16], MacAddr> = map();
-        mapped.extend(neighbours.iter().map(|(a, m)| (to_mapped(*a), *m)));
+        let mut mapped: Map<u128, MacAddr> = map();
+        mapped.extend(
+            neighbours
+                .iter()
+                .map(|(a, m)| (addr_key(&to_mapped(*a)), *m)),
+        );
         let neighbours = mapped;
+        let port_lookups = PortLookups::new(&ports, &neighbours);
         let mut snap = Snapshot {
             generation,
             ports,
@@ -354,10 +351,11 @@ impl Snapshot {
             vips: map(),
             nat_endpoints: map(),
             neighbours,
+            port_lookups,
         };
         for (si, spec) in services.iter().enumerate() {
             let si = si as u32;
-            let key = (to_mapped(spec.vip), spec.proto, spec.port);
+            let key = Endpoint::new(&to_mapped(spec.vip), spec.proto, spec.port);
             if snap.service_by_key.insert(key, si).is_some() {
                 return Err(SnapshotError::DuplicateService {
                     vip: spec.vip,
@@ -365,7 +363,7 @@ impl Snapshot {
                     port: spec.port,
                 });
             }
-            snap.vips.insert(to_mapped(spec.vip), ());
+            snap.vips.insert(addr_key(&to_mapped(spec.vip)), ());
             // Down real servers leave the scheduler (Maglev rebuilt: only their flows move);
             // sorry servers enter it only when nobody else can take a flow.
             let mut eligible: Vec<&BackendSpec> = spec
@@ -417,7 +415,10 @@ impl Snapshot {
                     mode: b.mode,
                     egress_port,
                     next_hop,
-                    next_hop_mac: snap.neighbours.get(&to_mapped(next_hop)).copied(),
+                    next_hop_mac: snap
+                        .neighbours
+                        .get(&addr_key(&to_mapped(next_hop)))
+                        .copied(),
                     up,
                     sorry: b.sorry,
                     drop_flows: !up && spec.drop_dead_flows,
@@ -431,7 +432,7 @@ impl Snapshot {
                 }
                 if b.mode == FwdMode::Nat {
                     snap.nat_endpoints
-                        .entry((to_mapped(b.addr), spec.proto, b.port))
+                        .entry(Endpoint::new(&to_mapped(b.addr), spec.proto, b.port))
                         .and_modify(|s| {
                             if *s != Some(si) {
                                 *s = None
@@ -460,44 +461,63 @@ impl Snapshot {
         route(&self.ports, dst).map(|r| (r.port, r.next_hop))
     }
 
-    /// Port and MAC of the next hop towards `dst` (16-byte key form), or the drop reason.
+    /// Port and MAC of the next hop towards `dst`, or the drop reason.
     #[inline]
     pub fn resolve(&self, dst: &IpAddr) -> Result<(u16, MacAddr), crate::counters::Counter> {
-        let (port, hop) = self
-            .route_for(dst)
-            .ok_or(crate::counters::Counter::DropNoRoute)?;
-        let mac = self
-            .neighbours
-            .get(&to_mapped(hop))
-            .copied()
-            .ok_or(crate::counters::Counter::DropNeighbourUnresolved)?;
-        Ok((port, mac))
+        self.resolve_key(&to_mapped(*dst))
+    }
+
+    /// [`Snapshot::resolve`] for an address in flow-key form (the packet path's).
+    #[inline]
+    pub fn resolve_key(&self, dst: &[u8; 16]) -> Result<(u16, MacAddr), crate::counters::Counter> {
+        self.port_lookups.resolve(dst, &self.neighbours)
+    }
+
+    /// Whether the next hop towards `dst` (flow-key form) is `dst` itself (on-link).
+    #[inline]
+    pub fn next_hop_is_itself(&self, dst: &[u8; 16]) -> bool {
+        self.port_lookups.next_hop_is_itself(dst)
     }
 
     /// The service for a destination endpoint.
     #[inline]
     pub fn service(&self, dst: &[u8; 16], proto: u8, port: u16) -> Option<(u32, &Service)> {
-        let &i = self.service_by_key.get(&(*dst, proto, port))?;
+        let &i = self.service_by_key.get(&Endpoint::new(dst, proto, port))?;
         self.services.get(i as usize).map(|s| (i, s))
     }
 
     /// Whether `addr` is a VIP of any service.
     #[inline]
     pub fn is_vip(&self, addr: &[u8; 16]) -> bool {
-        self.vips.contains_key(addr)
+        self.vips.contains_key(&addr_key(addr))
     }
 
     /// Whether `addr` is one of our ports' own addresses.
     #[inline]
     pub fn is_local(&self, addr: &IpAddr) -> bool {
-        self.ports.iter().any(|p| p.owns(addr))
+        self.is_local_key(&to_mapped(*addr))
+    }
+
+    /// [`Snapshot::is_local`] for an address in flow-key form.
+    #[inline]
+    pub fn is_local_key(&self, addr: &[u8; 16]) -> bool {
+        self.port_lookups.is_own(addr)
+    }
+
+    /// Whether the IPv4 address `addr` is one of our ports' own addresses or the broadcast
+    /// address of a port's subnet.
+    #[inline]
+    pub fn is_own_or_broadcast_v4(&self, addr: u32) -> bool {
+        self.port_lookups.is_own_or_broadcast_v4(addr)
     }
 
     /// If `src` is a NAT real server endpoint: `Some(Some(service))` when it serves exactly
     /// one service, `Some(None)` when several (ambiguous without a flow entry).
     #[inline]
     pub fn nat_endpoint(&self, src: &[u8; 16], proto: u8, port: u16) -> Option<Option<u32>> {
-        self.nat_endpoints.get(&(*src, proto, port)).copied()
+        self.nat_endpoints
+            .get(&Endpoint::new(src, proto, port))
+            .copied()
     }
 
     /// A backend by id.
@@ -513,7 +533,7 @@ impl Snapshot {
 
     /// A resolved neighbour's MAC.
     pub fn neighbour(&self, addr: &IpAddr) -> Option<MacAddr> {
-        self.neighbours.get(&to_mapped(*addr)).copied()
+        self.neighbours.get(&addr_key(&to_mapped(*addr))).copied()
     }
 }
 

@@ -5,7 +5,6 @@
 use super::flows;
 use super::{set_macs, Action, Frag, L4Info, Pkt, Verdict, WorkerState, OWN_TTL};
 use crate::counters::Counter;
-use crate::flow::key::from_mapped;
 use crate::flow::Direction;
 use crate::fwd::fragment::FragmentRoute;
 use crate::fwd::icmp_error;
@@ -160,7 +159,7 @@ pub(super) fn rewrite<B: PacketBuf>(
     buf: &mut B,
     pkt: &Pkt,
     backend: &Backend,
-    route: Route,
+    route: &Route,
 ) -> Result<u16, Counter> {
     if backend.mode == FwdMode::Nat {
         let l3 = buf
@@ -173,9 +172,9 @@ pub(super) fn rewrite<B: PacketBuf>(
 }
 
 /// The last hop of every packet to a real server: encapsulate (TUN) and set the MACs.
-pub(super) fn deliver<B: PacketBuf>(buf: &mut B, l2: usize, route: Route) -> Result<u16, Counter> {
-    if let Some(outer) = route.outer {
-        tunnel::encapsulate(buf, l2, &outer).map_err(|e| match e {
+pub(super) fn deliver<B: PacketBuf>(buf: &mut B, l2: usize, route: &Route) -> Result<u16, Counter> {
+    if let Some(outer) = &route.outer {
+        tunnel::encapsulate(buf, l2, outer).map_err(|e| match e {
             TunnelError::Drop(c) => c,
             TunnelError::TooBig { .. } => Counter::DropTunnelTooBig,
         })?;
@@ -198,7 +197,8 @@ pub(super) fn forward_client<B: PacketBuf>(
     snap: &Snapshot,
     now: u64,
 ) -> Verdict {
-    let choice = flows::choose(info, service_index, svc, owner_here, w, snap, now)?;
+    let key = &pkt.key;
+    let choice = flows::choose(key, info, service_index, svc, owner_here, w, snap, now)?;
     w.backends.count_step1(choice.backend.id);
     // A datagram's fragments share one tunnel header (one receive queue at the real server).
     let tunnel_hash = pkt.frag.map_or(info.hash, |f| pkt.frag_key(f).hash());
@@ -207,7 +207,7 @@ pub(super) fn forward_client<B: PacketBuf>(
         Ok(o) => o,
         Err(answer) => return Ok(answer),
     };
-    let backend = flows::commit(&choice, info, svc, w, snap, now)?;
+    let backend = flows::commit(&choice, key, info, svc, w, snap, now)?;
     if backend.id != choice.backend.id {
         // The table had no room after all: the consistent hash's real server, checked again
         // (nothing was committed).
@@ -216,7 +216,7 @@ pub(super) fn forward_client<B: PacketBuf>(
             Err(answer) => return Ok(answer),
         };
     }
-    let port = rewrite(buf, pkt, backend, route)?;
+    let port = rewrite(buf, pkt, backend, &route)?;
     if let Some(f) = pkt.frag {
         w.frags
             .remember(&pkt.frag_key(f), FragmentRoute::ToBackend(backend.id), now);
@@ -241,7 +241,7 @@ pub(super) fn nat_reply<B: PacketBuf>(
     snap: &Snapshot,
     now: u64,
 ) -> Verdict {
-    let key = &info.key;
+    let key = &pkt.key;
     let hit = if owner_here {
         match w.flows.lookup(key, info.hash, now) {
             Some(h) if h.dir == Direction::Reply => {
@@ -345,8 +345,8 @@ pub(super) fn resolve_client(
     snap: &Snapshot,
     w: &WorkerState,
 ) -> Result<Result<ClientHop, Action>, Counter> {
-    let client = from_mapped(&pkt.dst);
-    match snap.resolve(&client) {
+    let client = &pkt.key.dst;
+    match snap.resolve_key(client) {
         Ok((port, mac)) => {
             let our_mac = snap
                 .ports
@@ -355,11 +355,7 @@ pub(super) fn resolve_client(
                 .mac;
             Ok(Ok(ClientHop { port, our_mac, mac }))
         }
-        Err(Counter::DropNeighbourUnresolved)
-            if snap
-                .route_for(&client)
-                .is_some_and(|(_, hop)| hop == client) =>
-        {
+        Err(Counter::DropNeighbourUnresolved) if snap.next_hop_is_itself(client) => {
             w.counters.inc(Counter::NeighbourResolveRequests);
             Ok(Err(Action::ToControl))
         }
@@ -417,7 +413,7 @@ pub(super) fn later_fragment<B: PacketBuf>(
                 Ok(o) => o,
                 Err(answer) => return Ok(answer),
             };
-            let port = rewrite(buf, pkt, backend, route)?;
+            let port = rewrite(buf, pkt, backend, &route)?;
             w.counters.inc(Counter::FragmentsForwarded);
             w.counters.inc(Counter::Forwarded);
             w.backends.count_in(backend.id, buf.data().len());
@@ -438,7 +434,7 @@ pub(super) fn later_fragment<B: PacketBuf>(
             Ok(Action::Tx(port))
         }
         // The kernel reassembles its own fragments.
-        None if snap.is_local(&from_mapped(&pkt.dst)) => super::for_kernel(rx_port, snap),
+        None if snap.is_local_key(&pkt.key.dst) => super::for_kernel(rx_port, snap),
         None => Err(Counter::DropFragmentUnknown),
     }
 }

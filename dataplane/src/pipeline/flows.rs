@@ -37,7 +37,9 @@ pub(super) struct Choice<'s> {
 
 /// The real server of a client packet and what its flow entry needs, without changing any
 /// live entry. `stateful`: this worker owns the connection (else no entry is read or made).
+#[allow(clippy::too_many_arguments)] // the pipeline's per-frame context, passed by reference
 pub(super) fn choose<'s>(
+    key: &FlowKey,
     info: &L4Info,
     service_index: u32,
     svc: &'s Service,
@@ -46,7 +48,7 @@ pub(super) fn choose<'s>(
     snap: &'s Snapshot,
     now: u64,
 ) -> Result<Choice<'s>, Counter> {
-    let (key, hash) = (&info.key, info.hash);
+    let hash = info.hash;
     if stateful {
         if let Some(hit) = w.flows.lookup(key, hash, now) {
             if hit.dir == Direction::Reply {
@@ -58,7 +60,7 @@ pub(super) fn choose<'s>(
             if closed && info.is_lone_syn() {
                 // The client reuses the port of a finished connection: schedule afresh, as
                 // IPVS does, instead of sending the new SYN into the old connection's leftovers.
-                let backend = schedule(info, service_index, svc, w, snap, now)?;
+                let backend = schedule(key, info, service_index, svc, w, snap, now)?;
                 return Ok(Choice {
                     backend,
                     op: FlowOp::Replace(hit.id),
@@ -94,7 +96,7 @@ pub(super) fn choose<'s>(
     if !stateful {
         return stateless(svc, snap, hash, None);
     }
-    let backend = schedule(info, service_index, svc, w, snap, now)?;
+    let backend = schedule(key, info, service_index, svc, w, snap, now)?;
     Ok(Choice {
         backend,
         op: FlowOp::Insert,
@@ -124,7 +126,9 @@ fn consistent<'s>(svc: &Service, snap: &'s Snapshot, hash: u64) -> Result<&'s Ba
 /// comes back; as long as an overflow is more recent than the UDP timeout, new UDP entries
 /// therefore take the consistent hash's choice too. (TCP needs no such rule: a segment that is
 /// not a SYN never creates an entry.)
+#[allow(clippy::too_many_arguments)] // the pipeline's per-frame context, passed by reference
 fn schedule<'s>(
+    key: &FlowKey,
     info: &L4Info,
     service_index: u32,
     svc: &Service,
@@ -136,7 +140,7 @@ fn schedule<'s>(
     let overflow_recent = w
         .last_full_ms
         .is_some_and(|t| now < t.saturating_add(udp_ms));
-    if info.key.proto == PROTO_UDP && overflow_recent {
+    if key.proto == PROTO_UDP && overflow_recent {
         return consistent(svc, snap, info.hash);
     }
     let cursor = w
@@ -150,8 +154,10 @@ fn schedule<'s>(
 /// Carry out the choice for a packet that goes out. Returns the real server it goes to: the
 /// chosen one, or the consistent hash's when the insert finds no room or a key clash (the
 /// caller then checks that one again before sending).
+#[allow(clippy::too_many_arguments)] // the pipeline's per-frame context, passed by reference
 pub(super) fn commit<'s>(
     choice: &Choice<'s>,
+    key: &FlowKey,
     info: &L4Info,
     svc: &Service,
     w: &mut WorkerState,
@@ -171,21 +177,22 @@ pub(super) fn commit<'s>(
         }
         FlowOp::Replace(old) => {
             w.flows.remove(old);
-            insert(choice.backend, info, svc, w, snap, now)
+            insert(choice.backend, key, info, svc, w, snap, now)
         }
-        FlowOp::Insert => insert(choice.backend, info, svc, w, snap, now),
+        FlowOp::Insert => insert(choice.backend, key, info, svc, w, snap, now),
     }
 }
 
+#[allow(clippy::too_many_arguments)] // the pipeline's per-frame context, passed by reference
 fn insert<'s>(
     backend: &'s Backend,
+    key: &FlowKey,
     info: &L4Info,
     svc: &Service,
     w: &mut WorkerState,
     snap: &'s Snapshot,
     now: u64,
 ) -> Result<&'s Backend, Counter> {
-    let key = &info.key;
     let reply = (backend.mode == FwdMode::Nat).then(|| {
         FlowKey::new(
             backend.addr,

@@ -4,7 +4,7 @@
 use super::egress::{self, Reject};
 use super::{for_kernel, local, set_macs, Action, Pkt, Verdict, WorkerState};
 use crate::counters::Counter;
-use crate::flow::key::{from_mapped, to_mapped};
+use crate::flow::key::to_mapped;
 use crate::flow::Direction;
 use crate::fwd::icmp_relay::{self, Quote, QuotedSide};
 use crate::fwd::nat;
@@ -48,12 +48,12 @@ pub(super) fn handle<B: PacketBuf>(
         let ok = if pkt.v4 {
             m.verify_checksum_v4()
         } else {
-            m.verify_checksum_v6(&pkt.src, &pkt.dst)
+            m.verify_checksum_v6(&pkt.key.src, &pkt.key.dst)
         };
         (m.msg_type(), ok)
     };
-    let to_vip = snap.is_vip(&pkt.dst);
-    let to_local = snap.is_local(&from_mapped(&pkt.dst));
+    let to_vip = snap.is_vip(&pkt.key.dst);
+    let to_local = snap.is_local_key(&pkt.key.dst);
     let error = relayed(pkt.v4, msg_type);
     if !to_vip && !to_local && !error {
         return Err(Counter::DropNotLocal);
@@ -92,7 +92,7 @@ fn relay<B: PacketBuf>(
     let range = pkt.l4_range();
     let q = icmp_relay::parse(buf.data(), range.start, range.end, pkt.v4)?;
     // An error goes to the source of the packet it quotes: anything else is forged.
-    if q.key.src != pkt.dst {
+    if q.key.src != pkt.key.dst {
         return Err(if to_vip || to_local {
             Counter::DropIcmpErrorNoFlow
         } else {
@@ -168,7 +168,7 @@ fn to_real_server<B: PacketBuf>(
         )?;
         fill_checksum(frame, pkt, range)?;
     }
-    let port = egress::deliver(buf, pkt.l2, route)?;
+    let port = egress::deliver(buf, pkt.l2, &route)?;
     w.counters.inc(Counter::IcmpErrorsToRealServer);
     Ok(Action::Tx(port))
 }
@@ -228,7 +228,7 @@ fn to_client<B: PacketBuf>(
         header: false,
         ..pkt.l4
     };
-    if pkt.src == q.key.dst {
+    if pkt.key.src == q.key.dst {
         nat::rewrite_to_vip(l3, outer_l4, svc.vip, 0)?;
     } else {
         nat::hop(l3)?;

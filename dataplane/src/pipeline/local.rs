@@ -82,7 +82,7 @@ pub(super) fn echo<B: PacketBuf>(
         // would be too, and vipd does not fragment.
         return Err(Counter::DropTooBig);
     }
-    let (src, dst) = (from_mapped(&pkt.src), from_mapped(&pkt.dst));
+    let (src, dst) = (from_mapped(&pkt.key.src), from_mapped(&pkt.key.dst));
     let frame = buf.data_mut();
     let l3 = frame.get_mut(pkt.l2..).ok_or(Counter::DropEthMalformed)?;
     match (src, dst) {

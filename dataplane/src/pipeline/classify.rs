@@ -1,0 +1,556 @@
+//! Stage 1 of a burst: every check and decision about a frame that needs no state change,
+//! from its bytes and the snapshot alone. A frame is parsed once into a compact [`Pkt`]
+//! (addresses already in flow-key form, the transport header's place, the flow hash), and
+//! classified: dropped with its reason, steered to its owner, or staged for stage 3 as a
+//! client packet of a service, a NAT reply, or one of the frames with their own handling
+//! (ARP, Neighbour Discovery, ICMP, later fragments). The order of the checks is the
+//! pipeline's (see the module documentation of [`super`]).
+//!
+//! Pure by construction: it reads the frame, the snapshot and the worker's identity, so the
+//! burst can classify every frame before handling any (and prefetch their flow entries).
+
+use super::{Action, Frag, L4Info, Pkt, Verdict, WorkerState};
+use crate::counters::Counter;
+use crate::flow::{FlowKey, TcpFlags};
+use crate::fwd::nat::L4At;
+use crate::io::{PacketBuf, RxChecksum};
+use crate::snapshot::{Service, Snapshot};
+use crate::wire::addr;
+use crate::wire::checksum;
+use crate::wire::ethernet::{self, ethertype};
+use crate::wire::icmp;
+use crate::wire::ipv4;
+use crate::wire::ipv6::{self, FragmentHeader};
+use crate::wire::tcp;
+
+/// What stage 3 does with a frame, as stage 1 found it.
+#[derive(Clone, Copy, Debug)]
+pub(super) enum Staged<'s> {
+    /// Decided without state: dropped for a reason, steered, or for the kernel.
+    Done(Verdict),
+    /// ARP, answered or handed on by `local::arp`.
+    Arp,
+    /// ICMPv6 Neighbour Solicitation or Advertisement (`ndp`).
+    Nd,
+    /// ICMP / ICMPv6 other than Neighbour Discovery.
+    Icmp(Pkt),
+    /// A TCP or UDP fragment after the first: it follows its datagram's first fragment.
+    LaterFragment(Pkt, Frag),
+    /// Steps 1 -> 2: a client packet (or first fragment) of a service.
+    Client {
+        pkt: Pkt,
+        info: L4Info,
+        service_index: u32,
+        svc: &'s Service,
+        /// This worker owns the connection (else it is forwarded statelessly).
+        owner_here: bool,
+    },
+    /// Steps 3 -> 4: a NAT real server's reply (or first fragment).
+    Reply {
+        pkt: Pkt,
+        info: L4Info,
+        /// The real server's service when it serves only one.
+        unique_service: Option<u32>,
+        owner_here: bool,
+    },
+}
+
+impl Staged<'_> {
+    /// The flow hash of a packet stage 3 looks up in the flow table.
+    #[inline]
+    pub(super) fn lookup_hash(&self) -> Option<u64> {
+        match self {
+            Staged::Client {
+                info,
+                owner_here: true,
+                ..
+            }
+            | Staged::Reply {
+                info,
+                owner_here: true,
+                ..
+            } => Some(info.hash),
+            _ => None,
+        }
+    }
+}
+
+type Stage<'s> = Result<Staged<'s>, Counter>;
+
+/// Stage 1 of one frame received on `rx_port`. `flow_hash`: the hash another worker
+/// computed for a frame it steered here (not computed again).
+#[inline]
+pub(super) fn classify<'s, B: PacketBuf>(
+    buf: &B,
+    rx_port: u16,
+    w: &WorkerState,
+    snap: &'s Snapshot,
+    flow_hash: Option<u64>,
+) -> Staged<'s> {
+    match frame(buf, rx_port, w, snap, flow_hash) {
+        Ok(s) => s,
+        Err(c) => Staged::Done(Err(c)),
+    }
+}
+
+/// The first six bytes as a MAC-sized integer (a compare instead of six).
+#[inline]
+fn mac48(b: &[u8; 6]) -> u64 {
+    u64::from(u16::from_be_bytes([b[0], b[1]])) << 32
+        | u64::from(u32::from_be_bytes([b[2], b[3], b[4], b[5]]))
+}
+
+fn frame<'s, B: PacketBuf>(
+    buf: &B,
+    rx_port: u16,
+    w: &WorkerState,
+    snap: &'s Snapshot,
+    flow_hash: Option<u64>,
+) -> Stage<'s> {
+    let data = buf.data();
+    let eth: &[u8; ethernet::HEADER_LEN] = data
+        .get(..ethernet::HEADER_LEN)
+        .and_then(|h| h.try_into().ok())
+        .ok_or(Counter::DropEthMalformed)?;
+    let ty = u16::from_be_bytes([eth[12], eth[13]]);
+    // `EthernetFrame::new_checked`: a tag needs its four bytes before anything is judged.
+    if ty == ethertype::VLAN && data.len() < ethernet::VLAN_HEADER_LEN {
+        return Err(Counter::DropEthMalformed);
+    }
+    let port = snap
+        .ports
+        .get(usize::from(rx_port))
+        .ok_or(Counter::DropNoRoute)?;
+    let (dst_mac, src_mac) = (&eth[0..6], &eth[6..12]);
+    let multicast = dst_mac[0] & 1 != 0;
+    let dst48 = mac48(dst_mac.try_into().map_err(|_| Counter::DropEthMalformed)?);
+    if dst48 != mac48(&port.mac.0) && !multicast {
+        return Err(Counter::DropNotOurMac);
+    }
+    let src48 = mac48(src_mac.try_into().map_err(|_| Counter::DropEthMalformed)?);
+    if src_mac[0] & 1 != 0 || src48 == 0 {
+        return Err(Counter::DropSrcMacInvalid);
+    }
+    // vipd's ports are untagged: a tagged frame belongs to a VLAN vipd has no address in, and
+    // ARP/ND answers would leave untagged. Dropped and counted (docs/frame-classes.md).
+    let l2 = ethernet::HEADER_LEN;
+    match ty {
+        ethertype::VLAN | ethertype::QINQ | ethertype::QINQ_OLD => Err(Counter::DropVlanTagged),
+        ethertype::ARP => Ok(Staged::Arp),
+        ethertype::IPV4 if multicast => Err(Counter::DropLinkMulticast),
+        ethertype::IPV4 => ipv4_packet(buf, &data[l2..], l2, rx_port, w, snap, flow_hash),
+        ethertype::IPV6 => ipv6_packet(&data[l2..], l2, multicast, rx_port, w, snap, flow_hash),
+        _ => Err(Counter::DropUnsupportedEthertype),
+    }
+}
+
+/// The checks every IPv4 packet passes once its header is valid: a source that may send
+/// (unicast, not ours, not the destination), a unicast destination (a NAT real server's
+/// reply to a multicast "client" was forwarded: found by fuzzing), a TTL that is not 0.
+/// On 32-bit integers: this runs for every packet.
+#[inline]
+fn check_source_v4(src: u32, dst: u32, ttl: u8, snap: &Snapshot) -> Result<(), Counter> {
+    let unicast = |a: u32| addr::is_unicast_source_v4(a.to_be_bytes());
+    if !unicast(src) || src == dst || snap.is_own_or_broadcast_v4(src) {
+        return Err(Counter::DropMartianSource);
+    }
+    if !unicast(dst) {
+        return Err(Counter::DropMartianDestination);
+    }
+    if ttl == 0 {
+        return Err(Counter::DropTtlZero);
+    }
+    Ok(())
+}
+
+/// [`check_source_v4`] for IPv6.
+fn check_source_v6(
+    src: &[u8; 16],
+    dst: &[u8; 16],
+    hops: u8,
+    snap: &Snapshot,
+) -> Result<(), Counter> {
+    if !addr::is_unicast_source_v6(src) || src == dst || snap.is_local_key(src) {
+        return Err(Counter::DropMartianSource);
+    }
+    if !addr::is_unicast_source_v6(dst) {
+        return Err(Counter::DropMartianDestination);
+    }
+    if hops == 0 {
+        return Err(Counter::DropTtlZero);
+    }
+    Ok(())
+}
+
+/// An IPv4 address in flow-key form.
+#[inline]
+fn mapped(a: [u8; 4]) -> [u8; 16] {
+    let mut m = [0u8; 16];
+    m[10] = 0xff;
+    m[11] = 0xff;
+    m[12..].copy_from_slice(&a);
+    m
+}
+
+fn ipv4_packet<'s, B: PacketBuf>(
+    buf: &B,
+    ip: &[u8],
+    l2: usize,
+    rx_port: u16,
+    w: &WorkerState,
+    snap: &'s Snapshot,
+    flow_hash: Option<u64>,
+) -> Stage<'s> {
+    // The checks of `Ipv4Packet::new_checked`, on the fixed header read once.
+    let h: &[u8; ipv4::HEADER_LEN] = ip
+        .get(..ipv4::HEADER_LEN)
+        .and_then(|h| h.try_into().ok())
+        .ok_or(Counter::DropIpv4Malformed)?;
+    let header_len = usize::from(h[0] & 0x0f) * 4;
+    let total = usize::from(u16::from_be_bytes([h[2], h[3]]));
+    if h[0] >> 4 != 4
+        || header_len < ipv4::HEADER_LEN
+        || header_len > ip.len()
+        || total < header_len
+        || total > ip.len()
+    {
+        return Err(Counter::DropIpv4Malformed);
+    }
+    // The NIC's verdict when the port offloads the check, else the software sum.
+    let checksum_ok = match buf.rx_ipv4_checksum() {
+        RxChecksum::Good => true,
+        RxChecksum::Bad => false,
+        RxChecksum::Unknown => checksum::verifies(&ip[..header_len]),
+    };
+    if !checksum_ok {
+        return Err(Counter::DropIpv4BadChecksum);
+    }
+    let (src4, dst4) = ([h[12], h[13], h[14], h[15]], [h[16], h[17], h[18], h[19]]);
+    let ttl = h[8];
+    check_source_v4(
+        u32::from_be_bytes(src4),
+        u32::from_be_bytes(dst4),
+        ttl,
+        snap,
+    )?;
+    let flags_frag = u16::from_be_bytes([h[6], h[7]]);
+    let frag = (flags_frag & 0x3fff != 0).then(|| Frag {
+        ident: u32::from(u16::from_be_bytes([h[4], h[5]])),
+        offset: (flags_frag & 0x1fff) << 3,
+    });
+    let pkt = Pkt {
+        l2,
+        v4: true,
+        key: FlowKey {
+            src: mapped(src4),
+            dst: mapped(dst4),
+            src_port: 0,
+            dst_port: 0,
+            proto: h[9],
+        },
+        ttl,
+        len: total,
+        l4: L4At {
+            proto: h[9],
+            offset: header_len,
+            header: frag.is_none_or(|f| f.is_first()),
+        },
+        dont_frag: flags_frag & 0x4000 != 0,
+        frag,
+    };
+    by_protocol(pkt, &ip[..total], rx_port, w, snap, flow_hash)
+}
+
+fn ipv6_packet<'s>(
+    ip: &[u8],
+    l2: usize,
+    link_multicast: bool,
+    rx_port: u16,
+    w: &WorkerState,
+    snap: &'s Snapshot,
+    flow_hash: Option<u64>,
+) -> Stage<'s> {
+    // The checks of `Ipv6Packet::new_checked`, on the fixed header read once.
+    let h: &[u8; ipv6::HEADER_LEN] = ip
+        .get(..ipv6::HEADER_LEN)
+        .and_then(|h| h.try_into().ok())
+        .ok_or(Counter::DropIpv6Malformed)?;
+    let total = ipv6::HEADER_LEN + usize::from(u16::from_be_bytes([h[4], h[5]]));
+    if h[0] >> 4 != 6 || total > ip.len() {
+        return Err(Counter::DropIpv6Malformed);
+    }
+    let ip = &ip[..total];
+    let mut src = [0u8; 16];
+    let mut dst = [0u8; 16];
+    src.copy_from_slice(&h[8..24]);
+    dst.copy_from_slice(&h[24..40]);
+    if addr::is_mapped(&src) || addr::is_mapped(&dst) {
+        return Err(Counter::DropIpv6Mapped);
+    }
+    let first_next = h[6];
+    // Multicast frames carry Neighbour Discovery (ICMPv6) and nothing else vipd wants: MLD
+    // reports (behind a hop-by-hop header) and the like end here.
+    if link_multicast && first_next != ipv6::NEXT_HEADER_ICMPV6 {
+        return Err(Counter::DropLinkMulticast);
+    }
+    let mut next = first_next;
+    let mut l4_offset = ipv6::HEADER_LEN;
+    let mut frag = None;
+    if next == ipv6::ext::FRAGMENT {
+        let fh = FragmentHeader::parse(&ip[ipv6::HEADER_LEN..])
+            .map_err(|_| Counter::DropIpv6Malformed)?;
+        next = fh.next_header;
+        l4_offset += ipv6::FRAGMENT_HEADER_LEN;
+        if !fh.is_atomic() {
+            frag = Some(Frag {
+                ident: fh.ident,
+                offset: fh.offset,
+            });
+        }
+    }
+    // Only the fragment header is walked: hop-by-hop, routing and destination options carry
+    // nothing a client of a VIP needs, and chains are how filters are evaded (RFC 7112).
+    if ipv6::is_extension_header(next) {
+        return Err(Counter::DropIpv6ExtHeader);
+    }
+    if next == ipv6::NEXT_HEADER_ICMPV6 && l4_offset == ipv6::HEADER_LEN {
+        let msg = &ip[ipv6::HEADER_LEN..];
+        // `IcmpPacket::new_checked`: the fixed part of an ICMP header.
+        if msg.len() < icmp::HEADER_LEN {
+            return Err(Counter::DropL4Malformed);
+        }
+        if matches!(
+            msg[0],
+            icmp::v6::NEIGHBOR_SOLICIT | icmp::v6::NEIGHBOR_ADVERT
+        ) {
+            // Before the source checks: duplicate address detection comes from `::`, and
+            // solicitations go to multicast groups that are not ours (RFC 4861 rules in ndp).
+            return Ok(Staged::Nd);
+        }
+    }
+    if link_multicast {
+        return Err(Counter::DropLinkMulticast);
+    }
+    let hops = h[7];
+    check_source_v6(&src, &dst, hops, snap)?;
+    let pkt = Pkt {
+        l2,
+        v4: false,
+        key: FlowKey {
+            src,
+            dst,
+            src_port: 0,
+            dst_port: 0,
+            proto: next,
+        },
+        ttl: hops,
+        len: total,
+        l4: L4At {
+            proto: next,
+            offset: l4_offset,
+            header: frag.is_none_or(|f| f.is_first()),
+        },
+        dont_frag: true,
+        frag,
+    };
+    by_protocol(pkt, ip, rx_port, w, snap, flow_hash)
+}
+
+/// By upper-layer protocol. `ip` is the IP packet (without Ethernet padding).
+fn by_protocol<'s>(
+    mut pkt: Pkt,
+    ip: &[u8],
+    rx_port: u16,
+    w: &WorkerState,
+    snap: &'s Snapshot,
+    flow_hash: Option<u64>,
+) -> Stage<'s> {
+    let icmp_proto = if pkt.v4 {
+        ipv4::proto::ICMP
+    } else {
+        ipv6::NEXT_HEADER_ICMPV6
+    };
+    match pkt.l4.proto {
+        ipv4::proto::TCP | ipv4::proto::UDP => match pkt.frag {
+            Some(f) if !f.is_first() => Ok(Staged::LaterFragment(pkt, f)),
+            _ => {
+                let seg = ip.get(pkt.l4.offset..).ok_or(Counter::DropL4Malformed)?;
+                let (sport, dport, flags) = parse_l4(seg, pkt.l4.proto, pkt.frag.is_some())?;
+                pkt.key.src_port = sport;
+                pkt.key.dst_port = dport;
+                let info = L4Info::new(&pkt.key, flags, flow_hash);
+                by_destination(pkt, info, rx_port, w, snap)
+            }
+        },
+        p if p == icmp_proto => {
+            if pkt.frag.is_some() {
+                // vipd does not reassemble, and an ICMP message cut in pieces cannot be
+                // checked or relayed.
+                return Err(Counter::DropFragmentInvalid);
+            }
+            Ok(Staged::Icmp(pkt))
+        }
+        _ => Ok(Staged::Done(if snap.is_vip(&pkt.key.dst) {
+            Err(Counter::DropUnsupportedProtocol)
+        } else if snap.is_local_key(&pkt.key.dst) {
+            for_kernel(rx_port, snap)
+        } else {
+            Err(Counter::DropNotLocal)
+        })),
+    }
+}
+
+/// Whether a TCP flags byte is a combination a TCP endpoint sends: the table of Linux
+/// conntrack (`tcp_valid_flags`), ignoring PSH, ECE and CWR. Rejects no flags, SYN+FIN,
+/// SYN+RST, FIN without ACK and the like (scans, evasion, fingerprinting).
+fn valid_tcp_flags(bits: u8) -> bool {
+    use tcp::flags::{ACK, FIN, RST, SYN};
+    const URG: u8 = 0x20;
+    matches!(
+        bits & (FIN | SYN | RST | ACK | URG),
+        SYN | 0x22 // SYN|URG
+            | 0x12 // SYN|ACK
+            | RST
+            | 0x14 // RST|ACK
+            | 0x11 // FIN|ACK
+            | 0x31 // FIN|ACK|URG
+            | ACK
+            | 0x30 // ACK|URG
+    )
+}
+
+/// Ports and TCP flags of a TCP or UDP header; `seg` runs from the header to the end of the
+/// IP packet. The UDP length is checked against the packet unless this is a first fragment
+/// (its UDP length counts the whole datagram); a first fragment must hold the whole TCP
+/// header (RFC 1858 tiny fragments). The checks of `TcpPacket::new_checked` and
+/// `UdpPacket::new_checked` / `new_header_checked`.
+#[inline]
+fn parse_l4(
+    seg: &[u8],
+    l4_proto: u8,
+    first_fragment: bool,
+) -> Result<(u16, u16, Option<u8>), Counter> {
+    let malformed = if first_fragment {
+        Counter::DropFragmentInvalid
+    } else {
+        Counter::DropL4Malformed
+    };
+    let ports = |h: &[u8]| {
+        (
+            u16::from_be_bytes([h[0], h[1]]),
+            u16::from_be_bytes([h[2], h[3]]),
+        )
+    };
+    if l4_proto == ipv4::proto::TCP {
+        let h: &[u8; tcp::HEADER_LEN] = seg
+            .get(..tcp::HEADER_LEN)
+            .and_then(|h| h.try_into().ok())
+            .ok_or(malformed)?;
+        let data_offset = usize::from(h[12] >> 4) * 4;
+        if data_offset < tcp::HEADER_LEN || data_offset > seg.len() {
+            return Err(malformed);
+        }
+        let (s, d) = ports(h);
+        Ok((s, d, Some(h[13])))
+    } else {
+        let h: &[u8; 8] = seg
+            .get(..8)
+            .and_then(|h| h.try_into().ok())
+            .ok_or(malformed)?;
+        if !first_fragment {
+            let len = usize::from(u16::from_be_bytes([h[4], h[5]]));
+            if len < 8 || len > seg.len() {
+                return Err(malformed);
+            }
+        }
+        let (s, d) = ports(h);
+        Ok((s, d, None))
+    }
+}
+
+/// By destination and source: a VIP's service, a NAT real server's reply, the box itself.
+fn by_destination<'s>(
+    pkt: Pkt,
+    info: L4Info,
+    rx_port: u16,
+    w: &WorkerState,
+    snap: &'s Snapshot,
+) -> Stage<'s> {
+    let key = &pkt.key;
+    // One lookup for a client packet: a service's endpoint is always a VIP's.
+    let service = snap.service(&key.dst, key.proto, key.dst_port);
+    if service.is_some() || snap.is_vip(&key.dst) {
+        let (service_index, svc) = service.ok_or(Counter::DropNoService)?;
+        if info.tcp_flags.is_some() && !valid_tcp_flags(info.tcp_bits) {
+            return Err(Counter::DropTcpBadFlags);
+        }
+        let mut owner_here = true;
+        if svc.has_nat && w.n_workers > 1 {
+            let owner = w.owner_of(&key.src, key.src_port);
+            if owner != w.index {
+                if pkt.frag.is_none() {
+                    return Ok(Staged::Done(Ok(Action::Steer(owner))));
+                }
+                // Fragments stay where they arrive, with the datagram's later fragments
+                // (which carry no ports to find the owner by): decided statelessly.
+                owner_here = false;
+            }
+        }
+        return Ok(Staged::Client {
+            pkt,
+            info,
+            service_index,
+            svc,
+            owner_here,
+        });
+    }
+    if snap.is_local_key(&key.dst) {
+        // Before the NAT reply test: a real server answering the box itself (a health check
+        // from the kernel) is not a reply to a client.
+        return Ok(Staged::Done(for_kernel(rx_port, snap)));
+    }
+    if let Some(unique_service) = snap.nat_endpoint(&key.src, key.proto, key.src_port) {
+        if info.tcp_flags.is_some() && !valid_tcp_flags(info.tcp_bits) {
+            return Err(Counter::DropTcpBadFlags);
+        }
+        let mut owner_here = true;
+        if w.n_workers > 1 {
+            let owner = w.owner_of(&key.dst, key.dst_port);
+            if owner != w.index {
+                if pkt.frag.is_none() {
+                    return Ok(Staged::Done(Ok(Action::Steer(owner))));
+                }
+                owner_here = false;
+            }
+        }
+        return Ok(Staged::Reply {
+            pkt,
+            info,
+            unique_service,
+            owner_here,
+        });
+    }
+    Err(Counter::DropNotLocal)
+}
+
+/// Traffic for a port address that vipd does not answer itself: to the kernel when the rx
+/// port has a kernel interface (the exception path), else dropped.
+pub(crate) fn for_kernel(rx_port: u16, snap: &Snapshot) -> Verdict {
+    match snap.ports.get(usize::from(rx_port)) {
+        Some(p) if p.kernel => Ok(Action::ToKernel),
+        _ => Err(Counter::DropLocalUnhandled),
+    }
+}
+
+impl L4Info {
+    /// The transport facts of a packet with flow key `key`; `flow_hash` when already known
+    /// (a steered frame's, computed by the worker that received it).
+    #[inline]
+    pub(super) fn new(key: &FlowKey, tcp: Option<u8>, flow_hash: Option<u64>) -> Self {
+        L4Info {
+            hash: flow_hash.unwrap_or_else(|| key.hash()),
+            tcp_flags: tcp.map(TcpFlags::from_bits),
+            tcp_bits: tcp.unwrap_or(0),
+        }
+    }
+}
