@@ -12,7 +12,6 @@ pub mod fwd;
 pub mod io;
 pub mod ndp;
 pub mod pipeline;
-pub mod prefetch;
 pub mod sched;
 pub mod snapshot;
 pub mod trace;
