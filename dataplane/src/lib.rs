@@ -12,6 +12,7 @@ pub mod fwd;
 pub mod io;
 pub mod ndp;
 pub mod pipeline;
+pub mod prefetch;
 pub mod sched;
 pub mod snapshot;
 pub mod trace;

@@ -21,6 +21,7 @@
 //!   the two buckets, so deleting can never hide another key.
 
 use super::mem::{Pages, Zeroable, ZeroedSlice};
+use crate::prefetch::prefetch_line;
 
 /// Slots per bucket.
 pub(crate) const WAYS: usize = 8;
@@ -405,20 +406,6 @@ impl CuckooIndex {
         };
         pos / WAYS as u32 == b && self.buckets[b as usize].tags[pos as usize % WAYS] == tag
     }
-}
-
-/// Ask the CPU to load the cache line holding `x` (a hint: no fault, no effect on results).
-#[inline(always)]
-pub(crate) fn prefetch_line<T>(x: &T) {
-    #[cfg(target_arch = "x86_64")]
-    // SAFETY: prefetching is a hint on any address; x is a valid reference anyway.
-    unsafe {
-        std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T0 }>(
-            (x as *const T).cast::<i8>(),
-        );
-    }
-    #[cfg(not(target_arch = "x86_64"))]
-    let _ = x;
 }
 
 #[cfg(test)]

@@ -39,11 +39,12 @@
 //! cursor sweep over the expiry hints reclaims the rest (`table/expiry.rs` has the design and
 //! its bound). Listings are in `table/listing.rs`, the tests in `table/tests.rs`.
 
-use super::index::{prefetch_line, CuckooIndex, MAX_PAYLOAD};
+use super::index::{CuckooIndex, MAX_PAYLOAD};
 use super::key::{FlowKey, PROTO_TCP};
 use super::mem::{Backing, Pages, Zeroable, ZeroedSlice};
 use super::state::{next_state, Direction, Seen, TcpFlags, TcpState, Timeouts};
 use crate::backend_stats::{BackendStats, ConnClass};
+use crate::prefetch::prefetch_line;
 use std::sync::Arc;
 
 use expiry::tick;

@@ -17,13 +17,13 @@
 //! The control plane builds the table; a worker's lookup is `table[flow_hash % M]`, one load
 //! from a `u16` table (128 KiB for M = 65537) when the service has at most 65536 backends.
 
-use std::cmp::Reverse;
-use std::collections::{BinaryHeap, HashMap};
+use std::collections::HashMap;
 use std::fmt;
 
-use xxhash_rust::xxh3::xxh3_64_with_seed;
-
 use super::{check_count, Entries, SchedBackend, SchedError, Scheduler};
+
+mod fill;
+use fill::{fill_by_heap, fill_by_rounds, fillers};
 
 /// Default table size: a prime, 65.5 entries per backend at 1000 backends.
 pub const DEFAULT_MAGLEV_SIZE: u32 = 65_537;
@@ -33,12 +33,9 @@ pub const MAX_MAGLEV_SIZE: u32 = 1_000_003;
 
 /// Seed of the hash giving a backend's offset. Never change it: boxes behind the same ECMP
 /// group must build identical tables.
-const SEED_OFFSET: u64 = 0x5f0f_5e7d_0c6a_b1e5;
+pub(super) const SEED_OFFSET: u64 = 0x5f0f_5e7d_0c6a_b1e5;
 /// Seed of the hash giving a backend's skip. Never change it (see [`SEED_OFFSET`]).
-const SEED_SKIP: u64 = 0x9b1d_2c3e_a7f4_8d61;
-
-/// Marks a free slot while the table is populated.
-const FREE: u32 = u32::MAX;
+pub(super) const SEED_SKIP: u64 = 0x9b1d_2c3e_a7f4_8d61;
 
 /// Whether `n` is prime (deterministic trial division; at most ~33,000 divisions for a `u32`).
 // `u32::is_multiple_of` needs Rust 1.87; the workspace declares rust-version 1.80.
@@ -67,29 +64,6 @@ pub struct MaglevTable {
     table: Entries,
     size: u32,
     backends: usize,
-}
-
-/// A live backend's state while the table is populated.
-struct Filler {
-    index: u32,
-    weight: u64,
-    /// Accumulated weight, in `0..weight` between turns ([`fill_by_heap`] books it ahead:
-    /// the credit left once the next scheduled turn has paid the largest weight).
-    credit: u64,
-    /// Next slot of the permutation to try.
-    slot: u32,
-    skip: u32,
-}
-
-impl Filler {
-    /// Round of the turn after the one taken in `round` (0: none yet), given the largest
-    /// weight; books the credit that turn leaves.
-    fn next_turn(&mut self, round: u64, max_weight: u64) -> u64 {
-        // credit < weight <= max_weight, so k >= 1; credit + k * weight < max_weight + weight.
-        let k = (max_weight - self.credit).div_ceil(self.weight);
-        self.credit = self.credit + k * self.weight - max_weight;
-        round + k
-    }
 }
 
 impl MaglevTable {
@@ -130,13 +104,21 @@ impl MaglevTable {
         // Rounds needed ~ M * max / sum, each visiting every live backend.
         let round_steps = u128::from(size) * u128::from(max_weight) * fillers.len() as u128
             / u128::from(sum.max(1));
-        let table = if round_steps <= 8 * u128::from(size) {
-            fill_by_rounds(fillers, max_weight, size)
-        } else {
-            fill_by_heap(fillers, max_weight, size)
+        let by_rounds = round_steps <= 8 * u128::from(size);
+        // Entries of u16 when every index and the free mark fit (`Entries::pack`'s choice
+        // for up to 65536 backends; 65536 itself takes the u32 way there).
+        let table = match (backends.len() < usize::from(u16::MAX), by_rounds) {
+            (true, true) => Entries::U16(fill_by_rounds(fillers, max_weight, size).into()),
+            (true, false) => Entries::U16(fill_by_heap(fillers, max_weight, size).into()),
+            (false, true) => {
+                Entries::pack(fill_by_rounds(fillers, max_weight, size), backends.len())
+            }
+            (false, false) => {
+                Entries::pack(fill_by_heap(fillers, max_weight, size), backends.len())
+            }
         };
         Ok(MaglevTable {
-            table: Entries::pack(table, backends.len()),
+            table,
             size,
             backends: backends.len(),
         })
@@ -206,108 +188,6 @@ impl MaglevTable {
             }
         }
         Ok(diff)
-    }
-}
-
-/// The live backends' population state: permutation start and step from the key's hashes,
-/// in key order. Turns are taken in this order, and when two backends' permutations reach the
-/// same free slot the first one takes it: ordering by key (not by position in `backends`)
-/// makes the table a function of the keys and weights alone, so boxes whose configurations
-/// list the same real servers in another order still build the same table. Requires
-/// `size >= 2`.
-fn fillers(backends: &[SchedBackend], size: u32) -> Vec<Filler> {
-    let m = u64::from(size);
-    let mut live: Vec<(usize, &SchedBackend)> = backends
-        .iter()
-        .enumerate()
-        .filter(|(_, b)| b.weight > 0)
-        .collect();
-    // Keys are unique within a service (the validator refuses a real server listed twice);
-    // the index breaks ties all the same, so the order is total.
-    live.sort_unstable_by(|(i, a), (j, b)| a.key.cmp(&b.key).then(i.cmp(j)));
-    live.into_iter()
-        .map(|(i, b)| Filler {
-            index: i as u32,
-            weight: u64::from(b.weight),
-            credit: 0,
-            // Both < m <= MAX_MAGLEV_SIZE: the casts do not truncate.
-            slot: (xxh3_64_with_seed(&b.key, SEED_OFFSET) % m) as u32,
-            skip: (xxh3_64_with_seed(&b.key, SEED_SKIP) % (m - 1) + 1) as u32,
-        })
-        .collect()
-}
-
-/// Claim the next free slot of `f`'s permutation (one turn). Requires a free slot.
-#[inline]
-fn take_turn(table: &mut [u32], f: &mut Filler, size: u32) {
-    // Invariant: f.slot < size == table.len(). Terminates when a slot is free: a permutation
-    // visits every slot.
-    while table[f.slot as usize] != FREE {
-        f.slot = advance(f.slot, f.skip, size);
-    }
-    table[f.slot as usize] = f.index;
-    f.slot = advance(f.slot, f.skip, size);
-}
-
-/// Katran's population loop: in every round each live backend (in index order) adds its
-/// weight to its credit and, when the credit reaches the largest weight, pays it and takes a
-/// turn. About `M * max / sum` rounds of N steps: the fast way when weights are close (with
-/// equal weights, every backend takes exactly one entry per round).
-fn fill_by_rounds(mut fillers: Vec<Filler>, max_weight: u64, size: u32) -> Vec<u32> {
-    let mut table = vec![FREE; size as usize];
-    let mut filled = 0u32;
-    // Terminates: the heaviest backend takes a turn every round, each turn fills a slot.
-    while filled < size {
-        for f in fillers.iter_mut() {
-            f.credit += f.weight;
-            if f.credit < max_weight {
-                continue;
-            }
-            f.credit -= max_weight;
-            take_turn(&mut table, f, size);
-            filled += 1;
-            if filled == size {
-                break;
-            }
-        }
-    }
-    table
-}
-
-/// The same turns in the same (round, index) order, event-driven: a heap holds each
-/// backend's next turn, so skewed weights (2^32 - 1 next to 1s would make the round loop
-/// ~M x N steps) cost M log N.
-fn fill_by_heap(mut fillers: Vec<Filler>, max_weight: u64, size: u32) -> Vec<u32> {
-    let mut table = vec![FREE; size as usize];
-    let mut filled = 0u32;
-    let mut turns: BinaryHeap<Reverse<(u64, u32)>> = BinaryHeap::with_capacity(fillers.len());
-    for (p, f) in fillers.iter_mut().enumerate() {
-        turns.push(Reverse((f.next_turn(0, max_weight), p as u32)));
-    }
-    // Terminates: each turn fills one slot.
-    while filled < size {
-        let Some(Reverse((round, p))) = turns.pop() else {
-            break;
-        };
-        let Some(f) = fillers.get_mut(p as usize) else {
-            break;
-        };
-        take_turn(&mut table, f, size);
-        filled += 1;
-        turns.push(Reverse((f.next_turn(round, max_weight), p)));
-    }
-    table
-}
-
-/// Next slot of a permutation: `(slot + skip) % size`, with `slot, skip < size`.
-#[inline]
-fn advance(slot: u32, skip: u32, size: u32) -> u32 {
-    // slot + skip < 2 * MAX_MAGLEV_SIZE < u32::MAX.
-    let next = slot + skip;
-    if next >= size {
-        next - size
-    } else {
-        next
     }
 }
 
@@ -599,8 +479,8 @@ mod tests {
             let b = weighted(&weights);
             let f = fillers(&b, 4099);
             let Some(max) = f.iter().map(|f| f.weight).max() else { return Ok(()) };
-            let by_rounds = fill_by_rounds(fillers(&b, 4099), max, 4099);
-            prop_assert_eq!(by_rounds, fill_by_heap(f, max, 4099));
+            let by_rounds = fill_by_rounds::<u32>(fillers(&b, 4099), max, 4099);
+            prop_assert_eq!(by_rounds, fill_by_heap::<u32>(f, max, 4099));
         }
 
         /// The table is a function of the keys and weights, not of the order they are listed
