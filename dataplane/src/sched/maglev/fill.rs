@@ -286,6 +286,11 @@ pub(super) fn fill_by_rounds<E: Entry>(
                 if n == LANES || table.left - n as u32 == table.lockstep_until {
                     table.take_turns(&mut fillers, &group[..n]);
                     n = 0;
+                    // Below 8 slots `lockstep_until` is 0 and a group can fill the table: a
+                    // later turn of this round would walk a full table for ever.
+                    if table.is_full() {
+                        break;
+                    }
                 }
                 continue;
             }
@@ -409,6 +414,24 @@ mod tests {
                     u64::from(a) * u64::from(inv) % u64::from(m),
                     1,
                     "{a} mod {m}"
+                );
+            }
+        }
+    }
+
+    /// Below 8 slots a lockstep group may take the last slot mid-round (found by the
+    /// property below: weights 401 and 402 in 2 slots walked a full table for ever).
+    #[test]
+    fn tiny_tables_fill_and_end() {
+        for m in [2u32, 3, 5, 7] {
+            for weights in [vec![401, 402], vec![1, 1, 1], vec![3, 1, 2, 5, 4, 6, 7, 9]] {
+                let b = weighted(&weights);
+                let f = fillers(&b, m);
+                let max = f.iter().map(|f| f.weight).max().unwrap_or(1);
+                assert_eq!(
+                    fill_by_rounds::<u32>(fillers(&b, m), max, m),
+                    walk_only(f, max, m),
+                    "m = {m}, weights {weights:?}"
                 );
             }
         }
