@@ -220,7 +220,7 @@ fn ipv4_packet<'s, B: PacketBuf>(
     let checksum_ok = match buf.rx_ipv4_checksum() {
         RxChecksum::Good => true,
         RxChecksum::Bad => false,
-        RxChecksum::Unknown => checksum::fold(checksum::sum(&ip[..header_len])) == 0xffff,
+        RxChecksum::Unknown => checksum::verifies(&ip[..header_len]),
     };
     if !checksum_ok {
         return Err(Counter::DropIpv4BadChecksum);

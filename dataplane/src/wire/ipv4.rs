@@ -134,7 +134,7 @@ impl<T: AsRef<[u8]>> Ipv4Packet<T> {
 
     /// Whether the header checksum is correct.
     pub fn verify_checksum(&self) -> bool {
-        checksum::fold(checksum::sum(&self.buffer.as_ref()[..self.header_len()])) == 0xffff
+        checksum::verifies(&self.buffer.as_ref()[..self.header_len()])
     }
 
     /// The payload up to the total length (without Ethernet padding).
