@@ -64,8 +64,10 @@ pub fn l4_checksum_ok(frame: &[u8]) -> Option<bool> {
     if l4 + min > end {
         return None;
     }
-    if proto == 17 && ty == 0x0800 && frame[l4 + 6..l4 + 8] == [0, 0] {
-        return None;
+    if proto == 17 && frame[l4 + 6..l4 + 8] == [0, 0] {
+        // IPv4: no checksum. IPv6: invalid whatever the sum (RFC 8200 8.1), and vipd keeps
+        // it zero; a zero field over data that happens to sum to -0 is not a right checksum.
+        return if ty == 0x0800 { None } else { Some(false) };
     }
     Some(pseudo.add_slice(&frame[l4..end]).ones_complement() == 0)
 }
