@@ -4,7 +4,7 @@
 
 use super::error::ApiError;
 use super::json::forward_name;
-use super::service_key;
+use super::service_query;
 use crate::view::Shared;
 use axum::extract::{Query, State};
 use axum::http::StatusCode;
@@ -55,19 +55,7 @@ pub async fn connections(
         ));
     }
     let view = shared.view.load_full();
-    let service = match &q.service {
-        Some(p) => {
-            let parts: Vec<&str> = p.split('/').collect();
-            let [proto, vip, port] = parts[..] else {
-                return Err(bad("service", format!("`{p}` is not proto/vip/port")));
-            };
-            Some(service_key(proto, vip, port).map_err(|e| ApiError {
-                field: "service".into(),
-                ..e
-            })?)
-        }
-        None => None,
-    };
+    let service = service_query(q.service.as_deref())?;
     // Slot -> (service, real server, mode), from the view the workers' ids belong to.
     let mut slots = HashMap::new();
     for s in &view.services {

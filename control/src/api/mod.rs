@@ -96,6 +96,27 @@ async fn method_not_allowed(method: axum::http::Method, uri: axum::http::Uri) ->
 }
 
 /// A service from the path parts `{proto}/{vip}/{port}`.
+/// A `service=proto/vip/port` query parameter (listings and traces), errors naming `service`.
+pub fn service_query(text: Option<&str>) -> Result<Option<ServiceKey>, ApiError> {
+    let Some(p) = text else {
+        return Ok(None);
+    };
+    let parts: Vec<&str> = p.split('/').collect();
+    let [proto, vip, port] = parts[..] else {
+        return Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "service",
+            format!("`{p}` is not proto/vip/port"),
+        ));
+    };
+    service_key(proto, vip, port)
+        .map(Some)
+        .map_err(|e| ApiError {
+            field: "service".into(),
+            ..e
+        })
+}
+
 pub fn service_key(proto: &str, vip: &str, port: &str) -> Result<ServiceKey, ApiError> {
     let bad = |field: &str, message: String| ApiError::new(StatusCode::BAD_REQUEST, field, message);
     let proto: Proto = proto.parse().map_err(|e| bad("proto", e))?;

@@ -6,7 +6,7 @@
 
 use super::error::ApiError;
 use super::json::forward_name;
-use super::service_key;
+use super::service_query;
 use crate::view::Shared;
 use axum::extract::{Query, State};
 use axum::http::StatusCode;
@@ -190,19 +190,7 @@ pub async fn trace(
             format!("{limit} is out of range 1..={MAX_LIMIT}"),
         ));
     }
-    let service = match &q.service {
-        Some(p) => {
-            let parts: Vec<&str> = p.split('/').collect();
-            let [proto, vip, port] = parts[..] else {
-                return Err(bad("service", format!("`{p}` is not proto/vip/port")));
-            };
-            Some(service_key(proto, vip, port).map_err(|e| ApiError {
-                field: "service".into(),
-                ..e
-            })?)
-        }
-        None => None,
-    };
+    let service = service_query(q.service.as_deref())?;
     let real_server = q
         .real_server
         .as_deref()
