@@ -106,9 +106,10 @@ def stop(proc):
             proc.wait()
 
 
-def run_vipd(vipd, cfg, warmup, duration, logpath):
+def run_vipd(vipd, cfg, warmup, duration, logpath, during=None):
     """vipd's rate over `duration` seconds after `warmup`: received frames per second, from
-    its worker counters, and the counters of the window."""
+    its worker counters, and the counters of the window. `during(pid, duration)`, when given,
+    runs in place of the window's sleep (a profiler attached to vipd)."""
     with open(logpath, "w") as logf:
         proc = subprocess.Popen([vipd, "--config", cfg], stdout=logf, stderr=subprocess.STDOUT,
                                 stdin=subprocess.DEVNULL, env={**os.environ, "VIPD_LOG": "warn"})
@@ -127,7 +128,10 @@ def run_vipd(vipd, cfg, warmup, duration, logpath):
             time.sleep(0.2)
         time.sleep(warmup)
         a, ta = api("/api/v1/stats")["total"], time.monotonic()
-        time.sleep(duration)
+        if during is None:
+            time.sleep(duration)
+        else:
+            during(proc.pid, duration)
         b, tb = api("/api/v1/stats")["total"], time.monotonic()
     finally:
         stop(proc)
