@@ -26,10 +26,6 @@ fn one(frame: &Frame, w: &mut WorkerState, snap: &Snapshot, now: u64) -> (Action
     (actions[0], buf)
 }
 
-fn v4(a: std::net::Ipv4Addr) -> IpAddr {
-    IpAddr::V4(a)
-}
-
 #[test]
 fn traffic_for_the_port_address_goes_to_the_kernel_when_the_port_has_one() {
     let with_kernel = snapshot_with_port(|p| p.kernel = true);

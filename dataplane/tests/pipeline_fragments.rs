@@ -11,13 +11,8 @@ mod common;
 
 use common::*;
 use etherparse::{IpFragOffset, IpNumber, Ipv4Header, Ipv6Header};
-use std::net::{IpAddr, Ipv4Addr};
 use vipd_dataplane::counters::Counter;
 use vipd_dataplane::pipeline::Action;
-
-fn v4(a: Ipv4Addr) -> IpAddr {
-    IpAddr::V4(a)
-}
 
 /// Cut the IPv4 packet of `frame` into fragments carrying at most `chunk` payload bytes
 /// (a multiple of 8), identification `ident`. Returns whole frames.

@@ -16,10 +16,6 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use vipd_dataplane::counters::Counter;
 use vipd_dataplane::pipeline::Action;
 
-fn v4(a: Ipv4Addr) -> IpAddr {
-    IpAddr::V4(a)
-}
-
 fn c2v(l4: L4) -> Frame {
     Frame::new(ROUTER_MAC, LB_MAC, v4(CLIENT_IP), v4(VIP), l4, b"payload")
 }

@@ -10,7 +10,7 @@ mod common;
 use common::*;
 use etherparse::icmpv4::DestUnreachableHeader;
 use etherparse::{Icmpv4Type, Icmpv6Type, IpNumber, NetSlice, PacketBuilder, SlicedPacket};
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::net::{Ipv4Addr, Ipv6Addr};
 use vipd_dataplane::counters::Counter;
 use vipd_dataplane::pipeline::Action;
 
@@ -18,10 +18,6 @@ const INTERNET_ROUTER: Ipv4Addr = Ipv4Addr::new(203, 0, 113, 1);
 
 fn internet_router6() -> Ipv6Addr {
     "2001:db8:ffff::1".parse().unwrap()
-}
-
-fn v4(a: Ipv4Addr) -> IpAddr {
-    IpAddr::V4(a)
 }
 
 /// The IP packet (no Ethernet header) of a test frame.

@@ -8,7 +8,6 @@
 mod common;
 
 use common::*;
-use std::net::IpAddr;
 use vipd_dataplane::counters::Counter;
 use vipd_dataplane::io::mem::VecBuf;
 use vipd_dataplane::io::PacketBuf;
@@ -41,14 +40,6 @@ fn run(fixtures: &[Fixture], worker: &mut vipd_dataplane::pipeline::WorkerState)
             );
         }
     }
-}
-
-fn v4(a: std::net::Ipv4Addr) -> IpAddr {
-    IpAddr::V4(a)
-}
-
-fn client_to_vip(l4: L4, payload: &[u8]) -> Frame {
-    Frame::new(ROUTER_MAC, LB_MAC, v4(CLIENT_IP), v4(VIP), l4, payload)
 }
 
 /// What step 2 must look like: only MACs, destination address/port and TTL differ.

@@ -403,3 +403,25 @@ impl Frame {
         out
     }
 }
+
+/// An IPv4 address as the `IpAddr` the frame builder takes.
+pub fn v4(a: Ipv4Addr) -> IpAddr {
+    IpAddr::V4(a)
+}
+
+/// A client's packet to the IPv4 VIP, from the router.
+pub fn client_to_vip(l4: L4, payload: &[u8]) -> Frame {
+    Frame::new(ROUTER_MAC, LB_MAC, v4(CLIENT_IP), v4(VIP), l4, payload)
+}
+
+/// The TCP state of the connection from `client_port`, if it has an entry.
+pub fn state_of(
+    w: &WorkerState,
+    client_port: u16,
+    now: u64,
+) -> Option<vipd_dataplane::flow::TcpState> {
+    w.flows
+        .iter(now)
+        .find(|f| f.key.src_port == client_port)
+        .map(|f| f.state)
+}
