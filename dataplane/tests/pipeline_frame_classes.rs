@@ -54,17 +54,6 @@ fn fix4(mut f: Vec<u8>) -> Vec<u8> {
     f
 }
 
-fn arp(op: u8, sender_mac: [u8; 6], sender: Ipv4Addr, target: Ipv4Addr) -> Vec<u8> {
-    let mut f = vec![0xff; 6];
-    f.extend_from_slice(&sender_mac);
-    f.extend_from_slice(&[0x08, 0x06, 0, 1, 8, 0, 6, 4, 0, op]);
-    f.extend_from_slice(&sender_mac);
-    f.extend_from_slice(&sender.octets());
-    f.extend_from_slice(&[0; 6]);
-    f.extend_from_slice(&target.octets());
-    f
-}
-
 fn echo4(dst: Ipv4Addr) -> Vec<u8> {
     let mut out = Vec::new();
     PacketBuilder::ethernet2(ROUTER_MAC, LB_MAC)
@@ -231,55 +220,55 @@ fn rows() -> Vec<Row> {
         row(
             "A1",
             "request for a VIP",
-            arp(1, ROUTER_MAC, ROUTER_IP, VIP),
+            arp_frame(1, ROUTER_MAC, ROUTER_IP, VIP),
             TX,
         ),
         row(
             "A2",
             "request for a port address",
-            arp(1, ROUTER_MAC, ROUTER_IP, LB_IP),
+            arp_frame(1, ROUTER_MAC, ROUTER_IP, LB_IP),
             TX,
         ),
         row(
             "A3",
             "request for another address",
-            arp(1, ROUTER_MAC, ROUTER_IP, RS2_IP),
+            arp_frame(1, ROUTER_MAC, ROUTER_IP, RS2_IP),
             drop(DropArpIgnored),
         ),
         row(
             "A4",
             "reply to us",
-            patch(arp(2, RS1_MAC, RS1_IP, LB_IP), 0, &LB_MAC),
+            patch(arp_frame(2, RS1_MAC, RS1_IP, LB_IP), 0, &LB_MAC),
             Action::ToControl,
         ),
         row(
             "A5",
             "gratuitous ARP moving a known neighbour",
-            arp(1, [2, 0, 0, 0, 0, 0x77], RS1_IP, RS1_IP),
+            arp_frame(1, [2, 0, 0, 0, 0, 0x77], RS1_IP, RS1_IP),
             Action::ToControl,
         ),
         row(
             "A6",
             "truncated",
-            arp(1, ROUTER_MAC, ROUTER_IP, VIP)[..40].to_vec(),
+            arp_frame(1, ROUTER_MAC, ROUTER_IP, VIP)[..40].to_vec(),
             drop(DropArpIgnored),
         ),
         row(
             "A7",
             "multicast sender MAC",
-            patch(arp(1, ROUTER_MAC, ROUTER_IP, VIP), 22, &[1]),
+            patch(arp_frame(1, ROUTER_MAC, ROUTER_IP, VIP), 22, &[1]),
             drop(DropArpInvalid),
         ),
         row(
             "A7",
             "broadcast sender address",
-            arp(1, ROUTER_MAC, Ipv4Addr::BROADCAST, VIP),
+            arp_frame(1, ROUTER_MAC, Ipv4Addr::BROADCAST, VIP),
             drop(DropArpInvalid),
         ),
         row(
             "A8",
             "probe (sender 0.0.0.0) for a VIP",
-            arp(1, ROUTER_MAC, Ipv4Addr::UNSPECIFIED, VIP),
+            arp_frame(1, ROUTER_MAC, Ipv4Addr::UNSPECIFIED, VIP),
             TX,
         ),
         // IPv4 header.
@@ -766,7 +755,7 @@ fn truncated_at_every_offset_is_a_counted_drop() {
         c2v6(udp(5000, 443)).bytes(),
         echo4(VIP),
         error_to_vip(None, 80),
-        arp(1, ROUTER_MAC, ROUTER_IP, VIP),
+        arp_frame(1, ROUTER_MAC, ROUTER_IP, VIP),
         frag4(0, true, false),
         ext6(44, [0, 0, 0, 0, 0, 7]),
     ];

@@ -128,19 +128,6 @@ fn no_replies_to_non_unicast_sources_and_macs() {
     assert_eq!(w.flows.len(), 0);
 }
 
-/// An ARP frame (literal bytes; etherparse has no ARP writer), broadcast.
-fn arp_frame(op: u8, sender_mac: [u8; 6], sender: Ipv4Addr, target: Ipv4Addr) -> Vec<u8> {
-    let mut f = Vec::new();
-    f.extend_from_slice(&[0xff; 6]);
-    f.extend_from_slice(&sender_mac);
-    f.extend_from_slice(&[0x08, 0x06, 0, 1, 8, 0, 6, 4, 0, op]);
-    f.extend_from_slice(&sender_mac);
-    f.extend_from_slice(&sender.octets());
-    f.extend_from_slice(&[0; 6]);
-    f.extend_from_slice(&target.octets());
-    f
-}
-
 #[test]
 fn echo_larger_than_the_port_mtu_gets_no_reply() {
     // Found by fuzzing: a jumbo echo request came in on a 1400-byte port and its reply went

@@ -425,3 +425,15 @@ pub fn state_of(
         .find(|f| f.key.src_port == client_port)
         .map(|f| f.state)
 }
+
+/// An ARP frame, broadcast (literal bytes: etherparse has no ARP writer).
+pub fn arp_frame(op: u8, sender_mac: [u8; 6], sender: Ipv4Addr, target: Ipv4Addr) -> Vec<u8> {
+    let mut f = vec![0xff; 6];
+    f.extend_from_slice(&sender_mac);
+    f.extend_from_slice(&[0x08, 0x06, 0, 1, 8, 0, 6, 4, 0, op]);
+    f.extend_from_slice(&sender_mac);
+    f.extend_from_slice(&sender.octets());
+    f.extend_from_slice(&[0; 6]);
+    f.extend_from_slice(&target.octets());
+    f
+}
