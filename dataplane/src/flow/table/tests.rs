@@ -275,6 +275,31 @@ fn full_table_refuses_and_stays_consistent() {
 }
 
 #[test]
+fn a_dry_reclaim_scan_waits_for_the_clock() {
+    // 300 UDP connections (300 s) then 300 TCP (60 s), all at 0: at 61 s the first
+    // RECLAIM_SCAN hints from the cursor are UDP ones, not due; due TCP ones lie beyond.
+    let cap = 600;
+    let mut t = FlowTable::with_capacity(cap, Timeouts::default());
+    for n in 0..cap as u32 {
+        let proto = if n < 300 { PROTO_UDP } else { PROTO_TCP };
+        ins(&mut t, &client(n, proto), None, 1, 0).unwrap();
+    }
+    let (k1, k2) = (client(1000, PROTO_TCP), client(1001, PROTO_TCP));
+    let now = 61 * SEC;
+    assert_eq!(ins(&mut t, &k1, None, 1, now), Err(InsertError::Full));
+    // The same millisecond: no second scan (it would have reached the due TCP entries).
+    assert_eq!(ins(&mut t, &k1, None, 1, now), Err(InsertError::Full));
+    assert_eq!(t.expired, 0);
+    // The clock moved: the scan goes on from where the dry one stopped.
+    assert!(ins(&mut t, &k1, None, 1, now + 1).is_ok());
+    assert_eq!(t.expired, 1);
+    // A reclaim that succeeded does not hold the next one back.
+    assert!(ins(&mut t, &k2, None, 1, now + 1).is_ok());
+    assert_eq!((t.expired, t.len()), (2, cap));
+    t.check();
+}
+
+#[test]
 fn index_full_rolls_back_the_whole_insert() {
     // 2 buckets = 16 key slots for 32 entries: the index fills first.
     let mut t = FlowTable::with_geometry(32, 2, Timeouts::default(), Pages::Small);
