@@ -32,6 +32,7 @@
 
 mod classify;
 mod egress;
+mod fast;
 mod flows;
 mod icmp_msgs;
 mod local;
@@ -93,6 +94,10 @@ pub struct WorkerState {
     /// comes with the snapshot ([`Snapshot::sloppy_tcp`]). Either makes any TCP segment without
     /// a flow entry create one; off, only a lone SYN does and others go statelessly.
     pub sloppy_tcp: bool,
+    /// Stage 3 takes the fast path (`pipeline::fast`) for packets of tracked connections
+    /// (default on). Off, every frame takes the general path: the same actions, frames,
+    /// counters and flow table (the differential test compares the two).
+    pub fast_path: bool,
     cursors: Vec<u64>,
     generation: u64,
     icmp_errors: TokenBucket,
@@ -163,6 +168,7 @@ impl WorkerState {
             counters: Arc::new(WorkerCounters::default()),
             backends,
             sloppy_tcp: false,
+            fast_path: true,
             trace: None,
             cursors: vec![0; max_services],
             generation: u64::MAX,
@@ -269,7 +275,18 @@ pub fn process_burst_hashed<B: PacketBuf>(
             if let Some(t) = worker.trace.as_mut() {
                 t.before(buf.data(), rx_port, now_ms);
             }
-            *action = match handle(buf, st, rx_port, worker, snap, now_ms) {
+            // The fast path only while no trace is active: a trace sees every frame the
+            // general way (and the fast path then needs no hooks of its own).
+            let fast = if worker.fast_path && worker.trace.is_none() {
+                fast::handle(buf, st, worker, snap, now_ms)
+            } else {
+                None
+            };
+            let verdict = match fast {
+                Some(v) => v,
+                None => handle(buf, st, rx_port, worker, snap, now_ms),
+            };
+            *action = match verdict {
                 Ok(a) => a,
                 Err(reason) => Action::Drop(reason),
             };
