@@ -255,7 +255,9 @@ pub fn process_burst_hashed<B: PacketBuf>(
             worker
                 .counters
                 .add(Counter::RxBytes, buf.data().len() as u64);
-            *st = classify(buf, rx_port, worker, snap, None);
+            if !(worker.fast_path && fast::classify::classify(buf, rx_port, worker, snap, st)) {
+                *st = classify(buf, rx_port, worker, snap, None);
+            }
             if let Some(h) = st.lookup_hash() {
                 worker.flows.prefetch(h);
             }

@@ -146,5 +146,6 @@ fn reply<B: PacketBuf>(
     Some(Ok(Action::Tx(hop.port)))
 }
 
+pub(super) mod classify;
 #[cfg(test)]
 mod tests;

@@ -465,3 +465,41 @@ fn fast_path_equals_general_path() {
         tally.frames
     );
 }
+
+/// Stage 1 alone: whenever the fast classifier takes a frame, it stages exactly what the
+/// general one does (compared through `Debug`: `Staged` holds a snapshot reference).
+#[test]
+fn fast_classify_stages_what_classify_does() {
+    use crate::pipeline::classify::{classify, Staged};
+    let snaps: Vec<Snapshot> = (0..4).map(snapshot_variant).collect();
+    let taken = std::cell::Cell::new(0u64);
+    let mut runner = proptest::test_runner::TestRunner::new(ProptestConfig {
+        cases: CASES,
+        ..ProptestConfig::default()
+    });
+    let strategy = (spec(), 0u8..4, any::<bool>());
+    let result = runner.run(&strategy, |(s, variant, two_workers)| {
+        let snap = &snaps[usize::from(variant)];
+        let w = worker(if two_workers { 2 } else { 1 }, true, false);
+        let (frame, good) = build(&s);
+        let mut buf = VecBuf::new(&frame);
+        if good {
+            buf.set_rx_ipv4_checksum(crate::io::RxChecksum::Good);
+        }
+        let mut st = Staged::Done(Ok(Action::Tx(0)));
+        if super::classify::classify(&buf, 0, &w, snap, &mut st) {
+            taken.set(taken.get() + 1);
+            let want = classify(&buf, 0, &w, snap, None);
+            prop_assert_eq!(format!("{st:?}"), format!("{want:?}"));
+        }
+        Ok(())
+    });
+    if let Err(e) = result {
+        panic!("{e}");
+    }
+    assert!(
+        taken.get() * 10 > u64::from(CASES),
+        "{} frames taken",
+        taken.get()
+    );
+}
