@@ -250,22 +250,31 @@ pub fn process_burst_hashed<B: PacketBuf>(
     while start < bufs.len().min(actions.len()) {
         let end = (start + STAGE).min(bufs.len()).min(actions.len());
         let (bufs, actions) = (&mut bufs[start..end], &mut actions[start..end]);
+        // The hashes stage 3 looks up, gathered in stage 1 for the second prefetch pass.
+        let mut lookups = [0u64; STAGE];
+        let mut n_lookups = 0;
         for (buf, st) in bufs.iter().zip(staged.iter_mut()) {
             worker.counters.inc(Counter::RxPackets);
             worker
                 .counters
                 .add(Counter::RxBytes, buf.data().len() as u64);
-            if !(worker.fast_path && fast::classify::classify(buf, rx_port, worker, snap, st)) {
+            let fast = if worker.fast_path {
+                fast::classify::classify(buf, rx_port, worker, snap, st)
+            } else {
+                None
+            };
+            let lookup = fast.or_else(|| {
                 *st = classify(buf, rx_port, worker, snap, None);
-            }
-            if let Some(h) = st.lookup_hash() {
+                st.lookup_hash()
+            });
+            if let (Some(h), Some(slot)) = (lookup, lookups.get_mut(n_lookups)) {
                 worker.flows.prefetch(h);
+                *slot = h;
+                n_lookups += 1;
             }
         }
-        for st in &staged[..bufs.len()] {
-            if let Some(h) = st.lookup_hash() {
-                worker.flows.prefetch_entry(h);
-            }
+        for &h in &lookups[..n_lookups] {
+            worker.flows.prefetch_entry(h);
         }
         for (i, ((buf, action), st)) in bufs
             .iter_mut()

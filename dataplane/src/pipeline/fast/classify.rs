@@ -8,7 +8,7 @@
 //! It makes the general path's checks, in the same order, on the same fields, but never
 //! decides a drop or a steer: whatever is not the common case (a check that fails, a frame
 //! for another worker, ARP, IPv6, ICMP, options, fragments, the box's own addresses) returns
-//! `false` and the caller classifies the frame the general way. Stage 1 changes no state, so
+//! `None` and the caller classifies the frame the general way. Stage 1 changes no state, so
 //! the fallback is free of side effects; for a frame it takes it writes exactly the
 //! `Staged` the general path would (checked by the differential test).
 
@@ -22,7 +22,8 @@ use crate::wire::checksum;
 use crate::wire::ethernet::{self, ethertype};
 use crate::wire::ipv4;
 
-/// Classify `buf` into `st` if it is the common case; `false` (and `st` untouched) if not.
+/// Classify `buf` into `st` if it is the common case, returning the flow hash stage 3 will
+/// look up; `None` (and `st` untouched) if not.
 #[inline]
 pub(in crate::pipeline) fn classify<'s, B: PacketBuf>(
     buf: &B,
@@ -30,36 +31,30 @@ pub(in crate::pipeline) fn classify<'s, B: PacketBuf>(
     w: &WorkerState,
     snap: &'s Snapshot,
     st: &mut Staged<'s>,
-) -> bool {
+) -> Option<u64> {
     const L2: usize = ethernet::HEADER_LEN;
     const IP_END: usize = L2 + ipv4::HEADER_LEN;
     let data = buf.data();
-    let Some(h) = data.get(..IP_END) else {
-        return false;
-    };
-    let Some(port) = snap.ports.get(usize::from(rx_port)) else {
-        return false;
-    };
+    let h = data.get(..IP_END)?;
+    let port = snap.ports.get(usize::from(rx_port))?;
     // Ethernet: IPv4, unicast to our MAC, from a unicast non-zero MAC (so untagged).
     let (dst_mac, src_mac) = (&h[0..6], &h[6..12]);
     if u16::from_be_bytes([h[12], h[13]]) != ethertype::IPV4
         || dst_mac[0] & 1 != 0
         || src_mac[0] & 1 != 0
     {
-        return false;
+        return None;
     }
-    let (Ok(dst_mac), Ok(src_mac)) = (dst_mac.try_into(), src_mac.try_into()) else {
-        return false;
-    };
+    let (dst_mac, src_mac) = (dst_mac.try_into().ok()?, src_mac.try_into().ok()?);
     if mac48(dst_mac) != mac48(&port.mac.0) || mac48(src_mac) == 0 {
-        return false;
+        return None;
     }
     // IPv4: version 4, no options, the lengths, the checksum.
     let ip = &data[L2..];
     let iph = &h[L2..];
     let total = usize::from(u16::from_be_bytes([iph[2], iph[3]]));
     if iph[0] != 0x45 || total < ipv4::HEADER_LEN || total > ip.len() {
-        return false;
+        return None;
     }
     let checksum_ok = match buf.rx_ipv4_checksum() {
         RxChecksum::Good => true,
@@ -72,7 +67,7 @@ pub(in crate::pipeline) fn classify<'s, B: PacketBuf>(
         || flags_frag & 0x3fff != 0
         || (proto != ipv4::proto::TCP && proto != ipv4::proto::UDP)
     {
-        return false;
+        return None;
     }
     let (src4, dst4) = (
         [iph[12], iph[13], iph[14], iph[15]],
@@ -80,14 +75,9 @@ pub(in crate::pipeline) fn classify<'s, B: PacketBuf>(
     );
     let ttl = iph[8];
     let src32 = u32::from_be_bytes(src4);
-    if check_source_v4(src32, u32::from_be_bytes(dst4), ttl, snap).is_err() {
-        return false;
-    }
+    check_source_v4(src32, u32::from_be_bytes(dst4), ttl, snap).ok()?;
     // TCP / UDP header.
-    let Ok((src_port, dst_port, flags)) = parse_l4(&ip[ipv4::HEADER_LEN..total], proto, false)
-    else {
-        return false;
-    };
+    let (src_port, dst_port, flags) = parse_l4(&ip[ipv4::HEADER_LEN..total], proto, false).ok()?;
     let pkt = Pkt {
         l2: L2,
         v4: true,
@@ -115,9 +105,10 @@ pub(in crate::pipeline) fn classify<'s, B: PacketBuf>(
         if bad_flags
             || (svc.has_nat && w.n_workers > 1 && w.owner_of(&key.src, src_port) != w.index)
         {
-            return false;
+            return None;
         }
         let info = L4Info::new(key, flags, None);
+        let hash = info.hash;
         *st = Staged::Client {
             pkt,
             info,
@@ -125,23 +116,22 @@ pub(in crate::pipeline) fn classify<'s, B: PacketBuf>(
             svc,
             owner_here: true,
         };
-        return true;
+        return Some(hash);
     }
     if snap.is_vip(&key.dst) || snap.is_local_key(&key.dst) {
-        return false;
+        return None;
     }
-    let Some(unique_service) = snap.nat_endpoint(&key.src, proto, src_port) else {
-        return false;
-    };
+    let unique_service = snap.nat_endpoint(&key.src, proto, src_port)?;
     if bad_flags || (w.n_workers > 1 && w.owner_of(&key.dst, dst_port) != w.index) {
-        return false;
+        return None;
     }
     let info = L4Info::new(key, flags, None);
+    let hash = info.hash;
     *st = Staged::Reply {
         pkt,
         info,
         unique_service,
         owner_here: true,
     };
-    true
+    Some(hash)
 }
