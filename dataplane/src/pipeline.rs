@@ -94,9 +94,11 @@ pub struct WorkerState {
     /// comes with the snapshot ([`Snapshot::sloppy_tcp`]). Either makes any TCP segment without
     /// a flow entry create one; off, only a lone SYN does and others go statelessly.
     pub sloppy_tcp: bool,
-    /// Stage 3 takes the fast path (`pipeline::fast`) for packets of tracked connections
-    /// (default on). Off, every frame takes the general path: the same actions, frames,
-    /// counters and flow table (the differential test compares the two).
+    /// Stages 1 and 3 of a burst take the fast path (`pipeline::fast`) for the common
+    /// IPv4 frame and for packets of tracked connections (default on). Off, every frame takes
+    /// the general path: the same actions, frames, counters and flow table (the differential
+    /// test in `pipeline/fast/tests.rs` compares the two). Steered frames always take the
+    /// general path.
     pub fast_path: bool,
     cursors: Vec<u64>,
     generation: u64,
