@@ -19,3 +19,8 @@ pub mod trace;
 pub mod wire;
 #[cfg(feature = "dpdk")]
 pub mod worker;
+
+// Lets unit tests share the integration tests' frame builders (`tests/common`), which name
+// the crate by its external name (the fast path's differential test).
+#[cfg(test)]
+extern crate self as vipd_dataplane;

@@ -32,6 +32,7 @@
 
 mod classify;
 mod egress;
+mod fast;
 mod flows;
 mod icmp_msgs;
 mod local;
@@ -93,6 +94,12 @@ pub struct WorkerState {
     /// comes with the snapshot ([`Snapshot::sloppy_tcp`]). Either makes any TCP segment without
     /// a flow entry create one; off, only a lone SYN does and others go statelessly.
     pub sloppy_tcp: bool,
+    /// Stages 1 and 3 of a burst take the fast path (`pipeline::fast`) for the common
+    /// IPv4 frame and for packets of tracked connections (default on). Off, every frame takes
+    /// the general path: the same actions, frames, counters and flow table (the differential
+    /// test in `pipeline/fast/tests.rs` compares the two). Steered frames always take the
+    /// general path.
+    pub fast_path: bool,
     cursors: Vec<u64>,
     generation: u64,
     icmp_errors: TokenBucket,
@@ -163,6 +170,7 @@ impl WorkerState {
             counters: Arc::new(WorkerCounters::default()),
             backends,
             sloppy_tcp: false,
+            fast_path: true,
             trace: None,
             cursors: vec![0; max_services],
             generation: u64::MAX,
@@ -244,20 +252,31 @@ pub fn process_burst_hashed<B: PacketBuf>(
     while start < bufs.len().min(actions.len()) {
         let end = (start + STAGE).min(bufs.len()).min(actions.len());
         let (bufs, actions) = (&mut bufs[start..end], &mut actions[start..end]);
+        // The hashes stage 3 looks up, gathered in stage 1 for the second prefetch pass.
+        let mut lookups = [0u64; STAGE];
+        let mut n_lookups = 0;
         for (buf, st) in bufs.iter().zip(staged.iter_mut()) {
             worker.counters.inc(Counter::RxPackets);
             worker
                 .counters
                 .add(Counter::RxBytes, buf.data().len() as u64);
-            *st = classify(buf, rx_port, worker, snap, None);
-            if let Some(h) = st.lookup_hash() {
+            let fast = if worker.fast_path {
+                fast::classify::classify(buf, rx_port, worker, snap, st)
+            } else {
+                None
+            };
+            let lookup = fast.or_else(|| {
+                *st = classify(buf, rx_port, worker, snap, None);
+                st.lookup_hash()
+            });
+            if let (Some(h), Some(slot)) = (lookup, lookups.get_mut(n_lookups)) {
                 worker.flows.prefetch(h);
+                *slot = h;
+                n_lookups += 1;
             }
         }
-        for st in &staged[..bufs.len()] {
-            if let Some(h) = st.lookup_hash() {
-                worker.flows.prefetch_entry(h);
-            }
+        for &h in &lookups[..n_lookups] {
+            worker.flows.prefetch_entry(h);
         }
         for (i, ((buf, action), st)) in bufs
             .iter_mut()
@@ -269,7 +288,18 @@ pub fn process_burst_hashed<B: PacketBuf>(
             if let Some(t) = worker.trace.as_mut() {
                 t.before(buf.data(), rx_port, now_ms);
             }
-            *action = match handle(buf, st, rx_port, worker, snap, now_ms) {
+            // The fast path only while no trace is active: a trace sees every frame the
+            // general way (and the fast path then needs no hooks of its own).
+            let fast = if worker.fast_path && worker.trace.is_none() {
+                fast::handle(buf, st, worker, snap, now_ms)
+            } else {
+                None
+            };
+            let verdict = match fast {
+                Some(v) => v,
+                None => handle(buf, st, rx_port, worker, snap, now_ms),
+            };
+            *action = match verdict {
                 Ok(a) => a,
                 Err(reason) => Action::Drop(reason),
             };

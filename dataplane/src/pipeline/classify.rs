@@ -95,7 +95,7 @@ pub(super) fn classify<'s, B: PacketBuf>(
 
 /// The first six bytes as a MAC-sized integer (a compare instead of six).
 #[inline]
-fn mac48(b: &[u8; 6]) -> u64 {
+pub(super) fn mac48(b: &[u8; 6]) -> u64 {
     u64::from(u16::from_be_bytes([b[0], b[1]])) << 32
         | u64::from(u32::from_be_bytes([b[2], b[3], b[4], b[5]]))
 }
@@ -149,7 +149,7 @@ fn frame<'s, B: PacketBuf>(
 /// reply to a multicast "client" was forwarded: found by fuzzing), a TTL that is not 0.
 /// On 32-bit integers: this runs for every packet.
 #[inline]
-fn check_source_v4(src: u32, dst: u32, ttl: u8, snap: &Snapshot) -> Result<(), Counter> {
+pub(super) fn check_source_v4(src: u32, dst: u32, ttl: u8, snap: &Snapshot) -> Result<(), Counter> {
     let unicast = |a: u32| addr::is_unicast_source_v4(a.to_be_bytes());
     if !unicast(src) || src == dst || snap.is_own_or_broadcast_v4(src) {
         return Err(Counter::DropMartianSource);
@@ -184,7 +184,7 @@ fn check_source_v6(
 
 /// An IPv4 address in flow-key form.
 #[inline]
-fn mapped(a: [u8; 4]) -> [u8; 16] {
+pub(super) fn mapped(a: [u8; 4]) -> [u8; 16] {
     let mut m = [0u8; 16];
     m[10] = 0xff;
     m[11] = 0xff;
@@ -403,7 +403,7 @@ fn by_protocol<'s>(
 /// Whether a TCP flags byte is a combination a TCP endpoint sends: the table of Linux
 /// conntrack (`tcp_valid_flags`), ignoring PSH, ECE and CWR. Rejects no flags, SYN+FIN,
 /// SYN+RST, FIN without ACK and the like (scans, evasion, fingerprinting).
-fn valid_tcp_flags(bits: u8) -> bool {
+pub(super) fn valid_tcp_flags(bits: u8) -> bool {
     use tcp::flags::{ACK, FIN, RST, SYN};
     const URG: u8 = 0x20;
     matches!(
@@ -425,7 +425,7 @@ fn valid_tcp_flags(bits: u8) -> bool {
 /// header (RFC 1858 tiny fragments). The checks of `TcpPacket::new_checked` and
 /// `UdpPacket::new_checked` / `new_header_checked`.
 #[inline]
-fn parse_l4(
+pub(super) fn parse_l4(
     seg: &[u8],
     l4_proto: u8,
     first_fragment: bool,

@@ -1,0 +1,506 @@
+//! The fast path's proof of equality: random bursts through two workers, one with the fast
+//! path and one without, must give the same actions, output frames, flow hashes, counters,
+//! real-server statistics and flow-table contents after every burst.
+//!
+//! The bursts mix what the fast path takes (established client packets and NAT replies, TCP
+//! and UDP, NAT, DR and TUN) with everything it must leave alone: SYN, FIN, RST, bad flag
+//! combinations, fragments, bad checksums, TTL 0 / 1, martian sources, frames not for us,
+//! truncated frames, packets too big for a smaller MTU, IPv6, unresolved next hops and
+//! clients, connections another worker owns (two workers), real servers that go down in a
+//! service that drops dead flows, and clock jumps past the timeouts.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a test on generated, valid fixtures
+
+#[path = "../../../tests/common/mod.rs"]
+mod common;
+
+use crate::backend_stats::BackendCounts;
+use crate::counters::Counter;
+use crate::flow::{FlowInfo, FlowTable, Timeouts};
+use crate::io::mem::VecBuf;
+use crate::io::PacketBuf;
+use crate::pipeline::{process_burst_hashed, Action, WorkerState};
+use crate::sched::SchedulerKind;
+use crate::snapshot::{BackendSpec, FwdMode, ServiceSpec, Snapshot};
+use crate::wire::checksum;
+use common::*;
+use proptest::prelude::*;
+use std::net::{IpAddr, Ipv4Addr};
+
+/// The services of the test, by index: 0 VIP:80/tcp NAT (rr), 1 VIP:53/udp NAT (wrr),
+/// 2 VIP:8000/tcp NAT RS1+RS2 (maglev; drops dead flows), 3 VIP:443/tcp DR, 4 VIP:8443/tcp
+/// TUN 4in4, 5 VIP_UNRESOLVED:80/tcp NAT (no MAC), 6 [vip6]:80/tcp NAT66, 7 VIP:5000/udp DR.
+/// `variant` bit 0: MTU 600 instead of 1500; bit 1: RS2 down.
+fn snapshot_variant(variant: u8) -> Snapshot {
+    let mut port = lb_port();
+    if variant & 1 != 0 {
+        port.mtu = 600;
+    }
+    let rs2_up = variant & 2 == 0;
+    let svc = |vip: IpAddr, proto, port, scheduler, backends| ServiceSpec {
+        vip,
+        proto,
+        port,
+        scheduler,
+        backends,
+        ..Default::default()
+    };
+    let with_mode = |b: BackendSpec, mode| BackendSpec { mode, ..b };
+    let services = vec![
+        svc(
+            VIP.into(),
+            6,
+            80,
+            SchedulerKind::Rr,
+            vec![nat_rs(0, RS1_IP.into(), 8080)],
+        ),
+        svc(
+            VIP.into(),
+            17,
+            53,
+            SchedulerKind::Wrr,
+            vec![nat_rs(1, RS1_IP.into(), 5353)],
+        ),
+        ServiceSpec {
+            drop_dead_flows: true,
+            ..svc(
+                VIP.into(),
+                6,
+                8000,
+                SchedulerKind::Maglev,
+                vec![
+                    nat_rs(2, RS1_IP.into(), 8000),
+                    BackendSpec {
+                        up: rs2_up,
+                        ..nat_rs(3, RS2_IP.into(), 8000)
+                    },
+                ],
+            )
+        },
+        svc(
+            VIP.into(),
+            6,
+            443,
+            SchedulerKind::Rr,
+            vec![with_mode(nat_rs(4, RS1_IP.into(), 443), FwdMode::Dr)],
+        ),
+        svc(
+            VIP.into(),
+            6,
+            8443,
+            SchedulerKind::Maglev,
+            vec![with_mode(nat_rs(5, RS1_IP.into(), 8443), FwdMode::Tunnel)],
+        ),
+        svc(
+            VIP_UNRESOLVED.into(),
+            6,
+            80,
+            SchedulerKind::Rr,
+            vec![nat_rs(6, RS_UNRESOLVED_IP.into(), 80)],
+        ),
+        svc(
+            vip6().into(),
+            6,
+            80,
+            SchedulerKind::Rr,
+            vec![nat_rs(7, rs1_ip6().into(), 8080)],
+        ),
+        svc(
+            VIP.into(),
+            17,
+            5000,
+            SchedulerKind::Maglev,
+            vec![with_mode(nat_rs(8, RS2_IP.into(), 5000), FwdMode::Dr)],
+        ),
+    ];
+    Snapshot::build(
+        u64::from(variant) + 1,
+        vec![port],
+        &services,
+        &neighbours(),
+        65537,
+    )
+    .unwrap()
+}
+
+/// Where a generated packet goes: (VIP, proto, port) of a service or not.
+const TARGETS: &[(u8, u16)] = &[
+    (6, 80),
+    (17, 53),
+    (6, 8000),
+    (6, 443),
+    (6, 8443),
+    (6, 80), // VIP_UNRESOLVED
+    (6, 80), // IPv6
+    (17, 5000),
+    (6, 9999), // a VIP port without a service
+];
+
+/// NAT real servers' endpoints (replies come from these): address, port, proto.
+fn nat_endpoint(i: u8) -> (IpAddr, u16, u8) {
+    match i % 6 {
+        0 => (RS1_IP.into(), 8080, 6),
+        1 => (RS1_IP.into(), 5353, 17),
+        2 => (RS1_IP.into(), 8000, 6),
+        3 => (RS2_IP.into(), 8000, 6),
+        4 => (RS_UNRESOLVED_IP.into(), 80, 6),
+        _ => (rs1_ip6().into(), 8080, 6),
+    }
+}
+
+/// Client addresses: off-link ones behind the router, and one on-link without a MAC.
+fn client_addr(i: u8, v6: bool) -> IpAddr {
+    if v6 {
+        return client_ip6().into();
+    }
+    match i % 8 {
+        7 => Ipv4Addr::new(10, 0, 0, 77).into(),
+        n => Ipv4Addr::new(192, 0, 2, 50 + n % 2).into(),
+    }
+}
+
+/// Flags a generated TCP segment carries, the common ones more often.
+const FLAGS: &[&str] = &[
+    "S", "S", "S", "A", "A", "A", "A", "A", "A", "A", "A", "PA", "PA", "PA", "SA", "FA", "R", "RA",
+    "F", "", "SF", "SR", "AP",
+];
+
+/// What is done to a generated frame after it is written.
+#[derive(Clone, Copy, Debug)]
+enum Mutation {
+    None,
+    BadIpChecksum,
+    BadL4Checksum,
+    MartianSource,
+    FirstFragment,
+    LaterFragment(u16),
+    NotOurMac,
+    MulticastMac,
+    Vlan,
+    Truncate(usize),
+    NicChecksumGood,
+}
+
+#[derive(Clone, Debug)]
+struct Spec {
+    reply: bool,
+    target: u8,
+    endpoint: u8,
+    client: u8,
+    sport: u16,
+    flags: u8,
+    ttl: u8,
+    payload: usize,
+    dont_fragment: bool,
+    mutation: Mutation,
+}
+
+fn mutation() -> impl Strategy<Value = Mutation> {
+    prop_oneof![
+        40 => Just(Mutation::None),
+        1 => Just(Mutation::BadIpChecksum),
+        1 => Just(Mutation::BadL4Checksum),
+        1 => Just(Mutation::MartianSource),
+        1 => Just(Mutation::FirstFragment),
+        1 => (1u16..200).prop_map(Mutation::LaterFragment),
+        1 => Just(Mutation::NotOurMac),
+        1 => Just(Mutation::MulticastMac),
+        1 => Just(Mutation::Vlan),
+        1 => (0usize..60).prop_map(Mutation::Truncate),
+        3 => Just(Mutation::NicChecksumGood),
+    ]
+}
+
+fn spec() -> impl Strategy<Value = Spec> {
+    (
+        prop::bool::weighted(0.4),
+        0..TARGETS.len() as u8,
+        any::<u8>(),
+        any::<u8>(),
+        0u16..2,
+        0..FLAGS.len() as u8,
+        prop_oneof![20 => Just(64u8), 1 => Just(2u8), 1 => Just(1u8), 1 => Just(0u8)],
+        prop_oneof![20 => 0usize..64, 1 => Just(1200usize), 1 => Just(1460usize)],
+        prop::bool::weighted(0.8),
+        mutation(),
+    )
+        .prop_map(
+            |(reply, target, endpoint, client, sport, flags, ttl, payload, df, mutation)| Spec {
+                reply,
+                target,
+                endpoint,
+                client,
+                sport: 40000 + sport,
+                flags,
+                ttl,
+                payload,
+                dont_fragment: df,
+                mutation,
+            },
+        )
+}
+
+/// Rewrite the IPv4 header's flags and fragment offset, and its checksum.
+fn set_fragment(frame: &mut [u8], more: bool, offset8: u16) {
+    let ip = &mut frame[14..34];
+    let v = (u16::from(ip[6]) << 8 & 0x4000) | if more { 0x2000 } else { 0 } | offset8;
+    ip[6..8].copy_from_slice(&v.to_be_bytes());
+    fix_ip_checksum(frame);
+}
+
+fn fix_ip_checksum(frame: &mut [u8]) {
+    let ihl = usize::from(frame[14] & 0x0f) * 4;
+    frame[24..26].copy_from_slice(&[0, 0]);
+    let c = checksum::finish(checksum::sum(&frame[14..14 + ihl]));
+    frame[24..26].copy_from_slice(&c.to_be_bytes());
+}
+
+/// The frame and its NIC checksum verdict.
+fn build(s: &Spec) -> (Vec<u8>, bool) {
+    let (vip, proto, vport, v6) = {
+        let (proto, port) = TARGETS[usize::from(s.target)];
+        match s.target {
+            5 => (IpAddr::from(VIP_UNRESOLVED), proto, port, false),
+            6 => (IpAddr::from(vip6()), proto, port, true),
+            _ => (IpAddr::from(VIP), proto, port, false),
+        }
+    };
+    let (src, dst, sport, dport, proto) = if s.reply {
+        // Mostly the real server of the target's service, so replies find their flows.
+        let endpoint = match (s.endpoint < 200, s.target) {
+            (true, 0..=2) => s.target + (s.endpoint & 1) * (s.target / 2),
+            (true, 5) => 4,
+            (true, 6) => 5,
+            _ => s.endpoint,
+        };
+        let (rs, rport, proto) = nat_endpoint(endpoint);
+        let client = client_addr(s.client, rs.is_ipv6());
+        (rs, client, rport, s.sport, proto)
+    } else {
+        (client_addr(s.client, v6), vip, s.sport, vport, proto)
+    };
+    let l4 = if proto == 6 {
+        tcp(sport, dport, FLAGS[usize::from(s.flags)])
+    } else {
+        udp(sport, dport)
+    };
+    let mut f = Frame::new(ROUTER_MAC, LB_MAC, src, dst, l4, &vec![0x5a; s.payload]);
+    f.ttl = s.ttl;
+    f.dont_fragment = s.dont_fragment;
+    let v4 = src.is_ipv4();
+    match s.mutation {
+        Mutation::MartianSource if v4 => f.src = LB_IP.into(),
+        Mutation::MartianSource => f.src = lb_ip6().into(),
+        Mutation::NotOurMac => f.dst_mac = RS2_MAC,
+        Mutation::MulticastMac => f.dst_mac = [0x01, 0, 0x5e, 0, 0, 1],
+        Mutation::Vlan => f.vlan = Some(7),
+        _ => {}
+    }
+    let mut bytes = f.bytes();
+    let ip_at = if matches!(s.mutation, Mutation::Vlan) {
+        18
+    } else {
+        14
+    };
+    match s.mutation {
+        Mutation::BadIpChecksum => bytes[ip_at + 10] ^= 0x40,
+        Mutation::BadL4Checksum if v4 => {
+            let at = ip_at + 20 + if proto == 6 { 16 } else { 6 };
+            bytes[at] ^= 0x01;
+        }
+        Mutation::FirstFragment if v4 => set_fragment(&mut bytes, true, 0),
+        Mutation::LaterFragment(off) if v4 => set_fragment(&mut bytes, off % 2 == 0, off),
+        Mutation::Truncate(n) => bytes.truncate(n.min(bytes.len())),
+        _ => {}
+    }
+    (bytes, matches!(s.mutation, Mutation::NicChecksumGood))
+}
+
+/// One burst: its frames, the snapshot variant and the clock step before it.
+#[derive(Clone, Debug)]
+struct Burst {
+    frames: Vec<Spec>,
+    variant: u8,
+    step_ms: u64,
+}
+
+fn burst() -> impl Strategy<Value = Burst> {
+    (
+        prop::collection::vec(spec(), 1..48),
+        prop_oneof![6 => Just(0u8), 1 => 1u8..4],
+        prop_oneof![10 => 0u64..2_000, 1 => Just(70_000u64), 1 => Just(1_000_000u64)],
+    )
+        .prop_map(|(frames, variant, step_ms)| Burst {
+            frames,
+            variant,
+            step_ms,
+        })
+}
+
+fn worker(n_workers: u16, fast_path: bool, sloppy: bool) -> WorkerState {
+    let mut w = WorkerState::new(
+        0,
+        n_workers,
+        FlowTable::with_capacity(64, Timeouts::default()),
+        16,
+    );
+    w.fast_path = fast_path;
+    w.sloppy_tcp = sloppy;
+    w
+}
+
+/// Everything observable of a worker's state.
+fn state(w: &WorkerState, now: u64) -> (Vec<u64>, Vec<BackendCounts>, Vec<FlowInfo>, [u64; 5]) {
+    let counters = Counter::ALL.iter().map(|&c| w.counters.get(c)).collect();
+    let backends = (0..16).map(|i| w.backends.get(i)).collect();
+    let flows = w.flows.iter(now).collect();
+    let t = &w.flows;
+    let table = [
+        t.inserts,
+        t.insert_full,
+        t.insert_exists,
+        t.expired,
+        t.removed,
+    ];
+    (counters, backends, flows, table)
+}
+
+/// One burst through a worker: the actions, frames and flow hashes.
+fn run(
+    w: &mut WorkerState,
+    snap: &Snapshot,
+    frames: &[(Vec<u8>, bool)],
+    now: u64,
+) -> (Vec<Action>, Vec<Vec<u8>>, Vec<u64>) {
+    let mut bufs: Vec<VecBuf> = frames
+        .iter()
+        .map(|(f, good)| {
+            let mut b = VecBuf::new(f);
+            if *good {
+                b.set_rx_ipv4_checksum(crate::io::RxChecksum::Good);
+            }
+            b
+        })
+        .collect();
+    let mut actions = vec![Action::ToControl; bufs.len()];
+    let mut hashes = vec![0u64; bufs.len()];
+    process_burst_hashed(&mut bufs, &mut actions, &mut hashes, 0, w, snap, now);
+    let out = bufs.iter().map(|b| b.data().to_vec()).collect();
+    (actions, out, hashes)
+}
+
+/// Frames the differential run sent through the two workers, and how many of them took
+/// the fast path (a generator that never reached it would prove nothing).
+#[derive(Default)]
+struct Tally {
+    frames: u64,
+    fast: u64,
+    sent: u64,
+}
+
+fn case(
+    bursts: &[Burst],
+    two_workers: bool,
+    sloppy: bool,
+    snaps: &[Snapshot],
+    tally: &mut Tally,
+) -> Result<(), TestCaseError> {
+    let n = if two_workers { 2 } else { 1 };
+    let mut fast = worker(n, true, sloppy);
+    let mut general = worker(n, false, sloppy);
+    let mut now = 1_000u64;
+    for b in bursts {
+        now += b.step_ms;
+        let snap = &snaps[usize::from(b.variant)];
+        let frames: Vec<_> = b.frames.iter().map(build).collect();
+        let before = super::FAST_HITS.with(|h| h.get());
+        let got = run(&mut fast, snap, &frames, now);
+        tally.fast += super::FAST_HITS.with(|h| h.get()) - before;
+        let want = run(&mut general, snap, &frames, now);
+        prop_assert_eq!(&got, &want);
+        prop_assert_eq!(state(&fast, now), state(&general, now));
+        tally.frames += frames.len() as u64;
+        tally.sent += got.0.iter().filter(|a| matches!(a, Action::Tx(_))).count() as u64;
+    }
+    Ok(())
+}
+
+/// Cases of the differential test (each up to ten bursts of up to 47 frames).
+const CASES: u32 = 1024;
+
+#[test]
+fn fast_path_equals_general_path() {
+    let snaps: Vec<Snapshot> = (0..4).map(snapshot_variant).collect();
+    let tally = std::cell::RefCell::new(Tally::default());
+    let mut runner = proptest::test_runner::TestRunner::new(ProptestConfig {
+        cases: CASES,
+        ..ProptestConfig::default()
+    });
+    let strategy = (
+        prop::collection::vec(burst(), 1..10),
+        any::<bool>(),
+        prop::bool::weighted(0.2),
+    );
+    let result = runner.run(&strategy, |(bursts, two_workers, sloppy)| {
+        case(
+            &bursts,
+            two_workers,
+            sloppy,
+            &snaps,
+            &mut tally.borrow_mut(),
+        )
+    });
+    if let Err(e) = result {
+        panic!("{e}");
+    }
+    let tally = tally.into_inner();
+    println!(
+        "differential: {CASES} cases, {} frames, {} on the fast path, {} sent",
+        tally.frames, tally.fast, tally.sent
+    );
+    assert!(
+        tally.fast * 20 > tally.frames,
+        "only {} of {} frames took the fast path",
+        tally.fast,
+        tally.frames
+    );
+}
+
+/// Stage 1 alone: whenever the fast classifier takes a frame, it stages exactly what the
+/// general one does (compared through `Debug`: `Staged` holds a snapshot reference).
+#[test]
+fn fast_classify_stages_what_classify_does() {
+    use crate::pipeline::classify::{classify, Staged};
+    let snaps: Vec<Snapshot> = (0..4).map(snapshot_variant).collect();
+    let taken = std::cell::Cell::new(0u64);
+    let mut runner = proptest::test_runner::TestRunner::new(ProptestConfig {
+        cases: CASES,
+        ..ProptestConfig::default()
+    });
+    let strategy = (spec(), 0u8..4, any::<bool>());
+    let result = runner.run(&strategy, |(s, variant, two_workers)| {
+        let snap = &snaps[usize::from(variant)];
+        let w = worker(if two_workers { 2 } else { 1 }, true, false);
+        let (frame, good) = build(&s);
+        let mut buf = VecBuf::new(&frame);
+        if good {
+            buf.set_rx_ipv4_checksum(crate::io::RxChecksum::Good);
+        }
+        let mut st = Staged::Done(Ok(Action::Tx(0)));
+        if let Some(hash) = super::classify::classify(&buf, 0, &w, snap, &mut st) {
+            taken.set(taken.get() + 1);
+            let want = classify(&buf, 0, &w, snap, None);
+            prop_assert_eq!(Some(hash), want.lookup_hash());
+            prop_assert_eq!(format!("{st:?}"), format!("{want:?}"));
+        }
+        Ok(())
+    });
+    if let Err(e) = result {
+        panic!("{e}");
+    }
+    assert!(
+        taken.get() * 10 > u64::from(CASES),
+        "{} frames taken",
+        taken.get()
+    );
+}
