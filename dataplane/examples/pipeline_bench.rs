@@ -20,7 +20,10 @@ use std::time::Instant;
 use vipd_dataplane::flow::{FlowTable, Pages, Timeouts};
 use vipd_dataplane::io::mem::VecBuf;
 use vipd_dataplane::io::{PacketBuf, RxChecksum};
-use vipd_dataplane::pipeline::{process_burst, process_steered, Action, WorkerState};
+use vipd_dataplane::pipeline::{
+    process_burst, process_burst_hashed, process_steered, process_steered_hashed, Action,
+    WorkerState,
+};
 use vipd_dataplane::sched::SchedulerKind;
 use vipd_dataplane::snapshot::{BackendSpec, FwdMode, PortInfo, ServiceSpec, Snapshot};
 use vipd_dataplane::wire::{checksum, MacAddr};
@@ -249,8 +252,9 @@ fn random_line_ns(bytes: usize, reads: u32) -> f64 {
 /// Software steering with two workers: worker 0 receives established NAT packets of flows
 /// owned by worker 1 (what RSS does to (N-1)/N of them), classifies them and hands them over
 /// (`steer-out`, ns per packet on the receiving core); worker 1 processes them again
-/// (`process_steered`: parse, lookup, rewrite; `steer-in`, ns per packet on the owner). The
-/// ring hop between the cores comes on top. Returns (out ns, in ns, packets).
+/// (`process_steered_hashed` with the flow hash the receiver computed, as the worker loop
+/// does: parse, lookup, rewrite; `steer-in`, ns per packet on the owner). The ring hop
+/// between the cores comes on top. Returns (out ns, in ns, packets).
 fn steering(snap: &Snapshot, flows: u32, capacity: usize, now: &mut u64) -> (f64, f64, u32) {
     let vip = Ipv4Addr::new(10, 100, 0, 1);
     let router = [2, 0, 0, 0, 0, 1];
@@ -274,17 +278,26 @@ fn steering(snap: &Snapshot, flows: u32, capacity: usize, now: &mut u64) -> (f64
         tcp_frame(a, vip, p, 80, 0x10, router)
     };
     let mut actions = [Action::Tx(0); BURST];
+    let mut hashes = [None; BURST];
     let (mut t_out, mut t_in, mut i) = (0u128, 0u128, 0u32);
     while i < packets {
         let n = (packets - i).min(BURST as u32) as usize;
         let mut bufs: Vec<VecBuf> = (0..n).map(|k| VecBuf::new(&frame(i + k as u32))).collect();
         i += n as u32;
         let t = Instant::now();
-        process_burst(&mut bufs, &mut actions[..n], 0, &mut w0, snap, *now);
+        process_burst_hashed(
+            &mut bufs,
+            &mut actions[..n],
+            &mut hashes[..n],
+            0,
+            &mut w0,
+            snap,
+            *now,
+        );
         t_out += t.elapsed().as_nanos();
         let t = Instant::now();
-        for b in bufs.iter_mut() {
-            black_box(process_steered(b, 0, &mut w1, snap, *now));
+        for (b, h) in bufs.iter_mut().zip(hashes.iter()) {
+            black_box(process_steered_hashed(b, *h, 0, &mut w1, snap, *now));
         }
         t_in += t.elapsed().as_nanos();
         *now += 1;

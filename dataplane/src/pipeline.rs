@@ -229,8 +229,9 @@ pub fn process_burst<B: PacketBuf>(
     process_burst_hashed(bufs, actions, &mut [], rx_port, worker, snap, now_ms);
 }
 
-/// [`process_burst`], also setting `flow_hashes[i]` (when there is one) for every frame whose
-/// action is [`Action::Steer`]: its flow hash, for the owner ([`process_steered_hashed`]).
+/// [`process_burst`], also setting `flow_hashes[i]` for every frame whose action is
+/// [`Action::Steer`]: its flow hash (`None` for an ICMP error steered to the owner of the
+/// connection it quotes), for the owner's [`process_steered_hashed`].
 ///
 /// The burst goes in stages of up to [`STAGE`] frames, as DPDK's `rte_hash_lookup_bulk` and
 /// VPP do: (1) every frame is parsed, checked and classified ([`classify`]: no state
@@ -240,7 +241,7 @@ pub fn process_burst<B: PacketBuf>(
 pub fn process_burst_hashed<B: PacketBuf>(
     bufs: &mut [B],
     actions: &mut [Action],
-    flow_hashes: &mut [u64],
+    flow_hashes: &mut [Option<u64>],
     rx_port: u16,
     worker: &mut WorkerState,
     snap: &Snapshot,
@@ -312,8 +313,8 @@ pub fn process_burst_hashed<B: PacketBuf>(
                 Action::ToKernel => worker.counters.inc(Counter::ToKernel),
                 Action::Steer(_) => {
                     worker.counters.inc(Counter::Steered);
-                    if let (Some(h), Some(out)) = (st.flow_hash(), flow_hashes.get_mut(start + i)) {
-                        *out = h;
+                    if let Some(out) = flow_hashes.get_mut(start + i) {
+                        *out = st.flow_hash();
                     }
                 }
                 Action::Tx(_) => {}
@@ -391,6 +392,7 @@ fn handle<B: PacketBuf>(
     let l2 = ethernet::HEADER_LEN;
     match *st {
         Staged::Done(v) => v,
+        Staged::Steer { owner, .. } => Ok(Action::Steer(owner)),
         Staged::Client {
             ref pkt,
             ref info,
@@ -522,6 +524,7 @@ impl Staged<'_> {
     fn flow_hash(&self) -> Option<u64> {
         match self {
             Staged::Client { info, .. } | Staged::Reply { info, .. } => Some(info.hash),
+            Staged::Steer { hash, .. } => Some(*hash),
             _ => None,
         }
     }

@@ -7,7 +7,7 @@ use crate::flow_sample::{FlowSampler, SampleRequest};
 use crate::io::dpdk::{self, Mbuf, MbufBurst, PortQueue};
 use crate::io::PacketBuf;
 use crate::pipeline::{
-    process_burst, process_steered, Action, WorkerState, EXPIRE_BUDGET_PER_BURST,
+    process_burst_hashed, process_steered_hashed, Action, WorkerState, EXPIRE_BUDGET_PER_BURST,
 };
 use crate::snapshot::Snapshot;
 use crate::trace::Tracer;
@@ -33,8 +33,10 @@ pub struct Parcel {
 /// Why a frame is in a worker's inbox.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ParcelKind {
-    /// Another worker received it; this worker owns its connection.
-    Steered,
+    /// Another worker received it; this worker owns its connection. `flow_hash`: as the
+    /// receiving worker computed it, so the owner does not hash the key again (`None` for an
+    /// ICMP error steered to the owner of the connection it quotes).
+    Steered { flow_hash: Option<u64> },
     /// The control thread built it (an ARP request); send it as is.
     Transmit,
 }
@@ -151,6 +153,7 @@ impl Worker {
         self.state.flows.prefault();
         let mut rx = MbufBurst::new();
         let mut actions = [Action::Drop(Counter::DropEthMalformed); BURST];
+        let mut flow_hashes = [None; BURST];
         let mut tx = TxBursts {
             bursts: (0..self.queues.len()).map(|_| MbufBurst::new()).collect(),
             drops: MbufBurst::new(),
@@ -196,16 +199,17 @@ impl Worker {
                     continue;
                 }
                 work += n;
-                process_burst(
+                process_burst_hashed(
                     &mut rx[..],
                     &mut actions[..n],
+                    &mut flow_hashes[..n],
                     p as u16,
                     &mut self.state,
                     snap,
                     now_ms,
                 );
-                for (m, action) in rx.drain().zip(actions.iter()) {
-                    self.dispatch(m, *action, p as u16, &mut tx);
+                for ((m, action), hash) in rx.drain().zip(actions.iter()).zip(flow_hashes.iter()) {
+                    self.dispatch(m, *action, *hash, p as u16, &mut tx);
                 }
             }
             let received = work;
@@ -263,7 +267,15 @@ impl Worker {
             .set_flows_active(self.state.flows.len() as u64);
     }
 
-    fn dispatch(&mut self, m: Mbuf, action: Action, rx_port: u16, tx: &mut TxBursts) {
+    /// Carry out `action` for `m`; `flow_hash` goes with a steered frame to its owner.
+    fn dispatch(
+        &mut self,
+        m: Mbuf,
+        action: Action,
+        flow_hash: Option<u64>,
+        rx_port: u16,
+        tx: &mut TxBursts,
+    ) {
         let counters = &self.state.counters;
         match action {
             Action::Tx(port) => {
@@ -302,7 +314,7 @@ impl Worker {
                 let parcel = Parcel {
                     mbuf: m,
                     port: rx_port,
-                    kind: ParcelKind::Steered,
+                    kind: ParcelKind::Steered { flow_hash },
                 };
                 match self.rings.inboxes.get(usize::from(w)) {
                     Some(inbox) if inbox.push(parcel).is_ok() => {}
@@ -326,12 +338,18 @@ impl Worker {
                 kind,
             } = parcel;
             let action = match kind {
-                ParcelKind::Steered => {
-                    process_steered(&mut mbuf, port, &mut self.state, snap, now_ms)
-                }
+                ParcelKind::Steered { flow_hash } => process_steered_hashed(
+                    &mut mbuf,
+                    flow_hash,
+                    port,
+                    &mut self.state,
+                    snap,
+                    now_ms,
+                ),
                 ParcelKind::Transmit => Action::Tx(port),
             };
-            self.dispatch(mbuf, action, port, tx);
+            // The owner never steers again, so nothing of the hash goes further.
+            self.dispatch(mbuf, action, None, port, tx);
         }
         n
     }

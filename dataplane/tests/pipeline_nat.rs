@@ -9,9 +9,10 @@ mod common;
 
 use common::*;
 use vipd_dataplane::counters::Counter;
+use vipd_dataplane::flow::FlowKey;
 use vipd_dataplane::io::mem::VecBuf;
 use vipd_dataplane::io::PacketBuf;
-use vipd_dataplane::pipeline::{process_burst, Action};
+use vipd_dataplane::pipeline::{process_burst, process_burst_hashed, Action};
 
 struct Fixture {
     description: &'static str,
@@ -501,23 +502,37 @@ fn nat_replies_are_steered_to_the_owning_worker() {
     let synack = rs1_to_client(tcp(8080, 40000, "SA"), b"");
     let owner = workers[0].owner_of(&vipd_dataplane::flow::key::to_mapped(v4(CLIENT_IP)), 40000);
     let other = 1 - owner;
-    for (frame, expected) in [
-        (syn.clone(), to_rs1(syn, 8080)),
-        (synack.clone(), from_vip(synack, 80)),
+    // The flow hash of each packet's own key, handed from the receiving worker to the owner.
+    let tcp_key = |src, dst, sport, dport| FlowKey::v4(src, dst, sport, dport, 6).hash();
+    for (frame, expected, hash) in [
+        (
+            syn.clone(),
+            to_rs1(syn, 8080),
+            tcp_key(CLIENT_IP, VIP, 40000, 80),
+        ),
+        (
+            synack.clone(),
+            from_vip(synack, 80),
+            tcp_key(RS1_IP, CLIENT_IP, 8080, 40000),
+        ),
     ] {
         let mut bufs = [VecBuf::new(&frame.bytes())];
         let mut actions = [Action::ToControl];
-        process_burst(
+        let mut hashes = [None];
+        process_burst_hashed(
             &mut bufs,
             &mut actions,
+            &mut hashes,
             0,
             &mut workers[usize::from(other)],
             &snap,
             5,
         );
         assert_eq!(actions[0], Action::Steer(owner));
-        let a = vipd_dataplane::pipeline::process_steered(
+        assert_eq!(hashes[0], Some(hash));
+        let a = vipd_dataplane::pipeline::process_steered_hashed(
             &mut bufs[0],
+            hashes[0],
             0,
             &mut workers[usize::from(owner)],
             &snap,

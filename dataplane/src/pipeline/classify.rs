@@ -26,8 +26,11 @@ use crate::wire::tcp;
 /// What stage 3 does with a frame, as stage 1 found it.
 #[derive(Clone, Copy, Debug)]
 pub(super) enum Staged<'s> {
-    /// Decided without state: dropped for a reason, steered, or for the kernel.
+    /// Decided without state: dropped for a reason, or for the kernel.
     Done(Verdict),
+    /// A TCP or UDP packet of a NAT connection another worker owns, with its flow hash (the
+    /// owner is handed it with the frame, so it does not hash the key again).
+    Steer { owner: u16, hash: u64 },
     /// ARP, answered or handed on by `local::arp`.
     Arp,
     /// ICMPv6 Neighbour Solicitation or Advertisement (`ndp`).
@@ -489,7 +492,10 @@ fn by_destination<'s>(
             let owner = w.owner_of(&key.src, key.src_port);
             if owner != w.index {
                 if pkt.frag.is_none() {
-                    return Ok(Staged::Done(Ok(Action::Steer(owner))));
+                    return Ok(Staged::Steer {
+                        owner,
+                        hash: info.hash,
+                    });
                 }
                 // Fragments stay where they arrive, with the datagram's later fragments
                 // (which carry no ports to find the owner by): decided statelessly.
@@ -518,7 +524,10 @@ fn by_destination<'s>(
             let owner = w.owner_of(&key.dst, key.dst_port);
             if owner != w.index {
                 if pkt.frag.is_none() {
-                    return Ok(Staged::Done(Ok(Action::Steer(owner))));
+                    return Ok(Staged::Steer {
+                        owner,
+                        hash: info.hash,
+                    });
                 }
                 owner_here = false;
             }

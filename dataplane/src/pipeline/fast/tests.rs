@@ -371,7 +371,7 @@ fn run(
     snap: &Snapshot,
     frames: &[(Vec<u8>, bool)],
     now: u64,
-) -> (Vec<Action>, Vec<Vec<u8>>, Vec<u64>) {
+) -> (Vec<Action>, Vec<Vec<u8>>, Vec<Option<u64>>) {
     let mut bufs: Vec<VecBuf> = frames
         .iter()
         .map(|(f, good)| {
@@ -383,7 +383,7 @@ fn run(
         })
         .collect();
     let mut actions = vec![Action::ToControl; bufs.len()];
-    let mut hashes = vec![0u64; bufs.len()];
+    let mut hashes = vec![None; bufs.len()];
     process_burst_hashed(&mut bufs, &mut actions, &mut hashes, 0, w, snap, now);
     let out = bufs.iter().map(|b| b.data().to_vec()).collect();
     (actions, out, hashes)
