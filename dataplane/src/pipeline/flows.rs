@@ -12,7 +12,7 @@
 
 use super::{L4Info, WorkerState};
 use crate::counters::Counter;
-use crate::flow::key::PROTO_UDP;
+use crate::flow::key::{to_mapped, PROTO_UDP};
 use crate::flow::{Direction, FlowHit, FlowId, FlowKey, InsertError, Miss, TcpState};
 use crate::snapshot::{Backend, FwdMode, Service, Snapshot};
 
@@ -237,15 +237,14 @@ fn insert<'s>(
 ) -> Result<&'s Backend, Counter> {
     // Built (and hashed, by the table) only when the table can take the connection: a SYN
     // flood into a full table is refused before either.
+    // The client's address is copied as stored: no round trip through `IpAddr`.
     let reply = || {
-        (backend.mode == FwdMode::Nat).then(|| {
-            FlowKey::new(
-                backend.addr,
-                key.src_ip(),
-                backend.port,
-                key.src_port,
-                key.proto,
-            )
+        (backend.mode == FwdMode::Nat).then(|| FlowKey {
+            src: to_mapped(backend.addr),
+            dst: key.src,
+            src_port: backend.port,
+            dst_port: key.src_port,
+            proto: key.proto,
         })
     };
     let inserted = match miss {
