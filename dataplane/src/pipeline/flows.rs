@@ -279,3 +279,83 @@ fn full(w: &mut WorkerState, now: u64) {
     w.last_full_ms = Some(now);
     w.counters.inc(Counter::FlowTableFull);
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a panic is a failed test
+
+    use super::*;
+    use crate::flow::{FlowTable, TcpFlags, Timeouts};
+    use crate::sched::SchedulerKind;
+    use crate::snapshot::{BackendSpec, PortInfo, ServiceSpec};
+    use crate::wire::MacAddr;
+    use std::net::{IpAddr, Ipv4Addr};
+
+    fn syn(n: u16) -> (FlowKey, L4Info) {
+        let vip = Ipv4Addr::new(10, 100, 0, 1);
+        let key = FlowKey::v4(Ipv4Addr::new(192, 0, 2, 7), vip, 1024 + n, 80, 6);
+        let info = L4Info {
+            hash: key.hash(),
+            tcp_flags: Some(TcpFlags::from_bits(0x02)),
+            tcp_bits: 0x02,
+        };
+        (key, info)
+    }
+
+    /// Choose, then commit: the backend the packet goes to and the op chosen.
+    fn send(w: &mut WorkerState, snap: &Snapshot, n: u16, now: u64) -> (u32, FlowOp) {
+        let (key, info) = syn(n);
+        let svc = &snap.services[0];
+        let choice = choose(&key, &info, 0, svc, true, w, snap, now).unwrap();
+        let backend = commit(&choice, &key, &info, svc, w, snap, now).unwrap();
+        (backend.id, choice.op)
+    }
+
+    #[test]
+    fn a_syn_into_a_refusing_table_asks_no_scheduler() {
+        let backends = (0..3)
+            .map(|i| BackendSpec {
+                id: i,
+                addr: IpAddr::V4(Ipv4Addr::new(10, 1, 0, 1 + i as u8)),
+                port: 8080,
+                mode: FwdMode::Nat,
+                ..Default::default()
+            })
+            .collect();
+        let service = ServiceSpec {
+            vip: IpAddr::V4(Ipv4Addr::new(10, 100, 0, 1)),
+            proto: 6,
+            port: 80,
+            scheduler: SchedulerKind::Rr,
+            backends,
+            ..Default::default()
+        };
+        // Every real server behind the port's gateway.
+        let gateway = Ipv4Addr::new(10, 0, 0, 1);
+        let port = PortInfo {
+            ipv4: Some("10.0.0.10/16".parse().unwrap()),
+            gateway_v4: Some(gateway),
+            ..Default::default()
+        };
+        let neighbours = [(IpAddr::V4(gateway), MacAddr([2, 0, 0, 0, 0, 1]))].into();
+        let snap = Snapshot::build(1, vec![port], &[service], &neighbours, 251).unwrap();
+        let mut w = WorkerState::new(0, 1, FlowTable::with_capacity(1, Timeouts::default()), 4);
+        assert!(matches!(send(&mut w, &snap, 0, 0).1, FlowOp::Insert(_)));
+        // The table is full; this insert's reclaim scan comes up dry (scheduled, then refused).
+        assert!(matches!(send(&mut w, &snap, 1, 0).1, FlowOp::Insert(_)));
+        let cursor = w.cursors[0];
+        for n in 2..10 {
+            let (got, op) = send(&mut w, &snap, n, 0);
+            assert!(matches!(op, FlowOp::Full(_)), "{n}: {op:?}");
+            let want = snap.services[0].pick_consistent(syn(n).1.hash).unwrap();
+            assert_eq!(got, want, "{n}: the consistent hash's real server");
+        }
+        assert_eq!(w.cursors[0], cursor, "no rr pick for a refused SYN");
+        assert_eq!(w.counters.get(Counter::FlowTableFull), 9);
+        assert_eq!((w.flows.insert_full, w.flows.len()), (9, 1));
+        assert_eq!(w.last_full_ms, Some(0));
+        // The clock moved: the next SYN is scheduled and tries the table again.
+        assert!(matches!(send(&mut w, &snap, 10, 1).1, FlowOp::Insert(_)));
+        assert_eq!(w.flows.insert_full, 10);
+    }
+}
