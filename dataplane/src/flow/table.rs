@@ -129,7 +129,9 @@ pub struct FlowHit {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum InsertError {
     /// Every entry is taken by a live connection (or, very rarely, the index found no slot
-    /// for a key); forward the flow statelessly.
+    /// for a key); forward the flow statelessly. While the table
+    /// [refuses new connections](FlowTable::refuses_new) this comes before `Exists`: the
+    /// keys are not looked at.
     #[error("flow table full")]
     Full,
     /// The key or the reply key already belongs to a live connection.
@@ -483,8 +485,8 @@ impl FlowTable {
     }
 
     /// Whether an insert at `now_ms` is refused as `Full` before any key is looked at: no
-    /// free entry, none never used, and a reclaim scan already found nothing due at this
-    /// millisecond (see [`alloc`](FlowTable::alloc); it would refuse too).
+    /// free entry, no never-used one, and a reclaim scan already found nothing due at this
+    /// millisecond (the allocator waits for the clock to move before it scans again).
     #[inline]
     pub fn refuses_new(&self, now_ms: u64) -> bool {
         // The dry mark first: it is clear whenever the last reclaim found something.
