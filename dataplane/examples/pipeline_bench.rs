@@ -422,6 +422,30 @@ fn main() {
         let r = run(&junk, est_packets, &mut worker, &snap, &mut now, true);
         record("junk", r, est_packets);
     }
+    if wanted("nat-flood-full") {
+        // A SYN flood into a full table: 16k slots filled with NAT connections (untimed),
+        // then 262k SYNs of distinct new flows, every insert refused as full (each forwarded
+        // statelessly by the consistent hash): the system benchmark's all-new-flows case.
+        const SLOTS: u32 = 1 << 14;
+        let mut table = FlowTable::with_capacity_on(SLOTS as usize, Timeouts::default(), a.pages);
+        table.prefault();
+        let mut flood = WorkerState::new(0, 1, table, 4);
+        let syn = move |i: u32| {
+            let (a, p) = client(i);
+            tcp_frame(a, vip, p, 80, 0x02, router)
+        };
+        run(&syn, SLOTS, &mut flood, &snap, &mut now, false);
+        assert_eq!(flood.flows.len(), SLOTS as usize, "the table is full");
+        let packets = 1 << 18;
+        let new_syn = move |i: u32| syn(SLOTS + i);
+        let r = run(&new_syn, packets, &mut flood, &snap, &mut now, true);
+        assert_eq!(
+            flood.flows.insert_full,
+            u64::from(packets),
+            "every insert refused"
+        );
+        record("nat-flood-full", r, packets);
+    }
     if wanted("steer-out") || wanted("steer-in") {
         let (ns_out, ns_in, n) = steering(&snap, flows.min(1 << 20), capacity, &mut now);
         if wanted("steer-out") {

@@ -9,4 +9,4 @@ pub mod table;
 pub use key::FlowKey;
 pub use mem::{Backing, Pages};
 pub use state::{Direction, TcpFlags, TcpState, Timeouts};
-pub use table::{FlowHit, FlowId, FlowInfo, FlowTable, InsertError};
+pub use table::{FlowHit, FlowId, FlowInfo, FlowTable, InsertError, Miss};

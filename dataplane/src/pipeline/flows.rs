@@ -12,8 +12,8 @@
 
 use super::{L4Info, WorkerState};
 use crate::counters::Counter;
-use crate::flow::key::PROTO_UDP;
-use crate::flow::{Direction, FlowId, FlowKey, InsertError, TcpState};
+use crate::flow::key::{to_mapped, PROTO_UDP};
+use crate::flow::{Direction, FlowHit, FlowId, FlowKey, InsertError, Miss, TcpState};
 use crate::snapshot::{Backend, FwdMode, Service, Snapshot};
 
 /// What [`commit`] does to the flow table.
@@ -21,8 +21,12 @@ use crate::snapshot::{Backend, FwdMode, Service, Snapshot};
 pub(super) enum FlowOp {
     /// The packet belongs to this live entry: advance its state.
     Track(FlowId),
-    /// A new connection: enter it.
-    Insert,
+    /// A new connection: enter it (the lookup's miss spares the insert a second search).
+    Insert(Miss),
+    /// A new connection the table refuses as full (see `FlowTable::refuses_new`): count it and
+    /// forward by the consistent hash (the choice), or enter it after all should the table
+    /// have found room meanwhile.
+    Full(Miss),
     /// A SYN reusing the ports of this finished connection: replace it.
     Replace(FlowId),
     /// No state: forwarded by the consistent hash; count the reason, if any.
@@ -49,42 +53,11 @@ pub(super) fn choose<'s>(
     now: u64,
 ) -> Result<Choice<'s>, Counter> {
     let hash = info.hash;
+    let mut miss = None;
     if stateful {
-        if let Some(hit) = w.flows.lookup(key, hash, now) {
-            if hit.dir == Direction::Reply {
-                // The packet's 5-tuple is another connection's reply key (a crafted or
-                // unlucky client endpoint): never take it for that connection.
-                return stateless(svc, snap, hash, Some(Counter::FlowKeyClash));
-            }
-            let closed = matches!(hit.state, TcpState::TimeWait | TcpState::Close);
-            if closed && info.is_lone_syn() {
-                // The client reuses the port of a finished connection: schedule afresh, as
-                // IPVS does, instead of sending the new SYN into the old connection's leftovers.
-                let backend = schedule(key, info, service_index, svc, w, snap, now)?;
-                return Ok(Choice {
-                    backend,
-                    op: FlowOp::Replace(hit.id),
-                });
-            }
-            return match snap.backend(hit.backend) {
-                Some(backend) if backend.drop_flows => {
-                    // Its real server failed its health checks and the service drops dead
-                    // flows (IPVS expire_nodest_conn): the policy removes the entry, so the
-                    // client's next SYN is scheduled to a live real server.
-                    w.flows.remove(hit.id);
-                    Err(Counter::DropRealServerDown)
-                }
-                Some(backend) => Ok(Choice {
-                    backend,
-                    op: FlowOp::Track(hit.id),
-                }),
-                None => {
-                    // Dead state (its real server left the configuration): removing it is no
-                    // decision about this packet.
-                    w.flows.remove(hit.id);
-                    Err(Counter::DropBackendGone)
-                }
-            };
+        match w.flows.lookup_or_miss(key, hash, now) {
+            Ok(hit) => return chosen(hit, key, info, service_index, svc, w, snap, now),
+            Err(m) => miss = Some(m),
         }
     }
     // Sloppy mode as configured (the snapshot) or forced on this worker (tests, fuzzing).
@@ -93,14 +66,72 @@ pub(super) fn choose<'s>(
     if !may_create {
         return stateless(svc, snap, hash, Some(Counter::TcpNoFlowStateless));
     }
-    if !stateful {
+    let Some(miss) = miss else {
         return stateless(svc, snap, hash, None);
+    };
+    if w.flows.refuses_new(now) {
+        // A SYN flood into a full table: the insert will be refused and the packet go by the
+        // consistent hash, so ask no scheduler (an rr cursor moves only for entered
+        // connections) and check one real server, not the scheduler's and then this one.
+        return Ok(Choice {
+            backend: consistent(svc, snap, hash)?,
+            op: FlowOp::Full(miss),
+        });
     }
     let backend = schedule(key, info, service_index, svc, w, snap, now)?;
     Ok(Choice {
         backend,
-        op: FlowOp::Insert,
+        op: FlowOp::Insert(miss),
     })
+}
+
+/// [`choose`] for a packet whose key the table holds (`hit`).
+#[allow(clippy::too_many_arguments)] // the pipeline's per-frame context, passed by reference
+fn chosen<'s>(
+    hit: FlowHit,
+    key: &FlowKey,
+    info: &L4Info,
+    service_index: u32,
+    svc: &'s Service,
+    w: &mut WorkerState,
+    snap: &'s Snapshot,
+    now: u64,
+) -> Result<Choice<'s>, Counter> {
+    let hash = info.hash;
+    if hit.dir == Direction::Reply {
+        // The packet's 5-tuple is another connection's reply key (a crafted or
+        // unlucky client endpoint): never take it for that connection.
+        return stateless(svc, snap, hash, Some(Counter::FlowKeyClash));
+    }
+    let closed = matches!(hit.state, TcpState::TimeWait | TcpState::Close);
+    if closed && info.is_lone_syn() {
+        // The client reuses the port of a finished connection: schedule afresh, as
+        // IPVS does, instead of sending the new SYN into the old connection's leftovers.
+        let backend = schedule(key, info, service_index, svc, w, snap, now)?;
+        return Ok(Choice {
+            backend,
+            op: FlowOp::Replace(hit.id),
+        });
+    }
+    match snap.backend(hit.backend) {
+        Some(backend) if backend.drop_flows => {
+            // Its real server failed its health checks and the service drops dead
+            // flows (IPVS expire_nodest_conn): the policy removes the entry, so the
+            // client's next SYN is scheduled to a live real server.
+            w.flows.remove(hit.id);
+            Err(Counter::DropRealServerDown)
+        }
+        Some(backend) => Ok(Choice {
+            backend,
+            op: FlowOp::Track(hit.id),
+        }),
+        None => {
+            // Dead state (its real server left the configuration): removing it is no
+            // decision about this packet.
+            w.flows.remove(hit.id);
+            Err(Counter::DropBackendGone)
+        }
+    }
 }
 
 fn stateless<'s>(
@@ -177,15 +208,26 @@ pub(super) fn commit<'s>(
         }
         FlowOp::Replace(old) => {
             w.flows.remove(old);
-            insert(choice.backend, key, info, svc, w, snap, now)
+            insert(choice.backend, None, key, info, svc, w, snap, now)
         }
-        FlowOp::Insert => insert(choice.backend, key, info, svc, w, snap, now),
+        FlowOp::Full(miss) => {
+            if w.flows.refuse_full(now) {
+                full(w, now);
+                Ok(choice.backend)
+            } else {
+                insert(choice.backend, Some(miss), key, info, svc, w, snap, now)
+            }
+        }
+        FlowOp::Insert(miss) => insert(choice.backend, Some(miss), key, info, svc, w, snap, now),
     }
 }
 
+/// Enters the connection; `miss`: the lookup of `key` that found nothing (none after a
+/// `Replace`, whose lookup hit the entry it removed).
 #[allow(clippy::too_many_arguments)] // the pipeline's per-frame context, passed by reference
 fn insert<'s>(
     backend: &'s Backend,
+    miss: Option<Miss>,
     key: &FlowKey,
     info: &L4Info,
     svc: &Service,
@@ -193,17 +235,27 @@ fn insert<'s>(
     snap: &'s Snapshot,
     now: u64,
 ) -> Result<&'s Backend, Counter> {
-    let reply = (backend.mode == FwdMode::Nat).then(|| {
-        FlowKey::new(
-            backend.addr,
-            key.src_ip(),
-            backend.port,
-            key.src_port,
-            key.proto,
-        )
-    });
-    let reply_arg = reply.as_ref().map(|r| (r, r.hash()));
-    match w.flows.insert(key, info.hash, reply_arg, backend.id, now) {
+    // Built (and hashed, by the table) only when the table can take the connection: a SYN
+    // flood into a full table is refused before either.
+    // The client's address is copied as stored: no round trip through `IpAddr`.
+    let reply = || {
+        (backend.mode == FwdMode::Nat).then(|| FlowKey {
+            src: to_mapped(backend.addr),
+            dst: key.src,
+            src_port: backend.port,
+            dst_port: key.src_port,
+            proto: key.proto,
+        })
+    };
+    let inserted = match miss {
+        Some(miss) => w.flows.insert_after_miss(key, miss, reply, backend.id, now),
+        None => {
+            let reply = reply();
+            let reply_arg = reply.as_ref().map(|r| (r, r.hash()));
+            w.flows.insert(key, info.hash, reply_arg, backend.id, now)
+        }
+    };
+    match inserted {
         Ok(fid) => {
             w.flows.track(fid, Direction::Original, info.tcp_flags, now);
             w.counters.inc(Counter::FlowsCreated);
@@ -211,15 +263,99 @@ fn insert<'s>(
             Ok(backend)
         }
         Err(InsertError::Full) => {
-            // No room: forward statelessly with the consistent hash so every packet of this
-            // flow still reaches the same real server. Existing entries are never evicted.
-            w.last_full_ms = Some(now);
-            w.counters.inc(Counter::FlowTableFull);
+            full(w, now);
             consistent(svc, snap, info.hash)
         }
         Err(InsertError::Exists) => {
             w.counters.inc(Counter::FlowKeyClash);
             consistent(svc, snap, info.hash)
         }
+    }
+}
+
+/// No room: the packet goes statelessly by the consistent hash so every packet of its flow
+/// still reaches the same real server. Existing entries are never evicted.
+fn full(w: &mut WorkerState, now: u64) {
+    w.last_full_ms = Some(now);
+    w.counters.inc(Counter::FlowTableFull);
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a panic is a failed test
+
+    use super::*;
+    use crate::flow::{FlowTable, TcpFlags, Timeouts};
+    use crate::sched::SchedulerKind;
+    use crate::snapshot::{BackendSpec, PortInfo, ServiceSpec};
+    use crate::wire::MacAddr;
+    use std::net::{IpAddr, Ipv4Addr};
+
+    fn syn(n: u16) -> (FlowKey, L4Info) {
+        let vip = Ipv4Addr::new(10, 100, 0, 1);
+        let key = FlowKey::v4(Ipv4Addr::new(192, 0, 2, 7), vip, 1024 + n, 80, 6);
+        let info = L4Info {
+            hash: key.hash(),
+            tcp_flags: Some(TcpFlags::from_bits(0x02)),
+            tcp_bits: 0x02,
+        };
+        (key, info)
+    }
+
+    /// Choose, then commit: the backend the packet goes to and the op chosen.
+    fn send(w: &mut WorkerState, snap: &Snapshot, n: u16, now: u64) -> (u32, FlowOp) {
+        let (key, info) = syn(n);
+        let svc = &snap.services[0];
+        let choice = choose(&key, &info, 0, svc, true, w, snap, now).unwrap();
+        let backend = commit(&choice, &key, &info, svc, w, snap, now).unwrap();
+        (backend.id, choice.op)
+    }
+
+    #[test]
+    fn a_syn_into_a_refusing_table_asks_no_scheduler() {
+        let backends = (0..3)
+            .map(|i| BackendSpec {
+                id: i,
+                addr: IpAddr::V4(Ipv4Addr::new(10, 1, 0, 1 + i as u8)),
+                port: 8080,
+                mode: FwdMode::Nat,
+                ..Default::default()
+            })
+            .collect();
+        let service = ServiceSpec {
+            vip: IpAddr::V4(Ipv4Addr::new(10, 100, 0, 1)),
+            proto: 6,
+            port: 80,
+            scheduler: SchedulerKind::Rr,
+            backends,
+            ..Default::default()
+        };
+        // Every real server behind the port's gateway.
+        let gateway = Ipv4Addr::new(10, 0, 0, 1);
+        let port = PortInfo {
+            ipv4: Some("10.0.0.10/16".parse().unwrap()),
+            gateway_v4: Some(gateway),
+            ..Default::default()
+        };
+        let neighbours = [(IpAddr::V4(gateway), MacAddr([2, 0, 0, 0, 0, 1]))].into();
+        let snap = Snapshot::build(1, vec![port], &[service], &neighbours, 251).unwrap();
+        let mut w = WorkerState::new(0, 1, FlowTable::with_capacity(1, Timeouts::default()), 4);
+        assert!(matches!(send(&mut w, &snap, 0, 0).1, FlowOp::Insert(_)));
+        // The table is full; this insert's reclaim scan comes up dry (scheduled, then refused).
+        assert!(matches!(send(&mut w, &snap, 1, 0).1, FlowOp::Insert(_)));
+        let cursor = w.cursors[0];
+        for n in 2..10 {
+            let (got, op) = send(&mut w, &snap, n, 0);
+            assert!(matches!(op, FlowOp::Full(_)), "{n}: {op:?}");
+            let want = snap.services[0].pick_consistent(syn(n).1.hash).unwrap();
+            assert_eq!(got, want, "{n}: the consistent hash's real server");
+        }
+        assert_eq!(w.cursors[0], cursor, "no rr pick for a refused SYN");
+        assert_eq!(w.counters.get(Counter::FlowTableFull), 9);
+        assert_eq!((w.flows.insert_full, w.flows.len()), (9, 1));
+        assert_eq!(w.last_full_ms, Some(0));
+        // The clock moved: the next SYN is scheduled and tries the table again.
+        assert!(matches!(send(&mut w, &snap, 10, 1).1, FlowOp::Insert(_)));
+        assert_eq!(w.flows.insert_full, 10);
     }
 }

@@ -300,6 +300,77 @@ fn a_dry_reclaim_scan_waits_for_the_clock() {
 }
 
 #[test]
+fn a_refusing_table_says_full_before_looking_at_keys() {
+    let cap = 16;
+    let mut t = FlowTable::with_capacity(cap, Timeouts::default());
+    let keys: Vec<_> = (0..cap as u32 + 1).map(|n| client(n, PROTO_TCP)).collect();
+    for k in &keys[..cap] {
+        ins(&mut t, k, Some(&reply_of(k, 1)), 1, 0).unwrap();
+    }
+    // Full, but no reclaim has come up dry yet: a clash is still a clash.
+    assert!(!t.refuses_new(0));
+    assert_eq!(ins(&mut t, &keys[3], None, 1, 0), Err(InsertError::Exists));
+    assert_eq!((t.insert_exists, t.insert_full), (1, 0));
+    // The first new key finds no room; the reclaim scan comes up dry at 0 ms.
+    assert_eq!(ins(&mut t, &keys[cap], None, 1, 0), Err(InsertError::Full));
+    assert!(t.refuses_new(0) && !t.refuses_new(1));
+    // Refusing now: the clashing key is refused as full (no index search), and a NAT insert
+    // after a miss neither builds nor hashes its reply key.
+    assert_eq!(ins(&mut t, &keys[3], None, 1, 0), Err(InsertError::Full));
+    let Err(miss) = t.lookup_or_miss(&keys[cap], keys[cap].hash(), 0) else {
+        panic!("a new key")
+    };
+    let got = t.insert_after_miss(&keys[cap], miss, || panic!("reply key built"), 1, 0);
+    assert_eq!(got, Err(InsertError::Full));
+    assert_eq!((t.insert_exists, t.insert_full, t.len()), (1, 3, cap));
+    t.check();
+    for k in &keys[..cap] {
+        assert!(look(&mut t, k, 0).is_some() && look(&mut t, &reply_of(k, 1), 0).is_some());
+    }
+    // The next millisecond looks at the keys again.
+    assert_eq!(ins(&mut t, &keys[3], None, 1, 1), Err(InsertError::Exists));
+    assert_eq!((t.insert_exists, t.insert_full), (2, 3));
+}
+
+#[test]
+fn an_insert_after_a_miss_trusts_it_only_until_the_next_insert() {
+    let mut t = FlowTable::with_capacity(16, Timeouts::default());
+    let (k, k2) = (client(1, PROTO_TCP), client(2, PROTO_TCP));
+    let miss = |t: &mut FlowTable, k: &FlowKey| match t.lookup_or_miss(k, k.hash(), 0) {
+        Err(m) => m,
+        Ok(_) => panic!("{k:?} in the table"),
+    };
+    // Fresh: the key is entered (with its reply key) without a second search.
+    let m = miss(&mut t, &k);
+    let r = reply_of(&k, 1);
+    let id = t.insert_after_miss(&k, m, || Some(r), 1, 0).unwrap();
+    assert_eq!(
+        look(&mut t, &r, 0).map(|h| (h.id, h.dir)),
+        Some((id, Direction::Reply))
+    );
+    // Stale: the key came in after the miss, so it is searched again and clashes.
+    let m = miss(&mut t, &k2);
+    ins(&mut t, &k2, None, 2, 0).unwrap();
+    assert_eq!(
+        t.insert_after_miss(&k2, m, || None, 3, 0),
+        Err(InsertError::Exists)
+    );
+    // Still checked: a reply key that clashes, or equals the original key.
+    let k3 = client(3, PROTO_TCP);
+    let m = miss(&mut t, &k3);
+    assert_eq!(
+        t.insert_after_miss(&k3, m, || Some(r), 3, 0),
+        Err(InsertError::Exists)
+    );
+    assert_eq!(
+        t.insert_after_miss(&k3, m, || Some(k3), 3, 0),
+        Err(InsertError::Exists)
+    );
+    assert_eq!((t.len(), t.insert_exists), (2, 3));
+    t.check();
+}
+
+#[test]
 fn index_full_rolls_back_the_whole_insert() {
     // 2 buckets = 16 key slots for 32 entries: the index fills first.
     let mut t = FlowTable::with_geometry(32, 2, Timeouts::default(), Pages::Small);
@@ -525,11 +596,33 @@ fn churn_at_full_load_keeps_invariants() {
 
 #[derive(Debug, Clone)]
 enum Op {
-    Insert { n: u8, nat: bool, rs: u8 },
-    Lookup { n: u8 },
-    LookupReply { n: u8, rs: u8 },
-    Remove { n: u8 },
-    Track { n: u8, bits: u8 },
+    Insert {
+        n: u8,
+        nat: bool,
+        rs: u8,
+    },
+    Lookup {
+        n: u8,
+    },
+    LookupReply {
+        n: u8,
+        rs: u8,
+    },
+    Remove {
+        n: u8,
+    },
+    Track {
+        n: u8,
+        bits: u8,
+    },
+    /// Look `n` up, keeping a miss for a later `InsertAfterMiss` (other ops may come between).
+    Miss {
+        n: u8,
+    },
+    InsertAfterMiss {
+        nat: bool,
+        rs: u8,
+    },
 }
 
 fn op() -> impl Strategy<Value = Op> {
@@ -539,6 +632,8 @@ fn op() -> impl Strategy<Value = Op> {
         (0u8..24, 0u8..4).prop_map(|(n, rs)| Op::LookupReply { n, rs }),
         (0u8..24).prop_map(|n| Op::Remove { n }),
         (0u8..24, any::<u8>()).prop_map(|(n, bits)| Op::Track { n, bits }),
+        (0u8..24).prop_map(|n| Op::Miss { n }),
+        (any::<bool>(), 0u8..4).prop_map(|(nat, rs)| Op::InsertAfterMiss { nat, rs }),
     ]
 }
 
@@ -551,18 +646,36 @@ proptest! {
         // Model: original key -> (id, backend, reply key).
         let mut conns: HashMap<FlowKey, (FlowId, u32, Option<FlowKey>)> = HashMap::new();
         let mut keys: HashMap<FlowKey, (FlowKey, Direction)> = HashMap::new();
+        let mut dry = false;
+        let mut pending: Option<(FlowKey, Miss)> = None;
         for (step, op) in ops.into_iter().enumerate() {
             let backend = step as u32;
             match op {
-                Op::Insert { n, nat, rs } => {
-                    let k = client(u32::from(n), PROTO_TCP);
+                Op::Insert { .. } | Op::InsertAfterMiss { .. } => {
+                    let (k, nat, rs, got) = match op {
+                        Op::Insert { n, nat, rs } => {
+                            let k = client(u32::from(n), PROTO_TCP);
+                            let r = nat.then(|| reply_of(&k, rs));
+                            (k, nat, rs, ins(&mut t, &k, r.as_ref(), backend, 0))
+                        }
+                        Op::InsertAfterMiss { nat, rs } => {
+                            let Some((k, miss)) = pending.take() else { continue };
+                            let r = move || nat.then(|| reply_of(&k, rs));
+                            (k, nat, rs, t.insert_after_miss(&k, miss, r, backend, 0))
+                        }
+                        _ => unreachable!("an insert"),
+                    };
                     let r = nat.then(|| reply_of(&k, rs));
-                    let got = ins(&mut t, &k, r.as_ref(), backend, 0);
                     let clash = keys.contains_key(&k) || r.is_some_and(|r| keys.contains_key(&r));
-                    if clash {
+                    // Nothing expires (all at 0 ms): once an insert found no room, the table
+                    // refuses every insert while full, before looking at the keys.
+                    if conns.len() == CAP && dry {
+                        prop_assert_eq!(got, Err(InsertError::Full));
+                    } else if clash {
                         prop_assert_eq!(got, Err(InsertError::Exists));
                     } else if conns.len() == CAP {
                         prop_assert_eq!(got, Err(InsertError::Full));
+                        dry = true;
                     } else {
                         let id = got.map_err(|e| TestCaseError::fail(format!("{e:?}")))?;
                         conns.insert(k, (id, backend, r));
@@ -597,6 +710,12 @@ proptest! {
                     if let Some((id, _, _)) = conns.get(&client(u32::from(n), PROTO_TCP)) {
                         t.track(*id, Direction::Original, tcp(bits), 0);
                     }
+                }
+                Op::Miss { n } => {
+                    let k = client(u32::from(n), PROTO_TCP);
+                    let got = t.lookup_or_miss(&k, k.hash(), 0);
+                    prop_assert_eq!(got.is_ok(), keys.contains_key(&k));
+                    pending = got.err().map(|m| (k, m));
                 }
             }
             prop_assert_eq!(t.len(), conns.len());
