@@ -24,8 +24,10 @@ pub(super) enum FlowOp {
     /// A new connection: enter it (the lookup's miss spares the insert a second search).
     Insert(Miss),
     /// A new connection the table refuses as full (see `FlowTable::refuses_new`): count it and
-    /// forward by the consistent hash (the choice), or enter it after all should the table
-    /// have found room meanwhile.
+    /// forward by the consistent hash (the choice). Stage 3 handles one frame between the
+    /// decision and the commit, so the table cannot gain room in between today; `commit`
+    /// asks again anyway and enters the connection (with the consistent hash's real server)
+    /// if it did, so a future caller that frees entries in between stays correct.
     Full(Miss),
     /// A SYN reusing the ports of this finished connection: replace it.
     Replace(FlowId),
