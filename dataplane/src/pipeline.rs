@@ -264,12 +264,15 @@ pub fn process_burst_hashed<B: PacketBuf>(
             let fast = if worker.fast_path {
                 fast::classify::classify(buf, rx_port, worker, snap, st)
             } else {
-                None
+                fast::classify::Fast::Fallback
             };
-            let lookup = fast.or_else(|| {
-                *st = classify(buf, rx_port, worker, snap, None);
-                st.lookup_hash()
-            });
+            let lookup = match fast {
+                fast::classify::Fast::Staged(lookup) => lookup,
+                fast::classify::Fast::Fallback => {
+                    *st = classify(buf, rx_port, worker, snap, None);
+                    st.lookup_hash()
+                }
+            };
             if let (Some(h), Some(slot)) = (lookup, lookups.get_mut(n_lookups)) {
                 worker.flows.prefetch(h);
                 *slot = h;
