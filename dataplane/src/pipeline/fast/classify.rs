@@ -5,13 +5,13 @@
 //! per layer, each returning a `Result` of the 120-byte [`Staged`] record, which costs more
 //! than the checks themselves.
 //!
-//! It makes the general path's checks, in the same order, on the same fields, but decides
-//! no drop or steer but one: whatever is not the common case (a check that fails, a frame
-//! for another worker, ARP, IPv6, ICMP, options, fragments, the box's own addresses) falls
-//! back and the caller classifies the frame the general way. The exception is a valid TCP or
-//! UDP packet that is nobody's (not to a VIP or the box, not from a NAT real server): its
-//! `not_local` drop is the general path's verdict too, so it is staged here rather than
-//! parsed a second time (junk 63 -> 43 ns per packet in `pipeline_bench`). Stage 1 changes no state, so
+//! It makes the general path's checks, in the same order, on the same fields. Whatever is
+//! not the common case (a check that fails, ARP, IPv6, ICMP, options, fragments, the box's
+//! own addresses) falls back and the caller classifies the frame the general way, which
+//! decides its drop. Two verdicts of valid TCP/UDP packets are staged here, being the general
+//! path's too after the same checks, so those frames are not parsed twice: a steer to the
+//! worker that owns the NAT connection (`steer-out`), and the `not_local` drop of a packet
+//! that is nobody's (not to a VIP or the box, not from a NAT real server; `junk`). Stage 1 changes no state, so
 //! the fallback is free of side effects; for a frame it takes it writes exactly the
 //! `Staged` the general path would (checked by the differential test).
 
@@ -125,16 +125,23 @@ fn common<'s, B: PacketBuf>(
         frag: None,
     };
     let bad_flags = flags.is_some_and(|b| !valid_tcp_flags(b));
-    // By destination and source, as `classify::by_destination`; a steer is left to it.
+    // By destination and source, as `classify::by_destination`. A packet of a NAT connection
+    // another worker owns is steered there, as the general path decides after the same
+    // checks (not a fragment: those fall back above), with its flow hash for the owner.
     let key = &pkt.key;
     if let Some((service_index, svc)) = snap.service(&key.dst, proto, dst_port) {
-        if bad_flags
-            || (svc.has_nat && w.n_workers > 1 && w.owner_of(&key.src, src_port) != w.index)
-        {
+        if bad_flags {
             return None;
         }
         let info = L4Info::new(key, flags, None);
         let hash = info.hash;
+        if svc.has_nat && w.n_workers > 1 {
+            let owner = w.owner_of(&key.src, src_port);
+            if owner != w.index {
+                *st = Staged::Steer { owner, hash };
+                return Some(None);
+            }
+        }
         *st = Staged::Client {
             pkt,
             info,
@@ -154,11 +161,18 @@ fn common<'s, B: PacketBuf>(
         *st = Staged::Done(Err(Counter::DropNotLocal));
         return Some(None);
     };
-    if bad_flags || (w.n_workers > 1 && w.owner_of(&key.dst, dst_port) != w.index) {
+    if bad_flags {
         return None;
     }
     let info = L4Info::new(key, flags, None);
     let hash = info.hash;
+    if w.n_workers > 1 {
+        let owner = w.owner_of(&key.dst, dst_port);
+        if owner != w.index {
+            *st = Staged::Steer { owner, hash };
+            return Some(None);
+        }
+    }
     *st = Staged::Reply {
         pkt,
         info,
