@@ -210,9 +210,14 @@ def scenario_syn_flood():
         rss0 = rss_kib(v)
         p = downloads(f"http://{VIP4}/bytes/6000000", 12, "1M", max_time=60)
         time.sleep(1.0)  # the downloads are established before the flood starts
+        # 300k SYNs fill the 1024-entry table ~300 times over. With twice that, once in five
+        # runs on the 2-core test machine a download stalled past the 60 s budget while
+        # vipd's counters showed no drop: its packets were lost outside vipd, as far as they
+        # tell (the client's kernel sending the flood, the real servers answering it with
+        # syncookies, all on the same two cores), long enough for TCP's backoff.
         flood = subprocess.Popen(
             ["ip", "netns", "exec", f"{PREFIX}-client", "python3", os.path.join(LIB, "synflood.py"),
-             "--dst", VIP4, "--port", "80", "--flows", "65536", "--count", "600000", "--seconds", "5"],
+             "--dst", VIP4, "--port", "80", "--flows", "65536", "--count", "300000", "--seconds", "5"],
             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         time.sleep(1.0)
         during = netns(f"{PREFIX}-client", "python3", os.path.join(LIB, "load_client.py"),
