@@ -21,7 +21,7 @@ use vipd_dataplane::flow::{FlowTable, Pages, Timeouts};
 use vipd_dataplane::io::mem::VecBuf;
 use vipd_dataplane::io::{PacketBuf, RxChecksum};
 use vipd_dataplane::pipeline::{
-    process_burst, process_burst_hashed, process_steered, process_steered_hashed, Action,
+    process_burst, process_burst_hashed, process_steered, process_steered_burst, Action,
     WorkerState,
 };
 use vipd_dataplane::sched::SchedulerKind;
@@ -252,8 +252,8 @@ fn random_line_ns(bytes: usize, reads: u32) -> f64 {
 /// Software steering with two workers: worker 0 receives established NAT packets of flows
 /// owned by worker 1 (what RSS does to (N-1)/N of them), classifies them and hands them over
 /// (`steer-out`, ns per packet on the receiving core); worker 1 processes them again
-/// (`process_steered_hashed` with the flow hash the receiver computed, as the worker loop
-/// does: parse, lookup, rewrite; `steer-in`, ns per packet on the owner). The ring hop
+/// (`process_steered_burst` with the flow hashes the receiver computed, as the worker's inbox
+/// does: a staged burst; `steer-in`, ns per packet on the owner). The ring hop
 /// between the cores comes on top. Returns (out ns, in ns, packets).
 fn steering(snap: &Snapshot, flows: u32, capacity: usize, now: &mut u64) -> (f64, f64, u32) {
     let vip = Ipv4Addr::new(10, 100, 0, 1);
@@ -296,9 +296,17 @@ fn steering(snap: &Snapshot, flows: u32, capacity: usize, now: &mut u64) -> (f64
         );
         t_out += t.elapsed().as_nanos();
         let t = Instant::now();
-        for (b, h) in bufs.iter_mut().zip(hashes.iter()) {
-            black_box(process_steered_hashed(b, *h, 0, &mut w1, snap, *now));
-        }
+        let mut steered_actions = [Action::Tx(0); BURST];
+        process_steered_burst(
+            &mut bufs,
+            &mut steered_actions[..n],
+            &[0; BURST][..n],
+            &hashes[..n],
+            &mut w1,
+            snap,
+            *now,
+        );
+        black_box(&steered_actions);
         t_in += t.elapsed().as_nanos();
         *now += 1;
     }

@@ -247,7 +247,74 @@ pub fn process_burst_hashed<B: PacketBuf>(
     snap: &Snapshot,
     now_ms: u64,
 ) {
+    let received = Frames {
+        rx_port,
+        rx_ports: &[],
+        hashes: &[],
+    };
+    stages::<B, false>(bufs, actions, &received, flow_hashes, worker, snap, now_ms);
+    worker.flows.expire(now_ms, EXPIRE_BUDGET_PER_BURST);
+}
+
+/// Frames other workers steered here (each counted as received there), as one staged burst:
+/// `rx_ports[i]` and `flow_hashes[i]` are `bufs[i]`'s, as the receiving worker passed them.
+/// Does what [`process_steered_hashed`] does frame by frame (a frame steered again is
+/// dropped as `drop_steered_twice`), with the burst's flow-table misses overlapped.
+pub fn process_steered_burst<B: PacketBuf>(
+    bufs: &mut [B],
+    actions: &mut [Action],
+    rx_ports: &[u16],
+    flow_hashes: &[Option<u64>],
+    worker: &mut WorkerState,
+    snap: &Snapshot,
+    now_ms: u64,
+) {
+    let steered = Frames {
+        rx_port: 0,
+        rx_ports,
+        hashes: flow_hashes,
+    };
+    stages::<B, true>(bufs, actions, &steered, &mut [], worker, snap, now_ms);
+}
+
+/// Where a burst's frames come from: received on `rx_port`, or (steered) each with its rx
+/// port and the flow hash the receiving worker computed.
+struct Frames<'a> {
+    rx_port: u16,
+    rx_ports: &'a [u16],
+    hashes: &'a [Option<u64>],
+}
+
+impl Frames<'_> {
+    /// Frame `i`'s rx port and the flow hash it came with.
+    #[inline]
+    fn frame<const STEERED: bool>(&self, i: usize) -> (u16, Option<u64>) {
+        if STEERED {
+            (
+                self.rx_ports.get(i).copied().unwrap_or(0),
+                self.hashes.get(i).copied().flatten(),
+            )
+        } else {
+            (self.rx_port, None)
+        }
+    }
+}
+
+/// The stages of a burst (see [`process_burst_hashed`]), for received frames or (`STEERED`,
+/// compiled separately so the received path pays nothing for it) frames other workers
+/// steered here. A received frame steered on gets its flow hash in `hashes_out`.
+#[inline(always)]
+fn stages<B: PacketBuf, const STEERED: bool>(
+    bufs: &mut [B],
+    actions: &mut [Action],
+    frames: &Frames<'_>,
+    hashes_out: &mut [Option<u64>],
+    worker: &mut WorkerState,
+    snap: &Snapshot,
+    now_ms: u64,
+) {
     worker.adopt(snap);
+    let received = !STEERED;
     let mut staged = [Staged::Done(Ok(Action::Tx(0))); STAGE];
     let mut start = 0;
     while start < bufs.len().min(actions.len()) {
@@ -256,20 +323,23 @@ pub fn process_burst_hashed<B: PacketBuf>(
         // The hashes stage 3 looks up, gathered in stage 1 for the second prefetch pass.
         let mut lookups = [0u64; STAGE];
         let mut n_lookups = 0;
-        for (buf, st) in bufs.iter().zip(staged.iter_mut()) {
-            worker.counters.inc(Counter::RxPackets);
-            worker
-                .counters
-                .add(Counter::RxBytes, buf.data().len() as u64);
+        for (i, (buf, st)) in bufs.iter().zip(staged.iter_mut()).enumerate() {
+            let (rx_port, flow_hash) = frames.frame::<STEERED>(start + i);
+            if received {
+                worker.counters.inc(Counter::RxPackets);
+                worker
+                    .counters
+                    .add(Counter::RxBytes, buf.data().len() as u64);
+            }
             let fast = if worker.fast_path {
-                fast::classify::classify(buf, rx_port, worker, snap, st)
+                fast::classify::classify(buf, rx_port, worker, snap, st, flow_hash)
             } else {
                 fast::classify::Fast::Fallback
             };
             let lookup = match fast {
                 fast::classify::Fast::Staged(lookup) => lookup,
                 fast::classify::Fast::Fallback => {
-                    *st = classify(buf, rx_port, worker, snap, None);
+                    *st = classify(buf, rx_port, worker, snap, flow_hash);
                     st.lookup_hash()
                 }
             };
@@ -288,6 +358,7 @@ pub fn process_burst_hashed<B: PacketBuf>(
             .zip(staged.iter())
             .enumerate()
         {
+            let (rx_port, _) = frames.frame::<STEERED>(start + i);
             // The frame is as received until its own stage 3.
             if let Some(t) = worker.trace.as_mut() {
                 t.before(buf.data(), rx_port, now_ms);
@@ -304,6 +375,9 @@ pub fn process_burst_hashed<B: PacketBuf>(
                 None => handle(buf, st, rx_port, worker, snap, now_ms),
             };
             *action = match verdict {
+                // The owner never steers again: a frame steered twice would mean the
+                // workers disagree on ownership; count it rather than loop.
+                Ok(Action::Steer(_)) if !received => Action::Drop(Counter::DropSteeredTwice),
                 Ok(a) => a,
                 Err(reason) => Action::Drop(reason),
             };
@@ -316,7 +390,7 @@ pub fn process_burst_hashed<B: PacketBuf>(
                 Action::ToKernel => worker.counters.inc(Counter::ToKernel),
                 Action::Steer(_) => {
                     worker.counters.inc(Counter::Steered);
-                    if let Some(out) = flow_hashes.get_mut(start + i) {
+                    if let Some(out) = hashes_out.get_mut(start + i) {
                         *out = st.flow_hash();
                     }
                 }
@@ -325,7 +399,6 @@ pub fn process_burst_hashed<B: PacketBuf>(
         }
         start = end;
     }
-    worker.flows.expire(now_ms, EXPIRE_BUDGET_PER_BURST);
 }
 
 /// Process one frame that another worker steered here (it was counted as received there).

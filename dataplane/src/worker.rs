@@ -7,7 +7,7 @@ use crate::flow_sample::{FlowSampler, SampleRequest};
 use crate::io::dpdk::{self, Mbuf, MbufBurst, PortQueue};
 use crate::io::PacketBuf;
 use crate::pipeline::{
-    process_burst_hashed, process_steered_hashed, Action, WorkerState, EXPIRE_BUDGET_PER_BURST,
+    process_burst_hashed, process_steered_burst, Action, WorkerState, EXPIRE_BUDGET_PER_BURST,
 };
 use crate::snapshot::Snapshot;
 use crate::trace::Tracer;
@@ -154,6 +154,7 @@ impl Worker {
         let mut rx = MbufBurst::new();
         let mut actions = [Action::Drop(Counter::DropEthMalformed); BURST];
         let mut flow_hashes = [None; BURST];
+        let mut steered = MbufBurst::new();
         let mut tx = TxBursts {
             bursts: (0..self.queues.len()).map(|_| MbufBurst::new()).collect(),
             drops: MbufBurst::new(),
@@ -213,7 +214,7 @@ impl Worker {
                 }
             }
             let received = work;
-            work += self.drain_inbox(snap, now_ms, &mut tx);
+            work += self.drain_inbox(snap, now_ms, &mut tx, &mut steered);
             self.flush(&mut tx);
             // A trace runs until its buffer is full or its time is up.
             if self.state.trace.is_none() {
@@ -324,32 +325,58 @@ impl Worker {
         }
     }
 
-    fn drain_inbox(&mut self, snap: &Snapshot, now_ms: u64, tx: &mut TxBursts) -> usize {
+    /// Up to a burst from this worker's inbox: frames to transmit go out as they are, frames
+    /// other workers steered here go through the pipeline as one staged burst (their
+    /// flow-table misses overlap, as a received burst's do). Returns how many it took.
+    fn drain_inbox(
+        &mut self,
+        snap: &Snapshot,
+        now_ms: u64,
+        tx: &mut TxBursts,
+        steered: &mut MbufBurst,
+    ) -> usize {
         let index = usize::from(self.state.index);
+        let mut ports = [0u16; BURST];
+        let mut hashes = [None; BURST];
         let mut n = 0;
         while n < BURST {
             let Some(parcel) = self.rings.inboxes.get(index).and_then(|q| q.pop()) else {
                 break;
             };
             n += 1;
-            let Parcel {
-                mut mbuf,
-                port,
-                kind,
-            } = parcel;
-            let action = match kind {
-                ParcelKind::Steered { flow_hash } => process_steered_hashed(
-                    &mut mbuf,
-                    flow_hash,
-                    port,
-                    &mut self.state,
-                    snap,
-                    now_ms,
-                ),
-                ParcelKind::Transmit => Action::Tx(port),
-            };
-            // The owner never steers again, so nothing of the hash goes further.
-            self.dispatch(mbuf, action, None, port, tx);
+            match parcel.kind {
+                ParcelKind::Steered { flow_hash } => {
+                    let k = steered.len();
+                    if let (Some(p), Some(h)) = (ports.get_mut(k), hashes.get_mut(k)) {
+                        *p = parcel.port;
+                        *h = flow_hash;
+                    }
+                    // Cannot fail: at most BURST parcels are taken, the burst was empty.
+                    if steered.push(parcel.mbuf).is_err() {
+                        self.state.counters.inc(Counter::DropRingFull);
+                    }
+                }
+                ParcelKind::Transmit => {
+                    self.dispatch(parcel.mbuf, Action::Tx(parcel.port), None, parcel.port, tx)
+                }
+            }
+        }
+        let k = steered.len();
+        if k > 0 {
+            let mut actions = [Action::Drop(Counter::DropSteeredTwice); BURST];
+            process_steered_burst(
+                &mut steered[..],
+                &mut actions[..k],
+                &ports[..k],
+                &hashes[..k],
+                &mut self.state,
+                snap,
+                now_ms,
+            );
+            for ((m, action), port) in steered.drain().zip(actions.iter()).zip(ports.iter()) {
+                // The owner never steers again, so nothing of the hash goes further.
+                self.dispatch(m, *action, None, *port, tx);
+            }
         }
         n
     }

@@ -34,7 +34,8 @@ pub(in crate::pipeline) enum Fast {
     Staged(Option<u64>),
 }
 
-/// Classify `buf` into `st` if it is the common case.
+/// Classify `buf` into `st` if it is the common case. `flow_hash`: the hash the receiving
+/// worker computed for a frame it steered here (not computed again).
 #[inline]
 pub(in crate::pipeline) fn classify<'s, B: PacketBuf>(
     buf: &B,
@@ -42,8 +43,9 @@ pub(in crate::pipeline) fn classify<'s, B: PacketBuf>(
     w: &WorkerState,
     snap: &'s Snapshot,
     st: &mut Staged<'s>,
+    flow_hash: Option<u64>,
 ) -> Fast {
-    match common(buf, rx_port, w, snap, st) {
+    match common(buf, rx_port, w, snap, st, flow_hash) {
         Some(hash) => Fast::Staged(hash),
         None => Fast::Fallback,
     }
@@ -57,6 +59,7 @@ fn common<'s, B: PacketBuf>(
     w: &WorkerState,
     snap: &'s Snapshot,
     st: &mut Staged<'s>,
+    flow_hash: Option<u64>,
 ) -> Option<Option<u64>> {
     const L2: usize = ethernet::HEADER_LEN;
     const IP_END: usize = L2 + ipv4::HEADER_LEN;
@@ -133,7 +136,7 @@ fn common<'s, B: PacketBuf>(
         if bad_flags {
             return None;
         }
-        let info = L4Info::new(key, flags, None);
+        let info = L4Info::new(key, flags, flow_hash);
         let hash = info.hash;
         if svc.has_nat && w.n_workers > 1 {
             let owner = w.owner_of(&key.src, src_port);
@@ -164,7 +167,7 @@ fn common<'s, B: PacketBuf>(
     if bad_flags {
         return None;
     }
-    let info = L4Info::new(key, flags, None);
+    let info = L4Info::new(key, flags, flow_hash);
     let hash = info.hash;
     if w.n_workers > 1 {
         let owner = w.owner_of(&key.dst, dst_port);

@@ -495,7 +495,7 @@ fn fast_classify_stages_what_classify_does() {
         }
         let mut st = Staged::Done(Ok(Action::Tx(0)));
         if let super::classify::Fast::Staged(hash) =
-            super::classify::classify(&buf, 0, &w, snap, &mut st)
+            super::classify::classify(&buf, 0, &w, snap, &mut st, None)
         {
             taken.set(taken.get() + 1);
             let want = classify(&buf, 0, &w, snap, None);
@@ -511,5 +511,85 @@ fn fast_classify_stages_what_classify_does() {
         taken.get() * 10 > u64::from(CASES),
         "{} frames taken",
         taken.get()
+    );
+}
+
+/// Steered frames as one staged burst on the owner (`process_steered_burst`, the worker's
+/// inbox) do exactly what `process_steered_hashed` does to them one by one: same actions,
+/// frames, counters and flow table. Worker 0 receives each burst; what it steers goes to two
+/// copies of worker 1.
+#[test]
+fn a_steered_burst_equals_steering_frame_by_frame() {
+    use crate::pipeline::{process_steered_burst, process_steered_hashed};
+    let snaps: Vec<Snapshot> = (0..4).map(snapshot_variant).collect();
+    let steered_total = std::cell::Cell::new(0u64);
+    let mut runner = proptest::test_runner::TestRunner::new(ProptestConfig {
+        cases: CASES / 2,
+        ..ProptestConfig::default()
+    });
+    let strategy = (
+        prop::collection::vec(burst(), 1..10),
+        prop::bool::weighted(0.2),
+    );
+    let result = runner.run(&strategy, |(bursts, sloppy)| {
+        let mut receiver = worker(2, true, sloppy);
+        let owner = |fast| {
+            let mut w = worker(2, fast, sloppy);
+            w.index = 1;
+            w
+        };
+        let (mut one_by_one, mut burst_owner) = (owner(false), owner(true));
+        let mut now = 1_000u64;
+        for b in &bursts {
+            now += b.step_ms;
+            let snap = &snaps[usize::from(b.variant)];
+            let frames: Vec<_> = b.frames.iter().map(build).collect();
+            let (actions, out, hashes) = run(&mut receiver, snap, &frames, now);
+            // The worker loop adopts each snapshot once per iteration, whatever its inbox holds.
+            one_by_one.adopt(snap);
+            burst_owner.adopt(snap);
+            let steered: Vec<(usize, Option<u64>)> = actions
+                .iter()
+                .zip(&hashes)
+                .enumerate()
+                .filter(|(_, (a, _))| matches!(a, Action::Steer(1)))
+                .map(|(i, (_, h))| (i, *h))
+                .collect();
+            steered_total.set(steered_total.get() + steered.len() as u64);
+            let bufs =
+                || -> Vec<VecBuf> { steered.iter().map(|&(i, _)| VecBuf::new(&out[i])).collect() };
+            let flow_hashes: Vec<Option<u64>> = steered.iter().map(|&(_, h)| h).collect();
+            let mut want_bufs = bufs();
+            let want: Vec<Action> = want_bufs
+                .iter_mut()
+                .zip(&flow_hashes)
+                .map(|(buf, h)| process_steered_hashed(buf, *h, 0, &mut one_by_one, snap, now))
+                .collect();
+            let mut got_bufs = bufs();
+            let mut got = vec![Action::ToControl; got_bufs.len()];
+            let ports = vec![0u16; got_bufs.len()];
+            process_steered_burst(
+                &mut got_bufs,
+                &mut got,
+                &ports,
+                &flow_hashes,
+                &mut burst_owner,
+                snap,
+                now,
+            );
+            prop_assert_eq!(&got, &want);
+            let data = |v: &[VecBuf]| v.iter().map(|b| b.data().to_vec()).collect::<Vec<_>>();
+            prop_assert_eq!(data(&got_bufs), data(&want_bufs));
+            prop_assert_eq!(state(&burst_owner, now), state(&one_by_one, now));
+        }
+        Ok(())
+    });
+    if let Err(e) = result {
+        panic!("{e}");
+    }
+    assert!(
+        steered_total.get() > u64::from(CASES),
+        "only {} frames steered",
+        steered_total.get()
     );
 }
