@@ -27,7 +27,7 @@ use crate::wire::tcp::flags::{FIN, RST, SYN};
 
 /// Stage 3 of `st` on the fast path: `Some(verdict)` when it handled the frame, `None` to
 /// hand it, unchanged, to the general path.
-#[inline]
+#[inline(always)]
 pub(super) fn handle<B: PacketBuf>(
     buf: &mut B,
     st: &Staged,
@@ -66,13 +66,13 @@ thread_local! {
 
 /// Not a fragment, and no flag the general path or the state machine treats specially: a
 /// SYN may replace a finished connection, FIN and RST end one (all left to the general path).
-#[inline]
+#[inline(always)]
 fn plain(pkt: &Pkt, info: &L4Info) -> bool {
     pkt.frag.is_none() && info.tcp_bits & (SYN | FIN | RST) == 0
 }
 
 /// Steps 1 -> 2 for a packet of a tracked connection.
-#[inline]
+#[inline(always)]
 fn client<B: PacketBuf>(
     buf: &mut B,
     pkt: &Pkt,
@@ -103,7 +103,7 @@ fn client<B: PacketBuf>(
 }
 
 /// Steps 3 -> 4 for a NAT real server's reply of a tracked connection.
-#[inline]
+#[inline(always)]
 fn reply<B: PacketBuf>(
     buf: &mut B,
     pkt: &Pkt,

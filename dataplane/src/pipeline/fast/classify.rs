@@ -36,7 +36,7 @@ pub(in crate::pipeline) enum Fast {
 
 /// Classify `buf` into `st` if it is the common case. `flow_hash`: the hash the receiving
 /// worker computed for a frame it steered here (not computed again).
-#[inline]
+#[inline(always)]
 pub(in crate::pipeline) fn classify<'s, B: PacketBuf>(
     buf: &B,
     rx_port: u16,
@@ -52,7 +52,7 @@ pub(in crate::pipeline) fn classify<'s, B: PacketBuf>(
 }
 
 /// [`classify`]: `Some` when staged, `None` to fall back.
-#[inline]
+#[inline(always)]
 fn common<'s, B: PacketBuf>(
     buf: &B,
     rx_port: u16,
