@@ -195,6 +195,17 @@ impl WorkerState {
         ((u128::from(h) * u128::from(self.n_workers)) >> 64) as u16
     }
 
+    /// The worker that owns connections of this client endpoint when it is another one
+    /// (`None` with a single worker, or when it is this one): where a NAT packet is steered.
+    #[inline]
+    fn owner_elsewhere(&self, client: &[u8; 16], port: u16) -> Option<u16> {
+        if self.n_workers < 2 {
+            return None;
+        }
+        let owner = self.owner_of(client, port);
+        (owner != self.index).then_some(owner)
+    }
+
     /// Pick up a newly published snapshot (cursors, timeouts, generation); cheap when it is
     /// the one already adopted.
     pub fn adopt(&mut self, snap: &Snapshot) {

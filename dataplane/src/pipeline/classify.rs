@@ -488,19 +488,20 @@ fn by_destination<'s>(
             return Err(Counter::DropTcpBadFlags);
         }
         let mut owner_here = true;
-        if svc.has_nat && w.n_workers > 1 {
-            let owner = w.owner_of(&key.src, key.src_port);
-            if owner != w.index {
-                if pkt.frag.is_none() {
-                    return Ok(Staged::Steer {
-                        owner,
-                        hash: info.hash,
-                    });
-                }
-                // Fragments stay where they arrive, with the datagram's later fragments
-                // (which carry no ports to find the owner by): decided statelessly.
-                owner_here = false;
+        if let Some(owner) = svc
+            .has_nat
+            .then(|| w.owner_elsewhere(&key.src, key.src_port))
+            .flatten()
+        {
+            if pkt.frag.is_none() {
+                return Ok(Staged::Steer {
+                    owner,
+                    hash: info.hash,
+                });
             }
+            // Fragments stay where they arrive, with the datagram's later fragments
+            // (which carry no ports to find the owner by): decided statelessly.
+            owner_here = false;
         }
         return Ok(Staged::Client {
             pkt,
@@ -520,17 +521,14 @@ fn by_destination<'s>(
             return Err(Counter::DropTcpBadFlags);
         }
         let mut owner_here = true;
-        if w.n_workers > 1 {
-            let owner = w.owner_of(&key.dst, key.dst_port);
-            if owner != w.index {
-                if pkt.frag.is_none() {
-                    return Ok(Staged::Steer {
-                        owner,
-                        hash: info.hash,
-                    });
-                }
-                owner_here = false;
+        if let Some(owner) = w.owner_elsewhere(&key.dst, key.dst_port) {
+            if pkt.frag.is_none() {
+                return Ok(Staged::Steer {
+                    owner,
+                    hash: info.hash,
+                });
             }
+            owner_here = false;
         }
         return Ok(Staged::Reply {
             pkt,

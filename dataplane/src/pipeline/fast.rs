@@ -19,10 +19,10 @@
 use super::egress::{self, ClientHop};
 use super::{set_macs, Action, L4Info, Pkt, Staged, Verdict, WorkerState};
 use crate::counters::Counter;
-use crate::flow::Direction;
+use crate::flow::{Direction, FlowHit};
 use crate::fwd::nat;
 use crate::io::PacketBuf;
-use crate::snapshot::Snapshot;
+use crate::snapshot::{Backend, Snapshot};
 use crate::wire::tcp::flags::{FIN, RST, SYN};
 
 /// Stage 3 of `st` on the fast path: `Some(verdict)` when it handled the frame, `None` to
@@ -71,6 +71,24 @@ fn plain(pkt: &Pkt, info: &L4Info) -> bool {
     pkt.frag.is_none() && info.tcp_bits & (SYN | FIN | RST) == 0
 }
 
+/// The live entry of the packet's connection, matched by its `dir` key, and its real server
+/// if the snapshot still has it.
+#[inline(always)]
+fn tracked<'s>(
+    pkt: &Pkt,
+    info: &L4Info,
+    dir: Direction,
+    w: &mut WorkerState,
+    snap: &'s Snapshot,
+    now: u64,
+) -> Option<(FlowHit, &'s Backend)> {
+    let hit = w.flows.lookup(&pkt.key, info.hash, now)?;
+    if hit.dir != dir {
+        return None;
+    }
+    Some((hit, snap.backend(hit.backend)?))
+}
+
 /// Steps 1 -> 2 for a packet of a tracked connection.
 #[inline(always)]
 fn client<B: PacketBuf>(
@@ -81,11 +99,7 @@ fn client<B: PacketBuf>(
     snap: &Snapshot,
     now: u64,
 ) -> Option<Verdict> {
-    let hit = w.flows.lookup(&pkt.key, info.hash, now)?;
-    if hit.dir != Direction::Original {
-        return None;
-    }
-    let backend = snap.backend(hit.backend)?;
+    let (hit, backend) = tracked(pkt, info, Direction::Original, w, snap, now)?;
     if backend.drop_flows {
         return None;
     }
@@ -112,11 +126,7 @@ fn reply<B: PacketBuf>(
     snap: &Snapshot,
     now: u64,
 ) -> Option<Verdict> {
-    let hit = w.flows.lookup(&pkt.key, info.hash, now)?;
-    if hit.dir != Direction::Reply {
-        return None;
-    }
-    let backend = snap.backend(hit.backend)?;
+    let (hit, backend) = tracked(pkt, info, Direction::Reply, w, snap, now)?;
     let svc = snap.services.get(backend.service as usize)?;
     // Decide: the checks of `egress::to_client`, any failure left to it.
     let (port, mac) = snap.resolve_key(&pkt.key.dst).ok()?;

@@ -138,12 +138,10 @@ fn common<'s, B: PacketBuf>(
         }
         let info = L4Info::new(key, flags, flow_hash);
         let hash = info.hash;
-        if svc.has_nat && w.n_workers > 1 {
-            let owner = w.owner_of(&key.src, src_port);
-            if owner != w.index {
-                *st = Staged::Steer { owner, hash };
-                return Some(None);
-            }
+        let elsewhere = svc.has_nat.then(|| w.owner_elsewhere(&key.src, src_port));
+        if let Some(owner) = elsewhere.flatten() {
+            *st = Staged::Steer { owner, hash };
+            return Some(None);
         }
         *st = Staged::Client {
             pkt,
@@ -169,12 +167,9 @@ fn common<'s, B: PacketBuf>(
     }
     let info = L4Info::new(key, flags, flow_hash);
     let hash = info.hash;
-    if w.n_workers > 1 {
-        let owner = w.owner_of(&key.dst, dst_port);
-        if owner != w.index {
-            *st = Staged::Steer { owner, hash };
-            return Some(None);
-        }
+    if let Some(owner) = w.owner_elsewhere(&key.dst, dst_port) {
+        *st = Staged::Steer { owner, hash };
+        return Some(None);
     }
     *st = Staged::Reply {
         pkt,
