@@ -14,13 +14,18 @@ use std::sync::atomic::{AtomicU64, Ordering};
 pub const DEFAULT_BACKEND_SLOTS: usize = 4096;
 
 /// One real server's counters on one worker.
+///
+/// A packet of a tracked connection that the pipeline's fast path forwards passes steps 1
+/// and 2 (or 3 and 4) at once: it is counted once, in `fast_in` (`fast_out`), and read as
+/// one packet of each step. Every term of a reading only grows, so a reading taken while the
+/// worker writes never goes back.
 #[derive(Debug, Default)]
 #[repr(C, align(64))]
 struct Slot {
     // First cache line: the client side (steps 1 and 2) and the flow table's gauges.
-    /// Step 1: client packets of its connections received.
+    /// Step 1: client packets of its connections received (the general path's).
     step1_packets: AtomicU64,
-    /// Step 2: packets forwarded to it.
+    /// Step 2: packets forwarded to it (the general path's).
     in_packets: AtomicU64,
     in_bytes: AtomicU64,
     new_conns: AtomicU64,
@@ -31,13 +36,16 @@ struct Slot {
     /// NAT connections whose client retransmitted its SYN before any reply came back
     /// through vipd: the step-3 symptom (the real server's replies bypass vipd).
     step3_missing: AtomicU64,
-    _pad: AtomicU64,
+    /// Steps 1 and 2 of the fast path's packets.
+    fast_in: AtomicU64,
     // Second cache line: the reply side (steps 3 and 4).
-    /// Step 3: its replies received.
+    /// Step 3: its replies received (the general path's).
     step3_packets: AtomicU64,
-    /// Step 4: its replies sent to the client.
+    /// Step 4: its replies sent to the client (the general path's).
     out_packets: AtomicU64,
     out_bytes: AtomicU64,
+    /// Steps 3 and 4 of the fast path's replies.
+    fast_out: AtomicU64,
 }
 
 /// A reading of one slot (on one worker, or summed over workers).
@@ -159,6 +167,25 @@ impl BackendStats {
         }
     }
 
+    /// Steps 1 and 2 at once: a client packet of `bytes` (as sent) of a tracked connection
+    /// the fast path forwarded to the real server in `slot`.
+    #[inline(always)]
+    pub fn count_forwarded(&self, slot: u32, bytes: usize) {
+        if let Some(s) = self.slots.get(slot as usize) {
+            bump(&s.fast_in, 1);
+            bump(&s.in_bytes, bytes as u64);
+        }
+    }
+
+    /// Steps 3 and 4 at once: a reply of `bytes` (as sent) the fast path sent to the client.
+    #[inline(always)]
+    pub fn count_replied(&self, slot: u32, bytes: usize) {
+        if let Some(s) = self.slots.get(slot as usize) {
+            bump(&s.fast_out, 1);
+            bump(&s.out_bytes, bytes as u64);
+        }
+    }
+
     /// A reply packet of `bytes` from the real server in `slot` sent to its client.
     #[inline]
     pub fn count_out(&self, slot: u32, bytes: usize) {
@@ -215,14 +242,15 @@ impl BackendStats {
             return BackendCounts::default();
         };
         let r = |v: &AtomicU64| v.load(Ordering::Relaxed);
+        let (fast_in, fast_out) = (r(&s.fast_in), r(&s.fast_out));
         BackendCounts {
-            step1_packets: r(&s.step1_packets),
-            step3_packets: r(&s.step3_packets),
+            step1_packets: r(&s.step1_packets).wrapping_add(fast_in),
+            step3_packets: r(&s.step3_packets).wrapping_add(fast_out),
             step3_missing: r(&s.step3_missing),
             new_conns: r(&s.new_conns),
-            in_packets: r(&s.in_packets),
+            in_packets: r(&s.in_packets).wrapping_add(fast_in),
             in_bytes: r(&s.in_bytes),
-            out_packets: r(&s.out_packets),
+            out_packets: r(&s.out_packets).wrapping_add(fast_out),
             out_bytes: r(&s.out_bytes),
             active: r(&s.active),
             inactive: r(&s.inactive),
@@ -263,18 +291,21 @@ mod tests {
         s.count_step1(1);
         s.count_step3(1);
         s.count_step3_missing(1);
+        // The fast path's packets count as both steps.
+        s.count_forwarded(1, 100);
+        s.count_replied(1, 10);
         let c = s.get(1);
         assert_eq!(
             c,
             BackendCounts {
-                step1_packets: 1,
-                step3_packets: 1,
+                step1_packets: 2,
+                step3_packets: 2,
                 step3_missing: 1,
                 new_conns: 1,
-                in_packets: 2,
-                in_bytes: 1560,
-                out_packets: 1,
-                out_bytes: 40,
+                in_packets: 3,
+                in_bytes: 1660,
+                out_packets: 2,
+                out_bytes: 50,
                 active: 1,
                 inactive: 1,
             }
@@ -290,6 +321,6 @@ mod tests {
             ],
             1,
         );
-        assert_eq!(total.in_packets, 2);
+        assert_eq!(total.in_packets, 3);
     }
 }

@@ -161,7 +161,7 @@ mod tests {
         for i in 0..10_000u32 {
             let client = IpAddr::from([192, 0, 2, (i % 200) as u8]);
             let k = FlowKey::new(client, vip, 1024 + (i / 200) as u16, 80, 6);
-            let id = t.insert(&k, k.hash(), None, i % 3, 0).unwrap();
+            let id = t.insert(&k, FlowTable::hash(&k), None, i % 3, 0).unwrap();
             t.track(id, Direction::Original, Some(TcpFlags::from_bits(0x10)), 0);
         }
         let mut r = SampleRequest::new(
@@ -180,7 +180,7 @@ mod tests {
         assert!(!r.truncated);
         assert_eq!(
             steps,
-            10_000usize.div_ceil(SCAN_PER_ITERATION),
+            t.listing_positions().div_ceil(SCAN_PER_ITERATION),
             "bounded work per step"
         );
         assert!(r

@@ -32,24 +32,27 @@
 
 mod classify;
 mod egress;
-mod fast;
+mod fast4;
 mod flows;
 mod icmp_msgs;
 mod local;
+mod worker_state;
 
-use crate::backend_stats::{BackendStats, DEFAULT_BACKEND_SLOTS};
 use crate::counters::{Counter, WorkerCounters};
-use crate::flow::{FlowKey, FlowTable, TcpFlags};
-use crate::fwd::fragment::{FragmentKey, FragmentTracker, FRAGMENT_SLOTS};
+use crate::flow::{FlowKey, TableHash, TcpFlags};
+use crate::fwd::fragment::FragmentKey;
 use crate::fwd::nat::L4At;
 use crate::io::PacketBuf;
 use crate::ndp::{self, NdVerdict};
+use crate::snapshot::fast4::AMBIGUOUS;
 use crate::snapshot::Snapshot;
 use crate::wire::ethernet;
 use crate::wire::MacAddr;
 pub(crate) use classify::for_kernel;
 use classify::{classify, Staged};
-use std::sync::Arc;
+use fast4::classify::First;
+use fast4::Staged4;
+pub use worker_state::{WorkerState, ICMP_ERRORS_BURST, ICMP_ERRORS_PER_SEC};
 
 /// What the caller does with a frame after the pipeline.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -67,166 +70,43 @@ pub enum Action {
     Steer(u16),
 }
 
-/// Flow-table expiry work done per burst: bounded so a burst's cost stays bounded, large
-/// enough that expiry outpaces connection arrival (at most one new flow per packet).
-pub const EXPIRE_BUDGET_PER_BURST: usize = 64;
+/// Flow-table expiry work done per millisecond of the worker's clock (see
+/// `flow/table/expiry.rs` for the bound it gives): a busy worker sweeps once per tick, not
+/// once per burst, and an idle one once per idle poll's tick.
+pub const EXPIRE_BUDGET_PER_TICK: usize = 64;
 
-/// Hop limit of packets vipd originates (echo replies).
+/// Hop limit of packets vipd originates (echo replies, tunnel headers).
 const OWN_TTL: u8 = 64;
-
-/// A worker's private state: its flow table, counters and scheduler cursors.
-pub struct WorkerState {
-    /// This worker's index among `n_workers`.
-    pub index: u16,
-    /// Number of workers; NAT connections are owned by `endpoint_hash(client)` scaled onto
-    /// `0..n_workers` ([`WorkerState::owner_of`]).
-    pub n_workers: u16,
-    /// The worker's flow table.
-    pub flows: FlowTable,
-    /// The worker's counters (shared read-only with the control thread).
-    pub counters: Arc<WorkerCounters>,
-    /// Per-real-server counters, indexed by backend id (shared read-only with the control
-    /// thread); the flow table counts its connections there too.
-    pub backends: Arc<BackendStats>,
-    /// An active trace request (`vipctl trace`), if any.
-    pub trace: Option<Box<crate::trace::TraceJob>>,
-    /// IPVS's `sloppy_tcp` forced on for this worker (tests, fuzzing); the configured setting
-    /// comes with the snapshot ([`Snapshot::sloppy_tcp`]). Either makes any TCP segment without
-    /// a flow entry create one; off, only a lone SYN does and others go statelessly.
-    pub sloppy_tcp: bool,
-    /// Stages 1 and 3 of a burst take the fast path (`pipeline::fast`) for the common
-    /// IPv4 frame and for packets of tracked connections (default on). Off, every frame takes
-    /// the general path: the same actions, frames, counters and flow table (the differential
-    /// test in `pipeline/fast/tests.rs` compares the two). Steered frames always take the
-    /// general path.
-    pub fast_path: bool,
-    cursors: Vec<u64>,
-    generation: u64,
-    icmp_errors: TokenBucket,
-    /// When an insert last found the table full (see `flows::schedule`).
-    last_full_ms: Option<u64>,
-    frags: FragmentTracker,
-}
-
-/// ICMP errors a worker may send per second (RFC 1812 4.3.2.8, RFC 4443 2.4(f)), and the
-/// burst it may send at once: Linux's defaults (net.ipv4.icmp_msgs_per_sec / _burst).
-pub const ICMP_ERRORS_PER_SEC: u32 = 1000;
-/// See [`ICMP_ERRORS_PER_SEC`].
-pub const ICMP_ERRORS_BURST: u32 = 50;
-
-/// A token bucket on the worker's millisecond clock: no atomics, no syscalls.
-struct TokenBucket {
-    tokens: u32,
-    last_ms: u64,
-}
-
-impl TokenBucket {
-    fn new() -> Self {
-        TokenBucket {
-            tokens: ICMP_ERRORS_BURST,
-            last_ms: 0,
-        }
-    }
-
-    /// Take one token if there is one, refilling at [`ICMP_ERRORS_PER_SEC`] first.
-    fn take(&mut self, now_ms: u64) -> bool {
-        let elapsed = now_ms.saturating_sub(self.last_ms);
-        let refill = elapsed.saturating_mul(u64::from(ICMP_ERRORS_PER_SEC)) / 1000;
-        if refill > 0 {
-            let room = u64::from(ICMP_ERRORS_BURST - self.tokens.min(ICMP_ERRORS_BURST));
-            self.tokens += refill.min(room) as u32;
-            self.last_ms = now_ms;
-        }
-        if self.tokens == 0 {
-            return false;
-        }
-        self.tokens -= 1;
-        true
-    }
-}
-
-impl WorkerState {
-    /// A worker's state. `max_services` sizes the scheduler cursors up front; real-server
-    /// statistics get [`DEFAULT_BACKEND_SLOTS`] slots.
-    pub fn new(index: u16, n_workers: u16, flows: FlowTable, max_services: usize) -> Self {
-        Self::with_backend_slots(index, n_workers, flows, max_services, DEFAULT_BACKEND_SLOTS)
-    }
-
-    /// [`WorkerState::new`] with `backend_slots` real-server statistics slots (backend ids
-    /// must stay below it to be counted).
-    pub fn with_backend_slots(
-        index: u16,
-        n_workers: u16,
-        mut flows: FlowTable,
-        max_services: usize,
-        backend_slots: usize,
-    ) -> Self {
-        let backends = Arc::new(BackendStats::new(backend_slots));
-        flows.count_connections_in(Arc::clone(&backends));
-        WorkerState {
-            index,
-            n_workers: n_workers.max(1),
-            flows,
-            counters: Arc::new(WorkerCounters::default()),
-            backends,
-            sloppy_tcp: false,
-            fast_path: true,
-            trace: None,
-            cursors: vec![0; max_services],
-            generation: u64::MAX,
-            icmp_errors: TokenBucket::new(),
-            last_full_ms: None,
-            frags: FragmentTracker::new(FRAGMENT_SLOTS),
-        }
-    }
-
-    /// Resize the fragment tracker (default [`FRAGMENT_SLOTS`]); allocates: call before the
-    /// worker runs. Fewer slots lose datagrams sooner under a fragment flood.
-    pub fn set_fragment_slots(&mut self, slots: usize) {
-        self.frags = FragmentTracker::new(slots);
-    }
-
-    /// The worker that owns connections of this client endpoint: the hash scaled onto
-    /// `0..n_workers` by a multiply and a shift (Lemire's reduction) instead of a 64-bit
-    /// division (`%`: tens of cycles; this: one 3-cycle multiply).
-    #[inline]
-    pub fn owner_of(&self, client: &[u8; 16], port: u16) -> u16 {
-        let h = FlowKey::endpoint_hash(client, port);
-        ((u128::from(h) * u128::from(self.n_workers)) >> 64) as u16
-    }
-
-    /// The worker that owns connections of this client endpoint when it is another one
-    /// (`None` with a single worker, or when it is this one): where a NAT packet is steered.
-    #[inline]
-    fn owner_elsewhere(&self, client: &[u8; 16], port: u16) -> Option<u16> {
-        if self.n_workers < 2 {
-            return None;
-        }
-        let owner = self.owner_of(client, port);
-        (owner != self.index).then_some(owner)
-    }
-
-    /// Pick up a newly published snapshot (cursors, timeouts, generation); cheap when it is
-    /// the one already adopted.
-    pub fn adopt(&mut self, snap: &Snapshot) {
-        if self.generation != snap.generation {
-            self.generation = snap.generation;
-            if self.cursors.len() < snap.services.len() {
-                // Only when a snapshot brings more services than ever before: not per packet.
-                self.cursors.resize(snap.services.len(), 0);
-            }
-            if *self.flows.timeouts() != snap.timeouts {
-                self.flows.set_timeouts(snap.timeouts);
-            }
-            self.counters.inc(Counter::SnapshotsApplied);
-            // Tells the control plane this worker no longer uses older snapshots' backends.
-            self.counters.set_generation(snap.generation);
-        }
-    }
-}
 
 /// Frames a burst is staged in (the worker's burst size).
 const STAGE: usize = 32;
+
+/// What a burst counts, kept in registers and stored once at its end instead of a load and a
+/// store per packet per counter.
+#[derive(Default)]
+struct Tally {
+    rx_packets: u64,
+    rx_bytes: u64,
+    forwarded: u64,
+    nat_replies: u64,
+    steered: u64,
+}
+
+impl Tally {
+    fn store(&self, c: &WorkerCounters) {
+        for (counter, n) in [
+            (Counter::RxPackets, self.rx_packets),
+            (Counter::RxBytes, self.rx_bytes),
+            (Counter::Forwarded, self.forwarded),
+            (Counter::NatReplies, self.nat_replies),
+            (Counter::Steered, self.steered),
+        ] {
+            if n != 0 {
+                c.add(counter, n);
+            }
+        }
+    }
+}
 
 /// Process a burst received on `rx_port`: `actions[i]` is set for `bufs[i]`.
 pub fn process_burst<B: PacketBuf>(
@@ -241,14 +121,15 @@ pub fn process_burst<B: PacketBuf>(
 }
 
 /// [`process_burst`], also setting `flow_hashes[i]` for every frame whose action is
-/// [`Action::Steer`]: its flow hash (`None` for an ICMP error steered to the owner of the
-/// connection it quotes), for the owner's [`process_steered_hashed`].
+/// [`Action::Steer`]: its flow table hash ([`TableHash::raw`]; `None` for an ICMP error
+/// steered to the owner of the connection it quotes), for the owner's
+/// [`process_steered_burst`].
 ///
 /// The burst goes in stages of up to [`STAGE`] frames, as DPDK's `rte_hash_lookup_bulk` and
-/// VPP do: (1) every frame is parsed, checked and classified ([`classify`]: no state
-/// changes) and the flow-table buckets of those that will be looked up are prefetched;
-/// (2) the entries those buckets point at are prefetched; (3) each frame is handled in order.
-/// At 1M flows a lookup is two DRAM misses; staged, the misses of a burst overlap.
+/// VPP do: (1) every frame is parsed, checked and classified (no state changes) and the
+/// primary flow-table bucket of those that will be looked up is prefetched; (2) where the key
+/// is not in its primary bucket, the secondary is prefetched; (3) each frame is handled in
+/// order. At a million flows a lookup is a DRAM miss; staged, the misses of a burst overlap.
 pub fn process_burst_hashed<B: PacketBuf>(
     bufs: &mut [B],
     actions: &mut [Action],
@@ -264,13 +145,13 @@ pub fn process_burst_hashed<B: PacketBuf>(
         hashes: &[],
     };
     stages::<B, false>(bufs, actions, &received, flow_hashes, worker, snap, now_ms);
-    worker.flows.expire(now_ms, EXPIRE_BUDGET_PER_BURST);
+    worker.expire_tick(now_ms);
 }
 
 /// Frames other workers steered here (each counted as received there), as one staged burst:
 /// `rx_ports[i]` and `flow_hashes[i]` are `bufs[i]`'s, as the receiving worker passed them.
-/// Does what [`process_steered_hashed`] does frame by frame (a frame steered again is
-/// dropped as `drop_steered_twice`), with the burst's flow-table misses overlapped.
+/// A frame the owner would steer again is dropped as `drop_steered_twice` (the workers
+/// disagree on ownership: a bug, counted instead of looping).
 pub fn process_steered_burst<B: PacketBuf>(
     bufs: &mut [B],
     actions: &mut [Action],
@@ -288,6 +169,28 @@ pub fn process_steered_burst<B: PacketBuf>(
     stages::<B, true>(bufs, actions, &steered, &mut [], worker, snap, now_ms);
 }
 
+/// One frame another worker steered here: [`process_steered_burst`] of a burst of one.
+pub fn process_steered<B: PacketBuf>(
+    buf: &mut B,
+    flow_hash: Option<u64>,
+    rx_port: u16,
+    worker: &mut WorkerState,
+    snap: &Snapshot,
+    now_ms: u64,
+) -> Action {
+    let mut action = [Action::Drop(Counter::DropSteeredTwice)];
+    process_steered_burst(
+        std::slice::from_mut(buf),
+        &mut action,
+        &[rx_port],
+        &[flow_hash],
+        worker,
+        snap,
+        now_ms,
+    );
+    action[0]
+}
+
 /// Where a burst's frames come from: received on `rx_port`, or (steered) each with its rx
 /// port and the flow hash the receiving worker computed.
 struct Frames<'a> {
@@ -298,7 +201,7 @@ struct Frames<'a> {
 
 impl Frames<'_> {
     /// Frame `i`'s rx port and the flow hash it came with.
-    #[inline]
+    #[inline(always)]
     fn frame<const STEERED: bool>(&self, i: usize) -> (u16, Option<u64>) {
         if STEERED {
             (
@@ -325,70 +228,95 @@ fn stages<B: PacketBuf, const STEERED: bool>(
     now_ms: u64,
 ) {
     worker.adopt(snap);
-    let received = !STEERED;
-    let mut staged = [Staged::Done(Ok(Action::Tx(0))); STAGE];
+    // Decided once per burst: the fast path runs while no trace is active (a trace sees
+    // every frame the general way, and the fast path needs no hooks of its own).
+    let fast = worker.fast_path && worker.trace.is_none();
+    let port_mac = snap.fast4.port_mac48(frames.rx_port);
+    let mut scratch = worker.take_scratch();
+    let mut tally = Tally::default();
+    let n = bufs.len().min(actions.len());
     let mut start = 0;
-    while start < bufs.len().min(actions.len()) {
-        let end = (start + STAGE).min(bufs.len()).min(actions.len());
-        let (bufs, actions) = (&mut bufs[start..end], &mut actions[start..end]);
-        // The hashes stage 3 looks up, gathered in stage 1 for the second prefetch pass.
-        let mut lookups = [0u64; STAGE];
-        let mut n_lookups = 0;
-        for (i, (buf, st)) in bufs.iter().zip(staged.iter_mut()).enumerate() {
-            let (rx_port, flow_hash) = frames.frame::<STEERED>(start + i);
-            if received {
-                worker.counters.inc(Counter::RxPackets);
-                worker
-                    .counters
-                    .add(Counter::RxBytes, buf.data().len() as u64);
+    while start < n {
+        let end = (start + STAGE).min(n);
+        // Stage 1: classify, hash, prefetch the primary bucket.
+        for (k, buf) in bufs[start..end].iter().enumerate() {
+            let (rx_port, steered_hash) = frames.frame::<STEERED>(start + k);
+            if !STEERED {
+                tally.rx_packets += 1;
+                tally.rx_bytes += buf.data().len() as u64;
             }
-            let fast = if worker.fast_path {
-                fast::classify::classify(buf, rx_port, worker, snap, st, flow_hash)
+            let mac = if STEERED {
+                snap.fast4.port_mac48(rx_port)
             } else {
-                fast::classify::Fast::Fallback
+                port_mac
             };
-            let lookup = match fast {
-                fast::classify::Fast::Staged(lookup) => lookup,
-                fast::classify::Fast::Fallback => {
-                    *st = classify(buf, rx_port, worker, snap, flow_hash);
-                    st.lookup_hash()
+            let first = match mac {
+                Some(mac) if fast => fast4::classify::classify(
+                    buf,
+                    mac,
+                    worker,
+                    snap,
+                    steered_hash.map(TableHash::from_raw),
+                ),
+                _ => First::Fallback,
+            };
+            scratch.first[k] = first;
+            match first {
+                First::Fast(f) => worker.flows.prefetch4(f.hash),
+                First::Fallback => {
+                    let st = classify(buf, rx_port, worker, snap, steered_hash);
+                    if let Some((v4, h)) = st.lookup_hash() {
+                        worker.flows.prefetch(v4, h);
+                    }
+                    scratch.general[k] = st;
                 }
-            };
-            if let (Some(h), Some(slot)) = (lookup, lookups.get_mut(n_lookups)) {
-                worker.flows.prefetch(h);
-                *slot = h;
-                n_lookups += 1;
+                First::Steer { .. } | First::NotLocal => {}
             }
         }
-        for &h in &lookups[..n_lookups] {
-            worker.flows.prefetch_entry(h);
+        // Stage 2: a key not in its (now loaded) primary bucket needs its secondary.
+        for first in &mut scratch.first[..end - start] {
+            if let First::Fast(f) = first {
+                f.pos = worker.flows.probe4(&f.key, f.hash);
+            }
         }
-        for (i, ((buf, action), st)) in bufs
+        // Stage 3: handle each frame in order.
+        for (k, (buf, action)) in bufs[start..end]
             .iter_mut()
-            .zip(actions.iter_mut())
-            .zip(staged.iter())
+            .zip(actions[start..end].iter_mut())
             .enumerate()
         {
-            let (rx_port, _) = frames.frame::<STEERED>(start + i);
+            let (rx_port, _) = frames.frame::<STEERED>(start + k);
             // The frame is as received until its own stage 3.
             if let Some(t) = worker.trace.as_mut() {
                 t.before(buf.data(), rx_port, now_ms);
             }
-            // The fast path only while no trace is active: a trace sees every frame the
-            // general way (and the fast path then needs no hooks of its own).
-            let fast = if worker.fast_path && worker.trace.is_none() {
-                fast::handle(buf, st, worker, snap, now_ms)
-            } else {
-                None
-            };
-            let verdict = match fast {
-                Some(v) => v,
-                None => handle(buf, st, rx_port, worker, snap, now_ms),
+            let (verdict, hash) = match scratch.first[k] {
+                First::Fast(f) => {
+                    let done = if f.reply {
+                        fast4::reply(buf, &f, worker, snap, now_ms, &mut tally)
+                    } else {
+                        fast4::client(buf, &f, worker, snap, now_ms, &mut tally)
+                    };
+                    let verdict = match done {
+                        Some(a) => Ok(a),
+                        None => handle(buf, &f.general(), rx_port, worker, snap, now_ms),
+                    };
+                    (verdict, None)
+                }
+                First::Steer { owner, hash } => (Ok(Action::Steer(owner)), Some(hash.raw())),
+                First::NotLocal => (Err(Counter::DropNotLocal), None),
+                First::Fallback => {
+                    let st = &scratch.general[k];
+                    (
+                        handle(buf, st, rx_port, worker, snap, now_ms),
+                        st.flow_hash(),
+                    )
+                }
             };
             *action = match verdict {
                 // The owner never steers again: a frame steered twice would mean the
                 // workers disagree on ownership; count it rather than loop.
-                Ok(Action::Steer(_)) if !received => Action::Drop(Counter::DropSteeredTwice),
+                Ok(Action::Steer(_)) if STEERED => Action::Drop(Counter::DropSteeredTwice),
                 Ok(a) => a,
                 Err(reason) => Action::Drop(reason),
             };
@@ -400,9 +328,9 @@ fn stages<B: PacketBuf, const STEERED: bool>(
                 Action::ToControl => worker.counters.inc(Counter::ToControl),
                 Action::ToKernel => worker.counters.inc(Counter::ToKernel),
                 Action::Steer(_) => {
-                    worker.counters.inc(Counter::Steered);
-                    if let Some(out) = hashes_out.get_mut(start + i) {
-                        *out = st.flow_hash();
+                    tally.steered += 1;
+                    if let Some(out) = hashes_out.get_mut(start + k) {
+                        *out = hash;
                     }
                 }
                 Action::Tx(_) => {}
@@ -410,58 +338,50 @@ fn stages<B: PacketBuf, const STEERED: bool>(
         }
         start = end;
     }
+    tally.store(&worker.counters);
+    worker.put_scratch(scratch);
 }
 
-/// Process one frame that another worker steered here (it was counted as received there).
-pub fn process_steered<B: PacketBuf>(
-    buf: &mut B,
-    rx_port: u16,
-    worker: &mut WorkerState,
-    snap: &Snapshot,
-    now_ms: u64,
-) -> Action {
-    process_steered_hashed(buf, None, rx_port, worker, snap, now_ms)
-}
-
-/// [`process_steered`] with the flow hash the receiving worker computed
-/// ([`process_burst_hashed`]), so the owner does not hash the key again.
-pub fn process_steered_hashed<B: PacketBuf>(
-    buf: &mut B,
-    flow_hash: Option<u64>,
-    rx_port: u16,
-    worker: &mut WorkerState,
-    snap: &Snapshot,
-    now_ms: u64,
-) -> Action {
-    worker.adopt(snap);
-    if let Some(t) = worker.trace.as_mut() {
-        t.before(buf.data(), rx_port, now_ms);
-    }
-    let st = classify(buf, rx_port, worker, snap, flow_hash);
-    let action = match handle(buf, &st, rx_port, worker, snap, now_ms) {
-        // The owner never steers again: a frame steered twice would mean the workers
-        // disagree on ownership; count it rather than loop.
-        Ok(Action::Steer(_)) => {
-            worker.counters.inc(Counter::DropSteeredTwice);
-            Action::Drop(Counter::DropSteeredTwice)
-        }
-        Ok(a) => {
-            match a {
-                Action::ToControl => worker.counters.inc(Counter::ToControl),
-                Action::ToKernel => worker.counters.inc(Counter::ToKernel),
-                _ => {}
+impl Staged4 {
+    /// The general classifier's record of this packet (its stage 3 then handles it).
+    fn general(&self) -> Staged {
+        let key = self.key.flow_key();
+        let pkt = Pkt {
+            l2: ethernet::HEADER_LEN,
+            v4: true,
+            key,
+            ttl: self.ttl,
+            len: usize::from(self.len),
+            l4: L4At {
+                proto: key.proto,
+                offset: crate::wire::ipv4::HEADER_LEN,
+                header: true,
+            },
+            dont_frag: self.dont_frag,
+            frag: None,
+        };
+        let tcp = (key.proto == crate::flow::key::PROTO_TCP).then_some(self.tcp_bits);
+        let info = L4Info {
+            table: self.hash,
+            tcp_flags: tcp.map(TcpFlags::from_bits),
+            tcp_bits: self.tcp_bits,
+        };
+        if !self.reply {
+            Staged::Client {
+                pkt,
+                info,
+                service_index: self.service,
+                owner_here: true,
             }
-            a
+        } else {
+            Staged::Reply {
+                pkt,
+                info,
+                unique_service: (self.service != AMBIGUOUS).then_some(self.service),
+                owner_here: true,
+            }
         }
-        Err(reason) => {
-            worker.counters.inc(reason);
-            Action::Drop(reason)
-        }
-    };
-    if let Some(t) = worker.trace.as_mut() {
-        t.after(buf.data(), action);
     }
-    action
 }
 
 type Verdict = Result<Action, Counter>;
@@ -484,14 +404,12 @@ fn handle<B: PacketBuf>(
             ref pkt,
             ref info,
             service_index,
-            svc,
             owner_here,
         } => egress::forward_client(
             buf,
             pkt,
             info,
             service_index,
-            svc,
             owner_here,
             rx_port,
             w,
@@ -591,8 +509,10 @@ impl Pkt {
 /// [`Pkt::key`]).
 #[derive(Clone, Copy, Debug)]
 struct L4Info {
-    /// `key.hash()`, computed once per packet for the flow table, scheduler and tunnel.
-    hash: u64,
+    /// The flow table's hash of the key (also the tunnel's per-flow outer source and the
+    /// hash a steered frame carries to its owner); the consistent hash (`FlowKey::hash`) is
+    /// computed only where a real server is picked.
+    table: TableHash,
     tcp_flags: Option<TcpFlags>,
     /// The raw TCP flags byte (0 for UDP).
     tcp_bits: u8,
@@ -606,12 +526,12 @@ impl L4Info {
     }
 }
 
-impl Staged<'_> {
+impl Staged {
     /// The flow hash of a TCP or UDP packet.
     fn flow_hash(&self) -> Option<u64> {
         match self {
-            Staged::Client { info, .. } | Staged::Reply { info, .. } => Some(info.hash),
-            Staged::Steer { hash, .. } => Some(*hash),
+            Staged::Client { info, .. } | Staged::Reply { info, .. } => Some(info.table.raw()),
+            Staged::Steer { hash, .. } => Some(hash.raw()),
             _ => None,
         }
     }

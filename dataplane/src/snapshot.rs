@@ -11,7 +11,9 @@ use crate::wire::MacAddr;
 use ipnet::{Ipv4Net, Ipv6Net};
 use std::net::IpAddr;
 
+pub(crate) mod fast4;
 mod lookup;
+mod word_map;
 use lookup::{addr_key, map, Endpoint, Map, PortLookups};
 
 /// How a real server is reached (LVS's packet-forwarding methods).
@@ -321,6 +323,8 @@ pub struct Snapshot {
     neighbours: Map<u128, MacAddr>,
     /// What `ports` tells per packet, precomputed (`ports` must not change after build).
     port_lookups: PortLookups,
+    /// What the fast path reads per IPv4 packet, precomputed (from everything above).
+    pub(crate) fast4: fast4::Fast4,
 }
 
 impl Snapshot {
@@ -352,6 +356,7 @@ impl Snapshot {
             nat_endpoints: map(),
             neighbours,
             port_lookups,
+            fast4: fast4::Fast4::default(),
         };
         for (si, spec) in services.iter().enumerate() {
             let si = si as u32;
@@ -452,6 +457,7 @@ impl Snapshot {
                 has_nat: spec.backends.iter().any(|b| b.mode == FwdMode::Nat),
             });
         }
+        snap.fast4 = fast4::Fast4::build(&snap);
         Ok(snap)
     }
 

@@ -9,7 +9,7 @@ mod common;
 
 use common::*;
 use vipd_dataplane::counters::Counter;
-use vipd_dataplane::flow::FlowKey;
+use vipd_dataplane::flow::{FlowKey, FlowTable};
 use vipd_dataplane::io::mem::VecBuf;
 use vipd_dataplane::io::PacketBuf;
 use vipd_dataplane::pipeline::{process_burst, process_burst_hashed, Action};
@@ -502,8 +502,10 @@ fn nat_replies_are_steered_to_the_owning_worker() {
     let synack = rs1_to_client(tcp(8080, 40000, "SA"), b"");
     let owner = workers[0].owner_of(&vipd_dataplane::flow::key::to_mapped(v4(CLIENT_IP)), 40000);
     let other = 1 - owner;
-    // The flow hash of each packet's own key, handed from the receiving worker to the owner.
-    let tcp_key = |src, dst, sport, dport| FlowKey::v4(src, dst, sport, dport, 6).hash();
+    // The flow table hash of each packet's own key, handed from the receiving worker to the owner.
+    let tcp_key = |src, dst, sport, dport| {
+        FlowTable::hash(&FlowKey::v4(src, dst, sport, dport, 6)).raw()
+    };
     for (frame, expected, hash) in [
         (
             syn.clone(),
@@ -530,7 +532,7 @@ fn nat_replies_are_steered_to_the_owning_worker() {
         );
         assert_eq!(actions[0], Action::Steer(owner));
         assert_eq!(hashes[0], Some(hash));
-        let a = vipd_dataplane::pipeline::process_steered_hashed(
+        let a = vipd_dataplane::pipeline::process_steered(
             &mut bufs[0],
             hashes[0],
             0,

@@ -116,7 +116,7 @@ fn step(workers: &mut [WorkerState; 2], rx: usize, frame: &[u8], snap: &Snapshot
             let to = usize::from(to);
             assert!(to != rx && to < workers.len(), "steered to {to} from {rx}");
             let a0 = alloc::count();
-            let a = process_steered(&mut bufs[0], 0, &mut workers[to], snap, now);
+            let a = process_steered(&mut bufs[0], None, 0, &mut workers[to], snap, now);
             assert_eq!(alloc::count(), a0, "process_steered allocated");
             assert!(!matches!(a, Action::Steer(_)), "steered twice");
             (a, to)

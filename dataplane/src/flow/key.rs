@@ -92,8 +92,9 @@ impl FlowKey {
         from_mapped(&self.dst)
     }
 
-    /// The flow hash: deterministic across processes and boxes (fixed seed), used both to
-    /// index the flow table and as the Maglev lookup hash.
+    /// The consistent hash: deterministic across processes and boxes (fixed seed), the
+    /// Maglev lookup hash (computed when a real server is scheduled or a packet goes
+    /// statelessly; the flow table has its own, `FlowTable::hash`).
     #[inline]
     pub fn hash(&self) -> u64 {
         let mut bytes = [0u8; 37];
@@ -102,17 +103,6 @@ impl FlowKey {
         bytes[32..34].copy_from_slice(&self.src_port.to_be_bytes());
         bytes[34..36].copy_from_slice(&self.dst_port.to_be_bytes());
         bytes[36] = self.proto;
-        xxhash_rust::xxh3::xxh3_64_with_seed(&bytes, FLOW_HASH_SEED)
-    }
-
-    /// A hash of the client endpoint only (source address and port of a request, destination of
-    /// a NAT reply). Both directions of a NAT connection carry it, so it picks the worker that
-    /// owns the connection whichever queue the NIC delivers a packet to.
-    #[inline]
-    pub fn endpoint_hash(addr: &[u8; 16], port: u16) -> u64 {
-        let mut bytes = [0u8; 18];
-        bytes[..16].copy_from_slice(addr);
-        bytes[16..].copy_from_slice(&port.to_be_bytes());
         xxhash_rust::xxh3::xxh3_64_with_seed(&bytes, FLOW_HASH_SEED)
     }
 }

@@ -1,6 +1,8 @@
 //! Flows: the key, the per-core flow table, TCP state tracking and timeouts.
 
-mod index;
+mod cuckoo;
+pub(crate) mod hash;
+pub(crate) mod slot;
 pub mod key;
 pub mod mem;
 pub mod state;
@@ -9,4 +11,5 @@ pub mod table;
 pub use key::FlowKey;
 pub use mem::{Backing, Pages};
 pub use state::{Direction, TcpFlags, TcpState, Timeouts};
-pub use table::{FlowHit, FlowId, FlowInfo, FlowTable, InsertError, Miss};
+pub use hash::TableHash;
+pub use table::{FlowHit, FlowId, FlowInfo, FlowTable, InsertError, Miss, TableCounts};

@@ -74,15 +74,6 @@ impl Timeouts {
             TcpState::Close => self.tcp_close,
         }
     }
-
-    /// The timeouts in milliseconds, indexed by `TcpState as usize`.
-    pub(crate) fn as_ms(&self) -> [u64; TcpState::COUNT] {
-        let mut ms = [0u64; TcpState::COUNT];
-        for s in TcpState::ALL {
-            ms[s as usize] = u64::from(self.for_state(s)) * 1000;
-        }
-        ms
-    }
 }
 
 /// The state of a connection, as far as the load balancer can tell.
@@ -116,6 +107,19 @@ impl TcpState {
         TcpState::TimeWait,
         TcpState::Close,
     ];
+
+    /// The state stored as `state as u8` (any other value reads as `Close`).
+    #[inline]
+    pub(crate) fn from_u8(v: u8) -> TcpState {
+        match v {
+            0 => TcpState::None,
+            1 => TcpState::SynRecv,
+            2 => TcpState::Established,
+            3 => TcpState::FinWait,
+            4 => TcpState::TimeWait,
+            _ => TcpState::Close,
+        }
+    }
 
     /// A short lowercase name (for listings and metrics labels).
     pub fn name(self) -> &'static str {
@@ -422,8 +426,6 @@ mod tests {
         assert_eq!(t.for_state(TcpState::TimeWait), 120);
         assert_eq!(t.for_state(TcpState::Close), 10);
         assert_eq!(t.for_state(TcpState::None), 300);
-        let ms = t.as_ms();
-        assert_eq!(ms[TcpState::Established as usize], 900_000);
         for (i, s) in TcpState::ALL.iter().enumerate() {
             assert_eq!(*s as usize, i);
         }

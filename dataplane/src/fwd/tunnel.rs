@@ -272,15 +272,8 @@ pub fn outer_source(base: IpAddr, prefix: Option<ipnet::IpNet>, flow_hash: u32) 
     match (base, prefix) {
         (IpAddr::V4(_), Some(ipnet::IpNet::V4(net))) => {
             let host_bits = 32 - u32::from(net.prefix_len());
-            let net_addr = u32::from(net.network());
-            let host = if host_bits >= 2 {
-                // 1 ..= 2^bits - 2 by multiply-shift (no division on the hot path).
-                let count = (1u64 << host_bits) - 2;
-                1 + ((u64::from(h) * count) >> 32) as u32
-            } else {
-                h & ((1u32 << host_bits) - 1)
-            };
-            IpAddr::V4(Ipv4Addr::from(net_addr | host))
+            let host = host_part_v4(host_bits, flow_hash);
+            IpAddr::V4(Ipv4Addr::from(u32::from(net.network()) | host))
         }
         (IpAddr::V6(_), Some(ipnet::IpNet::V6(net))) => {
             let host_bits = (128 - u32::from(net.prefix_len())).min(32);
@@ -295,6 +288,20 @@ pub fn outer_source(base: IpAddr, prefix: Option<ipnet::IpNet>, flow_hash: u32) 
             IpAddr::V6(Ipv6Addr::from(net_addr | u128::from(host)))
         }
         _ => base,
+    }
+}
+
+/// The host part [`outer_source`] gives a flow in an IPv4 prefix of `host_bits` host bits
+/// (below 32).
+#[inline]
+pub(crate) fn host_part_v4(host_bits: u32, flow_hash: u32) -> u32 {
+    let h = mix(flow_hash);
+    if host_bits >= 2 {
+        // 1 ..= 2^bits - 2 by multiply-shift (no division on the hot path).
+        let count = (1u64 << host_bits) - 2;
+        1 + ((u64::from(h) * count) >> 32) as u32
+    } else {
+        h & ((1u32 << host_bits) - 1)
     }
 }
 

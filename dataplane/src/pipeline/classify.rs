@@ -11,13 +11,13 @@
 
 use super::{Action, Frag, L4Info, Pkt, Verdict, WorkerState};
 use crate::counters::Counter;
-use crate::flow::{FlowKey, TcpFlags};
+use crate::flow::{FlowKey, FlowTable, TableHash, TcpFlags};
 use crate::fwd::nat::L4At;
 use crate::io::{PacketBuf, RxChecksum};
-use crate::snapshot::{Service, Snapshot};
+use crate::snapshot::Snapshot;
 use crate::wire::addr;
 use crate::wire::checksum;
-use crate::wire::ethernet::{self, ethertype};
+use crate::wire::ethernet::{self, ethertype, mac48};
 use crate::wire::icmp;
 use crate::wire::ipv4;
 use crate::wire::ipv6::{self, FragmentHeader};
@@ -25,12 +25,12 @@ use crate::wire::tcp;
 
 /// What stage 3 does with a frame, as stage 1 found it.
 #[derive(Clone, Copy, Debug)]
-pub(super) enum Staged<'s> {
+pub(super) enum Staged {
     /// Decided without state: dropped for a reason, or for the kernel.
     Done(Verdict),
     /// A TCP or UDP packet of a NAT connection another worker owns, with its flow hash (the
     /// owner is handed it with the frame, so it does not hash the key again).
-    Steer { owner: u16, hash: u64 },
+    Steer { owner: u16, hash: TableHash },
     /// ARP, answered or handed on by `local::arp`.
     Arp,
     /// ICMPv6 Neighbour Solicitation or Advertisement (`ndp`).
@@ -43,8 +43,8 @@ pub(super) enum Staged<'s> {
     Client {
         pkt: Pkt,
         info: L4Info,
+        /// Its service's index in the snapshot.
         service_index: u32,
-        svc: &'s Service,
         /// This worker owns the connection (else it is forwarded statelessly).
         owner_here: bool,
     },
@@ -58,58 +58,53 @@ pub(super) enum Staged<'s> {
     },
 }
 
-impl Staged<'_> {
+impl Staged {
     /// The flow hash of a packet stage 3 looks up in the flow table.
     #[inline]
-    pub(super) fn lookup_hash(&self) -> Option<u64> {
+    pub(super) fn lookup_hash(&self) -> Option<(bool, crate::flow::TableHash)> {
         match self {
             Staged::Client {
+                pkt,
                 info,
                 owner_here: true,
                 ..
             }
             | Staged::Reply {
+                pkt,
                 info,
                 owner_here: true,
                 ..
-            } => Some(info.hash),
+            } => Some((pkt.v4, info.table)),
             _ => None,
         }
     }
 }
 
-type Stage<'s> = Result<Staged<'s>, Counter>;
+type Stage = Result<Staged, Counter>;
 
 /// Stage 1 of one frame received on `rx_port`. `flow_hash`: the hash another worker
 /// computed for a frame it steered here (not computed again).
 #[inline]
-pub(super) fn classify<'s, B: PacketBuf>(
+pub(super) fn classify<B: PacketBuf>(
     buf: &B,
     rx_port: u16,
     w: &WorkerState,
-    snap: &'s Snapshot,
+    snap: &Snapshot,
     flow_hash: Option<u64>,
-) -> Staged<'s> {
+) -> Staged {
     match frame(buf, rx_port, w, snap, flow_hash) {
         Ok(s) => s,
         Err(c) => Staged::Done(Err(c)),
     }
 }
 
-/// The first six bytes as a MAC-sized integer (a compare instead of six).
-#[inline]
-pub(super) fn mac48(b: &[u8; 6]) -> u64 {
-    u64::from(u16::from_be_bytes([b[0], b[1]])) << 32
-        | u64::from(u32::from_be_bytes([b[2], b[3], b[4], b[5]]))
-}
-
-fn frame<'s, B: PacketBuf>(
+fn frame<B: PacketBuf>(
     buf: &B,
     rx_port: u16,
     w: &WorkerState,
-    snap: &'s Snapshot,
+    snap: &Snapshot,
     flow_hash: Option<u64>,
-) -> Stage<'s> {
+) -> Stage {
     let data = buf.data();
     let eth: &[u8; ethernet::HEADER_LEN] = data
         .get(..ethernet::HEADER_LEN)
@@ -195,15 +190,15 @@ pub(super) fn mapped(a: [u8; 4]) -> [u8; 16] {
     m
 }
 
-fn ipv4_packet<'s, B: PacketBuf>(
+fn ipv4_packet<B: PacketBuf>(
     buf: &B,
     ip: &[u8],
     l2: usize,
     rx_port: u16,
     w: &WorkerState,
-    snap: &'s Snapshot,
+    snap: &Snapshot,
     flow_hash: Option<u64>,
-) -> Stage<'s> {
+) -> Stage {
     // The checks of `Ipv4Packet::new_checked`, on the fixed header read once.
     let h: &[u8; ipv4::HEADER_LEN] = ip
         .get(..ipv4::HEADER_LEN)
@@ -264,15 +259,15 @@ fn ipv4_packet<'s, B: PacketBuf>(
     by_protocol(pkt, &ip[..total], rx_port, w, snap, flow_hash)
 }
 
-fn ipv6_packet<'s>(
+fn ipv6_packet(
     ip: &[u8],
     l2: usize,
     link_multicast: bool,
     rx_port: u16,
     w: &WorkerState,
-    snap: &'s Snapshot,
+    snap: &Snapshot,
     flow_hash: Option<u64>,
-) -> Stage<'s> {
+) -> Stage {
     // The checks of `Ipv6Packet::new_checked`, on the fixed header read once.
     let h: &[u8; ipv6::HEADER_LEN] = ip
         .get(..ipv6::HEADER_LEN)
@@ -360,14 +355,14 @@ fn ipv6_packet<'s>(
 }
 
 /// By upper-layer protocol. `ip` is the IP packet (without Ethernet padding).
-fn by_protocol<'s>(
+fn by_protocol(
     mut pkt: Pkt,
     ip: &[u8],
     rx_port: u16,
     w: &WorkerState,
-    snap: &'s Snapshot,
+    snap: &Snapshot,
     flow_hash: Option<u64>,
-) -> Stage<'s> {
+) -> Stage {
     let icmp_proto = if pkt.v4 {
         ipv4::proto::ICMP
     } else {
@@ -472,31 +467,31 @@ pub(super) fn parse_l4(
 }
 
 /// By destination and source: a VIP's service, a NAT real server's reply, the box itself.
-fn by_destination<'s>(
+fn by_destination(
     pkt: Pkt,
     info: L4Info,
     rx_port: u16,
     w: &WorkerState,
-    snap: &'s Snapshot,
-) -> Stage<'s> {
+    snap: &Snapshot,
+) -> Stage {
     let key = &pkt.key;
     // One lookup for a client packet: a service's endpoint is always a VIP's.
     let service = snap.service(&key.dst, key.proto, key.dst_port);
     if service.is_some() || snap.is_vip(&key.dst) {
         let (service_index, svc) = service.ok_or(Counter::DropNoService)?;
+        let has_nat = svc.has_nat;
         if info.tcp_flags.is_some() && !valid_tcp_flags(info.tcp_bits) {
             return Err(Counter::DropTcpBadFlags);
         }
         let mut owner_here = true;
-        if let Some(owner) = svc
-            .has_nat
+        if let Some(owner) = has_nat
             .then(|| w.owner_elsewhere(&key.src, key.src_port))
             .flatten()
         {
             if pkt.frag.is_none() {
                 return Ok(Staged::Steer {
                     owner,
-                    hash: info.hash,
+                    hash: info.table,
                 });
             }
             // Fragments stay where they arrive, with the datagram's later fragments
@@ -507,7 +502,6 @@ fn by_destination<'s>(
             pkt,
             info,
             service_index,
-            svc,
             owner_here,
         });
     }
@@ -525,7 +519,7 @@ fn by_destination<'s>(
             if pkt.frag.is_none() {
                 return Ok(Staged::Steer {
                     owner,
-                    hash: info.hash,
+                    hash: info.table,
                 });
             }
             owner_here = false;
@@ -555,7 +549,7 @@ impl L4Info {
     #[inline]
     pub(super) fn new(key: &FlowKey, tcp: Option<u8>, flow_hash: Option<u64>) -> Self {
         L4Info {
-            hash: flow_hash.unwrap_or_else(|| key.hash()),
+            table: flow_hash.map_or_else(|| FlowTable::hash(key), TableHash::from_raw),
             tcp_flags: tcp.map(TcpFlags::from_bits),
             tcp_bits: tcp.unwrap_or(0),
         }

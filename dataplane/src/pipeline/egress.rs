@@ -15,6 +15,11 @@ use crate::snapshot::{Backend, FwdMode, PortInfo, Service, Snapshot};
 use crate::wire::MacAddr;
 use std::net::IpAddr;
 
+/// A 64-bit hash folded to the 32 bits a tunnel's outer header takes.
+fn fold(h: u64) -> u32 {
+    (h >> 32) as u32 ^ h as u32
+}
+
 /// Smallest MTU an IPv4 host must accept (RFC 791).
 const MIN_MTU_V4: u16 = 68;
 /// Smallest IPv6 link MTU (RFC 8200).
@@ -73,12 +78,13 @@ pub(super) struct Route {
 
 /// Everything that could stop `pkt` on its way to `backend`, checked without changing the
 /// frame or any state; returns where it goes. `flow_hash` picks the tunnel's outer source
-/// and flow label.
+/// and flow label (the flow table hash's bits; a datagram's fragments share their
+/// fragment key's).
 pub(super) fn check<B: PacketBuf>(
     buf: &mut B,
     pkt: &Pkt,
     backend: &Backend,
-    flow_hash: u64,
+    flow_hash: u32,
     snap: &Snapshot,
 ) -> Result<Route, Reject> {
     let next_hop = backend
@@ -106,7 +112,6 @@ pub(super) fn check<B: PacketBuf>(
             Ok(route(None))
         }
         FwdMode::Tunnel => {
-            let flow_hash = (flow_hash >> 32) as u32 ^ flow_hash as u32;
             let base = match backend.addr {
                 IpAddr::V4(_) => port.ipv4.map(|n| IpAddr::V4(n.addr())),
                 IpAddr::V6(_) => port.ipv6.map(|n| IpAddr::V6(n.addr())),
@@ -140,7 +145,7 @@ fn check_or_answer<B: PacketBuf>(
     buf: &mut B,
     pkt: &Pkt,
     backend: &Backend,
-    flow_hash: u64,
+    flow_hash: u32,
     ctx: (IpAddr, u16, u64),
     w: &mut WorkerState,
     snap: &Snapshot,
@@ -190,7 +195,6 @@ pub(super) fn forward_client<B: PacketBuf>(
     pkt: &Pkt,
     info: &L4Info,
     service_index: u32,
-    svc: &Service,
     owner_here: bool,
     rx_port: u16,
     w: &mut WorkerState,
@@ -198,10 +202,16 @@ pub(super) fn forward_client<B: PacketBuf>(
     now: u64,
 ) -> Verdict {
     let key = &pkt.key;
+    let svc = snap
+        .services
+        .get(service_index as usize)
+        .ok_or(Counter::DropNoService)?;
     let choice = flows::choose(key, info, service_index, svc, owner_here, w, snap, now)?;
     w.backends.count_step1(choice.backend.id);
     // A datagram's fragments share one tunnel header (one receive queue at the real server).
-    let tunnel_hash = pkt.frag.map_or(info.hash, |f| pkt.frag_key(f).hash());
+    let tunnel_hash = pkt
+        .frag
+        .map_or(info.table.bits(), |f| fold(pkt.frag_key(f).hash()));
     let ctx = (svc.vip, rx_port, now);
     let mut route = match check_or_answer(buf, pkt, choice.backend, tunnel_hash, ctx, w, snap)? {
         Ok(o) => o,
@@ -243,7 +253,7 @@ pub(super) fn nat_reply<B: PacketBuf>(
 ) -> Verdict {
     let key = &pkt.key;
     let hit = if owner_here {
-        match w.flows.lookup(key, info.hash, now) {
+        match w.flows.lookup(key, info.table, now) {
             Some(h) if h.dir == Direction::Reply => {
                 w.backends.count_step3(h.backend);
                 snap.backend(h.backend)
@@ -409,7 +419,7 @@ pub(super) fn later_fragment<B: PacketBuf>(
                 .ok_or(Counter::DropNoService)?
                 .vip;
             let ctx = (vip, rx_port, now);
-            let route = match check_or_answer(buf, pkt, backend, key.hash(), ctx, w, snap)? {
+            let route = match check_or_answer(buf, pkt, backend, fold(key.hash()), ctx, w, snap)? {
                 Ok(o) => o,
                 Err(answer) => return Ok(answer),
             };

@@ -54,10 +54,9 @@ pub(super) fn choose<'s>(
     snap: &'s Snapshot,
     now: u64,
 ) -> Result<Choice<'s>, Counter> {
-    let hash = info.hash;
     let mut miss = None;
     if stateful {
-        match w.flows.lookup_or_miss(key, hash, now) {
+        match w.flows.lookup_or_miss(key, info.table, now) {
             Ok(hit) => return chosen(hit, key, info, service_index, svc, w, snap, now),
             Err(m) => miss = Some(m),
         }
@@ -66,21 +65,21 @@ pub(super) fn choose<'s>(
     let sloppy = snap.sloppy_tcp || w.sloppy_tcp;
     let may_create = info.tcp_flags.is_none() || sloppy || info.is_lone_syn();
     if !may_create {
-        return stateless(svc, snap, hash, Some(Counter::TcpNoFlowStateless));
+        return stateless(svc, snap, key, Some(Counter::TcpNoFlowStateless));
     }
     let Some(miss) = miss else {
-        return stateless(svc, snap, hash, None);
+        return stateless(svc, snap, key, None);
     };
-    if w.flows.refuses_new(now) {
+    if w.flows.refuses_new(key, now) {
         // A SYN flood into a full table: the insert will be refused and the packet go by the
         // consistent hash, so ask no scheduler (an rr cursor moves only for entered
         // connections) and check one real server, not the scheduler's and then this one.
         return Ok(Choice {
-            backend: consistent(svc, snap, hash)?,
+            backend: consistent(svc, snap, key)?,
             op: FlowOp::Full(miss),
         });
     }
-    let backend = schedule(key, info, service_index, svc, w, snap, now)?;
+    let backend = schedule(key, service_index, svc, w, snap, now)?;
     Ok(Choice {
         backend,
         op: FlowOp::Insert(miss),
@@ -99,17 +98,16 @@ fn chosen<'s>(
     snap: &'s Snapshot,
     now: u64,
 ) -> Result<Choice<'s>, Counter> {
-    let hash = info.hash;
     if hit.dir == Direction::Reply {
         // The packet's 5-tuple is another connection's reply key (a crafted or
         // unlucky client endpoint): never take it for that connection.
-        return stateless(svc, snap, hash, Some(Counter::FlowKeyClash));
+        return stateless(svc, snap, key, Some(Counter::FlowKeyClash));
     }
     let closed = matches!(hit.state, TcpState::TimeWait | TcpState::Close);
     if closed && info.is_lone_syn() {
         // The client reuses the port of a finished connection: schedule afresh, as
         // IPVS does, instead of sending the new SYN into the old connection's leftovers.
-        let backend = schedule(key, info, service_index, svc, w, snap, now)?;
+        let backend = schedule(key, service_index, svc, w, snap, now)?;
         return Ok(Choice {
             backend,
             op: FlowOp::Replace(hit.id),
@@ -139,17 +137,18 @@ fn chosen<'s>(
 fn stateless<'s>(
     svc: &'s Service,
     snap: &'s Snapshot,
-    hash: u64,
+    key: &FlowKey,
     why: Option<Counter>,
 ) -> Result<Choice<'s>, Counter> {
     Ok(Choice {
-        backend: consistent(svc, snap, hash)?,
+        backend: consistent(svc, snap, key)?,
         op: FlowOp::Stateless(why),
     })
 }
 
-fn consistent<'s>(svc: &Service, snap: &'s Snapshot, hash: u64) -> Result<&'s Backend, Counter> {
-    let id = svc.pick_consistent(hash).ok_or(Counter::DropNoBackend)?;
+/// The consistent hash's real server for `key`: the same on every packet and every box.
+fn consistent<'s>(svc: &Service, snap: &'s Snapshot, key: &FlowKey) -> Result<&'s Backend, Counter> {
+    let id = svc.pick_consistent(key.hash()).ok_or(Counter::DropNoBackend)?;
     snap.backend(id).ok_or(Counter::DropNoBackend)
 }
 
@@ -162,7 +161,6 @@ fn consistent<'s>(svc: &Service, snap: &'s Snapshot, hash: u64) -> Result<&'s Ba
 #[allow(clippy::too_many_arguments)] // the pipeline's per-frame context, passed by reference
 fn schedule<'s>(
     key: &FlowKey,
-    info: &L4Info,
     service_index: u32,
     svc: &Service,
     w: &mut WorkerState,
@@ -174,13 +172,13 @@ fn schedule<'s>(
         .last_full_ms
         .is_some_and(|t| now < t.saturating_add(udp_ms));
     if key.proto == PROTO_UDP && overflow_recent {
-        return consistent(svc, snap, info.hash);
+        return consistent(svc, snap, key);
     }
     let cursor = w
         .cursors
         .get_mut(service_index as usize)
         .ok_or(Counter::DropNoService)?;
-    let id = svc.pick(info.hash, cursor).ok_or(Counter::DropNoBackend)?;
+    let id = svc.pick(key.hash(), cursor).ok_or(Counter::DropNoBackend)?;
     snap.backend(id).ok_or(Counter::DropNoBackend)
 }
 
@@ -213,7 +211,7 @@ pub(super) fn commit<'s>(
             insert(choice.backend, None, key, info, svc, w, snap, now)
         }
         FlowOp::Full(miss) => {
-            if w.flows.refuse_full(now) {
+            if w.flows.refuse_full(key, now) {
                 full(w, now);
                 Ok(choice.backend)
             } else {
@@ -253,8 +251,8 @@ fn insert<'s>(
         Some(miss) => w.flows.insert_after_miss(key, miss, reply, backend.id, now),
         None => {
             let reply = reply();
-            let reply_arg = reply.as_ref().map(|r| (r, r.hash()));
-            w.flows.insert(key, info.hash, reply_arg, backend.id, now)
+            let reply_arg = reply.as_ref().map(|r| (r, crate::flow::FlowTable::hash(r)));
+            w.flows.insert(key, info.table, reply_arg, backend.id, now)
         }
     };
     match inserted {
@@ -266,11 +264,11 @@ fn insert<'s>(
         }
         Err(InsertError::Full) => {
             full(w, now);
-            consistent(svc, snap, info.hash)
+            consistent(svc, snap, key)
         }
         Err(InsertError::Exists) => {
             w.counters.inc(Counter::FlowKeyClash);
-            consistent(svc, snap, info.hash)
+            consistent(svc, snap, key)
         }
     }
 }
@@ -297,7 +295,7 @@ mod tests {
         let vip = Ipv4Addr::new(10, 100, 0, 1);
         let key = FlowKey::v4(Ipv4Addr::new(192, 0, 2, 7), vip, 1024 + n, 80, 6);
         let info = L4Info {
-            hash: key.hash(),
+            table: FlowTable::hash(&key),
             tcp_flags: Some(TcpFlags::from_bits(0x02)),
             tcp_bits: 0x02,
         };
@@ -349,15 +347,15 @@ mod tests {
         for n in 2..10 {
             let (got, op) = send(&mut w, &snap, n, 0);
             assert!(matches!(op, FlowOp::Full(_)), "{n}: {op:?}");
-            let want = snap.services[0].pick_consistent(syn(n).1.hash).unwrap();
+            let want = snap.services[0].pick_consistent(syn(n).0.hash()).unwrap();
             assert_eq!(got, want, "{n}: the consistent hash's real server");
         }
         assert_eq!(w.cursors[0], cursor, "no rr pick for a refused SYN");
         assert_eq!(w.counters.get(Counter::FlowTableFull), 9);
-        assert_eq!((w.flows.insert_full, w.flows.len()), (9, 1));
+        assert_eq!((w.flows.counts().insert_full, w.flows.len()), (9, 1));
         assert_eq!(w.last_full_ms, Some(0));
         // The clock moved: the next SYN is scheduled and tries the table again.
         assert!(matches!(send(&mut w, &snap, 10, 1).1, FlowOp::Insert(_)));
-        assert_eq!(w.flows.insert_full, 10);
+        assert_eq!(w.flows.counts().insert_full, 10);
     }
 }

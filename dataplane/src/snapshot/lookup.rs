@@ -46,6 +46,11 @@ impl Endpoint {
             proto_port: u32::from(proto) << 16 | u32::from(port),
         }
     }
+
+    /// Address (flow-key form, as one integer), protocol and port.
+    pub(super) fn parts(&self) -> (u128, u8, u16) {
+        (self.addr, (self.proto_port >> 16) as u8, self.proto_port as u16)
+    }
 }
 
 /// One IPv4 subnet of a port.

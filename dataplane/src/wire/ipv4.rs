@@ -36,6 +36,133 @@ pub mod proto {
 const FLAG_DF: u16 = 0x4000;
 const FLAG_MF: u16 = 0x2000;
 
+/// The fixed 20-byte header as the fast path reads it: the fields of [`Ipv4Packet`] at the
+/// same offsets (`field`), over an array the caller has already cut from the frame, so no
+/// accessor has a check left that could fail. What it does not check (version, header and
+/// total length against the frame, the checksum) is the caller's to ask.
+#[derive(Clone, Copy, Debug)]
+pub struct Header<'a>(pub &'a [u8; HEADER_LEN]);
+
+impl Header<'_> {
+    /// Version and IHL (0x45 for a header without options).
+    #[inline(always)]
+    pub fn ver_ihl(&self) -> u8 {
+        self.0[field::VER_IHL]
+    }
+
+    /// Type of service / DSCP+ECN byte.
+    #[inline(always)]
+    pub fn tos(&self) -> u8 {
+        self.0[field::TOS]
+    }
+
+    /// Total length (header + payload).
+    #[inline(always)]
+    pub fn total_len(&self) -> u16 {
+        be16(self.0, field::TOTAL_LEN)
+    }
+
+    /// Identification.
+    #[inline(always)]
+    pub fn ident(&self) -> u16 {
+        be16(self.0, field::IDENT)
+    }
+
+    /// Whether this is a fragment (MF set or a non-zero offset).
+    #[inline(always)]
+    pub fn is_fragment(&self) -> bool {
+        be16(self.0, field::FLAGS_FRAG) & (FLAG_MF | 0x1fff) != 0
+    }
+
+    /// Don't Fragment flag.
+    #[inline(always)]
+    pub fn dont_frag(&self) -> bool {
+        be16(self.0, field::FLAGS_FRAG) & FLAG_DF != 0
+    }
+
+    /// Time to live.
+    #[inline(always)]
+    pub fn ttl(&self) -> u8 {
+        self.0[field::TTL]
+    }
+
+    /// Payload protocol.
+    #[inline(always)]
+    pub fn protocol(&self) -> u8 {
+        self.0[field::PROTO]
+    }
+
+    /// Header checksum field.
+    #[inline(always)]
+    pub fn checksum(&self) -> u16 {
+        be16(self.0, field::CHECKSUM)
+    }
+
+    /// Source address as a number (`u32::from(Ipv4Addr)`).
+    #[inline(always)]
+    pub fn src_u32(&self) -> u32 {
+        super::be32(self.0, field::SRC.start)
+    }
+
+    /// Destination address as a number.
+    #[inline(always)]
+    pub fn dst_u32(&self) -> u32 {
+        super::be32(self.0, field::DST.start)
+    }
+
+    /// Source and destination as the header carries them (bytes 12..20), read as one
+    /// little-endian word: the flow table's form (`flow::slot`).
+    #[inline(always)]
+    pub fn addrs_word(&self) -> u64 {
+        let mut w = [0u8; 8];
+        w.copy_from_slice(&self.0[field::SRC.start..field::DST.end]);
+        u64::from_le_bytes(w)
+    }
+
+    /// Whether the header checksum is correct (the header has no options).
+    #[inline(always)]
+    pub fn verifies(&self) -> bool {
+        checksum::verifies20(self.0)
+    }
+}
+
+/// [`Header`], writable: the rewrites of the fast path.
+#[derive(Debug)]
+pub struct HeaderMut<'a>(pub &'a mut [u8; HEADER_LEN]);
+
+impl HeaderMut<'_> {
+    /// The header, read-only.
+    #[inline(always)]
+    pub fn get(&self) -> Header<'_> {
+        Header(self.0)
+    }
+
+    /// Set the time to live (the checksum is the caller's).
+    #[inline(always)]
+    pub fn set_ttl(&mut self, ttl: u8) {
+        self.0[field::TTL] = ttl;
+    }
+
+    /// Set the source address, given as the header carries it (little-endian load of the
+    /// four bytes; the checksum is the caller's).
+    #[inline(always)]
+    pub fn set_src_wire(&mut self, a: u32) {
+        self.0[field::SRC].copy_from_slice(&a.to_le_bytes());
+    }
+
+    /// Set the destination address, in the form of [`set_src_wire`](Self::set_src_wire).
+    #[inline(always)]
+    pub fn set_dst_wire(&mut self, a: u32) {
+        self.0[field::DST].copy_from_slice(&a.to_le_bytes());
+    }
+
+    /// Set the header checksum field.
+    #[inline(always)]
+    pub fn set_checksum(&mut self, c: u16) {
+        set_be16(self.0, field::CHECKSUM, c);
+    }
+}
+
 /// A view of an IPv4 packet.
 #[derive(Debug)]
 pub struct Ipv4Packet<T: AsRef<[u8]>> {
@@ -215,8 +342,8 @@ impl<T: AsRef<[u8]> + AsMut<[u8]>> Ipv4Packet<T> {
 }
 
 /// Write a fresh 20-byte header (no options) at the start of `buf` with its checksum.
-/// `buf` must hold at least [`HEADER_LEN`] bytes.
-#[allow(clippy::too_many_arguments)]
+/// `buf` must hold at least [`HEADER_LEN`] bytes (a shorter one is left as it is).
+#[allow(clippy::too_many_arguments)] // the header's fields
 pub fn emit_header(
     buf: &mut [u8],
     tos: u8,
@@ -228,7 +355,39 @@ pub fn emit_header(
     src: Ipv4Addr,
     dst: Ipv4Addr,
 ) {
-    let h = &mut buf[..HEADER_LEN];
+    if let Some(h) = buf.first_chunk_mut::<HEADER_LEN>() {
+        let wire = |a: Ipv4Addr| u32::from_le_bytes(a.octets());
+        emit_header_wire(
+            h,
+            tos,
+            total_len,
+            ident,
+            dont_frag,
+            ttl,
+            protocol,
+            wire(src),
+            wire(dst),
+        );
+    }
+}
+
+/// [`emit_header`] with the addresses as the header carries them (little-endian loads of
+/// their four bytes). The checksum sums the header's five 32-bit words as they lie in memory:
+/// the one's-complement sum of byte-swapped words is the byte-swapped sum (RFC 1071 2(B)),
+/// so the field is that sum's complement stored little-endian.
+#[allow(clippy::too_many_arguments)] // the header's fields
+#[inline(always)]
+pub fn emit_header_wire(
+    h: &mut [u8; HEADER_LEN],
+    tos: u8,
+    total_len: u16,
+    ident: u16,
+    dont_frag: bool,
+    ttl: u8,
+    protocol: u8,
+    src: u32,
+    dst: u32,
+) {
     h[field::VER_IHL] = 0x45;
     h[field::TOS] = tos;
     set_be16(h, field::TOTAL_LEN, total_len);
@@ -236,15 +395,43 @@ pub fn emit_header(
     set_be16(h, field::FLAGS_FRAG, if dont_frag { FLAG_DF } else { 0 });
     h[field::TTL] = ttl;
     h[field::PROTO] = protocol;
-    set_be16(h, field::CHECKSUM, 0);
-    h[field::SRC].copy_from_slice(&src.octets());
-    h[field::DST].copy_from_slice(&dst.octets());
-    let c = checksum::finish(checksum::sum(h));
-    set_be16(h, field::CHECKSUM, c);
+    h[field::CHECKSUM..field::CHECKSUM + 2].copy_from_slice(&[0, 0]);
+    h[field::SRC].copy_from_slice(&src.to_le_bytes());
+    h[field::DST].copy_from_slice(&dst.to_le_bytes());
+    let w = |i: usize| u32::from(u16::from_le_bytes([h[i], h[i + 1]]));
+    let acc = (0..HEADER_LEN).step_by(2).map(w).sum::<u32>();
+    let c = !checksum::fold(acc);
+    h[field::CHECKSUM..field::CHECKSUM + 2].copy_from_slice(&c.to_le_bytes());
 }
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn emitted_headers_sum_right() {
+        let mut x = 0x9e37_79b9u32;
+        for _ in 0..5000 {
+            x ^= x << 13;
+            x ^= x >> 17;
+            x ^= x << 5;
+            let mut h = [0u8; HEADER_LEN];
+            emit_header(
+                &mut h,
+                x as u8,
+                (x >> 8) as u16,
+                (x >> 3) as u16,
+                x & 1 == 0,
+                (x >> 24) as u8,
+                (x >> 16) as u8,
+                Ipv4Addr::from(x.rotate_left(7)),
+                Ipv4Addr::from(x.wrapping_mul(2_654_435_761)),
+            );
+            assert!(checksum::verifies(&h), "{h:02x?}");
+            let mut zeroed = h;
+            zeroed[10..12].copy_from_slice(&[0, 0]);
+            assert_eq!(be16(&h, 10), checksum::finish(checksum::sum(&zeroed)));
+        }
+    }
+
     use super::*;
 
     // 10.0.0.1 -> 10.0.0.2, TCP, total length 40, TTL 64, DF, checksum 0x26c8 (computed by

@@ -30,6 +30,82 @@ pub mod flags {
     pub const ACK: u8 = 0x10;
 }
 
+/// The fixed 20-byte header as the fast path reads it: the fields of [`TcpPacket`] at the
+/// same offsets (`field`), over an array the caller has already cut from the segment. Whether
+/// the data offset fits the segment is the caller's to ask ([`header_len`](Self::header_len)).
+#[derive(Clone, Copy, Debug)]
+pub struct Header<'a>(pub &'a [u8; HEADER_LEN]);
+
+impl Header<'_> {
+    /// Source then destination port as the header carries them (its first four bytes),
+    /// read as one little-endian word: the flow table's form (`flow::slot`).
+    #[inline(always)]
+    pub fn ports_word(&self) -> u32 {
+        u32::from_le_bytes([self.0[0], self.0[1], self.0[2], self.0[3]])
+    }
+
+    /// Source port.
+    #[inline(always)]
+    pub fn src_port(&self) -> u16 {
+        be16(self.0, field::SRC_PORT)
+    }
+
+    /// Destination port.
+    #[inline(always)]
+    pub fn dst_port(&self) -> u16 {
+        be16(self.0, field::DST_PORT)
+    }
+
+    /// Checksum field.
+    #[inline(always)]
+    pub fn checksum(&self) -> u16 {
+        be16(self.0, field::CHECKSUM)
+    }
+
+    /// Header length in bytes from the data offset (options included).
+    #[inline(always)]
+    pub fn header_len(&self) -> usize {
+        usize::from(self.0[field::DATA_OFF] >> 4) * 4
+    }
+
+    /// Flags byte.
+    #[inline(always)]
+    pub fn flags(&self) -> u8 {
+        self.0[field::FLAGS]
+    }
+}
+
+/// [`Header`], writable: the rewrites of the fast path.
+#[derive(Debug)]
+pub struct HeaderMut<'a>(pub &'a mut [u8; HEADER_LEN]);
+
+impl HeaderMut<'_> {
+    /// Set the source port, given as the header carries it (little-endian load of its two
+    /// bytes; the checksum is the caller's).
+    #[inline(always)]
+    pub fn set_src_port_wire(&mut self, p: u16) {
+        self.0[field::SRC_PORT..field::SRC_PORT + 2].copy_from_slice(&p.to_le_bytes());
+    }
+
+    /// Set the destination port, in the form of [`set_src_port_wire`](Self::set_src_port_wire).
+    #[inline(always)]
+    pub fn set_dst_port_wire(&mut self, p: u16) {
+        self.0[field::DST_PORT..field::DST_PORT + 2].copy_from_slice(&p.to_le_bytes());
+    }
+
+    /// Checksum field.
+    #[inline(always)]
+    pub fn checksum(&self) -> u16 {
+        be16(self.0, field::CHECKSUM)
+    }
+
+    /// Set the checksum field.
+    #[inline(always)]
+    pub fn set_checksum(&mut self, c: u16) {
+        set_be16(self.0, field::CHECKSUM, c);
+    }
+}
+
 /// A view of a TCP segment.
 #[derive(Debug)]
 pub struct TcpPacket<T: AsRef<[u8]>> {

@@ -1,11 +1,39 @@
 //! Listing a table's connections (control side: `vipctl` listings, flow samples).
 
-use super::{FlowId, FlowInfo, FlowTable, HAS_REPLY, LIVE};
+use super::super::slot::{Addrs, Key};
+use super::conns::Conns;
+use super::{FlowInfo, FlowTable};
+
+fn info<A: Addrs>(c: &Conns<A>, pos: u32, now_ms: u64) -> Option<FlowInfo> {
+    let (id, key, reply, backend, state, remaining_ms) = c.listed(pos, now_ms)?;
+    Some(FlowInfo {
+        id,
+        key: key.flow_key(),
+        reply: reply.map(|r: Key<A>| r.flow_key()),
+        backend,
+        state,
+        remaining_ms,
+    })
+}
 
 impl FlowTable {
-    /// Visit the live, unexpired connections in slots `from..from + max` (bounded work, for
-    /// listings from a busy worker) until `f` returns false. Returns where to continue, or
-    /// None when the table's end was reached (or `f` stopped).
+    /// Positions `listing_positions()` counts: IPv4 slots first, then IPv6 ones.
+    pub fn listing_positions(&self) -> usize {
+        self.v4.idx.slots() + self.v6.idx.slots()
+    }
+
+    fn info_at(&self, pos: usize, now_ms: u64) -> Option<FlowInfo> {
+        let s4 = self.v4.idx.slots();
+        if pos < s4 {
+            info(&self.v4, pos as u32, now_ms)
+        } else {
+            info(&self.v6, (pos - s4) as u32, now_ms)
+        }
+    }
+
+    /// Visit the live, unexpired connections at listing positions `from..from + max`
+    /// (bounded work, for listings from a busy worker) until `f` returns false. Returns where
+    /// to continue, or None when the table's end was reached (or `f` stopped).
     pub fn scan(
         &self,
         from: usize,
@@ -13,48 +41,20 @@ impl FlowTable {
         now_ms: u64,
         mut f: impl FnMut(FlowInfo) -> bool,
     ) -> Option<usize> {
-        let hw = self.high_water as usize;
-        let end = from.saturating_add(max).min(hw);
-        for i in from.min(end)..end {
-            let e = &self.entries[i];
-            if e.bits & LIVE == 0 || e.expires_ms <= now_ms {
-                continue;
-            }
-            let info = FlowInfo {
-                id: FlowId {
-                    index: i as u32,
-                    gen: e.gen,
-                },
-                key: e.key,
-                reply: (e.bits & HAS_REPLY != 0).then_some(self.reply_keys[i]),
-                backend: e.backend,
-                state: e.state,
-                remaining_ms: e.expires_ms - now_ms,
-            };
-            if !f(info) {
-                return None;
+        let total = self.listing_positions();
+        let end = from.saturating_add(max).min(total);
+        for pos in from.min(end)..end {
+            if let Some(i) = self.info_at(pos, now_ms) {
+                if !f(i) {
+                    return None;
+                }
             }
         }
-        (end < hw).then_some(end)
+        (end < total).then_some(end)
     }
 
     /// The live, unexpired connections, in slot order (for listings; not for the packet path).
     pub fn iter(&self, now_ms: u64) -> impl Iterator<Item = FlowInfo> + '_ {
-        self.entries[..self.high_water as usize]
-            .iter()
-            .zip(self.reply_keys.iter())
-            .enumerate()
-            .filter(move |(_, (e, _))| e.bits & LIVE != 0 && e.expires_ms > now_ms)
-            .map(move |(i, (e, rk))| FlowInfo {
-                id: FlowId {
-                    index: i as u32,
-                    gen: e.gen,
-                },
-                key: e.key,
-                reply: (e.bits & HAS_REPLY != 0).then_some(*rk),
-                backend: e.backend,
-                state: e.state,
-                remaining_ms: e.expires_ms - now_ms,
-            })
+        (0..self.listing_positions()).filter_map(move |pos| self.info_at(pos, now_ms))
     }
 }

@@ -1,0 +1,401 @@
+//! The connections of one address family: their keys in a cuckoo index, the state machine
+//! applied to both keys of a connection, expiry. [`FlowTable`](super::FlowTable) keeps one of
+//! these per family and hands each key to its own.
+
+use super::super::cuckoo::Cuckoo;
+use super::super::hash::TableHash;
+use super::super::key::{PROTO_TCP, PROTO_UDP};
+use super::super::mem::Pages;
+use super::super::slot::{ahead, Addrs, Key, Slot, NIL, PAIRED, REFRESH_ONLY, REPLY, WAYS};
+use super::super::state::{next_state, Direction, Seen, TcpFlags, TcpState};
+use super::{conn_class, Ctx, FlowHit, FlowId, InsertError, STEP3_REPORTED, SYN_SEEN};
+
+/// Hints an insert into a full table reads to reclaim one expired connection.
+pub(super) const RECLAIM_SCAN: usize = 256;
+
+/// Slots per connection the index is sized for: every connection with two keys leaves the
+/// index 70 % full (inserts into two-way buckets succeed reliably up to ~85 %).
+const SLOTS_PER_CONNECTION: f64 = 2.0 / 0.7;
+
+/// One family's connections.
+pub(super) struct Conns<A> {
+    pub(super) idx: Cuckoo<A>,
+    len: usize,
+    capacity: usize,
+    /// Where the sweep goes on.
+    cursor: u32,
+    /// A reclaim (insert into a full table) found nothing due at this millisecond: the next
+    /// one waits for the clock to move (see [`Conns::room`]).
+    reclaim_dry_ms: Option<u64>,
+    /// Whether these are IPv6 connections (for the ids handed out).
+    v6: bool,
+}
+
+/// The state a slot of direction `reply` holds, with its `REFRESH_ONLY` flag set right.
+#[inline]
+pub(super) fn refresh_flag(proto: u8, state: TcpState, bits: u8, reply: bool) -> u8 {
+    let steady = (proto == PROTO_TCP && state == TcpState::Established)
+        || (proto == PROTO_UDP && state == TcpState::None);
+    if steady && (!reply || bits & Seen::REPLY != 0) {
+        REFRESH_ONLY
+    } else {
+        0
+    }
+}
+
+impl<A: Addrs> Conns<A> {
+    pub(super) fn new(capacity: usize, pages: Pages, v6: bool) -> Self {
+        let slots = (capacity as f64 * SLOTS_PER_CONNECTION).ceil() as usize;
+        Conns {
+            idx: Cuckoo::new(slots.div_ceil(WAYS), pages),
+            len: 0,
+            capacity,
+            cursor: 0,
+            reclaim_dry_ms: None,
+            v6,
+        }
+    }
+
+    #[inline]
+    pub(super) fn len(&self) -> usize {
+        self.len
+    }
+
+    #[inline]
+    pub(super) fn capacity(&self) -> usize {
+        self.capacity
+    }
+
+    fn id(&self, hash: TableHash, serial: u32) -> FlowId {
+        FlowId {
+            v6: self.v6,
+            hash,
+            serial,
+        }
+    }
+
+    /// Whether the connection holding `s` lives at `now`: until the later of its keys' expiries.
+    #[inline]
+    pub(super) fn alive(&self, s: &Slot<A>, now: u32) -> bool {
+        ahead(s.expires, now) || s.partner().is_some_and(|p| ahead(self.idx.slot(p).expires, now))
+    }
+
+    /// The position of the original key of connection `id`, if it is still in the table.
+    pub(super) fn find_id(&self, id: FlowId) -> Option<u32> {
+        let is = |p: u32| {
+            let s = self.idx.slot(p);
+            !s.is_free() && !s.is_reply() && s.serial == id.serial
+        };
+        [self.idx.primary(id.hash), self.idx.secondary(id.hash)]
+            .into_iter()
+            .flat_map(|b| (0..WAYS as u32).map(move |w| b * WAYS as u32 + w))
+            .find(|&p| is(p))
+    }
+
+    /// The connection holding the slot at `pos` as a hit (its id names the original key).
+    fn hit(&self, pos: u32) -> FlowHit {
+        let s = self.idx.slot(pos);
+        let (orig, dir) = match (s.is_reply(), s.partner()) {
+            (true, Some(p)) => (self.idx.slot(p), Direction::Reply),
+            _ => (s, Direction::Original),
+        };
+        FlowHit {
+            id: self.id(orig.key().hash(), s.serial),
+            backend: s.backend,
+            dir,
+            state: TcpState::from_u8(s.state),
+        }
+    }
+
+    /// The live connection `key` (hash `hash`) belongs to. An expired one is removed.
+    #[inline]
+    pub(super) fn lookup(
+        &mut self,
+        key: &Key<A>,
+        hash: TableHash,
+        now: u64,
+        ctx: &mut Ctx,
+    ) -> Option<FlowHit> {
+        let pos = self.idx.find(key, hash)?;
+        if !self.alive(self.idx.slot(pos), now as u32) {
+            self.free(pos, ctx);
+            ctx.counts.expired += 1;
+            return None;
+        }
+        Some(self.hit(pos))
+    }
+
+    /// Start loading `hash`'s primary bucket.
+    #[inline(always)]
+    pub(super) fn prefetch(&self, hash: TableHash) {
+        self.idx.prefetch(self.idx.primary(hash));
+    }
+
+    /// Whether a live connection holds `key`; an expired one is removed instead.
+    fn blocks(&mut self, key: &Key<A>, hash: TableHash, now: u64, ctx: &mut Ctx) -> bool {
+        match self.idx.find(key, hash) {
+            None => false,
+            Some(pos) if self.alive(self.idx.slot(pos), now as u32) => true,
+            Some(pos) => {
+                self.free(pos, ctx);
+                ctx.counts.expired += 1;
+                false
+            }
+        }
+    }
+
+    /// Whether a connection may be entered at `now`: below capacity, or once an expired one
+    /// was reclaimed. A reclaim that found nothing is not tried again before the clock moves
+    /// (a SYN flood into a full table would scan per packet otherwise).
+    fn room(&mut self, now: u64, ctx: &mut Ctx) -> bool {
+        if self.len < self.capacity {
+            return true;
+        }
+        if self.reclaim_dry_ms == Some(now) || self.sweep(now, 1, RECLAIM_SCAN, ctx) == 0 {
+            self.reclaim_dry_ms = Some(now);
+            return false;
+        }
+        self.reclaim_dry_ms = None;
+        true
+    }
+
+    /// Whether an insert at `now` is refused as full before any key is looked at.
+    #[inline]
+    pub(super) fn refuses_new(&self, now: u64) -> bool {
+        self.reclaim_dry_ms == Some(now) && self.len >= self.capacity
+    }
+
+    /// The clash checks of an insert: `Exists` when a key belongs to a live connection.
+    /// `skip_key`: the caller's lookup already found `key` in no live connection.
+    #[allow(clippy::too_many_arguments)] // the insert's own arguments, passed through
+    pub(super) fn insert(
+        &mut self,
+        key: &Key<A>,
+        hash: TableHash,
+        skip_key: bool,
+        reply: Option<(Key<A>, TableHash)>,
+        backend: u32,
+        now: u64,
+        ctx: &mut Ctx,
+    ) -> Result<FlowId, InsertError> {
+        let exists = (!skip_key && self.blocks(key, hash, now, ctx))
+            || reply.is_some_and(|(rk, rh)| rk == *key || self.blocks(&rk, rh, now, ctx));
+        if exists {
+            ctx.counts.insert_exists += 1;
+            return Err(InsertError::Exists);
+        }
+        self.enter(key, hash, reply, backend, now, ctx)
+    }
+
+    /// The part of an insert after the clash checks.
+    fn enter(
+        &mut self,
+        key: &Key<A>,
+        hash: TableHash,
+        reply: Option<(Key<A>, TableHash)>,
+        backend: u32,
+        now: u64,
+        ctx: &mut Ctx,
+    ) -> Result<FlowId, InsertError> {
+        if !self.room(now, ctx) {
+            ctx.counts.insert_full += 1;
+            return Err(InsertError::Full);
+        }
+        let state = if key.proto == PROTO_TCP {
+            TcpState::SynRecv
+        } else {
+            TcpState::None
+        };
+        ctx.serial = ctx.serial.wrapping_add(1);
+        let paired = if reply.is_some() { PAIRED } else { 0 };
+        let slot = |k: &Key<A>, reply: bool| Slot {
+            addrs: k.addrs,
+            ports: k.ports,
+            proto: k.proto,
+            state: state as u8,
+            bits: 0,
+            flags: paired | if reply { REPLY } else { 0 } | refresh_flag(k.proto, state, 0, reply),
+            expires: (now as u32).wrapping_add(ctx.timeout_ms[state as usize]),
+            backend,
+            partner: NIL,
+            serial: ctx.serial,
+        };
+        let mut watch = NIL;
+        let Some(po) = self.idx.insert(hash, slot(key, false), &mut watch) else {
+            ctx.counts.insert_full += 1;
+            return Err(InsertError::Full);
+        };
+        if let Some((rk, rh)) = reply {
+            // The reply's insert may move the original key: `watch` follows it.
+            let mut watch = po;
+            let Some(pr) = self.idx.insert(rh, slot(&rk, true), &mut watch) else {
+                self.idx.clear(watch);
+                ctx.counts.insert_full += 1;
+                return Err(InsertError::Full);
+            };
+            self.idx.slot_mut(watch).partner = pr;
+            self.idx.slot_mut(pr).partner = watch;
+        }
+        self.len += 1;
+        ctx.counts.inserts += 1;
+        ctx.epoch += 1;
+        if let Some(stats) = &ctx.backend_stats {
+            stats.conn_added(backend, conn_class(state));
+        }
+        Ok(self.id(hash, ctx.serial))
+    }
+
+    /// Frees the connection holding the slot at `pos` (both keys).
+    fn free(&mut self, pos: u32, ctx: &Ctx) {
+        let s = *self.idx.slot(pos);
+        if let Some(stats) = &ctx.backend_stats {
+            stats.conn_removed(s.backend, conn_class(TcpState::from_u8(s.state)));
+        }
+        if let Some(p) = s.partner() {
+            self.idx.clear(p);
+        }
+        self.idx.clear(pos);
+        self.len -= 1;
+    }
+
+    /// Removes connection `id`; a stale id is ignored. Returns whether it was there.
+    pub(super) fn remove(&mut self, id: FlowId, ctx: &Ctx) -> bool {
+        match self.find_id(id) {
+            Some(pos) => {
+                self.free(pos, ctx);
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Advances connection `id` with a packet in `dir` carrying `flags`; refreshes its
+    /// expiry. Returns the new state ([`TcpState::Close`] for a stale id, changing nothing).
+    pub(super) fn track(
+        &mut self,
+        id: FlowId,
+        dir: Direction,
+        flags: Option<TcpFlags>,
+        now: u64,
+        ctx: &Ctx,
+    ) -> TcpState {
+        let Some(pos) = self.find_id(id) else {
+            return TcpState::Close;
+        };
+        let s = *self.idx.slot(pos);
+        let old = TcpState::from_u8(s.state);
+        let (state, seen) = next_state(old, Seen(s.bits & Seen::MASK), dir, flags);
+        let mut bits = (s.bits & !Seen::MASK) | seen.0;
+        if let Some(stats) = &ctx.backend_stats {
+            stats.conn_moved(s.backend, conn_class(old), conn_class(state));
+            // The client retransmits its SYN (>= 1 s later) and nothing ever came back
+            // through us: the real server's SYN-ACK took another path (step 3).
+            let lone_syn = flags.is_some_and(|f| f.syn && !f.ack && !f.rst && !f.fin);
+            if lone_syn && dir == Direction::Original {
+                if old == TcpState::SynRecv
+                    && s.partner().is_some()
+                    && bits & (STEP3_REPORTED | SYN_SEEN) == SYN_SEEN
+                    && bits & Seen::REPLY == 0
+                {
+                    bits |= STEP3_REPORTED;
+                    stats.count_step3_missing(s.backend);
+                }
+                bits |= SYN_SEEN;
+            }
+        }
+        let expires = (now as u32).wrapping_add(ctx.timeout_ms[state as usize]);
+        let write = |slot: &mut Slot<A>| {
+            slot.state = state as u8;
+            slot.bits = bits;
+            slot.flags = (slot.flags & !REFRESH_ONLY)
+                | refresh_flag(slot.proto, state, bits, slot.is_reply());
+            slot.expires = expires;
+        };
+        write(self.idx.slot_mut(pos));
+        if let Some(p) = s.partner() {
+            write(self.idx.slot_mut(p));
+        }
+        state
+    }
+
+    /// Removes up to `max_remove` expired connections, reading at most `max_scan` slots from
+    /// where the previous sweep stopped; returns how many it removed. A slot past its expiry
+    /// whose partner keeps the connection alive takes the partner's expiry.
+    pub(super) fn sweep(
+        &mut self,
+        now: u64,
+        max_remove: usize,
+        max_scan: usize,
+        ctx: &mut Ctx,
+    ) -> usize {
+        if self.len == 0 || max_remove == 0 {
+            return 0;
+        }
+        let slots = self.idx.slots() as u32;
+        let now32 = now as u32;
+        let mut c = if self.cursor >= slots { 0 } else { self.cursor };
+        let (mut scanned, mut removed) = (0usize, 0usize);
+        let max_scan = max_scan.min(slots as usize);
+        while scanned < max_scan && removed < max_remove {
+            let s = self.idx.slot(c);
+            if !s.is_free() && !ahead(s.expires, now32) {
+                match s.partner() {
+                    Some(p) if ahead(self.idx.slot(p).expires, now32) => {
+                        let e = self.idx.slot(p).expires;
+                        self.idx.slot_mut(c).expires = e;
+                    }
+                    _ => {
+                        self.free(c, ctx);
+                        ctx.counts.expired += 1;
+                        removed += 1;
+                    }
+                }
+            }
+            c = if c + 1 == slots { 0 } else { c + 1 };
+            scanned += 1;
+        }
+        self.cursor = c;
+        removed
+    }
+
+    /// The connection of the original key in `pos` for listings: its reply key, state and
+    /// the time it has left (None if `pos` holds no live original key at `now`).
+    pub(super) fn listed(&self, pos: u32, now: u64) -> Option<(FlowId, Key<A>, Option<Key<A>>, u32, TcpState, u64)> {
+        let s = self.idx.get(pos)?;
+        if s.is_free() || s.is_reply() || !self.alive(s, now as u32) {
+            return None;
+        }
+        let now32 = now as u32;
+        let left = |e: u32| if ahead(e, now32) { u64::from(e.wrapping_sub(now32)) } else { 0 };
+        let mut remaining = left(s.expires);
+        let reply = s.partner().map(|p| {
+            let r = self.idx.slot(p);
+            remaining = remaining.max(left(r.expires));
+            r.key()
+        });
+        let key = s.key();
+        Some((
+            self.id(key.hash(), s.serial),
+            key,
+            reply,
+            s.backend,
+            TcpState::from_u8(s.state),
+            remaining,
+        ))
+    }
+}
+
+#[cfg(test)]
+impl<A: Addrs> Conns<A> {
+    /// Test support: a family of `capacity` connections over an index of `buckets` buckets.
+    pub(super) fn with_buckets(capacity: usize, buckets: usize) -> Self {
+        Conns {
+            idx: Cuckoo::new(buckets, Pages::Small),
+            len: 0,
+            capacity,
+            cursor: 0,
+            reclaim_dry_ms: None,
+            v6: false,
+        }
+    }
+}

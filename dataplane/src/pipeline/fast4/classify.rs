@@ -1,0 +1,168 @@
+//! Stage 1 of the fast path: the common frame (untagged unicast IPv4 to our MAC, a 20-byte
+//! header with a good checksum, not a fragment, TCP or UDP with a valid header, to a VIP's
+//! service or from a NAT real server, owned by this worker) classified on fixed header views
+//! into a [`Staged4`], the flow table hash computed once (CRC32C of two words).
+//!
+//! It makes the general classifier's checks (`pipeline::classify`), in the same order, on
+//! the same fields, and answers its lookups from the snapshot's IPv4 maps
+//! (`snapshot::fast4`). Whatever is not the common case (a check that fails, ARP, IPv6, ICMP,
+//! options, fragments, bad TCP flags, the box's own addresses, a VIP without that service)
+//! falls back and the general classifier decides it. Two verdicts of valid TCP/UDP packets
+//! it gives itself, being the general path's after the same checks, so those frames are not
+//! parsed twice: the steer of a NAT connection another worker owns, and the `not_local` drop
+//! of a packet that is nobody's. It changes no state.
+
+use super::super::classify::{check_source_v4, valid_tcp_flags};
+use super::super::WorkerState;
+use super::Staged4;
+use crate::flow::key::{PROTO_TCP, PROTO_UDP};
+use crate::flow::slot::Key;
+use crate::flow::TableHash;
+use crate::io::{PacketBuf, RxChecksum};
+use crate::snapshot::fast4::{endpoint_word, HAS_NAT};
+use crate::snapshot::Snapshot;
+use crate::wire::ethernet::{self, ethertype};
+use crate::wire::{ipv4, tcp, udp};
+
+/// The group (multicast) bit of a MAC as `ethernet::mac48`.
+const GROUP: u64 = 1 << 40;
+
+/// What the fast classifier made of a frame.
+#[derive(Clone, Copy, Debug)]
+pub(in crate::pipeline) enum First {
+    /// Not the common case: classify it the general way.
+    Fallback,
+    /// A client packet of a service, or a NAT real server's reply, this worker owns.
+    Fast(Staged4),
+    /// A packet of a NAT connection worker `owner` owns, with its flow table hash.
+    Steer { owner: u16, hash: TableHash },
+    /// Valid, and nobody's: not to a VIP or the box, not from a NAT real server.
+    NotLocal,
+}
+
+/// Classify `buf`, received on a port whose MAC is `port_mac` (as `ethernet::mac48`).
+/// `steered`: the hash the receiving worker computed for a frame it steered here.
+#[inline(always)]
+pub(in crate::pipeline) fn classify<B: PacketBuf>(
+    buf: &B,
+    port_mac: u64,
+    w: &WorkerState,
+    snap: &Snapshot,
+    steered: Option<TableHash>,
+) -> First {
+    let data = buf.data();
+    let Some((eth, rest)) = data.split_first_chunk::<{ ethernet::HEADER_LEN }>() else {
+        return First::Fallback;
+    };
+    let Some((ip, after_ip)) = rest.split_first_chunk::<{ ipv4::HEADER_LEN }>() else {
+        return First::Fallback;
+    };
+    // Ethernet: IPv4 (so untagged), unicast to our MAC, from a unicast non-zero MAC.
+    let eth = ethernet::Header(eth);
+    let (dst_mac, src_mac) = (eth.dst48(), eth.src48());
+    if eth.ethertype() != ethertype::IPV4
+        || dst_mac & GROUP != 0
+        || src_mac & GROUP != 0
+        || dst_mac != port_mac
+        || src_mac == 0
+    {
+        return First::Fallback;
+    }
+    // IPv4: version 4, no options, the lengths, the checksum.
+    let ip = ipv4::Header(ip);
+    let total = usize::from(ip.total_len());
+    if ip.ver_ihl() != 0x45 || total < ipv4::HEADER_LEN || total > rest.len() {
+        return First::Fallback;
+    }
+    let checksum_ok = match buf.rx_ipv4_checksum() {
+        RxChecksum::Good => true,
+        RxChecksum::Bad => false,
+        RxChecksum::Unknown => ip.verifies(),
+    };
+    let proto = ip.protocol();
+    if !checksum_ok || ip.is_fragment() || (proto != PROTO_TCP && proto != PROTO_UDP) {
+        return First::Fallback;
+    }
+    let ttl = ip.ttl();
+    if check_source_v4(ip.src_u32(), ip.dst_u32(), ttl, snap).is_err() {
+        return First::Fallback;
+    }
+    // TCP / UDP header, inside the IP packet: `classify::parse_l4`'s checks.
+    let seg_len = total - ipv4::HEADER_LEN;
+    let (ports, tcp_bits) = if proto == PROTO_TCP {
+        let Some(t) = after_ip.first_chunk::<{ tcp::HEADER_LEN }>() else {
+            return First::Fallback;
+        };
+        let t = tcp::Header(t);
+        let off = t.header_len();
+        if seg_len < tcp::HEADER_LEN || off < tcp::HEADER_LEN || off > seg_len {
+            return First::Fallback;
+        }
+        (t.ports_word(), Some(t.flags()))
+    } else {
+        let Some(u) = after_ip.first_chunk::<{ udp::HEADER_LEN }>() else {
+            return First::Fallback;
+        };
+        let u = udp::Header(u);
+        let len = usize::from(u.len());
+        if seg_len < udp::HEADER_LEN || len < udp::HEADER_LEN || len > seg_len {
+            return First::Fallback;
+        }
+        (u.ports_word(), None)
+    };
+    let key = Key {
+        addrs: ip.addrs_word(),
+        ports,
+        proto,
+    };
+    let mut st = Staged4 {
+        key,
+        hash: steered.unwrap_or_else(|| key.hash()),
+        service: 0,
+        len: total as u16,
+        ttl,
+        tcp_bits: tcp_bits.unwrap_or(0),
+        dont_frag: ip.dont_frag(),
+        reply: false,
+        pos: crate::flow::slot::NIL,
+    };
+    let bad_flags = tcp_bits.is_some_and(|b| !valid_tcp_flags(b));
+    // By destination and source, as `classify::by_destination`.
+    let (src, dst) = (key.addrs as u32, (key.addrs >> 32) as u32);
+    let (sport, dport) = (ports as u16, (ports >> 16) as u16);
+    let f4 = &snap.fast4;
+    if let Some(s) = f4.services.get(endpoint_word(dst, dport, proto)) {
+        if bad_flags {
+            return First::Fallback;
+        }
+        st.service = s & !HAS_NAT;
+        if s & HAS_NAT != 0 {
+            if let Some(owner) = w.owner_elsewhere4(src, sport) {
+                return First::Steer {
+                    owner,
+                    hash: st.hash,
+                };
+            }
+        }
+        return First::Fast(st);
+    }
+    if f4.addrs.get(u64::from(dst)).is_some() {
+        // A VIP without this service, or the box itself: the general path's.
+        return First::Fallback;
+    }
+    let Some(unique) = f4.nat_endpoints.get(endpoint_word(src, sport, proto)) else {
+        return First::NotLocal;
+    };
+    if bad_flags {
+        return First::Fallback;
+    }
+    st.service = unique;
+    st.reply = true;
+    if let Some(owner) = w.owner_elsewhere4(dst, dport) {
+        return First::Steer {
+            owner,
+            hash: st.hash,
+        };
+    }
+    First::Fast(st)
+}

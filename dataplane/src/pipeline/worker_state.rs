@@ -1,0 +1,223 @@
+//! A worker's private state: its flow table, counters, scheduler cursors and the scratch a
+//! burst is staged in.
+
+use super::classify::Staged;
+use super::fast4::classify::First;
+use super::STAGE;
+use crate::backend_stats::{BackendStats, DEFAULT_BACKEND_SLOTS};
+use crate::counters::{Counter, WorkerCounters};
+use crate::flow::hash::{owner_hash, owner_hash4};
+use crate::flow::FlowTable;
+use crate::fwd::fragment::{FragmentTracker, FRAGMENT_SLOTS};
+use crate::snapshot::Snapshot;
+use std::sync::Arc;
+
+/// ICMP errors a worker may send per second (RFC 1812 4.3.2.8, RFC 4443 2.4(f)), and the
+/// burst it may send at once: Linux's defaults (net.ipv4.icmp_msgs_per_sec / _burst).
+pub const ICMP_ERRORS_PER_SEC: u32 = 1000;
+/// See [`ICMP_ERRORS_PER_SEC`].
+pub const ICMP_ERRORS_BURST: u32 = 50;
+
+/// A token bucket on the worker's millisecond clock: no atomics, no syscalls.
+pub(super) struct TokenBucket {
+    tokens: u32,
+    last_ms: u64,
+}
+
+impl TokenBucket {
+    fn new() -> Self {
+        TokenBucket {
+            tokens: ICMP_ERRORS_BURST,
+            last_ms: 0,
+        }
+    }
+
+    /// Take one token if there is one, refilling at [`ICMP_ERRORS_PER_SEC`] first.
+    pub(super) fn take(&mut self, now_ms: u64) -> bool {
+        let elapsed = now_ms.saturating_sub(self.last_ms);
+        let refill = elapsed.saturating_mul(u64::from(ICMP_ERRORS_PER_SEC)) / 1000;
+        if refill > 0 {
+            let room = u64::from(ICMP_ERRORS_BURST - self.tokens.min(ICMP_ERRORS_BURST));
+            self.tokens += refill.min(room) as u32;
+            self.last_ms = now_ms;
+        }
+        if self.tokens == 0 {
+            return false;
+        }
+        self.tokens -= 1;
+        true
+    }
+}
+
+/// Where a burst's frames are staged between its stages: allocated once with the worker,
+/// reused by every burst (no per-burst initialisation). Slot `i` of a stage is written by
+/// stage 1 before stages 2 and 3 read it.
+pub(super) struct Scratch {
+    pub(super) first: [First; STAGE],
+    /// The general classifier's record of the frames whose `first` is `Fallback`.
+    pub(super) general: [Staged; STAGE],
+}
+
+impl Scratch {
+    fn new() -> Box<Scratch> {
+        Box::new(Scratch {
+            first: [First::Fallback; STAGE],
+            general: [Staged::Done(Err(Counter::DropEthMalformed)); STAGE],
+        })
+    }
+}
+
+/// A worker's private state: its flow table, counters and scheduler cursors.
+pub struct WorkerState {
+    /// This worker's index among `n_workers`.
+    pub index: u16,
+    /// Number of workers; NAT connections are owned by the client endpoint's
+    /// [`owner_hash`] scaled onto `0..n_workers` ([`WorkerState::owner_of`]).
+    pub n_workers: u16,
+    /// The worker's flow table.
+    pub flows: FlowTable,
+    /// The worker's counters (shared read-only with the control thread).
+    pub counters: Arc<WorkerCounters>,
+    /// Per-real-server counters, indexed by backend id (shared read-only with the control
+    /// thread); the flow table counts its connections there too.
+    pub backends: Arc<BackendStats>,
+    /// An active trace request (`vipctl trace`), if any.
+    pub trace: Option<Box<crate::trace::TraceJob>>,
+    /// IPVS's `sloppy_tcp` forced on for this worker (tests, fuzzing); the configured setting
+    /// comes with the snapshot ([`Snapshot::sloppy_tcp`]). Either makes any TCP segment without
+    /// a flow entry create one; off, only a lone SYN does and others go statelessly.
+    pub sloppy_tcp: bool,
+    /// A burst's IPv4 frames of tracked connections take the fast path (`pipeline::fast4`;
+    /// default on). Off, every frame takes the general path: the same actions, frames,
+    /// counters and flow table (the differential test in `pipeline/fast4/tests.rs` compares
+    /// the two).
+    pub fast_path: bool,
+    pub(super) cursors: Vec<u64>,
+    generation: u64,
+    pub(super) icmp_errors: TokenBucket,
+    /// When an insert last found the table full (see `flows::schedule`).
+    pub(super) last_full_ms: Option<u64>,
+    pub(super) frags: FragmentTracker,
+    /// The millisecond of the last expiry sweep: one per tick of the clock.
+    pub(super) swept_ms: Option<u64>,
+    /// The staging area of a burst; taken out while a burst runs.
+    scratch: Option<Box<Scratch>>,
+}
+
+impl WorkerState {
+    /// A worker's state. `max_services` sizes the scheduler cursors up front; real-server
+    /// statistics get [`DEFAULT_BACKEND_SLOTS`] slots.
+    pub fn new(index: u16, n_workers: u16, flows: FlowTable, max_services: usize) -> Self {
+        Self::with_backend_slots(index, n_workers, flows, max_services, DEFAULT_BACKEND_SLOTS)
+    }
+
+    /// [`WorkerState::new`] with `backend_slots` real-server statistics slots (backend ids
+    /// must stay below it to be counted).
+    pub fn with_backend_slots(
+        index: u16,
+        n_workers: u16,
+        mut flows: FlowTable,
+        max_services: usize,
+        backend_slots: usize,
+    ) -> Self {
+        let backends = Arc::new(BackendStats::new(backend_slots));
+        flows.count_connections_in(Arc::clone(&backends));
+        WorkerState {
+            index,
+            n_workers: n_workers.max(1),
+            flows,
+            counters: Arc::new(WorkerCounters::default()),
+            backends,
+            sloppy_tcp: false,
+            fast_path: true,
+            trace: None,
+            cursors: vec![0; max_services],
+            generation: u64::MAX,
+            icmp_errors: TokenBucket::new(),
+            last_full_ms: None,
+            frags: FragmentTracker::new(FRAGMENT_SLOTS),
+            swept_ms: None,
+            scratch: Some(Scratch::new()),
+        }
+    }
+
+    /// Resize the fragment tracker (default [`FRAGMENT_SLOTS`]); allocates: call before the
+    /// worker runs. Fewer slots lose datagrams sooner under a fragment flood.
+    pub fn set_fragment_slots(&mut self, slots: usize) {
+        self.frags = FragmentTracker::new(slots);
+    }
+
+    /// The worker that owns connections of this client endpoint: its [`owner_hash`] scaled
+    /// onto `0..n_workers` by a multiply and a shift (Lemire's reduction) instead of a
+    /// division (`%`: tens of cycles; this: one 3-cycle multiply).
+    #[inline]
+    pub fn owner_of(&self, client: &[u8; 16], port: u16) -> u16 {
+        self.scale(owner_hash(client, port))
+    }
+
+    #[inline(always)]
+    fn scale(&self, h: u32) -> u16 {
+        ((u64::from(h) * u64::from(self.n_workers)) >> 32) as u16
+    }
+
+    /// The worker that owns connections of this client endpoint when it is another one
+    /// (`None` with a single worker, or when it is this one): where a NAT packet is steered.
+    #[inline]
+    pub(super) fn owner_elsewhere(&self, client: &[u8; 16], port: u16) -> Option<u16> {
+        if self.n_workers < 2 {
+            return None;
+        }
+        let owner = self.owner_of(client, port);
+        (owner != self.index).then_some(owner)
+    }
+
+    /// [`owner_elsewhere`](Self::owner_elsewhere) of an IPv4 endpoint as the headers carry
+    /// it (address and port bytes, little-endian loads).
+    #[inline(always)]
+    pub(super) fn owner_elsewhere4(&self, addr: u32, port: u16) -> Option<u16> {
+        if self.n_workers < 2 {
+            return None;
+        }
+        let owner = self.scale(owner_hash4(addr, port));
+        (owner != self.index).then_some(owner)
+    }
+
+    /// Pick up a newly published snapshot (cursors, timeouts, generation); cheap when it is
+    /// the one already adopted.
+    pub fn adopt(&mut self, snap: &Snapshot) {
+        if self.generation != snap.generation {
+            self.generation = snap.generation;
+            if self.cursors.len() < snap.services.len() {
+                // Only when a snapshot brings more services than ever before: not per packet.
+                self.cursors.resize(snap.services.len(), 0);
+            }
+            if *self.flows.timeouts() != snap.timeouts {
+                self.flows.set_timeouts(snap.timeouts);
+            }
+            self.counters.inc(Counter::SnapshotsApplied);
+            // Tells the control plane this worker no longer uses older snapshots' backends.
+            self.counters.set_generation(snap.generation);
+        }
+    }
+
+    /// The burst scratch, taken out of the state for the time of a burst (allocated anew only
+    /// if a burst panicked before giving it back, which the release build's abort rules out).
+    pub(super) fn take_scratch(&mut self) -> Box<Scratch> {
+        self.scratch.take().unwrap_or_else(Scratch::new)
+    }
+
+    /// Hand the scratch back after a burst.
+    pub(super) fn put_scratch(&mut self, s: Box<Scratch>) {
+        self.scratch = Some(s);
+    }
+
+    /// Sweep the flow table for expired connections once per tick of the millisecond clock
+    /// (not per burst: a busy worker runs thousands of bursts a millisecond).
+    #[inline]
+    pub(crate) fn expire_tick(&mut self, now_ms: u64) {
+        if self.swept_ms != Some(now_ms) {
+            self.swept_ms = Some(now_ms);
+            self.flows.expire(now_ms, super::EXPIRE_BUDGET_PER_TICK);
+        }
+    }
+}
