@@ -11,7 +11,7 @@ macro_rules! counters {
     ($( $(#[doc = $doc:expr])* $variant:ident = $name:literal, $kind:ident; )*) => {
         /// Everything a worker counts. Each drop reason has its own counter.
         #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-        #[repr(usize)]
+        #[repr(u8)]
         pub enum Counter {
             $( $(#[doc = $doc])* $variant, )*
         }

@@ -52,6 +52,7 @@ pub(crate) use classify::for_kernel;
 use classify::{classify, Staged};
 use fast4::classify::First;
 use fast4::Staged4;
+use worker_state::Scratch;
 pub use worker_state::{WorkerState, ICMP_ERRORS_BURST, ICMP_ERRORS_PER_SEC};
 
 /// What the caller does with a frame after the pipeline.
@@ -230,72 +231,89 @@ fn stages<B: PacketBuf, const STEERED: bool>(
     worker.adopt(snap);
     // Decided once per burst: the fast path runs while no trace is active (a trace sees
     // every frame the general way, and the fast path needs no hooks of its own).
-    let fast = worker.fast_path && worker.trace.is_none();
-    let port_mac = snap.fast4.port_mac48(frames.rx_port);
+    let tracing = worker.trace.is_some();
+    let fast = worker.fast_path && !tracing;
+    let port_mac = snap.fast4.port_mac(frames.rx_port);
     let mut scratch = worker.take_scratch();
+    let Scratch {
+        first,
+        fast: staged,
+        general,
+    } = &mut *scratch;
     let mut tally = Tally::default();
     let n = bufs.len().min(actions.len());
     let mut start = 0;
     while start < n {
         let end = (start + STAGE).min(n);
+        let len = end - start;
         // Stage 1: classify, hash, prefetch the primary bucket.
-        for (k, buf) in bufs[start..end].iter().enumerate() {
+        for (k, ((buf, first), f)) in bufs[start..end]
+            .iter()
+            .zip(first.iter_mut())
+            .zip(staged.iter_mut())
+            .enumerate()
+        {
             let (rx_port, steered_hash) = frames.frame::<STEERED>(start + k);
             if !STEERED {
                 tally.rx_packets += 1;
                 tally.rx_bytes += buf.data().len() as u64;
             }
             let mac = if STEERED {
-                snap.fast4.port_mac48(rx_port)
+                snap.fast4.port_mac(rx_port)
             } else {
                 port_mac
             };
-            let first = match mac {
+            *first = match mac {
                 Some(mac) if fast => fast4::classify::classify(
                     buf,
                     mac,
                     worker,
                     snap,
                     steered_hash.map(TableHash::from_raw),
+                    f,
                 ),
                 _ => First::Fallback,
             };
-            scratch.first[k] = first;
-            match first {
-                First::Fast(f) => worker.flows.prefetch4(f.hash),
+            match *first {
+                First::Fast => worker.flows.prefetch4(f.hash),
                 First::Fallback => {
                     let st = classify(buf, rx_port, worker, snap, steered_hash);
                     if let Some((v4, h)) = st.lookup_hash() {
                         worker.flows.prefetch(v4, h);
                     }
-                    scratch.general[k] = st;
+                    if let Some(slot) = general.get_mut(k) {
+                        *slot = st;
+                    }
                 }
-                First::Steer { .. } | First::NotLocal => {}
+                First::Steer(_) | First::NotLocal => {}
             }
         }
         // Stage 2: a key not in its (now loaded) primary bucket needs its secondary.
-        for first in &mut scratch.first[..end - start] {
-            if let First::Fast(f) = first {
+        for (first, f) in first[..len].iter().zip(staged.iter_mut()) {
+            if *first == First::Fast {
                 f.pos = worker.flows.probe4(&f.key, f.hash);
             }
         }
         // Stage 3: handle each frame in order.
-        for (k, (buf, action)) in bufs[start..end]
+        for (k, ((buf, action), (first, f))) in bufs[start..end]
             .iter_mut()
             .zip(actions[start..end].iter_mut())
+            .zip(first.iter().zip(staged.iter()))
             .enumerate()
         {
             let (rx_port, _) = frames.frame::<STEERED>(start + k);
             // The frame is as received until its own stage 3.
-            if let Some(t) = worker.trace.as_mut() {
-                t.before(buf.data(), rx_port, now_ms);
+            if tracing {
+                if let Some(t) = worker.trace.as_mut() {
+                    t.before(buf.data(), rx_port, now_ms);
+                }
             }
-            let (verdict, hash) = match scratch.first[k] {
-                First::Fast(f) => {
+            let (verdict, hash) = match *first {
+                First::Fast => {
                     let done = if f.reply {
-                        fast4::reply(buf, &f, worker, snap, now_ms, &mut tally)
+                        fast4::reply(buf, f, worker, snap, now_ms, &mut tally)
                     } else {
-                        fast4::client(buf, &f, worker, snap, now_ms, &mut tally)
+                        fast4::client(buf, f, worker, snap, now_ms, &mut tally)
                     };
                     let verdict = match done {
                         Some(a) => Ok(a),
@@ -303,15 +321,15 @@ fn stages<B: PacketBuf, const STEERED: bool>(
                     };
                     (verdict, None)
                 }
-                First::Steer { owner, hash } => (Ok(Action::Steer(owner)), Some(hash.raw())),
+                First::Steer(owner) => (Ok(Action::Steer(owner)), Some(f.hash.raw())),
                 First::NotLocal => (Err(Counter::DropNotLocal), None),
-                First::Fallback => {
-                    let st = &scratch.general[k];
-                    (
+                First::Fallback => match general.get(k) {
+                    Some(st) => (
                         handle(buf, st, rx_port, worker, snap, now_ms),
                         st.flow_hash(),
-                    )
-                }
+                    ),
+                    None => (Err(Counter::DropEthMalformed), None),
+                },
             };
             *action = match verdict {
                 // The owner never steers again: a frame steered twice would mean the
@@ -320,8 +338,10 @@ fn stages<B: PacketBuf, const STEERED: bool>(
                 Ok(a) => a,
                 Err(reason) => Action::Drop(reason),
             };
-            if let Some(t) = worker.trace.as_mut() {
-                t.after(buf.data(), *action);
+            if tracing {
+                if let Some(t) = worker.trace.as_mut() {
+                    t.after(buf.data(), *action);
+                }
             }
             match *action {
                 Action::Drop(reason) => worker.counters.inc(reason),

@@ -6,9 +6,7 @@ use crate::counters::{Counter, WorkerCounters};
 use crate::flow_sample::{FlowSampler, SampleRequest};
 use crate::io::dpdk::{self, Mbuf, MbufBurst, PortQueue};
 use crate::io::PacketBuf;
-use crate::pipeline::{
-    process_burst_hashed, process_steered_burst, Action, WorkerState, EXPIRE_BUDGET_PER_BURST,
-};
+use crate::pipeline::{process_burst_hashed, process_steered_burst, Action, WorkerState};
 use crate::snapshot::Snapshot;
 use crate::trace::Tracer;
 use arc_swap::ArcSwap;
@@ -250,8 +248,9 @@ impl Worker {
             }
             if received == 0 {
                 // No burst means no expiry inside the pipeline (steered frames do not sweep):
-                // sweep here so flows of idle and steered-only workers still time out.
-                self.state.flows.expire(now_ms, EXPIRE_BUDGET_PER_BURST);
+                // sweep here (once per tick) so flows of idle and steered-only workers still
+                // time out.
+                self.state.expire_tick(now_ms);
             }
             if work == 0 {
                 self.state

@@ -503,9 +503,8 @@ fn nat_replies_are_steered_to_the_owning_worker() {
     let owner = workers[0].owner_of(&vipd_dataplane::flow::key::to_mapped(v4(CLIENT_IP)), 40000);
     let other = 1 - owner;
     // The flow table hash of each packet's own key, handed from the receiving worker to the owner.
-    let tcp_key = |src, dst, sport, dport| {
-        FlowTable::hash(&FlowKey::v4(src, dst, sport, dport, 6)).raw()
-    };
+    let tcp_key =
+        |src, dst, sport, dport| FlowTable::hash(&FlowKey::v4(src, dst, sport, dport, 6)).raw();
     for (frame, expected, hash) in [
         (
             syn.clone(),

@@ -291,16 +291,13 @@ impl<A: Addrs> Cuckoo<A> {
     /// Every slot with its position (tests).
     #[cfg(test)]
     pub(crate) fn iter(&self) -> impl Iterator<Item = (u32, &Slot<A>)> + '_ {
-        self.buckets
-            .iter()
-            .enumerate()
-            .flat_map(|(b, bucket)| {
-                bucket
-                    .slots
-                    .iter()
-                    .enumerate()
-                    .map(move |(w, s)| (pos(b as u32, w), s))
-            })
+        self.buckets.iter().enumerate().flat_map(|(b, bucket)| {
+            bucket
+                .slots
+                .iter()
+                .enumerate()
+                .map(move |(w, s)| (pos(b as u32, w), s))
+        })
     }
 
     /// Test support: whether the slot at `pos` sits in one of its key's two buckets.
@@ -316,7 +313,7 @@ impl<A: Addrs> Cuckoo<A> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::flow::slot::{V4, PAIRED};
+    use crate::flow::slot::{PAIRED, V4};
     use std::collections::HashMap;
 
     fn key(i: u32) -> Key<V4> {
@@ -362,7 +359,12 @@ mod tests {
             let mut watch = u32::MAX;
             let p = idx
                 .insert(k.hash(), slot(&k, i), &mut watch)
-                .unwrap_or_else(|| panic!("insert {i} failed at {:.3} load", f64::from(i) / idx.slots() as f64));
+                .unwrap_or_else(|| {
+                    panic!(
+                        "insert {i} failed at {:.3} load",
+                        f64::from(i) / idx.slots() as f64
+                    )
+                });
             at.insert(i, p);
         }
         for i in 0..target as u32 {
@@ -394,7 +396,9 @@ mod tests {
             let mut watch = u32::MAX;
             let pa = idx.insert(a.hash(), slot(&a, i), &mut watch).expect("room");
             let mut watch = pa;
-            let pb = idx.insert(b.hash(), slot(&b, i + 1), &mut watch).expect("room");
+            let pb = idx
+                .insert(b.hash(), slot(&b, i + 1), &mut watch)
+                .expect("room");
             let pa = watch;
             let sa = idx.slot_mut(pa);
             sa.flags |= PAIRED;

@@ -118,7 +118,10 @@ pub(crate) fn crc32c_u64(crc: u32, word: u64) -> u32 {
 /// RUSTFLAGS, another architecture) hash exactly as the release build does. Written by hand:
 /// the crc32c crates apply the standard's inversions and dispatch at run time; this is eight
 /// table lookups.
-#[cfg_attr(all(target_arch = "x86_64", target_feature = "sse4.2"), allow(dead_code))]
+#[cfg_attr(
+    all(target_arch = "x86_64", target_feature = "sse4.2"),
+    allow(dead_code)
+)]
 pub(crate) mod soft {
     /// CRC32C's reflected polynomial (Castagnoli).
     const POLY: u32 = 0x82f6_3b78;
@@ -170,7 +173,11 @@ mod tests {
         // seven zero bytes; the bitwise definition, for one byte, is the reference here.
         let mut c = crc ^ u32::from(b);
         for _ in 0..8 {
-            c = if c & 1 != 0 { (c >> 1) ^ 0x82f6_3b78 } else { c >> 1 };
+            c = if c & 1 != 0 {
+                (c >> 1) ^ 0x82f6_3b78
+            } else {
+                c >> 1
+            };
         }
         c
     }
@@ -189,7 +196,10 @@ mod tests {
         let mapped = a.to_ipv6_mapped().octets();
         assert_eq!(
             owner_hash(&mapped, 40000),
-            owner_hash4(u32::from_le_bytes(a.octets()), u16::from_le_bytes(40000u16.to_be_bytes()))
+            owner_hash4(
+                u32::from_le_bytes(a.octets()),
+                u16::from_le_bytes(40000u16.to_be_bytes())
+            )
         );
         assert_ne!(owner_hash(&mapped, 40000), owner_hash(&mapped, 40001));
     }
@@ -212,6 +222,10 @@ mod tests {
                 secondaries.insert(reduce(h.secondary()));
             }
         }
-        assert!(secondaries.len() > 32, "{} secondary buckets", secondaries.len());
+        assert!(
+            secondaries.len() > 32,
+            "{} secondary buckets",
+            secondaries.len()
+        );
     }
 }

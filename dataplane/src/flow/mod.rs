@@ -2,14 +2,14 @@
 
 mod cuckoo;
 pub(crate) mod hash;
-pub(crate) mod slot;
 pub mod key;
 pub mod mem;
+pub(crate) mod slot;
 pub mod state;
 pub mod table;
 
+pub use hash::TableHash;
 pub use key::FlowKey;
 pub use mem::{Backing, Pages};
 pub use state::{Direction, TcpFlags, TcpState, Timeouts};
-pub use hash::TableHash;
 pub use table::{FlowHit, FlowId, FlowInfo, FlowTable, InsertError, Miss, TableCounts};

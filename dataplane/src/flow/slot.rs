@@ -67,7 +67,12 @@ impl Addrs for V6 {
             x.copy_from_slice(&b[i * 8..i * 8 + 8]);
             u64::from_le_bytes(x)
         };
-        [w(&key.src, 0), w(&key.src, 1), w(&key.dst, 0), w(&key.dst, 1)]
+        [
+            w(&key.src, 0),
+            w(&key.src, 1),
+            w(&key.dst, 0),
+            w(&key.dst, 1),
+        ]
     }
 
     fn to_key(&self) -> ([u8; 16], [u8; 16]) {
@@ -247,10 +252,7 @@ mod tests {
         let t4 = Key::<V4>::of(&k4);
         assert_eq!(t4.flow_key(), k4);
         // The wire order: the header's bytes 12..20 and the ports' bytes, little-endian words.
-        assert_eq!(
-            t4.addrs.to_le_bytes(),
-            [192, 0, 2, 1, 198, 51, 100, 7]
-        );
+        assert_eq!(t4.addrs.to_le_bytes(), [192, 0, 2, 1, 198, 51, 100, 7]);
         assert_eq!(t4.ports.to_le_bytes(), [0x9c, 0x40, 0x01, 0xbb]);
         let k6 = FlowKey::v6(
             "2001:db8::1".parse::<Ipv6Addr>().unwrap(),

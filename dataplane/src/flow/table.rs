@@ -372,7 +372,14 @@ impl FlowTable {
         if self.refuse_full(key, now_ms) {
             return Err(InsertError::Full);
         }
-        self.enter(key, hash, false, reply.map(|(k, h)| (*k, h)), backend, now_ms)
+        self.enter(
+            key,
+            hash,
+            false,
+            reply.map(|(k, h)| (*k, h)),
+            backend,
+            now_ms,
+        )
     }
 
     /// [`insert`](FlowTable::insert) right after `miss`, the
@@ -487,7 +494,7 @@ impl FlowTable {
     /// The fast path's lookup of an IPv4 key: its slot when the connection is live and its
     /// slot's expiry is ahead (`None` otherwise, changing nothing: the general path then
     /// looks again and removes what is expired). `primary_pos`: [`probe4`](Self::probe4)'s
-    /// answer (the secondary bucket is searched when it is `NIL`).
+    /// answer, a hint checked against the key.
     #[inline(always)]
     pub(crate) fn hit4(
         &self,
@@ -497,9 +504,11 @@ impl FlowTable {
         now_ms: u64,
     ) -> Option<Hit4> {
         let idx = &self.v4.idx;
+        // The position stage 2 found, if it still holds the key: a frame handled before this
+        // one in the burst may have moved or removed slots since.
         let pos = match idx.get(primary_pos) {
-            Some(_) => primary_pos,
-            None => idx.find_in(idx.secondary(hash), key)?,
+            Some(s) if s.holds(key) => primary_pos,
+            _ => idx.find(key, hash)?,
         };
         let s: &Slot<V4> = idx.slot(pos);
         if !super::slot::ahead(s.expires, now_ms as u32) {

@@ -35,14 +35,17 @@ impl VecBuf {
 }
 
 impl PacketBuf for VecBuf {
+    #[inline]
     fn data(&self) -> &[u8] {
         &self.storage[self.start..self.end]
     }
 
+    #[inline]
     fn data_mut(&mut self) -> &mut [u8] {
         &mut self.storage[self.start..self.end]
     }
 
+    #[inline]
     fn prepend(&mut self, len: usize) -> bool {
         if len > self.start {
             return false;
@@ -51,6 +54,7 @@ impl PacketBuf for VecBuf {
         true
     }
 
+    #[inline]
     fn adj(&mut self, len: usize) -> bool {
         if len > self.end - self.start {
             return false;
@@ -59,6 +63,7 @@ impl PacketBuf for VecBuf {
         true
     }
 
+    #[inline]
     fn trim_to(&mut self, len: usize) -> bool {
         if len > self.end - self.start {
             return false;
@@ -67,6 +72,7 @@ impl PacketBuf for VecBuf {
         true
     }
 
+    #[inline]
     fn append(&mut self, len: usize) -> bool {
         if self.end + len > self.storage.len() {
             return false;
@@ -75,6 +81,7 @@ impl PacketBuf for VecBuf {
         true
     }
 
+    #[inline]
     fn rx_ipv4_checksum(&self) -> RxChecksum {
         self.rx_ipv4_checksum
     }

@@ -467,13 +467,7 @@ pub(super) fn parse_l4(
 }
 
 /// By destination and source: a VIP's service, a NAT real server's reply, the box itself.
-fn by_destination(
-    pkt: Pkt,
-    info: L4Info,
-    rx_port: u16,
-    w: &WorkerState,
-    snap: &Snapshot,
-) -> Stage {
+fn by_destination(pkt: Pkt, info: L4Info, rx_port: u16, w: &WorkerState, snap: &Snapshot) -> Stage {
     let key = &pkt.key;
     // One lookup for a client packet: a service's endpoint is always a VIP's.
     let service = snap.service(&key.dst, key.proto, key.dst_port);

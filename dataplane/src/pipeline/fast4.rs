@@ -53,6 +53,23 @@ pub(super) struct Staged4 {
 }
 
 impl Staged4 {
+    /// A record stage 1 has not written (a burst's scratch starts so).
+    pub(super) const EMPTY: Staged4 = Staged4 {
+        key: Key {
+            addrs: 0,
+            ports: 0,
+            proto: 0,
+        },
+        hash: TableHash(0),
+        service: 0,
+        len: 0,
+        ttl: 0,
+        tcp_bits: 0,
+        dont_frag: false,
+        reply: false,
+        pos: crate::flow::slot::NIL,
+    };
+
     /// Whether the packet carries none of the flags the state machine acts on (the fast path
     /// never changes a connection's state).
     #[inline(always)]

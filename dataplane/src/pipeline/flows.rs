@@ -147,8 +147,14 @@ fn stateless<'s>(
 }
 
 /// The consistent hash's real server for `key`: the same on every packet and every box.
-fn consistent<'s>(svc: &Service, snap: &'s Snapshot, key: &FlowKey) -> Result<&'s Backend, Counter> {
-    let id = svc.pick_consistent(key.hash()).ok_or(Counter::DropNoBackend)?;
+fn consistent<'s>(
+    svc: &Service,
+    snap: &'s Snapshot,
+    key: &FlowKey,
+) -> Result<&'s Backend, Counter> {
+    let id = svc
+        .pick_consistent(key.hash())
+        .ok_or(Counter::DropNoBackend)?;
     snap.backend(id).ok_or(Counter::DropNoBackend)
 }
 

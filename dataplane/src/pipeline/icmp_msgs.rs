@@ -133,7 +133,10 @@ fn to_real_server<B: PacketBuf>(
         }
     }
     let hash = flow.hash();
-    let from_entry = match w.flows.lookup(&flow, crate::flow::FlowTable::hash(&flow), now) {
+    let from_entry = match w
+        .flows
+        .lookup(&flow, crate::flow::FlowTable::hash(&flow), now)
+    {
         Some(hit) if hit.dir == Direction::Original => snap.backend(hit.backend),
         _ => None,
     };
@@ -144,7 +147,13 @@ fn to_real_server<B: PacketBuf>(
             .and_then(|id| snap.backend(id))
             .ok_or(Counter::DropIcmpErrorNoFlow)?,
     };
-    let route = match egress::check(buf, pkt, backend, crate::flow::FlowTable::hash(&flow).bits(), snap) {
+    let route = match egress::check(
+        buf,
+        pkt,
+        backend,
+        crate::flow::FlowTable::hash(&flow).bits(),
+        snap,
+    ) {
         Ok(o) => o,
         // No error about an error: an oversized one is dropped.
         Err(Reject::TooBig(_)) => return Err(Counter::DropTooBig),
@@ -195,7 +204,10 @@ fn to_client<B: PacketBuf>(
         }
     }
     let reply = q.key.reversed(); // real server -> client: the connection's reply key
-    let from_entry = match w.flows.lookup(&reply, crate::flow::FlowTable::hash(&reply), now) {
+    let from_entry = match w
+        .flows
+        .lookup(&reply, crate::flow::FlowTable::hash(&reply), now)
+    {
         Some(hit) if hit.dir == Direction::Reply => snap.backend(hit.backend).map(|b| b.service),
         _ => None,
     };

@@ -3,6 +3,7 @@
 
 use super::classify::Staged;
 use super::fast4::classify::First;
+use super::fast4::Staged4;
 use super::STAGE;
 use crate::backend_stats::{BackendStats, DEFAULT_BACKEND_SLOTS};
 use crate::counters::{Counter, WorkerCounters};
@@ -53,7 +54,10 @@ impl TokenBucket {
 /// reused by every burst (no per-burst initialisation). Slot `i` of a stage is written by
 /// stage 1 before stages 2 and 3 read it.
 pub(super) struct Scratch {
+    /// Stage 1's verdict on each frame.
     pub(super) first: [First; STAGE],
+    /// The fast classifier's record of the frames whose `first` is `Fast` (or `Steer`).
+    pub(super) fast: [Staged4; STAGE],
     /// The general classifier's record of the frames whose `first` is `Fallback`.
     pub(super) general: [Staged; STAGE],
 }
@@ -62,6 +66,7 @@ impl Scratch {
     fn new() -> Box<Scratch> {
         Box::new(Scratch {
             first: [First::Fallback; STAGE],
+            fast: [Staged4::EMPTY; STAGE],
             general: [Staged::Done(Err(Counter::DropEthMalformed)); STAGE],
         })
     }
@@ -214,7 +219,7 @@ impl WorkerState {
     /// Sweep the flow table for expired connections once per tick of the millisecond clock
     /// (not per burst: a busy worker runs thousands of bursts a millisecond).
     #[inline]
-    pub(crate) fn expire_tick(&mut self, now_ms: u64) {
+    pub fn expire_tick(&mut self, now_ms: u64) {
         if self.swept_ms != Some(now_ms) {
             self.swept_ms = Some(now_ms);
             self.flows.expire(now_ms, super::EXPIRE_BUDGET_PER_TICK);

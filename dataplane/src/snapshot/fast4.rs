@@ -14,7 +14,7 @@
 use super::word_map::WordMap;
 use super::{FwdMode, Snapshot};
 use crate::wire::checksum;
-use crate::wire::ethernet::{mac48, MacPair};
+use crate::wire::ethernet::{mac_word, MacPair};
 use crate::wire::MacAddr;
 use std::net::{IpAddr, Ipv4Addr};
 
@@ -185,7 +185,7 @@ pub(crate) struct Fast4 {
     links: Box<[Link]>,
     /// The first port with an IPv4 gateway, and the gateway's MAC if resolved.
     default: Option<(u16, Option<MacAddr>)>,
-    /// Per port: its MAC as [`mac48`], and MTU.
+    /// Per port: its MAC as `ethernet::Header::dst_word` reads it, the MAC, the MTU.
     port_macs: Box<[(u64, MacAddr, u16)]>,
     /// Forwarding records by backend id.
     records: Box<[Record]>,
@@ -209,7 +209,9 @@ impl Fast4 {
         for (i, p) in snap.ports.iter().enumerate() {
             if let Some(n) = p.ipv4 {
                 addrs.push((u64::from(wire4(n.addr())), ADDR_OWN));
-                let mask = u32::MAX.checked_shl(32 - u32::from(n.prefix_len())).unwrap_or(0);
+                let mask = u32::MAX
+                    .checked_shl(32 - u32::from(n.prefix_len()))
+                    .unwrap_or(0);
                 links.push(Link {
                     net: u32::from(n.addr()) & mask,
                     mask,
@@ -255,7 +257,7 @@ impl Fast4 {
             port_macs: snap
                 .ports
                 .iter()
-                .map(|p| (mac48(&p.mac.0), p.mac, p.mtu))
+                .map(|p| (mac_word(&p.mac), p.mac, p.mtu))
                 .collect(),
             records,
         }
@@ -267,9 +269,9 @@ impl Fast4 {
         self.records.get(id as usize)
     }
 
-    /// Port `p`'s MAC as [`mac48`].
+    /// Port `p`'s MAC as `ethernet::Header::dst_word` reads it.
     #[inline(always)]
-    pub(crate) fn port_mac48(&self, p: u16) -> Option<u64> {
+    pub(crate) fn port_mac(&self, p: u16) -> Option<u64> {
         self.port_macs.get(usize::from(p)).map(|m| m.0)
     }
 
@@ -432,7 +434,10 @@ mod tests {
         let f = &snap.fast4;
         let r = f.record(1).unwrap();
         assert_eq!(r.kind, Kind::Nat);
-        assert_eq!(r.macs, MacPair::new(MacAddr([2, 0, 0, 1, 0, 1]), MacAddr([2, 0, 0, 0, 0, 2])));
+        assert_eq!(
+            r.macs,
+            MacPair::new(MacAddr([2, 0, 0, 1, 0, 1]), MacAddr([2, 0, 0, 0, 0, 2]))
+        );
         assert_eq!((r.port, r.mtu, r.service), (1, 9000, 0));
         // The deltas move a checksum as the full update would.
         let c = 0x1234;

@@ -49,7 +49,11 @@ impl Endpoint {
 
     /// Address (flow-key form, as one integer), protocol and port.
     pub(super) fn parts(&self) -> (u128, u8, u16) {
-        (self.addr, (self.proto_port >> 16) as u8, self.proto_port as u16)
+        (
+            self.addr,
+            (self.proto_port >> 16) as u8,
+            self.proto_port as u16,
+        )
     }
 }
 

@@ -100,7 +100,35 @@ pub fn mac48(b: &[u8; 6]) -> u64 {
         | u64::from(u32::from_be_bytes([b[2], b[3], b[4], b[5]]))
 }
 
+/// The group (multicast) bit in [`Header::dst_word`] and [`Header::src_word`].
+pub const GROUP_BIT: u64 = 1;
+
+/// A MAC as [`Header::dst_word`] reads it (its six bytes, little-endian load).
+#[inline]
+pub fn mac_word(m: &MacAddr) -> u64 {
+    let mut w = [0u8; 8];
+    w[..6].copy_from_slice(&m.0);
+    u64::from_le_bytes(w)
+}
+
 impl Header<'_> {
+    /// The destination MAC's six bytes as one little-endian word (a compare instead of six;
+    /// the group bit is [`GROUP_BIT`]).
+    #[inline(always)]
+    pub fn dst_word(&self) -> u64 {
+        let mut w = [0u8; 8];
+        w.copy_from_slice(&self.0[..8]);
+        u64::from_le_bytes(w) & 0xffff_ffff_ffff
+    }
+
+    /// The source MAC as [`dst_word`](Self::dst_word) reads it.
+    #[inline(always)]
+    pub fn src_word(&self) -> u64 {
+        let mut w = [0u8; 8];
+        w.copy_from_slice(&self.0[6..14]);
+        u64::from_le_bytes(w) & 0xffff_ffff_ffff
+    }
+
     /// The destination MAC as [`mac48`].
     #[inline(always)]
     pub fn dst48(&self) -> u64 {

@@ -46,7 +46,7 @@ impl Header<'_> {
 
     /// Length field (header and payload).
     #[inline(always)]
-    pub fn len(&self) -> u16 {
+    pub fn length(&self) -> u16 {
         be16(self.0, field::LENGTH)
     }
 }

@@ -17,6 +17,16 @@ pub(super) const RECLAIM_SCAN: usize = 256;
 /// index 70 % full (inserts into two-way buckets succeed reliably up to ~85 %).
 const SLOTS_PER_CONNECTION: f64 = 2.0 / 0.7;
 
+/// A connection as [`Conns::listed`] finds it.
+pub(super) struct Listed<A> {
+    pub(super) id: FlowId,
+    pub(super) key: Key<A>,
+    pub(super) reply: Option<Key<A>>,
+    pub(super) backend: u32,
+    pub(super) state: TcpState,
+    pub(super) remaining_ms: u64,
+}
+
 /// One family's connections.
 pub(super) struct Conns<A> {
     pub(super) idx: Cuckoo<A>,
@@ -77,7 +87,9 @@ impl<A: Addrs> Conns<A> {
     /// Whether the connection holding `s` lives at `now`: until the later of its keys' expiries.
     #[inline]
     pub(super) fn alive(&self, s: &Slot<A>, now: u32) -> bool {
-        ahead(s.expires, now) || s.partner().is_some_and(|p| ahead(self.idx.slot(p).expires, now))
+        ahead(s.expires, now)
+            || s.partner()
+                .is_some_and(|p| ahead(self.idx.slot(p).expires, now))
     }
 
     /// The position of the original key of connection `id`, if it is still in the table.
@@ -360,13 +372,19 @@ impl<A: Addrs> Conns<A> {
 
     /// The connection of the original key in `pos` for listings: its reply key, state and
     /// the time it has left (None if `pos` holds no live original key at `now`).
-    pub(super) fn listed(&self, pos: u32, now: u64) -> Option<(FlowId, Key<A>, Option<Key<A>>, u32, TcpState, u64)> {
+    pub(super) fn listed(&self, pos: u32, now: u64) -> Option<Listed<A>> {
         let s = self.idx.get(pos)?;
         if s.is_free() || s.is_reply() || !self.alive(s, now as u32) {
             return None;
         }
         let now32 = now as u32;
-        let left = |e: u32| if ahead(e, now32) { u64::from(e.wrapping_sub(now32)) } else { 0 };
+        let left = |e: u32| {
+            if ahead(e, now32) {
+                u64::from(e.wrapping_sub(now32))
+            } else {
+                0
+            }
+        };
         let mut remaining = left(s.expires);
         let reply = s.partner().map(|p| {
             let r = self.idx.slot(p);
@@ -374,14 +392,14 @@ impl<A: Addrs> Conns<A> {
             r.key()
         });
         let key = s.key();
-        Some((
-            self.id(key.hash(), s.serial),
+        Some(Listed {
+            id: self.id(key.hash(), s.serial),
             key,
             reply,
-            s.backend,
-            TcpState::from_u8(s.state),
-            remaining,
-        ))
+            backend: s.backend,
+            state: TcpState::from_u8(s.state),
+            remaining_ms: remaining,
+        })
     }
 }
 

@@ -5,14 +5,14 @@ use super::conns::Conns;
 use super::{FlowInfo, FlowTable};
 
 fn info<A: Addrs>(c: &Conns<A>, pos: u32, now_ms: u64) -> Option<FlowInfo> {
-    let (id, key, reply, backend, state, remaining_ms) = c.listed(pos, now_ms)?;
+    let l = c.listed(pos, now_ms)?;
     Some(FlowInfo {
-        id,
-        key: key.flow_key(),
-        reply: reply.map(|r: Key<A>| r.flow_key()),
-        backend,
-        state,
-        remaining_ms,
+        id: l.id,
+        key: l.key.flow_key(),
+        reply: l.reply.map(|r: Key<A>| r.flow_key()),
+        backend: l.backend,
+        state: l.state,
+        remaining_ms: l.remaining_ms,
     })
 }
 

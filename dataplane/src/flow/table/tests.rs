@@ -16,20 +16,40 @@ impl<A: crate::flow::slot::Addrs> conns::Conns<A> {
                 continue;
             }
             assert!(self.idx.placed_right(pos), "slot {pos} in a wrong bucket");
-            assert_eq!(self.idx.find(&s.key(), s.key().hash()), Some(pos), "slot {pos} shadowed");
+            assert_eq!(
+                self.idx.find(&s.key(), s.key().hash()),
+                Some(pos),
+                "slot {pos} shadowed"
+            );
             if !s.is_reply() {
                 originals += 1;
             }
-            let want = super::conns::refresh_flag(s.proto, TcpState::from_u8(s.state), s.bits, s.is_reply());
+            let want = super::conns::refresh_flag(
+                s.proto,
+                TcpState::from_u8(s.state),
+                s.bits,
+                s.is_reply(),
+            );
             assert_eq!(s.flags & REFRESH_ONLY, want, "slot {pos}: refresh flag");
             if s.flags & PAIRED != 0 {
                 let p = self.idx.slot(s.partner);
                 assert!(!p.is_free(), "slot {pos}: partner {} free", s.partner);
                 assert_eq!(p.partner, pos, "slot {pos}: partner points elsewhere");
-                assert_eq!((p.serial, p.state, p.bits), (s.serial, s.state, s.bits), "slot {pos}: partner differs");
-                assert_ne!(p.is_reply(), s.is_reply(), "slot {pos}: two keys of one direction");
+                assert_eq!(
+                    (p.serial, p.state, p.bits),
+                    (s.serial, s.state, s.bits),
+                    "slot {pos}: partner differs"
+                );
+                assert_ne!(
+                    p.is_reply(),
+                    s.is_reply(),
+                    "slot {pos}: two keys of one direction"
+                );
             } else {
-                assert!(!s.is_reply(), "slot {pos}: a reply key without its original");
+                assert!(
+                    !s.is_reply(),
+                    "slot {pos}: a reply key without its original"
+                );
             }
         }
         assert_eq!(originals, self.len(), "connections counted");
@@ -78,7 +98,13 @@ fn ins(
     backend: u32,
     now: u64,
 ) -> Result<FlowId, InsertError> {
-    t.insert(k, FlowTable::hash(k), reply.map(|r| (r, FlowTable::hash(r))), backend, now)
+    t.insert(
+        k,
+        FlowTable::hash(k),
+        reply.map(|r| (r, FlowTable::hash(r))),
+        backend,
+        now,
+    )
 }
 
 fn look(t: &mut FlowTable, k: &FlowKey, now: u64) -> Option<FlowHit> {
@@ -256,14 +282,13 @@ fn a_dry_reclaim_scan_waits_for_the_clock() {
     let ids: Vec<_> = (0..cap as u32)
         .map(|n| ins(&mut t, &client(n, PROTO_TCP), None, 1, 0).unwrap())
         .collect();
-    let early: Vec<u32> = t
-        .v4
-        .idx
-        .iter()
-        .take(conns::RECLAIM_SCAN)
-        .filter(|(_, s)| !s.is_free())
-        .map(|(_, s)| s.serial)
-        .collect();
+    let early: Vec<u32> =
+        t.v4.idx
+            .iter()
+            .take(conns::RECLAIM_SCAN)
+            .filter(|(_, s)| !s.is_free())
+            .map(|(_, s)| s.serial)
+            .collect();
     assert!(!early.is_empty() && early.len() < cap);
     for id in &ids {
         if early.contains(&id.serial()) {
@@ -308,7 +333,10 @@ fn a_refusing_table_says_full_before_looking_at_keys() {
     };
     let got = t.insert_after_miss(&keys[cap], miss, || panic!("reply key built"), 1, 0);
     assert_eq!(got, Err(InsertError::Full));
-    assert_eq!((t.counts().insert_exists, t.counts().insert_full, t.len()), (1, 3, cap));
+    assert_eq!(
+        (t.counts().insert_exists, t.counts().insert_full, t.len()),
+        (1, 3, cap)
+    );
     t.check();
     for k in &keys[..cap] {
         assert!(look(&mut t, k, 0).is_some() && look(&mut t, &reply_of(k, 1), 0).is_some());
@@ -365,7 +393,12 @@ fn index_full_rolls_back_the_whole_insert() {
     ins(&mut t, &keys[0], Some(&reply_of(&keys[0], 1)), 1, 0).unwrap();
     ins(&mut t, &keys[1], None, 1, 0).unwrap(); // 3 slots used
     let serials = |t: &FlowTable| -> Vec<u32> {
-        let mut v: Vec<u32> = t.v4.idx.iter().filter(|(_, s)| !s.is_free()).map(|(_, s)| s.serial).collect();
+        let mut v: Vec<u32> =
+            t.v4.idx
+                .iter()
+                .filter(|(_, s)| !s.is_free())
+                .map(|(_, s)| s.serial)
+                .collect();
         v.sort_unstable();
         v
     };

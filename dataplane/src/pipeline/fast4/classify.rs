@@ -24,24 +24,23 @@ use crate::snapshot::Snapshot;
 use crate::wire::ethernet::{self, ethertype};
 use crate::wire::{ipv4, tcp, udp};
 
-/// The group (multicast) bit of a MAC as `ethernet::mac48`.
-const GROUP: u64 = 1 << 40;
-
 /// What the fast classifier made of a frame.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(in crate::pipeline) enum First {
     /// Not the common case: classify it the general way.
     Fallback,
-    /// A client packet of a service, or a NAT real server's reply, this worker owns.
-    Fast(Staged4),
-    /// A packet of a NAT connection worker `owner` owns, with its flow table hash.
-    Steer { owner: u16, hash: TableHash },
+    /// A client packet of a service, or a NAT real server's reply, this worker owns: its
+    /// [`Staged4`] is filled in.
+    Fast,
+    /// A packet of a NAT connection worker `owner` owns (the [`Staged4`]'s hash is filled in).
+    Steer(u16),
     /// Valid, and nobody's: not to a VIP or the box, not from a NAT real server.
     NotLocal,
 }
 
-/// Classify `buf`, received on a port whose MAC is `port_mac` (as `ethernet::mac48`).
-/// `steered`: the hash the receiving worker computed for a frame it steered here.
+/// Classify `buf`, received on a port whose MAC is `port_mac` (as
+/// [`ethernet::Header::dst_word`] reads it), into `out`. `steered`: the hash the receiving
+/// worker computed for a frame it steered here.
 #[inline(always)]
 pub(in crate::pipeline) fn classify<B: PacketBuf>(
     buf: &B,
@@ -49,6 +48,7 @@ pub(in crate::pipeline) fn classify<B: PacketBuf>(
     w: &WorkerState,
     snap: &Snapshot,
     steered: Option<TableHash>,
+    out: &mut Staged4,
 ) -> First {
     let data = buf.data();
     let Some((eth, rest)) = data.split_first_chunk::<{ ethernet::HEADER_LEN }>() else {
@@ -59,10 +59,10 @@ pub(in crate::pipeline) fn classify<B: PacketBuf>(
     };
     // Ethernet: IPv4 (so untagged), unicast to our MAC, from a unicast non-zero MAC.
     let eth = ethernet::Header(eth);
-    let (dst_mac, src_mac) = (eth.dst48(), eth.src48());
+    let (dst_mac, src_mac) = (eth.dst_word(), eth.src_word());
     if eth.ethertype() != ethertype::IPV4
-        || dst_mac & GROUP != 0
-        || src_mac & GROUP != 0
+        || dst_mac & ethernet::GROUP_BIT != 0
+        || src_mac & ethernet::GROUP_BIT != 0
         || dst_mac != port_mac
         || src_mac == 0
     {
@@ -104,7 +104,7 @@ pub(in crate::pipeline) fn classify<B: PacketBuf>(
             return First::Fallback;
         };
         let u = udp::Header(u);
-        let len = usize::from(u.len());
+        let len = usize::from(u.length());
         if seg_len < udp::HEADER_LEN || len < udp::HEADER_LEN || len > seg_len {
             return First::Fallback;
         }
@@ -115,9 +115,10 @@ pub(in crate::pipeline) fn classify<B: PacketBuf>(
         ports,
         proto,
     };
-    let mut st = Staged4 {
+    let hash = steered.unwrap_or_else(|| key.hash());
+    *out = Staged4 {
         key,
-        hash: steered.unwrap_or_else(|| key.hash()),
+        hash,
         service: 0,
         len: total as u16,
         ttl,
@@ -135,16 +136,13 @@ pub(in crate::pipeline) fn classify<B: PacketBuf>(
         if bad_flags {
             return First::Fallback;
         }
-        st.service = s & !HAS_NAT;
+        out.service = s & !HAS_NAT;
         if s & HAS_NAT != 0 {
             if let Some(owner) = w.owner_elsewhere4(src, sport) {
-                return First::Steer {
-                    owner,
-                    hash: st.hash,
-                };
+                return First::Steer(owner);
             }
         }
-        return First::Fast(st);
+        return First::Fast;
     }
     if f4.addrs.get(u64::from(dst)).is_some() {
         // A VIP without this service, or the box itself: the general path's.
@@ -156,13 +154,10 @@ pub(in crate::pipeline) fn classify<B: PacketBuf>(
     if bad_flags {
         return First::Fallback;
     }
-    st.service = unique;
-    st.reply = true;
+    out.service = unique;
+    out.reply = true;
     if let Some(owner) = w.owner_elsewhere4(dst, dport) {
-        return First::Steer {
-            owner,
-            hash: st.hash,
-        };
+        return First::Steer(owner);
     }
-    First::Fast(st)
+    First::Fast
 }
