@@ -22,6 +22,8 @@ use std::hint::black_box;
 use std::net::{IpAddr, Ipv4Addr};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
+use vipd_dataplane::counters::WorkerCounters;
+use vipd_dataplane::dispatch::{dispatch, Outputs, StagedBytes};
 use vipd_dataplane::flow::{FlowTable, Pages, Timeouts};
 use vipd_dataplane::io::mem::VecBuf;
 use vipd_dataplane::io::{PacketBuf, RxChecksum};
@@ -165,17 +167,90 @@ static NIC_CHECKSUM: AtomicBool = AtomicBool::new(false);
 /// Frame `i` of a case (built outside the timed region).
 type FrameFn<'a> = &'a dyn Fn(u32) -> Vec<u8>;
 
-/// The timed call. Not inlined, so `valgrind --tool=callgrind
-/// --toggle-collect=pipeline_bench::timed_burst` counts exactly the pipeline's instructions.
+/// The worker's outputs in memory: a transmit stage per port (what `worker.rs` fills before
+/// `rte_eth_tx_burst`), the queue "transmitting" moves the frames to a sent list (as a NIC
+/// takes mbuf pointers), drops go to a freed list; both lists are emptied outside the timed
+/// region.
+struct MemOutputs {
+    stages: Vec<(Vec<Frame>, StagedBytes)>,
+    sent: Vec<Frame>,
+    freed: Vec<Frame>,
+}
+
+/// A frame as the worker path moves it: a pointer to its buffer (an mbuf handle's size).
+type Frame = Box<VecBuf>;
+
+impl MemOutputs {
+    fn new(ports: usize) -> Self {
+        MemOutputs {
+            stages: (0..ports)
+                .map(|_| (Vec::with_capacity(BURST), StagedBytes::default()))
+                .collect(),
+            sent: Vec::with_capacity(4 * BURST),
+            freed: Vec::with_capacity(4 * BURST),
+        }
+    }
+
+    /// The end of a loop iteration: every stage goes to its queue.
+    fn flush(&mut self, counters: &WorkerCounters) {
+        for (stage, bytes) in &mut self.stages {
+            let n = stage.len();
+            if n > 0 {
+                self.sent.append(stage);
+                bytes.sent(n, 0, counters);
+            }
+        }
+    }
+}
+
+impl Outputs<Frame> for MemOutputs {
+    fn tx(&mut self, port: u16, b: Frame, len: usize, c: &WorkerCounters) -> Result<(), Frame> {
+        let Some((stage, bytes)) = self.stages.get_mut(usize::from(port)) else {
+            return Err(b);
+        };
+        if stage.len() == BURST {
+            let n = stage.len();
+            self.sent.append(stage);
+            bytes.sent(n, 0, c);
+        }
+        stage.push(b);
+        bytes.record(len);
+        Ok(())
+    }
+    fn free(&mut self, b: Frame) {
+        self.freed.push(b);
+    }
+    fn to_control(&mut self, _: u16, b: Frame) -> bool {
+        self.freed.push(b);
+        true
+    }
+    fn to_kernel(&mut self, _: u16, b: Frame) -> bool {
+        self.freed.push(b);
+        true
+    }
+    fn steer(&mut self, _: u16, _: u16, b: Frame, _: Option<u64>) -> bool {
+        self.freed.push(b);
+        true
+    }
+}
+
+/// The timed call: what a worker does with a received burst (the pipeline, the dispatch of
+/// every frame to its output, the transmit stages flushed). Not inlined, so `valgrind
+/// --tool=callgrind --toggle-collect=pipeline_bench::timed_burst` counts exactly these
+/// instructions.
 #[inline(never)]
 fn timed_burst(
-    bufs: &mut [VecBuf],
+    bufs: &mut Vec<Frame>,
     actions: &mut [Action],
     worker: &mut WorkerState,
     snap: &Snapshot,
     now: u64,
+    out: &mut MemOutputs,
 ) {
-    process_burst(bufs, actions, 0, worker, snap, now);
+    let n = bufs.len();
+    process_burst(bufs, &mut actions[..n], 0, worker, snap, now);
+    dispatch(out, bufs.drain(..), &actions[..n], &[], 0, &worker.counters);
+    out.flush(&worker.counters);
 }
 
 /// Run `packets` frames through the pipeline in bursts; ns per packet (timed bursts only).
@@ -187,33 +262,38 @@ fn run(
     now: &mut Clock,
     timed: bool,
 ) -> (f64, u64) {
-    let mut bufs: Vec<VecBuf> = (0..BURST).map(|_| VecBuf::new(&frame(0))).collect();
+    let mut bufs: Vec<Frame> = Vec::with_capacity(BURST);
+    let mut out = MemOutputs::new(snap.ports.len());
     let mut actions = [Action::Tx(0); BURST];
     let mut elapsed = 0u128;
     let mut tx = 0u64;
     let mut i = 0u32;
     while i < packets {
         let n = (packets - i).min(BURST as u32) as usize;
-        for (k, b) in bufs.iter_mut().take(n).enumerate() {
-            *b = VecBuf::new(&frame(i + k as u32));
+        bufs.clear();
+        for k in 0..n {
+            let mut b = VecBuf::new(&frame(i + k as u32));
             if NIC_CHECKSUM.load(Ordering::Relaxed) {
                 b.set_rx_ipv4_checksum(RxChecksum::Good);
             }
+            bufs.push(Box::new(b));
         }
         i += n as u32;
         if timed {
             let t = Instant::now();
-            timed_burst(&mut bufs[..n], &mut actions[..n], worker, snap, now.ms);
+            timed_burst(&mut bufs, &mut actions, worker, snap, now.ms, &mut out);
             elapsed += t.elapsed().as_nanos();
         } else {
-            process_burst(&mut bufs[..n], &mut actions[..n], 0, worker, snap, now.ms);
+            process_burst(&mut bufs, &mut actions[..n], 0, worker, snap, now.ms);
         }
         tx += actions[..n]
             .iter()
             .filter(|a| matches!(a, Action::Tx(_)))
             .count() as u64;
         now.advance(n);
-        black_box(&bufs);
+        black_box(&out.sent);
+        out.sent.clear();
+        out.freed.clear();
     }
     (elapsed as f64 / f64::from(packets.max(1)), tx)
 }

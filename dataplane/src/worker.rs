@@ -3,6 +3,7 @@
 //! send). Owns its queues, flow table and counters; shares nothing writable.
 
 use crate::counters::{Counter, WorkerCounters};
+use crate::dispatch::{dispatch, Outputs, StagedBytes};
 use crate::flow_sample::{FlowSampler, SampleRequest};
 use crate::io::dpdk::{self, Mbuf, MbufBurst, PortQueue};
 use crate::io::PacketBuf;
@@ -136,11 +137,77 @@ pub struct Worker {
     pub tracer: Arc<Tracer>,
 }
 
-/// Per-port transmit bursts of one loop iteration, and the frames it drops (freed together
-/// with one `rte_pktmbuf_free_bulk` instead of one `rte_pktmbuf_free` each).
+/// Per-port transmit bursts of one loop iteration (with their byte counts), and the frames it
+/// drops (freed together with one `rte_pktmbuf_free_bulk` instead of one `rte_pktmbuf_free`
+/// each).
 struct TxBursts {
-    bursts: Vec<MbufBurst>,
+    bursts: Vec<(MbufBurst, StagedBytes)>,
     drops: MbufBurst,
+}
+
+/// Where the worker's frames go: its transmit bursts and queues, and the rings.
+struct WorkerOutputs<'a> {
+    tx: &'a mut TxBursts,
+    queues: &'a mut [PortQueue],
+    rings: &'a Rings,
+}
+
+impl Outputs<Mbuf> for WorkerOutputs<'_> {
+    #[inline(always)]
+    fn tx(
+        &mut self,
+        port: u16,
+        m: Mbuf,
+        len: usize,
+        counters: &WorkerCounters,
+    ) -> Result<(), Mbuf> {
+        let p = usize::from(port);
+        let (Some((burst, bytes)), Some(queue)) =
+            (self.tx.bursts.get_mut(p), self.queues.get_mut(p))
+        else {
+            return Err(m);
+        };
+        if burst.is_full() {
+            // Full (an inbox round added frames to a full rx round): send now.
+            send(queue, burst, bytes, counters);
+        }
+        match burst.push(m) {
+            Ok(()) => {
+                bytes.record(len);
+                Ok(())
+            }
+            Err(m) => Err(m),
+        }
+    }
+
+    #[inline(always)]
+    fn free(&mut self, m: Mbuf) {
+        if self.tx.drops.is_full() {
+            self.tx.drops.clear();
+        }
+        // Cannot fail: the burst was just emptied if it was full.
+        let _ = self.tx.drops.push(m);
+    }
+
+    fn to_control(&mut self, port: u16, m: Mbuf) -> bool {
+        self.rings.to_control.push((port, m)).is_ok()
+    }
+
+    fn to_kernel(&mut self, port: u16, m: Mbuf) -> bool {
+        self.rings.to_kernel.push((port, m)).is_ok()
+    }
+
+    fn steer(&mut self, worker: u16, port: u16, m: Mbuf, flow_hash: Option<u64>) -> bool {
+        let parcel = Parcel {
+            mbuf: m,
+            port,
+            kind: ParcelKind::Steered { flow_hash },
+        };
+        match self.rings.inboxes.get(usize::from(worker)) {
+            Some(inbox) => inbox.push(parcel).is_ok(),
+            None => false,
+        }
+    }
 }
 
 impl Worker {
@@ -154,7 +221,9 @@ impl Worker {
         let mut flow_hashes = [None; BURST];
         let mut steered = MbufBurst::new();
         let mut tx = TxBursts {
-            bursts: (0..self.queues.len()).map(|_| MbufBurst::new()).collect(),
+            bursts: (0..self.queues.len())
+                .map(|_| (MbufBurst::new(), StagedBytes::default()))
+                .collect(),
             drops: MbufBurst::new(),
         };
         let ms_per_tick = 1000.0 / dpdk::tsc_hz().max(1) as f64;
@@ -162,16 +231,18 @@ impl Worker {
         let mut listing: Option<Box<SampleRequest>> = None;
         // The worker holds its own reference to the snapshot it forwards by, so a
         // publication never leaves the worker with the last one: when a new snapshot
-        // appears, the old reference goes to the control thread, which frees it.
-        let mut current: Arc<Snapshot> = self.snapshot.load_full();
+        // appears, the old reference goes to the control thread, which frees it. The cache
+        // makes the check one atomic load and a compare per iteration (arc-swap's full load
+        // takes a debt slot).
+        let mut published = arc_swap::Cache::new(Arc::clone(&self.snapshot));
+        let mut current: Arc<Snapshot> = Arc::clone(published.load());
         let mut last_poll = dpdk::tsc_cycles();
         let mut had_work = false;
         while !self.stop.load(Ordering::Relaxed) {
             {
-                let published = self.snapshot.load();
-                if !Arc::ptr_eq(&published, &current) {
-                    let old =
-                        std::mem::replace(&mut current, arc_swap::Guard::into_inner(published));
+                let latest = published.load();
+                if !Arc::ptr_eq(latest, &current) {
+                    let old = std::mem::replace(&mut current, Arc::clone(latest));
                     self.rings.retire(old);
                 }
             }
@@ -207,9 +278,19 @@ impl Worker {
                     snap,
                     now_ms,
                 );
-                for ((m, action), hash) in rx.drain().zip(actions.iter()).zip(flow_hashes.iter()) {
-                    self.dispatch(m, *action, *hash, p as u16, &mut tx);
-                }
+                let mut out = WorkerOutputs {
+                    tx: &mut tx,
+                    queues: &mut self.queues,
+                    rings: &self.rings,
+                };
+                dispatch(
+                    &mut out,
+                    rx.drain(),
+                    &actions[..n],
+                    &flow_hashes[..n],
+                    p as u16,
+                    &self.state.counters,
+                );
             }
             let received = work;
             work += self.drain_inbox(snap, now_ms, &mut tx, &mut steered);
@@ -267,63 +348,6 @@ impl Worker {
             .set_flows_active(self.state.flows.len() as u64);
     }
 
-    /// Carry out `action` for `m`; `flow_hash` goes with a steered frame to its owner.
-    fn dispatch(
-        &mut self,
-        m: Mbuf,
-        action: Action,
-        flow_hash: Option<u64>,
-        rx_port: u16,
-        tx: &mut TxBursts,
-    ) {
-        let counters = &self.state.counters;
-        match action {
-            Action::Tx(port) => {
-                let p = usize::from(port);
-                match (tx.bursts.get_mut(p), self.queues.get_mut(p)) {
-                    (Some(burst), Some(queue)) => {
-                        if burst.is_full() {
-                            // Full (an inbox round added frames to a full rx round): send now.
-                            send(queue, burst, counters);
-                        }
-                        if burst.push(m).is_err() {
-                            counters.inc(Counter::DropTxFull);
-                        }
-                    }
-                    _ => counters.inc(Counter::DropNoRoute),
-                }
-            }
-            Action::Drop(_) => {
-                if tx.drops.is_full() {
-                    tx.drops.clear();
-                }
-                // Cannot fail: the burst was just emptied if it was full.
-                let _ = tx.drops.push(m);
-            }
-            Action::ToControl => {
-                if self.rings.to_control.push((rx_port, m)).is_err() {
-                    counters.inc(Counter::DropRingFull);
-                }
-            }
-            Action::ToKernel => {
-                if self.rings.to_kernel.push((rx_port, m)).is_err() {
-                    counters.inc(Counter::DropKernelRingFull);
-                }
-            }
-            Action::Steer(w) => {
-                let parcel = Parcel {
-                    mbuf: m,
-                    port: rx_port,
-                    kind: ParcelKind::Steered { flow_hash },
-                };
-                match self.rings.inboxes.get(usize::from(w)) {
-                    Some(inbox) if inbox.push(parcel).is_ok() => {}
-                    _ => counters.inc(Counter::DropRingFull),
-                }
-            }
-        }
-    }
-
     /// Up to a burst from this worker's inbox: frames to transmit go out as they are, frames
     /// other workers steered here go through the pipeline as one staged burst (their
     /// flow-table misses overlap, as a received burst's do). Returns how many it took.
@@ -356,7 +380,16 @@ impl Worker {
                     }
                 }
                 ParcelKind::Transmit => {
-                    self.dispatch(parcel.mbuf, Action::Tx(parcel.port), None, parcel.port, tx)
+                    let mut out = WorkerOutputs {
+                        tx: &mut *tx,
+                        queues: &mut self.queues,
+                        rings: &self.rings,
+                    };
+                    let len = parcel.mbuf.data().len();
+                    if let Err(m) = out.tx(parcel.port, parcel.mbuf, len, &self.state.counters) {
+                        self.state.counters.inc(Counter::DropNoRoute);
+                        out.free(m);
+                    }
                 }
             }
         }
@@ -372,42 +405,48 @@ impl Worker {
                 snap,
                 now_ms,
             );
+            // The owner never steers again, so nothing of the hash goes further; each frame
+            // keeps its own rx port (for the control thread and the exception path).
+            let mut out = WorkerOutputs {
+                tx: &mut *tx,
+                queues: &mut self.queues,
+                rings: &self.rings,
+            };
             for ((m, action), port) in steered.drain().zip(actions.iter()).zip(ports.iter()) {
-                // The owner never steers again, so nothing of the hash goes further.
-                self.dispatch(m, *action, None, *port, tx);
+                dispatch(
+                    &mut out,
+                    std::iter::once(m),
+                    std::slice::from_ref(action),
+                    &[],
+                    *port,
+                    &self.state.counters,
+                );
             }
         }
         n
     }
 
     fn flush(&mut self, tx: &mut TxBursts) {
-        for (queue, burst) in self.queues.iter_mut().zip(tx.bursts.iter_mut()) {
-            send(queue, burst, &self.state.counters);
+        for (queue, (burst, bytes)) in self.queues.iter_mut().zip(tx.bursts.iter_mut()) {
+            send(queue, burst, bytes, &self.state.counters);
         }
         tx.drops.clear();
     }
 }
 
-/// Transmit a burst; what the driver does not take is freed and counted.
-fn send(queue: &mut PortQueue, burst: &mut MbufBurst, counters: &WorkerCounters) {
+/// Transmit a burst; what the driver does not take is freed and counted, the bytes taken
+/// counted from the lengths recorded when the frames were staged.
+fn send(
+    queue: &mut PortQueue,
+    burst: &mut MbufBurst,
+    bytes: &mut StagedBytes,
+    counters: &WorkerCounters,
+) {
     if burst.is_empty() {
         return;
     }
-    // The driver takes a prefix of the burst: remember lengths to count the bytes it took.
-    let mut lens = [0u32; BURST];
-    for (l, m) in lens.iter_mut().zip(burst.iter()) {
-        *l = m.data().len() as u32;
-    }
     let out = queue.tx_burst(burst);
-    counters.add(Counter::TxPackets, out.sent as u64);
-    counters.add(
-        Counter::TxBytes,
-        lens[..out.sent.min(BURST)]
-            .iter()
-            .map(|&l| u64::from(l))
-            .sum(),
-    );
-    counters.add(Counter::DropTxFull, out.dropped as u64);
+    bytes.sent(out.sent, out.dropped, counters);
 }
 
 #[cfg(test)]
