@@ -288,10 +288,14 @@ fn stages<B: PacketBuf, const STEERED: bool>(
                 First::Steer(_) | First::NotLocal => {}
             }
         }
-        // Stage 2: a key not in its (now loaded) primary bucket needs its secondary.
+        // Stage 2: a key not in its (now loaded) primary bucket needs its secondary; and if
+        // it opens a connection, its reply key's bucket (`fast4::prefetch_new`).
         for (first, f) in first[..len].iter().zip(staged.iter_mut()) {
             if *first == First::Fast {
                 f.pos = worker.flows.probe4(&f.key, f.hash);
+                if f.pos == crate::flow::slot::NIL {
+                    fast4::prefetch_new(f, worker, snap);
+                }
             }
         }
         // Stage 3: handle each frame in order.
@@ -383,6 +387,7 @@ impl Staged4 {
         let tcp = (key.proto == crate::flow::key::PROTO_TCP).then_some(self.tcp_bits);
         let info = L4Info {
             table: self.hash,
+            maglev: self.maglev,
             tcp_flags: tcp.map(TcpFlags::from_bits),
             tcp_bits: self.tcp_bits,
         };
@@ -533,12 +538,21 @@ struct L4Info {
     /// hash a steered frame carries to its owner); the consistent hash (`FlowKey::hash`) is
     /// computed only where a real server is picked.
     table: TableHash,
+    /// The consistent hash (`FlowKey::hash`), when stage 2 already computed it (a new
+    /// connection's real server predicted to prefetch its reply key's bucket).
+    maglev: Option<u64>,
     tcp_flags: Option<TcpFlags>,
     /// The raw TCP flags byte (0 for UDP).
     tcp_bits: u8,
 }
 
 impl L4Info {
+    /// The consistent hash of `key` (this packet's): computed here unless stage 2 did.
+    #[inline]
+    fn maglev(&self, key: &FlowKey) -> u64 {
+        self.maglev.unwrap_or_else(|| key.hash())
+    }
+
     /// A SYN opening a connection: SYN without ACK, FIN or RST.
     fn is_lone_syn(&self) -> bool {
         self.tcp_flags

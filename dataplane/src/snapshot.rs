@@ -261,6 +261,13 @@ impl Service {
         self.scheduled.get(i as usize).copied()
     }
 
+    /// Whether the configured scheduler picks by the flow hash alone (Maglev), so a new
+    /// connection's real server is known from its packet.
+    #[inline]
+    pub fn schedules_by_hash(&self) -> bool {
+        matches!(self.scheduler, Some(ServiceScheduler::Maglev(_)))
+    }
+
     /// Pick a real server statelessly: the same answer for the same flow hash every time.
     #[inline]
     pub fn pick_consistent(&self, flow_hash: u64) -> Option<u32> {

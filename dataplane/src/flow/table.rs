@@ -61,12 +61,29 @@ const SYN_SEEN: u8 = 0x10;
 
 /// A handle on a connection, valid until the connection is removed (then every method
 /// ignores it). It names the connection's original key by its hash and the connection's
-/// number, so it stays valid when an insert moves the key between its two buckets.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+/// number, so it stays valid when an insert moves the key between its two buckets; where the
+/// key was when the handle was made is tried first. Two handles of one connection are equal.
+#[derive(Clone, Copy, Debug)]
 pub struct FlowId {
     v6: bool,
     hash: TableHash,
     serial: u32,
+    /// The original key's slot when the handle was made (a hint).
+    pos: u32,
+}
+
+impl PartialEq for FlowId {
+    fn eq(&self, o: &Self) -> bool {
+        (self.v6, self.hash, self.serial) == (o.v6, o.hash, o.serial)
+    }
+}
+
+impl Eq for FlowId {}
+
+impl std::hash::Hash for FlowId {
+    fn hash<H: std::hash::Hasher>(&self, h: &mut H) {
+        (self.v6, self.hash, self.serial).hash(h);
+    }
 }
 
 impl FlowId {

@@ -544,6 +544,7 @@ impl L4Info {
     pub(super) fn new(key: &FlowKey, tcp: Option<u8>, flow_hash: Option<u64>) -> Self {
         L4Info {
             table: flow_hash.map_or_else(|| FlowTable::hash(key), TableHash::from_raw),
+            maglev: None,
             tcp_flags: tcp.map(TcpFlags::from_bits),
             tcp_bits: tcp.unwrap_or(0),
         }

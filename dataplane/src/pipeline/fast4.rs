@@ -50,6 +50,8 @@ pub(super) struct Staged4 {
     /// Stage 2's answer: the key's slot when its primary bucket holds it, else
     /// `flow::slot::NIL` (stage 3 then searches the secondary bucket).
     pub(super) pos: u32,
+    /// The consistent hash, if stage 2 computed it for a connection it expects to open.
+    pub(super) maglev: Option<u64>,
 }
 
 impl Staged4 {
@@ -68,6 +70,7 @@ impl Staged4 {
         dont_frag: false,
         reply: false,
         pos: crate::flow::slot::NIL,
+        maglev: None,
     };
 
     /// Whether the packet carries none of the flags the state machine acts on (the fast path
@@ -90,6 +93,43 @@ thread_local! {
 fn hit() {
     #[cfg(test)]
     FAST_HITS.with(|h| h.set(h.get() + 1));
+}
+
+/// Stage 2 of a client packet whose key its primary bucket does not hold: if it may open a
+/// NAT connection of a service whose scheduler is the consistent hash (Maglev: its pick
+/// depends on the packet alone), start loading the bucket its reply key will go to, so the
+/// insert in stage 3 does not wait for that line. A hint only: nothing changes, and a wrong
+/// guess costs a prefetch.
+#[inline(always)]
+pub(super) fn prefetch_new(f: &mut Staged4, w: &WorkerState, snap: &Snapshot) {
+    let opens = f.key.proto == crate::flow::key::PROTO_UDP || f.tcp_bits & (SYN | FIN | RST) == SYN;
+    if f.reply || !opens {
+        return;
+    }
+    let Some(svc) = snap.services.get(f.service as usize) else {
+        return;
+    };
+    if !svc.has_nat || !svc.schedules_by_hash() {
+        return;
+    }
+    let maglev = f.key.flow_key().hash();
+    f.maglev = Some(maglev);
+    let Some(r) = svc
+        .pick_consistent(maglev)
+        .and_then(|id| snap.fast4.record(id))
+    else {
+        return;
+    };
+    if r.kind == Kind::Nat {
+        // Real server -> client: the client's address and port are the key's source ones.
+        let client = f.key.addrs & 0xffff_ffff;
+        let reply = Key::<V4> {
+            addrs: u64::from(r.rs_addr) | client << 32,
+            ports: u32::from(r.rs_port) | (f.key.ports & 0xffff) << 16,
+            proto: f.key.proto,
+        };
+        w.flows.prefetch4(reply.hash());
+    }
 }
 
 /// Steps 1 -> 2 of a tracked connection's client packet; `None`: the general path's.

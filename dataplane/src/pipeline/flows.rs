@@ -65,21 +65,26 @@ pub(super) fn choose<'s>(
     let sloppy = snap.sloppy_tcp || w.sloppy_tcp;
     let may_create = info.tcp_flags.is_none() || sloppy || info.is_lone_syn();
     if !may_create {
-        return stateless(svc, snap, key, Some(Counter::TcpNoFlowStateless));
+        return stateless(
+            svc,
+            snap,
+            info.maglev(key),
+            Some(Counter::TcpNoFlowStateless),
+        );
     }
     let Some(miss) = miss else {
-        return stateless(svc, snap, key, None);
+        return stateless(svc, snap, info.maglev(key), None);
     };
     if w.flows.refuses_new(key, now) {
         // A SYN flood into a full table: the insert will be refused and the packet go by the
         // consistent hash, so ask no scheduler (an rr cursor moves only for entered
         // connections) and check one real server, not the scheduler's and then this one.
         return Ok(Choice {
-            backend: consistent(svc, snap, key)?,
+            backend: consistent(svc, snap, info.maglev(key))?,
             op: FlowOp::Full(miss),
         });
     }
-    let backend = schedule(key, service_index, svc, w, snap, now)?;
+    let backend = schedule(key, info, service_index, svc, w, snap, now)?;
     Ok(Choice {
         backend,
         op: FlowOp::Insert(miss),
@@ -101,13 +106,13 @@ fn chosen<'s>(
     if hit.dir == Direction::Reply {
         // The packet's 5-tuple is another connection's reply key (a crafted or
         // unlucky client endpoint): never take it for that connection.
-        return stateless(svc, snap, key, Some(Counter::FlowKeyClash));
+        return stateless(svc, snap, info.maglev(key), Some(Counter::FlowKeyClash));
     }
     let closed = matches!(hit.state, TcpState::TimeWait | TcpState::Close);
     if closed && info.is_lone_syn() {
         // The client reuses the port of a finished connection: schedule afresh, as
         // IPVS does, instead of sending the new SYN into the old connection's leftovers.
-        let backend = schedule(key, service_index, svc, w, snap, now)?;
+        let backend = schedule(key, info, service_index, svc, w, snap, now)?;
         return Ok(Choice {
             backend,
             op: FlowOp::Replace(hit.id),
@@ -137,24 +142,19 @@ fn chosen<'s>(
 fn stateless<'s>(
     svc: &'s Service,
     snap: &'s Snapshot,
-    key: &FlowKey,
+    maglev: u64,
     why: Option<Counter>,
 ) -> Result<Choice<'s>, Counter> {
     Ok(Choice {
-        backend: consistent(svc, snap, key)?,
+        backend: consistent(svc, snap, maglev)?,
         op: FlowOp::Stateless(why),
     })
 }
 
-/// The consistent hash's real server for `key`: the same on every packet and every box.
-fn consistent<'s>(
-    svc: &Service,
-    snap: &'s Snapshot,
-    key: &FlowKey,
-) -> Result<&'s Backend, Counter> {
-    let id = svc
-        .pick_consistent(key.hash())
-        .ok_or(Counter::DropNoBackend)?;
+/// The consistent hash's real server for a flow of consistent hash `maglev`: the same on
+/// every packet and every box.
+fn consistent<'s>(svc: &Service, snap: &'s Snapshot, maglev: u64) -> Result<&'s Backend, Counter> {
+    let id = svc.pick_consistent(maglev).ok_or(Counter::DropNoBackend)?;
     snap.backend(id).ok_or(Counter::DropNoBackend)
 }
 
@@ -167,6 +167,7 @@ fn consistent<'s>(
 #[allow(clippy::too_many_arguments)] // the pipeline's per-frame context, passed by reference
 fn schedule<'s>(
     key: &FlowKey,
+    info: &L4Info,
     service_index: u32,
     svc: &Service,
     w: &mut WorkerState,
@@ -178,13 +179,15 @@ fn schedule<'s>(
         .last_full_ms
         .is_some_and(|t| now < t.saturating_add(udp_ms));
     if key.proto == PROTO_UDP && overflow_recent {
-        return consistent(svc, snap, key);
+        return consistent(svc, snap, info.maglev(key));
     }
     let cursor = w
         .cursors
         .get_mut(service_index as usize)
         .ok_or(Counter::DropNoService)?;
-    let id = svc.pick(key.hash(), cursor).ok_or(Counter::DropNoBackend)?;
+    let id = svc
+        .pick(info.maglev(key), cursor)
+        .ok_or(Counter::DropNoBackend)?;
     snap.backend(id).ok_or(Counter::DropNoBackend)
 }
 
@@ -270,11 +273,11 @@ fn insert<'s>(
         }
         Err(InsertError::Full) => {
             full(w, now);
-            consistent(svc, snap, key)
+            consistent(svc, snap, info.maglev(key))
         }
         Err(InsertError::Exists) => {
             w.counters.inc(Counter::FlowKeyClash);
-            consistent(svc, snap, key)
+            consistent(svc, snap, info.maglev(key))
         }
     }
 }
@@ -302,6 +305,7 @@ mod tests {
         let key = FlowKey::v4(Ipv4Addr::new(192, 0, 2, 7), vip, 1024 + n, 80, 6);
         let info = L4Info {
             table: FlowTable::hash(&key),
+            maglev: None,
             tcp_flags: Some(TcpFlags::from_bits(0x02)),
             tcp_bits: 0x02,
         };

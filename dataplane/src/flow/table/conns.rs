@@ -76,11 +76,12 @@ impl<A: Addrs> Conns<A> {
         self.capacity
     }
 
-    fn id(&self, hash: TableHash, serial: u32) -> FlowId {
+    fn id(&self, hash: TableHash, serial: u32, pos: u32) -> FlowId {
         FlowId {
             v6: self.v6,
             hash,
             serial,
+            pos,
         }
     }
 
@@ -95,9 +96,14 @@ impl<A: Addrs> Conns<A> {
     /// The position of the original key of connection `id`, if it is still in the table.
     pub(super) fn find_id(&self, id: FlowId) -> Option<u32> {
         let is = |p: u32| {
-            let s = self.idx.slot(p);
-            !s.is_free() && !s.is_reply() && s.serial == id.serial
+            self.idx
+                .get(p)
+                .is_some_and(|s| !s.is_free() && !s.is_reply() && s.serial == id.serial)
         };
+        // Where the id was made, unless an insert moved the key since.
+        if is(id.pos) {
+            return Some(id.pos);
+        }
         [self.idx.primary(id.hash), self.idx.secondary(id.hash)]
             .into_iter()
             .flat_map(|b| (0..WAYS as u32).map(move |w| b * WAYS as u32 + w))
@@ -107,12 +113,12 @@ impl<A: Addrs> Conns<A> {
     /// The connection holding the slot at `pos` as a hit (its id names the original key).
     fn hit(&self, pos: u32) -> FlowHit {
         let s = self.idx.slot(pos);
-        let (orig, dir) = match (s.is_reply(), s.partner()) {
-            (true, Some(p)) => (self.idx.slot(p), Direction::Reply),
-            _ => (s, Direction::Original),
+        let (orig, orig_pos, dir) = match (s.is_reply(), s.partner()) {
+            (true, Some(p)) => (self.idx.slot(p), p, Direction::Reply),
+            _ => (s, pos, Direction::Original),
         };
         FlowHit {
-            id: self.id(orig.key().hash(), s.serial),
+            id: self.id(orig.key().hash(), s.serial, orig_pos),
             backend: s.backend,
             dir,
             state: TcpState::from_u8(s.state),
@@ -233,7 +239,7 @@ impl<A: Addrs> Conns<A> {
             serial: ctx.serial,
         };
         let mut watch = NIL;
-        let Some(po) = self.idx.insert(hash, slot(key, false), &mut watch) else {
+        let Some(mut po) = self.idx.insert(hash, slot(key, false), &mut watch) else {
             ctx.counts.insert_full += 1;
             return Err(InsertError::Full);
         };
@@ -247,6 +253,7 @@ impl<A: Addrs> Conns<A> {
             };
             self.idx.slot_mut(watch).partner = pr;
             self.idx.slot_mut(pr).partner = watch;
+            po = watch;
         }
         self.len += 1;
         ctx.counts.inserts += 1;
@@ -254,7 +261,7 @@ impl<A: Addrs> Conns<A> {
         if let Some(stats) = &ctx.backend_stats {
             stats.conn_added(backend, conn_class(state));
         }
-        Ok(self.id(hash, ctx.serial))
+        Ok(self.id(hash, ctx.serial, po))
     }
 
     /// Frees the connection holding the slot at `pos` (both keys).
@@ -393,7 +400,7 @@ impl<A: Addrs> Conns<A> {
         });
         let key = s.key();
         Some(Listed {
-            id: self.id(key.hash(), s.serial),
+            id: self.id(key.hash(), s.serial, pos),
             key,
             reply,
             backend: s.backend,

@@ -126,6 +126,7 @@ pub(in crate::pipeline) fn classify<B: PacketBuf>(
         dont_frag: ip.dont_frag(),
         reply: false,
         pos: crate::flow::slot::NIL,
+        maglev: None,
     };
     let bad_flags = tcp_bits.is_some_and(|b| !valid_tcp_flags(b));
     // By destination and source, as `classify::by_destination`.
