@@ -6,6 +6,7 @@
 
 pub mod backend_stats;
 pub mod counters;
+pub mod cpu;
 pub mod dispatch;
 pub mod flow;
 pub mod flow_sample;

@@ -29,6 +29,9 @@ struct Cli {
     tables: bool,
 }
 
+// A CPU below the build's baseline is refused before any code of the build runs.
+vipd_dataplane::cpu_gate!();
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let journal = init_logging();

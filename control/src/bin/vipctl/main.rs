@@ -14,6 +14,9 @@ mod trace;
 mod usage;
 
 use action::{Action, Server, Service};
+
+// A CPU below the build's baseline is refused before any code of the build runs.
+vipd_dataplane::cpu_gate!();
 use args::Cli;
 use clap::Parser;
 use client::{Client, Failure, Method};
