@@ -4,6 +4,7 @@
 //! prefix, `_total` for counters, base units, labels that stay bounded (worker, port, reason,
 //! service, real server). docs/metrics.md lists every family.
 
+use crate::health::local::FaultClass;
 use crate::kernel::counters::KernelCounter;
 use crate::view::{Shared, View};
 use prometheus::proto::{Counter as PCounter, Gauge, LabelPair, Metric, MetricFamily, MetricType};
@@ -116,6 +117,7 @@ pub fn render(shared: &Shared, view: &View) -> String {
     kernel_families(shared, &mut f);
     scaleout_families(shared, &mut f);
     real_server_families(shared, view, &mut f);
+    health_families(shared, &mut f);
     let mut out = Vec::new();
     if let Err(e) = TextEncoder::new().encode(&f.0, &mut out) {
         tracing::error!("metrics: encoding stopped: {e}");
@@ -352,10 +354,70 @@ fn control_families(view: &View, f: &mut Families) {
     );
 }
 
+/// The box's side of the health checks: checks that could not run for a reason of the box's
+/// own (by class, every class always present so that alerts and dashboards see zeros), and the
+/// down verdicts the mass-transition guard holds per service.
+fn health_families(shared: &Shared, f: &mut Families) {
+    let b = shared
+        .health
+        .summary
+        .lock()
+        .map(|b| b.clone())
+        .unwrap_or_default();
+    let class = |c: FaultClass| b.local_faults.get(&c).cloned().unwrap_or_default();
+    f.counter(
+        "vipd_health_local_faults_total",
+        "Health checks that could not run for a reason of the box's own (no descriptor, no buffer, no route, the interface down): they take no real server down.",
+        FaultClass::ALL
+            .iter()
+            .map(|&c| counter(vec![label("reason", c.name())], class(c).total))
+            .collect(),
+    );
+    f.gauge(
+        "vipd_health_failing_locally",
+        "Real servers whose last health check could not run for a reason of the box's own.",
+        FaultClass::ALL
+            .iter()
+            .map(|&c| {
+                gauge(
+                    vec![label("reason", c.name())],
+                    class(c).real_servers as f64,
+                )
+            })
+            .collect(),
+    );
+    f.gauge(
+        "vipd_health_max_down_percent",
+        "health.max_down_percent: most of a service's checked real servers that may go down within one check interval (100: no guard).",
+        vec![gauge(vec![], f64::from(b.max_down_percent))],
+    );
+    f.gauge(
+        "vipd_health_held_real_servers",
+        "Real servers whose down verdict the mass-transition guard holds: they keep their traffic (vipctl health --release applies the verdicts).",
+        b.services
+            .iter()
+            .map(|s| gauge(vec![label("service", &service_label(&s.key))], s.held as f64))
+            .collect(),
+    );
+    f.counter(
+        "vipd_health_held_total",
+        "Down verdicts held by the mass-transition guard.",
+        b.services
+            .iter()
+            .map(|s| counter(vec![label("service", &service_label(&s.key))], s.held_total))
+            .collect(),
+    );
+}
+
 /// Per-service and per-real-server families, from the slot counters summed over workers (raw,
 /// monotonic: never affected by `vipctl -Z`).
 fn real_server_families(shared: &Shared, view: &View, f: &mut Families) {
-    let health = shared.health.lock().map(|h| h.clone()).unwrap_or_default();
+    let health = shared
+        .health
+        .status
+        .lock()
+        .map(|h| h.clone())
+        .unwrap_or_default();
     let mut readings = Vec::new();
     let mut service_up = Vec::new();
     let mut service_rs = Vec::new();
@@ -510,9 +572,12 @@ fn real_server_families(shared: &Shared, view: &View, f: &mut Families) {
                 ok.push(label("result", "ok"));
                 let mut failed = labels(s, r);
                 failed.push(label("result", "failed"));
+                let mut local = labels(s, r);
+                local.push(label("result", "local_fault"));
                 [
-                    counter(ok, h.checks.saturating_sub(h.failures)),
+                    counter(ok, h.checks.saturating_sub(h.failures + h.local_faults)),
                     counter(failed, h.failures),
+                    counter(local, h.local_faults),
                 ]
             })
             .collect(),
@@ -588,6 +653,17 @@ mod tests {
             },
             ..Default::default()
         };
+        let health = crate::health::HealthHandle::detached(health);
+        health
+            .summary
+            .lock()
+            .unwrap()
+            .services
+            .push(crate::health::ServiceGuard {
+                key,
+                held: 0,
+                held_total: 0,
+            });
         let shared = Shared {
             workers: vec![Arc::new(WorkerCounters::default())],
             backends: vec![Arc::new(BackendStats::new(4))],

@@ -6,7 +6,7 @@
 use crate::backend_slots::RsIdentity;
 use crate::changes::{Change, Refusal};
 use crate::config::{CheckSpec, Config, ServiceKey};
-use crate::health::StatusMap;
+use crate::health::HealthHandle;
 use crate::kernel::counters::KernelCounters;
 use crate::metrics::ControlGauges;
 use crate::stats::StatsBook;
@@ -103,8 +103,8 @@ pub struct Shared {
     pub view: ArcSwap<View>,
     /// Commands to the control loop.
     pub commands: Sender<Command>,
-    /// Health checks' state.
-    pub health: StatusMap,
+    /// Health checks' state, the box's local faults and held verdicts.
+    pub health: HealthHandle,
     /// Bearer token the API requires, if any.
     pub token: Option<String>,
     /// Each worker's connection-listing queues.

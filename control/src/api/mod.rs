@@ -39,6 +39,7 @@ pub fn router(shared: Arc<Shared>) -> Router {
         .route("/api/v1/status", get(read::status))
         .route("/api/v1/stats", get(read::stats))
         .route("/api/v1/health", get(read::health))
+        .route("/api/v1/health/release", post(write::release_held))
         .route("/api/v1/config", get(read::config))
         .route("/api/v1/connections", get(connections::connections))
         .route("/api/v1/trace", get(trace::trace))

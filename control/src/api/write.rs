@@ -5,6 +5,7 @@
 use super::error::ApiError;
 use super::{real_server_key, service_key, MAX_BODY_BYTES};
 use crate::changes::Change;
+use crate::config::ServiceKey;
 use crate::view::{Command, Reply, Shared};
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
@@ -164,9 +165,11 @@ pub async fn set_timeouts(State(shared): S, b: Result<Bytes, BytesRejection>) ->
     change(&shared, Change::SetTimeouts(body(b)?), false).await
 }
 
-/// `POST /api/v1/zero`: zero the listed statistics; body `{"service": "tcp/VIP/PORT"}` for one
-/// service, empty for all. Prometheus counters are never reset.
-pub async fn zero(State(shared): S, b: Result<Bytes, BytesRejection>) -> Answer {
+/// A body that is empty or `{"service": "tcp/VIP/PORT"}`: the service named, which must exist.
+fn optional_service(
+    shared: &Shared,
+    b: Result<Bytes, BytesRejection>,
+) -> Result<Option<ServiceKey>, ApiError> {
     let bytes = bytes(b)?;
     let service = if bytes.iter().all(u8::is_ascii_whitespace) {
         None
@@ -218,8 +221,35 @@ pub async fn zero(State(shared): S, b: Result<Bytes, BytesRejection>) -> Answer 
             ));
         }
     }
+    Ok(service)
+}
+
+/// `POST /api/v1/zero`: zero the listed statistics; body `{"service": "tcp/VIP/PORT"}` for one
+/// service, empty for all. Prometheus counters are never reset.
+pub async fn zero(State(shared): S, b: Result<Bytes, BytesRejection>) -> Answer {
+    let service = optional_service(&shared, b)?;
     submit(&shared, |r| Command::Zero(service, r)).await?;
     Ok((StatusCode::OK, Json(json!({"ok": true}))))
+}
+
+/// `POST /api/v1/health/release`: apply the down verdicts the mass-transition guard holds
+/// (body `{"service": "tcp/VIP/PORT"}` for one service, empty for all); answers the real
+/// servers taken down.
+pub async fn release_held(State(shared): S, b: Result<Bytes, BytesRejection>) -> Answer {
+    let service = optional_service(&shared, b)?;
+    let released = shared
+        .health
+        .release(service)
+        .await
+        .map_err(|e| ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "vipd", e.to_string()))?;
+    let list: Vec<Value> = released
+        .iter()
+        .map(|(k, ip, port)| {
+            json!({"service": super::json::service_path(k),
+                   "real_server": std::net::SocketAddr::new(*ip, *port).to_string()})
+        })
+        .collect();
+    Ok((StatusCode::OK, Json(json!({"ok": true, "released": list}))))
 }
 
 /// `POST /api/v1/reload`: re-read the configuration file (same as SIGHUP).

@@ -168,6 +168,8 @@ impl Control<'_> {
         let targets = self.targets();
         let ips: Vec<IpAddr> = targets.iter().map(|t| t.spec.target.ip()).collect();
         self.kernel.sync(&self.running.valid.ports, &ips);
+        self.checker
+            .set_max_down_percent(self.running.config.health.max_down_percent);
         self.checker.set_targets(targets);
     }
 

@@ -244,7 +244,7 @@ pub fn run(config_path: &Path) -> Result<(), String> {
         kernel: Arc::clone(&kernel_counters),
         view: ArcSwap::from_pointee(View::default()),
         commands: cmd_tx,
-        health: checker.status(),
+        health: checker.handle(),
         token: prepared.token,
         samplers,
         tracers,

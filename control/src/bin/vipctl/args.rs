@@ -119,6 +119,8 @@ pub struct Cli {
     box_: bool,
     #[arg(long = "seconds", global = true)]
     seconds: Option<f64>,
+    #[arg(long = "release", global = true)]
+    release: bool,
 
     /// vipd's API address.
     #[arg(long = "api", env = "VIPCTL_API", default_value = DEFAULT_API, global = true)]
@@ -197,6 +199,7 @@ impl Cli {
             ("json", self.json),
             ("box", self.box_),
             ("seconds", self.seconds.is_some()),
+            ("release", self.release),
         ]
         .into_iter()
         .filter(|(_, on)| *on)
@@ -444,6 +447,7 @@ impl Cli {
                 Action::SetTimeouts(m)
             }
             Cmd::Save => Action::Save,
+            Cmd::Health if self.release => Action::ReleaseHeld(service),
             Cmd::Health => Action::Health {
                 service,
                 json: self.json,

@@ -116,6 +116,10 @@ fn run(c: &Client, action: &Action) -> Result<String, Failure> {
                 render::health(&v, only.as_deref(), now_ms())
             }
         }
+        Action::ReleaseHeld(s) => {
+            let body = s.map(|s| serde_json::json!({"service": s.path()}));
+            render::released(&c.send(Method::Post, "/api/v1/health/release", body.as_ref())?)
+        }
         Action::Status { json } => listing(c.get("/api/v1/status", &[])?, *json, &render::status),
         Action::Stats { json } => listing(c.get("/api/v1/stats", &[])?, *json, &render::stats),
         Action::Metrics => c.get_text("/metrics")?,
