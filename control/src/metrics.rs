@@ -4,6 +4,7 @@
 //! prefix, `_total` for counters, base units, labels that stay bounded (worker, port, reason,
 //! service, real server). docs/metrics.md lists every family.
 
+use crate::api::admission::{ListenerCounters, Via};
 use crate::health::local::FaultClass;
 use crate::kernel::counters::KernelCounter;
 use crate::view::{Shared, View};
@@ -118,6 +119,7 @@ pub fn render(shared: &Shared, view: &View) -> String {
     scaleout_families(shared, &mut f);
     real_server_families(shared, view, &mut f);
     health_families(shared, &mut f);
+    api_families(shared, &mut f);
     let mut out = Vec::new();
     if let Err(e) = TextEncoder::new().encode(&f.0, &mut out) {
         tracing::error!("metrics: encoding stopped: {e}");
@@ -352,6 +354,42 @@ fn control_families(view: &View, f: &mut Families) {
         "Real servers that changed state (up to down or back) by their health checks.",
         vec![counter(vec![], g.health_transitions)],
     );
+}
+
+/// The API's listeners: connections held, and how connections ended or were turned away.
+fn api_families(shared: &Shared, f: &mut Families) {
+    use std::sync::atomic::Ordering::Relaxed;
+    let a = &shared.admissions;
+    let listeners = [(Via::Tcp, &a.tcp), (Via::Unix, &a.unix)];
+    let l = |v: Via| vec![label("listener", v.name())];
+    f.gauge(
+        "vipd_api_connections",
+        "Connections the API holds now, per listener (tcp: api.listen, unix: api.socket).",
+        listeners
+            .iter()
+            .map(|(v, ad)| gauge(l(*v), ad.open() as f64))
+            .collect(),
+    );
+    type Get = fn(&ListenerCounters) -> &std::sync::atomic::AtomicU64;
+    let families: [(&str, &str, Get); 7] = [
+        ("vipd_api_connections_accepted_total", "Connections the API accepted.", |c| &c.accepted),
+        ("vipd_api_connections_refused_total", "Connections refused at api.max_connections (every connection held had shown a token).", |c| &c.refused),
+        ("vipd_api_connections_evicted_total", "Connections closed to make room for a new one at api.max_connections (they had shown no token).", |c| &c.evicted),
+        ("vipd_api_header_timeouts_total", "Connections closed because a request head, body or TLS handshake took longer than api.header_timeout (slow clients, idle kept-alive connections).", |c| &c.header_timeouts),
+        ("vipd_api_idle_timeouts_total", "Connections closed after api.idle_timeout without a byte moving while vipd had no request of theirs to work on.", |c| &c.idle_timeouts),
+        ("vipd_api_accept_errors_total", "accept(2) failures (EMFILE: vipd has no descriptor left).", |c| &c.accept_errors),
+        ("vipd_api_peers_refused_total", "Connections to api.socket refused for their user id (neither root nor vipd's user).", |c| &c.peers_refused),
+    ];
+    for (name, help, get) in families {
+        f.counter(
+            name,
+            help,
+            listeners
+                .iter()
+                .map(|(v, ad)| counter(l(*v), get(&ad.counters).load(Relaxed)))
+                .collect(),
+        );
+    }
 }
 
 /// The box's side of the health checks: checks that could not run for a reason of the box's
@@ -673,7 +711,8 @@ mod tests {
             view: ArcSwap::from_pointee(View::default()),
             commands: crossbeam::channel::unbounded().0,
             health,
-            token: None,
+            tokens: Default::default(),
+            admissions: crate::api::Admissions::new(&Default::default()),
             samplers: Vec::new(),
             tracers: Vec::new(),
             listing: tokio::sync::Mutex::new(()),

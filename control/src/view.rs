@@ -92,6 +92,10 @@ pub struct View {
 }
 
 /// Everything the API thread holds.
+///
+/// `commands` is bounded ([`crate::api::COMMAND_QUEUE`]): the API hands a change over with
+/// `try_send` and answers 503 when the control loop has that many waiting, so a flood of
+/// changes never queues without end nor blocks the API's thread.
 pub struct Shared {
     /// Each worker's counters.
     pub workers: Vec<Arc<WorkerCounters>>,
@@ -105,8 +109,10 @@ pub struct Shared {
     pub commands: Sender<Command>,
     /// Health checks' state, the box's local faults and held verdicts.
     pub health: HealthHandle,
-    /// Bearer token the API requires, if any.
-    pub token: Option<String>,
+    /// The API's bearer tokens (admin, read-only).
+    pub tokens: crate::api::Tokens,
+    /// The API's connections on each listener.
+    pub admissions: crate::api::Admissions,
     /// Each worker's connection-listing queues.
     pub samplers: Vec<Arc<FlowSampler>>,
     /// Each worker's trace queues (`vipctl trace`; serialised by `listing` too).

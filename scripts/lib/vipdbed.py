@@ -91,7 +91,8 @@ class Vipd:
         self.token = token
         self.token_file = os.path.join(self.dir, "token")
         if token:
-            with open(self.token_file, "w") as f:
+            # vipd refuses a token file its group or others may read.
+            with open(os.open(self.token_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "w") as f:
                 f.write(token + "\n")
         self.write_config(services)
 
@@ -184,6 +185,9 @@ weight = {weight}
 
     def api(self, path, method="GET"):
         auth = ["-H", f"Authorization: Bearer {self.token}"] if self.token else []
+        # Every change carries the JSON type, with a body or without (docs/api.md).
+        if method not in ("GET", "HEAD"):
+            auth += ["-H", "Content-Type: application/json"]
         out = netns(f"{PREFIX}-lb", "curl", "-s", "-m", "40", *auth, "-X", method, f"http://127.0.0.1:{API_PORT}{path}")
         return json.loads(out) if path.startswith("/api") else out
 

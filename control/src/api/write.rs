@@ -2,6 +2,7 @@
 //! validates it with the configuration's validator and publishes one new snapshot, or refuses
 //! it and changes nothing.
 
+use super::change_request::ChangeRequest;
 use super::error::ApiError;
 use super::{real_server_key, service_key, MAX_BODY_BYTES};
 use crate::changes::Change;
@@ -56,7 +57,17 @@ async fn submit<T>(shared: &Shared, make: impl FnOnce(Reply<T>) -> Command) -> R
             "the control loop is not running (vipd is stopping)",
         )
     };
-    shared.commands.send(make(tx)).map_err(|_| gone())?;
+    shared.commands.try_send(make(tx)).map_err(|e| match e {
+        crossbeam::channel::TrySendError::Full(_) => ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "vipd",
+            format!(
+                "{} changes wait for the control loop already: try again (nothing was applied)",
+                super::COMMAND_QUEUE
+            ),
+        ),
+        crossbeam::channel::TrySendError::Disconnected(_) => gone(),
+    })?;
     match tokio::time::timeout(COMMAND_TIMEOUT, rx).await {
         Ok(Ok(answer)) => answer.map_err(ApiError::from),
         Ok(Err(_)) => Err(gone()),
@@ -85,13 +96,18 @@ async fn change(
 type Answer = Result<(StatusCode, Json<Value>), ApiError>;
 
 /// `POST /api/v1/services`.
-pub async fn add_service(State(shared): S, b: Result<Bytes, BytesRejection>) -> Answer {
+pub async fn add_service(
+    State(shared): S,
+    _: ChangeRequest,
+    b: Result<Bytes, BytesRejection>,
+) -> Answer {
     change(&shared, Change::AddService(body(b)?), true).await
 }
 
 /// `PATCH /api/v1/services/{proto}/{vip}/{port}`.
 pub async fn edit_service(
     State(shared): S,
+    _: ChangeRequest,
     Path((proto, vip, port)): Path<(String, String, String)>,
     b: Result<Bytes, BytesRejection>,
 ) -> Answer {
@@ -102,6 +118,7 @@ pub async fn edit_service(
 /// `DELETE /api/v1/services/{proto}/{vip}/{port}`.
 pub async fn delete_service(
     State(shared): S,
+    _: ChangeRequest,
     Path((proto, vip, port)): Path<(String, String, String)>,
 ) -> Answer {
     let key = service_key(&proto, &vip, &port)?;
@@ -111,6 +128,7 @@ pub async fn delete_service(
 /// `POST /api/v1/services/{proto}/{vip}/{port}/real_servers`.
 pub async fn add_real_server(
     State(shared): S,
+    _: ChangeRequest,
     Path((proto, vip, port)): Path<(String, String, String)>,
     b: Result<Bytes, BytesRejection>,
 ) -> Answer {
@@ -121,6 +139,7 @@ pub async fn add_real_server(
 /// `PATCH /api/v1/services/{proto}/{vip}/{port}/real_servers/{ip}/{rsport}`.
 pub async fn edit_real_server(
     State(shared): S,
+    _: ChangeRequest,
     Path((proto, vip, port, ip, rsport)): Path<(String, String, String, String, String)>,
     b: Result<Bytes, BytesRejection>,
 ) -> Answer {
@@ -138,6 +157,7 @@ pub async fn edit_real_server(
 /// their end).
 pub async fn drain_real_server(
     State(shared): S,
+    _: ChangeRequest,
     Path((proto, vip, port, ip, rsport)): Path<(String, String, String, String, String)>,
 ) -> Answer {
     let key = service_key(&proto, &vip, &port)?;
@@ -153,6 +173,7 @@ pub async fn drain_real_server(
 /// `DELETE .../real_servers/{ip}/{rsport}`.
 pub async fn delete_real_server(
     State(shared): S,
+    _: ChangeRequest,
     Path((proto, vip, port, ip, rsport)): Path<(String, String, String, String, String)>,
 ) -> Answer {
     let key = service_key(&proto, &vip, &port)?;
@@ -161,7 +182,11 @@ pub async fn delete_real_server(
 }
 
 /// `PUT|PATCH /api/v1/timeouts`: some `[flows.timeouts]` keys.
-pub async fn set_timeouts(State(shared): S, b: Result<Bytes, BytesRejection>) -> Answer {
+pub async fn set_timeouts(
+    State(shared): S,
+    _: ChangeRequest,
+    b: Result<Bytes, BytesRejection>,
+) -> Answer {
     change(&shared, Change::SetTimeouts(body(b)?), false).await
 }
 
@@ -226,7 +251,7 @@ fn optional_service(
 
 /// `POST /api/v1/zero`: zero the listed statistics; body `{"service": "tcp/VIP/PORT"}` for one
 /// service, empty for all. Prometheus counters are never reset.
-pub async fn zero(State(shared): S, b: Result<Bytes, BytesRejection>) -> Answer {
+pub async fn zero(State(shared): S, _: ChangeRequest, b: Result<Bytes, BytesRejection>) -> Answer {
     let service = optional_service(&shared, b)?;
     submit(&shared, |r| Command::Zero(service, r)).await?;
     Ok((StatusCode::OK, Json(json!({"ok": true}))))
@@ -235,7 +260,11 @@ pub async fn zero(State(shared): S, b: Result<Bytes, BytesRejection>) -> Answer 
 /// `POST /api/v1/health/release`: apply the down verdicts the mass-transition guard holds
 /// (body `{"service": "tcp/VIP/PORT"}` for one service, empty for all); answers the real
 /// servers taken down.
-pub async fn release_held(State(shared): S, b: Result<Bytes, BytesRejection>) -> Answer {
+pub async fn release_held(
+    State(shared): S,
+    _: ChangeRequest,
+    b: Result<Bytes, BytesRejection>,
+) -> Answer {
     let service = optional_service(&shared, b)?;
     let released = shared
         .health
@@ -253,7 +282,7 @@ pub async fn release_held(State(shared): S, b: Result<Bytes, BytesRejection>) ->
 }
 
 /// `POST /api/v1/reload`: re-read the configuration file (same as SIGHUP).
-pub async fn reload(State(shared): S) -> Answer {
+pub async fn reload(State(shared): S, _: ChangeRequest) -> Answer {
     let generation = submit(&shared, Command::Reload).await?;
     Ok((
         StatusCode::OK,

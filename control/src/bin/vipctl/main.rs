@@ -11,6 +11,7 @@ mod client;
 mod commands;
 mod render;
 mod trace;
+mod unix;
 mod usage;
 
 use action::{Action, Server, Service};
@@ -169,7 +170,12 @@ fn main() -> ExitCode {
             return ExitCode::from(USAGE);
         }
     };
-    let result = Client::new(&cli.api, cli.token_file.as_deref()).and_then(|c| run(&c, &action));
+    let trust = client::Trust {
+        ca: cli.cacert.clone(),
+        insecure: cli.insecure,
+    };
+    let result = Client::new(&cli.endpoint(), cli.token_file.as_deref(), &trust)
+        .and_then(|c| run(&c, &action));
     match result {
         Ok(text) => {
             print!("{text}");

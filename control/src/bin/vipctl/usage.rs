@@ -111,9 +111,16 @@ Listing options:
   --json                              the API's JSON instead of a table (every listing)
 
 Connecting:
-  --api address                       vipd's API (default 127.0.0.1:9180; $VIPCTL_API)
+  --socket path                       vipd's local admin socket (api.socket; $VIPCTL_SOCKET);
+                                      no token needed. Default: /run/vipd/api.sock when it
+                                      exists and --api is not given
+  --api address                       vipd's API: host:port, http://host:port or https://host:port
+                                      (default 127.0.0.1:9180; $VIPCTL_API)
   --token-file file                   file with the API's bearer token ($VIPCTL_TOKEN_FILE),
                                       needed when vipd's api.token_file is set
+  --cacert file                       https: the CA certificate (PEM) that signed vipd's
+                                      ($VIPCTL_CACERT)
+  --insecure                          https: accept any certificate (encrypted, not authenticated)
 
 Changes are checked by vipd's configuration validator and each applies as one new snapshot,
 or is refused with the field named and changes nothing. They are not written to vipd's file:
