@@ -104,6 +104,22 @@ pub struct ApiServer {
     socket: Option<PathBuf>,
 }
 
+/// Connections the kernel queues for `accept(2)` (std's 128 fills within a millisecond of a
+/// connection flood, and then a legitimate client's SYN waits a second for its retransmission;
+/// the kernel caps it at `net.core.somaxconn`).
+const LISTEN_BACKLOG: i32 = 4096;
+
+/// `addr` bound and listening, non-blocking.
+fn listen_tcp(addr: std::net::SocketAddr) -> io::Result<std::net::TcpListener> {
+    use socket2::{Domain, Protocol, Socket, Type};
+    let s = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+    s.set_reuse_address(true)?;
+    s.bind(&addr.into())?;
+    s.listen(LISTEN_BACKLOG)?;
+    s.set_nonblocking(true)?;
+    Ok(s.into())
+}
+
 /// `path` as a Unix socket only its owner may use: bound under a temporary name, made 0600,
 /// then renamed into place, so it never exists at `path` with wider permissions. A stale
 /// socket (nobody answers) is replaced; a live one or anything else is an error.
@@ -157,9 +173,7 @@ impl ApiServer {
         shared: Arc<Shared>,
     ) -> Result<ApiServer, ServeError> {
         let addr = config.listen;
-        let tcp = std::net::TcpListener::bind(addr)
-            .and_then(|l| l.set_nonblocking(true).map(|()| l))
-            .map_err(|source| ServeError::Listen { addr, source })?;
+        let tcp = listen_tcp(addr).map_err(|source| ServeError::Listen { addr, source })?;
         let bound = tcp
             .local_addr()
             .map_err(|source| ServeError::Listen { addr, source })?;
