@@ -290,6 +290,8 @@ fn now_ms() -> u64 {
 /// One check's outcome, from its task to the loop.
 struct Report {
     id: RsIdentity,
+    /// Which task of `id` (a check replaced since may still have a report on its way).
+    task: u64,
     outcome: Outcome,
     step: Step,
     streak: u32,
@@ -304,6 +306,13 @@ struct Books {
     transitions: crossbeam::channel::Sender<Transition>,
 }
 
+/// One real server's check task.
+struct Running {
+    spec: CheckSpec,
+    task: u64,
+    handle: tokio::task::JoinHandle<()>,
+}
+
 /// The verdicts: every check's outcome, the box's local faults, the guard, and what the
 /// control plane holds for each real server.
 struct Verdicts {
@@ -312,7 +321,9 @@ struct Verdicts {
     local: LocalFaults,
     /// The state the dataplane forwards by, per checked real server.
     up: HashMap<RsIdentity, bool>,
-    running: HashMap<RsIdentity, (CheckSpec, tokio::task::JoinHandle<()>)>,
+    running: HashMap<RsIdentity, Running>,
+    /// The number of the next task started.
+    next_task: u64,
     reports: mpsc::UnboundedSender<Report>,
 }
 
@@ -329,6 +340,7 @@ async fn run(
         local: LocalFaults::default(),
         up: HashMap::new(),
         running: HashMap::new(),
+        next_task: 0,
         reports: reports_tx,
     };
     let wanted = targets.borrow_and_update().clone();
@@ -360,18 +372,18 @@ async fn run(
             },
         }
     }
-    for (_, (_, task)) in v.running.drain() {
-        task.abort();
+    for (_, r) in v.running.drain() {
+        r.handle.abort();
     }
 }
 
 impl Verdicts {
     fn set_targets(&mut self, wanted: Vec<Target>) {
         let keep: HashMap<RsIdentity, &Target> = wanted.iter().map(|t| (t.id, t)).collect();
-        self.running.retain(|id, (spec, task)| {
-            let same = keep.get(id).is_some_and(|t| &t.spec == spec);
+        self.running.retain(|id, r| {
+            let same = keep.get(id).is_some_and(|t| t.spec == r.spec);
             if !same {
-                task.abort();
+                r.handle.abort();
             }
             same
         });
@@ -382,8 +394,17 @@ impl Verdicts {
             }
             restarted.insert(t.id);
             self.up.insert(t.id, t.up);
-            let task = tokio::spawn(check_loop(t.clone(), self.reports.clone()));
-            self.running.insert(t.id, (t.spec.clone(), task));
+            self.next_task += 1;
+            let task = self.next_task;
+            let handle = tokio::spawn(check_loop(t.clone(), task, self.reports.clone()));
+            self.running.insert(
+                t.id,
+                Running {
+                    spec: t.spec.clone(),
+                    task,
+                    handle,
+                },
+            );
         }
         self.up.retain(|id, _| keep.contains_key(id));
         self.guard.set_targets(&wanted, |id| restarted.contains(id));
@@ -405,8 +426,8 @@ impl Verdicts {
     /// One check's outcome: recorded, judged, and its transition sent. False when the control
     /// loop is gone.
     fn report(&mut self, r: Report) -> bool {
-        if !self.running.contains_key(&r.id) {
-            return true; // a check replaced since it started
+        if self.running.get(&r.id).is_none_or(|x| x.task != r.task) {
+            return true; // from a check replaced since
         }
         let now = now_ms();
         let local = match &r.outcome {
@@ -538,7 +559,7 @@ fn first_delay(id: &RsIdentity, interval: Duration) -> Duration {
     Duration::from_millis(h.finish() % ms)
 }
 
-async fn check_loop(target: Target, reports: mpsc::UnboundedSender<Report>) {
+async fn check_loop(target: Target, task: u64, reports: mpsc::UnboundedSender<Report>) {
     let spec = &target.spec;
     let mut machine = Machine::new(target.up, spec.rise, spec.fall);
     tokio::time::sleep(first_delay(&target.id, spec.interval)).await;
@@ -550,6 +571,7 @@ async fn check_loop(target: Target, reports: mpsc::UnboundedSender<Report>) {
         let step = machine.feed(&outcome);
         let report = Report {
             id: target.id,
+            task,
             outcome,
             step,
             streak: machine.streak(),
