@@ -19,6 +19,7 @@ pub mod config;
 pub mod daemon;
 pub mod health;
 pub mod kernel;
+pub mod liveness;
 pub mod metrics;
 pub mod neighbours;
 pub mod running;

@@ -32,6 +32,7 @@ struct Cli {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let journal = init_logging();
+    log_panics();
     if let Some(path) = cli.check {
         return match vipd_control::daemon::prepare(&path) {
             Ok(p) => {
@@ -112,6 +113,39 @@ fn init_logging() -> bool {
     false
 }
 
+/// A panic anywhere (a worker on its EAL lcore, the control loop, a helper thread) is logged
+/// with its thread and location, at error priority in the journal, before the default hook
+/// prints it and, with the release profile's `panic = "abort"`, the process aborts (and
+/// systemd restarts it): without this the abort would leave only a core dump's signal behind.
+fn log_panics() {
+    let default = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        let thread = std::thread::current();
+        let (line, at) = describe_panic(thread.name(), info.payload(), info.location());
+        tracing::error!(panic.location = %at, "{line}");
+        default(info);
+    }));
+}
+
+/// The log line for a panic, and its location as `file:line:column`.
+fn describe_panic(
+    thread: Option<&str>,
+    payload: &(dyn std::any::Any + Send),
+    location: Option<&std::panic::Location>,
+) -> (String, String) {
+    let message = payload
+        .downcast_ref::<&str>()
+        .map(|s| (*s).to_string())
+        .or_else(|| payload.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "(no message)".into());
+    let at = location.map_or_else(|| "an unknown location".into(), |l| l.to_string());
+    let line = format!(
+        "panic in thread {}: {message}, at {at}",
+        thread.unwrap_or("(unnamed)")
+    );
+    (line, at)
+}
+
 /// systemd sets `JOURNAL_STREAM=<device>:<inode>` of the stream it connects stdout/stderr to.
 /// The variable is inherited by children whose stderr may be elsewhere (a shell started from a
 /// service), so stderr itself is compared, as systemd.exec(5) recommends.
@@ -137,6 +171,37 @@ fn parse_journal_stream(value: &str) -> Option<(u64, u64)> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_panic_is_described_with_its_thread_message_and_location() {
+        use std::sync::{Arc, Mutex};
+        let seen: Arc<Mutex<Option<(String, String)>>> = Arc::default();
+        let keep = Arc::clone(&seen);
+        let previous = std::panic::take_hook();
+        std::panic::set_hook(Box::new(move |info| {
+            let t = std::thread::current();
+            *keep.lock().unwrap() = Some(describe_panic(t.name(), info.payload(), info.location()));
+        }));
+        let line = line!() + 3;
+        let r = std::thread::Builder::new()
+            .name("rte-worker-0".into())
+            .spawn(|| panic!("flow table index {} out of range", 7))
+            .unwrap()
+            .join();
+        std::panic::set_hook(previous);
+        assert!(r.is_err());
+        let (text, at) = seen.lock().unwrap().clone().expect("the hook ran");
+        assert!(at.starts_with(&format!("{}:{line}:", file!())), "{at}");
+        assert_eq!(
+            text,
+            format!("panic in thread rte-worker-0: flow table index 7 out of range, at {at}")
+        );
+        let (text, _) = describe_panic(None, &42u32, None);
+        assert_eq!(
+            text,
+            "panic in thread (unnamed): (no message), at an unknown location"
+        );
+    }
 
     #[test]
     fn journal_stream_is_device_colon_inode() {

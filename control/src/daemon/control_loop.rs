@@ -7,6 +7,7 @@
 use super::learn;
 use super::ports::{self, RunningPort};
 use super::views::{self, ControlCounters};
+use super::watchdog::{self, Vitals};
 use crate::backend_slots::RsIdentity;
 use crate::changes::{self, refusal_of_reload};
 use crate::config::{reload, Config, ServiceKey};
@@ -74,6 +75,8 @@ pub struct Control<'a> {
     pub step3: HashMap<RsIdentity, (u64, Option<Instant>)>,
     /// The scale-out thread (VIP announcement), asked to withdraw before vipd stops.
     pub scaleout: BoxHandle,
+    /// The workers' liveness, and systemd's notifications (READY, WATCHDOG).
+    pub vitals: Vitals,
 }
 
 /// A real server's step-3 hint is logged at most this often.
@@ -102,12 +105,18 @@ impl Control<'_> {
         loop {
             if stop.load(Ordering::Relaxed)
                 && stopping
-                    .get_or_insert_with(|| self.scaleout.begin_stop())
+                    .get_or_insert_with(|| {
+                        watchdog::stopping();
+                        self.scaleout.begin_stop()
+                    })
                     .done(Instant::now())
             {
                 break;
             }
             let now = Instant::now();
+            // Every tick: a stalled worker is logged and counted here, and systemd's watchdog
+            // is fed only while every worker runs (and this loop goes round).
+            self.vitals.tick(now);
             // Old snapshots are freed here, not in a worker's loop.
             self.rings.reclaim_snapshots();
             let mut changed = self.learn(now);
@@ -125,6 +134,7 @@ impl Control<'_> {
                 match self.reload() {
                     Ok(g) => tracing::info!("SIGHUP: configuration reloaded (generation {g})"),
                     Err(e) => {
+                        self.counters.reload_failures += 1;
                         tracing::error!("SIGHUP: reload refused, running configuration kept: {e}")
                     }
                 }
@@ -207,6 +217,7 @@ impl Control<'_> {
                 match &r {
                     Ok(g) => tracing::info!("API: configuration reloaded (generation {g})"),
                     Err(e) => {
+                        self.counters.reload_failures += 1;
                         tracing::error!("API: reload refused, running configuration kept: {e}")
                     }
                 }
@@ -396,6 +407,7 @@ impl Control<'_> {
             workers: self.rings.inboxes.len(),
             book: &self.book,
             counters: self.counters,
+            liveness: self.vitals.gauges(),
             mempool: (
                 u64::from(self.pool.in_use()),
                 u64::from(self.pool.in_use()) + u64::from(self.pool.available()),

@@ -9,6 +9,7 @@ mod learn;
 mod ports;
 pub mod primary;
 mod views;
+mod watchdog;
 
 use crate::api::{self, ApiServer};
 use crate::config::{Config, Valid};
@@ -319,6 +320,7 @@ pub fn run(config_path: &Path) -> Result<(), String> {
             retired: Vec::new(),
             step3: HashMap::new(),
             scaleout: scaleout.handle(),
+            vitals: watchdog::Vitals::new(shared.workers.clone(), std::time::Instant::now()),
         };
         control.run(&stop, &reload, &cmd_rx);
         worker_stop.store(true, Ordering::Relaxed);
