@@ -25,5 +25,6 @@ pub mod neighbours;
 pub mod running;
 pub mod scaleout;
 pub mod snapshot_build;
+pub mod state_file;
 pub mod stats;
 pub mod view;

@@ -47,6 +47,8 @@ pub struct ControlGauges {
     pub health_transitions: u64,
     /// Reloads refused since start.
     pub reload_failures: u64,
+    /// State file writes that failed since start.
+    pub state_write_failures: u64,
     /// Per worker: stalled now (no loop iteration for over a second).
     pub worker_stalled: Vec<bool>,
     /// Per worker: stalls since start.
@@ -380,6 +382,11 @@ fn control_families(view: &View, f: &mut Families) {
         "vipd_config_reload_failures_total",
         "Reloads refused (SIGHUP, systemctl reload, vipctl reload, POST /api/v1/reload): the file is invalid or changes a restart-only key; the running configuration stayed.",
         vec![counter(vec![], g.reload_failures)],
+    );
+    f.counter(
+        "vipd_state_write_failures_total",
+        "Writes of the state file (drains, box drain, unsaved API changes, health kept across restarts) that failed: what changed is lost if vipd restarts before the next write.",
+        vec![counter(vec![], g.state_write_failures)],
     );
 }
 

@@ -104,6 +104,8 @@ memory_mb = 64
 [dataplane]
 worker_cores = [0]
 control_core = 0
+[state]
+file = "/tmp/vipd-pkgtest-state.json"
 [[ports]]
 name = "lan"
 device = "net_vipdpkgtest0"

@@ -23,6 +23,8 @@ pub struct ControlCounters {
     pub health_transitions: u64,
     /// Reloads refused (SIGHUP, `vipctl reload`, `vipd --reload`).
     pub reload_failures: u64,
+    /// State file writes that failed.
+    pub state_write_failures: u64,
 }
 
 /// The services as listed.
@@ -190,6 +192,7 @@ pub fn view(src: &Sources) -> View {
         control_rx: counters.rx,
         health_transitions: counters.health_transitions,
         reload_failures: counters.reload_failures,
+        state_write_failures: counters.state_write_failures,
         worker_stalled: liveness.stalled.clone(),
         worker_stalls: liveness.stalls.clone(),
     };

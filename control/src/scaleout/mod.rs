@@ -21,6 +21,7 @@ use crate::backend_slots::RsIdentity;
 use crate::config::Config;
 use crate::health::StatusMap;
 use crate::liveness::Watch;
+use crate::state_file::StateFile;
 use arc_swap::ArcSwap;
 use crossbeam::channel::{bounded, unbounded, Receiver, RecvTimeoutError, Sender, TryRecvError};
 use desired::{BoxState, Checks, VipDecision};
@@ -251,6 +252,10 @@ pub struct Sources {
     pub checks: tokio::sync::watch::Receiver<Vec<crate::health::Target>>,
     /// Each worker's counters (the generation it forwards by, its loop count).
     pub workers: Vec<Arc<WorkerCounters>>,
+    /// Where the box drain is kept across restarts (none in tests and tools).
+    pub state: Option<Arc<StateFile>>,
+    /// The box drain at start (as the state file kept it).
+    pub drained: bool,
 }
 
 /// The running scale-out thread.
@@ -294,13 +299,17 @@ impl Scaleout {
                 .map(|d| Duration::from_secs_f64(d.config().withdraw_wait)),
         };
         let liveness = Watch::new(sources.workers.clone(), Instant::now());
+        let box_state = BoxState {
+            drained: sources.drained,
+            ..BoxState::default()
+        };
         let mut state = Thread {
             sources,
             driver,
             requests: rx,
             status,
             quit: Arc::clone(&quit),
-            box_state: BoxState::default(),
+            box_state,
             announced: HashSet::new(),
             held_since: BTreeMap::new(),
             tables: (u64::MAX, Vec::new()),
@@ -394,6 +403,10 @@ impl Thread {
                     );
                 }
                 self.box_state.drained = on;
+                // On disk before the answer: a drain that returned survives a restart.
+                if let Some(state) = &self.sources.state {
+                    let _ = state.update(false, |s| s.box_drained = on);
+                }
                 self.drains.push((reply, now));
             }
             Request::Stop(reply) => {
