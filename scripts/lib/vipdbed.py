@@ -123,6 +123,9 @@ capacity_per_worker = 65536
 listen = "127.0.0.1:{API_PORT}"
 {f'token_file = "{self.token_file}"' if self.token else ""}
 
+[state]
+file = "{self.dir}/state.json"
+
 [[ports]]
 name = "lan"
 device = "{dev}"

@@ -90,6 +90,11 @@ pub fn restart_only_changes(old: &Config, new: &Config) -> Vec<String> {
         format!("{:?}", old.api.token_file),
         format!("{:?}", new.api.token_file),
     );
+    diff(
+        "state.file".into(),
+        old.state.file.display().to_string(),
+        new.state.file.display().to_string(),
+    );
     match (&old.bgp, &new.bgp) {
         (Some(a), Some(b)) => {
             for ((key, x), (_, y)) in a.entries().into_iter().zip(b.entries()) {

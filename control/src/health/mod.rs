@@ -26,6 +26,9 @@ pub struct Target {
     pub spec: CheckSpec,
     /// The state the control plane holds for it now.
     pub up: bool,
+    /// Down by keepalived's `alpha` and not checked good since: its first good check brings it
+    /// up (not `rise` of them).
+    pub alpha: bool,
 }
 
 /// A real server changed state.
@@ -186,7 +189,12 @@ async fn check_loop(
     status: StatusMap,
 ) {
     let spec = &target.spec;
-    let mut machine = Machine::new(target.up, spec.rise, spec.fall);
+    let mut alpha_pending = target.alpha && !target.up;
+    let mut machine = if alpha_pending {
+        Machine::down_until_first_ok(spec.rise, spec.fall)
+    } else {
+        Machine::new(target.up, spec.rise, spec.fall)
+    };
     if let Ok(mut st) = status.lock() {
         let e = st.entry(target.id).or_default();
         e.up = target.up;
@@ -218,9 +226,11 @@ async fn check_loop(
                 e.last_transition_ms = now;
             }
         }
+        let first_up = matches!(step, Step::Up) && std::mem::take(&mut alpha_pending);
         let transition = match step {
             Step::Same => None,
             Step::Down(reason) => Some((false, reason)),
+            Step::Up if first_up => Some((true, "first good check (alpha)".to_string())),
             Step::Up => Some((true, format!("{} consecutive checks ok", spec.rise))),
         };
         if let Some((up, reason)) = transition {
