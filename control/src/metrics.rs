@@ -47,6 +47,14 @@ pub struct ControlGauges {
     pub control_rx: u64,
     /// Health transitions since start.
     pub health_transitions: u64,
+    /// Reloads refused since start.
+    pub reload_failures: u64,
+    /// State file writes that failed since start.
+    pub state_write_failures: u64,
+    /// Per worker: stalled now (no loop iteration for over a second).
+    pub worker_stalled: Vec<bool>,
+    /// Per worker: stalls since start.
+    pub worker_stalls: Vec<u64>,
 }
 
 fn label(name: &str, value: &str) -> LabelPair {
@@ -250,6 +258,26 @@ fn worker_families(shared: &Shared, view: &View, f: &mut Families) {
             .collect(),
     );
     f.gauge(
+        "vipd_worker_stalled",
+        "1 while the worker has run no loop iteration for over a second: its queues are not served, the VIPs are withdrawn and systemd's watchdog is not fed.",
+        view.gauges
+            .worker_stalled
+            .iter()
+            .enumerate()
+            .map(|(i, &s)| gauge(vec![w_label(i)], f64::from(u8::from(s))))
+            .collect(),
+    );
+    f.counter(
+        "vipd_worker_stalls_total",
+        "Times the worker stalled (over a second without a loop iteration) since vipd started.",
+        view.gauges
+            .worker_stalls
+            .iter()
+            .enumerate()
+            .map(|(i, &n)| counter(vec![w_label(i)], n))
+            .collect(),
+    );
+    f.gauge(
         "vipd_worker_snapshot_generation",
         "Generation of the snapshot each worker forwards by.",
         workers
@@ -353,6 +381,16 @@ fn control_families(view: &View, f: &mut Families) {
         "vipd_health_transitions_total",
         "Real servers that changed state (up to down or back) by their health checks.",
         vec![counter(vec![], g.health_transitions)],
+    );
+    f.counter(
+        "vipd_config_reload_failures_total",
+        "Reloads refused (SIGHUP, systemctl reload, vipctl reload, POST /api/v1/reload): the file is invalid or changes a restart-only key; the running configuration stayed.",
+        vec![counter(vec![], g.reload_failures)],
+    );
+    f.counter(
+        "vipd_state_write_failures_total",
+        "Writes of the state file (drains, box drain, unsaved API changes, health kept across restarts) that failed: what changed is lost if vipd restarts before the next write.",
+        vec![counter(vec![], g.state_write_failures)],
     );
 }
 
@@ -596,6 +634,8 @@ mod tests {
                     stats: Some(PortStats::default()),
                 }],
                 neighbours: vec![("static", 0), ("incomplete", 0), ("reachable", 1)],
+                worker_stalled: vec![false],
+                worker_stalls: vec![0],
                 ..Default::default()
             },
             ..Default::default()

@@ -64,6 +64,7 @@ fn a_mass_down_is_held_ended_by_recovery_and_released_by_the_operator() {
                 fall: 1,
             },
             up: true,
+            alpha: false,
         })
         .collect();
     let (tx, rx) = crossbeam::channel::unbounded();

@@ -87,6 +87,9 @@ capacity_per_worker = 65536
 [api]
 listen = "127.0.0.1:{API_PORT}"
 
+[state]
+file = "{self.tmp}/state.json"
+
 [[ports]]
 name = "lan"
 device = "net_af_packet0,iface={SO}-b{self.k}"

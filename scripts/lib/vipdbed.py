@@ -130,6 +130,9 @@ listen = "127.0.0.1:{API_PORT}"
 {f'token_file = "{self.token_file}"' if self.token else ""}
 {chr(10).join(self.api_keys)}
 
+[state]
+file = "{self.dir}/state.json"
+
 [[ports]]
 name = "lan"
 device = "{dev}"

@@ -43,6 +43,29 @@ pub struct Config {
     /// VIP announcement over BGP (scale-out behind ECMP); none when absent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub bgp: Option<BgpConfig>,
+    /// Where the operator's state (drains, box drain, unsaved API changes, health) is kept
+    /// across restarts.
+    #[serde(default)]
+    pub state: StateConfig,
+}
+
+/// `[state]`: the state file (`crate::state_file`).
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StateConfig {
+    /// The file (written atomically: a temporary file, fsync, rename, fsync of the directory).
+    pub file: PathBuf,
+}
+
+/// Where the state file is unless `[state] file` says otherwise (the unit's StateDirectory).
+pub const DEFAULT_STATE_FILE: &str = "/var/lib/vipd/state.json";
+
+impl Default for StateConfig {
+    fn default() -> Self {
+        StateConfig {
+            file: PathBuf::from(DEFAULT_STATE_FILE),
+        }
+    }
 }
 
 /// `[eal]`.
@@ -424,9 +447,18 @@ pub struct ServiceConfig {
     /// Health checks of its real servers (none when absent).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub health_check: Option<HealthCheckConfig>,
+    /// keepalived's `alpha`: a real server with a health check starts down, when vipd starts
+    /// or the server is added, until its first good check (without it: up until `fall`
+    /// failed checks).
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub alpha: bool,
     /// Real servers.
     #[serde(default)]
     pub real_servers: Vec<RealServerConfig>,
+}
+
+fn is_false(b: &bool) -> bool {
+    !*b
 }
 
 fn default_scheduler() -> String {

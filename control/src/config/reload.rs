@@ -118,6 +118,11 @@ pub fn restart_only_changes(old: &Config, new: &Config) -> Vec<String> {
         a.idle_timeout.to_string(),
         b.idle_timeout.to_string(),
     );
+    diff(
+        "state.file".into(),
+        old.state.file.display().to_string(),
+        new.state.file.display().to_string(),
+    );
     match (&old.bgp, &new.bgp) {
         (Some(a), Some(b)) => {
             for ((key, x), (_, y)) in a.entries().into_iter().zip(b.entries()) {

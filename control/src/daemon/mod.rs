@@ -8,7 +8,10 @@ pub mod eal;
 mod learn;
 mod ports;
 pub mod primary;
+pub mod reload_outcome;
+mod restore;
 mod views;
+mod watchdog;
 
 use crate::api::{self, ApiServer};
 use crate::config::{Config, Valid};
@@ -91,8 +94,16 @@ pub fn run(config_path: &Path) -> Result<(), String> {
     }
     let config = prepared.config.clone();
     api::check_descriptors(&config, config_path);
+    // What the previous vipd kept: box drain, down real servers, unsaved API changes (which
+    // never touch a restart-only key, so `config` still sets up EAL, ports and threads).
+    let restored = restore::restore(
+        &prepared.path,
+        prepared.config.clone(),
+        prepared.valid.clone(),
+    );
+    let state = Arc::new(restored.file);
     // Before any port (and its kernel interface, which BGP runs over) comes up.
-    let bird = scaleout::withdraw_at_start(&config);
+    let bird = scaleout::withdraw_at_start(&restored.config);
     let stop = Arc::new(AtomicBool::new(false));
     let reload = Arc::new(AtomicBool::new(false));
     for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
@@ -156,15 +167,17 @@ pub fn run(config_path: &Path) -> Result<(), String> {
 
     let neighbours = NeighbourTable::new(config.neighbour_timers.clone());
     let resolved = neighbours.resolved();
-    let (running, applied) = Running::start(
+    let (mut running, applied) = Running::start_with(
         prepared.path.clone(),
-        prepared.config,
-        prepared.valid,
+        restored.config,
+        restored.valid,
         &Env {
             nic_macs: &nic_macs,
             resolved: &resolved,
         },
+        restored.down,
     )?;
+    running.unsaved_changes = restored.unsaved_changes;
     let mut neighbours = neighbours;
     neighbours.set_wanted(&applied.wanted, &applied.statics);
     let snapshot = Arc::new(ArcSwap::from_pointee(applied.snapshot));
@@ -227,6 +240,8 @@ pub fn run(config_path: &Path) -> Result<(), String> {
             health: checker.status(),
             checks: checker.targets(),
             workers: counters.clone(),
+            state: Some(Arc::clone(&state)),
+            drained: restored.box_drained,
         },
     )?;
     let shared = Arc::new(Shared {
@@ -325,6 +340,9 @@ pub fn run(config_path: &Path) -> Result<(), String> {
             retired: Vec::new(),
             step3: HashMap::new(),
             scaleout: scaleout.handle(),
+            vitals: watchdog::Vitals::new(shared.workers.clone(), std::time::Instant::now()),
+            state: &state,
+            reloads: reload_outcome::Recorder::from_env(),
         };
         control.run(&stop, &reload, &cmd_rx);
         worker_stop.store(true, Ordering::Relaxed);

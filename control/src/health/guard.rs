@@ -199,6 +199,7 @@ mod tests {
                 fall: 3,
             },
             up: true,
+            alpha: false,
         }
     }
 

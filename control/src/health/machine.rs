@@ -25,6 +25,8 @@ pub struct Machine {
     fall: u32,
     /// Consecutive outcomes that disagree with the current state.
     streak: u32,
+    /// Down by keepalived's `alpha` (never checked yet): the first good check brings it up.
+    until_first_ok: bool,
 }
 
 /// What a check changed.
@@ -46,6 +48,16 @@ impl Machine {
             rise: rise.max(1),
             fall: fall.max(1),
             streak: 0,
+            until_first_ok: false,
+        }
+    }
+
+    /// A machine down by keepalived's `alpha`: down until its first good check (failed checks
+    /// before it keep it down), then `rise`/`fall` as usual.
+    pub fn down_until_first_ok(rise: u32, fall: u32) -> Self {
+        Machine {
+            until_first_ok: true,
+            ..Machine::new(false, rise, fall)
         }
     }
 
@@ -66,6 +78,12 @@ impl Machine {
             Outcome::Failed(why) => Some(why),
             Outcome::Local(_) => return Step::Same,
         };
+        if self.until_first_ok && failure.is_none() {
+            self.until_first_ok = false;
+            self.streak = 0;
+            self.up = true;
+            return Step::Up;
+        }
         if failure.is_none() == self.up {
             self.streak = 0;
             return Step::Same;
@@ -87,6 +105,27 @@ impl Machine {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn alpha_keeps_a_server_down_until_its_first_good_check_then_rise_and_fall() {
+        let mut m = Machine::down_until_first_ok(3, 2);
+        assert!(!m.is_up());
+        let bad = Outcome::Failed("connection refused".into());
+        assert_eq!(m.feed(&bad), Step::Same);
+        assert_eq!(m.feed(&bad), Step::Same);
+        assert!(!m.is_up(), "failures keep it down");
+        assert_eq!(
+            m.feed(&Outcome::Ok),
+            Step::Up,
+            "one good check, not rise (3)"
+        );
+        assert_eq!(m.feed(&bad), Step::Same);
+        assert_eq!(m.feed(&bad), Step::Down("connection refused".into()));
+        for _ in 0..2 {
+            assert_eq!(m.feed(&Outcome::Ok), Step::Same, "now rise applies");
+        }
+        assert_eq!(m.feed(&Outcome::Ok), Step::Up);
+    }
 
     fn fail() -> Outcome {
         Outcome::Failed("connection refused".into())

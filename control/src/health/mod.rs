@@ -33,6 +33,9 @@ pub struct Target {
     pub spec: CheckSpec,
     /// The state the control plane holds for it now.
     pub up: bool,
+    /// Down by keepalived's `alpha` and not checked good since: its first good check brings it
+    /// up (not `rise` of them).
+    pub alpha: bool,
 }
 
 /// A real server changed state.
@@ -294,6 +297,8 @@ struct Report {
     task: u64,
     outcome: Outcome,
     step: Step,
+    /// The first good check of a real server down by keepalived's `alpha`.
+    first_up: bool,
     streak: u32,
     rise: u32,
     at: Instant,
@@ -454,6 +459,7 @@ impl Verdicts {
                     "health: the held down verdict of {rs} ends: its checks pass again");
                 None
             }
+            Step::Up if r.first_up => Some((true, "first good check (alpha)".to_string())),
             Step::Up => Some((true, format!("{} consecutive checks ok", r.rise))),
         };
         if let Some((up, _)) = &transition {
@@ -561,7 +567,12 @@ fn first_delay(id: &RsIdentity, interval: Duration) -> Duration {
 
 async fn check_loop(target: Target, task: u64, reports: mpsc::UnboundedSender<Report>) {
     let spec = &target.spec;
-    let mut machine = Machine::new(target.up, spec.rise, spec.fall);
+    let mut alpha_pending = target.alpha && !target.up;
+    let mut machine = if alpha_pending {
+        Machine::down_until_first_ok(spec.rise, spec.fall)
+    } else {
+        Machine::new(target.up, spec.rise, spec.fall)
+    };
     tokio::time::sleep(first_delay(&target.id, spec.interval)).await;
     let mut ticker = tokio::time::interval(spec.interval);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -569,11 +580,13 @@ async fn check_loop(target: Target, task: u64, reports: mpsc::UnboundedSender<Re
         ticker.tick().await;
         let outcome = probe::probe(spec).await;
         let step = machine.feed(&outcome);
+        let first_up = matches!(step, Step::Up) && std::mem::take(&mut alpha_pending);
         let report = Report {
             id: target.id,
             task,
             outcome,
             step,
+            first_up,
             streak: machine.streak(),
             rise: spec.rise,
             at: Instant::now(),
