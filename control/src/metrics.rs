@@ -4,6 +4,8 @@
 //! prefix, `_total` for counters, base units, labels that stay bounded (worker, port, reason,
 //! service, real server). docs/metrics.md lists every family.
 
+mod api_and_health;
+
 use crate::kernel::counters::KernelCounter;
 use crate::view::{Shared, View};
 use prometheus::proto::{Counter as PCounter, Gauge, LabelPair, Metric, MetricFamily, MetricType};
@@ -124,6 +126,8 @@ pub fn render(shared: &Shared, view: &View) -> String {
     kernel_families(shared, &mut f);
     scaleout_families(shared, &mut f);
     real_server_families(shared, view, &mut f);
+    api_and_health::health_families(shared, &mut f);
+    api_and_health::api_families(shared, &mut f);
     let mut out = Vec::new();
     if let Err(e) = TextEncoder::new().encode(&f.0, &mut out) {
         tracing::error!("metrics: encoding stopped: {e}");
@@ -393,7 +397,12 @@ fn control_families(view: &View, f: &mut Families) {
 /// Per-service and per-real-server families, from the slot counters summed over workers (raw,
 /// monotonic: never affected by `vipctl -Z`).
 fn real_server_families(shared: &Shared, view: &View, f: &mut Families) {
-    let health = shared.health.lock().map(|h| h.clone()).unwrap_or_default();
+    let health = shared
+        .health
+        .status
+        .lock()
+        .map(|h| h.clone())
+        .unwrap_or_default();
     let mut readings = Vec::new();
     let mut service_up = Vec::new();
     let mut service_rs = Vec::new();
@@ -548,9 +557,12 @@ fn real_server_families(shared: &Shared, view: &View, f: &mut Families) {
                 ok.push(label("result", "ok"));
                 let mut failed = labels(s, r);
                 failed.push(label("result", "failed"));
+                let mut local = labels(s, r);
+                local.push(label("result", "local_fault"));
                 [
-                    counter(ok, h.checks.saturating_sub(h.failures)),
+                    counter(ok, h.checks.saturating_sub(h.failures + h.local_faults)),
                     counter(failed, h.failures),
+                    counter(local, h.local_faults),
                 ]
             })
             .collect(),
@@ -628,6 +640,17 @@ mod tests {
             },
             ..Default::default()
         };
+        let health = crate::health::HealthHandle::detached(health);
+        health
+            .summary
+            .lock()
+            .unwrap()
+            .services
+            .push(crate::health::ServiceGuard {
+                key,
+                held: 0,
+                held_total: 0,
+            });
         let shared = Shared {
             workers: vec![Arc::new(WorkerCounters::default())],
             backends: vec![Arc::new(BackendStats::new(4))],
@@ -637,7 +660,8 @@ mod tests {
             view: ArcSwap::from_pointee(View::default()),
             commands: crossbeam::channel::unbounded().0,
             health,
-            token: None,
+            tokens: Default::default(),
+            admissions: crate::api::Admissions::new(&Default::default()),
             samplers: Vec::new(),
             tracers: Vec::new(),
             listing: tokio::sync::Mutex::new(()),

@@ -65,6 +65,8 @@ capacity_per_worker = 65536
 
 [api]
 listen = "{API}"
+# The packaged configuration's local admin socket: vipctl's default on the box.
+socket = "/run/vipd/api.sock"
 
 [[ports]]
 name = "lan"
@@ -324,6 +326,14 @@ def main():
             check(m and float(m.group(1)) < 3.0, f"exposure {m.group(1) if m else out[-200:]}")
             return f"systemd-analyze security (running unit): {m.group(1)}"
         step("systemd-analyze security of the running unit below 3.0", security)
+
+        def admin_socket():
+            st = c.run("stat", "-c", "%a %U", "/run/vipd/api.sock").stdout.strip()
+            check(st == "600 vipd", f"/run/vipd/api.sock is {st}")
+            out = c.run("vipctl", "-L", "-n").stdout
+            check(VIP in out, f"vipctl -L -n over the socket: {out[:300]!r}")
+            return f"/run/vipd/api.sock {st}; vipctl -L -n (no --api, no token) lists {VIP}"
+        step("vipctl on the box uses the local admin socket under the sandbox", admin_socket)
 
         def forwards():
             wait("the router's route to the VIP", lambda: nexthops() == ["10.77.0.11"], 60)

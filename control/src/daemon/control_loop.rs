@@ -190,6 +190,8 @@ impl Control<'_> {
         let targets = self.targets();
         let ips: Vec<IpAddr> = targets.iter().map(|t| t.spec.target.ip()).collect();
         self.kernel.sync(&self.running.valid.ports, &ips);
+        self.checker
+            .set_max_down_percent(self.running.config.health.max_down_percent);
         self.checker.set_targets(targets);
     }
 
@@ -316,11 +318,11 @@ impl Control<'_> {
     }
 
     fn reload(&mut self) -> Result<u64, String> {
-        // The digest of what is read now (a file changed again meanwhile reloads again later).
-        let digest = std::fs::read(&self.running.path)
-            .map(|b| state_file::digest(&b))
-            .unwrap_or_default();
-        let (new, valid) = Config::load(&self.running.path).map_err(|e| e.to_string())?;
+        // The digest of what is read now (a file changed again meanwhile reloads again later),
+        // from the one read the configuration comes from.
+        let (new, valid, bytes) =
+            Config::load_read(&self.running.path).map_err(|e| e.to_string())?;
+        let digest = state_file::digest(&bytes);
         let restart = reload::restart_only_changes(&self.running.config, &new);
         if !restart.is_empty() {
             return Err(format!(

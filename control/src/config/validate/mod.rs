@@ -2,6 +2,7 @@
 //! SIGHUP, `vipd --check`, every API change) goes through [`validate`], which either refuses
 //! with the key and the problem or returns the configuration in dataplane terms.
 
+mod api;
 mod checks;
 mod ports;
 mod services;
@@ -202,6 +203,8 @@ pub fn validate(config: &Config) -> Result<Valid, Invalid> {
     super::eal::check(&config.eal)?;
     dataplane(config)?;
     flows(config)?;
+    api::api(&config.api)?;
+    api::health(&config.health)?;
     let n = &config.neighbour_timers;
     for (key, v) in [
         ("retry", n.retry),
