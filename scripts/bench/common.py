@@ -1,6 +1,7 @@
 """Helpers shared by scripts/bench's parts."""
 
 import os
+import shutil
 import signal
 import statistics
 import subprocess
@@ -52,3 +53,9 @@ def cpu_seconds(pid, comm_prefix):
         if comm.startswith(comm_prefix):
             total += int(fields[11]) + int(fields[12])  # utime, stime (stat fields 14, 15)
     return total / os.sysconf("SC_CLK_TCK")
+
+
+def remove_runtime_dir(prefix):
+    """Remove the DPDK runtime directory (/var/run/dpdk/<prefix>) a process we started and
+    stopped left behind (EAL creates it even with --in-memory)."""
+    shutil.rmtree(os.path.join("/var/run/dpdk", prefix), ignore_errors=True)

@@ -20,7 +20,7 @@ import subprocess
 import threading
 import time
 
-from common import ROOT, TARGET, cpu_seconds, log, stop
+from common import ROOT, TARGET, cpu_seconds, log, remove_runtime_dir, stop
 import telemetry
 
 EXAMPLES = "/usr/share/dpdk/examples"
@@ -114,6 +114,7 @@ def run(pcap, rules, mbufs, warmup, duration, logpath):
         finally:
             stop(proc)
             reader.join(timeout=30)
+            remove_runtime_dir(PREFIX)
     rx = b0["ipackets"] - a0["ipackets"]
     # The shares from the totals since start: port 0's and port 1's counters are read one
     # after the other, which skews a window's figures by the packets of that gap.

@@ -22,7 +22,7 @@ import subprocess
 import time
 import urllib.request
 
-from common import ROOT, TARGET, cpu_seconds, log, median_spread, stop
+from common import ROOT, TARGET, cpu_seconds, log, median_spread, remove_runtime_dir, stop
 import l3fwd
 import testpmd
 
@@ -368,6 +368,7 @@ def rte_flow_support(pcap_path):
         return out
     finally:
         subprocess.run(["ip", "netns", "del", ns], capture_output=True)
+        remove_runtime_dir(f"{PREFIX}-flow")
 
 
 def rte_flow_table(res):

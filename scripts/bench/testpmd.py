@@ -15,7 +15,7 @@ import os
 import subprocess
 import time
 
-from common import cpu_seconds, log, stop
+from common import cpu_seconds, log, remove_runtime_dir, stop
 
 PREFIX = os.environ.get("VIPD_BED_PREFIX", "vbench")
 
@@ -80,6 +80,7 @@ def run(pcaps, mbufs, mode_args, warmup, duration, logpath):
         time.sleep(max(0.0, t0 + warmup + duration + 0.5 - time.monotonic()))
     finally:
         stop(proc)
+        remove_runtime_dir(f"{PREFIX}-testpmd")
     rates = [int(ln.split()[1]) for ln in open(logpath) if ln.strip().startswith("Rx-pps:")]
     skip = max(1, int(warmup))
     window = rates[skip:skip + max(1, int(duration))] or rates[-1:]
