@@ -135,8 +135,9 @@ counters! {
     /// Dropped: IPv6 extension header other than a fragment header (hop-by-hop, routing,
     /// destination options, chains).
     DropIpv6ExtHeader = "drop_ipv6_ext_header", drop;
-    /// Dropped: IPv6 packet with an IPv4-mapped address (`::ffff:0:0/96`): it must never
-    /// reach IPv4 services or IPv4 flow state.
+    /// Dropped: IPv6 packet with an IPv4-mapped address (`::ffff:0:0/96`) as source,
+    /// destination or Neighbour Discovery target: never the box's or a neighbour's, it must not
+    /// reach IPv4 services, IPv4 flow state or answers for IPv4 addresses.
     DropIpv6Mapped = "drop_ipv6_mapped", drop;
     /// Dropped: martian source: unspecified, loopback, multicast, broadcast / class E, one of
     /// our own addresses, or equal to the destination (LAND).

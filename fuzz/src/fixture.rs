@@ -293,6 +293,48 @@ fn udp6_fragment(port: u16, index: usize) -> Vec<u8> {
     out
 }
 
+/// A neighbour solicitation from the router for `target`, to its solicited-node group, with a
+/// Source Link-Layer option (the Ethernet destination is the group's MAC only for the VIP6,
+/// as template 19 always had it).
+pub fn neighbour_solicitation(target: Ipv6Addr) -> Vec<u8> {
+    let group = Ipv6Addr::new(
+        0xff02,
+        0,
+        0,
+        0,
+        0,
+        1,
+        0xff00 | target.segments()[6] & 0xff,
+        target.segments()[7],
+    );
+    let mut body = target.octets().to_vec();
+    body.extend_from_slice(&[1, 1]);
+    body.extend_from_slice(&ROUTER_MAC);
+    let mut out = Vec::new();
+    let _ = PacketBuilder::ethernet2(ROUTER_MAC, [0x33, 0x33, 0xff, 0, 0, 1])
+        .ipv6(router_ip6().octets(), group.octets(), 255)
+        .icmpv6_raw(135, 0, [0; 4])
+        .write(&mut out, &body);
+    out
+}
+
+/// An unsolicited neighbour advertisement (to all-nodes, override) for `target` at `mac`.
+pub fn neighbour_advertisement(target: Ipv6Addr, mac: [u8; 6]) -> Vec<u8> {
+    let mut body = target.octets().to_vec();
+    body.extend_from_slice(&[2, 1]);
+    body.extend_from_slice(&mac);
+    let mut out = Vec::new();
+    let _ = PacketBuilder::ethernet2(mac, [0x33, 0x33, 0, 0, 0, 1])
+        .ipv6(
+            router_ip6().octets(),
+            Ipv6Addr::new(0xff02, 0, 0, 0, 0, 0, 0, 1).octets(),
+            255,
+        )
+        .icmpv6_raw(136, 0, [0x20, 0, 0, 0])
+        .write(&mut out, &body);
+    out
+}
+
 /// Template `t` (mod [`TEMPLATES`]) for client port `port` with `extra` payload bytes.
 pub fn template(t: u8, port: u16, extra: usize) -> Vec<u8> {
     let pay = vec![0x61u8; extra];
@@ -362,29 +404,7 @@ pub fn template(t: u8, port: u16, extra: usize) -> Vec<u8> {
         }
         17 => arp(1, ROUTER_MAC, ROUTER_IP, VIP),
         18 => arp(1, [0x02, 0, 0, 0, 0, 0x77], RS1_IP, RS1_IP),
-        19 => {
-            // Neighbour solicitation for the VIP6, with a Source Link-Layer option.
-            let target = vip6();
-            let group = Ipv6Addr::new(
-                0xff02,
-                0,
-                0,
-                0,
-                0,
-                1,
-                0xff00 | target.segments()[6] & 0xff,
-                target.segments()[7],
-            );
-            let mut body = target.octets().to_vec();
-            body.extend_from_slice(&[1, 1]);
-            body.extend_from_slice(&ROUTER_MAC);
-            let mut out = Vec::new();
-            let _ = PacketBuilder::ethernet2(ROUTER_MAC, [0x33, 0x33, 0xff, 0, 0, 1])
-                .ipv6(router_ip6().octets(), group.octets(), 255)
-                .icmpv6_raw(135, 0, [0; 4])
-                .write(&mut out, &body);
-            out
-        }
+        19 => neighbour_solicitation(vip6()),
         20 => udp_fragment(port, 0),
         21 => udp_fragment(port, 1),
         22 => udp6_fragment(port, 0),
