@@ -228,6 +228,12 @@ pub fn validate(config: &Config) -> Result<Valid, Invalid> {
         n.mac
             .parse::<MacAddr>()
             .map_err(|e| invalid(format!("neighbours[{i}].mac"), e))?;
+        if matches!(n.ip, std::net::IpAddr::V6(a) if a.to_ipv4_mapped().is_some()) {
+            return Err(invalid(
+                format!("neighbours[{i}].ip"),
+                ports::mapped_refusal(&n.ip),
+            ));
+        }
     }
     let services = services::services(config, &ports, &mut warnings)?;
     super::bgp::check(config, &ports, &services, &mut warnings)?;
