@@ -93,8 +93,17 @@ counters! {
     IcmpErrorsToRealServer = "icmp_errors_to_real_server", event;
     /// ICMP errors from NAT real servers about a connection, un-NATed and sent to the client.
     IcmpErrorsToClient = "icmp_errors_to_client", event;
+    /// ICMP errors to a VIP about a connection the receiving worker has no entry for (a
+    /// restart, an expiry, another box's or worker's connection), delivered to the real server
+    /// the service's consistent hash picks for the quoted connection (also counted in
+    /// icmp_errors_to_real_server).
+    IcmpErrorsStateless = "icmp_errors_stateless", event;
     /// IP fragments forwarded (the first by its ports, the others after it).
     FragmentsForwarded = "fragments_forwarded", event;
+    /// Later fragments whose first fragment the worker did not see, forwarded to the real
+    /// server a `hash = "3-tuple"` service's consistent hash picks for (source, destination,
+    /// protocol) (also counted in fragments_forwarded).
+    FragmentsStateless = "fragments_stateless", event;
     /// Replies to an on-link client whose MAC vipd does not know yet, handed to the control
     /// thread so it resolves the client (the reply itself is not sent; the next one is).
     NeighbourResolveRequests = "neighbour_resolve_requests", event;
@@ -128,7 +137,9 @@ counters! {
     /// Dropped: IP fragment vipd does not forward: not TCP/UDP to a VIP or from a NAT real
     /// server, a first fragment too short for the transport header, an overlapping offset.
     DropFragmentInvalid = "drop_fragment_invalid", drop;
-    /// Dropped: a later fragment whose first fragment was not seen (reordered or lost).
+    /// Dropped: a later fragment whose first fragment was not seen (reordered, lost, decided
+    /// on another box or before a restart) and that no `hash = "3-tuple"` service can place
+    /// (the VIP's only service of its protocol), since it carries no ports.
     DropFragmentUnknown = "drop_fragment_unknown", drop;
     /// Dropped: malformed IPv6 header.
     DropIpv6Malformed = "drop_ipv6_malformed", drop;

@@ -92,7 +92,10 @@ fn ours_or_vip(a: IpAddr) -> bool {
 }
 
 fn rs_addr(a: IpAddr) -> bool {
-    a == IpAddr::V4(RS1_IP) || a == IpAddr::V4(RS2_IP) || a == IpAddr::V6(rs1_ip6())
+    a == IpAddr::V4(RS1_IP)
+        || a == IpAddr::V4(RS2_IP)
+        || a == IpAddr::V6(rs1_ip6())
+        || a == IpAddr::V6(rs2_ip6())
 }
 
 /// The IP packet of a received frame (without Ethernet padding).

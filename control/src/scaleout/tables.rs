@@ -90,6 +90,7 @@ mod tests {
             port: 80,
             scheduler,
             drop_dead_flows: true,
+            hash: Default::default(),
             backends: rs
                 .iter()
                 .map(|&(ip, weight, id)| BackendSpec {

@@ -153,7 +153,7 @@ fn consistent<'s>(
     key: &FlowKey,
 ) -> Result<&'s Backend, Counter> {
     let id = svc
-        .pick_consistent(key.hash())
+        .pick_consistent(svc.flow_hash(key))
         .ok_or(Counter::DropNoBackend)?;
     snap.backend(id).ok_or(Counter::DropNoBackend)
 }
@@ -184,7 +184,9 @@ fn schedule<'s>(
         .cursors
         .get_mut(service_index as usize)
         .ok_or(Counter::DropNoService)?;
-    let id = svc.pick(key.hash(), cursor).ok_or(Counter::DropNoBackend)?;
+    let id = svc
+        .pick(svc.flow_hash(key), cursor)
+        .ok_or(Counter::DropNoBackend)?;
     snap.backend(id).ok_or(Counter::DropNoBackend)
 }
 
