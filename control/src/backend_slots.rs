@@ -172,6 +172,7 @@ mod tests {
             },
             scheduler: SchedulerKind::Maglev,
             drop_dead_flows: true,
+            hash: Default::default(),
             real_servers: rs
                 .iter()
                 .map(|&i| ValidRealServer {

@@ -324,6 +324,35 @@ fn ipv4_mapped_addresses_are_refused_everywhere() {
     assert_eq!(code, 0, "{out}");
 }
 
+/// `hash`: 5-tuple or 3-tuple, the latter only for maglev (rr/wrr pin connections to what
+/// they picked, so a 3-tuple hash would route a later fragment elsewhere); a 3-tuple service
+/// sharing its VIP and protocol is accepted with a warning (its fragments without their first
+/// cannot be told apart from the other service's).
+#[test]
+fn hash_fields() {
+    refused(
+        &with("SERVICE", "hash = \"4-tuple\""),
+        "services[0].hash: unknown hash `4-tuple` (expected 5-tuple or 3-tuple)",
+    );
+    refused(
+        &with("SERVICE", "scheduler = \"rr\"\nhash = \"3-tuple\""),
+        "services[0].hash: 3-tuple needs scheduler = \"maglev\"",
+    );
+    let (code, out) = check(&with("SERVICE", "hash = \"3-tuple\""));
+    assert_eq!(code, 0, "{out}");
+    assert!(!out.contains("services[0].hash"), "{out}");
+    let second = "\n[[services]]\nvip = \"10.77.100.1\"\nproto = \"tcp\"\nport = 81\n[[services.real_servers]]\nip = \"10.77.0.22\"\n";
+    let (code, out) = check(&format!(
+        "{}{second}",
+        with("SERVICE", "hash = \"3-tuple\"")
+    ));
+    assert_eq!(code, 0, "{out}");
+    assert!(
+        out.contains("services[0].hash: 3-tuple places a later fragment"),
+        "{out}"
+    );
+}
+
 fn web() -> ServiceKey {
     ServiceKey {
         vip: "10.77.100.1".parse().unwrap(),

@@ -12,7 +12,7 @@ use super::model::{Config, Proto};
 use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 use vipd_dataplane::sched::{is_prime, SchedulerKind, MAX_MAGLEV_SIZE};
-use vipd_dataplane::snapshot::{FwdMode, PortInfo};
+use vipd_dataplane::snapshot::{FlowHashFields, FwdMode, PortInfo};
 use vipd_dataplane::wire::MacAddr;
 
 /// A refusal: the dotted key (`services[0].real_servers[1].port`) and what is wrong with it.
@@ -166,6 +166,8 @@ pub struct ValidService {
     pub scheduler: SchedulerKind,
     /// `dead_flows = "drop"`.
     pub drop_dead_flows: bool,
+    /// What the consistent hash covers (`hash`).
+    pub hash: FlowHashFields,
     /// Real servers in file order, then the sorry server if any.
     pub real_servers: Vec<ValidRealServer>,
 }
