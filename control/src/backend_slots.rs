@@ -173,6 +173,7 @@ mod tests {
             scheduler: SchedulerKind::Maglev,
             drop_dead_flows: true,
             alpha: false,
+            hash: Default::default(),
             real_servers: rs
                 .iter()
                 .map(|&i| ValidRealServer {

@@ -625,6 +625,7 @@ mod tests {
                 scheduler: "maglev",
                 schedulable: true,
                 drop_dead_flows: true,
+                hash: "5-tuple",
                 real_servers: vec![rs],
             }],
             gauges: ControlGauges {

@@ -67,6 +67,7 @@ pub fn build(i: &Inputs) -> Result<Applied, String> {
             port: s.key.port,
             scheduler: s.scheduler,
             drop_dead_flows: s.drop_dead_flows,
+            hash: s.hash,
             backends: s
                 .real_servers
                 .iter()

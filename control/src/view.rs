@@ -66,6 +66,8 @@ pub struct ServiceView {
     pub schedulable: bool,
     /// `dead_flows = "drop"`.
     pub drop_dead_flows: bool,
+    /// What the consistent hash covers (`hash`).
+    pub hash: &'static str,
     /// Its real servers (file order, sorry server last).
     pub real_servers: Vec<RealServerView>,
 }

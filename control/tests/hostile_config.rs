@@ -275,6 +275,84 @@ fn unknown_keys_are_named() {
     refused(&format!("{BASE}\n[colour]\n"), "unknown field `colour`");
 }
 
+/// IPv4-mapped IPv6 addresses (`::ffff:a.b.c.d`) are never the box's, a real server's or a
+/// neighbour's: the dataplane keeps IPv4 addresses in that form, so each would stand for the
+/// IPv4 address (a port address answering ARP, a neighbour entry for the IPv4 host).
+#[test]
+fn ipv4_mapped_addresses_are_refused_everywhere() {
+    refused(
+        &with("PORT", "ipv6 = \"::ffff:10.77.0.10/120\""),
+        "ports[0].ipv6: ::ffff:10.77.0.10 is IPv4-mapped",
+    );
+    refused(
+        &with(
+            "PORT",
+            "ipv6 = \"::10/64\"\ngateway6 = \"::ffff:10.77.0.1\"",
+        ),
+        "ports[0].gateway6: ::ffff:10.77.0.1 is IPv4-mapped",
+    );
+    refused(
+        &with(
+            "PORT",
+            "ipv6 = \"fd00::10/64\"\ntunnel_source6 = \"::ffff:0:0/104\"",
+        ),
+        "ports[0].tunnel_source6: ::ffff:0.0.0.0/104 overlaps ::ffff:0:0/96",
+    );
+    refused(
+        &with("PORT", "ipv6 = \"fd00::10/64\"\ntunnel_source6 = \"::/32\""),
+        "ports[0].tunnel_source6: ::/32 overlaps ::ffff:0:0/96",
+    );
+    refused(
+        &format!(
+            "{BASE}\n[[neighbours]]\nip = \"::ffff:10.77.0.21\"\nmac = \"02:00:00:00:00:21\"\n"
+        ),
+        "neighbours[0].ip: ::ffff:10.77.0.21 is IPv4-mapped",
+    );
+    refused(
+        &BASE.replace("vip = \"10.77.100.1\"", "vip = \"::ffff:10.77.100.1\""),
+        "services[0].vip: ::ffff:10.77.100.1 is IPv4-mapped",
+    );
+    refused(
+        &BASE.replace("ip = \"10.77.0.21\"", "ip = \"::ffff:10.77.0.21\""),
+        "IPv4-mapped",
+    );
+    // The same keys with addresses that are not mapped are accepted.
+    let (code, out) = check(&with(
+        "PORT",
+        "ipv6 = \"fd00::10/64\"\ngateway6 = \"fd00::1\"\ntunnel_source6 = \"fd00:1::/64\"",
+    ));
+    assert_eq!(code, 0, "{out}");
+}
+
+/// `hash`: 5-tuple or 3-tuple, the latter only for maglev (rr/wrr pin connections to what
+/// they picked, so a 3-tuple hash would route a later fragment elsewhere); a 3-tuple service
+/// sharing its VIP and protocol is accepted with a warning (its fragments without their first
+/// cannot be told apart from the other service's).
+#[test]
+fn hash_fields() {
+    refused(
+        &with("SERVICE", "hash = \"4-tuple\""),
+        "services[0].hash: unknown hash `4-tuple` (expected 5-tuple or 3-tuple)",
+    );
+    refused(
+        &with("SERVICE", "scheduler = \"rr\"\nhash = \"3-tuple\""),
+        "services[0].hash: 3-tuple needs scheduler = \"maglev\"",
+    );
+    let (code, out) = check(&with("SERVICE", "hash = \"3-tuple\""));
+    assert_eq!(code, 0, "{out}");
+    assert!(!out.contains("services[0].hash"), "{out}");
+    let second = "\n[[services]]\nvip = \"10.77.100.1\"\nproto = \"tcp\"\nport = 81\n[[services.real_servers]]\nip = \"10.77.0.22\"\n";
+    let (code, out) = check(&format!(
+        "{}{second}",
+        with("SERVICE", "hash = \"3-tuple\"")
+    ));
+    assert_eq!(code, 0, "{out}");
+    assert!(
+        out.contains("services[0].hash: 3-tuple places a later fragment"),
+        "{out}"
+    );
+}
+
 fn web() -> ServiceKey {
     ServiceKey {
         vip: "10.77.100.1".parse().unwrap(),

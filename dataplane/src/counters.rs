@@ -93,8 +93,17 @@ counters! {
     IcmpErrorsToRealServer = "icmp_errors_to_real_server", event;
     /// ICMP errors from NAT real servers about a connection, un-NATed and sent to the client.
     IcmpErrorsToClient = "icmp_errors_to_client", event;
+    /// ICMP errors to a VIP about a connection the receiving worker has no entry for (a
+    /// restart, an expiry, another box's or worker's connection), delivered to the real server
+    /// the service's consistent hash picks for the quoted connection (also counted in
+    /// icmp_errors_to_real_server).
+    IcmpErrorsStateless = "icmp_errors_stateless", event;
     /// IP fragments forwarded (the first by its ports, the others after it).
     FragmentsForwarded = "fragments_forwarded", event;
+    /// Later fragments whose first fragment the worker did not see, forwarded to the real
+    /// server a `hash = "3-tuple"` service's consistent hash picks for (source, destination,
+    /// protocol) (also counted in fragments_forwarded).
+    FragmentsStateless = "fragments_stateless", event;
     /// Replies to an on-link client whose MAC vipd does not know yet, handed to the control
     /// thread so it resolves the client (the reply itself is not sent; the next one is).
     NeighbourResolveRequests = "neighbour_resolve_requests", event;
@@ -128,15 +137,18 @@ counters! {
     /// Dropped: IP fragment vipd does not forward: not TCP/UDP to a VIP or from a NAT real
     /// server, a first fragment too short for the transport header, an overlapping offset.
     DropFragmentInvalid = "drop_fragment_invalid", drop;
-    /// Dropped: a later fragment whose first fragment was not seen (reordered or lost).
+    /// Dropped: a later fragment whose first fragment was not seen (reordered, lost, decided
+    /// on another box or before a restart) and that no `hash = "3-tuple"` service can place
+    /// (the VIP's only service of its protocol), since it carries no ports.
     DropFragmentUnknown = "drop_fragment_unknown", drop;
     /// Dropped: malformed IPv6 header.
     DropIpv6Malformed = "drop_ipv6_malformed", drop;
     /// Dropped: IPv6 extension header other than a fragment header (hop-by-hop, routing,
     /// destination options, chains).
     DropIpv6ExtHeader = "drop_ipv6_ext_header", drop;
-    /// Dropped: IPv6 packet with an IPv4-mapped address (`::ffff:0:0/96`): it must never
-    /// reach IPv4 services or IPv4 flow state.
+    /// Dropped: IPv6 packet with an IPv4-mapped address (`::ffff:0:0/96`) as source,
+    /// destination or Neighbour Discovery target: never the box's or a neighbour's, it must not
+    /// reach IPv4 services, IPv4 flow state or answers for IPv4 addresses.
     DropIpv6Mapped = "drop_ipv6_mapped", drop;
     /// Dropped: martian source: unspecified, loopback, multicast, broadcast / class E, one of
     /// our own addresses, or equal to the destination (LAND).

@@ -10,6 +10,7 @@
 use crate::counters::Counter;
 use crate::io::PacketBuf;
 use crate::snapshot::Snapshot;
+use crate::wire::addr;
 use crate::wire::ethernet::EthernetFrame;
 use crate::wire::ipv6::{self, Ipv6Packet};
 use crate::wire::ndisc::{self, NdiscPacket};
@@ -51,7 +52,8 @@ struct Solicitation {
 ///
 /// Errors are the drop reason to count: [`Counter::DropNdInvalid`] for a message failing
 /// RFC 4861 validation (hop limit, code, length, options, checksum, multicast target, ...),
-/// [`Counter::DropNdIgnored`] for a valid one not for us.
+/// [`Counter::DropNdIgnored`] for a valid one not for us, [`Counter::DropIpv6Mapped`] for one
+/// whose target or destination is IPv4-mapped (never an address of the box or a neighbour).
 pub fn handle_nd<B: PacketBuf>(
     buf: &mut B,
     l2: usize,
@@ -79,10 +81,16 @@ pub fn handle_nd<B: PacketBuf>(
             || target.is_multicast()
             // Unspecified (duplicate address detection) or a unicast address: a loopback
             // source got an advertisement sent to ::1 (found by fuzzing).
-            || !(src.is_unspecified() || crate::wire::addr::is_unicast_source_v6(&src.octets()))
+            || !(src.is_unspecified() || addr::is_unicast_source_v6(&src.octets()))
             || !nd.verify_checksum(&src, &dst)
         {
             return Err(Counter::DropNdInvalid);
+        }
+        // The snapshot keeps IPv4 addresses IPv4-mapped: a mapped target (or destination)
+        // would read as an IPv4 VIP, port address or neighbour. No such address is ever the
+        // box's or a neighbour's (RFC 4291 2.5.5.2: never on the wire).
+        if addr::is_mapped(&target.octets()) || addr::is_mapped(&dst.octets()) {
+            return Err(Counter::DropIpv6Mapped);
         }
         if nd.msg_type() == ndisc::NEIGHBOR_ADVERT {
             if dst.is_multicast() && nd.solicited_flag() {
@@ -650,6 +658,91 @@ mod tests {
             &opts,
         );
         assert_eq!(run(&f, 0).0, Err(Counter::DropNdInvalid));
+    }
+
+    #[test]
+    fn ipv4_mapped_target_or_destination_is_never_ours() {
+        // An IPv4 VIP and port address next to the IPv6 ones: the snapshot stores them as
+        // `::ffff:a.b.c.d`, which is what a mapped target spells.
+        let mut ports = vec![PortInfo {
+            mac: LB_MAC,
+            ipv4: Some("10.0.0.10/24".parse().unwrap()),
+            ipv6: Some("fd00::10/64".parse().unwrap()),
+            mtu: 1500,
+            ..Default::default()
+        }];
+        ports.push(PortInfo {
+            mac: LB1_MAC,
+            ..ports[0].clone()
+        });
+        let services = [ServiceSpec {
+            vip: "10.100.0.1".parse().unwrap(),
+            proto: 6,
+            port: 80,
+            scheduler: SchedulerKind::Rr,
+            backends: vec![BackendSpec {
+                id: 0,
+                addr: "10.0.0.21".parse().unwrap(),
+                port: 80,
+                weight: 1,
+                mode: FwdMode::Nat,
+                ..Default::default()
+            }],
+            ..Default::default()
+        }];
+        let mut neighbours = HashMap::new();
+        neighbours.insert("10.0.0.21".parse().unwrap(), PEER_MAC);
+        let snap = Snapshot::build(1, ports, &services, &neighbours, 251).unwrap();
+        let mapped = |s: &str| s.parse::<std::net::Ipv4Addr>().unwrap().to_ipv6_mapped();
+        let frames = [
+            ns(peer(), mapped("10.100.0.1"), &sll(PEER_MAC)),
+            ns(peer(), mapped("10.0.0.10"), &sll(PEER_MAC)),
+            // An unsolicited advertisement that would move the IPv4 neighbour 10.0.0.21.
+            nd_frame(
+                OTHER_MAC,
+                ndisc::multicast_mac(ndisc::ALL_NODES),
+                None,
+                peer(),
+                ndisc::ALL_NODES,
+                255,
+                136,
+                0x20,
+                mapped("10.0.0.21"),
+                &[2, 1, 0x02, 0, 0, 0, 0, 0x99],
+            ),
+            // A destination spelled mapped (the pipeline drops it before; handle_nd too).
+            nd_frame(
+                PEER_MAC,
+                LB_MAC,
+                None,
+                peer(),
+                mapped("10.0.0.10"),
+                255,
+                136,
+                0x60,
+                peer(),
+                &[],
+            ),
+        ];
+        for (i, f) in frames.iter().enumerate() {
+            let mut buf = VecBuf::new(f);
+            assert_eq!(
+                handle_nd(&mut buf, 14, 0, &snap),
+                Err(Counter::DropIpv6Mapped),
+                "frame {i}"
+            );
+            assert_eq!(buf.data(), &f[..], "frame {i} unchanged");
+        }
+        // The port's IPv6 address is still answered.
+        assert_eq!(
+            handle_nd(
+                &mut VecBuf::new(&ns(peer(), lb(), &sll(PEER_MAC))),
+                14,
+                0,
+                &snap
+            ),
+            Ok(NdVerdict::Reply)
+        );
     }
 
     #[test]

@@ -547,10 +547,11 @@ struct L4Info {
 }
 
 impl L4Info {
-    /// The consistent hash of `key` (this packet's): computed here unless stage 2 did.
+    /// The consistent hash (`Service::flow_hash`) of `key`, this packet's to service `svc`:
+    /// computed here unless stage 2 did.
     #[inline]
-    fn maglev(&self, key: &FlowKey) -> u64 {
-        self.maglev.unwrap_or_else(|| key.hash())
+    fn maglev(&self, svc: &crate::snapshot::Service, key: &FlowKey) -> u64 {
+        self.maglev.unwrap_or_else(|| svc.flow_hash(key))
     }
 
     /// A SYN opening a connection: SYN without ACK, FIN or RST.

@@ -5,7 +5,7 @@
 //! atomically; workers only index it. A new snapshot is built for every change.
 
 use crate::flow::key::to_mapped;
-use crate::flow::Timeouts;
+use crate::flow::{FlowKey, Timeouts};
 use crate::sched::{SchedBackend, SchedError, Scheduler, SchedulerKind, ServiceScheduler};
 use crate::wire::MacAddr;
 use ipnet::{Ipv4Net, Ipv6Net};
@@ -167,6 +167,42 @@ impl Default for BackendSpec {
     }
 }
 
+/// What a service's consistent hash (Maglev, and the table every service keeps for flows
+/// without an entry) is computed over: always [`FlowKey::hash`] with its fixed seed, the same
+/// on every box, of the packet's key or of that key without its ports.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub enum FlowHashFields {
+    /// Client address and port, VIP and port, protocol: a client's connections spread over
+    /// the real servers. A later fragment (no ports) cannot be hashed so.
+    #[default]
+    FiveTuple,
+    /// Client address, VIP, protocol: every packet of a client address goes to one real
+    /// server, so a later fragment whose first fragment this box never saw (a restart,
+    /// reordering, the first fragment routed to another box) still finds it.
+    ThreeTuple,
+}
+
+impl std::str::FromStr for FlowHashFields {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "5-tuple" => Ok(FlowHashFields::FiveTuple),
+            "3-tuple" => Ok(FlowHashFields::ThreeTuple),
+            _ => Err(format!("unknown hash `{s}` (expected 5-tuple or 3-tuple)")),
+        }
+    }
+}
+
+impl FlowHashFields {
+    /// The configuration's name.
+    pub fn name(self) -> &'static str {
+        match self {
+            FlowHashFields::FiveTuple => "5-tuple",
+            FlowHashFields::ThreeTuple => "3-tuple",
+        }
+    }
+}
+
 /// A virtual service as configured, input to [`Snapshot::build`].
 #[derive(Clone, Debug)]
 pub struct ServiceSpec {
@@ -183,6 +219,8 @@ pub struct ServiceSpec {
     /// Flows of a real server that is down are dropped on their next packet (IPVS's
     /// `expire_nodest_conn`), instead of continuing to it.
     pub drop_dead_flows: bool,
+    /// What the consistent hash covers.
+    pub hash: FlowHashFields,
 }
 
 impl Default for ServiceSpec {
@@ -194,6 +232,7 @@ impl Default for ServiceSpec {
             scheduler: SchedulerKind::Maglev,
             backends: Vec::new(),
             drop_dead_flows: true,
+            hash: FlowHashFields::FiveTuple,
         }
     }
 }
@@ -251,6 +290,8 @@ pub struct Service {
     pub scheduled: Vec<u32>,
     /// Whether any real server is in NAT mode (its connections must be owned by one worker).
     pub has_nat: bool,
+    /// What the consistent hash covers ([`Service::flow_hash`]).
+    pub hash: FlowHashFields,
 }
 
 impl Service {
@@ -266,6 +307,21 @@ impl Service {
     #[inline]
     pub fn schedules_by_hash(&self) -> bool {
         matches!(self.scheduler, Some(ServiceScheduler::Maglev(_)))
+    }
+
+    /// The hash this service schedules and forwards statelessly by, of a packet with flow
+    /// key `key` (client -> VIP; a later fragment's key has no ports).
+    #[inline]
+    pub fn flow_hash(&self, key: &FlowKey) -> u64 {
+        match self.hash {
+            FlowHashFields::FiveTuple => key.hash(),
+            FlowHashFields::ThreeTuple => FlowKey {
+                src_port: 0,
+                dst_port: 0,
+                ..*key
+            }
+            .hash(),
+        }
     }
 
     /// Pick a real server statelessly: the same answer for the same flow hash every time.
@@ -326,6 +382,9 @@ pub struct Snapshot {
     vips: Map<u128, ()>,
     /// NAT real server endpoint -> its service, or None when it serves several (ambiguous).
     nat_endpoints: Map<Endpoint, Option<u32>>,
+    /// (VIP, protocol) -> its service, when it is that VIP's only service of the protocol and
+    /// hashes on the 3-tuple: the service of a later fragment without its first.
+    by_vip_proto: Map<Endpoint, u32>,
     /// Next-hop MACs by address (flow-key form).
     neighbours: Map<u128, MacAddr>,
     /// What `ports` tells per packet, precomputed (`ports` must not change after build).
@@ -361,6 +420,7 @@ impl Snapshot {
             service_by_key: map(),
             vips: map(),
             nat_endpoints: map(),
+            by_vip_proto: map(),
             neighbours,
             port_lookups,
             fast4: fast4::Fast4::default(),
@@ -462,8 +522,25 @@ impl Snapshot {
                 backends: spec.backends.iter().map(|b| b.id).collect(),
                 scheduled: eligible.iter().map(|b| b.id).collect(),
                 has_nat: spec.backends.iter().any(|b| b.mode == FwdMode::Nat),
+                hash: spec.hash,
             });
         }
+        // (VIP, protocol) -> the service, or None once a second one shares it.
+        let mut by_vip_proto: Map<Endpoint, Option<u32>> = map();
+        for (si, spec) in services.iter().enumerate() {
+            by_vip_proto
+                .entry(Endpoint::new(&to_mapped(spec.vip), spec.proto, 0))
+                .and_modify(|s| *s = None)
+                .or_insert(Some(si as u32));
+        }
+        snap.by_vip_proto.extend(
+            by_vip_proto
+                .into_iter()
+                .filter_map(|(k, s)| Some((k, s?)))
+                .filter(|&(_, si)| {
+                    services.get(si as usize).map(|s| s.hash) == Some(FlowHashFields::ThreeTuple)
+                }),
+        );
         snap.fast4 = fast4::Fast4::build(&snap);
         Ok(snap)
     }
@@ -496,6 +573,14 @@ impl Snapshot {
     #[inline]
     pub fn service(&self, dst: &[u8; 16], proto: u8, port: u16) -> Option<(u32, &Service)> {
         let &i = self.service_by_key.get(&Endpoint::new(dst, proto, port))?;
+        self.services.get(i as usize).map(|s| (i, s))
+    }
+
+    /// The service a packet to `dst` (flow-key form) with protocol `proto` belongs to without
+    /// its ports: the VIP's only service of that protocol, when it hashes on the 3-tuple.
+    #[inline]
+    pub fn service_without_ports(&self, dst: &[u8; 16], proto: u8) -> Option<(u32, &Service)> {
+        let &i = self.by_vip_proto.get(&Endpoint::new(dst, proto, 0))?;
         self.services.get(i as usize).map(|s| (i, s))
     }
 

@@ -329,3 +329,142 @@ fn ipv6_extension_headers_dropped_but_atomic_fragments_forwarded() {
     assert_eq!(t.checksum, t.calc_checksum_ipv6(&h_plain, &[]).unwrap());
     assert_eq!(w.flows.len(), 1);
 }
+
+/// A box that restarted, or ECMP that routed a datagram's first fragment to another box: the
+/// later fragments arrive without their first. For a 3-tuple service they leave exactly as
+/// they would have after it (same real server, same bytes: NAT rewrite, DR MACs, TUN outer
+/// header), the real server reassembles the datagram etherparse wrote for it, and no state
+/// is kept.
+#[test]
+fn later_fragments_without_their_first_follow_a_3_tuple_hash() {
+    use common::three_tuple::*;
+    let snap = common::three_tuple::snapshot();
+    let mut seen_rs = std::collections::HashSet::new();
+    for (n, vip) in [NAT_VIP, DR_VIP, TUN_VIP].into_iter().enumerate() {
+        let dport = if vip == NAT_VIP { 53 } else { 4500 };
+        for c in 0..16u8 {
+            let client = v4(std::net::Ipv4Addr::new(192, 0, 2, 100 + c));
+            let dgram = datagram(client, v4(vip), 7000 + u16::from(c), dport);
+            // Fragments that still fit with a tunnel header (TUN): 20 + 1376 + 20 bytes.
+            let frags = fragment_v4(&dgram.bytes(), 1376, 0x1000 + u16::from(c));
+            assert_eq!(frags.len(), 3);
+            // Box A sees the whole datagram; box B (or A after a restart) only its tail.
+            let (mut a, mut b) = (worker(0, 1), worker(0, 1));
+            let outs_a: Vec<_> = frags
+                .iter()
+                .map(|f| {
+                    let (action, out) = run1(&mut a, &snap, f, 1);
+                    assert_eq!(action, Action::Tx(0), "{vip} client {c}");
+                    out
+                })
+                .collect();
+            for (i, f) in frags.iter().enumerate().skip(1) {
+                let (action, out) = run1(&mut b, &snap, f, 1);
+                assert_eq!(action, Action::Tx(0), "{vip} client {c} fragment {i}");
+                assert_eq!(
+                    out, outs_a[i],
+                    "{vip} client {c} fragment {i}: as after its first"
+                );
+            }
+            assert_eq!(b.counters.get(Counter::FragmentsStateless), 2);
+            assert_eq!(b.counters.get(Counter::FragmentsForwarded), 2);
+            assert_eq!(b.counters.get(Counter::Forwarded), 2);
+            assert_eq!(a.counters.get(Counter::FragmentsStateless), 0);
+            assert_eq!(b.flows.len(), 0, "a later fragment makes no state");
+            seen_rs.insert((n, outs_a[0][..6].to_vec()));
+            // The flow's unfragmented datagrams and the client's other flows: the same real
+            // server (the hash has no ports).
+            let small = Frame {
+                payload: b"small".to_vec(),
+                ..datagram(client, v4(vip), 9999, dport)
+            };
+            let (_, out) = run1(&mut b, &snap, &small.bytes(), 2);
+            assert_eq!(out[..6], outs_a[0][..6], "{vip} client {c}: another flow");
+            if vip == NAT_VIP {
+                // What the real server reassembles: the datagram etherparse writes for it.
+                let mut outs = vec![outs_a[0].clone()];
+                outs.extend(frags[1..].iter().map(|f| run1(&mut b, &snap, f, 3).1));
+                let (h, payload) = reassemble_v4(&outs);
+                let rs = std::net::Ipv4Addr::from(h.destination);
+                let mut want = dgram.clone();
+                want.dst = v4(rs);
+                if let L4::Udp { dport, .. } = &mut want.l4 {
+                    *dport = 5353;
+                }
+                assert_eq!(payload, want.bytes()[14 + 20..], "client {c}");
+            }
+        }
+    }
+    assert_eq!(
+        seen_rs.len(),
+        6,
+        "16 clients per mode reach both real servers: {seen_rs:?}"
+    );
+}
+
+#[test]
+fn later_ipv6_fragments_without_their_first_follow_a_3_tuple_hash() {
+    use common::three_tuple::*;
+    let snap = common::three_tuple::snapshot();
+    let dgram = datagram(client_ip6().into(), nat_vip6().into(), 7000, 53);
+    let frags = fragment_v6(&dgram.bytes(), 1232, 0xfeed_0001);
+    assert_eq!(frags.len(), 3);
+    let (mut a, mut b) = (worker(0, 1), worker(0, 1));
+    let outs_a: Vec<_> = frags.iter().map(|f| run1(&mut a, &snap, f, 1)).collect();
+    for (i, f) in frags.iter().enumerate().skip(1) {
+        let out = run1(&mut b, &snap, f, 1);
+        assert_eq!(out.0, Action::Tx(0), "fragment {i}");
+        assert_eq!(out, outs_a[i], "fragment {i}");
+        let (h, _) = Ipv6Header::from_slice(&out.1[14..]).unwrap();
+        assert_eq!(h.destination, rs1_ip6().octets());
+        assert_eq!(h.hop_limit, 63);
+    }
+    assert_eq!(b.counters.get(Counter::FragmentsStateless), 2);
+}
+
+/// Cases that cannot be placed without the first fragment stay dropped and counted: a
+/// 5-tuple service (no ports, no hash), a VIP with two services of the protocol (which one?),
+/// a VIP without a service of the protocol, a NAT real server's reply (its port names the
+/// service).
+#[test]
+fn later_fragments_without_their_first_that_nothing_places_are_dropped() {
+    use common::three_tuple::*;
+    let snap = common::three_tuple::snapshot();
+    let mut w = worker(0, 1);
+    let reply = Frame::new(
+        RS1_MAC,
+        LB_MAC,
+        v4(RS1_IP),
+        v4(CLIENT_IP),
+        udp(5353, 5000),
+        &[7u8; 3000],
+    );
+    let tcp_to_nat_vip = Frame::new(
+        ROUTER_MAC,
+        LB_MAC,
+        v4(CLIENT_IP),
+        v4(NAT_VIP),
+        tcp(40000, 53, "AP"),
+        &[7u8; 3000],
+    );
+    for (what, frame) in [
+        (
+            "5-tuple service",
+            datagram(v4(CLIENT_IP), v4(FIVE_TUPLE_VIP), 7000, 53),
+        ),
+        (
+            "two services on the VIP",
+            datagram(v4(CLIENT_IP), v4(SHARED_VIP), 7000, 53),
+        ),
+        ("no TCP service on the VIP", tcp_to_nat_vip),
+        ("NAT reply", reply),
+    ] {
+        let frags = fragment_v4(&frame.bytes(), 1480, 0x2222);
+        assert_eq!(
+            run1(&mut w, &snap, &frags[1], 1).0,
+            Action::Drop(Counter::DropFragmentUnknown),
+            "{what}"
+        );
+    }
+    assert_eq!(w.counters.get(Counter::FragmentsForwarded), 0);
+}

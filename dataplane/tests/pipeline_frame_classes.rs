@@ -107,10 +107,15 @@ fn frag4(offset: usize, more: bool, proto_tcp: bool) -> Vec<u8> {
     } else {
         udp(5000, 53)
     };
+    fragment_of(c2v(l4), offset, more)
+}
+
+/// IPv4 fragment of `f` with 2000 bytes of payload: offset (bytes) and MF.
+fn fragment_of(f: Frame, offset: usize, more: bool) -> Vec<u8> {
     let f = Frame {
         payload: vec![1; 2000],
         dont_fragment: false,
-        ..c2v(l4)
+        ..f
     }
     .bytes();
     let part = &f[34 + offset..(34 + offset + 1000).min(f.len())];
@@ -707,6 +712,23 @@ fn rows() -> Vec<Row> {
             "later fragment, first never seen",
             frag4(1000, false, false),
             drop(DropFragmentUnknown),
+        ),
+        row(
+            "F6",
+            "later fragment, first never seen, to a 3-tuple service",
+            fragment_of(
+                Frame::new(
+                    ROUTER_MAC,
+                    LB_MAC,
+                    v4(CLIENT_IP),
+                    v4(VIP_3TUPLE),
+                    udp(5000, 4500),
+                    b"",
+                ),
+                1000,
+                false,
+            ),
+            TX,
         ),
         row(
             "F4",

@@ -225,6 +225,27 @@ fn ipv4_mapped_ipv6_never_reaches_ipv4_state() {
         run1(&mut w, &snap, &to_mapped_rs.bytes(), 3).0,
         Action::Drop(Counter::DropIpv6Mapped)
     );
+    // ICMPv6 for the IPv4 VIP and the port's IPv4 address, spelled mapped: no echo reply,
+    // no error relayed (Neighbour Discovery: pipeline_ipv6_nd.rs).
+    for dst in [VIP, LB_IP] {
+        assert_eq!(
+            run1(&mut w, &snap, &echo6(client_ip6(), dst.to_ipv6_mapped()), 3).0,
+            Action::Drop(Counter::DropIpv6Mapped),
+            "echo to {dst}, mapped"
+        );
+    }
+    let mut too_big = Vec::new();
+    etherparse::PacketBuilder::ethernet2(ROUTER_MAC, LB_MAC)
+        .ipv6(client_ip6().octets(), VIP.to_ipv6_mapped().octets(), 64)
+        .icmpv6(Icmpv6Type::PacketTooBig { mtu: 1280 })
+        .write(&mut too_big, &[0x60; 48])
+        .unwrap();
+    assert_eq!(
+        run1(&mut w, &snap, &too_big, 3).0,
+        Action::Drop(Counter::DropIpv6Mapped),
+        "packet too big to the IPv4 VIP, mapped"
+    );
+    assert_eq!(w.counters.get(Counter::EchoReplies), 0);
     assert_eq!(state_of(&w, 46000, 3), Some(TcpState::Established));
 }
 

@@ -120,6 +120,11 @@ fn frag_needed_to_the_vip_reaches_the_nat_real_server_rewritten() {
         "outer, quoted header, quoted TCP and ICMP checksums"
     );
     assert_eq!(w.counters.get(Counter::IcmpErrorsToRealServer), 1);
+    assert_eq!(
+        w.counters.get(Counter::IcmpErrorsStateless),
+        0,
+        "by its entry"
+    );
     // Without an entry (e.g. after a restart) the consistent hash finds the real server; a
     // truncated quote (IP header + 8 bytes, the RFC 792 minimum) is enough.
     let mut w2 = worker(0, 1);
@@ -151,6 +156,8 @@ fn frag_needed_to_the_vip_reaches_the_nat_real_server_rewritten() {
     assert_eq!(inner.header_checksum, inner.calc_header_checksum());
     assert_eq!(&icmp[8 + 20..8 + 22], &8080u16.to_be_bytes());
     assert_eq!(w2.flows.len(), 0, "an error creates no state");
+    assert_eq!(w2.counters.get(Counter::IcmpErrorsStateless), 1);
+    assert_eq!(w2.counters.get(Counter::IcmpErrorsToRealServer), 1);
 }
 
 #[test]
@@ -191,6 +198,11 @@ fn errors_to_the_vip_reach_dr_and_tun_real_servers() {
     assert_eq!(inner, &input[14..]);
     assert_eq!(&out[..6], &RS1_MAC);
     assert_eq!(w.counters.get(Counter::IcmpErrorsToRealServer), 2);
+    assert_eq!(
+        w.counters.get(Counter::IcmpErrorsStateless),
+        2,
+        "no entry: the consistent hash"
+    );
 }
 
 #[test]
@@ -390,4 +402,106 @@ fn errors_that_match_nothing_are_dropped_and_counted() {
         Action::Drop(Counter::DropIcmpBadChecksum)
     );
     assert_eq!(w.counters.get(Counter::Forwarded), 0);
+}
+
+/// An error about a connection this box does not track (it restarted, or the connection's
+/// packets cross another box behind the same ECMP group) reaches the real server the
+/// connection's own packets went to: the consistent hash of the quoted connection, exactly
+/// as its first packets computed it. Box A schedules each connection (a SYN, or a UDP
+/// datagram); box B, with no entry, relays the error quoting the real server's answer.
+#[test]
+fn errors_about_connections_the_box_does_not_track_reach_their_real_server() {
+    let snap = snapshot();
+    let three = three_tuple::snapshot();
+    let mut seen = std::collections::HashSet::new();
+    // (snapshot, VIP, port, first packet from the client, TCP?)
+    let cases = [
+        (&snap, VIP, 8000u16, true), // NAT, maglev, 5-tuple: RS1, RS2
+        (&three, three_tuple::NAT_VIP, 53, false), // NAT, 3-tuple
+        (&three, three_tuple::DR_VIP, 4500, false), // DR, 3-tuple
+        (&three, three_tuple::TUN_VIP, 4500, false), // TUN, 3-tuple
+    ];
+    for (snap, vip, port, is_tcp) in cases {
+        for c in 0..16u16 {
+            let (mut a, mut b) = (worker(0, 1), worker(0, 1));
+            let client = Ipv4Addr::new(192, 0, 2, 100 + c as u8);
+            let cport = 40000 + c * 7;
+            let l4 = if is_tcp {
+                tcp(cport, port, "S")
+            } else {
+                udp(cport, port)
+            };
+            let first = Frame::new(ROUTER_MAC, LB_MAC, v4(client), v4(vip), l4, b"hello");
+            let (action, to_rs) = run1(&mut a, snap, &first.bytes(), 1);
+            assert_eq!(action, Action::Tx(0));
+            // What the real server sent back through step 4 / directly: VIP:port -> client.
+            let l4 = if is_tcp {
+                tcp(port, cport, "AP")
+            } else {
+                udp(port, cport)
+            };
+            let answer = Frame::new(LB_MAC, ROUTER_MAC, v4(vip), v4(client), l4, &[1; 64]);
+            let error = icmp4(
+                (ROUTER_MAC, LB_MAC),
+                INTERNET_ROUTER,
+                vip,
+                60,
+                frag_needed(1400),
+                &ip_of(&answer),
+            );
+            let (action, out) = run1(&mut b, snap, &error, 2);
+            assert_eq!(action, Action::Tx(0), "{vip}:{port} client {c}");
+            assert_eq!(
+                out[..6],
+                to_rs[..6],
+                "{vip}:{port} client {c}: its real server"
+            );
+            assert_eq!(b.counters.get(Counter::IcmpErrorsStateless), 1);
+            assert_eq!(b.flows.len(), 0, "an error creates no state");
+            seen.insert((vip, port, to_rs[..6].to_vec()));
+            let p = SlicedPacket::from_ethernet(&out).unwrap();
+            let Some(NetSlice::Ipv4(ip)) = &p.net else {
+                panic!("not IPv4")
+            };
+            let (rs_ip, rs_port) = {
+                let q = SlicedPacket::from_ethernet(&to_rs).unwrap();
+                let Some(NetSlice::Ipv4(rs)) = &q.net else {
+                    panic!("not IPv4")
+                };
+                let dport = u16::from_be_bytes([rs.payload().payload[2], rs.payload().payload[3]]);
+                (rs.header().destination_addr(), dport)
+            };
+            if vip == three_tuple::TUN_VIP {
+                // The whole error inside an outer header to the real server.
+                assert_eq!(ip.header().protocol(), IpNumber::IPV4);
+                assert_eq!(ip.header().destination_addr(), rs_ip);
+                assert_eq!(ip.payload().payload, &error[14..]);
+                continue;
+            }
+            if vip == three_tuple::DR_VIP {
+                let mut want = error.clone();
+                want[..6].copy_from_slice(&to_rs[..6]);
+                want[6..12].copy_from_slice(&LB_MAC);
+                assert_eq!(out, want, "DR: only the MACs change");
+                continue;
+            }
+            // NAT: to the real server, quoting what it sent (its address and port), every
+            // checksum as etherparse writes it.
+            let mut rs_view = answer.clone();
+            rs_view.src = v4(rs_ip);
+            match &mut rs_view.l4 {
+                L4::Tcp { sport, .. } | L4::Udp { sport, .. } => *sport = rs_port,
+            }
+            let want = icmp4(
+                (LB_MAC, to_rs[..6].try_into().unwrap()),
+                INTERNET_ROUTER,
+                rs_ip,
+                59,
+                frag_needed(1400),
+                &ip_of(&rs_view),
+            );
+            assert_eq!(out, want, "{vip}:{port} client {c}");
+        }
+    }
+    assert_eq!(seen.len(), 8, "both real servers in every case: {seen:?}");
 }

@@ -103,3 +103,83 @@ fn advertisements_to_us_go_to_control_and_foreign_solicitations_are_dropped() {
     assert_eq!(w.counters.get(Counter::ToControl), 1);
     assert_eq!(w.counters.get(Counter::DropNdIgnored), 1);
 }
+
+/// The snapshot keeps IPv4 addresses IPv4-mapped (`::ffff:a.b.c.d`), so an IPv6 address of
+/// that form would read as the IPv4 VIP, port address or neighbour. None is ever the box's
+/// or a neighbour's (RFC 4291 2.5.5.2: mapped addresses are never on the wire): each class
+/// is a counted drop, answers nothing and tells the control thread nothing.
+#[test]
+fn ipv4_mapped_targets_are_never_ours_nor_a_neighbours() {
+    let snap = snapshot();
+    let mut w = worker(0, 1);
+    let mapped = |a: std::net::Ipv4Addr| a.to_ipv6_mapped();
+    // A solicitation for the IPv4 VIP spelled in IPv6 (was answered with an advertisement).
+    let vip_group = solicited_node(mapped(VIP));
+    // The same from `::` (duplicate address detection) and for the port's IPv4 address.
+    let dad = {
+        let mut payload = mapped(VIP).octets().to_vec();
+        payload.truncate(16);
+        let mut out = Vec::new();
+        PacketBuilder::ethernet2(ROUTER_MAC, vip_group.1)
+            .ipv6([0; 16], vip_group.0.octets(), 255)
+            .icmpv6_raw(135, 0, [0; 4])
+            .write(&mut out, &payload)
+            .unwrap();
+        out
+    };
+    let lb_group = solicited_node(mapped(LB_IP));
+    let cases: Vec<(&str, Vec<u8>)> = vec![
+        (
+            "NS for the IPv4 VIP, mapped",
+            nd(135, 0, vip_group.0, vip_group.1, mapped(VIP)),
+        ),
+        (
+            "NS for the IPv4 VIP, mapped, to the target itself",
+            nd(135, 0, mapped(VIP), LB_MAC, mapped(VIP)),
+        ),
+        ("DAD NS for the IPv4 VIP, mapped", dad),
+        (
+            "NS for the port's IPv4 address, mapped",
+            nd(135, 0, lb_group.0, lb_group.1, mapped(LB_IP)),
+        ),
+        (
+            // RS1 is a known IPv4 neighbour at RS1_MAC; the option says ROUTER_MAC: read as
+            // IPv4, it would move RS1 (an unsolicited advertisement to all-nodes).
+            "unsolicited NA moving an IPv4 neighbour, mapped",
+            nd(
+                136,
+                0x20,
+                "ff02::1".parse().unwrap(),
+                [0x33, 0x33, 0, 0, 0, 1],
+                mapped(RS1_IP),
+            ),
+        ),
+        (
+            "solicited NA to our address for an IPv4 neighbour, mapped",
+            nd(136, 0x60, lb_ip6(), LB_MAC, mapped(RS1_IP)),
+        ),
+    ];
+    for (what, frame) in &cases {
+        let (action, _) = run1(&mut w, &snap, frame, 1);
+        assert_eq!(action, Action::Drop(Counter::DropIpv6Mapped), "{what}");
+    }
+    assert_eq!(w.counters.get(Counter::DropIpv6Mapped), cases.len() as u64);
+    assert_eq!(w.counters.get(Counter::NdAdverts), 0);
+    assert_eq!(w.counters.get(Counter::ToControl), 0);
+    // The control cases: the same messages for the IPv6 addresses are still handled.
+    let (g, gm) = solicited_node(vip6());
+    assert_eq!(
+        run1(&mut w, &snap, &nd(135, 0, g, gm, vip6()), 2).0,
+        Action::Tx(0)
+    );
+    assert_eq!(
+        run1(
+            &mut w,
+            &snap,
+            &nd(136, 0x60, lb_ip6(), LB_MAC, rs1_ip6()),
+            2
+        )
+        .0,
+        Action::ToControl
+    );
+}

@@ -8,7 +8,9 @@ use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::sync::OnceLock;
 use vipd_dataplane::sched::SchedulerKind;
-use vipd_dataplane::snapshot::{BackendSpec, FwdMode, PortInfo, ServiceSpec, Snapshot};
+use vipd_dataplane::snapshot::{
+    BackendSpec, FlowHashFields, FwdMode, PortInfo, ServiceSpec, Snapshot,
+};
 use vipd_dataplane::wire::MacAddr;
 
 pub const LB_MAC: [u8; 6] = [0x02, 0, 0, 0, 0, 0x10];
@@ -32,6 +34,9 @@ pub fn router_ip6() -> Ipv6Addr {
 }
 pub fn rs1_ip6() -> Ipv6Addr {
     Ipv6Addr::new(0xfd00, 0, 0, 0, 0, 0, 0, 0x21)
+}
+pub fn rs2_ip6() -> Ipv6Addr {
+    Ipv6Addr::new(0xfd00, 0, 0, 0, 0, 0, 0, 0x22)
 }
 pub fn client_ip6() -> Ipv6Addr {
     Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, 0x50)
@@ -76,10 +81,11 @@ fn build_snapshot() -> Snapshot {
     };
     use FwdMode::{Dr, Nat, Tunnel};
     use SchedulerKind::{Maglev, Rr, Wrr};
-    let (r1, r2, r16) = (
+    let (r1, r2, r16, r26) = (
         IpAddr::V4(RS1_IP),
         IpAddr::V4(RS2_IP),
         IpAddr::V6(rs1_ip6()),
+        IpAddr::V6(rs2_ip6()),
     );
     let (v4, v6) = (IpAddr::V4(VIP), IpAddr::V6(vip6()));
     let services = vec![
@@ -113,7 +119,18 @@ fn build_snapshot() -> Snapshot {
         ),
         svc(v4, 6, 8443, Rr, vec![rs(8, r1, 8443, 1, Tunnel)]),
         svc(v6, 6, 80, Rr, vec![rs(9, r16, 8080, 1, Nat)]),
-        svc(v6, 17, 443, Rr, vec![rs(10, r16, 443, 1, Dr)]),
+        // The VIP6's only UDP service, hashing on the 3-tuple: its later fragments find their
+        // real server without the first (templates 22, 23).
+        ServiceSpec {
+            hash: FlowHashFields::ThreeTuple,
+            ..svc(
+                v6,
+                17,
+                443,
+                Maglev,
+                vec![rs(10, r16, 443, 1, Dr), rs(16, r26, 443, 1, Dr)],
+            )
+        },
         svc(v6, 6, 8443, Maglev, vec![rs(11, r16, 8443, 1, Tunnel)]),
         svc(v6, 6, 8444, Maglev, vec![rs(12, r1, 8444, 1, Tunnel)]),
         svc(v4, 6, 8446, Maglev, vec![rs(13, r16, 8446, 1, Tunnel)]),
@@ -131,6 +148,7 @@ fn build_snapshot() -> Snapshot {
     neighbours.insert(r2, MacAddr(RS2_MAC));
     neighbours.insert(IpAddr::V6(router_ip6()), MacAddr(ROUTER_MAC));
     neighbours.insert(r16, MacAddr(RS1_MAC));
+    neighbours.insert(r26, MacAddr(RS2_MAC));
     match Snapshot::build(1, vec![port], &services, &neighbours, 251) {
         Ok(s) => s,
         Err(e) => panic!("fuzz fixture snapshot: {e}"),
@@ -293,6 +311,48 @@ fn udp6_fragment(port: u16, index: usize) -> Vec<u8> {
     out
 }
 
+/// A neighbour solicitation from the router for `target`, to its solicited-node group, with a
+/// Source Link-Layer option (the Ethernet destination is the group's MAC only for the VIP6,
+/// as template 19 always had it).
+pub fn neighbour_solicitation(target: Ipv6Addr) -> Vec<u8> {
+    let group = Ipv6Addr::new(
+        0xff02,
+        0,
+        0,
+        0,
+        0,
+        1,
+        0xff00 | target.segments()[6] & 0xff,
+        target.segments()[7],
+    );
+    let mut body = target.octets().to_vec();
+    body.extend_from_slice(&[1, 1]);
+    body.extend_from_slice(&ROUTER_MAC);
+    let mut out = Vec::new();
+    let _ = PacketBuilder::ethernet2(ROUTER_MAC, [0x33, 0x33, 0xff, 0, 0, 1])
+        .ipv6(router_ip6().octets(), group.octets(), 255)
+        .icmpv6_raw(135, 0, [0; 4])
+        .write(&mut out, &body);
+    out
+}
+
+/// An unsolicited neighbour advertisement (to all-nodes, override) for `target` at `mac`.
+pub fn neighbour_advertisement(target: Ipv6Addr, mac: [u8; 6]) -> Vec<u8> {
+    let mut body = target.octets().to_vec();
+    body.extend_from_slice(&[2, 1]);
+    body.extend_from_slice(&mac);
+    let mut out = Vec::new();
+    let _ = PacketBuilder::ethernet2(mac, [0x33, 0x33, 0, 0, 0, 1])
+        .ipv6(
+            router_ip6().octets(),
+            Ipv6Addr::new(0xff02, 0, 0, 0, 0, 0, 0, 1).octets(),
+            255,
+        )
+        .icmpv6_raw(136, 0, [0x20, 0, 0, 0])
+        .write(&mut out, &body);
+    out
+}
+
 /// Template `t` (mod [`TEMPLATES`]) for client port `port` with `extra` payload bytes.
 pub fn template(t: u8, port: u16, extra: usize) -> Vec<u8> {
     let pay = vec![0x61u8; extra];
@@ -362,29 +422,7 @@ pub fn template(t: u8, port: u16, extra: usize) -> Vec<u8> {
         }
         17 => arp(1, ROUTER_MAC, ROUTER_IP, VIP),
         18 => arp(1, [0x02, 0, 0, 0, 0, 0x77], RS1_IP, RS1_IP),
-        19 => {
-            // Neighbour solicitation for the VIP6, with a Source Link-Layer option.
-            let target = vip6();
-            let group = Ipv6Addr::new(
-                0xff02,
-                0,
-                0,
-                0,
-                0,
-                1,
-                0xff00 | target.segments()[6] & 0xff,
-                target.segments()[7],
-            );
-            let mut body = target.octets().to_vec();
-            body.extend_from_slice(&[1, 1]);
-            body.extend_from_slice(&ROUTER_MAC);
-            let mut out = Vec::new();
-            let _ = PacketBuilder::ethernet2(ROUTER_MAC, [0x33, 0x33, 0xff, 0, 0, 1])
-                .ipv6(router_ip6().octets(), group.octets(), 255)
-                .icmpv6_raw(135, 0, [0; 4])
-                .write(&mut out, &body);
-            out
-        }
+        19 => neighbour_solicitation(vip6()),
         20 => udp_fragment(port, 0),
         21 => udp_fragment(port, 1),
         22 => udp6_fragment(port, 0),

@@ -3,7 +3,7 @@
 //! 1. well formed (etherparse parses it; ARP by its fixed layout), from vipd's MAC;
 //! 2. IPv4 header checksum right, TTL / hop limit >= 1, no larger than the port MTU;
 //! 3. never to a non-unicast MAC or address (except an advertisement to all-nodes, the
-//!    answer to duplicate address detection);
+//!    answer to duplicate address detection), never an IPv4-mapped IPv6 address;
 //! 4. transport checksum right, unless it is a forwarded TCP/UDP packet whose checksum was
 //!    already wrong on input (vipd updates checksums, it does not validate them);
 //! 5. a tunnelled packet carries the received IP packet byte for byte;
@@ -92,7 +92,10 @@ fn ours_or_vip(a: IpAddr) -> bool {
 }
 
 fn rs_addr(a: IpAddr) -> bool {
-    a == IpAddr::V4(RS1_IP) || a == IpAddr::V4(RS2_IP) || a == IpAddr::V6(rs1_ip6())
+    a == IpAddr::V4(RS1_IP)
+        || a == IpAddr::V4(RS2_IP)
+        || a == IpAddr::V6(rs1_ip6())
+        || a == IpAddr::V6(rs2_ip6())
 }
 
 /// The IP packet of a received frame (without Ethernet padding).
@@ -157,6 +160,13 @@ pub fn check_output(input: &[u8], input_l4: Option<bool>, out: &[u8]) {
         Some(NetSlice::Ipv6(ip)) => {
             let h = ip.header();
             assert!(h.hop_limit() >= 1, "hop limit 0 sent");
+            // Never on the wire (RFC 4291 2.5.5.2), never the box's: vipd's own tables hold
+            // IPv4 addresses in that form, so one sent would be an IPv4 address misread.
+            let mapped = |a: Ipv6Addr| a.to_ipv4_mapped().is_some();
+            assert!(
+                !mapped(h.source_addr()) && !mapped(h.destination_addr()),
+                "an IPv4-mapped address sent"
+            );
             assert!(40 + h.payload_length() <= MTU, "over the MTU");
             let next = h.next_header().0;
             let inner = matches!(next, 4 | 41).then(|| ip.payload().payload);

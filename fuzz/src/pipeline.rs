@@ -13,7 +13,8 @@
 //! Besides [`oracle::check_output`] on every transmitted frame: no allocation inside
 //! `process_burst` / `process_steered`, a steered frame is never steered again, and a
 //! connection keeps its real server while its entry lives (a stateless packet goes where the
-//! consistent hash points).
+//! consistent hash points), and every packet of a 3-tuple service, later fragments without
+//! their first included, goes where the hash of (source, VIP, protocol) points.
 
 use crate::fixture::{self, snapshot};
 use crate::{alloc, oracle, Reader};
@@ -23,7 +24,7 @@ use vipd_dataplane::flow::{FlowId, FlowKey, FlowTable, Timeouts};
 use vipd_dataplane::io::mem::VecBuf;
 use vipd_dataplane::io::PacketBuf;
 use vipd_dataplane::pipeline::{process_burst, process_steered, Action, WorkerState};
-use vipd_dataplane::snapshot::Snapshot;
+use vipd_dataplane::snapshot::{FlowHashFields, Snapshot};
 
 /// Frames per input, so one input stays fast.
 const MAX_FRAMES: usize = 48;
@@ -131,6 +132,7 @@ fn step(workers: &mut [WorkerState; 2], rx: usize, frame: &[u8], snap: &Snapshot
         let out = bufs[0].data();
         oracle::check_output(frame, input_l4, out);
         stays_with_its_real_server(frame, out, &before[by], &workers[by], snap, now);
+        three_tuple_by_its_hash(frame, out, snap);
     }
 }
 
@@ -196,6 +198,67 @@ fn client_key(frame: &[u8], snap: &Snapshot) -> Option<FlowKey> {
     })
 }
 
+/// The consistent hash of a client packet's key as the service's `hash` defines it, computed
+/// here from the key's fields (the pipeline computes it its own way).
+fn consistent_hash(key: &FlowKey, fields: FlowHashFields) -> u64 {
+    match fields {
+        FlowHashFields::FiveTuple => key.hash(),
+        FlowHashFields::ThreeTuple => FlowKey {
+            src_port: 0,
+            dst_port: 0,
+            ..*key
+        }
+        .hash(),
+    }
+}
+
+/// Every forwarded packet to a VIP whose only service of its protocol hashes on the 3-tuple
+/// (source, VIP, protocol) goes to that hash's real server: entries are made by that hash
+/// and the snapshot never changes here, so it holds for first fragments, later fragments
+/// whether or not their first was seen, and unfragmented packets alike.
+fn three_tuple_by_its_hash(input: &[u8], out: &[u8], snap: &Snapshot) {
+    if !forwarded(input, out) {
+        return;
+    }
+    let Ok(p) = SlicedPacket::from_ethernet(input) else {
+        return;
+    };
+    let (src, dst, proto) = match &p.net {
+        Some(NetSlice::Ipv4(ip)) => (
+            ip.header().source_addr().to_ipv6_mapped().octets(),
+            ip.header().destination_addr().to_ipv6_mapped().octets(),
+            ip.payload().ip_number.0,
+        ),
+        Some(NetSlice::Ipv6(ip)) => (
+            ip.header().source_addr().octets(),
+            ip.header().destination_addr().octets(),
+            ip.payload().ip_number.0,
+        ),
+        _ => return,
+    };
+    let Some((_, svc)) = snap.service_without_ports(&dst, proto) else {
+        return;
+    };
+    let key = FlowKey {
+        src,
+        dst,
+        src_port: 0,
+        dst_port: 0,
+        proto,
+    };
+    let want = svc
+        .pick_consistent(consistent_hash(&key, FlowHashFields::ThreeTuple))
+        .and_then(|id| snap.backend(id));
+    if let Some(b) = want {
+        assert_eq!(
+            b.next_hop_mac.map(|m| m.0.to_vec()),
+            out.get(..6).map(<[u8]>::to_vec),
+            "a packet of a 3-tuple service left its hash's real server {}",
+            b.addr
+        );
+    }
+}
+
 /// A forwarded client packet whose connection had a live entry before and after goes to that
 /// entry's real server; one with no entry before or after goes where the consistent hash
 /// points. (A new entry may take whatever the scheduler picks.)
@@ -219,7 +282,7 @@ fn stays_with_its_real_server(
     let after = w.flows.iter(now).find(|f| f.key == key).map(|f| f.id);
     let expected = match (before.get(&key), after) {
         (Some(&(id, backend)), Some(id2)) if id == id2 => Some(backend),
-        (None, None) => svc.pick_consistent(key.hash()),
+        (None, None) => svc.pick_consistent(consistent_hash(&key, svc.hash)),
         _ => None,
     };
     if let Some(b) = expected.and_then(|id| snap.backend(id)) {

@@ -1,7 +1,7 @@
 //! Seed inputs: one per template and per header view, and a few whole conversations (SYN,
 //! data, replies, FIN, ICMP errors, fragments) so the fuzzer starts deep in the pipeline.
 
-use crate::fixture::TEMPLATES;
+use crate::fixture::{self, TEMPLATES};
 
 /// A pipeline record: template `t` for client port index `port`, no mutation, checksums kept.
 fn template_op(t: u8, port: u16, extra: u8, worker: u8) -> Vec<u8> {
@@ -43,6 +43,21 @@ pub fn seeds(target: &str) -> Vec<Vec<u8>> {
             f.extend_from_slice(&[3 | 0x80, 1, 0]);
             f.extend(template_op(5, 1, 0, 0));
             out.push(f);
+            // Neighbour Discovery for IPv4 addresses spelled IPv4-mapped (a solicitation for
+            // the VIP was answered; an advertisement would move RS1): raw records, so the
+            // fuzzer mutates from them.
+            let raw = |f: Vec<u8>| {
+                let mut r = vec![0, (f.len() / 2) as u8];
+                r.extend_from_slice(&f);
+                r
+            };
+            out.push(raw(fixture::neighbour_solicitation(
+                fixture::VIP.to_ipv6_mapped(),
+            )));
+            out.push(raw(fixture::neighbour_advertisement(
+                fixture::RS1_IP.to_ipv6_mapped(),
+                [0x02, 0, 0, 0, 0, 0x77],
+            )));
             // Raw junk.
             out.push(vec![
                 0, 30, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 2, 0, 0, 0, 0, 1, 8, 0,

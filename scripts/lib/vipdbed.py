@@ -65,11 +65,14 @@ def remove_temp_dirs():
 
 
 class Vipd:
-    """One vipd process in the LB namespace."""
+    """One vipd process in the LB namespace (or, with `ns` and `api_port`, in another box's)."""
 
     def __init__(self, name, workers=1, qpairs=1, services=None, timeouts=None, binary=None, idle_sleep_us=200, token=None,
-                 hugepages=False, kernel_interface=None, api_keys=(), cacert=None, extra=""):
+                 hugepages=False, kernel_interface=None, api_keys=(), cacert=None, extra="", ns=None,
+                 api_port=API_PORT):
         self.name = name
+        self.ns = ns or f"{PREFIX}-lb"
+        self.api_port = api_port
         # The port's kernel interface (exception path): health checks need it in this bed, the
         # LB namespace has no other way to the real servers. See isolate_lb_kernel().
         self.kernel_interface = kernel_interface
@@ -126,7 +129,7 @@ capacity_per_worker = 65536
 {chr(10).join(f"{k} = {v}" for k, v in t.items())}
 
 [api]
-listen = "127.0.0.1:{API_PORT}"
+listen = "127.0.0.1:{self.api_port}"
 {f'token_file = "{self.token_file}"' if self.token else ""}
 {chr(10).join(self.api_keys)}
 
@@ -170,7 +173,7 @@ weight = {weight}
     @property
     def url(self):
         """The API's base URL (https with a CA)."""
-        return f"{'https' if self.cacert else 'http'}://127.0.0.1:{API_PORT}"
+        return f"{'https' if self.cacert else 'http'}://127.0.0.1:{self.api_port}"
 
     @property
     def pid(self):
@@ -184,7 +187,7 @@ weight = {weight}
     def start(self):
         logf = open(self.log_path, "w")
         self.proc = subprocess.Popen(
-            ["ip", "netns", "exec", f"{PREFIX}-lb", self.binary, "--config", self.config],
+            ["ip", "netns", "exec", self.ns, self.binary, "--config", self.config],
             stdout=logf,
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
@@ -210,7 +213,7 @@ weight = {weight}
             auth += ["-H", "Content-Type: application/json"]
         if self.cacert:
             auth += ["--cacert", self.cacert]
-        out = netns(f"{PREFIX}-lb", "curl", "-s", "-m", "40", *auth, "-X", method, f"{self.url}{path}")
+        out = netns(self.ns, "curl", "-s", "-m", "40", *auth, "-X", method, f"{self.url}{path}")
         return json.loads(out) if path.startswith("/api") else out
 
     def stats(self):

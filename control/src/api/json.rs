@@ -103,6 +103,7 @@ pub fn service_json(
         "address": SocketAddr::new(s.key.vip, s.key.port).to_string(),
         "scheduler": s.scheduler, "schedulable": s.schedulable,
         "dead_flows": if s.drop_dead_flows { "drop" } else { "keep" },
+        "hash": s.hash,
         "active_conns": total.active, "inactive_conns": total.inactive,
         "stats": counts_json(&total), "rates": rates_json(&total_rates),
         "real_servers": rss,

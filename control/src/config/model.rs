@@ -440,6 +440,11 @@ pub struct ServiceConfig {
     /// retransmission is scheduled to a live real server) or `keep`.
     #[serde(default = "default_dead_flows")]
     pub dead_flows: String,
+    /// What the consistent hash covers: `5-tuple` (client address and port, VIP and port,
+    /// protocol) or `3-tuple` (client address, VIP, protocol: a client's packets all go to one
+    /// real server, later fragments without their first included). `3-tuple` needs maglev.
+    #[serde(default = "default_hash", skip_serializing_if = "is_default_hash")]
+    pub hash: String,
     /// A real server that takes new flows only while no other can (keepalived's
     /// `sorry_server`): `"10.0.0.9:8080"`, or an address (the service port).
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -471,6 +476,14 @@ fn default_mode() -> String {
 
 fn default_dead_flows() -> String {
     "drop".into()
+}
+
+fn default_hash() -> String {
+    "5-tuple".into()
+}
+
+fn is_default_hash(h: &str) -> bool {
+    h == "5-tuple"
 }
 
 /// `[[services.real_servers]]`.

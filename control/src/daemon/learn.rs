@@ -22,7 +22,13 @@ pub fn neighbour_of(frame: &[u8]) -> Option<(IpAddr, MacAddr)> {
                 return None;
             }
             let mac = na.target_ll_addr().unwrap_or_else(|| eth.src());
-            Some((IpAddr::V6(na.target()), mac))
+            // Never a neighbour (the dataplane drops such advertisements too): an IPv4-mapped
+            // target would stand for the IPv4 host in the snapshot's neighbour table.
+            let target = na.target();
+            if target.to_ipv4_mapped().is_some() {
+                return None;
+            }
+            Some((IpAddr::V6(target), mac))
         }
         _ => None,
     }
@@ -46,5 +52,41 @@ pub fn unresolved_destination(frame: &[u8]) -> Option<IpAddr> {
             (!nd).then(|| IpAddr::V6(ip.dst()))
         }
         _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::net::Ipv6Addr;
+
+    /// A neighbour advertisement for `target` with a Target Link-Layer option.
+    fn na(target: Ipv6Addr) -> Vec<u8> {
+        let mac = [0x02, 0, 0, 0, 0, 0x21];
+        let mut payload = target.octets().to_vec();
+        payload.extend_from_slice(&[2, 1]);
+        payload.extend_from_slice(&mac);
+        let mut out = Vec::new();
+        etherparse::PacketBuilder::ethernet2(mac, [0x02, 0, 0, 0, 0, 0x10])
+            .ipv6(
+                "fd00::21".parse::<Ipv6Addr>().unwrap().octets(),
+                "fd00::10".parse::<Ipv6Addr>().unwrap().octets(),
+                255,
+            )
+            .icmpv6_raw(136, 0, [0x60, 0, 0, 0])
+            .write(&mut out, &payload)
+            .unwrap();
+        out
+    }
+
+    #[test]
+    fn advertisements_teach_their_target_but_never_a_mapped_one() {
+        let rs: Ipv6Addr = "fd00::21".parse().unwrap();
+        assert_eq!(
+            neighbour_of(&na(rs)),
+            Some((IpAddr::V6(rs), MacAddr([0x02, 0, 0, 0, 0, 0x21])))
+        );
+        let mapped = std::net::Ipv4Addr::new(10, 0, 0, 21).to_ipv6_mapped();
+        assert_eq!(neighbour_of(&na(mapped)), None);
     }
 }

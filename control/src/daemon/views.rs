@@ -40,6 +40,7 @@ pub fn services(running: &Running, snap: &Snapshot) -> Vec<ServiceView> {
             scheduler: s.scheduler.as_str(),
             schedulable: snap.services.get(i).is_some_and(|x| x.scheduler.is_some()),
             drop_dead_flows: s.drop_dead_flows,
+            hash: s.hash.name(),
             real_servers: s
                 .real_servers
                 .iter()

@@ -165,6 +165,7 @@ mod tests {
             port: 80,
             scheduler: SchedulerKind::Maglev,
             drop_dead_flows: true,
+            hash: Default::default(),
             backends: rs
                 .iter()
                 .enumerate()

@@ -7,7 +7,7 @@
 use crate::config::{Proto, ServiceKey};
 use serde::Serialize;
 use vipd_dataplane::sched::ServiceScheduler;
-use vipd_dataplane::snapshot::{backend_key, Service, Snapshot};
+use vipd_dataplane::snapshot::{backend_key, FlowHashFields, Service, Snapshot};
 use xxhash_rust::xxh3::Xxh3;
 
 /// One service's consistent-hash table, summarised.
@@ -51,6 +51,11 @@ fn fingerprint(snap: &Snapshot, s: &Service) -> Option<TableFingerprint> {
         })
         .collect();
     let mut h = Xxh3::new();
+    // Boxes hashing other fields pick other real servers from the same slots. A 5-tuple
+    // table's fingerprint stays what it was before `hash` existed (boxes being upgraded).
+    if s.hash == FlowHashFields::ThreeTuple {
+        h.update(s.hash.name().as_bytes());
+    }
     h.update(&table.size().to_be_bytes());
     for owner in table.entries() {
         h.update(keys.get(owner as usize).unwrap_or(&[0; 18]));
@@ -90,6 +95,7 @@ mod tests {
             port: 80,
             scheduler,
             drop_dead_flows: true,
+            hash: FlowHashFields::FiveTuple,
             backends: rs
                 .iter()
                 .map(|&(ip, weight, id)| BackendSpec {
@@ -146,8 +152,19 @@ mod tests {
             SchedulerKind::Maglev,
             &[("10.0.0.21", 1, 0), ("10.0.0.24", 1, 1)],
         ));
+        let three_tuple = print(ServiceSpec {
+            hash: FlowHashFields::ThreeTuple,
+            ..service(
+                SchedulerKind::Maglev,
+                &[("10.0.0.21", 1, 0), ("10.0.0.22", 1, 1)],
+            )
+        });
         assert_ne!(base[0].fingerprint, weight[0].fingerprint);
         assert_ne!(base[0].fingerprint, server[0].fingerprint);
+        assert_ne!(
+            base[0].fingerprint, three_tuple[0].fingerprint,
+            "the same slots hashed on other fields pick other real servers"
+        );
     }
 
     #[test]

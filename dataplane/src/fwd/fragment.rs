@@ -10,7 +10,9 @@
 //! tell which service a later fragment belongs to. Following the first fragment keeps every
 //! fragment with its flow and its service. The cost: later fragments that arrive before the
 //! first one (reordered) are dropped and counted (`drop_fragment_unknown`); Linux and the
-//! BSDs send fragments in order, so this is the rare case.
+//! BSDs send fragments in order, so this is the rare case. A service whose every packet is
+//! hashed on the 3-tuple (`hash = "3-tuple"`) needs no tracker entry: a later fragment without
+//! its first goes where that hash points (`pipeline::egress::later_fragment`).
 //!
 //! The table is a fixed array per worker (allocated once, no allocation per packet), indexed
 //! by a hash of the identity; a newer datagram takes the slot of an older one that collides

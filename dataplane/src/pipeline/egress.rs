@@ -410,24 +410,30 @@ pub(super) fn later_fragment<B: PacketBuf>(
         },
         ..*pkt
     };
+    let to_backend = |buf: &mut B, backend: &Backend, w: &mut WorkerState| {
+        let vip = snap
+            .services
+            .get(backend.service as usize)
+            .ok_or(Counter::DropNoService)?
+            .vip;
+        let ctx = (vip, rx_port, now);
+        let route = match check_or_answer(buf, pkt, backend, fold(key.hash()), ctx, w, snap)? {
+            Ok(o) => o,
+            Err(answer) => return Ok(Err(answer)),
+        };
+        let port = rewrite(buf, pkt, backend, &route)?;
+        w.counters.inc(Counter::FragmentsForwarded);
+        w.counters.inc(Counter::Forwarded);
+        w.backends.count_in(backend.id, buf.data().len());
+        Ok(Ok(port))
+    };
     match w.frags.lookup(&key, now) {
         Some(FragmentRoute::ToBackend(id)) => {
             let backend = snap.backend(id).ok_or(Counter::DropBackendGone)?;
-            let vip = snap
-                .services
-                .get(backend.service as usize)
-                .ok_or(Counter::DropNoService)?
-                .vip;
-            let ctx = (vip, rx_port, now);
-            let route = match check_or_answer(buf, pkt, backend, fold(key.hash()), ctx, w, snap)? {
-                Ok(o) => o,
-                Err(answer) => return Ok(answer),
-            };
-            let port = rewrite(buf, pkt, backend, &route)?;
-            w.counters.inc(Counter::FragmentsForwarded);
-            w.counters.inc(Counter::Forwarded);
-            w.backends.count_in(backend.id, buf.data().len());
-            Ok(Action::Tx(port))
+            Ok(match to_backend(buf, backend, w)? {
+                Ok(port) => Action::Tx(port),
+                Err(answer) => answer,
+            })
         }
         Some(FragmentRoute::NatReply(service)) => {
             let svc = snap
@@ -445,7 +451,25 @@ pub(super) fn later_fragment<B: PacketBuf>(
         }
         // The kernel reassembles its own fragments.
         None if snap.is_local_key(&pkt.key.dst) => super::for_kernel(rx_port, snap),
-        None => Err(Counter::DropFragmentUnknown),
+        None => {
+            // Its first fragment was not seen here (a restart, reordering, the first routed to
+            // another box). Without ports only a service hashing on (source, destination,
+            // protocol) knows the real server, the one the datagram's first fragment and the
+            // flow's other packets went to; no state is kept for it.
+            let (_, svc) = snap
+                .service_without_ports(&pkt.key.dst, pkt.l4.proto)
+                .ok_or(Counter::DropFragmentUnknown)?;
+            let backend = svc
+                .pick_consistent(svc.flow_hash(&pkt.key))
+                .and_then(|id| snap.backend(id))
+                .ok_or(Counter::DropNoBackend)?;
+            let port = match to_backend(buf, backend, w)? {
+                Ok(port) => port,
+                Err(answer) => return Ok(answer),
+            };
+            w.counters.inc(Counter::FragmentsStateless);
+            Ok(Action::Tx(port))
+        }
     }
 }
 

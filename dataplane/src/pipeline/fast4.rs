@@ -112,7 +112,7 @@ pub(super) fn prefetch_new(f: &mut Staged4, w: &WorkerState, snap: &Snapshot) {
     if !svc.has_nat || !svc.schedules_by_hash() {
         return;
     }
-    let maglev = f.key.flow_key().hash();
+    let maglev = svc.flow_hash(&f.key.flow_key());
     f.maglev = Some(maglev);
     let Some(r) = svc
         .pick_consistent(maglev)

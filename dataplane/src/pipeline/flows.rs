@@ -68,19 +68,19 @@ pub(super) fn choose<'s>(
         return stateless(
             svc,
             snap,
-            info.maglev(key),
+            info.maglev(svc, key),
             Some(Counter::TcpNoFlowStateless),
         );
     }
     let Some(miss) = miss else {
-        return stateless(svc, snap, info.maglev(key), None);
+        return stateless(svc, snap, info.maglev(svc, key), None);
     };
     if w.flows.refuses_new(key, now) {
         // A SYN flood into a full table: the insert will be refused and the packet go by the
         // consistent hash, so ask no scheduler (an rr cursor moves only for entered
         // connections) and check one real server, not the scheduler's and then this one.
         return Ok(Choice {
-            backend: consistent(svc, snap, info.maglev(key))?,
+            backend: consistent(svc, snap, info.maglev(svc, key))?,
             op: FlowOp::Full(miss),
         });
     }
@@ -106,7 +106,7 @@ fn chosen<'s>(
     if hit.dir == Direction::Reply {
         // The packet's 5-tuple is another connection's reply key (a crafted or
         // unlucky client endpoint): never take it for that connection.
-        return stateless(svc, snap, info.maglev(key), Some(Counter::FlowKeyClash));
+        return stateless(svc, snap, info.maglev(svc, key), Some(Counter::FlowKeyClash));
     }
     let closed = matches!(hit.state, TcpState::TimeWait | TcpState::Close);
     if closed && info.is_lone_syn() {
@@ -179,14 +179,14 @@ fn schedule<'s>(
         .last_full_ms
         .is_some_and(|t| now < t.saturating_add(udp_ms));
     if key.proto == PROTO_UDP && overflow_recent {
-        return consistent(svc, snap, info.maglev(key));
+        return consistent(svc, snap, info.maglev(svc, key));
     }
     let cursor = w
         .cursors
         .get_mut(service_index as usize)
         .ok_or(Counter::DropNoService)?;
     let id = svc
-        .pick(info.maglev(key), cursor)
+        .pick(info.maglev(svc, key), cursor)
         .ok_or(Counter::DropNoBackend)?;
     snap.backend(id).ok_or(Counter::DropNoBackend)
 }
@@ -273,11 +273,11 @@ fn insert<'s>(
         }
         Err(InsertError::Full) => {
             full(w, now);
-            consistent(svc, snap, info.maglev(key))
+            consistent(svc, snap, info.maglev(svc, key))
         }
         Err(InsertError::Exists) => {
             w.counters.inc(Counter::FlowKeyClash);
-            consistent(svc, snap, info.maglev(key))
+            consistent(svc, snap, info.maglev(svc, key))
         }
     }
 }

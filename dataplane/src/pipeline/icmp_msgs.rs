@@ -132,7 +132,6 @@ fn to_real_server<B: PacketBuf>(
             return Ok(Action::Steer(owner));
         }
     }
-    let hash = flow.hash();
     let from_entry = match w
         .flows
         .lookup(&flow, crate::flow::FlowTable::hash(&flow), now)
@@ -140,10 +139,15 @@ fn to_real_server<B: PacketBuf>(
         Some(hit) if hit.dir == Direction::Original => snap.backend(hit.backend),
         _ => None,
     };
+    // Without an entry, where this box sends the connection's own packets without one: the
+    // consistent hash, exactly as the flow's first packets computed it (for a Maglev service,
+    // the real server they went to, on any box; for rr/wrr, a guess a real server without the
+    // connection ignores).
+    let stateless = from_entry.is_none();
     let backend = match from_entry {
         Some(b) => b,
         None => svc
-            .pick_consistent(hash)
+            .pick_consistent(svc.flow_hash(&flow))
             .and_then(|id| snap.backend(id))
             .ok_or(Counter::DropIcmpErrorNoFlow)?,
     };
@@ -179,6 +183,9 @@ fn to_real_server<B: PacketBuf>(
     }
     let port = egress::deliver(buf, pkt.l2, &route)?;
     w.counters.inc(Counter::IcmpErrorsToRealServer);
+    if stateless {
+        w.counters.inc(Counter::IcmpErrorsStateless);
+    }
     Ok(Action::Tx(port))
 }
 

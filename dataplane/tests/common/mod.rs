@@ -27,6 +27,8 @@ pub const RS_UNRESOLVED_IP: Ipv4Addr = Ipv4Addr::new(10, 0, 0, 23);
 pub const CLIENT_IP: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 50);
 pub const VIP: Ipv4Addr = Ipv4Addr::new(10, 100, 0, 1);
 pub const VIP_UNRESOLVED: Ipv4Addr = Ipv4Addr::new(10, 100, 0, 2);
+/// A VIP whose one service (UDP, DR, maglev) hashes on the 3-tuple.
+pub const VIP_3TUPLE: Ipv4Addr = Ipv4Addr::new(10, 100, 0, 3);
 
 pub fn lb_ip6() -> Ipv6Addr {
     "fd00::10".parse().unwrap()
@@ -49,7 +51,8 @@ pub fn vip6() -> Ipv6Addr {
 /// VIP:8000/tcp -> RS1:8000 + RS2:8000 (NAT, maglev), VIP_UNRESOLVED:80/tcp -> an RS with
 /// no MAC yet, [vip6]:80/tcp -> [rs1_ip6]:8080 (NAT66), VIP:443/tcp -> RS1 (DR),
 /// [vip6]:443/udp -> [rs1_ip6] (DR), TUN: VIP:8443/tcp -> RS1 (4in4), VIP:8446/tcp ->
-/// [rs1_ip6] (4in6), [vip6]:8443/tcp -> [rs1_ip6] (6in6), [vip6]:8444/tcp -> RS1 (6in4).
+/// [rs1_ip6] (4in6), [vip6]:8443/tcp -> [rs1_ip6] (6in6), [vip6]:8444/tcp -> RS1 (6in4),
+/// VIP_3TUPLE:4500/udp -> RS1, RS2 (DR, maglev on the 3-tuple).
 pub fn snapshot() -> Snapshot {
     snapshot_with_port(|_| {})
 }
@@ -202,6 +205,24 @@ pub fn snapshot_with_port(edit: impl FnOnce(&mut PortInfo)) -> Snapshot {
         tun(9, VIP.into(), 8446, rs1_ip6().into()),
         tun(10, vip6().into(), 8443, rs1_ip6().into()),
         tun(11, vip6().into(), 8444, RS1_IP.into()),
+        ServiceSpec {
+            vip: VIP_3TUPLE.into(),
+            proto: 17,
+            port: 4500,
+            scheduler: SchedulerKind::Maglev,
+            hash: vipd_dataplane::snapshot::FlowHashFields::ThreeTuple,
+            backends: vec![
+                BackendSpec {
+                    mode: FwdMode::Dr,
+                    ..nat(12, RS1_IP.into(), 4500)
+                },
+                BackendSpec {
+                    mode: FwdMode::Dr,
+                    ..nat(13, RS2_IP.into(), 4500)
+                },
+            ],
+            ..Default::default()
+        },
     ];
     Snapshot::build(1, vec![port], &services, &neighbours(), 65537).unwrap()
 }
@@ -436,4 +457,72 @@ pub fn arp_frame(op: u8, sender_mac: [u8; 6], sender: Ipv4Addr, target: Ipv4Addr
     f.extend_from_slice(&[0; 6]);
     f.extend_from_slice(&target.octets());
     f
+}
+
+/// VIPs with one UDP service each, hashing on the 3-tuple (client address, VIP, protocol):
+/// NAT (RS1:5353, RS2:5353), DR and TUN (RS1, RS2), NAT66; two that cannot place a later
+/// fragment without its first: a 5-tuple service, and a 3-tuple service sharing its VIP and
+/// protocol with another.
+pub mod three_tuple {
+    use super::*;
+    use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+    use vipd_dataplane::sched::SchedulerKind;
+    use vipd_dataplane::snapshot::{BackendSpec, FlowHashFields, FwdMode, ServiceSpec, Snapshot};
+
+    pub const NAT_VIP: Ipv4Addr = Ipv4Addr::new(10, 100, 0, 7);
+    pub const DR_VIP: Ipv4Addr = Ipv4Addr::new(10, 100, 0, 8);
+    pub const TUN_VIP: Ipv4Addr = Ipv4Addr::new(10, 100, 0, 9);
+    pub const SHARED_VIP: Ipv4Addr = Ipv4Addr::new(10, 100, 0, 10);
+    pub const FIVE_TUPLE_VIP: Ipv4Addr = Ipv4Addr::new(10, 100, 0, 11);
+
+    pub fn nat_vip6() -> Ipv6Addr {
+        "fd00:100::7".parse().unwrap()
+    }
+
+    fn svc(vip: IpAddr, port: u16, hash: FlowHashFields, rs: Vec<BackendSpec>) -> ServiceSpec {
+        ServiceSpec {
+            vip,
+            proto: 17,
+            port,
+            scheduler: SchedulerKind::Maglev,
+            backends: rs,
+            hash,
+            ..Default::default()
+        }
+    }
+
+    fn two(id: u32, port: u16, mode: FwdMode) -> Vec<BackendSpec> {
+        [RS1_IP, RS2_IP]
+            .iter()
+            .enumerate()
+            .map(|(i, &a)| BackendSpec {
+                mode,
+                ..nat_rs(id + i as u32, v4(a), port)
+            })
+            .collect()
+    }
+
+    pub fn snapshot() -> Snapshot {
+        use FlowHashFields::{FiveTuple, ThreeTuple};
+        snapshot_of(&[
+            svc(v4(NAT_VIP), 53, ThreeTuple, two(0, 5353, FwdMode::Nat)),
+            svc(v4(DR_VIP), 4500, ThreeTuple, two(2, 4500, FwdMode::Dr)),
+            svc(v4(TUN_VIP), 4500, ThreeTuple, two(4, 4500, FwdMode::Tunnel)),
+            svc(
+                nat_vip6().into(),
+                53,
+                ThreeTuple,
+                vec![nat_rs(6, rs1_ip6().into(), 5353)],
+            ),
+            svc(v4(SHARED_VIP), 53, ThreeTuple, two(7, 53, FwdMode::Nat)),
+            svc(v4(SHARED_VIP), 54, ThreeTuple, two(9, 54, FwdMode::Nat)),
+            svc(v4(FIVE_TUPLE_VIP), 53, FiveTuple, two(11, 53, FwdMode::Nat)),
+        ])
+    }
+
+    /// A 3000-byte UDP datagram from `client`:`sport` to `vip`:`dport`.
+    pub fn datagram(client: IpAddr, vip: IpAddr, sport: u16, dport: u16) -> Frame {
+        let body: Vec<u8> = (0..3000u32).map(|i| (i * 13 + 1) as u8).collect();
+        Frame::new(ROUTER_MAC, LB_MAC, client, vip, udp(sport, dport), &body)
+    }
 }

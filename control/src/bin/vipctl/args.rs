@@ -74,6 +74,8 @@ pub struct Cli {
     weight: Option<u32>,
     #[arg(long = "dead-flows", global = true)]
     dead_flows: Option<String>,
+    #[arg(long = "hash", global = true)]
+    hash: Option<String>,
     #[arg(long = "sorry-server", global = true)]
     sorry_server: Option<String>,
     #[arg(long = "interface", global = true)]
@@ -207,6 +209,7 @@ impl Cli {
             ("scheduler", self.scheduler.is_some()),
             ("mode", self.mode.is_some()),
             ("dead-flows", self.dead_flows.is_some()),
+            ("hash", self.hash.is_some()),
             ("sorry-server", self.sorry_server.is_some()),
             ("interface", self.interface.is_some()),
             ("check", self.check.is_some()),
@@ -360,6 +363,9 @@ impl Cli {
         if let Some(d) = &self.dead_flows {
             m.insert("dead_flows".into(), d.clone().into());
         }
+        if let Some(h) = &self.hash {
+            m.insert("hash".into(), h.clone().into());
+        }
         if let Some(s) = &self.sorry_server {
             m.insert("sorry_server".into(), s.clone().into());
         }
@@ -435,7 +441,7 @@ impl Cli {
                 }
                 if patch.is_empty() {
                     return Err(usage(
-                        "--edit-service (-E): nothing to change (give -s, -M, --dead-flows, --sorry-server, --interface or check options)",
+                        "--edit-service (-E): nothing to change (give -s, -M, --dead-flows, --hash, --sorry-server, --interface or check options)",
                     ));
                 }
                 Action::EditService(s, Value::Object(patch))

@@ -61,6 +61,7 @@ const SERVICE_KEYS: &[&str] = &[
     "scheduler",
     "mode",
     "dead-flows",
+    "hash",
     "sorry-server",
     "interface",
 ];
@@ -150,6 +151,7 @@ pub fn option_text(name: &str) -> &'static str {
         "numeric" => "-n",
         "connection" => "-c",
         "dead-flows" => "--dead-flows",
+        "hash" => "--hash",
         "sorry-server" => "--sorry-server",
         "interface" => "--interface",
         "check" => "--check",

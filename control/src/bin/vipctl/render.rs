@@ -116,6 +116,9 @@ fn service_entry(out: &mut String, svc: &Value, table: Table, exact: bool) {
         if s(svc, "dead_flows") == "keep" {
             out.push_str(" keep-dead-flows");
         }
+        if s(svc, "hash") == "3-tuple" {
+            out.push_str(" 3-tuple-hash");
+        }
         if svc["schedulable"].as_bool() == Some(false) {
             out.push_str(" no-server-available");
         }
@@ -462,7 +465,7 @@ mod tests {
             "version": "0.1.0", "generation": 7, "unsaved_changes": 2, "flow_capacity": 65536,
             "services": [{
                 "proto": "tcp", "address": "10.77.100.1:80", "scheduler": "maglev",
-                "schedulable": true, "dead_flows": "drop",
+                "schedulable": true, "dead_flows": "drop", "hash": "3-tuple",
                 "stats": {"conns": 1200, "inpkts": 123_456_789, "outpkts": 5, "inbytes": 1_234_567_890_123u64, "outbytes": 0},
                 "rates": {"cps": 10.4, "inpps": 20.5, "outpps": 0.0, "inbps": 3000.0, "outbps": 0.0},
                 "real_servers": [
@@ -494,7 +497,7 @@ mod tests {
                 "vipd version 0.1.0 (size=65536, generation=7, 2 change(s) not saved)",
                 "Prot LocalAddress:Port Scheduler Flags",
                 "  -> RemoteAddress:Port           Forward Weight ActiveConn InActConn  Health",
-                "TCP  10.77.100.1:80 maglev",
+                "TCP  10.77.100.1:80 maglev 3-tuple-hash",
                 "  -> 10.77.0.21:8080              Masq    1      3          12         up",
                 "  -> 10.77.0.22:8080              Masq    0      0          0          -",
                 "  -> 10.77.0.9:8080               Masq    1      0          0          down sorry",

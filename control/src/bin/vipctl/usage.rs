@@ -76,6 +76,8 @@ Options:
                                       -e changes it only when given
   --dead-flows drop|keep              connections to a failed real server: drop (default, as
                                       IPVS expire_nodest_conn: clients retry at once) or keep
+  --hash 5-tuple|3-tuple              what maglev hashes: the connection (default) or client
+                                      address, VIP and protocol (fragments without their first)
   --sorry-server server-address       gets new connections only while no real server can
                                       (keepalived's sorry_server)
   --interface name                    port the VIP is reached on (default: the port whose

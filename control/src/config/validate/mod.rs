@@ -13,7 +13,7 @@ use super::model::{Config, Proto};
 use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 use vipd_dataplane::sched::{is_prime, SchedulerKind, MAX_MAGLEV_SIZE};
-use vipd_dataplane::snapshot::{FwdMode, PortInfo};
+use vipd_dataplane::snapshot::{FlowHashFields, FwdMode, PortInfo};
 use vipd_dataplane::wire::MacAddr;
 
 /// A refusal: the dotted key (`services[0].real_servers[1].port`) and what is wrong with it.
@@ -169,6 +169,8 @@ pub struct ValidService {
     pub drop_dead_flows: bool,
     /// keepalived's `alpha`: its checked real servers start down until their first good check.
     pub alpha: bool,
+    /// What the consistent hash covers (`hash`).
+    pub hash: FlowHashFields,
     /// Real servers in file order, then the sorry server if any.
     pub real_servers: Vec<ValidRealServer>,
 }
@@ -244,6 +246,12 @@ pub fn validate(config: &Config) -> Result<Valid, Invalid> {
         n.mac
             .parse::<MacAddr>()
             .map_err(|e| invalid(format!("neighbours[{i}].mac"), e))?;
+        if matches!(n.ip, std::net::IpAddr::V6(a) if a.to_ipv4_mapped().is_some()) {
+            return Err(invalid(
+                format!("neighbours[{i}].ip"),
+                ports::mapped_refusal(&n.ip),
+            ));
+        }
     }
     let services = services::services(config, &ports, &mut warnings)?;
     super::bgp::check(config, &ports, &services, &mut warnings)?;

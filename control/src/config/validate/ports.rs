@@ -3,7 +3,7 @@
 use super::{invalid, Invalid, MAX_FRAME, MAX_MTU};
 use crate::config::model::Config;
 use crate::kernel::plan::TAP_VDEV_PREFIX;
-use std::net::IpAddr;
+use std::net::{IpAddr, Ipv6Addr};
 use vipd_dataplane::snapshot::PortInfo;
 use vipd_dataplane::wire::MacAddr;
 
@@ -56,6 +56,9 @@ pub(super) fn ports(config: &Config, warnings: &mut Vec<String>) -> Result<Vec<P
             if a.is_unspecified() || a.is_multicast() || a.is_loopback() {
                 return Err(invalid(k("ipv6"), format!("{a} is not a unicast address")));
             }
+            if a.to_ipv4_mapped().is_some() {
+                return Err(invalid(k("ipv6"), mapped_refusal(&IpAddr::V6(a))));
+            }
         }
         let mac = match &p.mac {
             Some(m) => {
@@ -83,6 +86,9 @@ pub(super) fn ports(config: &Config, warnings: &mut Vec<String>) -> Result<Vec<P
             _ => {}
         }
         match (p.gateway6, p.ipv6) {
+            (Some(g), _) if g.to_ipv4_mapped().is_some() => {
+                return Err(invalid(k("gateway6"), mapped_refusal(&IpAddr::V6(g))));
+            }
             (Some(g), Some(net))
                 if (!net.contains(&g) && !is_link_local(&IpAddr::V6(g))) || g == net.addr() =>
             {
@@ -124,6 +130,15 @@ pub(super) fn ports(config: &Config, warnings: &mut Vec<String>) -> Result<Vec<P
         }
         if let Some(net) = p.tunnel_source6 {
             let a = net.network();
+            // IPv4-mapped sources: a tunnel header would carry an address never on the wire.
+            let mapped = ipnet::Ipv6Net::new(Ipv6Addr::new(0, 0, 0, 0, 0, 0xffff, 0, 0), 96)
+                .is_ok_and(|m| net.contains(&m.network()) || m.contains(&net.network()));
+            if mapped {
+                return Err(invalid(
+                    k("tunnel_source6"),
+                    format!("{net} overlaps ::ffff:0:0/96, the IPv4-mapped addresses"),
+                ));
+            }
             if net.prefix_len() < 32 || a.is_unspecified() || a.is_multicast() || a.is_loopback() {
                 return Err(invalid(
                     k("tunnel_source6"),
@@ -168,6 +183,12 @@ pub(super) fn ports(config: &Config, warnings: &mut Vec<String>) -> Result<Vec<P
         });
     }
     Ok(out)
+}
+
+/// The refusal of an IPv4-mapped IPv6 address (`::ffff:a.b.c.d`): the dataplane keeps IPv4
+/// addresses in that form, so one configured as IPv6 would stand for the IPv4 address.
+pub(super) fn mapped_refusal(ip: &IpAddr) -> String {
+    format!("{ip} is IPv4-mapped: write the IPv4 address, or an IPv6 address that is not mapped")
 }
 
 pub(super) fn is_link_local(ip: &IpAddr) -> bool {

@@ -7,7 +7,7 @@ use crate::config::model::{Config, ServiceConfig};
 use std::net::{IpAddr, SocketAddr};
 use vipd_dataplane::fwd::tunnel;
 use vipd_dataplane::sched::SchedulerKind;
-use vipd_dataplane::snapshot::{self, FwdMode, PortInfo};
+use vipd_dataplane::snapshot::{self, FlowHashFields, FwdMode, PortInfo};
 
 /// Why `ip` cannot be a VIP or a real server, if it cannot.
 pub(super) fn not_unicast(ip: &IpAddr) -> Option<&'static str> {
@@ -56,6 +56,16 @@ pub(super) fn services(
                 ))
             }
         };
+        let hash: FlowHashFields = s.hash.parse().map_err(|e| invalid(k("hash"), e))?;
+        if hash == FlowHashFields::ThreeTuple && scheduler != SchedulerKind::Maglev {
+            return Err(invalid(
+                k("hash"),
+                format!(
+                    "3-tuple needs scheduler = \"maglev\" ({} pins each connection to the real server it picked, not to the hash)",
+                    s.scheduler
+                ),
+            ));
+        }
         if let Some(why) = not_unicast(&s.vip) {
             return Err(invalid(
                 k("vip"),
@@ -179,8 +189,21 @@ pub(super) fn services(
             scheduler,
             drop_dead_flows,
             alpha: s.alpha,
+            hash,
             real_servers: rss,
         });
+    }
+    for (i, s) in out.iter().enumerate() {
+        let shared = out
+            .iter()
+            .filter(|o| o.key.vip == s.key.vip && o.key.proto == s.key.proto)
+            .count();
+        if s.hash == FlowHashFields::ThreeTuple && shared > 1 {
+            warnings.push(format!(
+                "services[{i}].hash: 3-tuple places a later fragment whose first fragment the box did not see only when the service is its VIP's only {} service ({} has {shared}): such fragments are dropped (drop_fragment_unknown)",
+                s.key.proto.name(), s.key.vip
+            ));
+        }
     }
     Ok(out)
 }

@@ -60,6 +60,10 @@ fn ipvsadm_lines_become_api_bodies() {
         Action::EditService(web(), json!({"scheduler": "wrr", "dead_flows": "keep"}))
     );
     assert_eq!(
+        ok("-E -t 10.0.0.1:80 --hash 3-tuple"),
+        Action::EditService(web(), json!({"hash": "3-tuple"}))
+    );
+    assert_eq!(
         ok("-E -t 10.0.0.1:80 --check none"),
         Action::EditService(web(), json!({"health_check": null}))
     );
