@@ -171,6 +171,8 @@ mod tests {
                 port,
             },
             scheduler: SchedulerKind::Maglev,
+            sched_flags: Default::default(),
+            persistence: None,
             drop_dead_flows: true,
             real_servers: rs
                 .iter()
@@ -182,6 +184,7 @@ mod tests {
                     sorry: false,
                     check: None,
                     egress_port: 0,
+                    limit: Default::default(),
                 })
                 .collect(),
         }

@@ -44,7 +44,9 @@ use crate::fwd::fragment::{FragmentKey, FragmentTracker, FRAGMENT_SLOTS};
 use crate::fwd::nat::L4At;
 use crate::io::PacketBuf;
 use crate::ndp::{self, NdVerdict};
-use crate::snapshot::Snapshot;
+use crate::persist::{PersistTable, DEFAULT_PERSISTENCE_ENTRIES, SWEEP_PER_BURST};
+use crate::sched::load::SharedLoad;
+use crate::snapshot::{Ownership, Snapshot};
 use crate::wire::ethernet;
 use crate::wire::MacAddr;
 pub(crate) use classify::for_kernel;
@@ -79,7 +81,8 @@ pub struct WorkerState {
     /// This worker's index among `n_workers`.
     pub index: u16,
     /// Number of workers; NAT connections are owned by `endpoint_hash(client)` scaled onto
-    /// `0..n_workers` ([`WorkerState::owner_of`]).
+    /// `0..n_workers` ([`WorkerState::owner_of`]), persistent services' by the hash of the
+    /// client network ([`Ownership`]).
     pub n_workers: u16,
     /// The worker's flow table.
     pub flows: FlowTable,
@@ -88,6 +91,11 @@ pub struct WorkerState {
     /// Per-real-server counters, indexed by backend id (shared read-only with the control
     /// thread); the flow table counts its connections there too.
     pub backends: Arc<BackendStats>,
+    /// Every worker's connection counts and the box-wide overload flags (lc, wlc,
+    /// thresholds); `backends` is this worker's part of it.
+    pub load: Arc<SharedLoad>,
+    /// Persistence entries of the client networks this worker owns.
+    pub persistence: PersistTable,
     /// An active trace request (`vipctl trace`), if any.
     pub trace: Option<Box<crate::trace::TraceJob>>,
     /// IPVS's `sloppy_tcp` forced on for this worker (tests, fuzzing); the configured setting
@@ -153,22 +161,41 @@ impl WorkerState {
     }
 
     /// [`WorkerState::new`] with `backend_slots` real-server statistics slots (backend ids
-    /// must stay below it to be counted).
+    /// must stay below it to be counted). The worker sees no other worker's connection
+    /// counts: use [`WorkerState::with_shared_load`] for workers that balance together.
     pub fn with_backend_slots(
+        index: u16,
+        n_workers: u16,
+        flows: FlowTable,
+        max_services: usize,
+        backend_slots: usize,
+    ) -> Self {
+        let load = Arc::new(SharedLoad::new(usize::from(index) + 1, backend_slots));
+        Self::with_shared_load(index, n_workers, flows, max_services, load)
+    }
+
+    /// A worker of a box whose workers share `load` (built with one statistics array per
+    /// worker: this one counts in `load.worker(index)`, and its schedulers and thresholds
+    /// read all of them).
+    pub fn with_shared_load(
         index: u16,
         n_workers: u16,
         mut flows: FlowTable,
         max_services: usize,
-        backend_slots: usize,
+        load: Arc<SharedLoad>,
     ) -> Self {
-        let backends = Arc::new(BackendStats::new(backend_slots));
+        let backends = Arc::clone(load.worker(usize::from(index)));
         flows.count_connections_in(Arc::clone(&backends));
+        let mut persistence = PersistTable::with_capacity(DEFAULT_PERSISTENCE_ENTRIES);
+        persistence.count_in(Arc::clone(&backends));
         WorkerState {
             index,
             n_workers: n_workers.max(1),
             flows,
             counters: Arc::new(WorkerCounters::default()),
             backends,
+            load,
+            persistence,
             sloppy_tcp: false,
             fast_path: true,
             trace: None,
@@ -186,23 +213,36 @@ impl WorkerState {
         self.frags = FragmentTracker::new(slots);
     }
 
-    /// The worker that owns connections of this client endpoint: the hash scaled onto
-    /// `0..n_workers` by a multiply and a shift (Lemire's reduction) instead of a 64-bit
-    /// division (`%`: tens of cycles; this: one 3-cycle multiply).
+    /// Room for `entries` persistence entries (default [`DEFAULT_PERSISTENCE_ENTRIES`]);
+    /// allocates: call before the worker runs. Entries held are lost.
+    pub fn set_persistence_capacity(&mut self, entries: usize) {
+        let mut table = PersistTable::with_capacity(entries);
+        table.count_in(Arc::clone(&self.backends));
+        self.persistence = table;
+    }
+
+    /// The worker that owns NAT connections of this client endpoint (not persistent): the
+    /// hash scaled onto `0..n_workers` by a multiply and a shift (Lemire's reduction)
+    /// instead of a 64-bit division (`%`: tens of cycles; this: one 3-cycle multiply).
     #[inline]
     pub fn owner_of(&self, client: &[u8; 16], port: u16) -> u16 {
-        let h = FlowKey::endpoint_hash(client, port);
+        self.scale(FlowKey::endpoint_hash(client, port))
+    }
+
+    #[inline]
+    fn scale(&self, h: u64) -> u16 {
         ((u128::from(h) * u128::from(self.n_workers)) >> 64) as u16
     }
 
-    /// The worker that owns connections of this client endpoint when it is another one
-    /// (`None` with a single worker, or when it is this one): where a NAT packet is steered.
+    /// The worker that owns connections of this client endpoint under `rule`, when it is
+    /// another one (`None` with a single worker, for [`Ownership::Local`], or when it is this
+    /// one): where the packet is steered.
     #[inline]
-    fn owner_elsewhere(&self, client: &[u8; 16], port: u16) -> Option<u16> {
+    fn owner_elsewhere(&self, rule: Ownership, client: &[u8; 16], port: u16) -> Option<u16> {
         if self.n_workers < 2 {
             return None;
         }
-        let owner = self.owner_of(client, port);
+        let owner = self.scale(rule.hash(client, port)?);
         (owner != self.index).then_some(owner)
     }
 
@@ -264,7 +304,20 @@ pub fn process_burst_hashed<B: PacketBuf>(
         hashes: &[],
     };
     stages::<B, false>(bufs, actions, &received, flow_hashes, worker, snap, now_ms);
-    worker.flows.expire(now_ms, EXPIRE_BUDGET_PER_BURST);
+    worker.expire(snap, now_ms);
+}
+
+impl WorkerState {
+    /// The bounded expiry work of one burst (or idle poll): the flow table's, and the
+    /// persistence table's (expired entries and those of real servers that left `snap`).
+    #[inline]
+    pub fn expire(&mut self, snap: &Snapshot, now_ms: u64) {
+        self.flows.expire(now_ms, EXPIRE_BUDGET_PER_BURST);
+        if !self.persistence.is_empty() {
+            self.persistence
+                .sweep(now_ms, SWEEP_PER_BURST, &|b| snap.backend(b).is_some());
+        }
+    }
 }
 
 /// Frames other workers steered here (each counted as received there), as one staged burst:

@@ -6,9 +6,7 @@ use crate::counters::{Counter, WorkerCounters};
 use crate::flow_sample::{FlowSampler, SampleRequest};
 use crate::io::dpdk::{self, Mbuf, MbufBurst, PortQueue};
 use crate::io::PacketBuf;
-use crate::pipeline::{
-    process_burst_hashed, process_steered_burst, Action, WorkerState, EXPIRE_BUDGET_PER_BURST,
-};
+use crate::pipeline::{process_burst_hashed, process_steered_burst, Action, WorkerState};
 use crate::snapshot::Snapshot;
 use crate::trace::Tracer;
 use arc_swap::ArcSwap;
@@ -231,7 +229,7 @@ impl Worker {
                 listing = self.sampler.take();
             }
             if let Some(job) = listing.as_mut() {
-                if job.step(&self.state.flows, now_ms) {
+                if job.step_on(&self.state, now_ms) {
                     if let Some(done) = listing.take() {
                         self.sampler.give_back(done);
                     }
@@ -251,7 +249,7 @@ impl Worker {
             if received == 0 {
                 // No burst means no expiry inside the pipeline (steered frames do not sweep):
                 // sweep here so flows of idle and steered-only workers still time out.
-                self.state.flows.expire(now_ms, EXPIRE_BUDGET_PER_BURST);
+                self.state.expire(snap, now_ms);
             }
             if work == 0 {
                 self.state

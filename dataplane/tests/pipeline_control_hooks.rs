@@ -163,6 +163,7 @@ fn health_snapshot(up: [bool; 3], sorry_up: Option<bool>, drop_dead_flows: bool)
         scheduler: SchedulerKind::Maglev,
         backends,
         drop_dead_flows,
+        ..Default::default()
     }];
     let mut neighbours = HashMap::new();
     neighbours.insert(v4(ROUTER_IP), MacAddr(ROUTER_MAC));

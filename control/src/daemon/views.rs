@@ -35,6 +35,8 @@ pub fn services(running: &Running, snap: &Snapshot) -> Vec<ServiceView> {
             scheduler: s.scheduler.as_str(),
             schedulable: snap.services.get(i).is_some_and(|x| x.scheduler.is_some()),
             drop_dead_flows: s.drop_dead_flows,
+            sched_flags: s.sched_flags,
+            persistence: s.persistence,
             real_servers: s
                 .real_servers
                 .iter()
@@ -50,6 +52,7 @@ pub fn services(running: &Running, snap: &Snapshot) -> Vec<ServiceView> {
                         check: r.check.clone(),
                         up: running.is_up(&id),
                         next_hop: snap.backend(slot).map(|b| (b.next_hop, b.next_hop_mac)),
+                        limit: r.limit,
                     }
                 })
                 .collect(),

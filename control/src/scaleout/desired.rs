@@ -160,6 +160,8 @@ mod tests {
             port: 80,
             scheduler: SchedulerKind::Maglev,
             drop_dead_flows: true,
+            sched_flags: Default::default(),
+            persistence: None,
             backends: rs
                 .iter()
                 .enumerate()
@@ -171,6 +173,7 @@ mod tests {
                     mode: FwdMode::Dr,
                     up,
                     sorry: false,
+                    limit: Default::default(),
                 })
                 .collect(),
         };

@@ -90,6 +90,8 @@ mod tests {
             port: 80,
             scheduler,
             drop_dead_flows: true,
+            sched_flags: Default::default(),
+            persistence: None,
             backends: rs
                 .iter()
                 .map(|&(ip, weight, id)| BackendSpec {

@@ -9,12 +9,19 @@
 //! connections that start with a SYN while the table has room are spread by rr/wrr and
 //! pinned by their entry; everything without an entry follows the Maglev table of the same
 //! real servers, the same answer on every packet and every box.
+//!
+//! Persistence (`persist`) is consulted where the scheduler would be: a new connection of a
+//! persistent service goes to its client network's real server while that one takes new
+//! connections; the entry is made, refreshed or re-pointed in [`commit`], once the
+//! connection is entered. Connections without an entry (stateless, table full) follow the
+//! consistent hash as before: persistence needs state to hold.
 
 use super::{L4Info, WorkerState};
 use crate::counters::Counter;
 use crate::flow::key::{to_mapped, PROTO_UDP};
 use crate::flow::{Direction, FlowHit, FlowId, FlowKey, InsertError, Miss, TcpState};
-use crate::snapshot::{Backend, FwdMode, Service, Snapshot};
+use crate::sched::NewConn;
+use crate::snapshot::{mask_key, Backend, FwdMode, Service, Snapshot};
 
 /// What [`commit`] does to the flow table.
 #[derive(Clone, Copy, Debug)]
@@ -35,10 +42,29 @@ pub(super) enum FlowOp {
     Stateless(Option<Counter>),
 }
 
+/// What [`commit`] does to the persistence table once the connection is entered.
+#[derive(Clone, Copy, Debug)]
+pub(super) enum PersistOp {
+    /// Not a persistent service, or no new connection.
+    None,
+    /// The client network's entry chose the real server: it lives `expires_ms` more.
+    Refresh { slot: usize, expires_ms: u64 },
+    /// The entry's real server could not take the connection (drained, down, gone, over its
+    /// threshold): the scheduler's choice replaces it.
+    Repoint { slot: usize, expires_ms: u64 },
+    /// No entry: the scheduler's choice makes one.
+    Insert {
+        key: FlowKey,
+        hash: u64,
+        expires_ms: u64,
+    },
+}
+
 /// A decision not yet committed.
 pub(super) struct Choice<'s> {
     pub(super) backend: &'s Backend,
     pub(super) op: FlowOp,
+    pub(super) persist: PersistOp,
 }
 
 /// The real server of a client packet and what its flow entry needs, without changing any
@@ -78,12 +104,14 @@ pub(super) fn choose<'s>(
         return Ok(Choice {
             backend: consistent(svc, snap, hash)?,
             op: FlowOp::Full(miss),
+            persist: PersistOp::None,
         });
     }
-    let backend = schedule(key, info, service_index, svc, w, snap, now)?;
+    let (backend, persist) = schedule(key, info, service_index, svc, w, snap, now)?;
     Ok(Choice {
         backend,
         op: FlowOp::Insert(miss),
+        persist,
     })
 }
 
@@ -109,10 +137,11 @@ fn chosen<'s>(
     if closed && info.is_lone_syn() {
         // The client reuses the port of a finished connection: schedule afresh, as
         // IPVS does, instead of sending the new SYN into the old connection's leftovers.
-        let backend = schedule(key, info, service_index, svc, w, snap, now)?;
+        let (backend, persist) = schedule(key, info, service_index, svc, w, snap, now)?;
         return Ok(Choice {
             backend,
             op: FlowOp::Replace(hit.id),
+            persist,
         });
     }
     match snap.backend(hit.backend) {
@@ -126,6 +155,7 @@ fn chosen<'s>(
         Some(backend) => Ok(Choice {
             backend,
             op: FlowOp::Track(hit.id),
+            persist: PersistOp::None,
         }),
         None => {
             // Dead state (its real server left the configuration): removing it is no
@@ -145,6 +175,7 @@ fn stateless<'s>(
     Ok(Choice {
         backend: consistent(svc, snap, hash)?,
         op: FlowOp::Stateless(why),
+        persist: PersistOp::None,
     })
 }
 
@@ -153,12 +184,15 @@ fn consistent<'s>(svc: &Service, snap: &'s Snapshot, hash: u64) -> Result<&'s Ba
     snap.backend(id).ok_or(Counter::DropNoBackend)
 }
 
-/// The real server for a new connection: the service's scheduler, except for UDP in an
-/// rr/wrr service while the table has recently been full. A UDP flow forwarded statelessly
-/// (by the consistent hash) during the overflow must not be moved to what rr picks when room
-/// comes back; as long as an overflow is more recent than the UDP timeout, new UDP entries
-/// therefore take the consistent hash's choice too. (TCP needs no such rule: a segment that is
-/// not a SYN never creates an entry.)
+/// The real server for a new connection: its client network's persistence entry when the
+/// service is persistent and the entry's real server takes new connections, else the
+/// service's scheduler; and what the persistence table is to do at commit.
+///
+/// Except for UDP in an rr/wrr service while the table has recently been full. A UDP flow
+/// forwarded statelessly (by the consistent hash) during the overflow must not be moved to
+/// what rr picks when room comes back; as long as an overflow is more recent than the UDP
+/// timeout, new UDP entries therefore take the consistent hash's choice too (persistence
+/// aside). (TCP needs no such rule: a segment that is not a SYN never creates an entry.)
 #[allow(clippy::too_many_arguments)] // the pipeline's per-frame context, passed by reference
 fn schedule<'s>(
     key: &FlowKey,
@@ -168,20 +202,86 @@ fn schedule<'s>(
     w: &mut WorkerState,
     snap: &'s Snapshot,
     now: u64,
-) -> Result<&'s Backend, Counter> {
+) -> Result<(&'s Backend, PersistOp), Counter> {
     let udp_ms = u64::from(w.flows.timeouts().udp) * 1000;
     let overflow_recent = w
         .last_full_ms
         .is_some_and(|t| now < t.saturating_add(udp_ms));
     if key.proto == PROTO_UDP && overflow_recent {
-        return consistent(svc, snap, info.hash);
+        return Ok((consistent(svc, snap, info.hash)?, PersistOp::None));
     }
+    let persist = match svc.persistence {
+        None => PersistOp::None,
+        Some(p) => {
+            // IPVS's template key: the client network, port 0, the virtual service.
+            let pkey = FlowKey {
+                src: mask_key(&key.src, p.bits),
+                dst: key.dst,
+                src_port: 0,
+                dst_port: key.dst_port,
+                proto: key.proto,
+            };
+            let phash = pkey.hash();
+            let expires_ms = now.saturating_add(p.timeout_ms);
+            match w.persistence.lookup(&pkey, phash, now) {
+                Some((slot, id)) => match snap.backend(id) {
+                    Some(b) if b.service == service_index && svc.takes_new(b, &w.load) => {
+                        return Ok((b, PersistOp::Refresh { slot, expires_ms }));
+                    }
+                    _ => PersistOp::Repoint { slot, expires_ms },
+                },
+                None => PersistOp::Insert {
+                    key: pkey,
+                    hash: phash,
+                    expires_ms,
+                },
+            }
+        }
+    };
     let cursor = w
         .cursors
         .get_mut(service_index as usize)
         .ok_or(Counter::DropNoService)?;
-    let id = svc.pick(info.hash, cursor).ok_or(Counter::DropNoBackend)?;
-    snap.backend(id).ok_or(Counter::DropNoBackend)
+    let conn = NewConn {
+        hash: info.hash,
+        client: &key.src,
+        client_port: key.src_port,
+    };
+    let id = svc.pick(&conn, cursor, &w.load).ok_or(
+        // Real servers that could take it, all over their thresholds (or, for sh without
+        // sh-fallback, the client's own).
+        if svc.limits.is_empty() {
+            Counter::DropNoBackend
+        } else {
+            Counter::DropRealServersOverloaded
+        },
+    )?;
+    Ok((snap.backend(id).ok_or(Counter::DropNoBackend)?, persist))
+}
+
+/// The persistence part of a committed new connection to `backend`.
+fn commit_persistence(op: PersistOp, backend: u32, w: &mut WorkerState, now: u64) {
+    match op {
+        PersistOp::None => {}
+        PersistOp::Refresh { slot, expires_ms } => {
+            w.persistence.refresh(slot, expires_ms);
+            w.counters.inc(Counter::PersistenceHits);
+        }
+        PersistOp::Repoint { slot, expires_ms } => {
+            w.persistence.repoint(slot, backend, expires_ms);
+            w.counters.inc(Counter::PersistenceMoved);
+        }
+        PersistOp::Insert {
+            key,
+            hash,
+            expires_ms,
+        } => {
+            // A full table first sweeps the key's neighbourhood of expired entries.
+            if !w.persistence.insert(&key, hash, backend, expires_ms, now) {
+                w.counters.inc(Counter::PersistenceTableFull);
+            }
+        }
+    }
 }
 
 /// Carry out the choice for a packet that goes out. Returns the real server it goes to: the
@@ -210,25 +310,26 @@ pub(super) fn commit<'s>(
         }
         FlowOp::Replace(old) => {
             w.flows.remove(old);
-            insert(choice.backend, None, key, info, svc, w, snap, now)
+            insert(choice, None, key, info, svc, w, snap, now)
         }
         FlowOp::Full(miss) => {
             if w.flows.refuse_full(now) {
                 full(w, now);
                 Ok(choice.backend)
             } else {
-                insert(choice.backend, Some(miss), key, info, svc, w, snap, now)
+                insert(choice, Some(miss), key, info, svc, w, snap, now)
             }
         }
-        FlowOp::Insert(miss) => insert(choice.backend, Some(miss), key, info, svc, w, snap, now),
+        FlowOp::Insert(miss) => insert(choice, Some(miss), key, info, svc, w, snap, now),
     }
 }
 
-/// Enters the connection; `miss`: the lookup of `key` that found nothing (none after a
-/// `Replace`, whose lookup hit the entry it removed).
+/// Enters the connection to the choice's real server, and then what its persistence entry
+/// needs; `miss`: the lookup of `key` that found nothing (none after a `Replace`, whose lookup
+/// hit the entry it removed).
 #[allow(clippy::too_many_arguments)] // the pipeline's per-frame context, passed by reference
 fn insert<'s>(
-    backend: &'s Backend,
+    choice: &Choice<'s>,
     miss: Option<Miss>,
     key: &FlowKey,
     info: &L4Info,
@@ -237,6 +338,7 @@ fn insert<'s>(
     snap: &'s Snapshot,
     now: u64,
 ) -> Result<&'s Backend, Counter> {
+    let backend = choice.backend;
     // Built (and hashed, by the table) only when the table can take the connection: a SYN
     // flood into a full table is refused before either.
     // The client's address is copied as stored: no round trip through `IpAddr`.
@@ -262,6 +364,7 @@ fn insert<'s>(
             w.flows.track(fid, Direction::Original, info.tcp_flags, now);
             w.counters.inc(Counter::FlowsCreated);
             w.backends.count_new(backend.id);
+            commit_persistence(choice.persist, backend.id, w, now);
             Ok(backend)
         }
         Err(InsertError::Full) => {

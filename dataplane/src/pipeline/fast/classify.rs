@@ -138,8 +138,7 @@ fn common<'s, B: PacketBuf>(
         }
         let info = L4Info::new(key, flags, flow_hash);
         let hash = info.hash;
-        let elsewhere = svc.has_nat.then(|| w.owner_elsewhere(&key.src, src_port));
-        if let Some(owner) = elsewhere.flatten() {
+        if let Some(owner) = w.owner_elsewhere(svc.ownership, &key.src, src_port) {
             *st = Staged::Steer { owner, hash };
             return Some(None);
         }
@@ -155,7 +154,7 @@ fn common<'s, B: PacketBuf>(
     if snap.is_vip(&key.dst) || snap.is_local_key(&key.dst) {
         return None;
     }
-    let Some(unique_service) = snap.nat_endpoint(&key.src, proto, src_port) else {
+    let Some(endpoint) = snap.nat_endpoint(&key.src, proto, src_port) else {
         // Neither a client of a service nor a reply, nor for the box: the general path,
         // having made the same checks, ends in the same verdict. Decided here, so traffic
         // that is not vipd's is not parsed twice.
@@ -167,14 +166,14 @@ fn common<'s, B: PacketBuf>(
     }
     let info = L4Info::new(key, flags, flow_hash);
     let hash = info.hash;
-    if let Some(owner) = w.owner_elsewhere(&key.dst, dst_port) {
+    if let Some(owner) = w.owner_elsewhere(endpoint.ownership, &key.dst, dst_port) {
         *st = Staged::Steer { owner, hash };
         return Some(None);
     }
     *st = Staged::Reply {
         pkt,
         info,
-        unique_service,
+        unique_service: endpoint.service,
         owner_here: true,
     };
     Some(Some(hash))
