@@ -339,6 +339,12 @@ mod tests {
     }
 
     #[test]
+    fn a_slot_is_56_bytes() {
+        // configuration.md states the memory per entry (two slots).
+        assert_eq!(std::mem::size_of::<Entry>(), 56);
+    }
+
+    #[test]
     fn insert_lookup_refresh_expire() {
         let stats = Arc::new(BackendStats::new(8));
         let mut t = PersistTable::with_capacity(16);

@@ -237,12 +237,20 @@ impl WorkerState {
     /// The worker that owns connections of this client endpoint under `rule`, when it is
     /// another one (`None` with a single worker, for [`Ownership::Local`], or when it is this
     /// one): where the packet is steered.
-    #[inline]
+    ///
+    /// Inlined whole for NAT connections (the common steer), as before persistence existed;
+    /// the network hash of persistent services is a call of its own.
+    #[inline(always)]
     fn owner_elsewhere(&self, rule: Ownership, client: &[u8; 16], port: u16) -> Option<u16> {
         if self.n_workers < 2 {
             return None;
         }
-        let owner = self.scale(rule.hash(client, port)?);
+        let h = match rule {
+            Ownership::Endpoint => FlowKey::endpoint_hash(client, port),
+            Ownership::Local => return None,
+            Ownership::Network(bits) => Ownership::network_hash(client, bits),
+        };
+        let owner = self.scale(h);
         (owner != self.index).then_some(owner)
     }
 

@@ -182,7 +182,11 @@ def scenario_persistence():
               f"--persistent-conn title: {lines[1]!r}")
         persist = sum(int(ln.split()[3]) for ln in lines if ln.startswith("  -> ") and ":8080" in ln)
         check(persist == 10, f"PersistConn column sums to {persist}, not 10 client entries: {lines}")
+        for ln in lines:
+            log(f"      | {ln}")
         entries = ctl("-L", "-c", "--persistent-conn", "--limit", "100").splitlines()
+        for ln in entries[:5]:
+            log(f"      | {ln}")
         rows = [ln for ln in entries[2:] if ln.strip()]
         check(len(rows) == 10 and all(" NONE " in r and ":0 " in r for r in rows), f"-L -c --persistent-conn: {entries}")
         log(f"    --persistent-conn: PersistConn {persist}; entries e.g. {rows[0]!r}")
@@ -212,6 +216,9 @@ def scenario_persistence():
         ctl("-E", "-t", f"{VIP4}:80", "-M", "255.255.255.0")
         lines = ctl("-L", "-n").splitlines()
         check(f"TCP  {VIP4}:80 wlc persistent 60 mask 255.255.255.0" in lines, f"-L -n: {lines}")
+        ctl("-e", "-t", f"{VIP4}:80", "-r", f"{RS['rs2']}:8080", "-x", "100", "-y", "50")
+        for ln in ctl("-L", "-n", "--thresholds").splitlines():
+            log(f"      | {ln}")
         grouped = sticky(clients, 3)
         check(len(set(grouped.values())) == 1, f"-M 255.255.255.0: clients of one /24 on {grouped}")
         log(f"    -M 255.255.255.0: all ten clients on {next(iter(grouped.values()))}")

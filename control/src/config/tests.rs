@@ -470,7 +470,7 @@ fn schedulers_persistence_and_thresholds() {
     let e = err(&svc("scheduler_flags = [\"sh-port\"]"));
     assert_eq!(
         e,
-        "vipd.toml: services[0].scheduler_flags: sh-port are flags of scheduler \"sh\", not of \"maglev\""
+        "vipd.toml: services[0].scheduler_flags: sh-port are flags of scheduler \"sh\", not of \"maglev\": remove them (vipctl -E … -b none)"
     );
     let e = err(&svc("scheduler = \"sh\"\nscheduler_flags = [\"mh-port\"]"));
     assert!(

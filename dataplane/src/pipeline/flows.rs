@@ -52,12 +52,22 @@ pub(super) enum PersistOp {
     /// The entry's real server could not take the connection (drained, down, gone, over its
     /// threshold): the scheduler's choice replaces it.
     Repoint { slot: usize, expires_ms: u64 },
-    /// No entry: the scheduler's choice makes one.
-    Insert {
-        key: FlowKey,
-        hash: u64,
-        expires_ms: u64,
-    },
+    /// No entry: the scheduler's choice makes one (its key is made again from the
+    /// connection's at commit: a `Choice` stays small).
+    Insert { hash: u64, expires_ms: u64 },
+}
+
+/// IPVS's template key of a connection's client network: masked address, port 0, the
+/// virtual service.
+#[inline]
+fn persistence_key(key: &FlowKey, bits: u8) -> FlowKey {
+    FlowKey {
+        src: mask_key(&key.src, bits),
+        dst: key.dst,
+        src_port: 0,
+        dst_port: key.dst_port,
+        proto: key.proto,
+    }
 }
 
 /// A decision not yet committed.
@@ -193,7 +203,12 @@ fn consistent<'s>(svc: &Service, snap: &'s Snapshot, hash: u64) -> Result<&'s Ba
 /// what rr picks when room comes back; as long as an overflow is more recent than the UDP
 /// timeout, new UDP entries therefore take the consistent hash's choice too (persistence
 /// aside). (TCP needs no such rule: a segment that is not a SYN never creates an entry.)
-#[allow(clippy::too_many_arguments)] // the pipeline's per-frame context, passed by reference
+#[allow(clippy::too_many_arguments)]
+// the pipeline's per-frame context, passed by reference
+// Once per new connection, with every scheduler and the persistence table behind it: kept
+// out of the burst loop it would otherwise be inlined into (the established path's code there
+// grew by ~1% of its instructions when it was).
+#[inline(never)]
 fn schedule<'s>(
     key: &FlowKey,
     info: &L4Info,
@@ -213,14 +228,7 @@ fn schedule<'s>(
     let persist = match svc.persistence {
         None => PersistOp::None,
         Some(p) => {
-            // IPVS's template key: the client network, port 0, the virtual service.
-            let pkey = FlowKey {
-                src: mask_key(&key.src, p.bits),
-                dst: key.dst,
-                src_port: 0,
-                dst_port: key.dst_port,
-                proto: key.proto,
-            };
+            let pkey = persistence_key(key, p.bits);
             let phash = pkey.hash();
             let expires_ms = now.saturating_add(p.timeout_ms);
             match w.persistence.lookup(&pkey, phash, now) {
@@ -231,7 +239,6 @@ fn schedule<'s>(
                     _ => PersistOp::Repoint { slot, expires_ms },
                 },
                 None => PersistOp::Insert {
-                    key: pkey,
                     hash: phash,
                     expires_ms,
                 },
@@ -259,8 +266,15 @@ fn schedule<'s>(
     Ok((snap.backend(id).ok_or(Counter::DropNoBackend)?, persist))
 }
 
-/// The persistence part of a committed new connection to `backend`.
-fn commit_persistence(op: PersistOp, backend: u32, w: &mut WorkerState, now: u64) {
+/// The persistence part of a committed new connection (`key`) of `svc` to `backend`.
+fn commit_persistence(
+    op: PersistOp,
+    backend: u32,
+    key: &FlowKey,
+    svc: &Service,
+    w: &mut WorkerState,
+    now: u64,
+) {
     match op {
         PersistOp::None => {}
         PersistOp::Refresh { slot, expires_ms } => {
@@ -271,13 +285,13 @@ fn commit_persistence(op: PersistOp, backend: u32, w: &mut WorkerState, now: u64
             w.persistence.repoint(slot, backend, expires_ms);
             w.counters.inc(Counter::PersistenceMoved);
         }
-        PersistOp::Insert {
-            key,
-            hash,
-            expires_ms,
-        } => {
+        PersistOp::Insert { hash, expires_ms } => {
+            let Some(p) = svc.persistence else {
+                return;
+            };
+            let pkey = persistence_key(key, p.bits);
             // A full table first sweeps the key's neighbourhood of expired entries.
-            if !w.persistence.insert(&key, hash, backend, expires_ms, now) {
+            if !w.persistence.insert(&pkey, hash, backend, expires_ms, now) {
                 w.counters.inc(Counter::PersistenceTableFull);
             }
         }
@@ -364,7 +378,7 @@ fn insert<'s>(
             w.flows.track(fid, Direction::Original, info.tcp_flags, now);
             w.counters.inc(Counter::FlowsCreated);
             w.backends.count_new(backend.id);
-            commit_persistence(choice.persist, backend.id, w, now);
+            commit_persistence(choice.persist, backend.id, key, svc, w, now);
             Ok(backend)
         }
         Err(InsertError::Full) => {

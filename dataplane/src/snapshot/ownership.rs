@@ -47,8 +47,15 @@ impl Ownership {
         match self {
             Ownership::Local => None,
             Ownership::Endpoint => Some(FlowKey::endpoint_hash(client, port)),
-            Ownership::Network(bits) => Some(FlowKey::endpoint_hash(&mask_key(client, bits), 0)),
+            Ownership::Network(bits) => Some(Self::network_hash(client, bits)),
         }
+    }
+
+    /// The owner hash of a client network: its masked address, port 0. Not inlined into the
+    /// packet path: persistent services are the exception there.
+    #[inline(never)]
+    pub fn network_hash(client: &[u8; 16], bits: u8) -> u64 {
+        FlowKey::endpoint_hash(&mask_key(client, bits), 0)
     }
 
     fn bits(self) -> Option<u8> {

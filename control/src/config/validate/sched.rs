@@ -53,7 +53,7 @@ pub(super) fn sched_flags(
         return Err(invalid(
             k("scheduler_flags"),
             format!(
-                "{} are flags of scheduler \"sh\", not of \"{kind}\"",
+                "{} are flags of scheduler \"sh\", not of \"{kind}\": remove them (vipctl -E … -b none)",
                 out.names().join(", ")
             ),
         ));
