@@ -157,12 +157,13 @@ pub async fn connections(
                 "forward": mode.map(forward_name),
                 "state": f.state.name(),
                 "expires_s": f.remaining_ms as f64 / 1000.0,
-                "persistent": persistent,
             }));
         }
     }
-    Ok(Json(json!({
-        "sampled": list.len(), "truncated": truncated, "persistent": persistent,
-        "connections": list,
-    })))
+    let mut answer = json!({"sampled": list.len(), "truncated": truncated, "connections": list});
+    if persistent {
+        // Only then: a connection listing keeps its shape.
+        answer["persistent"] = json!(true);
+    }
+    Ok(Json(answer))
 }
