@@ -509,3 +509,82 @@ fn every_real_server_over_its_threshold_drops_with_its_own_counter() {
     );
     assert_eq!(s.action, Action::Tx(0));
 }
+
+#[test]
+fn ipv6_client_networks_by_prefix_length() {
+    use std::net::Ipv6Addr;
+    // [vip6]:80/tcp over RS1 (on-link, resolved) and an off-link real server (via the
+    // router), rr, persistent per /64.
+    let far: Ipv6Addr = "fd00:9::3".parse().unwrap();
+    let services = vec![ServiceSpec {
+        vip: vip6().into(),
+        proto: 6,
+        port: 80,
+        scheduler: SchedulerKind::Rr,
+        backends: vec![
+            BackendSpec {
+                id: 0,
+                addr: rs1_ip6().into(),
+                port: 8080,
+                ..Default::default()
+            },
+            BackendSpec {
+                id: 1,
+                addr: far.into(),
+                port: 8080,
+                ..Default::default()
+            },
+        ],
+        persistence: Some(PersistenceSpec {
+            timeout_s: 60,
+            prefix_len: 64,
+        }),
+        ..Default::default()
+    }];
+    let snap = build(1, &services);
+    let mut w = two_workers();
+    let dst = |frame: &[u8]| {
+        let p = etherparse::SlicedPacket::from_ethernet(frame).unwrap();
+        match p.net {
+            Some(etherparse::NetSlice::Ipv6(ip)) => IpAddr::from(ip.header().destination_addr()),
+            _ => panic!("not IPv6"),
+        }
+    };
+    let syn = |client: Ipv6Addr, sport: u16| {
+        Frame::new(
+            ROUTER_MAC,
+            LB_MAC,
+            client.into(),
+            vip6().into(),
+            tcp(sport, 80, "S"),
+            b"",
+        )
+    };
+    let mut per_net = Vec::new();
+    for net in 0..6u16 {
+        let mut seen = std::collections::HashSet::new();
+        for host in 1..6u16 {
+            let client = Ipv6Addr::new(0x2001, 0xdb8, 0, net, 0, 0, 0, host);
+            for sport in [1000 + host, 2000 + host] {
+                let s = send(
+                    &mut w,
+                    &snap,
+                    &syn(client, sport),
+                    usize::from(sport % 2),
+                    1_000,
+                );
+                assert_eq!(s.action, Action::Tx(0), "{client}:{sport}");
+                seen.insert(dst(&s.frame));
+            }
+        }
+        assert_eq!(seen.len(), 1, "one /64, one real server: {seen:?}");
+        per_net.extend(seen);
+    }
+    let distinct: std::collections::HashSet<_> = per_net.iter().collect();
+    assert_eq!(
+        distinct.len(),
+        2,
+        "rr over the networks reaches both: {per_net:?}"
+    );
+    assert_eq!(w.iter().map(|w| w.persistence.len()).sum::<usize>(), 6);
+}
