@@ -5,7 +5,7 @@
 //! atomically; workers only index it. A new snapshot is built for every change.
 
 use crate::flow::key::to_mapped;
-use crate::flow::Timeouts;
+use crate::flow::{FlowKey, Timeouts};
 use crate::sched::load::{Limit, ServiceLoad};
 use crate::sched::{
     NewConn, SchedBackend, SchedError, SchedFlags, Scheduler, SchedulerKind, ServiceScheduler,
@@ -325,6 +325,19 @@ impl Service {
             None => table.pick(&NewConn::of_hash(flow_hash), &mut 0, &Unlimited)?,
         };
         self.scheduled.get(i as usize).copied()
+    }
+
+    /// The real server of connection `key` (flow hash `flow_hash`) without state: the same
+    /// for every packet of it, on every box, whatever the load. An `sh` service answers by
+    /// its client hash table (so a connection that moved between boxes or outlived a restart
+    /// keeps the real server its client was given); every other service by the Maglev table.
+    #[inline]
+    pub fn pick_stateless(&self, key: &FlowKey, flow_hash: u64) -> Option<u32> {
+        if let Some(ServiceScheduler::SourceHash(sh)) = &self.scheduler {
+            let i = sh.lookup(&key.src, key.src_port)?;
+            return self.scheduled.get(i as usize).copied();
+        }
+        self.pick_consistent(flow_hash)
     }
 
     /// Whether real server `id` may take a new connection now: it is scheduled and under its

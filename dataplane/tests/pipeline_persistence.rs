@@ -588,3 +588,47 @@ fn ipv6_client_networks_by_prefix_length() {
     );
     assert_eq!(w.iter().map(|w| w.persistence.len()).sum::<usize>(), 6);
 }
+
+#[test]
+fn sh_keeps_a_client_on_its_real_server_without_state_too() {
+    // A connection that outlived a restart or moved between boxes arrives mid-stream, with
+    // no flow entry: an sh service sends it where the client's new connections go (its client
+    // table), not by the 5-tuple's Maglev entry.
+    let services = vec![ServiceSpec {
+        vip: VIP.into(),
+        proto: 6,
+        port: 80,
+        scheduler: SchedulerKind::Sh,
+        backends: vec![
+            rs(0, RS1_IP, FwdMode::Nat),
+            rs(1, RS2_IP, FwdMode::Nat),
+            rs(2, RS3_IP, FwdMode::Nat),
+        ],
+        ..Default::default()
+    }];
+    let snap = build(1, &services);
+    let mut w = two_workers();
+    let mut seen = std::collections::HashSet::new();
+    for i in 0..30u8 {
+        let c = Ipv4Addr::new(192, 0, 2, i + 1);
+        let new = connect(&mut w, &snap, c, 1000 + u16::from(i), 1_000);
+        seen.insert(new);
+        for sport in [2000u16, 3001, 4002] {
+            let s = send(
+                &mut w,
+                &snap,
+                &client(c, sport, 80, "A"),
+                usize::from(sport % 2),
+                1_000,
+            );
+            assert_eq!(s.action, Action::Tx(0));
+            assert_eq!(dst_ip(&s.frame), new, "{c}:{sport} mid-stream");
+        }
+    }
+    assert_eq!(
+        seen.len(),
+        3,
+        "30 clients reach every real server: {seen:?}"
+    );
+    assert_eq!(counter(&w, Counter::TcpNoFlowStateless), 90);
+}

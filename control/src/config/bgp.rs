@@ -48,7 +48,8 @@ pub fn check(
     }
     let rotating: Vec<String> = services
         .iter()
-        .filter(|s| s.scheduler != SchedulerKind::Maglev)
+        // sh is the same table on every box too (by client), stateless paths included.
+        .filter(|s| !matches!(s.scheduler, SchedulerKind::Maglev | SchedulerKind::Sh))
         .map(|s| format!("{} ({})", s.key, s.scheduler.as_str()))
         .collect();
     if !rotating.is_empty() {

@@ -3,8 +3,8 @@
 //! is already dead: expired entries, entries of real servers that left), [`commit`] creates,
 //! advances or replaces the entry once the packet is known to go out.
 //!
-//! Without a flow entry the answer is always the service's consistent hash (Maglev) when no
-//! new state may be created: a TCP segment that is not a lone SYN, a fragment decided away
+//! Without a flow entry the answer is always the service's consistent hash (Maglev; for `sh`
+//! services their client hash table) when no new state may be created: a TCP segment that is not a lone SYN, a fragment decided away
 //! from the connection's owner, a key clash, a full table. For rr/wrr services this means:
 //! connections that start with a SYN while the table has room are spread by rr/wrr and
 //! pinned by their entry; everything without an entry follows the Maglev table of the same
@@ -102,17 +102,17 @@ pub(super) fn choose<'s>(
     let sloppy = snap.sloppy_tcp || w.sloppy_tcp;
     let may_create = info.tcp_flags.is_none() || sloppy || info.is_lone_syn();
     if !may_create {
-        return stateless(svc, snap, hash, Some(Counter::TcpNoFlowStateless));
+        return stateless(svc, snap, key, hash, Some(Counter::TcpNoFlowStateless));
     }
     let Some(miss) = miss else {
-        return stateless(svc, snap, hash, None);
+        return stateless(svc, snap, key, hash, None);
     };
     if w.flows.refuses_new(now) {
         // A SYN flood into a full table: the insert will be refused and the packet go by the
         // consistent hash, so ask no scheduler (an rr cursor moves only for entered
         // connections) and check one real server, not the scheduler's and then this one.
         return Ok(Choice {
-            backend: consistent(svc, snap, hash)?,
+            backend: consistent(svc, snap, key, hash)?,
             op: FlowOp::Full(miss),
             persist: PersistOp::None,
         });
@@ -141,7 +141,7 @@ fn chosen<'s>(
     if hit.dir == Direction::Reply {
         // The packet's 5-tuple is another connection's reply key (a crafted or
         // unlucky client endpoint): never take it for that connection.
-        return stateless(svc, snap, hash, Some(Counter::FlowKeyClash));
+        return stateless(svc, snap, key, hash, Some(Counter::FlowKeyClash));
     }
     let closed = matches!(hit.state, TcpState::TimeWait | TcpState::Close);
     if closed && info.is_lone_syn() {
@@ -179,18 +179,28 @@ fn chosen<'s>(
 fn stateless<'s>(
     svc: &'s Service,
     snap: &'s Snapshot,
+    key: &FlowKey,
     hash: u64,
     why: Option<Counter>,
 ) -> Result<Choice<'s>, Counter> {
     Ok(Choice {
-        backend: consistent(svc, snap, hash)?,
+        backend: consistent(svc, snap, key, hash)?,
         op: FlowOp::Stateless(why),
         persist: PersistOp::None,
     })
 }
 
-fn consistent<'s>(svc: &Service, snap: &'s Snapshot, hash: u64) -> Result<&'s Backend, Counter> {
-    let id = svc.pick_consistent(hash).ok_or(Counter::DropNoBackend)?;
+/// The real server of a connection without state: the same for every packet of it, on every
+/// box (`Service::pick_stateless`).
+fn consistent<'s>(
+    svc: &Service,
+    snap: &'s Snapshot,
+    key: &FlowKey,
+    hash: u64,
+) -> Result<&'s Backend, Counter> {
+    let id = svc
+        .pick_stateless(key, hash)
+        .ok_or(Counter::DropNoBackend)?;
     snap.backend(id).ok_or(Counter::DropNoBackend)
 }
 
@@ -223,7 +233,7 @@ fn schedule<'s>(
         .last_full_ms
         .is_some_and(|t| now < t.saturating_add(udp_ms));
     if key.proto == PROTO_UDP && overflow_recent {
-        return Ok((consistent(svc, snap, info.hash)?, PersistOp::None));
+        return Ok((consistent(svc, snap, key, info.hash)?, PersistOp::None));
     }
     let persist = match svc.persistence {
         None => PersistOp::None,
@@ -383,11 +393,11 @@ fn insert<'s>(
         }
         Err(InsertError::Full) => {
             full(w, now);
-            consistent(svc, snap, info.hash)
+            consistent(svc, snap, key, info.hash)
         }
         Err(InsertError::Exists) => {
             w.counters.inc(Counter::FlowKeyClash);
-            consistent(svc, snap, info.hash)
+            consistent(svc, snap, key, info.hash)
         }
     }
 }

@@ -137,7 +137,7 @@ fn to_real_server<B: PacketBuf>(
     let backend = match from_entry {
         Some(b) => b,
         None => svc
-            .pick_consistent(hash)
+            .pick_stateless(&flow, hash)
             .and_then(|id| snap.backend(id))
             .ok_or(Counter::DropIcmpErrorNoFlow)?,
     };

@@ -88,6 +88,15 @@ impl SourceHash {
     }
 }
 
+impl SourceHash {
+    /// The client's real server whatever the load (the stateless answer for every packet of
+    /// its connections).
+    #[inline]
+    pub fn lookup(&self, client: &[u8; 16], port: u16) -> Option<u32> {
+        self.table.lookup(self.client_hash(client, port))
+    }
+}
+
 impl Scheduler for SourceHash {
     #[inline]
     fn pick<L: Load>(&self, conn: &NewConn<'_>, _cursor: &mut u64, load: &L) -> Option<u32> {
@@ -189,6 +198,8 @@ mod tests {
         }
         // Back under its threshold: the client returns to its own real server.
         assert_eq!(at(&fb, &c, 1, &Counts::new(4)), Some(own));
+        // The stateless answer ignores the load: always its own.
+        assert_eq!(fb.lookup(&c, 1), Some(own));
         // Everything overloaded: refused even with the fallback.
         let mut all = Counts::new(4);
         (0..4).for_each(|i| all.unavailable(i));
