@@ -174,6 +174,7 @@ mod tests {
             sched_flags: Default::default(),
             persistence: None,
             drop_dead_flows: true,
+            alpha: false,
             real_servers: rs
                 .iter()
                 .map(|&i| ValidRealServer {

@@ -4,6 +4,8 @@
 //! prefix, `_total` for counters, base units, labels that stay bounded (worker, port, reason,
 //! service, real server). docs/metrics.md lists every family.
 
+mod api_and_health;
+
 use crate::kernel::counters::KernelCounter;
 use crate::view::{Shared, View};
 use prometheus::proto::{Counter as PCounter, Gauge, LabelPair, Metric, MetricFamily, MetricType};
@@ -45,6 +47,14 @@ pub struct ControlGauges {
     pub control_rx: u64,
     /// Health transitions since start.
     pub health_transitions: u64,
+    /// Reloads refused since start.
+    pub reload_failures: u64,
+    /// State file writes that failed since start.
+    pub state_write_failures: u64,
+    /// Per worker: stalled now (no loop iteration for over a second).
+    pub worker_stalled: Vec<bool>,
+    /// Per worker: stalls since start.
+    pub worker_stalls: Vec<u64>,
 }
 
 fn label(name: &str, value: &str) -> LabelPair {
@@ -116,6 +126,8 @@ pub fn render(shared: &Shared, view: &View) -> String {
     kernel_families(shared, &mut f);
     scaleout_families(shared, &mut f);
     real_server_families(shared, view, &mut f);
+    api_and_health::health_families(shared, &mut f);
+    api_and_health::api_families(shared, &mut f);
     let mut out = Vec::new();
     if let Err(e) = TextEncoder::new().encode(&f.0, &mut out) {
         tracing::error!("metrics: encoding stopped: {e}");
@@ -246,6 +258,26 @@ fn worker_families(shared: &Shared, view: &View, f: &mut Families) {
             .collect(),
     );
     f.gauge(
+        "vipd_worker_stalled",
+        "1 while the worker has run no loop iteration for over a second: its queues are not served, the VIPs are withdrawn and systemd's watchdog is not fed.",
+        view.gauges
+            .worker_stalled
+            .iter()
+            .enumerate()
+            .map(|(i, &s)| gauge(vec![w_label(i)], f64::from(u8::from(s))))
+            .collect(),
+    );
+    f.counter(
+        "vipd_worker_stalls_total",
+        "Times the worker stalled (over a second without a loop iteration) since vipd started.",
+        view.gauges
+            .worker_stalls
+            .iter()
+            .enumerate()
+            .map(|(i, &n)| counter(vec![w_label(i)], n))
+            .collect(),
+    );
+    f.gauge(
         "vipd_worker_snapshot_generation",
         "Generation of the snapshot each worker forwards by.",
         workers
@@ -350,12 +382,27 @@ fn control_families(view: &View, f: &mut Families) {
         "Real servers that changed state (up to down or back) by their health checks.",
         vec![counter(vec![], g.health_transitions)],
     );
+    f.counter(
+        "vipd_config_reload_failures_total",
+        "Reloads refused (SIGHUP, systemctl reload, vipctl reload, POST /api/v1/reload): the file is invalid or changes a restart-only key; the running configuration stayed.",
+        vec![counter(vec![], g.reload_failures)],
+    );
+    f.counter(
+        "vipd_state_write_failures_total",
+        "Writes of the state file (drains, box drain, unsaved API changes, health kept across restarts) that failed: what changed is lost if vipd restarts before the next write.",
+        vec![counter(vec![], g.state_write_failures)],
+    );
 }
 
 /// Per-service and per-real-server families, from the slot counters summed over workers (raw,
 /// monotonic: never affected by `vipctl -Z`).
 fn real_server_families(shared: &Shared, view: &View, f: &mut Families) {
-    let health = shared.health.lock().map(|h| h.clone()).unwrap_or_default();
+    let health = shared
+        .health
+        .status
+        .lock()
+        .map(|h| h.clone())
+        .unwrap_or_default();
     let mut readings = Vec::new();
     let mut service_up = Vec::new();
     let mut service_rs = Vec::new();
@@ -518,9 +565,12 @@ fn real_server_families(shared: &Shared, view: &View, f: &mut Families) {
                 ok.push(label("result", "ok"));
                 let mut failed = labels(s, r);
                 failed.push(label("result", "failed"));
+                let mut local = labels(s, r);
+                local.push(label("result", "local_fault"));
                 [
-                    counter(ok, h.checks.saturating_sub(h.failures)),
+                    counter(ok, h.checks.saturating_sub(h.failures + h.local_faults)),
                     counter(failed, h.failures),
+                    counter(local, h.local_faults),
                 ]
             })
             .collect(),
@@ -595,10 +645,23 @@ mod tests {
                     stats: Some(PortStats::default()),
                 }],
                 neighbours: vec![("static", 0), ("incomplete", 0), ("reachable", 1)],
+                worker_stalled: vec![false],
+                worker_stalls: vec![0],
                 ..Default::default()
             },
             ..Default::default()
         };
+        let health = crate::health::HealthHandle::detached(health);
+        health
+            .summary
+            .lock()
+            .unwrap()
+            .services
+            .push(crate::health::ServiceGuard {
+                key,
+                held: 0,
+                held_total: 0,
+            });
         let shared = Shared {
             workers: vec![Arc::new(WorkerCounters::default())],
             backends: vec![Arc::new(BackendStats::new(4))],
@@ -608,7 +671,8 @@ mod tests {
             view: ArcSwap::from_pointee(View::default()),
             commands: crossbeam::channel::unbounded().0,
             health,
-            token: None,
+            tokens: Default::default(),
+            admissions: crate::api::Admissions::new(&Default::default()),
             samplers: Vec::new(),
             tracers: Vec::new(),
             listing: tokio::sync::Mutex::new(()),

@@ -6,7 +6,7 @@
 use crate::backend_slots::RsIdentity;
 use crate::changes::{Change, Refusal};
 use crate::config::{CheckSpec, Config, ServiceKey};
-use crate::health::StatusMap;
+use crate::health::HealthHandle;
 use crate::kernel::counters::KernelCounters;
 use crate::metrics::ControlGauges;
 use crate::stats::StatsBook;
@@ -100,6 +100,10 @@ pub struct View {
 }
 
 /// Everything the API thread holds.
+///
+/// `commands` is bounded ([`crate::api::COMMAND_QUEUE`]): the API hands a change over with
+/// `try_send` and answers 503 when the control loop has that many waiting, so a flood of
+/// changes never queues without end nor blocks the API's thread.
 pub struct Shared {
     /// Each worker's counters.
     pub workers: Vec<Arc<WorkerCounters>>,
@@ -111,10 +115,12 @@ pub struct Shared {
     pub view: ArcSwap<View>,
     /// Commands to the control loop.
     pub commands: Sender<Command>,
-    /// Health checks' state.
-    pub health: StatusMap,
-    /// Bearer token the API requires, if any.
-    pub token: Option<String>,
+    /// Health checks' state, the box's local faults and held verdicts.
+    pub health: HealthHandle,
+    /// The API's bearer tokens (admin, read-only).
+    pub tokens: crate::api::Tokens,
+    /// The API's connections on each listener.
+    pub admissions: crate::api::Admissions,
     /// Each worker's connection-listing queues.
     pub samplers: Vec<Arc<FlowSampler>>,
     /// Each worker's trace queues (`vipctl trace`; serialised by `listing` too).

@@ -238,6 +238,7 @@ pub struct WorkerCounters {
     values: [AtomicU64; COUNT],
     flows_active: AtomicU64,
     generation: AtomicU64,
+    heartbeat: AtomicU64,
 }
 
 impl Default for WorkerCounters {
@@ -246,6 +247,7 @@ impl Default for WorkerCounters {
             values: std::array::from_fn(|_| AtomicU64::new(0)),
             flows_active: AtomicU64::new(0),
             generation: AtomicU64::new(0),
+            heartbeat: AtomicU64::new(0),
         }
     }
 }
@@ -288,6 +290,19 @@ impl WorkerCounters {
     /// worker holds no reference into older snapshots' backends.
     pub fn generation(&self) -> u64 {
         self.generation.load(Ordering::Acquire)
+    }
+
+    /// Publish the worker's loop iteration count, once per iteration: the control plane
+    /// tells a stalled worker (the count stands still) from a running one. One relaxed store
+    /// by the owning worker (a plain `mov`), no read-modify-write.
+    #[inline]
+    pub fn beat(&self, iterations: u64) {
+        self.heartbeat.store(iterations, Ordering::Relaxed);
+    }
+
+    /// The last iteration count the worker published (0: it has not run a loop yet).
+    pub fn heartbeat(&self) -> u64 {
+        self.heartbeat.load(Ordering::Relaxed)
     }
 
     /// Sum of all drop counters.

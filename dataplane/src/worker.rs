@@ -237,6 +237,7 @@ impl Worker {
             }
             had_work = work > 0;
             iterations = iterations.wrapping_add(1);
+            self.state.counters.beat(iterations);
             self.state.counters.inc(Counter::WorkerPolls);
             if work > 0 {
                 self.state.counters.inc(Counter::WorkerBusyPolls);

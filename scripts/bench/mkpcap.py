@@ -17,6 +17,16 @@ Each case is a list of frames in the order they are replayed:
   frame is a lookup miss, a scheduling decision and an insert attempt.
 - nat-junk N: the nat case with 1 % junk (not for us, bad IPv4 checksum, not IP, truncated).
 
+Two extras for the ceilings and the scaling case of scripts/bench:
+- `--queues Q` writes Q captures (OUT with `-q0`, `-q1`, ... before `.pcap`), one per RX queue
+  of a multi-queue net_pcap port (`rx_pcap=` once per queue): each flow's frames go to one
+  queue, chosen by a symmetric hash of its addresses and ports (a stand-in for RSS, which
+  keeps a flow on one queue and knows nothing of which worker owns it).
+- `--l3fwd-rules F` writes DPDK l3fwd's exact-match rule file (`--rule_ipv4`, DPDK 22.11's
+  `em_route_parse.c` format: `R<dst> <src> <dst port> <src port> <proto> <out port>`), one
+  rule per distinct 5-tuple of the capture, all to port `--l3fwd-port`: every frame of the
+  capture is a hit in l3fwd's hash.
+
 Written by hand: pcap is a 24-byte header plus a 16-byte header per record, and the frames
 are fixed templates with two checksums; a packet library would only be slower at 2M frames.
 """
@@ -148,6 +158,56 @@ def write_pcap(path, frames):
     os.replace(tmp, path)
 
 
+def five_tuple(frame):
+    """(src, dst, sport, dport, proto) of an IPv4 TCP/UDP frame without options, else None."""
+    if len(frame) < 38 or frame[12:14] != b"\x08\x00" or frame[14] != 0x45 or frame[23] not in (6, 17):
+        return None
+    return frame[26:30], frame[30:34], frame[34:36], frame[36:38], frame[23]
+
+
+def symmetric_hash(t):
+    """A hash of a 5-tuple that both directions of a flow share (XOR of the two endpoints,
+    then a multiplicative mix)."""
+    src, dst, sport, dport, _ = t
+    addrs = int.from_bytes(src, "big") ^ int.from_bytes(dst, "big")
+    ports = int.from_bytes(sport, "big") ^ int.from_bytes(dport, "big")
+    x = ((addrs << 16 | ports) * 0x9E3779B97F4A7C15) & (2**64 - 1)
+    return x >> 40
+
+
+def split_queues(frames, queues):
+    """The frames of each queue, in capture order; a flow's frames (both directions) share one."""
+    out = [[] for _ in range(queues)]
+    for fr in frames:
+        t = five_tuple(fr)
+        q = 0 if t is None else symmetric_hash(t) % queues
+        out[q].append(fr)
+    return out
+
+
+def write_l3fwd_rules(path, frames, port):
+    seen = set()
+    rows = []
+    for fr in frames:
+        t = five_tuple(fr)
+        if t is None or t in seen:
+            continue
+        seen.add(t)
+        src, dst, sport, dport, proto = t
+        rows.append(f"R{'.'.join(map(str, dst))} {'.'.join(map(str, src))} "
+                    f"{int.from_bytes(dport, 'big')} {int.from_bytes(sport, 'big')} {proto} {port}\n")
+    tmp = path + ".tmp"
+    with open(tmp, "w") as f:
+        f.writelines(rows)
+    os.replace(tmp, path)
+    return len(rows)
+
+
+def queue_path(out, q):
+    base = out[:-5] if out.endswith(".pcap") else out
+    return f"{base}-q{q}.pcap"
+
+
 def build(case, flows, seed=1):
     rng = random.Random(seed)
     if case in PORTS:
@@ -166,10 +226,20 @@ def main():
     ap.add_argument("case", choices=[*PORTS, "nat-reply", "syn-flood", "nat-junk"])
     ap.add_argument("flows", type=int)
     ap.add_argument("out")
+    ap.add_argument("--queues", type=int, default=0, help="also write one capture per RX queue")
+    ap.add_argument("--l3fwd-rules", help="also write l3fwd's exact-match rules for the capture's flows")
+    ap.add_argument("--l3fwd-port", type=int, default=1, help="the output port of those rules")
     a = ap.parse_args()
     frames = build(a.case, a.flows)
     write_pcap(a.out, frames)
     print(f"{a.out}: {len(frames)} frames", file=sys.stderr)
+    if a.queues > 1:
+        for q, fr in enumerate(split_queues(frames, a.queues)):
+            write_pcap(queue_path(a.out, q), fr)
+            print(f"{queue_path(a.out, q)}: {len(fr)} frames", file=sys.stderr)
+    if a.l3fwd_rules:
+        n = write_l3fwd_rules(a.l3fwd_rules, frames, a.l3fwd_port)
+        print(f"{a.l3fwd_rules}: {n} rules to port {a.l3fwd_port}", file=sys.stderr)
 
 
 if __name__ == "__main__":

@@ -24,8 +24,10 @@ def pattern_sha256(n):
 def api(method, path, body=None, token=None):
     """(status, parsed JSON body) of one API request made from the LB namespace."""
     cmd = ["curl", "-s", "-m", "40", "-o", "-", "-w", "\n%{http_code}", "-X", method]
+    if method not in ("GET", "HEAD"):
+        cmd += ["-H", "Content-Type: application/json"]
     if body is not None:
-        cmd += ["-H", "Content-Type: application/json", "--data-binary", json.dumps(body)]
+        cmd += ["--data-binary", json.dumps(body)]
     if token:
         cmd += ["-H", f"Authorization: Bearer {token}"]
     out = netns(f"{PREFIX}-lb", *cmd, f"http://127.0.0.1:{API_PORT}{path}")

@@ -1,8 +1,10 @@
-"""A real Prometheus server scraping vipd in the namespace test bed (scripts/e2e prometheus):
-during a load, Prometheus's HTTP API answers a per-real-server rate whose spread is the load's;
-with vipd's alert rules loaded, `VipdRealServerDown` fires when a real server's health check
-fails. The rules' `for:` durations are shortened in the copy Prometheus loads (the expressions
-are the shipped ones), so the test does not wait 30 s per alert."""
+"""A real Prometheus server scraping vipd in the namespace test bed (scripts/e2e prometheus),
+over HTTPS (vipd's api.tls_certificate from a CA made here) with the read-only token
+(api.read_token_file), as docs/metrics.md shows: during a load, Prometheus's HTTP API answers
+a per-real-server rate whose spread is the load's; with vipd's alert rules loaded,
+`VipdRealServerDown` fires when a real server's health check fails. The rules' `for:`
+durations are shortened in the copy Prometheus loads (the expressions are the shipped ones),
+so the test does not wait 30 s per alert."""
 
 import json
 import os
@@ -15,6 +17,10 @@ import time
 from vipdbed import (
     API_PORT, PREFIX, ROOT, VIP4, Vipd, check, check_spread, isolated_lb_kernel, load, log, netns,
 )
+import tls_certs
+
+ADMIN = "e2e-prometheus-admin-0123456789"
+READ = "e2e-prometheus-read-0123456789"
 
 PROM_PORT = 19090
 
@@ -35,8 +41,10 @@ def prom_alerts():
 class Prometheus:
     """A Prometheus server in the LB namespace scraping vipd every second."""
 
-    def __init__(self):
+    def __init__(self, ca, read_token):
         self.dir = tempfile.mkdtemp(prefix="vipd-e2e-prometheus-")
+        # Prometheus's own copy of the read-only token.
+        token_file = tls_certs.private_file(os.path.join(self.dir, "vipd-read.token"), read_token + "\n")
         rules = open(os.path.join(ROOT, "packaging", "prometheus", "vipd.rules.yml")).read()
         rules = re.sub(r"for: \d+[smh]", "for: 2s", rules)
         with open(os.path.join(self.dir, "vipd.rules.yml"), "w") as f:
@@ -48,6 +56,9 @@ class Prometheus:
 rule_files: [vipd.rules.yml]
 scrape_configs:
   - job_name: vipd
+    scheme: https
+    tls_config: {{ca_file: {ca}}}
+    authorization: {{credentials_file: {token_file}}}
     static_configs:
       - targets: ["127.0.0.1:{API_PORT}"]
 """)
@@ -97,14 +108,19 @@ def scenario_prometheus():
     check_keys = 'health_check = { type = "http", path = "/health", interval = 0.5, timeout = 0.4, rise = 1, fall = 2 }'
     services = [{"vip": VIP4, "proto": "tcp", "port": 80, "scheduler": "wrr", "keys": [check_keys],
                  "rs": [("10.77.0.21", 8080, 1), ("10.77.0.22", 8080, 1), ("10.77.0.23", 8080, 2)]}]
-    v = Vipd("prom", services=services, kernel_interface=f"{PREFIX}-k0")
+    tls_dir = tempfile.mkdtemp(prefix=f"vipd-e2e-{PREFIX}-prom-tls-")
+    ca, cert, key = tls_certs.make(tls_dir)
+    read_file = tls_certs.private_file(os.path.join(tls_dir, "read.token"), READ + "\n")
+    v = Vipd("prom", services=services, kernel_interface=f"{PREFIX}-k0", token=ADMIN, cacert=ca,
+             api_keys=[f'read_token_file = "{read_file}"', f'tls_certificate = "{cert}"', f'tls_key = "{key}"'])
     prom = None
     health_file = os.path.join(os.environ.get("VIPD_TESTBED_STATE", "/tmp/vipd-testbed"), PREFIX, "rs2.health")
     try:
         with isolated_lb_kernel():
             v.start()
-            prom = Prometheus()
-            wait_for("vipd scraped", lambda: prom_query('up{job="vipd"} == 1'))
+            prom = Prometheus(ca, READ)
+            wait_for("vipd scraped over HTTPS with the read-only token", lambda: prom_query('up{job="vipd"} == 1'))
+            log("    Prometheus scrapes https://127.0.0.1 (vipd's certificate, a CA made here) with the read-only token: up == 1")
             r = load(url=f"http://{VIP4}/", connections=1200, parallel=16, rate=150)
             check(r["ok"] == 1200, f"load: {r['ok']}/1200 {r['errors']}")
             time.sleep(2.5)  # a scrape after the last connection
@@ -143,6 +159,7 @@ def scenario_prometheus():
         if os.path.exists(health_file):
             os.unlink(health_file)
         rc = v.stop()
+        shutil.rmtree(tls_dir, ignore_errors=True)
     check(rc == 0, f"vipd exit code {rc}")
 
 

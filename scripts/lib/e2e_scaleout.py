@@ -87,12 +87,20 @@ capacity_per_worker = 65536
 [api]
 listen = "127.0.0.1:{API_PORT}"
 
+[state]
+file = "{self.tmp}/state.json"
+
 [[ports]]
 name = "lan"
 device = "net_af_packet0,iface={SO}-b{self.k}"
 ipv4 = "{self.addr}/24"
 gateway = "10.77.0.1"
 kernel_interface = "{SO}-k{self.k}"
+
+# Every real server of a VIP failing must withdraw it (no_healthy_real_server): the
+# mass-transition guard, which would hold all but one of those verdicts, is off here.
+[health]
+max_down_percent = 100
 
 [bgp]
 socket = "{self.dir}/bird.ctl"
@@ -134,7 +142,8 @@ health_check = {{ type = "{check_kind}", {path}interval = 1, timeout = 0.9, rise
         raise RuntimeError(f"box {self.k}: API not answering after {timeout} s:\n{self.tail()}")
 
     def api(self, path, method="GET"):
-        out = netns(self.ns, "curl", "-s", "-m", "20", "-X", method, f"http://127.0.0.1:{API_PORT}{path}")
+        json_type = [] if method in ("GET", "HEAD") else ["-H", "Content-Type: application/json"]
+        out = netns(self.ns, "curl", "-s", "-m", "20", "-X", method, *json_type, f"http://127.0.0.1:{API_PORT}{path}")
         return json.loads(out)
 
     def box(self):

@@ -56,9 +56,9 @@ FAULT_DROPS = {"drop_real_server_down", "drop_neighbour_unresolved", "drop_backe
 
 def api_send(method, path, body=None):
     """One API write from the LB namespace: the parsed JSON answer."""
-    args = ["curl", "-s", "-m", "10", "-X", method]
+    args = ["curl", "-s", "-m", "10", "-X", method, "-H", "Content-Type: application/json"]
     if body is not None:
-        args += ["-H", "Content-Type: application/json", "--data-binary", json.dumps(body)]
+        args += ["--data-binary", json.dumps(body)]
     out = netns(f"{PREFIX}-lb", *args, f"http://127.0.0.1:19280{path}")
     return json.loads(out)
 

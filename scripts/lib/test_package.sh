@@ -8,6 +8,9 @@
 #     Prometheus rules pass promtool, the Grafana dashboard is JSON;
 #   - vipd logging to a real systemd-journald in that root: journalctl finds PRIORITY, TARGET
 #     and SYSLOG_IDENTIFIER fields, and not when stderr is some other stream;
+#   - the unit started for real by systemd as PID 1 in a systemd-nspawn container over that
+#     root, in a box of the scale-out bed (scripts/lib/e2e_unit.py: forwarding under the
+#     sandbox, systemctl reload, state across kill -ABRT, a stalled worker and the watchdog);
 #   - systemctl enable (offline), dpkg -r (conffiles stay), dpkg -P (everything goes);
 #   - nothing left behind: the overlay's upper layer holds only dpkg's records and logs.
 # Prints "package: N passed, M failed". Usage: scripts/lib/test_package.sh [DEB]
@@ -39,7 +42,7 @@ trap 'rmdir "$root" 2>/dev/null || true' EXIT
 
 # Everything below runs in new mount and PID namespaces: the mounts vanish and every process
 # started there (journald, vipd) is killed when it ends, whatever happens.
-unshare --mount --pid --fork --propagation private bash -s "$root" "$deb" <<'INNER'
+unshare --mount --pid --fork --mount-proc --propagation private bash -s "$root" "$deb" <<'INNER'
 set -uo pipefail
 root=$1 deb=$2
 passed=0 failed=0
@@ -80,7 +83,11 @@ check "dpkg says installed" bash -c 'chroot "$1" dpkg-query -W -f "\${Status}" v
 verify=$(in_root systemd-analyze verify /usr/lib/systemd/system/vipd.service 2>&1)
 if [ $? -eq 0 ] && ! grep -q "vipd" <<<"$verify"; then ok "systemd-analyze verify vipd.service: clean"; else fail "systemd-analyze verify: $verify"; fi
 exposure=$(in_root systemd-analyze security --offline=true /usr/lib/systemd/system/vipd.service 2>/dev/null | tail -1)
-echo "     systemd-analyze security --offline: ${exposure:-n/a}"
+score=$(grep -oE 'level for vipd.service: [0-9.]+' <<<"$exposure" | awk '{print $NF}')
+check "systemd-analyze security vipd.service below 3.0 (${score:-no score})" \
+  awk -v s="${score:-99}" 'BEGIN { exit !(s < 3.0) }'
+check "the vipd user exists (systemd-sysusers from the package)" bash -c 'chroot "$1" getent passwd vipd >/dev/null' _ "$m"
+check "/etc/vipd is group vipd, 0750" bash -c '[ "$(chroot "$1" stat -c %G:%a /etc/vipd)" = vipd:750 ]' _ "$m"
 
 # 4. The binaries and the shipped example.
 if out=$(in_root vipd --check /etc/vipd/vipd.toml 2>&1); then ok "vipd --check /etc/vipd/vipd.toml: $(head -1 <<<"$out")"; else fail "vipd --check of the shipped example: $out"; fi
@@ -104,6 +111,8 @@ memory_mb = 64
 [dataplane]
 worker_cores = [0]
 control_core = 0
+[state]
+file = "/tmp/vipd-pkgtest-state.json"
 [[ports]]
 name = "lan"
 device = "net_vipdpkgtest0"
@@ -141,6 +150,19 @@ stderr_lines=$(in_root journalctl --no-pager -o json SYSLOG_IDENTIFIER=vipd-stde
 check "stderr that is not the journal stream: formatted lines, no TARGET field" \
   bash -c 'grep -q "EAL arguments" <<<"$1" && ! grep -q "\"TARGET\"" <<<"$1"' _ "$stderr_lines"
 
+# 5b. The unit for real: systemd as PID 1 (systemd-nspawn) on an overlay of this root with
+# the package installed, in a box of the scale-out bed: vipd forwards under the sandbox,
+# reloads, keeps its state across a crash, and a stalled worker withdraws the VIP and trips
+# the watchdog (scripts/lib/e2e_unit.py).
+if command -v systemd-nspawn >/dev/null && command -v bird >/dev/null; then
+  python3 scripts/lib/e2e_unit.py "$root/upper" </dev/null 2>&1 | tee "$root/unit.log" | grep -v "^unit: [0-9]* passed"
+  unit_line=$(grep -E '^unit: [0-9]+ passed, [0-9]+ failed' "$root/unit.log" || echo "unit: 0 passed, 1 failed")
+  unit_ok=$(awk '{print $2}' <<<"$unit_line") unit_failed=$(awk '{print $4}' <<<"$unit_line")
+  passed=$((passed + unit_ok)) failed=$((failed + unit_failed))
+else
+  fail "the unit under systemd: systemd-nspawn (systemd-container) or bird (bird2) missing: scripts/setup installs them"
+fi
+
 # 6. Enable, remove, purge.
 in_root systemctl enable vipd.service >/dev/null 2>&1
 check "systemctl enable (offline) links the unit" test -L "$m/etc/systemd/system/multi-user.target.wants/vipd.service"
@@ -151,10 +173,12 @@ in_root dpkg -P vipd >"$root/dpkg-p.log" 2>&1 || fail "dpkg -P: $(tail -3 "$root
 check "dpkg -P removes the conffiles and the enable link" bash -c '[ ! -e "$1/etc/vipd" ] && [ ! -e "$1/etc/default/vipd" ] && [ ! -L "$1/etc/systemd/system/multi-user.target.wants/vipd.service" ]' _ "$m"
 
 # 7. Nothing left behind: every file or new directory in the upper layer is dpkg's own record,
-# a log, or this test's own input (/tmp and /run are tmpfs mounted over the overlay).
+# a log, or this test's own input (/tmp and /run are tmpfs mounted over the overlay); the
+# vipd system user stays in the account files (Debian policy: a purge does not remove
+# system users, whose uid may still own files).
 left=$(cd "$root/upper" && find . -mindepth 1 \( ! -type d -o -type d -empty \) -print | while read -r p; do
   case $p in
-    ./var/lib/dpkg/*|./var/log/*) ;;
+    ./var/lib/dpkg/*|./var/log/*|./etc/.pwd.lock|./etc/passwd|./etc/passwd-|./etc/group|./etc/group-|./etc/shadow|./etc/shadow-|./etc/gshadow|./etc/gshadow-) ;;
     *) if [ -d "$p" ] && [ -d "/$p" ]; then :; else echo "$p"; fi ;;
   esac
 done)

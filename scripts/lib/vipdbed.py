@@ -68,7 +68,7 @@ class Vipd:
     """One vipd process in the LB namespace."""
 
     def __init__(self, name, workers=1, qpairs=1, services=None, timeouts=None, binary=None, idle_sleep_us=200, token=None,
-                 hugepages=False, kernel_interface=None):
+                 hugepages=False, kernel_interface=None, api_keys=(), cacert=None, extra=""):
         self.name = name
         # The port's kernel interface (exception path): health checks need it in this bed, the
         # LB namespace has no other way to the real servers. See isolate_lb_kernel().
@@ -90,8 +90,14 @@ class Vipd:
         # With a token, the API requires `Authorization: Bearer <token>` (api.token_file).
         self.token = token
         self.token_file = os.path.join(self.dir, "token")
+        # Further [api] keys as TOML lines (read_token_file, socket, tls_*, timeouts), further
+        # sections as TOML text; with TLS, `cacert` is the CA api() trusts.
+        self.api_keys = list(api_keys)
+        self.extra = extra
+        self.cacert = cacert
         if token:
-            with open(self.token_file, "w") as f:
+            # vipd refuses a token file its group or others may read.
+            with open(os.open(self.token_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "w") as f:
                 f.write(token + "\n")
         self.write_config(services)
 
@@ -122,6 +128,10 @@ capacity_per_worker = 65536
 [api]
 listen = "127.0.0.1:{API_PORT}"
 {f'token_file = "{self.token_file}"' if self.token else ""}
+{chr(10).join(self.api_keys)}
+
+[state]
+file = "{self.dir}/state.json"
 
 [[ports]]
 name = "lan"
@@ -153,8 +163,19 @@ weight = {weight}
 """
                 if mode:
                     text += f'mode = "{mode[0]}"\n'
+        text += self.extra
         with open(self.config, "w") as f:
             f.write(text)
+
+    @property
+    def url(self):
+        """The API's base URL (https with a CA)."""
+        return f"{'https' if self.cacert else 'http'}://127.0.0.1:{API_PORT}"
+
+    @property
+    def pid(self):
+        """vipd's process id (`ip netns exec` execs it)."""
+        return self.proc.pid
 
     @property
     def file_prefix(self):
@@ -184,7 +205,12 @@ weight = {weight}
 
     def api(self, path, method="GET"):
         auth = ["-H", f"Authorization: Bearer {self.token}"] if self.token else []
-        out = netns(f"{PREFIX}-lb", "curl", "-s", "-m", "40", *auth, "-X", method, f"http://127.0.0.1:{API_PORT}{path}")
+        # Every change carries the JSON type, with a body or without (docs/api.md).
+        if method not in ("GET", "HEAD"):
+            auth += ["-H", "Content-Type: application/json"]
+        if self.cacert:
+            auth += ["--cacert", self.cacert]
+        out = netns(f"{PREFIX}-lb", "curl", "-s", "-m", "40", *auth, "-X", method, f"{self.url}{path}")
         return json.loads(out) if path.startswith("/api") else out
 
     def stats(self):

@@ -3,6 +3,7 @@
 //! (the operator's maintenance switch: every VIP withdrawn, forwarding goes on) and
 //! `POST /api/v1/box/resume`. Both answer once bird holds the new state.
 
+use super::change_request::ChangeRequest;
 use super::error::ApiError;
 use crate::view::Shared;
 use axum::extract::State;
@@ -26,11 +27,11 @@ async fn switch(shared: &Shared, drained: bool) -> Result<Json<Value>, ApiError>
 }
 
 /// `POST /api/v1/box/drain`.
-pub async fn drain(State(shared): S) -> Result<Json<Value>, ApiError> {
+pub async fn drain(State(shared): S, _: ChangeRequest) -> Result<Json<Value>, ApiError> {
     switch(&shared, true).await
 }
 
 /// `POST /api/v1/box/resume`.
-pub async fn resume(State(shared): S) -> Result<Json<Value>, ApiError> {
+pub async fn resume(State(shared): S, _: ChangeRequest) -> Result<Json<Value>, ApiError> {
     switch(&shared, false).await
 }

@@ -62,6 +62,7 @@ fn health_json(rs: &RealServerView, status: Option<&CheckStatus>) -> Value {
             "failures": s.failures, "transitions": s.transitions, "streak": s.streak,
             "last_check_ms": s.last_check_ms, "last_transition_ms": s.last_transition_ms,
             "last_transition_reason": s.last_transition_reason,
+            "local_faults": s.local_faults, "local_fault": s.local_fault, "held": s.held,
         }),
         None => json!({"state": state}),
     }
@@ -118,7 +119,12 @@ pub fn service_json(
 
 /// Every service.
 pub fn services_json(shared: &Shared, view: &View) -> Value {
-    let health = shared.health.lock().map(|h| h.clone()).unwrap_or_default();
+    let health = shared
+        .health
+        .status
+        .lock()
+        .map(|h| h.clone())
+        .unwrap_or_default();
     let services: Vec<Value> = view
         .services
         .iter()
@@ -164,9 +170,15 @@ pub fn stats_json(shared: &Shared) -> Value {
     })
 }
 
-/// Every health check's state.
+/// Every health check's state, and the box's side: its local faults by class and the guard's
+/// held verdicts per service.
 pub fn health_json_all(shared: &Shared, view: &View) -> Value {
-    let health = shared.health.lock().map(|h| h.clone()).unwrap_or_default();
+    let health = shared
+        .health
+        .status
+        .lock()
+        .map(|h| h.clone())
+        .unwrap_or_default();
     let mut out = Vec::new();
     for s in &view.services {
         for r in &s.real_servers {
@@ -178,7 +190,27 @@ pub fn health_json_all(shared: &Shared, view: &View) -> Value {
             }));
         }
     }
-    json!({ "real_servers": out })
+    let b = shared
+        .health
+        .summary
+        .lock()
+        .map(|b| b.clone())
+        .unwrap_or_default();
+    let classes: serde_json::Map<String, Value> = b
+        .local_faults
+        .iter()
+        .map(|(c, st)| (c.name().to_string(), json!(st)))
+        .collect();
+    let guard: Vec<Value> = b
+        .services
+        .iter()
+        .map(|g| json!({"service": service_path(&g.key), "held": g.held, "held_total": g.held_total}))
+        .collect();
+    json!({
+        "local_faults": {"failing_locally": b.failing_locally, "classes": classes},
+        "guard": {"max_down_percent": b.max_down_percent, "services": guard},
+        "real_servers": out,
+    })
 }
 
 fn check_json(c: &CheckSpec) -> Value {

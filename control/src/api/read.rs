@@ -52,7 +52,12 @@ pub async fn service(
             format!("no service {key}"),
         )
     })?;
-    let health = shared.health.lock().map(|h| h.clone()).unwrap_or_default();
+    let health = shared
+        .health
+        .status
+        .lock()
+        .map(|h| h.clone())
+        .unwrap_or_default();
     Ok(Json(json::service_json(&shared, &view, s, &health)))
 }
 

@@ -2,9 +2,11 @@
 //! validates it with the configuration's validator and publishes one new snapshot, or refuses
 //! it and changes nothing.
 
+use super::change_request::ChangeRequest;
 use super::error::ApiError;
 use super::{real_server_key, service_key, MAX_BODY_BYTES};
 use crate::changes::Change;
+use crate::config::ServiceKey;
 use crate::view::{Command, Reply, Shared};
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
@@ -55,7 +57,17 @@ async fn submit<T>(shared: &Shared, make: impl FnOnce(Reply<T>) -> Command) -> R
             "the control loop is not running (vipd is stopping)",
         )
     };
-    shared.commands.send(make(tx)).map_err(|_| gone())?;
+    shared.commands.try_send(make(tx)).map_err(|e| match e {
+        crossbeam::channel::TrySendError::Full(_) => ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "vipd",
+            format!(
+                "{} changes wait for the control loop already: try again (nothing was applied)",
+                super::COMMAND_QUEUE
+            ),
+        ),
+        crossbeam::channel::TrySendError::Disconnected(_) => gone(),
+    })?;
     match tokio::time::timeout(COMMAND_TIMEOUT, rx).await {
         Ok(Ok(answer)) => answer.map_err(ApiError::from),
         Ok(Err(_)) => Err(gone()),
@@ -84,13 +96,18 @@ async fn change(
 type Answer = Result<(StatusCode, Json<Value>), ApiError>;
 
 /// `POST /api/v1/services`.
-pub async fn add_service(State(shared): S, b: Result<Bytes, BytesRejection>) -> Answer {
+pub async fn add_service(
+    State(shared): S,
+    _: ChangeRequest,
+    b: Result<Bytes, BytesRejection>,
+) -> Answer {
     change(&shared, Change::AddService(body(b)?), true).await
 }
 
 /// `PATCH /api/v1/services/{proto}/{vip}/{port}`.
 pub async fn edit_service(
     State(shared): S,
+    _: ChangeRequest,
     Path((proto, vip, port)): Path<(String, String, String)>,
     b: Result<Bytes, BytesRejection>,
 ) -> Answer {
@@ -101,6 +118,7 @@ pub async fn edit_service(
 /// `DELETE /api/v1/services/{proto}/{vip}/{port}`.
 pub async fn delete_service(
     State(shared): S,
+    _: ChangeRequest,
     Path((proto, vip, port)): Path<(String, String, String)>,
 ) -> Answer {
     let key = service_key(&proto, &vip, &port)?;
@@ -110,6 +128,7 @@ pub async fn delete_service(
 /// `POST /api/v1/services/{proto}/{vip}/{port}/real_servers`.
 pub async fn add_real_server(
     State(shared): S,
+    _: ChangeRequest,
     Path((proto, vip, port)): Path<(String, String, String)>,
     b: Result<Bytes, BytesRejection>,
 ) -> Answer {
@@ -120,6 +139,7 @@ pub async fn add_real_server(
 /// `PATCH /api/v1/services/{proto}/{vip}/{port}/real_servers/{ip}/{rsport}`.
 pub async fn edit_real_server(
     State(shared): S,
+    _: ChangeRequest,
     Path((proto, vip, port, ip, rsport)): Path<(String, String, String, String, String)>,
     b: Result<Bytes, BytesRejection>,
 ) -> Answer {
@@ -137,6 +157,7 @@ pub async fn edit_real_server(
 /// their end).
 pub async fn drain_real_server(
     State(shared): S,
+    _: ChangeRequest,
     Path((proto, vip, port, ip, rsport)): Path<(String, String, String, String, String)>,
 ) -> Answer {
     let key = service_key(&proto, &vip, &port)?;
@@ -152,6 +173,7 @@ pub async fn drain_real_server(
 /// `DELETE .../real_servers/{ip}/{rsport}`.
 pub async fn delete_real_server(
     State(shared): S,
+    _: ChangeRequest,
     Path((proto, vip, port, ip, rsport)): Path<(String, String, String, String, String)>,
 ) -> Answer {
     let key = service_key(&proto, &vip, &port)?;
@@ -160,13 +182,19 @@ pub async fn delete_real_server(
 }
 
 /// `PUT|PATCH /api/v1/timeouts`: some `[flows.timeouts]` keys.
-pub async fn set_timeouts(State(shared): S, b: Result<Bytes, BytesRejection>) -> Answer {
+pub async fn set_timeouts(
+    State(shared): S,
+    _: ChangeRequest,
+    b: Result<Bytes, BytesRejection>,
+) -> Answer {
     change(&shared, Change::SetTimeouts(body(b)?), false).await
 }
 
-/// `POST /api/v1/zero`: zero the listed statistics; body `{"service": "tcp/VIP/PORT"}` for one
-/// service, empty for all. Prometheus counters are never reset.
-pub async fn zero(State(shared): S, b: Result<Bytes, BytesRejection>) -> Answer {
+/// A body that is empty or `{"service": "tcp/VIP/PORT"}`: the service named, which must exist.
+fn optional_service(
+    shared: &Shared,
+    b: Result<Bytes, BytesRejection>,
+) -> Result<Option<ServiceKey>, ApiError> {
     let bytes = bytes(b)?;
     let service = if bytes.iter().all(u8::is_ascii_whitespace) {
         None
@@ -218,12 +246,43 @@ pub async fn zero(State(shared): S, b: Result<Bytes, BytesRejection>) -> Answer 
             ));
         }
     }
+    Ok(service)
+}
+
+/// `POST /api/v1/zero`: zero the listed statistics; body `{"service": "tcp/VIP/PORT"}` for one
+/// service, empty for all. Prometheus counters are never reset.
+pub async fn zero(State(shared): S, _: ChangeRequest, b: Result<Bytes, BytesRejection>) -> Answer {
+    let service = optional_service(&shared, b)?;
     submit(&shared, |r| Command::Zero(service, r)).await?;
     Ok((StatusCode::OK, Json(json!({"ok": true}))))
 }
 
+/// `POST /api/v1/health/release`: apply the down verdicts the mass-transition guard holds
+/// (body `{"service": "tcp/VIP/PORT"}` for one service, empty for all); answers the real
+/// servers taken down.
+pub async fn release_held(
+    State(shared): S,
+    _: ChangeRequest,
+    b: Result<Bytes, BytesRejection>,
+) -> Answer {
+    let service = optional_service(&shared, b)?;
+    let released = shared
+        .health
+        .release(service)
+        .await
+        .map_err(|e| ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "vipd", e.to_string()))?;
+    let list: Vec<Value> = released
+        .iter()
+        .map(|(k, ip, port)| {
+            json!({"service": super::json::service_path(k),
+                   "real_server": std::net::SocketAddr::new(*ip, *port).to_string()})
+        })
+        .collect();
+    Ok((StatusCode::OK, Json(json!({"ok": true, "released": list}))))
+}
+
 /// `POST /api/v1/reload`: re-read the configuration file (same as SIGHUP).
-pub async fn reload(State(shared): S) -> Answer {
+pub async fn reload(State(shared): S, _: ChangeRequest) -> Answer {
     let generation = submit(&shared, Command::Reload).await?;
     Ok((
         StatusCode::OK,

@@ -82,6 +82,13 @@ fn short_lines(message: &str) -> String {
 impl Config {
     /// Read, parse and validate `path`.
     pub fn load(path: &Path) -> Result<(Config, Valid), ConfigError> {
+        Config::load_read(path).map(|(c, v, _)| (c, v))
+    }
+
+    /// [`Config::load`], and the bytes it read: a digest of them is the digest of what was
+    /// applied, even when the file changes (or is a pipe) between two reads.
+    pub fn load_read(path: &Path) -> Result<(Config, Valid, Vec<u8>), ConfigError> {
+        use std::io::Read;
         let read_err = |source| ConfigError::Read {
             file: path.to_owned(),
             source,
@@ -93,8 +100,14 @@ impl Config {
                 message: format!("{size} bytes is larger than the {MAX_FILE_BYTES} vipd reads"),
             });
         }
-        let text = std::fs::read_to_string(path).map_err(read_err)?;
-        Config::parse(&text, path)
+        let mut bytes = Vec::new();
+        std::fs::File::open(path)
+            .and_then(|f| f.take(MAX_FILE_BYTES + 1).read_to_end(&mut bytes))
+            .map_err(read_err)?;
+        let text = std::str::from_utf8(&bytes)
+            .map_err(|e| read_err(std::io::Error::new(std::io::ErrorKind::InvalidData, e)))?;
+        let (config, valid) = Config::parse(text, path)?;
+        Ok((config, valid, bytes))
     }
 
     /// Parse and validate TOML text; `path` is only used in messages.

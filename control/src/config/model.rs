@@ -28,6 +28,9 @@ pub struct Config {
     /// HTTP API and metrics.
     #[serde(default)]
     pub api: ApiConfig,
+    /// The box's side of the health checks (the mass-transition guard).
+    #[serde(default)]
+    pub health: HealthConfig,
     /// NIC ports.
     #[serde(default)]
     pub ports: Vec<PortConfig>,
@@ -40,6 +43,29 @@ pub struct Config {
     /// VIP announcement over BGP (scale-out behind ECMP); none when absent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub bgp: Option<BgpConfig>,
+    /// Where the operator's state (drains, box drain, unsaved API changes, health) is kept
+    /// across restarts.
+    #[serde(default)]
+    pub state: StateConfig,
+}
+
+/// `[state]`: the state file (`crate::state_file`).
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StateConfig {
+    /// The file (written atomically: a temporary file, fsync, rename, fsync of the directory).
+    pub file: PathBuf,
+}
+
+/// Where the state file is unless `[state] file` says otherwise (the unit's StateDirectory).
+pub const DEFAULT_STATE_FILE: &str = "/var/lib/vipd/state.json";
+
+impl Default for StateConfig {
+    fn default() -> Self {
+        StateConfig {
+            file: PathBuf::from(DEFAULT_STATE_FILE),
+        }
+    }
 }
 
 /// `[eal]`.
@@ -225,17 +251,70 @@ impl Default for NeighbourTimers {
 pub struct ApiConfig {
     /// Address of the HTTP API and `/metrics`.
     pub listen: SocketAddr,
-    /// File holding the bearer token the API requires (mandatory when `listen` is not a
-    /// loopback address).
+    /// File holding the admin bearer token: every route, changes too (a token is mandatory
+    /// when `listen` is not a loopback address).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub token_file: Option<PathBuf>,
+    /// File holding the read-only bearer token: `GET` and `HEAD` only (Prometheus holds it).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub read_token_file: Option<PathBuf>,
+    /// A local admin socket (Unix, mode 0600, no token: the file's permissions are the
+    /// authentication) that vipctl uses on the box.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub socket: Option<PathBuf>,
+    /// PEM certificate chain: with `tls_key`, `listen` speaks HTTPS only.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tls_certificate: Option<PathBuf>,
+    /// PEM private key of `tls_certificate`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tls_key: Option<PathBuf>,
+    /// Most connections `listen` holds at once; at the cap a new connection replaces the
+    /// oldest one that has not yet shown a token, or is refused.
+    pub max_connections: u32,
+    /// Seconds a client has for a request's head (and its body): from the connection's
+    /// start, or from the previous answer on a kept-alive connection; TLS handshakes too.
+    pub header_timeout: f64,
+    /// Seconds a connection may go without a byte moving either way while vipd is not
+    /// working on one of its requests (an answer the client does not read, say).
+    pub idle_timeout: f64,
 }
+
+/// Default of `api.max_connections`.
+pub const DEFAULT_MAX_CONNECTIONS: u32 = 1024;
 
 impl Default for ApiConfig {
     fn default() -> Self {
         ApiConfig {
             listen: SocketAddr::from(([127, 0, 0, 1], 9180)),
             token_file: None,
+            read_token_file: None,
+            socket: None,
+            tls_certificate: None,
+            tls_key: None,
+            max_connections: DEFAULT_MAX_CONNECTIONS,
+            header_timeout: 10.0,
+            idle_timeout: 30.0,
+        }
+    }
+}
+
+/// `[health]`: what the box makes of its health checks' verdicts.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HealthConfig {
+    /// Most of a service's checked real servers (percent) that may go down within one check
+    /// interval; further down verdicts are held and alerted (at least one per interval is
+    /// always applied). 100 turns the guard off.
+    pub max_down_percent: u32,
+}
+
+/// Default of `health.max_down_percent`.
+pub const DEFAULT_MAX_DOWN_PERCENT: u32 = 50;
+
+impl Default for HealthConfig {
+    fn default() -> Self {
+        HealthConfig {
+            max_down_percent: DEFAULT_MAX_DOWN_PERCENT,
         }
     }
 }
@@ -386,9 +465,18 @@ pub struct ServiceConfig {
     /// Health checks of its real servers (none when absent).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub health_check: Option<HealthCheckConfig>,
+    /// keepalived's `alpha`: a real server with a health check starts down, when vipd starts
+    /// or the server is added, until its first good check (without it: up until `fall`
+    /// failed checks).
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub alpha: bool,
     /// Real servers.
     #[serde(default)]
     pub real_servers: Vec<RealServerConfig>,
+}
+
+fn is_false(b: &bool) -> bool {
+    !*b
 }
 
 fn default_scheduler() -> String {

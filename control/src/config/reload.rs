@@ -90,10 +90,43 @@ pub fn restart_only_changes(old: &Config, new: &Config) -> Vec<String> {
         old.api.listen.to_string(),
         new.api.listen.to_string(),
     );
+    let (a, b) = (&old.api, &new.api);
+    for (key, x, y) in [
+        ("api.token_file", &a.token_file, &b.token_file),
+        (
+            "api.read_token_file",
+            &a.read_token_file,
+            &b.read_token_file,
+        ),
+        ("api.socket", &a.socket, &b.socket),
+        (
+            "api.tls_certificate",
+            &a.tls_certificate,
+            &b.tls_certificate,
+        ),
+        ("api.tls_key", &a.tls_key, &b.tls_key),
+    ] {
+        diff(key.into(), format!("{x:?}"), format!("{y:?}"));
+    }
     diff(
-        "api.token_file".into(),
-        format!("{:?}", old.api.token_file),
-        format!("{:?}", new.api.token_file),
+        "api.max_connections".into(),
+        a.max_connections.to_string(),
+        b.max_connections.to_string(),
+    );
+    diff(
+        "api.header_timeout".into(),
+        a.header_timeout.to_string(),
+        b.header_timeout.to_string(),
+    );
+    diff(
+        "api.idle_timeout".into(),
+        a.idle_timeout.to_string(),
+        b.idle_timeout.to_string(),
+    );
+    diff(
+        "state.file".into(),
+        old.state.file.display().to_string(),
+        new.state.file.display().to_string(),
     );
     match (&old.bgp, &new.bgp) {
         (Some(a), Some(b)) => {

@@ -506,3 +506,77 @@ fn schedulers_persistence_and_thresholds() {
     ));
     assert!(e.contains("flows.persistence_per_worker"), "{e}");
 }
+
+#[test]
+fn api_and_health_keys() {
+    let (c, _) = Config::parse(GOOD, Path::new("vipd.toml")).unwrap();
+    assert_eq!(
+        (
+            c.api.max_connections,
+            c.api.header_timeout,
+            c.api.idle_timeout
+        ),
+        (1024, 10.0, 30.0)
+    );
+    assert_eq!(c.health.max_down_percent, 50);
+    let with = |section: &str| format!("{section}\n{GOOD}");
+    for (text, want) in [
+        (
+            "[api]\nmax_connections = 0",
+            "vipd.toml: api.max_connections: 0 is out of range 1..=1048576",
+        ),
+        (
+            "[api]\nheader_timeout = 0.01",
+            "vipd.toml: api.header_timeout: 0.01 is out of range 0.1..=3600 seconds",
+        ),
+        (
+            "[api]\nidle_timeout = 1e300",
+            "vipd.toml: api.idle_timeout: 1e300 is out of range 0.1..=86400 seconds",
+        ),
+        (
+            "[api]\ntls_certificate = \"/etc/vipd/tls.crt\"",
+            "vipd.toml: api.tls_key: tls_certificate is set: its private key (PEM) is needed too",
+        ),
+        (
+            "[api]\ntls_key = \"/etc/vipd/tls.key\"",
+            "vipd.toml: api.tls_certificate: tls_key is set: the certificate (PEM chain) is needed too",
+        ),
+        (
+            "[api]\ntoken_file = \"/etc/vipd/t\"\nread_token_file = \"/etc/vipd/t\"",
+            "vipd.toml: api.read_token_file: /etc/vipd/t is also api.token_file: the read-only token must be another one",
+        ),
+        (
+            "[api]\nsocket = \"run/vipd.sock\"",
+            "vipd.toml: api.socket: run/vipd.sock is not an absolute path",
+        ),
+        (
+            "[health]\nmax_down_percent = 0",
+            "vipd.toml: health.max_down_percent: 0 is out of range 1..=100 (100 turns the guard off)",
+        ),
+        (
+            "[health]\nmax_down_percent = 101",
+            "vipd.toml: health.max_down_percent: 101 is out of range 1..=100 (100 turns the guard off)",
+        ),
+    ] {
+        assert_eq!(err(&with(text)), want);
+    }
+    let long = format!("[api]\nsocket = \"/{}\"", "s".repeat(107));
+    assert!(
+        err(&with(&long)).contains("api.socket: /sss"),
+        "{}",
+        err(&with(&long))
+    );
+    let (old, _) = Config::parse(GOOD, Path::new("vipd.toml")).unwrap();
+    let mut new = old.clone();
+    new.api.max_connections = 10;
+    new.api.socket = Some("/run/vipd/api.sock".into());
+    new.health.max_down_percent = 100;
+    assert_eq!(
+        reload::restart_only_changes(&old, &new),
+        vec![
+            "api.socket (None -> Some(\"/run/vipd/api.sock\"))",
+            "api.max_connections (1024 -> 10)",
+        ],
+        "the guard's percentage changes on reload"
+    );
+}

@@ -6,7 +6,9 @@
 
 use super::learn;
 use super::ports::{self, RunningPort};
+use super::reload_outcome::Recorder;
 use super::views::{self, ControlCounters};
+use super::watchdog::{self, Vitals};
 use crate::backend_slots::RsIdentity;
 use crate::changes::{self, refusal_of_reload};
 use crate::config::{reload, Config, ServiceKey};
@@ -17,6 +19,7 @@ use crate::neighbours::{arp_request_frame, ns_frame, NeighbourTable};
 use crate::running::{Env, Running};
 use crate::scaleout::{BoxHandle, StopProgress};
 use crate::snapshot_build::Applied;
+use crate::state_file::{self, StateFile};
 use crate::stats::StatsBook;
 use crate::view::{Command, Shared};
 use arc_swap::ArcSwap;
@@ -74,6 +77,12 @@ pub struct Control<'a> {
     pub step3: HashMap<RsIdentity, (u64, Option<Instant>)>,
     /// The scale-out thread (VIP announcement), asked to withdraw before vipd stops.
     pub scaleout: BoxHandle,
+    /// The workers' liveness, and systemd's notifications (READY, WATCHDOG).
+    pub vitals: Vitals,
+    /// The operator's state kept across restarts (unsaved changes, health).
+    pub state: &'a StateFile,
+    /// SIGHUP reloads' outcomes, for `vipd --reload` (systemctl reload).
+    pub reloads: Recorder,
 }
 
 /// A real server's step-3 hint is logged at most this often.
@@ -102,12 +111,18 @@ impl Control<'_> {
         loop {
             if stop.load(Ordering::Relaxed)
                 && stopping
-                    .get_or_insert_with(|| self.scaleout.begin_stop())
+                    .get_or_insert_with(|| {
+                        watchdog::stopping();
+                        self.scaleout.begin_stop()
+                    })
                     .done(Instant::now())
             {
                 break;
             }
             let now = Instant::now();
+            // Every tick: a stalled worker is logged and counted here, and systemd's watchdog
+            // is fed only while every worker runs (and this loop goes round).
+            self.vitals.tick(now);
             // Old snapshots are freed here, not in a worker's loop.
             self.rings.reclaim_snapshots();
             let mut changed = self.learn(now);
@@ -116,18 +131,25 @@ impl Control<'_> {
             for r in requests {
                 self.send_request(r.port, r.target);
             }
-            changed |= self.apply_transitions();
+            let health = self.apply_transitions();
+            if health {
+                self.save_state(None);
+            }
+            changed |= health;
             if changed {
                 self.rebuild("neighbour or health change");
             }
             let mut dirty = changed;
             if reload_flag.swap(false, Ordering::Relaxed) {
-                match self.reload() {
+                let r = self.reload();
+                match &r {
                     Ok(g) => tracing::info!("SIGHUP: configuration reloaded (generation {g})"),
                     Err(e) => {
+                        self.counters.reload_failures += 1;
                         tracing::error!("SIGHUP: reload refused, running configuration kept: {e}")
                     }
                 }
+                self.reloads.record(&r);
                 dirty = true;
             }
             if now.duration_since(last_slow) >= Duration::from_secs(1) {
@@ -168,6 +190,8 @@ impl Control<'_> {
         let targets = self.targets();
         let ips: Vec<IpAddr> = targets.iter().map(|t| t.spec.target.ip()).collect();
         self.kernel.sync(&self.running.valid.ports, &ips);
+        self.checker
+            .set_max_down_percent(self.running.config.health.max_down_percent);
         self.checker.set_targets(targets);
     }
 
@@ -207,6 +231,7 @@ impl Control<'_> {
                 match &r {
                     Ok(g) => tracing::info!("API: configuration reloaded (generation {g})"),
                     Err(e) => {
+                        self.counters.reload_failures += 1;
                         tracing::error!("API: reload refused, running configuration kept: {e}")
                     }
                 }
@@ -223,6 +248,8 @@ impl Control<'_> {
                         match self.replace(config, valid) {
                             Ok(g) => {
                                 self.running.unsaved_changes += 1;
+                                // On disk before the answer: an applied change survives a restart.
+                                self.save_state(None);
                                 tracing::info!("API: {} applied (generation {g})", short(&what));
                                 Ok(g)
                             }
@@ -276,8 +303,26 @@ impl Control<'_> {
         Ok(self.running.generation)
     }
 
+    /// Write what a restart must keep (the running configuration, its unsaved changes, the
+    /// real servers down), and with `digest` the digest of the file just reloaded.
+    fn save_state(&self, digest: Option<String>) {
+        let running = &self.running;
+        let _ = self.state.update(false, |s| {
+            s.running = running.config.clone();
+            s.unsaved_changes = running.unsaved_changes;
+            s.down = state_file::down_list(running.down());
+            if let Some(d) = digest {
+                s.config_digest = d;
+            }
+        });
+    }
+
     fn reload(&mut self) -> Result<u64, String> {
-        let (new, valid) = Config::load(&self.running.path).map_err(|e| e.to_string())?;
+        // The digest of what is read now (a file changed again meanwhile reloads again later),
+        // from the one read the configuration comes from.
+        let (new, valid, bytes) =
+            Config::load_read(&self.running.path).map_err(|e| e.to_string())?;
+        let digest = state_file::digest(&bytes);
         let restart = reload::restart_only_changes(&self.running.config, &new);
         if !restart.is_empty() {
             return Err(format!(
@@ -296,6 +341,7 @@ impl Control<'_> {
         }
         let g = self.replace(new, valid)?;
         self.running.unsaved_changes = 0;
+        self.save_state(Some(digest));
         Ok(g)
     }
 
@@ -396,7 +442,11 @@ impl Control<'_> {
             ports: self.ports,
             workers: self.rings.inboxes.len(),
             book: &self.book,
-            counters: self.counters,
+            counters: ControlCounters {
+                state_write_failures: self.state.failures(),
+                ..self.counters
+            },
+            liveness: self.vitals.gauges(),
             mempool: (
                 u64::from(self.pool.in_use()),
                 u64::from(self.pool.in_use()) + u64::from(self.pool.available()),

@@ -8,7 +8,10 @@ pub mod eal;
 mod learn;
 mod ports;
 pub mod primary;
+pub mod reload_outcome;
+mod restore;
 mod views;
+mod watchdog;
 
 use crate::api::{self, ApiServer};
 use crate::config::{Config, Valid};
@@ -50,8 +53,8 @@ pub struct Prepared {
     pub config: Config,
     /// Its validation.
     pub valid: Valid,
-    /// The API's bearer token.
-    pub token: Option<String>,
+    /// The API's tokens and TLS configuration.
+    pub api: api::Secrets,
     /// The consistent-hash tables the configuration gives (every real server up).
     pub tables: Vec<TableFingerprint>,
 }
@@ -61,17 +64,7 @@ pub struct Prepared {
 /// read. `vipd --check` is exactly this.
 pub fn prepare(path: &Path) -> Result<Prepared, String> {
     let (config, valid) = Config::load(path).map_err(|e| e.to_string())?;
-    let listen = config.api.listen;
-    let token = match &config.api.token_file {
-        Some(f) => Some(api::read_token(f).map_err(|e| format!("{}: {e}", path.display()))?),
-        None if !listen.ip().is_loopback() => {
-            return Err(format!(
-                "{}: api.listen: {listen} is not a loopback address: set api.token_file (a file with the bearer token clients must send), or listen on 127.0.0.1",
-                path.display()
-            ))
-        }
-        None => None,
-    };
+    let secrets = api::secrets(&config.api).map_err(|e| format!("{}: {e}", path.display()))?;
     let nic_macs = vec![MacAddr([2, 0, 0, 0, 0, 1]); config.ports.len()];
     let resolved = HashMap::new();
     let (_, applied) = Running::start(
@@ -88,7 +81,7 @@ pub fn prepare(path: &Path) -> Result<Prepared, String> {
         path: path.to_owned(),
         config,
         valid,
-        token,
+        api: secrets,
         tables: scaleout::tables::fingerprints(&applied.snapshot),
     })
 }
@@ -101,8 +94,17 @@ pub fn run(config_path: &Path) -> Result<(), String> {
         tracing::warn!("{w}");
     }
     let config = prepared.config.clone();
+    api::check_descriptors(&config, config_path);
+    // What the previous vipd kept: box drain, down real servers, unsaved API changes (which
+    // never touch a restart-only key, so `config` still sets up EAL, ports and threads).
+    let restored = restore::restore(
+        &prepared.path,
+        prepared.config.clone(),
+        prepared.valid.clone(),
+    );
+    let state = Arc::new(restored.file);
     // Before any port (and its kernel interface, which BGP runs over) comes up.
-    let bird = scaleout::withdraw_at_start(&config);
+    let bird = scaleout::withdraw_at_start(&restored.config);
     let stop = Arc::new(AtomicBool::new(false));
     let reload = Arc::new(AtomicBool::new(false));
     for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
@@ -166,15 +168,17 @@ pub fn run(config_path: &Path) -> Result<(), String> {
 
     let neighbours = NeighbourTable::new(config.neighbour_timers.clone());
     let resolved = neighbours.resolved();
-    let (running, applied) = Running::start(
+    let (mut running, applied) = Running::start_with(
         prepared.path.clone(),
-        prepared.config,
-        prepared.valid,
+        restored.config,
+        restored.valid,
         &Env {
             nic_macs: &nic_macs,
             resolved: &resolved,
         },
+        restored.down,
     )?;
+    running.unsaved_changes = restored.unsaved_changes;
     let mut neighbours = neighbours;
     neighbours.set_wanted(&applied.wanted, &applied.statics);
     let snapshot = Arc::new(ArcSwap::from_pointee(applied.snapshot));
@@ -231,7 +235,7 @@ pub fn run(config_path: &Path) -> Result<(), String> {
         ));
     }
 
-    let (cmd_tx, cmd_rx) = unbounded();
+    let (cmd_tx, cmd_rx) = crossbeam::channel::bounded(api::COMMAND_QUEUE);
     let (transition_tx, transition_rx) = unbounded();
     let checker = Checker::spawn(transition_tx)?;
     // Before the scale-out thread looks: which real servers have a check is known from start.
@@ -243,6 +247,8 @@ pub fn run(config_path: &Path) -> Result<(), String> {
             health: checker.status(),
             checks: checker.targets(),
             workers: counters.clone(),
+            state: Some(Arc::clone(&state)),
+            drained: restored.box_drained,
         },
     )?;
     let shared = Arc::new(Shared {
@@ -251,15 +257,30 @@ pub fn run(config_path: &Path) -> Result<(), String> {
         kernel: Arc::clone(&kernel_counters),
         view: ArcSwap::from_pointee(View::default()),
         commands: cmd_tx,
-        health: checker.status(),
-        token: prepared.token,
+        health: checker.handle(),
+        tokens: prepared.api.tokens,
+        admissions: api::Admissions::new(&config.api),
         samplers,
         tracers,
         listing: tokio::sync::Mutex::new(()),
         scaleout: scaleout.handle(),
     });
-    let api_server = ApiServer::start(config.api.listen, Arc::clone(&shared))?;
-    tracing::info!("API and metrics on http://{}", config.api.listen);
+    let api_server = ApiServer::start(&config.api, prepared.api.tls, Arc::clone(&shared))
+        .map_err(|e| e.to_string())?;
+    tracing::info!(
+        "API and metrics on {}://{}{}",
+        if config.api.tls_certificate.is_some() {
+            "https"
+        } else {
+            "http"
+        },
+        config.api.listen,
+        config
+            .api
+            .socket
+            .as_ref()
+            .map_or(String::new(), |p| format!(", admin socket {}", p.display()))
+    );
 
     // Workers run on the EAL's lcore threads (pinned by `--lcores`), not on registered
     // std threads: DPDK refuses to serve secondaries (captures) once a thread is registered.
@@ -326,6 +347,9 @@ pub fn run(config_path: &Path) -> Result<(), String> {
             retired: Vec::new(),
             step3: HashMap::new(),
             scaleout: scaleout.handle(),
+            vitals: watchdog::Vitals::new(shared.workers.clone(), std::time::Instant::now()),
+            state: &state,
+            reloads: reload_outcome::Recorder::from_env(),
         };
         control.run(&stop, &reload, &cmd_rx);
         worker_stop.store(true, Ordering::Relaxed);

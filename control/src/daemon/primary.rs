@@ -57,14 +57,19 @@ fn free_hugepage_mb() -> u64 {
 }
 
 /// The runtime directory DPDK 22.11 uses for `prefix` (`eal_create_runtime_dir`): under
-/// `/var/run` for root, else `$XDG_RUNTIME_DIR` or `/tmp`.
+/// `$RUNTIME_DIRECTORY` when set (systemd's `RuntimeDirectory=`: /run/vipd under the unit),
+/// else `/var/run` for root, else `$XDG_RUNTIME_DIR` or `/tmp`.
 pub fn runtime_dir(prefix: &str) -> PathBuf {
     // SAFETY: getuid has no preconditions and cannot fail.
     let root = unsafe { libc::getuid() } == 0;
-    let base = match std::env::var_os("XDG_RUNTIME_DIR") {
-        Some(xdg) if !root => PathBuf::from(xdg),
+    let base = match (
+        std::env::var_os("RUNTIME_DIRECTORY"),
+        std::env::var_os("XDG_RUNTIME_DIR"),
+    ) {
+        (Some(systemd), _) => PathBuf::from(systemd),
         _ if root => PathBuf::from("/var/run"),
-        _ => PathBuf::from("/tmp"),
+        (None, Some(xdg)) => PathBuf::from(xdg),
+        (None, None) => PathBuf::from("/tmp"),
     };
     base.join("dpdk").join(prefix)
 }
@@ -182,12 +187,17 @@ pub fn capture_hints(config: &Config) -> Vec<String> {
             "packet capture unavailable: eal.hugepages = false runs DPDK without shared memory, so dpdk-dumpcap/dpdk-pdump cannot attach (dpdk-telemetry.py -f {prefix} works)"
         )];
     }
+    // A secondary finds the primary in the same runtime directory: under the unit it is
+    // $RUNTIME_DIRECTORY (/run/vipd), which a capture tool run as root must be given too.
+    let env = std::env::var("RUNTIME_DIRECTORY")
+        .map(|d| format!("RUNTIME_DIRECTORY={d} "))
+        .unwrap_or_default();
     config
         .ports
         .iter()
         .map(|p| {
             format!(
-                "capture port {}: dpdk-dumpcap --file-prefix {prefix} -i {} -w /tmp/{}.pcapng",
+                "capture port {}: {env}dpdk-dumpcap --file-prefix {prefix} -i {} -w /tmp/{}.pcapng",
                 p.name,
                 device_name(&p.device),
                 p.name

@@ -2,6 +2,7 @@
 //! slots and health, the status JSON (ports, neighbours), and the gauges for `/metrics`.
 
 use super::ports::RunningPort;
+use super::watchdog::LivenessGauges;
 use crate::metrics::{ControlGauges, PortGauges};
 use crate::neighbours::{NeighbourState, NeighbourTable};
 use crate::running::Running;
@@ -20,6 +21,10 @@ pub struct ControlCounters {
     pub rx: u64,
     /// Health transitions.
     pub health_transitions: u64,
+    /// Reloads refused (SIGHUP, `vipctl reload`, `vipd --reload`).
+    pub reload_failures: u64,
+    /// State file writes that failed.
+    pub state_write_failures: u64,
 }
 
 /// The services as listed.
@@ -80,6 +85,8 @@ pub struct Sources<'a> {
     pub book: &'a StatsBook,
     /// The control loop's counters.
     pub counters: ControlCounters,
+    /// The workers' liveness.
+    pub liveness: &'a LivenessGauges,
     /// Mbuf pool (in use, size).
     pub mempool: (u64, u64),
 }
@@ -94,6 +101,7 @@ pub fn view(src: &Sources) -> View {
         workers,
         book,
         counters,
+        liveness,
         mempool,
     } = *src;
     let services = services(running, snap);
@@ -186,6 +194,10 @@ pub fn view(src: &Sources) -> View {
         control_tx: counters.tx,
         control_rx: counters.rx,
         health_transitions: counters.health_transitions,
+        reload_failures: counters.reload_failures,
+        state_write_failures: counters.state_write_failures,
+        worker_stalled: liveness.stalled.clone(),
+        worker_stalls: liveness.stalls.clone(),
     };
     View {
         generation: snap.generation,

@@ -1,21 +1,35 @@
 //! One health check against one real server: a TCP connect, or an HTTP/1.0 GET whose status
 //! must match. Runs in the box's kernel stack (through the exception path when the real
 //! server's port has a kernel interface), bounded by the check's timeout.
+//!
+//! The socket is opened and connected in two steps (socket2, then tokio) so that an error the
+//! kernel gives before any packet leaves the box (no descriptor, no route) is told apart from
+//! what the network and the server answer later ([`super::local`]).
 
+use super::local::{classify, LocalFault, Phase};
 use super::machine::Outcome;
 use crate::config::{CheckKind, CheckSpec};
+use socket2::{Domain, Protocol, Socket, Type};
 use std::io::ErrorKind;
+use std::net::SocketAddr;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 /// Bytes of an HTTP response head vipd reads at most.
 const MAX_HEAD: usize = 8192;
 
+/// Why a check failed: the real server's answer (or silence), or the box's own fault.
+enum Failure {
+    Server(String),
+    Local(LocalFault),
+}
+
 /// Run `spec` once.
 pub async fn probe(spec: &CheckSpec) -> Outcome {
     match tokio::time::timeout(spec.timeout, exchange(spec)).await {
         Ok(Ok(())) => Outcome::Ok,
-        Ok(Err(why)) => Outcome::Failed(why),
+        Ok(Err(Failure::Server(why))) => Outcome::Failed(why),
+        Ok(Err(Failure::Local(f))) => Outcome::Local(f),
         Err(_) => Outcome::Failed(format!("timeout after {:?}", spec.timeout)),
     }
 }
@@ -30,10 +44,47 @@ fn io_reason(e: &std::io::Error) -> String {
     }
 }
 
-async fn exchange(spec: &CheckSpec) -> Result<(), String> {
-    let mut stream = TcpStream::connect(spec.target)
+/// An error of `phase` as a [`Failure`].
+fn failure(phase: Phase, e: &std::io::Error) -> Failure {
+    match classify(phase, e) {
+        Some(f) => Failure::Local(f),
+        None => Failure::Server(io_reason(e)),
+    }
+}
+
+/// A TCP connection to `target`.
+async fn connect(target: SocketAddr) -> Result<TcpStream, Failure> {
+    let socket = Socket::new(
+        Domain::for_address(target),
+        Type::STREAM,
+        Some(Protocol::TCP),
+    )
+    .map_err(|e| failure(Phase::Socket, &e))?;
+    socket
+        .set_nonblocking(true)
+        .map_err(|e| failure(Phase::Socket, &e))?;
+    match socket.connect(&target.into()) {
+        Ok(()) => {}
+        Err(e) if e.raw_os_error() == Some(libc::EINPROGRESS) => {}
+        Err(e) => return Err(failure(Phase::Connect, &e)),
+    }
+    let stream = TcpStream::from_std(std::net::TcpStream::from(socket))
+        .map_err(|e| failure(Phase::Socket, &e))?;
+    stream
+        .writable()
         .await
-        .map_err(|e| io_reason(&e))?;
+        .map_err(|e| failure(Phase::Exchange, &e))?;
+    if let Some(e) = stream
+        .take_error()
+        .map_err(|e| failure(Phase::Exchange, &e))?
+    {
+        return Err(failure(Phase::Exchange, &e));
+    }
+    Ok(stream)
+}
+
+async fn exchange(spec: &CheckSpec) -> Result<(), Failure> {
+    let mut stream = connect(spec.target).await?;
     let CheckKind::Http { path, status, host } = &spec.kind else {
         return Ok(());
     };
@@ -44,23 +95,24 @@ async fn exchange(spec: &CheckSpec) -> Result<(), String> {
     let request = format!(
         "GET {path} HTTP/1.0\r\nHost: {host}\r\nUser-Agent: vipd-health-check\r\nConnection: close\r\n\r\n"
     );
+    let server = |m: &str| Failure::Server(m.to_string());
     stream
         .write_all(request.as_bytes())
         .await
-        .map_err(|e| io_reason(&e))?;
+        .map_err(|e| failure(Phase::Exchange, &e))?;
     let mut buf = vec![0u8; MAX_HEAD];
     let mut len = 0;
     loop {
         let n = stream
             .read(&mut buf[len..])
             .await
-            .map_err(|e| io_reason(&e))?;
+            .map_err(|e| failure(Phase::Exchange, &e))?;
         if n == 0 {
-            return Err(if len == 0 {
-                "connection closed without an answer".into()
+            return Err(server(if len == 0 {
+                "connection closed without an answer"
             } else {
-                "connection closed inside the HTTP response head".into()
-            });
+                "connection closed inside the HTTP response head"
+            }));
         }
         len += n;
         let mut headers = [httparse::EMPTY_HEADER; 32];
@@ -73,12 +125,12 @@ async fn exchange(spec: &CheckSpec) -> Result<(), String> {
                 return if code == *status {
                     Ok(())
                 } else {
-                    Err(format!("HTTP {code}, expected {status}"))
+                    Err(Failure::Server(format!("HTTP {code}, expected {status}")))
                 };
             }
             Ok(_) if len < buf.len() => continue,
-            Ok(_) => return Err("HTTP response head larger than 8 KiB".into()),
-            Err(e) => return Err(format!("not an HTTP response ({e})")),
+            Ok(_) => return Err(server("HTTP response head larger than 8 KiB")),
+            Err(e) => return Err(Failure::Server(format!("not an HTTP response ({e})"))),
         }
     }
 }

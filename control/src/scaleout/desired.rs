@@ -1,8 +1,8 @@
 //! Which VIPs this box should announce, and why (pure: decided from the snapshot the workers
 //! forward by, the health checks' state and the box's own state).
 //!
-//! A VIP is announced while vipd forwards (every worker runs a snapshot), the box is neither
-//! drained nor stopping, and at least one real server of one of the VIP's services can take
+//! A VIP is announced while vipd forwards (every worker runs a snapshot and none has stalled),
+//! the box is neither drained nor stopping, and at least one real server of one of the VIP's services can take
 //! its traffic: up by its health checks and with its next hop resolved. A drained real server
 //! (weight 0) still counts, since its established connections must keep reaching this box.
 //!
@@ -30,6 +30,9 @@ pub struct BoxState {
     pub drained: bool,
     /// vipd is stopping (SIGTERM/SIGINT).
     pub stopping: bool,
+    /// A worker has run no loop iteration for over a second ([`crate::liveness`]): what
+    /// its queues receive is lost, so the box must not draw traffic.
+    pub stalled: bool,
 }
 
 /// What the decision needs besides the snapshot.
@@ -103,13 +106,15 @@ pub fn decide(snap: &Snapshot, state: BoxState, checks: &Checks) -> Vec<VipDecis
     per_vip
         .into_iter()
         .map(|(vip, c)| {
-            let running = !state.stopping && !state.drained && state.forwarding;
+            let running = !state.stopping && !state.drained && state.forwarding && !state.stalled;
             let held =
                 !checks.announced.contains(&vip) && c.pending > 0 && !checks.overdue.contains(&vip);
             let reason = if state.stopping {
                 "vipd is stopping".to_string()
             } else if state.drained {
                 "box drained (vipctl drain --box)".to_string()
+            } else if state.stalled {
+                "a worker stalled (no loop iteration for over 1 s)".to_string()
             } else if !state.forwarding {
                 "workers not forwarding yet".to_string()
             } else if c.total == 0 {
@@ -191,6 +196,7 @@ mod tests {
         forwarding: true,
         drained: false,
         stopping: false,
+        stalled: false,
     };
 
     fn id(vip: &str, ip: &str) -> RsIdentity {
@@ -261,6 +267,13 @@ mod tests {
                     ..RUNNING
                 },
                 "workers not forwarding",
+            ),
+            (
+                BoxState {
+                    stalled: true,
+                    ..RUNNING
+                },
+                "a worker stalled",
             ),
         ] {
             let d = decide_plain(&s, state);

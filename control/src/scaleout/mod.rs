@@ -20,6 +20,8 @@ pub mod tables;
 use crate::backend_slots::RsIdentity;
 use crate::config::Config;
 use crate::health::StatusMap;
+use crate::liveness::Watch;
+use crate::state_file::StateFile;
 use arc_swap::ArcSwap;
 use crossbeam::channel::{bounded, unbounded, Receiver, RecvTimeoutError, Sender, TryRecvError};
 use desired::{BoxState, Checks, VipDecision};
@@ -91,6 +93,8 @@ pub struct BoxStatus {
     pub stopping: bool,
     /// Every worker forwards by a snapshot.
     pub forwarding: bool,
+    /// Workers that have run no loop iteration for over a second (the VIPs are withdrawn).
+    pub stalled_workers: Vec<usize>,
     /// Generation of the snapshot this status was computed from.
     pub generation: u64,
     /// The BGP driver (None without `[bgp]`).
@@ -246,8 +250,12 @@ pub struct Sources {
     pub health: StatusMap,
     /// The health checks configured.
     pub checks: tokio::sync::watch::Receiver<Vec<crate::health::Target>>,
-    /// Each worker's counters (the generation it forwards by).
+    /// Each worker's counters (the generation it forwards by, its loop count).
     pub workers: Vec<Arc<WorkerCounters>>,
+    /// Where the box drain is kept across restarts (none in tests and tools).
+    pub state: Option<Arc<StateFile>>,
+    /// The box drain at start (as the state file kept it).
+    pub drained: bool,
 }
 
 /// The running scale-out thread.
@@ -290,13 +298,18 @@ impl Scaleout {
                 .as_ref()
                 .map(|d| Duration::from_secs_f64(d.config().withdraw_wait)),
         };
+        let liveness = Watch::new(sources.workers.clone(), Instant::now());
+        let box_state = BoxState {
+            drained: sources.drained,
+            ..BoxState::default()
+        };
         let mut state = Thread {
             sources,
             driver,
             requests: rx,
             status,
             quit: Arc::clone(&quit),
-            box_state: BoxState::default(),
+            box_state,
             announced: HashSet::new(),
             held_since: BTreeMap::new(),
             tables: (u64::MAX, Vec::new()),
@@ -304,6 +317,8 @@ impl Scaleout {
             reconcile_at: Instant::now(),
             drains: Vec::new(),
             stop: None,
+            liveness,
+            stalled_workers: Vec::new(),
         };
         let thread = std::thread::Builder::new()
             .name("vipd-scaleout".into())
@@ -351,6 +366,10 @@ struct Thread {
     reconcile_at: Instant,
     drains: Vec<(DrainReply, Instant)>,
     stop: Option<(Sender<Result<Duration, String>>, Instant)>,
+    /// The workers' loop counts: a stalled worker withdraws every VIP, decided here on this
+    /// thread's own tick, whatever the control loop is doing.
+    liveness: Watch,
+    stalled_workers: Vec<usize>,
 }
 
 impl Thread {
@@ -384,6 +403,10 @@ impl Thread {
                     );
                 }
                 self.box_state.drained = on;
+                // On disk before the answer: a drain that returned survives a restart.
+                if let Some(state) = &self.sources.state {
+                    let _ = state.update(false, |s| s.box_drained = on);
+                }
                 self.drains.push((reply, now));
             }
             Request::Stop(reply) => {
@@ -396,6 +419,13 @@ impl Thread {
     fn step(&mut self, now: Instant) {
         let snap = self.sources.snapshot.load_full();
         self.box_state.forwarding = self.sources.workers.iter().all(|w| w.generation() > 0);
+        self.stalled_workers = self
+            .liveness
+            .observe(now)
+            .stalled()
+            .map(|(w, _)| w)
+            .collect();
+        self.box_state.stalled = !self.stalled_workers.is_empty();
         let unsettled = self.unsettled();
         let overdue: HashSet<IpAddr> = self
             .held_since
@@ -521,6 +551,7 @@ impl Thread {
             drained: self.box_state.drained,
             stopping: self.box_state.stopping,
             forwarding: self.box_state.forwarding,
+            stalled_workers: self.stalled_workers.clone(),
             generation: snap.generation,
             bgp,
             vips,

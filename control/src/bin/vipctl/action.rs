@@ -104,6 +104,9 @@ pub enum Action {
         /// `--json`.
         json: bool,
     },
+    /// `health --release`: apply the down verdicts the mass-transition guard holds (of one
+    /// service, or all).
+    ReleaseHeld(Option<Service>),
     /// `status`.
     Status {
         /// `--json`.

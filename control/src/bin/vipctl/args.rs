@@ -15,6 +15,9 @@ use std::path::PathBuf;
 
 /// Where vipd's API listens unless told otherwise (vipd's `[api] listen` default).
 pub const DEFAULT_API: &str = "127.0.0.1:9180";
+/// The local admin socket the package's configuration sets (`[api] socket`): vipctl uses it
+/// when it exists and neither `--api` nor `--socket` says otherwise.
+pub const DEFAULT_SOCKET: &str = "/run/vipd/api.sock";
 
 #[derive(Parser, Debug, Default)]
 #[command(
@@ -133,10 +136,26 @@ pub struct Cli {
     box_: bool,
     #[arg(long = "seconds", global = true)]
     seconds: Option<f64>,
+    #[arg(long = "release", global = true)]
+    release: bool,
 
     /// vipd's API address.
-    #[arg(long = "api", env = "VIPCTL_API", default_value = DEFAULT_API, global = true)]
-    pub api: String,
+    #[arg(
+        long = "api",
+        env = "VIPCTL_API",
+        global = true,
+        conflicts_with = "socket"
+    )]
+    pub api: Option<String>,
+    /// vipd's local admin socket.
+    #[arg(long = "socket", env = "VIPCTL_SOCKET", global = true)]
+    pub socket: Option<PathBuf>,
+    /// CA certificate (PEM) that signed an `https://` API's certificate.
+    #[arg(long = "cacert", env = "VIPCTL_CACERT", global = true)]
+    pub cacert: Option<PathBuf>,
+    /// Accept any certificate of an `https://` API.
+    #[arg(long = "insecure", global = true)]
+    pub insecure: bool,
     /// File holding the API's bearer token.
     #[arg(long = "token-file", env = "VIPCTL_TOKEN_FILE", global = true)]
     pub token_file: Option<PathBuf>,
@@ -176,6 +195,20 @@ enum Verb {
 }
 
 impl Cli {
+    /// Where to reach vipd: `--socket`, `--api`, else the package's socket when it exists,
+    /// else vipd's default address.
+    pub fn endpoint(&self) -> crate::client::Endpoint {
+        use crate::client::Endpoint;
+        match (&self.socket, &self.api) {
+            (Some(s), _) => Endpoint::Unix(s.clone()),
+            (None, Some(a)) => Endpoint::Tcp(a.clone()),
+            (None, None) if std::path::Path::new(DEFAULT_SOCKET).exists() => {
+                Endpoint::Unix(DEFAULT_SOCKET.into())
+            }
+            (None, None) => Endpoint::Tcp(DEFAULT_API.into()),
+        }
+    }
+
     /// Every option given, by its name in [`allowed`].
     fn given(&self) -> Vec<&'static str> {
         let service = self.tcp_service.is_some() || self.udp_service.is_some();
@@ -218,6 +251,7 @@ impl Cli {
             ("json", self.json),
             ("box", self.box_),
             ("seconds", self.seconds.is_some()),
+            ("release", self.release),
         ]
         .into_iter()
         .filter(|(_, on)| *on)
@@ -519,6 +553,7 @@ impl Cli {
                 Action::SetTimeouts(m)
             }
             Cmd::Save => Action::Save,
+            Cmd::Health if self.release => Action::ReleaseHeld(service),
             Cmd::Health => Action::Health {
                 service,
                 json: self.json,

@@ -1,9 +1,10 @@
-//! The HTTP client of vipd's API (ureq: blocking, small, no TLS compiled in since vipd serves
-//! plain HTTP), and what can go wrong, said in one line: vipd is not running, it refused (the
-//! API's `{"error": {"field", "message"}}`), or something else on the way.
+//! The HTTP client of vipd's API (ureq: blocking, small; rustls for `https://`, the local
+//! admin socket through [`crate::unix`]), and what can go wrong, said in one line: vipd is not
+//! running, it refused (the API's `{"error": {"field", "message"}}`), or something else on
+//! the way.
 
 use serde_json::Value;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 /// Longer than the API's own wait for the control loop (30 s), so its answer arrives first.
@@ -41,10 +42,32 @@ impl std::fmt::Display for Failure {
                 if *status == 401 {
                     f.write_str(" (vipctl --token-file FILE, or $VIPCTL_TOKEN_FILE)")?;
                 }
+                if *status == 403 {
+                    f.write_str(" (the admin token: --token-file, or the local socket: --socket)")?;
+                }
                 Ok(())
             }
         }
     }
+}
+
+/// Where vipd's API is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Endpoint {
+    /// `host:port`, `http://host:port` or `https://host:port`.
+    Tcp(String),
+    /// The local admin socket.
+    Unix(PathBuf),
+}
+
+/// How to trust an `https://` API.
+#[derive(Debug, Clone, Default)]
+pub struct Trust {
+    /// A CA certificate (PEM) that signed vipd's certificate.
+    pub ca: Option<PathBuf>,
+    /// Accept any certificate (tests, first set-up): the connection is encrypted but vipd is
+    /// not authenticated.
+    pub insecure: bool,
 }
 
 /// A connection to one vipd.
@@ -66,6 +89,31 @@ pub enum Method {
     Delete,
 }
 
+/// The TLS settings of `trust`: its CA, or no verification at all.
+fn tls_config(trust: &Trust) -> Result<ureq::tls::TlsConfig, Failure> {
+    let mut b = ureq::tls::TlsConfig::builder().disable_verification(trust.insecure);
+    if let Some(ca) = &trust.ca {
+        let pem = std::fs::read(ca)
+            .map_err(|e| Failure::Other(format!("--cacert {}: cannot read: {e}", ca.display())))?;
+        let certs: Vec<ureq::tls::Certificate<'static>> = ureq::tls::parse_pem(&pem)
+            .filter_map(|item| match item {
+                Ok(ureq::tls::PemItem::Certificate(c)) => Some(Ok(c)),
+                Ok(_) => None,
+                Err(e) => Some(Err(e)),
+            })
+            .collect::<Result<_, _>>()
+            .map_err(|e| Failure::Other(format!("--cacert {}: {e}", ca.display())))?;
+        if certs.is_empty() {
+            return Err(Failure::Other(format!(
+                "--cacert {}: no PEM certificate in it",
+                ca.display()
+            )));
+        }
+        b = b.root_certs(ureq::tls::RootCerts::new_with_certs(&certs));
+    }
+    Ok(b.build())
+}
+
 /// The token in `path`: its first line, trimmed (as vipd reads `api.token_file`).
 fn read_token(path: &Path) -> Result<String, Failure> {
     let text = std::fs::read_to_string(path).map_err(|e| {
@@ -82,30 +130,49 @@ fn read_token(path: &Path) -> Result<String, Failure> {
 }
 
 impl Client {
-    /// A client of the API at `api` (`host:port`, or `http://host:port`).
-    pub fn new(api: &str, token_file: Option<&Path>) -> Result<Client, Failure> {
-        let base = match api.strip_prefix("http://") {
-            Some(rest) => format!("http://{}", rest.trim_end_matches('/')),
-            None if api.contains("://") => {
-                return Err(Failure::Other(format!(
-                    "--api {api}: vipd's API speaks plain http (host:port or http://host:port)"
-                )))
-            }
-            None => format!("http://{api}"),
-        };
+    /// A client of the API at `endpoint`.
+    pub fn new(
+        endpoint: &Endpoint,
+        token_file: Option<&Path>,
+        trust: &Trust,
+    ) -> Result<Client, Failure> {
         let token = token_file.map(read_token).transpose()?;
-        let config = ureq::Agent::config_builder()
+        let mut config = ureq::Agent::config_builder()
             .http_status_as_error(false)
             // vipctl talks to one box's own API: a proxy from the environment must not
             // come between them.
             .proxy(None)
             .timeout_connect(Some(CONNECT_TIMEOUT))
-            .timeout_global(Some(TIMEOUT))
-            .build();
+            .timeout_global(Some(TIMEOUT));
+        let (base, api, agent) = match endpoint {
+            Endpoint::Unix(path) => {
+                let agent = ureq::Agent::with_parts(
+                    config.build(),
+                    crate::unix::UnixConnector(path.clone()),
+                    crate::unix::NoResolver,
+                );
+                ("http://vipd".to_string(), path.display().to_string(), agent)
+            }
+            Endpoint::Tcp(api) => {
+                let base = if let Some(rest) = api.strip_prefix("http://") {
+                    format!("http://{}", rest.trim_end_matches('/'))
+                } else if let Some(rest) = api.strip_prefix("https://") {
+                    config = config.tls_config(tls_config(trust)?);
+                    format!("https://{}", rest.trim_end_matches('/'))
+                } else if api.contains("://") {
+                    return Err(Failure::Other(format!(
+                        "--api {api}: vipd's API speaks http or https (host:port, http://host:port, https://host:port)"
+                    )));
+                } else {
+                    format!("http://{api}")
+                };
+                (base, api.clone(), config.build().into())
+            }
+        };
         Ok(Client {
-            agent: config.into(),
+            agent,
             base,
-            api: api.to_string(),
+            api,
             token,
         })
     }
@@ -131,7 +198,7 @@ impl Client {
 
     fn not_running(&self) -> Failure {
         Failure::NotRunning(format!(
-            "vipd is not running (nothing answers at {}; --api or $VIPCTL_API names another address)",
+            "vipd is not running (nothing answers at {}; --api or $VIPCTL_API names another address, --socket another socket)",
             self.api
         ))
     }
@@ -192,16 +259,21 @@ impl Client {
     /// A change: `method path` with `body` (JSON), answered with JSON.
     pub fn send(&self, method: Method, path: &str, body: Option<&Value>) -> Result<Value, Failure> {
         let url = self.url(path);
-        let with_body = |r: ureq::RequestBuilder<ureq::typestate::WithBody>| match body {
-            Some(b) => r
-                .content_type("application/json")
-                .send(b.to_string().as_bytes()),
-            None => r.send_empty(),
+        // Every change carries the JSON type, with a body or without: vipd refuses others.
+        let with_body = |r: ureq::RequestBuilder<ureq::typestate::WithBody>| {
+            let r = r.content_type("application/json");
+            match body {
+                Some(b) => r.send(b.to_string().as_bytes()),
+                None => r.send_empty(),
+            }
         };
         let r = match method {
             Method::Post => with_body(self.auth(self.agent.post(url))),
             Method::Patch => with_body(self.auth(self.agent.patch(url))),
-            Method::Delete => self.auth(self.agent.delete(url)).call(),
+            Method::Delete => self
+                .auth(self.agent.delete(url))
+                .header("Content-Type", "application/json")
+                .call(),
         };
         let text = self.answer(r)?;
         self.json(&text)

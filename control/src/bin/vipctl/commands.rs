@@ -127,7 +127,7 @@ pub fn allowed(cmd: Cmd) -> (Vec<&'static str>, &'static [&'static str]) {
         ),
         Cmd::Zero => (vec!["service"], &[]),
         Cmd::Save => (vec!["numeric"], &[]),
-        Cmd::Health => (vec!["service", "json"], &[]),
+        Cmd::Health => (vec!["service", "json", "release"], &[]),
         Cmd::Status | Cmd::Stats => (vec!["json"], &[]),
         Cmd::Set | Cmd::Metrics | Cmd::Reload => (vec![], &[]),
         Cmd::DrainBox | Cmd::ResumeBox => (vec!["box"], &["box"]),
@@ -185,6 +185,7 @@ pub fn option_text(name: &str) -> &'static str {
         "json" => "--json",
         "box" => "--box",
         "seconds" => "--seconds",
+        "release" => "--release",
         _ => "an option",
     }
 }

@@ -11,6 +11,7 @@ mod client;
 mod commands;
 mod render;
 mod trace;
+mod unix;
 mod usage;
 
 use action::{Action, Server, Service};
@@ -116,6 +117,10 @@ fn run(c: &Client, action: &Action) -> Result<String, Failure> {
                 render::health(&v, only.as_deref(), now_ms())
             }
         }
+        Action::ReleaseHeld(s) => {
+            let body = s.map(|s| serde_json::json!({"service": s.path()}));
+            render::released(&c.send(Method::Post, "/api/v1/health/release", body.as_ref())?)
+        }
         Action::Status { json } => listing(c.get("/api/v1/status", &[])?, *json, &render::status),
         Action::Stats { json } => listing(c.get("/api/v1/stats", &[])?, *json, &render::stats),
         Action::Metrics => c.get_text("/metrics")?,
@@ -165,7 +170,12 @@ fn main() -> ExitCode {
             return ExitCode::from(USAGE);
         }
     };
-    let result = Client::new(&cli.api, cli.token_file.as_deref()).and_then(|c| run(&c, &action));
+    let trust = client::Trust {
+        ca: cli.cacert.clone(),
+        insecure: cli.insecure,
+    };
+    let result = Client::new(&cli.endpoint(), cli.token_file.as_deref(), &trust)
+        .and_then(|c| run(&c, &action));
     match result {
         Ok(text) => {
             print!("{text}");

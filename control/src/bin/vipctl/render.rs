@@ -330,9 +330,38 @@ pub fn ago(ms: u64, now_ms: u64) -> String {
 /// `vipctl health` (`GET /api/v1/health`), grouped by service like `-L`; `only` keeps one
 /// service (its API path).
 pub fn health(v: &Value, only: Option<&str>, now_ms: u64) -> String {
-    let mut out = String::from(
-        "Prot LocalAddress:Port\n  -> RemoteAddress:Port           State  Checks  Failed Changes    Since Last outcome / check\n",
-    );
+    let mut out = String::new();
+    // The box's own faults and the guard's holds first: they explain the table.
+    let local = &v["local_faults"];
+    if n(local, "failing_locally") > 0 {
+        let classes: Vec<String> = local["classes"]
+            .as_object()
+            .into_iter()
+            .flatten()
+            .filter(|(_, c)| n(c, "real_servers") > 0)
+            .map(|(name, c)| format!("{name} ({})", s(c, "last_detail")))
+            .collect();
+        let _ = writeln!(
+            out,
+            "The box itself: {} real server(s) could not be checked: {}; they keep their state",
+            n(local, "failing_locally"),
+            classes.join(", ")
+        );
+    }
+    let held: u64 = v["guard"]["services"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|g| n(g, "held"))
+        .sum();
+    if held > 0 {
+        let _ = writeln!(
+            out,
+            "Held: {held} down verdict(s), more than {} % of a service failing within one interval: they keep their traffic (vipctl health --release applies them)",
+            n(&v["guard"], "max_down_percent")
+        );
+    }
+    out += "Prot LocalAddress:Port\n  -> RemoteAddress:Port           State  Checks  Failed Changes    Since Last outcome / check\n";
     let mut current = None;
     for r in v["real_servers"].as_array().into_iter().flatten() {
         let svc = s(r, "service");
@@ -346,6 +375,7 @@ pub fn health(v: &Value, only: Option<&str>, now_ms: u64) -> String {
         let h = &r["health"];
         let state = match s(h, "state") {
             "unchecked" => "-",
+            _ if h["held"].is_object() => "held",
             other => other,
         };
         let line = if state == "-" {
@@ -376,6 +406,24 @@ pub fn health(v: &Value, only: Option<&str>, now_ms: u64) -> String {
         out.push('\n');
     }
     out
+}
+
+/// `vipctl health --release`: the real servers taken down.
+pub fn released(v: &Value) -> String {
+    let list: Vec<&str> = v["released"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|r| s(r, "real_server"))
+        .collect();
+    if list.is_empty() {
+        return "vipd: no down verdict was held\n".into();
+    }
+    format!(
+        "vipd: {} held down verdict(s) applied: {}\n",
+        list.len(),
+        list.join(", ")
+    )
 }
 
 /// `vipctl status` (`GET /api/v1/status`).
@@ -692,6 +740,29 @@ mod tests {
         assert!(lines[6].contains(" up ") && lines[6].ends_with("fall 3"));
         let only = health(&v, Some("udp/fd00::1/53"), 0);
         assert_eq!(only.lines().count(), 4);
+        // The box's faults and the guard's holds come first; a held real server says so.
+        let mut v = v;
+        v["local_faults"] = json!({"failing_locally": 2, "classes": {
+            "descriptors": {"real_servers": 2, "total": 9, "last_detail": "Too many open files (os error 24)", "since_ms": 1},
+            "no_route": {"real_servers": 0, "total": 1, "last_detail": "x", "since_ms": 0}}});
+        v["guard"] = json!({"max_down_percent": 50, "services": [{"service": "tcp/10.77.100.1/80", "held": 1, "held_total": 1}]});
+        v["real_servers"][2]["health"]["held"] =
+            json!({"reason": "timeout after 1s", "since_ms": 5});
+        let text = health(&v, None, 1_045_000);
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(lines[0], "The box itself: 2 real server(s) could not be checked: descriptors (Too many open files (os error 24)); they keep their state");
+        assert!(
+            lines[1].starts_with("Held: 1 down verdict(s), more than 50 % "),
+            "{}",
+            lines[1]
+        );
+        assert!(lines[8].contains(" held "), "{}", lines[8]);
+        assert_eq!(
+            released(
+                &json!({"ok": true, "released": [{"service": "tcp/10.77.100.1/80", "real_server": "10.77.0.21:8080"}]})
+            ),
+            "vipd: 1 held down verdict(s) applied: 10.77.0.21:8080\n"
+        );
         assert_eq!(ago(0, 5), "-");
         assert_eq!(ago(1000, 7_201_000), "2h");
     }

@@ -22,6 +22,7 @@ Usage:
   vipctl --set tcp tcpfin udp
   vipctl -S [-n]                  (also: vipctl save)
   vipctl health [-t|u service-address] [--json]
+  vipctl health --release [-t|u service-address]
   vipctl trace [-t|u service-address] [--client ip] [-r server-address] [--seconds s] [--json]
   vipctl status|stats [--json]
   vipctl metrics|reload
@@ -43,7 +44,10 @@ Either long or short options are allowed.
   --save            -S        print the running configuration as TOML (vipd --check accepts it)
   --clear           -C        not offered: delete services one by one (-D)
   --restore         -R        not offered: put a saved configuration in vipd's file, reload
-  health                      health check state of every real server
+  health                      health check state of every real server, the checks that
+                              could not run for a fault of the box's own, the held verdicts
+  health --release            apply the down verdicts the mass-transition guard holds
+                              (health.max_down_percent), of one service or all
   trace                       the four steps of live connections matching -t, --client and -r:
                               the addresses, ports and MACs vipd saw and wrote, per connection
                               (the workers record for --seconds, default 2, a bounded sample)
@@ -124,9 +128,16 @@ Listing options:
   --json                              the API's JSON instead of a table (every listing)
 
 Connecting:
-  --api address                       vipd's API (default 127.0.0.1:9180; $VIPCTL_API)
+  --socket path                       vipd's local admin socket (api.socket; $VIPCTL_SOCKET);
+                                      no token needed. Default: /run/vipd/api.sock when it
+                                      exists and --api is not given
+  --api address                       vipd's API: host:port, http://host:port or https://host:port
+                                      (default 127.0.0.1:9180; $VIPCTL_API)
   --token-file file                   file with the API's bearer token ($VIPCTL_TOKEN_FILE),
                                       needed when vipd's api.token_file is set
+  --cacert file                       https: the CA certificate (PEM) that signed vipd's
+                                      ($VIPCTL_CACERT)
+  --insecure                          https: accept any certificate (encrypted, not authenticated)
 
 Changes are checked by vipd's configuration validator and each applies as one new snapshot,
 or is refused with the field named and changes nothing. They are not written to vipd's file:

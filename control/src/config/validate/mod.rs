@@ -2,6 +2,7 @@
 //! SIGHUP, `vipd --check`, every API change) goes through [`validate`], which either refuses
 //! with the key and the problem or returns the configuration in dataplane terms.
 
+mod api;
 mod checks;
 mod ports;
 mod sched;
@@ -175,6 +176,8 @@ pub struct ValidService {
     pub persistence: Option<PersistenceSpec>,
     /// `dead_flows = "drop"`.
     pub drop_dead_flows: bool,
+    /// keepalived's `alpha`: its checked real servers start down until their first good check.
+    pub alpha: bool,
     /// Real servers in file order, then the sorry server if any.
     pub real_servers: Vec<ValidRealServer>,
 }
@@ -209,6 +212,8 @@ pub fn validate(config: &Config) -> Result<Valid, Invalid> {
     super::eal::check(&config.eal)?;
     dataplane(config)?;
     flows(config)?;
+    api::api(&config.api)?;
+    api::health(&config.health)?;
     let n = &config.neighbour_timers;
     for (key, v) in [
         ("retry", n.retry),
@@ -228,6 +233,17 @@ pub fn validate(config: &Config) -> Result<Valid, Invalid> {
             format!(
                 "{} must be larger than refresh ({}): an entry must get the chance to be refreshed before it expires",
                 n.expire, n.refresh
+            ),
+        ));
+    }
+    let state = &config.state.file;
+    if !state.is_absolute() || state.file_name().is_none() {
+        return Err(invalid(
+            "state.file",
+            format!(
+                "`{}` must be an absolute path to a file (default {})",
+                state.display(),
+                super::model::DEFAULT_STATE_FILE
             ),
         ));
     }

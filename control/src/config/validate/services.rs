@@ -175,12 +175,18 @@ pub(super) fn services(
                 break;
             }
         }
+        if s.alpha && !rss.iter().any(|r| r.check.is_some()) {
+            warnings.push(format!(
+                "services[{i}].alpha: no real server of {key} has a health check, so none starts down (alpha only holds back checked real servers)"
+            ));
+        }
         out.push(ValidService {
             key,
             scheduler,
             sched_flags,
             persistence,
             drop_dead_flows,
+            alpha: s.alpha,
             real_servers: rss,
         });
     }
