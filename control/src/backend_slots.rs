@@ -171,6 +171,8 @@ mod tests {
                 port,
             },
             scheduler: SchedulerKind::Maglev,
+            sched_flags: Default::default(),
+            persistence: None,
             drop_dead_flows: true,
             alpha: false,
             hash: Default::default(),
@@ -184,6 +186,7 @@ mod tests {
                     sorry: false,
                     check: None,
                     egress_port: 0,
+                    limit: Default::default(),
                 })
                 .collect(),
         }

@@ -519,6 +519,14 @@ fn real_server_families(shared: &Shared, view: &View, f: &mut Families) {
             .collect(),
     );
     f.gauge(
+        "vipd_real_server_persistent_connections",
+        "Persistence entries (client networks of persistent services) pointing at the real server (ipvsadm PersistConn).",
+        readings
+            .iter()
+            .map(|(s, r, c, ..)| gauge(labels(s, r), c.persistent as f64))
+            .collect(),
+    );
+    f.gauge(
         "vipd_real_server_weight",
         "Configured weight of the real server (0: drained).",
         readings
@@ -616,6 +624,7 @@ mod tests {
             }),
             up: true,
             next_hop: None,
+            limit: Default::default(),
         };
         let health: crate::health::StatusMap = Arc::default();
         health.lock().unwrap().insert(rs.id, Default::default());
@@ -626,6 +635,8 @@ mod tests {
                 schedulable: true,
                 drop_dead_flows: true,
                 hash: "5-tuple",
+                sched_flags: Default::default(),
+                persistence: None,
                 real_servers: vec![rs],
             }],
             gauges: ControlGauges {

@@ -66,6 +66,8 @@ pub fn build(i: &Inputs) -> Result<Applied, String> {
             proto: s.key.proto.number(),
             port: s.key.port,
             scheduler: s.scheduler,
+            sched_flags: s.sched_flags,
+            persistence: s.persistence,
             drop_dead_flows: s.drop_dead_flows,
             hash: s.hash,
             backends: s
@@ -80,6 +82,7 @@ pub fn build(i: &Inputs) -> Result<Applied, String> {
                     mode: r.mode,
                     up: !i.down.contains(&(s.key, r.ip, r.port)),
                     sorry: r.sorry,
+                    limit: r.limit,
                 })
                 .collect(),
         })

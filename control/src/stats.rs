@@ -25,6 +25,7 @@ pub fn since(now: BackendCounts, base: &BackendCounts) -> BackendCounts {
         out_bytes: now.out_bytes.saturating_sub(base.out_bytes),
         active: now.active,
         inactive: now.inactive,
+        persistent: now.persistent,
     }
 }
 

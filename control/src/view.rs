@@ -17,7 +17,9 @@ use std::sync::Arc;
 use vipd_dataplane::backend_stats::BackendStats;
 use vipd_dataplane::counters::WorkerCounters;
 use vipd_dataplane::flow_sample::FlowSampler;
-use vipd_dataplane::snapshot::FwdMode;
+use vipd_dataplane::sched::load::Limit;
+use vipd_dataplane::sched::SchedFlags;
+use vipd_dataplane::snapshot::{FwdMode, PersistenceSpec};
 use vipd_dataplane::trace::Tracer;
 use vipd_dataplane::wire::MacAddr;
 
@@ -53,6 +55,8 @@ pub struct RealServerView {
     pub up: bool,
     /// Next hop and its MAC, when resolved.
     pub next_hop: Option<(IpAddr, Option<MacAddr>)>,
+    /// Connection thresholds (ipvsadm `-x`, `-y`).
+    pub limit: Limit,
 }
 
 /// A service as listed.
@@ -68,6 +72,10 @@ pub struct ServiceView {
     pub drop_dead_flows: bool,
     /// What the consistent hash covers (`hash`).
     pub hash: &'static str,
+    /// The scheduler's flags.
+    pub sched_flags: SchedFlags,
+    /// Persistence (ipvsadm `-p`, `-M`), if any.
+    pub persistence: Option<PersistenceSpec>,
     /// Its real servers (file order, sorry server last).
     pub real_servers: Vec<RealServerView>,
 }

@@ -9,7 +9,7 @@ use std::error::Error;
 use std::hint::black_box;
 use std::time::{Duration, Instant};
 
-use vipd_dataplane::sched::{MaglevTable, SchedBackend, Scheduler, DEFAULT_MAGLEV_SIZE};
+use vipd_dataplane::sched::{MaglevTable, SchedBackend, DEFAULT_MAGLEV_SIZE};
 
 /// Backend `i`: ::ffff:10.a.b.c port 80.
 fn backend(i: u32, weight: u32) -> SchedBackend {
@@ -151,7 +151,7 @@ fn main() -> Result<(), Box<dyn Error>> {
         h = h
             .wrapping_mul(6_364_136_223_846_793_005)
             .wrapping_add(1_442_695_040_888_963_407);
-        acc = acc.wrapping_add(u64::from(t.pick(black_box(h), &mut 0).unwrap_or(0)));
+        acc = acc.wrapping_add(u64::from(t.lookup(black_box(h)).unwrap_or(0)));
     }
     let el = start.elapsed();
     black_box(acc);

@@ -2,13 +2,17 @@
 //! snapshot assigns (the id flow entries store), written by the worker, summed over workers by
 //! the control thread when it reads them.
 //!
-//! Like [`crate::counters`], every value is an `AtomicU64` written by one thread only with a
+//! Like [`crate::counters`], every value is an atomic written by one thread only with a
 //! relaxed load + store (plain `mov`s on x86-64). A slot is two cache lines, laid out so a
-//! client packet (steps 1-2) touches only the first and a reply (steps 3-4) only the second. The array never grows: the control plane reuses
-//! the slot of a removed real server once no flow refers to it any more (its `active +
-//! inactive` is zero on every worker), so churn does not grow it.
+//! client packet (steps 1-2) touches only the first and a reply (steps 3-4) only the second.
+//! The connection gauges (active, inactive) live apart, eight real servers to a cache line
+//! ([`Conns`]): the least-connection schedulers read them for every live real server of a
+//! service on every worker at each new connection (`sched::load`), and packed they are a few
+//! cache lines instead of one per real server. The array never grows: the control plane
+//! reuses the slot of a removed real server once nothing refers to it any more (its `active +
+//! inactive + persistent` is zero on every worker), so churn does not grow it.
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 
 /// Slots per worker when the configuration does not say otherwise.
 pub const DEFAULT_BACKEND_SLOTS: usize = 4096;
@@ -29,15 +33,14 @@ struct Slot {
     in_packets: AtomicU64,
     in_bytes: AtomicU64,
     new_conns: AtomicU64,
-    /// Flow entries in the established state (ipvsadm's ActiveConn).
-    active: AtomicU64,
-    /// Flow entries in any other state (ipvsadm's InActConn; every UDP flow).
-    inactive: AtomicU64,
     /// NAT connections whose client retransmitted its SYN before any reply came back
     /// through vipd: the step-3 symptom (the real server's replies bypass vipd).
     step3_missing: AtomicU64,
+    /// Persistence entries pointing at it (ipvsadm's PersistConn).
+    persistent: AtomicU64,
     /// Steps 1 and 2 of the fast path's packets.
     fast_in: AtomicU64,
+    _pad: AtomicU64,
     // Second cache line: the reply side (steps 3 and 4).
     /// Step 3: its replies received (the general path's).
     step3_packets: AtomicU64,
@@ -46,6 +49,16 @@ struct Slot {
     out_bytes: AtomicU64,
     /// Steps 3 and 4 of the fast path's replies.
     fast_out: AtomicU64,
+}
+
+/// One real server's connection gauges on one worker (see the module notes).
+#[derive(Debug, Default)]
+#[repr(C)]
+struct Conns {
+    /// Flow entries in the established state (ipvsadm's ActiveConn).
+    active: AtomicU32,
+    /// Flow entries in any other state (ipvsadm's InActConn; every UDP flow).
+    inactive: AtomicU32,
 }
 
 /// A reading of one slot (on one worker, or summed over workers).
@@ -71,12 +84,20 @@ pub struct BackendCounts {
     pub active: u64,
     /// Connections in other states.
     pub inactive: u64,
+    /// Persistence entries pointing at it.
+    pub persistent: u64,
 }
 
 impl BackendCounts {
     /// Connections in the flow tables, whatever their state.
     pub fn connections(&self) -> u64 {
         self.active + self.inactive
+    }
+
+    /// Flow and persistence entries that name the real server's slot: it is reused only
+    /// when this is zero on every worker.
+    pub fn references(&self) -> u64 {
+        self.active + self.inactive + self.persistent
     }
 }
 
@@ -92,6 +113,7 @@ impl std::ops::AddAssign for BackendCounts {
         self.out_bytes += o.out_bytes;
         self.active += o.active;
         self.inactive += o.inactive;
+        self.persistent += o.persistent;
     }
 }
 
@@ -108,6 +130,7 @@ pub enum ConnClass {
 #[derive(Debug)]
 pub struct BackendStats {
     slots: Box<[Slot]>,
+    conns: Box<[Conns]>,
 }
 
 #[inline]
@@ -120,11 +143,22 @@ fn drop_one(v: &AtomicU64) {
     v.store(v.load(Ordering::Relaxed).wrapping_sub(1), Ordering::Relaxed);
 }
 
+#[inline]
+fn bump32(v: &AtomicU32) {
+    v.store(v.load(Ordering::Relaxed).wrapping_add(1), Ordering::Relaxed);
+}
+
+#[inline]
+fn drop32(v: &AtomicU32) {
+    v.store(v.load(Ordering::Relaxed).wrapping_sub(1), Ordering::Relaxed);
+}
+
 impl BackendStats {
     /// Statistics for backend slots `0..slots`.
     pub fn new(slots: usize) -> Self {
         BackendStats {
             slots: (0..slots.max(1)).map(|_| Slot::default()).collect(),
+            conns: (0..slots.max(1)).map(|_| Conns::default()).collect(),
         }
     }
 
@@ -203,11 +237,11 @@ impl BackendStats {
         }
     }
 
-    fn gauge(&self, slot: u32, class: ConnClass) -> Option<&AtomicU64> {
-        let s = self.slots.get(slot as usize)?;
+    fn gauge(&self, slot: u32, class: ConnClass) -> Option<&AtomicU32> {
+        let c = self.conns.get(slot as usize)?;
         Some(match class {
-            ConnClass::Active => &s.active,
-            ConnClass::Inactive => &s.inactive,
+            ConnClass::Active => &c.active,
+            ConnClass::Inactive => &c.inactive,
         })
     }
 
@@ -215,7 +249,7 @@ impl BackendStats {
     #[inline]
     pub fn conn_added(&self, slot: u32, class: ConnClass) {
         if let Some(g) = self.gauge(slot, class) {
-            bump(g, 1);
+            bump32(g);
         }
     }
 
@@ -223,7 +257,35 @@ impl BackendStats {
     #[inline]
     pub fn conn_removed(&self, slot: u32, class: ConnClass) {
         if let Some(g) = self.gauge(slot, class) {
-            drop_one(g);
+            drop32(g);
+        }
+    }
+
+    /// Active and inactive connections of `slot` on this worker (any thread; relaxed).
+    #[inline]
+    pub fn conns(&self, slot: u32) -> (u32, u32) {
+        match self.conns.get(slot as usize) {
+            Some(c) => (
+                c.active.load(Ordering::Relaxed),
+                c.inactive.load(Ordering::Relaxed),
+            ),
+            None => (0, 0),
+        }
+    }
+
+    /// A persistence entry now points at `slot`.
+    #[inline]
+    pub fn persistence_added(&self, slot: u32) {
+        if let Some(s) = self.slots.get(slot as usize) {
+            bump(&s.persistent, 1);
+        }
+    }
+
+    /// A persistence entry no longer points at `slot`.
+    #[inline]
+    pub fn persistence_removed(&self, slot: u32) {
+        if let Some(s) = self.slots.get(slot as usize) {
+            drop_one(&s.persistent);
         }
     }
 
@@ -243,6 +305,7 @@ impl BackendStats {
         };
         let r = |v: &AtomicU64| v.load(Ordering::Relaxed);
         let (fast_in, fast_out) = (r(&s.fast_in), r(&s.fast_out));
+        let (active, inactive) = self.conns(slot);
         BackendCounts {
             step1_packets: r(&s.step1_packets).wrapping_add(fast_in),
             step3_packets: r(&s.step3_packets).wrapping_add(fast_out),
@@ -252,8 +315,9 @@ impl BackendStats {
             in_bytes: r(&s.in_bytes),
             out_packets: r(&s.out_packets).wrapping_add(fast_out),
             out_bytes: r(&s.out_bytes),
-            active: r(&s.active),
-            inactive: r(&s.inactive),
+            active: u64::from(active),
+            inactive: u64::from(inactive),
+            persistent: r(&s.persistent),
         }
     }
 }
@@ -275,6 +339,11 @@ mod tests {
     fn slot_is_two_cache_lines_split_by_direction() {
         assert_eq!(std::mem::size_of::<Slot>(), 128);
         assert_eq!(std::mem::offset_of!(Slot, step3_packets), 64);
+        assert_eq!(
+            std::mem::size_of::<Conns>(),
+            8,
+            "eight real servers per cache line"
+        );
     }
 
     #[test]
@@ -294,6 +363,9 @@ mod tests {
         // The fast path's packets count as both steps.
         s.count_forwarded(1, 100);
         s.count_replied(1, 10);
+        s.persistence_added(1);
+        s.persistence_added(1);
+        s.persistence_removed(1);
         let c = s.get(1);
         assert_eq!(
             c,
@@ -308,8 +380,11 @@ mod tests {
                 out_bytes: 50,
                 active: 1,
                 inactive: 1,
+                persistent: 1,
             }
         );
+        assert_eq!(s.conns(1), (1, 1));
+        assert_eq!(c.references(), 3);
         s.conn_removed(1, ConnClass::Active);
         s.conn_removed(1, ConnClass::Inactive);
         assert_eq!(s.get(1).connections(), 0);

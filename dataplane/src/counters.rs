@@ -57,6 +57,15 @@ counters! {
     FlowsCreated = "flows_created", event;
     /// New flows forwarded statelessly by the consistent hash because the flow table was full.
     FlowTableFull = "flow_table_full", event;
+    /// New connections of persistent services sent to their client network's real server by
+    /// its persistence entry.
+    PersistenceHits = "persistence_hits", event;
+    /// Persistence entries moved to another real server because theirs could not take a new
+    /// connection (drained, down, removed, or over its connection threshold).
+    PersistenceMoved = "persistence_moved", event;
+    /// New connections of persistent services whose client network found no room for its
+    /// persistence entry (scheduled without one; raise `flows.persistence_per_worker`).
+    PersistenceTableFull = "persistence_table_full", event;
     /// NAT replies rewritten without a flow entry, from the real server's unique service.
     NatRepliesStateless = "nat_replies_stateless", event;
     /// ARP requests for our addresses or VIPs answered.
@@ -195,6 +204,9 @@ counters! {
     DropNoService = "drop_no_service", drop;
     /// Dropped: the service has no real server with weight > 0.
     DropNoBackend = "drop_no_backend", drop;
+    /// Dropped: new connection while every real server that could take it is over its upper
+    /// connection threshold (or, for `sh` without `sh-fallback`, the client's own is).
+    DropRealServersOverloaded = "drop_real_servers_overloaded", drop;
     /// Dropped: the flow's real server left the configuration.
     DropBackendGone = "drop_backend_gone", drop;
     /// Dropped: the flow's real server failed its health checks and its service drops the

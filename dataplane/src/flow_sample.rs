@@ -2,10 +2,14 @@
 //! request; the worker, which alone may read its flow table, scans a bounded number of entries
 //! per loop iteration (so a listing never stalls forwarding), copies the matching ones into the
 //! request's preallocated buffer (no allocation on the worker), and hands the request back.
-//! A worker that gets no request pays one empty-queue check per iteration.
+//! A worker that gets no request pays one empty-queue check per iteration. The same requests
+//! list a worker's persistence entries (`vipctl -L -c --persistent-conn`), as IPVS lists its
+//! connection templates: client network with port 0, state `none`.
 
 use crate::flow::key::to_mapped;
 use crate::flow::{FlowKey, FlowTable, TcpState};
+use crate::persist::PersistTable;
+use crate::pipeline::WorkerState;
 use crossbeam::queue::ArrayQueue;
 use std::net::IpAddr;
 
@@ -47,6 +51,8 @@ pub struct SampleRequest {
     pub limit: usize,
     /// Whether matching connections were left out because `limit` was reached.
     pub truncated: bool,
+    /// List persistence entries instead of connections.
+    pub persistence: bool,
     cursor: usize,
     service: Option<([u8; 16], u8, u16)>,
     client: Option<[u8; 16]>,
@@ -62,8 +68,53 @@ impl SampleRequest {
             out: Vec::with_capacity(limit),
             limit,
             truncated: false,
+            persistence: false,
             cursor: 0,
         })
+    }
+
+    /// A request for at most `limit` persistence entries matching `filter` (`client`
+    /// matches an entry's client network address).
+    pub fn persistence(filter: SampleFilter, limit: usize) -> Box<Self> {
+        let mut r = Self::new(filter, limit);
+        r.persistence = true;
+        r
+    }
+
+    /// Scan the next part of what the request lists on worker `w`; true when complete.
+    pub fn step_on(&mut self, w: &WorkerState, now_ms: u64) -> bool {
+        if self.persistence {
+            self.step_persistence(&w.persistence, now_ms)
+        } else {
+            self.step(&w.flows, now_ms)
+        }
+    }
+
+    /// Scan the next part of the persistence `table`; true when the request is complete.
+    pub fn step_persistence(&mut self, table: &PersistTable, now_ms: u64) -> bool {
+        let next = table.scan(self.cursor, SCAN_PER_ITERATION, now_ms, |info| {
+            if !self.matches(&info.key, info.backend) {
+                return true;
+            }
+            if self.out.len() == self.limit {
+                self.truncated = true;
+                return false;
+            }
+            self.out.push(SampledFlow {
+                key: info.key,
+                backend: info.backend,
+                state: TcpState::None,
+                remaining_ms: info.remaining_ms,
+            });
+            true
+        });
+        match next {
+            Some(c) if !self.truncated => {
+                self.cursor = c;
+                false
+            }
+            _ => true,
+        }
     }
 
     fn matches(&self, key: &FlowKey, backend: u32) -> bool {

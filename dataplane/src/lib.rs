@@ -13,6 +13,7 @@ pub mod flow_sample;
 pub mod fwd;
 pub mod io;
 pub mod ndp;
+pub mod persist;
 pub mod pipeline;
 pub mod prefetch;
 pub mod sched;

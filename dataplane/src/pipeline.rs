@@ -146,7 +146,7 @@ pub fn process_burst_hashed<B: PacketBuf>(
         hashes: &[],
     };
     stages::<B, false>(bufs, actions, &received, flow_hashes, worker, snap, now_ms);
-    worker.expire_tick(now_ms);
+    worker.expire_tick(snap, now_ms);
 }
 
 /// Frames other workers steered here (each counted as received there), as one staged burst:

@@ -6,15 +6,21 @@
 
 use crate::flow::key::to_mapped;
 use crate::flow::{FlowKey, Timeouts};
-use crate::sched::{SchedBackend, SchedError, Scheduler, SchedulerKind, ServiceScheduler};
+use crate::sched::load::{Limit, ServiceLoad};
+use crate::sched::{
+    NewConn, SchedBackend, SchedError, SchedFlags, Scheduler, SchedulerKind, ServiceScheduler,
+    Unlimited,
+};
 use crate::wire::MacAddr;
 use ipnet::{Ipv4Net, Ipv6Net};
 use std::net::IpAddr;
 
 pub(crate) mod fast4;
 mod lookup;
+mod ownership;
 mod word_map;
 use lookup::{addr_key, map, Endpoint, Map, PortLookups};
+pub use ownership::{mask_key, NatEndpoint, Ownership};
 
 /// How a real server is reached (LVS's packet-forwarding methods).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
@@ -151,6 +157,8 @@ pub struct BackendSpec {
     pub up: bool,
     /// A sorry server: takes new flows only while no other real server can.
     pub sorry: bool,
+    /// Connection thresholds (ipvsadm `-x`, `-y`).
+    pub limit: Limit,
 }
 
 impl Default for BackendSpec {
@@ -163,6 +171,7 @@ impl Default for BackendSpec {
             mode: FwdMode::Nat,
             up: true,
             sorry: false,
+            limit: Limit::default(),
         }
     }
 }
@@ -203,6 +212,15 @@ impl FlowHashFields {
     }
 }
 
+/// Persistence of a service as configured (ipvsadm `-p TIMEOUT -M NETMASK`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct PersistenceSpec {
+    /// Seconds a client network keeps its real server after its last new connection.
+    pub timeout_s: u32,
+    /// Prefix length of the client network, in the VIP's family (32 / 128: per client).
+    pub prefix_len: u8,
+}
+
 /// A virtual service as configured, input to [`Snapshot::build`].
 #[derive(Clone, Debug)]
 pub struct ServiceSpec {
@@ -221,6 +239,10 @@ pub struct ServiceSpec {
     pub drop_dead_flows: bool,
     /// What the consistent hash covers.
     pub hash: FlowHashFields,
+    /// The scheduler's flags (`sh-fallback`, `sh-port`).
+    pub sched_flags: SchedFlags,
+    /// Persistence, if any.
+    pub persistence: Option<PersistenceSpec>,
 }
 
 impl Default for ServiceSpec {
@@ -233,8 +255,19 @@ impl Default for ServiceSpec {
             backends: Vec::new(),
             drop_dead_flows: true,
             hash: FlowHashFields::FiveTuple,
+            sched_flags: SchedFlags::default(),
+            persistence: None,
         }
     }
+}
+
+/// A persistent service's persistence, in the form the new-connection path uses.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Persistence {
+    /// How long an entry lives after the client network's last new connection.
+    pub timeout_ms: u64,
+    /// Prefix length of the client network in flow-key form (IPv4: 96 + its length).
+    pub bits: u8,
 }
 
 /// A real server in a snapshot, with its route precomputed.
@@ -265,6 +298,12 @@ pub struct Backend {
     /// Down, in a service that drops dead flows: a flow entry that still points here is
     /// removed and its packet dropped (`drop_real_server_down`).
     pub drop_flows: bool,
+    /// Connection thresholds.
+    pub limit: Limit,
+    /// Its index in its service's scheduler when it takes new connections (up, with a
+    /// weight, or a sorry server on duty); None otherwise. A persistence entry pulls a new
+    /// connection to it only while this is set and it is under its threshold.
+    pub sched_index: Option<u32>,
 }
 
 /// A virtual service in a snapshot.
@@ -292,13 +331,30 @@ pub struct Service {
     pub has_nat: bool,
     /// What the consistent hash covers ([`Service::flow_hash`]).
     pub hash: FlowHashFields,
+    /// Which worker owns a connection of this service (steering).
+    pub ownership: Ownership,
+    /// Persistence, if any.
+    pub persistence: Option<Persistence>,
+    /// Thresholds of the real servers in `scheduled` (same order); empty when none has one.
+    pub limits: Vec<Limit>,
 }
 
 impl Service {
-    /// Pick a real server for a new flow with the configured scheduler.
+    /// Pick a real server for a new flow with the configured scheduler, counts and
+    /// thresholds from `load` (see [`crate::sched::load`]).
     #[inline]
-    pub fn pick(&self, flow_hash: u64, cursor: &mut u64) -> Option<u32> {
-        let i = self.scheduler.as_ref()?.pick(flow_hash, cursor)?;
+    pub fn pick(
+        &self,
+        conn: &NewConn<'_>,
+        cursor: &mut u64,
+        load: &crate::sched::load::SharedLoad,
+    ) -> Option<u32> {
+        let load = ServiceLoad {
+            shared: load,
+            slots: &self.scheduled,
+            limits: &self.limits,
+        };
+        let i = self.scheduler.as_ref()?.pick(conn, cursor, &load)?;
         self.scheduled.get(i as usize).copied()
     }
 
@@ -324,12 +380,42 @@ impl Service {
         }
     }
 
-    /// Pick a real server statelessly: the same answer for the same flow hash every time.
+    /// Pick a real server statelessly: the same answer for the same flow hash every time
+    /// (the Maglev table; thresholds do not apply).
     #[inline]
     pub fn pick_consistent(&self, flow_hash: u64) -> Option<u32> {
         let table = self.fallback.as_ref().or(self.scheduler.as_ref())?;
-        let i = table.pick(flow_hash, &mut 0)?;
+        let i = match table.lookup_consistent(flow_hash) {
+            Some(i) => i,
+            None => table.pick(&NewConn::of_hash(flow_hash), &mut 0, &Unlimited)?,
+        };
         self.scheduled.get(i as usize).copied()
+    }
+
+    /// The real server of connection `key` (flow hash `flow_hash`) without state: the same
+    /// for every packet of it, on every box, whatever the load. An `sh` service answers by
+    /// its client hash table (so a connection that moved between boxes or outlived a restart
+    /// keeps the real server its client was given); every other service by the Maglev table.
+    #[inline]
+    pub fn pick_stateless(&self, key: &FlowKey, flow_hash: u64) -> Option<u32> {
+        if let Some(ServiceScheduler::SourceHash(sh)) = &self.scheduler {
+            let i = sh.lookup(&key.src, key.src_port)?;
+            return self.scheduled.get(i as usize).copied();
+        }
+        self.pick_consistent(flow_hash)
+    }
+
+    /// Whether real server `id` may take a new connection now: it is scheduled and under its
+    /// connection threshold (checked, and its box-wide flag updated, through `load`).
+    #[inline]
+    pub fn takes_new(&self, b: &Backend, load: &crate::sched::load::SharedLoad) -> bool {
+        let Some(i) = b.sched_index else {
+            return false;
+        };
+        match self.limits.get(i as usize) {
+            Some(&limit) => load.available(b.id, limit),
+            None => true,
+        }
     }
 }
 
@@ -380,8 +466,9 @@ pub struct Snapshot {
     backends: Vec<Option<Backend>>,
     service_by_key: Map<Endpoint, u32>,
     vips: Map<u128, ()>,
-    /// NAT real server endpoint -> its service, or None when it serves several (ambiguous).
-    nat_endpoints: Map<Endpoint, Option<u32>>,
+    /// NAT real server endpoint -> its service (None when it serves several: ambiguous) and
+    /// how its connections' owner is found.
+    nat_endpoints: Map<Endpoint, NatEndpoint>,
     /// (VIP, protocol) -> its service, when it is that VIP's only service of the protocol and
     /// hashes on the 3-tuple: the service of a later fragment without its first.
     by_vip_proto: Map<Endpoint, u32>,
@@ -410,6 +497,7 @@ impl Snapshot {
         );
         let neighbours = mapped;
         let port_lookups = PortLookups::new(&ports, &neighbours);
+        let mut shares = ownership::Shares::default();
         let mut snap = Snapshot {
             generation,
             ports,
@@ -462,6 +550,7 @@ impl Snapshot {
                 spec.scheduler,
                 &sched_input,
                 maglev_size,
+                spec.sched_flags,
             ))
             .map_err(err)?;
             let fallback = match (spec.scheduler, &scheduler) {
@@ -470,9 +559,16 @@ impl Snapshot {
                     SchedulerKind::Maglev,
                     &sched_input,
                     maglev_size,
+                    SchedFlags::default(),
                 ))
                 .map_err(err)?,
             };
+            let index_of: std::collections::HashMap<u32, u32> = eligible
+                .iter()
+                .enumerate()
+                .map(|(i, b)| (b.id, i as u32))
+                .collect();
+            let sched_index = |b: &BackendSpec| index_of.get(&b.id).copied();
             for b in &spec.backends {
                 let (egress_port, next_hop) = snap
                     .route_for(&b.addr)
@@ -494,6 +590,12 @@ impl Snapshot {
                     up,
                     sorry: b.sorry,
                     drop_flows: !up && spec.drop_dead_flows,
+                    limit: b.limit,
+                    sched_index: if scheduler.is_some() {
+                        sched_index(b)
+                    } else {
+                        None
+                    },
                 };
                 let slot = b.id as usize;
                 if snap.backends.len() <= slot {
@@ -503,16 +605,27 @@ impl Snapshot {
                     return Err(SnapshotError::DuplicateBackendId(b.id));
                 }
                 if b.mode == FwdMode::Nat {
+                    let ep = Endpoint::new(&to_mapped(b.addr), spec.proto, b.port);
                     snap.nat_endpoints
-                        .entry(Endpoint::new(&to_mapped(b.addr), spec.proto, b.port))
-                        .and_modify(|s| {
-                            if *s != Some(si) {
-                                *s = None
+                        .entry(ep)
+                        .and_modify(|e| {
+                            if e.service != Some(si) {
+                                e.service = None
                             }
                         })
-                        .or_insert(Some(si));
+                        .or_insert(NatEndpoint {
+                            service: Some(si),
+                            ownership: Ownership::Endpoint,
+                        });
+                    shares.share(ep, si);
                 }
             }
+            let has_nat = spec.backends.iter().any(|b| b.mode == FwdMode::Nat);
+            let persistence = spec.persistence.map(|p| Persistence {
+                timeout_ms: u64::from(p.timeout_s) * 1000,
+                bits: ownership::key_bits(spec.vip, p.prefix_len),
+            });
+            let limits: Vec<Limit> = eligible.iter().map(|b| b.limit).collect();
             snap.services.push(Service {
                 vip: spec.vip,
                 proto: spec.proto,
@@ -521,10 +634,18 @@ impl Snapshot {
                 fallback,
                 backends: spec.backends.iter().map(|b| b.id).collect(),
                 scheduled: eligible.iter().map(|b| b.id).collect(),
-                has_nat: spec.backends.iter().any(|b| b.mode == FwdMode::Nat),
+                has_nat,
                 hash: spec.hash,
+                ownership: Ownership::of(has_nat, persistence),
+                persistence,
+                limits: if limits.iter().any(|l| l.upper > 0) {
+                    limits
+                } else {
+                    Vec::new()
+                },
             });
         }
+        shares.settle(&mut snap.services, &mut snap.nat_endpoints);
         // (VIP, protocol) -> the service, or None once a second one shares it.
         let mut by_vip_proto: Map<Endpoint, Option<u32>> = map();
         for (si, spec) in services.iter().enumerate() {
@@ -609,10 +730,11 @@ impl Snapshot {
         self.port_lookups.is_own_or_broadcast_v4(addr)
     }
 
-    /// If `src` is a NAT real server endpoint: `Some(Some(service))` when it serves exactly
-    /// one service, `Some(None)` when several (ambiguous without a flow entry).
+    /// If `src` is a NAT real server endpoint: its service when it serves exactly one
+    /// (`service: None` when several: ambiguous without a flow entry), and how the owner of
+    /// its connections is found.
     #[inline]
-    pub fn nat_endpoint(&self, src: &[u8; 16], proto: u8, port: u16) -> Option<Option<u32>> {
+    pub fn nat_endpoint(&self, src: &[u8; 16], proto: u8, port: u16) -> Option<NatEndpoint> {
         self.nat_endpoints
             .get(&Endpoint::new(src, proto, port))
             .copied()

@@ -310,7 +310,7 @@ impl Worker {
                 listing = self.sampler.take();
             }
             if let Some(job) = listing.as_mut() {
-                if job.step(&self.state.flows, now_ms) {
+                if job.step_on(&self.state, now_ms) {
                     if let Some(done) = listing.take() {
                         self.sampler.give_back(done);
                     }
@@ -331,8 +331,8 @@ impl Worker {
             if received == 0 {
                 // No burst means no expiry inside the pipeline (steered frames do not sweep):
                 // sweep here (once per tick) so flows of idle and steered-only workers still
-                // time out.
-                self.state.expire_tick(now_ms);
+                // time out, and persistence entries too.
+                self.state.expire_tick(snap, now_ms);
             }
             if work == 0 {
                 self.state

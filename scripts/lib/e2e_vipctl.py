@@ -68,7 +68,7 @@ def build_table(ctl):
     ctl.ok("-a", "-t", f"{VIP4}:80", "-r", "10.77.0.21:8080", "-m", "-w", "1")
     ctl.ok("-a", "-t", f"{VIP4}:80", "-r", "10.77.0.22:8080", "-m", "-w", "2")
     ctl.ok("-a", "-t", f"{VIP4}:80", "-r", "10.77.0.23:8080", "-w", "1")
-    ctl.ok("-A", "-u", f"{VIP4}:53", "-s", "rr", "-M", "nat", "--dead-flows", "keep")
+    ctl.ok("-A", "-u", f"{VIP4}:53", "-s", "rr", "--mode", "nat", "--dead-flows", "keep")
     ctl.ok("-a", "-u", f"{VIP4}:53", "-r", "10.77.0.21:5353")
     # A service whose checks fail fast in this bed (or pass, once the port has a kernel
     # interface): its health column and `vipctl health` show the verdict.

@@ -24,7 +24,8 @@
 #   vipd_in NS CMD...                      run CMD in namespace NS (ip netns exec)
 #   vipd_rs_start PREFIX I PORT [UDP_PORT] start rs_server.py in PREFIX-rsI, wait until it listens
 #                                          (GET /health answers the status in the state dir's
-#                                          rsI.health file when it exists, else 200)
+#                                          rsI.health file when it exists, else 200; GET /slow
+#                                          waits the milliseconds in rsI.delay)
 #   vipd_rs_stop PREFIX I / vipd_rs_stop_all PREFIX
 #   vipd_rs_gateway PREFIX I lb|router     point RS I's default routes (v4 + v6) at the LB or router
 #   vipd_rs_dr_setup PREFIX I VIP4 [VIP6]  DR/TUN real server: VIP on lo, arp_ignore=1,
@@ -456,7 +457,7 @@ vipd_rs_start() { # PREFIX I PORT [UDP_PORT]
     return 1
   }
   vipd_kill "$p" "rs$i"
-  args=(--name "rs$i" --port "$port" --health-file "$state/rs$i.health")
+  args=(--name "rs$i" --port "$port" --health-file "$state/rs$i.health" --delay-file "$state/rs$i.delay")
   [ -n "$udp" ] && args+=(--udp "$udp")
   vipd_spawn "$p" "rs$i" "$p-rs$i" "$VIPD_PYTHON" -u "$VIPD_TESTBED_LIB_DIR/rs_server.py" "${args[@]}" ||
     return 1

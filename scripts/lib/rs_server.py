@@ -6,6 +6,8 @@ HTTP (dual stack, one socket on [::] with IPV6_V6ONLY=0 unless --bind says other
   GET /bytes/N   200, N bytes of a repeating ASCII pattern (bulk transfers larger than the MTU)
   GET /health    200 "ok", or the status written in --health-file when that file exists (a
                  health check that sees 503: `echo 503 > FILE`)
+  GET /slow      as /, after waiting the milliseconds written in --delay-file (0 when it does
+                 not exist): real servers of unequal response time (`echo 200 > FILE`)
   POST (any path) reads the Content-Length body and answers
                  "server=<name> client=<peer> received=<bytes> sha256=<hex>" (uploads through
                  a tunnel: the client's large segments travel LB -> RS)
@@ -29,6 +31,7 @@ import socketserver
 import struct
 import sys
 import threading
+import time
 
 MAX_BYTES = 1 << 30
 PATTERN = b"0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ-\n"
@@ -97,11 +100,23 @@ class Handler(http.server.BaseHTTPRequestHandler):
         if with_body:
             self.wfile.write(body)
 
+    def _delay_s(self):
+        f = self.server.delay_file
+        if not f:
+            return 0.0
+        try:
+            with open(f) as fh:
+                return max(0.0, min(60.0, float(fh.read().strip() or 0) / 1000.0))
+        except (OSError, ValueError):
+            return 0.0
+
     def _respond(self, with_body):
         path = self.path.split("?", 1)[0]
         if path == "/health":
             self._health(with_body)
             return
+        if path == "/slow":
+            time.sleep(self._delay_s())
         if path.startswith("/bytes/"):
             try:
                 n = int(path[len("/bytes/"):])
@@ -228,6 +243,7 @@ def main():
     ap.add_argument("--bind", default="::", help="address to bind (default :: = all, IPv4 and IPv6)")
     ap.add_argument("--verbose", action="store_true", help="log every request to stderr")
     ap.add_argument("--health-file", help="GET /health answers the status written in this file, when it exists")
+    ap.add_argument("--delay-file", help="GET /slow waits the milliseconds written in this file, when it exists")
     args = ap.parse_args()
 
     bind = args.bind
@@ -242,6 +258,7 @@ def main():
             sys.exit("rs_server: cannot listen on [%s]:%d: %s" % (bind, args.port, e))
 
     httpd.health_file = args.health_file
+    httpd.delay_file = args.delay_file
     stop = threading.Event()
     threads = [threading.Thread(target=httpd.serve_forever, kwargs={"poll_interval": 0.2}, daemon=True)]
     udp = None

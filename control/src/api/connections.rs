@@ -1,6 +1,9 @@
 //! `GET /api/v1/connections`: a bounded sample of live connections from the workers' flow
 //! tables (`vipctl -c`). Each worker scans its table a bounded step per loop iteration, so a
-//! listing never stalls forwarding; the answer names what was left out.
+//! listing never stalls forwarding; the answer names what was left out. With
+//! `persistent=true` it lists the persistence entries instead (`vipctl -L -c
+//! --persistent-conn`): client network with port 0, state `none`, as IPVS lists its
+//! connection templates.
 
 use super::error::ApiError;
 use super::json::forward_name;
@@ -35,6 +38,8 @@ pub struct ConnQuery {
     real_server: Option<String>,
     /// Most connections to list (per request, all workers together).
     limit: Option<usize>,
+    /// List persistence entries instead of connections.
+    persistent: Option<bool>,
 }
 
 fn bad(field: &str, message: impl Into<String>) -> ApiError {
@@ -92,6 +97,7 @@ pub async fn connections(
         client: q.client,
         backends,
     };
+    let persistent = q.persistent.unwrap_or(false);
     let _one_at_a_time = shared.listing.lock().await;
     let workers = shared.samplers.len().max(1);
     let per_worker = limit.div_ceil(workers);
@@ -100,9 +106,12 @@ pub async fn connections(
         let _ = s.answer();
     }
     for s in &shared.samplers {
-        if s.request(SampleRequest::new(filter.clone(), per_worker))
-            .is_err()
-        {
+        let request = if persistent {
+            SampleRequest::persistence(filter.clone(), per_worker)
+        } else {
+            SampleRequest::new(filter.clone(), per_worker)
+        };
+        if s.request(request).is_err() {
             return Err(ApiError::new(
                 StatusCode::SERVICE_UNAVAILABLE,
                 "vipd",
@@ -151,7 +160,10 @@ pub async fn connections(
             }));
         }
     }
-    Ok(Json(
-        json!({"sampled": list.len(), "truncated": truncated, "connections": list}),
-    ))
+    let mut answer = json!({"sampled": list.len(), "truncated": truncated, "connections": list});
+    if persistent {
+        // Only then: a connection listing keeps its shape.
+        answer["persistent"] = json!(true);
+    }
+    Ok(Json(answer))
 }

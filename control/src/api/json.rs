@@ -2,6 +2,7 @@
 //! health (what `vipctl -L`, `--stats`, `--rate` and `health` print), and the worker counters.
 
 use crate::backend_slots::RsIdentity;
+use crate::config::validate::netmask_text;
 use crate::config::{CheckKind, CheckSpec, ServiceKey};
 use crate::health::CheckStatus;
 use crate::stats::Rates;
@@ -90,6 +91,8 @@ pub fn service_json(
                 "forward": forward_name(r.mode), "mode": r.mode.to_string(),
                 "weight": r.weight, "sorry": r.sorry,
                 "active_conns": c.active, "inactive_conns": c.inactive,
+                "persistent_conns": c.persistent,
+                "upper_threshold": r.limit.upper, "lower_threshold": r.limit.lower,
                 "stats": counts_json(&c), "rates": rates_json(&rates),
                 "health": health_json(r, health.get(&r.id)),
                 "next_hop": r.next_hop.map(|(ip, _)| ip.to_string()),
@@ -102,6 +105,11 @@ pub fn service_json(
         "proto": s.key.proto.name(), "vip": s.key.vip.to_string(), "port": s.key.port,
         "address": SocketAddr::new(s.key.vip, s.key.port).to_string(),
         "scheduler": s.scheduler, "schedulable": s.schedulable,
+        "scheduler_flags": s.sched_flags.names(),
+        "persistence": s.persistence.map(|p| json!({
+            "timeout_s": p.timeout_s, "prefix_len": p.prefix_len,
+            "netmask": netmask_text(&s.key.vip, p.prefix_len),
+        })),
         "dead_flows": if s.drop_dead_flows { "drop" } else { "keep" },
         "hash": s.hash,
         "active_conns": total.active, "inactive_conns": total.inactive,

@@ -48,13 +48,25 @@ pub fn check(
     }
     let rotating: Vec<String> = services
         .iter()
-        .filter(|s| s.scheduler != SchedulerKind::Maglev)
+        // sh is the same table on every box too (by client), stateless paths included.
+        .filter(|s| !matches!(s.scheduler, SchedulerKind::Maglev | SchedulerKind::Sh))
         .map(|s| format!("{} ({})", s.key, s.scheduler.as_str()))
         .collect();
     if !rotating.is_empty() {
         warnings.push(format!(
             "bgp: {} do(es) not schedule by maglev: each box then picks its own real server for a connection, so a connection the router moves to another box (a box fails, is drained or added) breaks; use scheduler = \"maglev\" for services announced from several boxes",
             rotating.join(", ")
+        ));
+    }
+    let persistent: Vec<String> = services
+        .iter()
+        .filter(|s| s.persistence.is_some())
+        .map(|s| s.key.to_string())
+        .collect();
+    if !persistent.is_empty() {
+        warnings.push(format!(
+            "bgp: {} persistent: each box keeps its own persistence entries and the router spreads a client's connections over the boxes, so a client meets a different real server on each box; for one real server per client across boxes use scheduler = \"sh\" (the same answer on every box, no state)",
+            persistent.join(", ")
         ));
     }
     Ok(())
@@ -178,6 +190,20 @@ mod tests {
         assert!(v.warnings.is_empty(), "{:?}", v.warnings);
         let (c, _) = Config::parse(&base("nat", "rr", false), Path::new("vipd.toml")).unwrap();
         assert!(c.bgp.is_none());
+    }
+
+    #[test]
+    fn a_warning_for_persistence_behind_ecmp() {
+        let text = base("dr", "maglev", true).replace(
+            "scheduler = \"maglev\"\n",
+            "scheduler = \"maglev\"\npersistence_timeout = 300\n",
+        );
+        let (_, v) = with_bgp(&text, "").unwrap();
+        let w = v.warnings.join("\n");
+        assert!(
+            w.contains("tcp 10.77.100.1:80 persistent") && w.contains("\"sh\""),
+            "{w}"
+        );
     }
 
     #[test]

@@ -129,6 +129,9 @@ impl Default for DataplaneConfig {
     }
 }
 
+/// Default of `flows.persistence_per_worker` (about 7 MiB per worker).
+pub const DEFAULT_PERSISTENCE_PER_WORKER: usize = 65_536;
+
 /// `[flows]`.
 #[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
@@ -142,6 +145,9 @@ pub struct FlowConfig {
     pub sloppy_tcp: bool,
     /// Datagrams whose later fragments each worker can follow at once (restart-only).
     pub fragment_slots: usize,
+    /// Persistence entries (client networks of persistent services) each worker holds
+    /// (restart-only).
+    pub persistence_per_worker: usize,
     /// Timeouts in seconds.
     pub timeouts: TimeoutConfig,
 }
@@ -153,6 +159,7 @@ impl Default for FlowConfig {
             maglev_table_size: 65537,
             sloppy_tcp: false,
             fragment_slots: vipd_dataplane::fwd::fragment::FRAGMENT_SLOTS,
+            persistence_per_worker: DEFAULT_PERSISTENCE_PER_WORKER,
             timeouts: TimeoutConfig::default(),
         }
     }
@@ -425,9 +432,20 @@ pub struct ServiceConfig {
     pub proto: Proto,
     /// Virtual port.
     pub port: u16,
-    /// `rr`, `wrr` or `maglev`.
+    /// `maglev` (`mh`), `wlc`, `lc`, `rr`, `wrr` or `sh`.
     #[serde(default = "default_scheduler")]
     pub scheduler: String,
+    /// The scheduler's flags (ipvsadm `-b`): `sh-fallback`, `sh-port` (scheduler `sh` only).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub scheduler_flags: Vec<String>,
+    /// Persistence (ipvsadm `-p`): seconds a client (or client network) keeps its real
+    /// server after its last new connection. None: not persistent.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub persistence_timeout: Option<u32>,
+    /// The client network persistence groups by (ipvsadm `-M`): an IPv4 netmask
+    /// (`"255.255.255.0"`) or a prefix length (`"24"`, `"/64"`). Default: the whole address.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub persistence_netmask: Option<String>,
     /// Default forwarding mode of its real servers: `nat`, `dr` or `tunnel`.
     #[serde(default = "default_mode")]
     pub mode: String,
@@ -501,6 +519,14 @@ pub struct RealServerConfig {
     /// Mode override for this real server.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub mode: Option<String>,
+    /// Upper connection threshold (ipvsadm `-x`): at this many connections (active +
+    /// inactive, whole box) it takes no new one. None or 0: no limit.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub upper_threshold: Option<u32>,
+    /// Lower connection threshold (ipvsadm `-y`): an overloaded real server takes new
+    /// connections again below it (default: below 3/4 of the upper one).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub lower_threshold: Option<u32>,
     /// Overrides of the service's health check for this real server (keepalived habit: a
     /// different port, path or host; `type = "none"` exempts it).
     #[serde(skip_serializing_if = "Option::is_none")]

@@ -82,7 +82,7 @@ fn errors_name_file_key_and_problem() {
     );
     let e = err(&GOOD
         .replace("scheduler", "x")
-        .replace("port = 80\n", "port = 80\nscheduler = \"lc\"\n"));
+        .replace("port = 80\n", "port = 80\nscheduler = \"lblc\"\n"));
     assert!(e.contains("services[0].scheduler"), "{e}");
     let e = err(&GOOD.replace("vip = \"10.77.100.1\"", "vip = \"10.77.0.10\""));
     assert!(
@@ -427,6 +427,84 @@ fn flow_options_and_memif_warning() {
         "{:?}",
         v.warnings
     );
+}
+
+#[test]
+fn schedulers_persistence_and_thresholds() {
+    let svc = |extra: &str| GOOD.replace("port = 80\n", &format!("port = 80\n{extra}\n"));
+    let rs1 = |extra: &str| GOOD.replace("weight = 2", &format!("weight = 2\n{extra}"));
+    let (_, v) = Config::parse(
+        &svc("scheduler = \"wlc\"\npersistence_timeout = 300\npersistence_netmask = \"255.255.255.0\""),
+        Path::new("vipd.toml"),
+    )
+    .unwrap();
+    assert_eq!(v.services[0].scheduler, SchedulerKind::Wlc);
+    let p = v.services[0].persistence.unwrap();
+    assert_eq!((p.timeout_s, p.prefix_len), (300, 24));
+    let (_, v) = Config::parse(&svc("persistence_timeout = 60"), Path::new("vipd.toml")).unwrap();
+    assert_eq!(
+        v.services[0].persistence.unwrap().prefix_len,
+        32,
+        "per client"
+    );
+    let (_, v) = Config::parse(
+        &svc("scheduler = \"sh\"\nscheduler_flags = [\"sh-fallback\", \"sh-port\"]"),
+        Path::new("vipd.toml"),
+    )
+    .unwrap();
+    let f = v.services[0].sched_flags;
+    assert!(f.sh_fallback && f.sh_port);
+    let (_, v) = Config::parse(
+        &rs1("upper_threshold = 100\nlower_threshold = 40"),
+        Path::new("vipd.toml"),
+    )
+    .unwrap();
+    let l = v.services[0].real_servers[0].limit;
+    assert_eq!((l.upper, l.lower), (100, 40));
+
+    let e = err(&svc("scheduler = \"lblc\""));
+    assert!(
+        e.contains("services[0].scheduler") && e.contains("wlc"),
+        "{e}"
+    );
+    let e = err(&svc("scheduler_flags = [\"sh-port\"]"));
+    assert_eq!(
+        e,
+        "vipd.toml: services[0].scheduler_flags: sh-port are flags of scheduler \"sh\", not of \"maglev\": remove them (vipctl -E … -b none)"
+    );
+    let e = err(&svc("scheduler = \"sh\"\nscheduler_flags = [\"mh-port\"]"));
+    assert!(
+        e.contains("scheduler_flags[0]") && e.contains("always on"),
+        "{e}"
+    );
+    let e = err(&svc("scheduler = \"sh\"\nscheduler_flags = [\"sticky\"]"));
+    assert!(e.contains("unknown scheduler flag `sticky`"), "{e}");
+    let e = err(&svc("persistence_timeout = 0"));
+    assert!(
+        e.contains("services[0].persistence_timeout: 0 is out of range"),
+        "{e}"
+    );
+    let e = err(&svc("persistence_netmask = \"255.255.255.0\""));
+    assert!(e.contains("without persistence_timeout"), "{e}");
+    let e = err(&svc(
+        "persistence_timeout = 30\npersistence_netmask = \"255.0.255.0\"",
+    ));
+    assert!(
+        e.contains("persistence_netmask") && e.contains("contiguous"),
+        "{e}"
+    );
+    let e = err(&rs1("lower_threshold = 5"));
+    assert_eq!(
+        e,
+        "vipd.toml: services[0].real_servers[0].lower_threshold: a lower threshold without an upper one: set upper_threshold (ipvsadm -x) too"
+    );
+    let e = err(&rs1("upper_threshold = 10\nlower_threshold = 10"));
+    assert!(e.contains("must be below upper_threshold (10)"), "{e}");
+    let e = err(&GOOD.replace(
+        "[dataplane]",
+        "[flows]\npersistence_per_worker = 10\n[dataplane]",
+    ));
+    assert!(e.contains("flows.persistence_per_worker"), "{e}");
 }
 
 #[test]

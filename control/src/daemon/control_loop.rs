@@ -425,7 +425,8 @@ impl Control<'_> {
         self.retired.retain(|s| s.generation >= oldest);
         let backends = &self.shared.backends;
         let freed = self.running.slots_mut().reclaim(oldest, |slot| {
-            vipd_dataplane::backend_stats::sum(backends, slot).connections()
+            // Flow entries and persistence entries both name the slot.
+            vipd_dataplane::backend_stats::sum(backends, slot).references()
         });
         for f in freed {
             self.book.slot_freed(backends, &f.identity, f.slot);

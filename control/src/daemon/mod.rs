@@ -37,6 +37,7 @@ use vipd_dataplane::io::dpdk::{self, Eal, Mempool, DEFAULT_DATA_ROOM};
 use vipd_dataplane::io::lcore;
 use vipd_dataplane::io::pdump::CaptureServer;
 use vipd_dataplane::pipeline::WorkerState;
+use vipd_dataplane::sched::load::SharedLoad;
 use vipd_dataplane::trace::Tracer;
 use vipd_dataplane::wire::MacAddr;
 use vipd_dataplane::worker::{Rings, Worker};
@@ -184,6 +185,11 @@ pub fn run(config_path: &Path) -> Result<(), String> {
     let rings = Arc::new(Rings::new(workers_n, eal::RING_CAPACITY));
     let worker_stop = Arc::new(AtomicBool::new(false));
 
+    // Every worker's connection counts, read by every worker (lc, wlc, thresholds).
+    let load = Arc::new(SharedLoad::new(
+        workers_n,
+        config.dataplane.max_real_servers as usize,
+    ));
     let mut counters = Vec::with_capacity(workers_n);
     let mut backend_stats = Vec::with_capacity(workers_n);
     let mut samplers = Vec::with_capacity(workers_n);
@@ -199,14 +205,15 @@ pub fn run(config_path: &Path) -> Result<(), String> {
             config.flows.capacity_per_worker,
             config.flows.timeouts.to_timeouts(),
         );
-        let mut state = WorkerState::with_backend_slots(
+        let mut state = WorkerState::with_shared_load(
             w as u16,
             workers_n as u16,
             table,
             MAX_SERVICES_HINT,
-            config.dataplane.max_real_servers as usize,
+            Arc::clone(&load),
         );
         state.set_fragment_slots(config.flows.fragment_slots);
+        state.set_persistence_capacity(config.flows.persistence_per_worker);
         counters.push(Arc::clone(&state.counters));
         backend_stats.push(Arc::clone(&state.backends));
         let sampler = Arc::new(FlowSampler::default());

@@ -41,6 +41,8 @@ pub fn services(running: &Running, snap: &Snapshot) -> Vec<ServiceView> {
             schedulable: snap.services.get(i).is_some_and(|x| x.scheduler.is_some()),
             drop_dead_flows: s.drop_dead_flows,
             hash: s.hash.name(),
+            sched_flags: s.sched_flags,
+            persistence: s.persistence,
             real_servers: s
                 .real_servers
                 .iter()
@@ -56,6 +58,7 @@ pub fn services(running: &Running, snap: &Snapshot) -> Vec<ServiceView> {
                         check: r.check.clone(),
                         up: running.is_up(&id),
                         next_hop: snap.backend(slot).map(|b| (b.next_hop, b.next_hop_mac)),
+                        limit: r.limit,
                     }
                 })
                 .collect(),

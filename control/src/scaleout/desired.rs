@@ -166,6 +166,8 @@ mod tests {
             scheduler: SchedulerKind::Maglev,
             drop_dead_flows: true,
             hash: Default::default(),
+            sched_flags: Default::default(),
+            persistence: None,
             backends: rs
                 .iter()
                 .enumerate()
@@ -177,6 +179,7 @@ mod tests {
                     mode: FwdMode::Dr,
                     up,
                     sorry: false,
+                    limit: Default::default(),
                 })
                 .collect(),
         };

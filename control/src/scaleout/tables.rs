@@ -96,6 +96,8 @@ mod tests {
             scheduler,
             drop_dead_flows: true,
             hash: FlowHashFields::FiveTuple,
+            sched_flags: Default::default(),
+            persistence: None,
             backends: rs
                 .iter()
                 .map(|&(ip, weight, id)| BackendSpec {

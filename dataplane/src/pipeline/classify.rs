@@ -473,15 +473,12 @@ fn by_destination(pkt: Pkt, info: L4Info, rx_port: u16, w: &WorkerState, snap: &
     let service = snap.service(&key.dst, key.proto, key.dst_port);
     if service.is_some() || snap.is_vip(&key.dst) {
         let (service_index, svc) = service.ok_or(Counter::DropNoService)?;
-        let has_nat = svc.has_nat;
+        let ownership = svc.ownership;
         if info.tcp_flags.is_some() && !valid_tcp_flags(info.tcp_bits) {
             return Err(Counter::DropTcpBadFlags);
         }
         let mut owner_here = true;
-        if let Some(owner) = has_nat
-            .then(|| w.owner_elsewhere(&key.src, key.src_port))
-            .flatten()
-        {
+        if let Some(owner) = w.owner_elsewhere(ownership, &key.src, key.src_port) {
             if pkt.frag.is_none() {
                 return Ok(Staged::Steer {
                     owner,
@@ -504,12 +501,13 @@ fn by_destination(pkt: Pkt, info: L4Info, rx_port: u16, w: &WorkerState, snap: &
         // from the kernel) is not a reply to a client.
         return Ok(Staged::Done(for_kernel(rx_port, snap)));
     }
-    if let Some(unique_service) = snap.nat_endpoint(&key.src, key.proto, key.src_port) {
+    if let Some(endpoint) = snap.nat_endpoint(&key.src, key.proto, key.src_port) {
         if info.tcp_flags.is_some() && !valid_tcp_flags(info.tcp_bits) {
             return Err(Counter::DropTcpBadFlags);
         }
+        let unique_service = endpoint.service;
         let mut owner_here = true;
-        if let Some(owner) = w.owner_elsewhere(&key.dst, key.dst_port) {
+        if let Some(owner) = w.owner_elsewhere(endpoint.ownership, &key.dst, key.dst_port) {
             if pkt.frag.is_none() {
                 return Ok(Staged::Steer {
                     owner,

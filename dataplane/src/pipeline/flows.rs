@@ -3,18 +3,25 @@
 //! is already dead: expired entries, entries of real servers that left), [`commit`] creates,
 //! advances or replaces the entry once the packet is known to go out.
 //!
-//! Without a flow entry the answer is always the service's consistent hash (Maglev) when no
-//! new state may be created: a TCP segment that is not a lone SYN, a fragment decided away
+//! Without a flow entry the answer is always the service's consistent hash (Maglev; for `sh`
+//! services their client hash table) when no new state may be created: a TCP segment that is not a lone SYN, a fragment decided away
 //! from the connection's owner, a key clash, a full table. For rr/wrr services this means:
 //! connections that start with a SYN while the table has room are spread by rr/wrr and
 //! pinned by their entry; everything without an entry follows the Maglev table of the same
 //! real servers, the same answer on every packet and every box.
+//!
+//! Persistence (`persist`) is consulted where the scheduler would be: a new connection of a
+//! persistent service goes to its client network's real server while that one takes new
+//! connections; the entry is made, refreshed or re-pointed in [`commit`], once the
+//! connection is entered. Connections without an entry (stateless, table full) follow the
+//! consistent hash as before: persistence needs state to hold.
 
 use super::{L4Info, WorkerState};
 use crate::counters::Counter;
 use crate::flow::key::{to_mapped, PROTO_UDP};
 use crate::flow::{Direction, FlowHit, FlowId, FlowKey, InsertError, Miss, TcpState};
-use crate::snapshot::{Backend, FwdMode, Service, Snapshot};
+use crate::sched::NewConn;
+use crate::snapshot::{mask_key, Backend, FwdMode, Service, Snapshot};
 
 /// What [`commit`] does to the flow table.
 #[derive(Clone, Copy, Debug)]
@@ -35,10 +42,39 @@ pub(super) enum FlowOp {
     Stateless(Option<Counter>),
 }
 
+/// What [`commit`] does to the persistence table once the connection is entered.
+#[derive(Clone, Copy, Debug)]
+pub(super) enum PersistOp {
+    /// Not a persistent service, or no new connection.
+    None,
+    /// The client network's entry chose the real server: it lives `expires_ms` more.
+    Refresh { slot: usize, expires_ms: u64 },
+    /// The entry's real server could not take the connection (drained, down, gone, over its
+    /// threshold): the scheduler's choice replaces it.
+    Repoint { slot: usize, expires_ms: u64 },
+    /// No entry: the scheduler's choice makes one (its key is made again from the
+    /// connection's at commit: a `Choice` stays small).
+    Insert { hash: u64, expires_ms: u64 },
+}
+
+/// IPVS's template key of a connection's client network: masked address, port 0, the
+/// virtual service.
+#[inline]
+fn persistence_key(key: &FlowKey, bits: u8) -> FlowKey {
+    FlowKey {
+        src: mask_key(&key.src, bits),
+        dst: key.dst,
+        src_port: 0,
+        dst_port: key.dst_port,
+        proto: key.proto,
+    }
+}
+
 /// A decision not yet committed.
 pub(super) struct Choice<'s> {
     pub(super) backend: &'s Backend,
     pub(super) op: FlowOp,
+    pub(super) persist: PersistOp,
 }
 
 /// The real server of a client packet and what its flow entry needs, without changing any
@@ -68,26 +104,29 @@ pub(super) fn choose<'s>(
         return stateless(
             svc,
             snap,
+            key,
             info.maglev(svc, key),
             Some(Counter::TcpNoFlowStateless),
         );
     }
     let Some(miss) = miss else {
-        return stateless(svc, snap, info.maglev(svc, key), None);
+        return stateless(svc, snap, key, info.maglev(svc, key), None);
     };
     if w.flows.refuses_new(key, now) {
         // A SYN flood into a full table: the insert will be refused and the packet go by the
         // consistent hash, so ask no scheduler (an rr cursor moves only for entered
         // connections) and check one real server, not the scheduler's and then this one.
         return Ok(Choice {
-            backend: consistent(svc, snap, info.maglev(svc, key))?,
+            backend: consistent(svc, snap, key, info.maglev(svc, key))?,
             op: FlowOp::Full(miss),
+            persist: PersistOp::None,
         });
     }
-    let backend = schedule(key, info, service_index, svc, w, snap, now)?;
+    let (backend, persist) = schedule(key, info, service_index, svc, w, snap, now)?;
     Ok(Choice {
         backend,
         op: FlowOp::Insert(miss),
+        persist,
     })
 }
 
@@ -106,16 +145,23 @@ fn chosen<'s>(
     if hit.dir == Direction::Reply {
         // The packet's 5-tuple is another connection's reply key (a crafted or
         // unlucky client endpoint): never take it for that connection.
-        return stateless(svc, snap, info.maglev(svc, key), Some(Counter::FlowKeyClash));
+        return stateless(
+            svc,
+            snap,
+            key,
+            info.maglev(svc, key),
+            Some(Counter::FlowKeyClash),
+        );
     }
     let closed = matches!(hit.state, TcpState::TimeWait | TcpState::Close);
     if closed && info.is_lone_syn() {
         // The client reuses the port of a finished connection: schedule afresh, as
         // IPVS does, instead of sending the new SYN into the old connection's leftovers.
-        let backend = schedule(key, info, service_index, svc, w, snap, now)?;
+        let (backend, persist) = schedule(key, info, service_index, svc, w, snap, now)?;
         return Ok(Choice {
             backend,
             op: FlowOp::Replace(hit.id),
+            persist,
         });
     }
     match snap.backend(hit.backend) {
@@ -129,6 +175,7 @@ fn chosen<'s>(
         Some(backend) => Ok(Choice {
             backend,
             op: FlowOp::Track(hit.id),
+            persist: PersistOp::None,
         }),
         None => {
             // Dead state (its real server left the configuration): removing it is no
@@ -142,29 +189,46 @@ fn chosen<'s>(
 fn stateless<'s>(
     svc: &'s Service,
     snap: &'s Snapshot,
-    maglev: u64,
+    key: &FlowKey,
+    hash: u64,
     why: Option<Counter>,
 ) -> Result<Choice<'s>, Counter> {
     Ok(Choice {
-        backend: consistent(svc, snap, maglev)?,
+        backend: consistent(svc, snap, key, hash)?,
         op: FlowOp::Stateless(why),
+        persist: PersistOp::None,
     })
 }
 
-/// The consistent hash's real server for a flow of consistent hash `maglev`: the same on
-/// every packet and every box.
-fn consistent<'s>(svc: &Service, snap: &'s Snapshot, maglev: u64) -> Result<&'s Backend, Counter> {
-    let id = svc.pick_consistent(maglev).ok_or(Counter::DropNoBackend)?;
+/// The real server of a connection without state: the same for every packet of it, on every
+/// box (`Service::pick_stateless`).
+fn consistent<'s>(
+    svc: &Service,
+    snap: &'s Snapshot,
+    key: &FlowKey,
+    hash: u64,
+) -> Result<&'s Backend, Counter> {
+    let id = svc
+        .pick_stateless(key, hash)
+        .ok_or(Counter::DropNoBackend)?;
     snap.backend(id).ok_or(Counter::DropNoBackend)
 }
 
-/// The real server for a new connection: the service's scheduler, except for UDP in an
-/// rr/wrr service while the table has recently been full. A UDP flow forwarded statelessly
-/// (by the consistent hash) during the overflow must not be moved to what rr picks when room
-/// comes back; as long as an overflow is more recent than the UDP timeout, new UDP entries
-/// therefore take the consistent hash's choice too. (TCP needs no such rule: a segment that is
-/// not a SYN never creates an entry.)
-#[allow(clippy::too_many_arguments)] // the pipeline's per-frame context, passed by reference
+/// The real server for a new connection: its client network's persistence entry when the
+/// service is persistent and the entry's real server takes new connections, else the
+/// service's scheduler; and what the persistence table is to do at commit.
+///
+/// Except for UDP in an rr/wrr service while the table has recently been full. A UDP flow
+/// forwarded statelessly (by the consistent hash) during the overflow must not be moved to
+/// what rr picks when room comes back; as long as an overflow is more recent than the UDP
+/// timeout, new UDP entries therefore take the consistent hash's choice too (persistence
+/// aside). (TCP needs no such rule: a segment that is not a SYN never creates an entry.)
+#[allow(clippy::too_many_arguments)]
+// the pipeline's per-frame context, passed by reference
+// Once per new connection, with every scheduler and the persistence table behind it: kept
+// out of the burst loop it would otherwise be inlined into (the established path's code there
+// grew by ~1% of its instructions when it was).
+#[inline(never)]
 fn schedule<'s>(
     key: &FlowKey,
     info: &L4Info,
@@ -173,22 +237,88 @@ fn schedule<'s>(
     w: &mut WorkerState,
     snap: &'s Snapshot,
     now: u64,
-) -> Result<&'s Backend, Counter> {
+) -> Result<(&'s Backend, PersistOp), Counter> {
     let udp_ms = u64::from(w.flows.timeouts().udp) * 1000;
     let overflow_recent = w
         .last_full_ms
         .is_some_and(|t| now < t.saturating_add(udp_ms));
     if key.proto == PROTO_UDP && overflow_recent {
-        return consistent(svc, snap, info.maglev(svc, key));
+        return Ok((
+            consistent(svc, snap, key, info.maglev(svc, key))?,
+            PersistOp::None,
+        ));
     }
+    let persist = match svc.persistence {
+        None => PersistOp::None,
+        Some(p) => {
+            let pkey = persistence_key(key, p.bits);
+            let phash = pkey.hash();
+            let expires_ms = now.saturating_add(p.timeout_ms);
+            match w.persistence.lookup(&pkey, phash, now) {
+                Some((slot, id)) => match snap.backend(id) {
+                    Some(b) if b.service == service_index && svc.takes_new(b, &w.load) => {
+                        return Ok((b, PersistOp::Refresh { slot, expires_ms }));
+                    }
+                    _ => PersistOp::Repoint { slot, expires_ms },
+                },
+                None => PersistOp::Insert {
+                    hash: phash,
+                    expires_ms,
+                },
+            }
+        }
+    };
     let cursor = w
         .cursors
         .get_mut(service_index as usize)
         .ok_or(Counter::DropNoService)?;
-    let id = svc
-        .pick(info.maglev(svc, key), cursor)
-        .ok_or(Counter::DropNoBackend)?;
-    snap.backend(id).ok_or(Counter::DropNoBackend)
+    let conn = NewConn {
+        hash: info.maglev(svc, key),
+        client: &key.src,
+        client_port: key.src_port,
+    };
+    let id = svc.pick(&conn, cursor, &w.load).ok_or(
+        // Real servers that could take it, all over their thresholds (or, for sh without
+        // sh-fallback, the client's own).
+        if svc.limits.is_empty() {
+            Counter::DropNoBackend
+        } else {
+            Counter::DropRealServersOverloaded
+        },
+    )?;
+    Ok((snap.backend(id).ok_or(Counter::DropNoBackend)?, persist))
+}
+
+/// The persistence part of a committed new connection (`key`) of `svc` to `backend`.
+fn commit_persistence(
+    op: PersistOp,
+    backend: u32,
+    key: &FlowKey,
+    svc: &Service,
+    w: &mut WorkerState,
+    now: u64,
+) {
+    match op {
+        PersistOp::None => {}
+        PersistOp::Refresh { slot, expires_ms } => {
+            w.persistence.refresh(slot, expires_ms);
+            w.counters.inc(Counter::PersistenceHits);
+        }
+        PersistOp::Repoint { slot, expires_ms } => {
+            w.persistence.repoint(slot, backend, expires_ms);
+            w.counters.inc(Counter::PersistenceMoved);
+        }
+        PersistOp::Insert { hash, expires_ms } => {
+            let Some(p) = svc.persistence else {
+                return;
+            };
+            let pkey = persistence_key(key, p.bits);
+            // A full table first sweeps the key's neighbourhood of expired entries.
+            if !w.persistence.insert(&pkey, hash, backend, expires_ms, now) {
+                w.counters.inc(Counter::PersistenceTableFull);
+            }
+        }
+    }
 }
 
 /// Carry out the choice for a packet that goes out. Returns the real server it goes to: the
@@ -217,25 +347,26 @@ pub(super) fn commit<'s>(
         }
         FlowOp::Replace(old) => {
             w.flows.remove(old);
-            insert(choice.backend, None, key, info, svc, w, snap, now)
+            insert(choice, None, key, info, svc, w, snap, now)
         }
         FlowOp::Full(miss) => {
             if w.flows.refuse_full(key, now) {
                 full(w, now);
                 Ok(choice.backend)
             } else {
-                insert(choice.backend, Some(miss), key, info, svc, w, snap, now)
+                insert(choice, Some(miss), key, info, svc, w, snap, now)
             }
         }
-        FlowOp::Insert(miss) => insert(choice.backend, Some(miss), key, info, svc, w, snap, now),
+        FlowOp::Insert(miss) => insert(choice, Some(miss), key, info, svc, w, snap, now),
     }
 }
 
-/// Enters the connection; `miss`: the lookup of `key` that found nothing (none after a
-/// `Replace`, whose lookup hit the entry it removed).
+/// Enters the connection to the choice's real server, and then what its persistence entry
+/// needs; `miss`: the lookup of `key` that found nothing (none after a `Replace`, whose lookup
+/// hit the entry it removed).
 #[allow(clippy::too_many_arguments)] // the pipeline's per-frame context, passed by reference
 fn insert<'s>(
-    backend: &'s Backend,
+    choice: &Choice<'s>,
     miss: Option<Miss>,
     key: &FlowKey,
     info: &L4Info,
@@ -244,6 +375,7 @@ fn insert<'s>(
     snap: &'s Snapshot,
     now: u64,
 ) -> Result<&'s Backend, Counter> {
+    let backend = choice.backend;
     // Built (and hashed, by the table) only when the table can take the connection: a SYN
     // flood into a full table is refused before either.
     // The client's address is copied as stored: no round trip through `IpAddr`.
@@ -269,15 +401,16 @@ fn insert<'s>(
             w.flows.track(fid, Direction::Original, info.tcp_flags, now);
             w.counters.inc(Counter::FlowsCreated);
             w.backends.count_new(backend.id);
+            commit_persistence(choice.persist, backend.id, key, svc, w, now);
             Ok(backend)
         }
         Err(InsertError::Full) => {
             full(w, now);
-            consistent(svc, snap, info.maglev(svc, key))
+            consistent(svc, snap, key, info.maglev(svc, key))
         }
         Err(InsertError::Exists) => {
             w.counters.inc(Counter::FlowKeyClash);
-            consistent(svc, snap, info.maglev(svc, key))
+            consistent(svc, snap, key, info.maglev(svc, key))
         }
     }
 }

@@ -9,7 +9,7 @@ use crate::flow::Direction;
 use crate::fwd::icmp_relay::{self, Quote, QuotedSide};
 use crate::fwd::nat;
 use crate::io::PacketBuf;
-use crate::snapshot::{FwdMode, Snapshot};
+use crate::snapshot::{FwdMode, NatEndpoint, Snapshot};
 use crate::wire::icmp::{self, IcmpPacket};
 
 /// ICMP errors worth relaying: they tell a sender something about its own connection.
@@ -102,8 +102,8 @@ fn relay<B: PacketBuf>(
     if to_vip {
         return to_real_server(buf, pkt, &q, w, snap, now);
     }
-    if let Some(unique) = snap.nat_endpoint(&q.key.dst, q.key.proto, q.key.dst_port) {
-        return to_client(buf, pkt, &q, unique, rx_port, w, snap, now);
+    if let Some(endpoint) = snap.nat_endpoint(&q.key.dst, q.key.proto, q.key.dst_port) {
+        return to_client(buf, pkt, &q, endpoint, rx_port, w, snap, now);
     }
     if to_local {
         // About the box's own traffic (its health checks, its kernel's connections).
@@ -126,11 +126,8 @@ fn to_real_server<B: PacketBuf>(
         .service(&q.key.src, q.key.proto, q.key.src_port)
         .ok_or(Counter::DropIcmpErrorNoFlow)?;
     let flow = q.key.reversed(); // client -> VIP: the connection's original key
-    if svc.has_nat && w.n_workers > 1 {
-        let owner = w.owner_of(&flow.src, flow.src_port);
-        if owner != w.index {
-            return Ok(Action::Steer(owner));
-        }
+    if let Some(owner) = w.owner_elsewhere(svc.ownership, &flow.src, flow.src_port) {
+        return Ok(Action::Steer(owner));
     }
     let from_entry = match w
         .flows
@@ -147,7 +144,7 @@ fn to_real_server<B: PacketBuf>(
     let backend = match from_entry {
         Some(b) => b,
         None => svc
-            .pick_consistent(svc.flow_hash(&flow))
+            .pick_stateless(&flow, svc.flow_hash(&flow))
             .and_then(|id| snap.backend(id))
             .ok_or(Counter::DropIcmpErrorNoFlow)?,
     };
@@ -197,18 +194,16 @@ fn to_client<B: PacketBuf>(
     buf: &mut B,
     pkt: &Pkt,
     q: &Quote,
-    unique_service: Option<u32>,
+    endpoint: NatEndpoint,
     rx_port: u16,
     w: &mut WorkerState,
     snap: &Snapshot,
     now: u64,
 ) -> Verdict {
     let _ = rx_port;
-    if w.n_workers > 1 {
-        let owner = w.owner_of(&q.key.src, q.key.src_port);
-        if owner != w.index {
-            return Ok(Action::Steer(owner));
-        }
+    let unique_service = endpoint.service;
+    if let Some(owner) = w.owner_elsewhere(endpoint.ownership, &q.key.src, q.key.src_port) {
+        return Ok(Action::Steer(owner));
     }
     let reply = q.key.reversed(); // real server -> client: the connection's reply key
     let from_entry = match w

@@ -10,7 +10,10 @@ use crate::counters::{Counter, WorkerCounters};
 use crate::flow::hash::{owner_hash, owner_hash4};
 use crate::flow::FlowTable;
 use crate::fwd::fragment::{FragmentTracker, FRAGMENT_SLOTS};
-use crate::snapshot::Snapshot;
+use crate::persist::{PersistTable, DEFAULT_PERSISTENCE_ENTRIES, SWEEP_PER_BURST};
+use crate::sched::load::SharedLoad;
+use crate::snapshot::fast4::Owner4;
+use crate::snapshot::{Ownership, Snapshot};
 use std::sync::Arc;
 
 /// ICMP errors a worker may send per second (RFC 1812 4.3.2.8, RFC 4443 2.4(f)), and the
@@ -77,7 +80,8 @@ pub struct WorkerState {
     /// This worker's index among `n_workers`.
     pub index: u16,
     /// Number of workers; NAT connections are owned by the client endpoint's
-    /// [`owner_hash`] scaled onto `0..n_workers` ([`WorkerState::owner_of`]).
+    /// [`owner_hash`] scaled onto `0..n_workers` ([`WorkerState::owner_of`]), persistent
+    /// services' by the hash of the client network ([`Ownership`]).
     pub n_workers: u16,
     /// The worker's flow table.
     pub flows: FlowTable,
@@ -86,6 +90,11 @@ pub struct WorkerState {
     /// Per-real-server counters, indexed by backend id (shared read-only with the control
     /// thread); the flow table counts its connections there too.
     pub backends: Arc<BackendStats>,
+    /// Every worker's connection counts and the box-wide overload flags (lc, wlc,
+    /// thresholds); `backends` is this worker's part of it.
+    pub load: Arc<SharedLoad>,
+    /// Persistence entries of the client networks this worker owns.
+    pub persistence: PersistTable,
     /// An active trace request (`vipctl trace`), if any.
     pub trace: Option<Box<crate::trace::TraceJob>>,
     /// IPVS's `sloppy_tcp` forced on for this worker (tests, fuzzing); the configured setting
@@ -117,22 +126,41 @@ impl WorkerState {
     }
 
     /// [`WorkerState::new`] with `backend_slots` real-server statistics slots (backend ids
-    /// must stay below it to be counted).
+    /// must stay below it to be counted). The worker sees no other worker's connection
+    /// counts: use [`WorkerState::with_shared_load`] for workers that balance together.
     pub fn with_backend_slots(
+        index: u16,
+        n_workers: u16,
+        flows: FlowTable,
+        max_services: usize,
+        backend_slots: usize,
+    ) -> Self {
+        let load = Arc::new(SharedLoad::new(usize::from(index) + 1, backend_slots));
+        Self::with_shared_load(index, n_workers, flows, max_services, load)
+    }
+
+    /// A worker of a box whose workers share `load` (built with one statistics array per
+    /// worker: this one counts in `load.worker(index)`, and its schedulers and thresholds
+    /// read all of them).
+    pub fn with_shared_load(
         index: u16,
         n_workers: u16,
         mut flows: FlowTable,
         max_services: usize,
-        backend_slots: usize,
+        load: Arc<SharedLoad>,
     ) -> Self {
-        let backends = Arc::new(BackendStats::new(backend_slots));
+        let backends: Arc<BackendStats> = Arc::clone(load.worker(usize::from(index)));
         flows.count_connections_in(Arc::clone(&backends));
+        let mut persistence = PersistTable::with_capacity(DEFAULT_PERSISTENCE_ENTRIES);
+        persistence.count_in(Arc::clone(&backends));
         WorkerState {
             index,
             n_workers: n_workers.max(1),
             flows,
             counters: Arc::new(WorkerCounters::default()),
             backends,
+            load,
+            persistence,
             sloppy_tcp: false,
             fast_path: true,
             trace: None,
@@ -152,9 +180,17 @@ impl WorkerState {
         self.frags = FragmentTracker::new(slots);
     }
 
-    /// The worker that owns connections of this client endpoint: its [`owner_hash`] scaled
-    /// onto `0..n_workers` by a multiply and a shift (Lemire's reduction) instead of a
-    /// division (`%`: tens of cycles; this: one 3-cycle multiply).
+    /// Room for `entries` persistence entries (default [`DEFAULT_PERSISTENCE_ENTRIES`]);
+    /// allocates: call before the worker runs. Entries held are lost.
+    pub fn set_persistence_capacity(&mut self, entries: usize) {
+        let mut table = PersistTable::with_capacity(entries);
+        table.count_in(Arc::clone(&self.backends));
+        self.persistence = table;
+    }
+
+    /// The worker that owns NAT connections of this client endpoint (not persistent): its
+    /// [`owner_hash`] scaled onto `0..n_workers` by a multiply and a shift (Lemire's
+    /// reduction) instead of a division (`%`: tens of cycles; this: one 3-cycle multiply).
     #[inline]
     pub fn owner_of(&self, client: &[u8; 16], port: u16) -> u16 {
         self.scale(owner_hash(client, port))
@@ -165,25 +201,37 @@ impl WorkerState {
         ((u64::from(h) * u64::from(self.n_workers)) >> 32) as u16
     }
 
-    /// The worker that owns connections of this client endpoint when it is another one
-    /// (`None` with a single worker, or when it is this one): where a NAT packet is steered.
-    #[inline]
-    pub(super) fn owner_elsewhere(&self, client: &[u8; 16], port: u16) -> Option<u16> {
+    /// The worker that owns connections of this client endpoint under `rule`, when it is
+    /// another one (`None` with a single worker, for [`Ownership::Local`], or when it is this
+    /// one): where the packet is steered.
+    #[inline(always)]
+    pub(super) fn owner_elsewhere(
+        &self,
+        rule: Ownership,
+        client: &[u8; 16],
+        port: u16,
+    ) -> Option<u16> {
         if self.n_workers < 2 {
             return None;
         }
-        let owner = self.owner_of(client, port);
+        let owner = self.scale(rule.hash(client, port)?);
         (owner != self.index).then_some(owner)
     }
 
-    /// [`owner_elsewhere`](Self::owner_elsewhere) of an IPv4 endpoint as the headers carry
-    /// it (address and port bytes, little-endian loads).
+    /// [`owner_elsewhere`](Self::owner_elsewhere) of an IPv4 client endpoint as the headers
+    /// carry it (address and port bytes, little-endian loads): the same owner.
     #[inline(always)]
-    pub(super) fn owner_elsewhere4(&self, addr: u32, port: u16) -> Option<u16> {
+    pub(super) fn owner_elsewhere4(&self, rule: Owner4, addr: u32, port: u16) -> Option<u16> {
         if self.n_workers < 2 {
             return None;
         }
-        let owner = self.scale(owner_hash4(addr, port));
+        let h = match rule {
+            Owner4::Local => return None,
+            Owner4::Endpoint => owner_hash4(addr, port),
+            // The network: the masked address, port 0 (`Ownership::network_hash`).
+            Owner4::Network(mask) => owner_hash4((addr.swap_bytes() & mask).swap_bytes(), 0),
+        };
+        let owner = self.scale(h);
         (owner != self.index).then_some(owner)
     }
 
@@ -217,12 +265,17 @@ impl WorkerState {
     }
 
     /// Sweep the flow table for expired connections once per tick of the millisecond clock
-    /// (not per burst: a busy worker runs thousands of bursts a millisecond).
+    /// (not per burst: a busy worker runs thousands of bursts a millisecond), and the
+    /// persistence table (expired entries and those of real servers that left `snap`).
     #[inline]
-    pub fn expire_tick(&mut self, now_ms: u64) {
+    pub fn expire_tick(&mut self, snap: &Snapshot, now_ms: u64) {
         if self.swept_ms != Some(now_ms) {
             self.swept_ms = Some(now_ms);
             self.flows.expire(now_ms, super::EXPIRE_BUDGET_PER_TICK);
+            if !self.persistence.is_empty() {
+                self.persistence
+                    .sweep(now_ms, SWEEP_PER_BURST, &|b| snap.backend(b).is_some());
+            }
         }
     }
 }

@@ -20,7 +20,7 @@
 use std::collections::HashMap;
 use std::fmt;
 
-use super::{check_count, Entries, SchedBackend, SchedError, Scheduler};
+use super::{check_count, fallback, Entries, Load, NewConn, SchedBackend, SchedError, Scheduler};
 
 mod fill;
 use fill::{fill_by_heap, fill_by_rounds, fillers};
@@ -64,6 +64,9 @@ pub struct MaglevTable {
     table: Entries,
     size: u32,
     backends: usize,
+    /// The live backends once each (the fallback's scan when a connection's real server is
+    /// over its threshold).
+    live: Entries,
 }
 
 impl MaglevTable {
@@ -117,16 +120,34 @@ impl MaglevTable {
                 Entries::pack(fill_by_heap(fillers, max_weight, size), backends.len())
             }
         };
+        let live = backends
+            .iter()
+            .enumerate()
+            .filter(|(_, b)| b.weight > 0)
+            .map(|(i, _)| i as u32)
+            .collect();
         Ok(MaglevTable {
             table,
             size,
             backends: backends.len(),
+            live: Entries::pack(live, backends.len()),
         })
     }
 
     /// Table size M.
     pub fn size(&self) -> u32 {
         self.size
+    }
+
+    /// `table[flow_hash % M]`: the backend of a connection, whatever its load.
+    #[inline]
+    pub fn lookup(&self, flow_hash: u64) -> Option<u32> {
+        self.table.get((flow_hash % u64::from(self.size)) as usize)
+    }
+
+    /// The table's entries (for the fallback walk of source hashing).
+    pub(crate) fn slots(&self) -> &Entries {
+        &self.table
     }
 
     /// Backend index owning `slot`, or `None` when `slot >= M`.
@@ -192,10 +213,18 @@ impl MaglevTable {
 }
 
 impl Scheduler for MaglevTable {
-    /// `table[flow_hash % M]`; the cursor is not used.
+    /// `table[flow_hash % M]`; the cursor is not used. A backend over its connection
+    /// threshold passes the connection to the owners of the next slots, then to the first
+    /// available backend (IPVS's `mh-fallback`, always on here: vipd's Maglev is also the
+    /// consistent hash of connections without state, which ignore thresholds).
     #[inline]
-    fn pick(&self, flow_hash: u64, _cursor: &mut u64) -> Option<u32> {
-        self.table.get((flow_hash % u64::from(self.size)) as usize)
+    fn pick<L: Load>(&self, conn: &NewConn<'_>, _cursor: &mut u64, load: &L) -> Option<u32> {
+        let slot = (conn.hash % u64::from(self.size)) as usize;
+        let i = self.table.get(slot)?;
+        if !load.limited() || load.available(i) {
+            return Some(i);
+        }
+        fallback(&self.table, slot, &self.live, load)
     }
 }
 
@@ -236,8 +265,33 @@ impl TableDiff {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::sched::tests::{equal, key, weighted};
+    use crate::sched::tests::{equal, key, weighted, Counts};
+    use crate::sched::Unlimited;
     use proptest::prelude::*;
+
+    #[test]
+    fn over_threshold_goes_to_a_neighbouring_slots_owner_deterministically() {
+        let t = MaglevTable::build(&equal(5), 251).unwrap();
+        let mut load = Counts::new(5);
+        load.unavailable(2);
+        for h in 0..2000u64 {
+            let h = h.wrapping_mul(0x9e37_79b9_7f4a_7c15);
+            let conn = NewConn::of_hash(h);
+            let got = t.pick(&conn, &mut 0, &load).unwrap();
+            if t.lookup(h) == Some(2) {
+                assert_ne!(got, 2);
+                assert_eq!(
+                    t.pick(&conn, &mut 0, &load),
+                    Some(got),
+                    "the same every time"
+                );
+            } else {
+                assert_eq!(Some(got), t.lookup(h), "others keep theirs");
+            }
+        }
+        (0..5).for_each(|i| load.unavailable(i));
+        assert_eq!(t.pick(&NewConn::of_hash(7), &mut 0, &load), None);
+    }
 
     fn spread(t: &MaglevTable) -> u32 {
         let c = t.entries_per_backend();
@@ -364,7 +418,11 @@ mod tests {
         let t = MaglevTable::build(&equal(10), 251).unwrap();
         let mut cursor = 0;
         for h in [0u64, 1, 250, 251, 252, u64::MAX, 0xdead_beef_cafe] {
-            assert_eq!(t.pick(h, &mut cursor), t.owner((h % 251) as u32));
+            assert_eq!(
+                t.pick(&NewConn::of_hash(h), &mut cursor, &Unlimited),
+                t.owner((h % 251) as u32)
+            );
+            assert_eq!(t.lookup(h), t.owner((h % 251) as u32));
         }
         assert_eq!(cursor, 0);
         assert_eq!(t.owner(251), None);

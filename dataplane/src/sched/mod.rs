@@ -2,27 +2,44 @@
 //!
 //! The control plane builds one [`ServiceScheduler`] per service with
 //! [`ServiceScheduler::build`] (allocation and all the work happen there); a worker only calls
-//! [`Scheduler::pick`], which indexes a precomputed table and never allocates.
+//! [`Scheduler::pick`], which indexes a precomputed table or reads connection counts, and
+//! never allocates.
 //!
 //! - [`RoundRobin`] (`rr`): rotates over the real servers with weight > 0.
 //! - [`WeightedRoundRobin`] (`wrr`): a precomputed, interleaved weighted sequence
 //!   (at most [`WRR_MAX_TABLE`] + live backends entries).
-//! - [`MaglevTable`] (`maglev`): consistent hashing (Eisenbud et al., NSDI 2016) with
-//!   Katran-style weights: the same flow hash reaches the same real server on every core and
-//!   every box, and removing one real server moves few other flows.
+//! - [`MaglevTable`] (`maglev`, IPVS's `mh`): consistent hashing (Eisenbud et al., NSDI 2016)
+//!   with Katran-style weights over the connection's 5-tuple hash: the same connection reaches
+//!   the same real server on every core and every box, and removing one real server moves
+//!   few other connections. (It keeps a *connection* on its real server, not a client: the
+//!   source port is in the hash.)
+//! - [`LeastConn`] (`lc` and `wlc`, ipvsadm's default): the real server with the fewest
+//!   connections (IPVS's overhead `active * 256 + inactive`), relative to its weight for
+//!   `wlc`. The counts come through [`Load`], summed over every worker.
+//! - [`SourceHash`] (`sh`): a Maglev table indexed by a hash of the client address (and port
+//!   with `sh-port`), so a client keeps its real server while the set of real servers stays;
+//!   `sh-fallback` sends it to another one while its own is over its connection threshold.
 //!
 //! Every scheduler returns an index into the backend slice given at build time. Weight 0
-//! means drained: such a backend is never picked for a new flow.
+//! means drained: such a backend is never picked for a new flow. A backend over its upper
+//! connection threshold ([`Load::available`] false) is skipped by every scheduler except `sh`
+//! without `sh-fallback`, which then refuses the connection (IPVS's behaviour).
 
+mod lc;
+pub mod load;
 mod maglev;
 mod rr;
+mod sh;
 mod wrr;
 
 use std::fmt;
 use std::str::FromStr;
 
+pub use lc::LeastConn;
+pub use load::{Load, Unlimited};
 pub use maglev::{is_prime, MaglevTable, TableDiff, DEFAULT_MAGLEV_SIZE, MAX_MAGLEV_SIZE};
 pub use rr::RoundRobin;
+pub use sh::{SchedFlags, SourceHash};
 pub use wrr::{WeightedRoundRobin, WRR_MAX_TABLE};
 
 /// A real server as a scheduler sees it.
@@ -36,19 +53,43 @@ pub struct SchedBackend {
     pub weight: u32,
 }
 
+/// What a scheduler may know of a new connection: its 5-tuple hash and its client.
+#[derive(Clone, Copy, Debug)]
+pub struct NewConn<'a> {
+    /// The connection's flow hash (Maglev and the flow table use it).
+    pub hash: u64,
+    /// The client's address in flow-key form (IPv4-mapped for IPv4).
+    pub client: &'a [u8; 16],
+    /// The client's port.
+    pub client_port: u16,
+}
+
+impl NewConn<'static> {
+    /// A connection known by its hash alone (the client unspecified): tests, benchmarks and
+    /// the stateless paths, which only consistent schedulers serve.
+    pub fn of_hash(hash: u64) -> Self {
+        NewConn {
+            hash,
+            client: &[0; 16],
+            client_port: 0,
+        }
+    }
+}
+
 /// Picks a backend for a new flow.
 pub trait Scheduler {
     /// Index (into the backend slice given at build time) of the backend for a new flow.
     ///
-    /// `flow_hash` is the flow's hash (consistent schedulers use it); `cursor` is per-core,
-    /// per-service state owned by the worker (rotating schedulers advance it; any value is
-    /// valid, including one left by a scheduler of another size). Returns `None` only when no
-    /// backend has weight > 0.
-    fn pick(&self, flow_hash: u64, cursor: &mut u64) -> Option<u32>;
+    /// `cursor` is per-core, per-service state owned by the worker (rotating schedulers
+    /// advance it; any value is valid, including one left by a scheduler of another size).
+    /// `load` tells the backends' connection counts and whether each may take a connection
+    /// now (its connection threshold). Returns `None` when no backend has weight > 0 or none
+    /// may take the connection.
+    fn pick<L: Load>(&self, conn: &NewConn<'_>, cursor: &mut u64, load: &L) -> Option<u32>;
 }
 
-/// Which scheduler a service uses, as configured (`"rr"`, `"wrr"`, `"maglev"`; parsing also
-/// accepts IPVS's name `"mh"` for Maglev).
+/// Which scheduler a service uses, as configured (`"rr"`, `"wrr"`, `"maglev"`, `"lc"`,
+/// `"wlc"`, `"sh"`; parsing also accepts IPVS's name `"mh"` for Maglev).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum SchedulerKind {
     /// Round robin over backends with weight > 0.
@@ -57,15 +98,34 @@ pub enum SchedulerKind {
     Wrr,
     /// Maglev consistent hashing (weighted).
     Maglev,
+    /// Least connections.
+    Lc,
+    /// Weighted least connections (ipvsadm's default).
+    Wlc,
+    /// Source hashing (consistent, weighted).
+    Sh,
 }
 
 impl SchedulerKind {
-    /// The configuration name: `"rr"`, `"wrr"` or `"maglev"`.
+    /// Every kind, in documentation order.
+    pub const ALL: [SchedulerKind; 6] = [
+        SchedulerKind::Rr,
+        SchedulerKind::Wrr,
+        SchedulerKind::Maglev,
+        SchedulerKind::Lc,
+        SchedulerKind::Wlc,
+        SchedulerKind::Sh,
+    ];
+
+    /// The configuration name: `"rr"`, `"wrr"`, `"maglev"`, `"lc"`, `"wlc"` or `"sh"`.
     pub fn as_str(self) -> &'static str {
         match self {
             SchedulerKind::Rr => "rr",
             SchedulerKind::Wrr => "wrr",
             SchedulerKind::Maglev => "maglev",
+            SchedulerKind::Lc => "lc",
+            SchedulerKind::Wlc => "wlc",
+            SchedulerKind::Sh => "sh",
         }
     }
 }
@@ -84,6 +144,9 @@ impl FromStr for SchedulerKind {
             "rr" => Ok(SchedulerKind::Rr),
             "wrr" => Ok(SchedulerKind::Wrr),
             "maglev" | "mh" => Ok(SchedulerKind::Maglev),
+            "lc" => Ok(SchedulerKind::Lc),
+            "wlc" => Ok(SchedulerKind::Wlc),
+            "sh" => Ok(SchedulerKind::Sh),
             other => Err(SchedError::UnknownKind(other.to_owned())),
         }
     }
@@ -93,7 +156,9 @@ impl FromStr for SchedulerKind {
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum SchedError {
     /// The scheduler name is not one we know.
-    #[error("unknown scheduler {0:?}: expected \"rr\", \"wrr\" or \"maglev\"")]
+    #[error(
+        "unknown scheduler {0:?}: expected \"wlc\", \"lc\", \"rr\", \"wrr\", \"sh\" or \"maglev\" (\"mh\")"
+    )]
     UnknownKind(String),
     /// Maglev needs at least one backend.
     #[error("maglev needs at least one real server, the service has none")]
@@ -142,20 +207,26 @@ pub enum ServiceScheduler {
     WeightedRoundRobin(WeightedRoundRobin),
     /// Maglev consistent hashing.
     Maglev(MaglevTable),
+    /// Least connections, weighted or not.
+    LeastConn(LeastConn),
+    /// Source hashing.
+    SourceHash(SourceHash),
 }
 
 impl ServiceScheduler {
     /// Build the scheduler of `kind` over `backends` (off the hot path: allocates and, for
-    /// Maglev, populates a `maglev_size`-entry table).
+    /// Maglev and source hashing, populates a `maglev_size`-entry table).
     ///
-    /// `maglev_size` is only used (and validated) for [`SchedulerKind::Maglev`]. Round robin
-    /// and weighted round robin accept a service whose backends are all drained (their `pick`
-    /// then returns `None`); Maglev rejects it with [`SchedError::NoBackends`] or
+    /// `maglev_size` is only used (and validated) for [`SchedulerKind::Maglev`] and
+    /// [`SchedulerKind::Sh`]; `flags` only for `sh`. Round robin, weighted round robin and
+    /// least connections accept a service whose backends are all drained (their `pick` then
+    /// returns `None`); the table schedulers reject it with [`SchedError::NoBackends`] or
     /// [`SchedError::AllDrained`].
     pub fn build(
         kind: SchedulerKind,
         backends: &[SchedBackend],
         maglev_size: u32,
+        flags: SchedFlags,
     ) -> Result<Self, SchedError> {
         Ok(match kind {
             SchedulerKind::Rr => ServiceScheduler::RoundRobin(RoundRobin::build(backends)?),
@@ -164,6 +235,11 @@ impl ServiceScheduler {
             }
             SchedulerKind::Maglev => {
                 ServiceScheduler::Maglev(MaglevTable::build(backends, maglev_size)?)
+            }
+            SchedulerKind::Lc => ServiceScheduler::LeastConn(LeastConn::build(backends, false)?),
+            SchedulerKind::Wlc => ServiceScheduler::LeastConn(LeastConn::build(backends, true)?),
+            SchedulerKind::Sh => {
+                ServiceScheduler::SourceHash(SourceHash::build(backends, maglev_size, flags)?)
             }
         })
     }
@@ -174,17 +250,33 @@ impl ServiceScheduler {
             ServiceScheduler::RoundRobin(_) => SchedulerKind::Rr,
             ServiceScheduler::WeightedRoundRobin(_) => SchedulerKind::Wrr,
             ServiceScheduler::Maglev(_) => SchedulerKind::Maglev,
+            ServiceScheduler::LeastConn(s) if s.weighted() => SchedulerKind::Wlc,
+            ServiceScheduler::LeastConn(_) => SchedulerKind::Lc,
+            ServiceScheduler::SourceHash(_) => SchedulerKind::Sh,
+        }
+    }
+
+    /// The real server for a connection without state: the Maglev table's entry for its
+    /// 5-tuple hash, whatever the load (the same answer for every packet). `None` unless this
+    /// is a Maglev scheduler with a backend of weight > 0.
+    #[inline]
+    pub fn lookup_consistent(&self, flow_hash: u64) -> Option<u32> {
+        match self {
+            ServiceScheduler::Maglev(t) => t.lookup(flow_hash),
+            _ => None,
         }
     }
 }
 
 impl Scheduler for ServiceScheduler {
     #[inline]
-    fn pick(&self, flow_hash: u64, cursor: &mut u64) -> Option<u32> {
+    fn pick<L: Load>(&self, conn: &NewConn<'_>, cursor: &mut u64, load: &L) -> Option<u32> {
         match self {
-            ServiceScheduler::RoundRobin(s) => s.pick(flow_hash, cursor),
-            ServiceScheduler::WeightedRoundRobin(s) => s.pick(flow_hash, cursor),
-            ServiceScheduler::Maglev(s) => s.pick(flow_hash, cursor),
+            ServiceScheduler::RoundRobin(s) => s.pick(conn, cursor, load),
+            ServiceScheduler::WeightedRoundRobin(s) => s.pick(conn, cursor, load),
+            ServiceScheduler::Maglev(s) => s.pick(conn, cursor, load),
+            ServiceScheduler::LeastConn(s) => s.pick(conn, cursor, load),
+            ServiceScheduler::SourceHash(s) => s.pick(conn, cursor, load),
         }
     }
 }
@@ -253,6 +345,27 @@ impl Entries {
     }
 }
 
+/// An available backend for when the first choice (at position `from` of `order`) is over its
+/// connection threshold: the next [`PROBES`] entries of `order` (a rotation keeps its order,
+/// a hash table gives the neighbouring slots' owners: deterministic per connection), then the
+/// first available one of `live` (every live backend once). Bounded work: at most [`PROBES`] +
+/// `live.len()` checks, however long `order` is.
+pub(crate) fn fallback<L: Load>(
+    order: &Entries,
+    from: usize,
+    live: &Entries,
+    load: &L,
+) -> Option<u32> {
+    let len = order.len();
+    (1..=PROBES.min(len))
+        .filter_map(|k| order.get((from + k) % len))
+        .chain(live.iter())
+        .find(|&i| load.available(i))
+}
+
+/// Entries of its own order a scheduler tries after an unavailable first choice.
+pub(crate) const PROBES: usize = 16;
+
 impl fmt::Debug for Entries {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{} x u{}", self.len(), self.entry_bytes() * 8)
@@ -299,63 +412,174 @@ pub(crate) mod tests {
             .collect()
     }
 
+    /// A pick by a connection of hash `h` from an unspecified client.
+    pub(crate) fn pick<S: Scheduler, L: Load>(s: &S, h: u64, load: &L) -> Option<u32> {
+        s.pick(&NewConn::of_hash(h), &mut 0, load)
+    }
+
+    /// A pick with `cursor` (rotating schedulers), hash 0.
+    pub(crate) fn pick_with<S: Scheduler, L: Load>(
+        s: &S,
+        cursor: &mut u64,
+        load: &L,
+    ) -> Option<u32> {
+        s.pick(&NewConn::of_hash(0), cursor, load)
+    }
+
+    /// A load of fixed counts and thresholds, by backend index.
+    pub(crate) struct Counts {
+        conns: Vec<(u64, u64)>,
+        down: Vec<bool>,
+    }
+
+    impl Counts {
+        pub(crate) fn new(n: usize) -> Self {
+            Counts {
+                conns: vec![(0, 0); n],
+                down: vec![false; n],
+            }
+        }
+        pub(crate) fn set(&mut self, i: u32, active: u64, inactive: u64) {
+            self.conns[i as usize] = (active, inactive);
+        }
+        pub(crate) fn get(&self, i: u32) -> (u64, u64) {
+            self.conns[i as usize]
+        }
+        pub(crate) fn unavailable(&mut self, i: u32) {
+            self.down[i as usize] = true;
+        }
+    }
+
+    impl Load for Counts {
+        fn overhead(&self, i: u32) -> u64 {
+            let (a, n) = self.conns[i as usize];
+            a * 256 + n
+        }
+        fn available(&self, i: u32) -> bool {
+            !self.down[i as usize]
+        }
+        fn limited(&self) -> bool {
+            self.down.iter().any(|&d| d)
+        }
+    }
+
+    fn build(
+        kind: SchedulerKind,
+        b: &[SchedBackend],
+        size: u32,
+    ) -> Result<ServiceScheduler, SchedError> {
+        ServiceScheduler::build(kind, b, size, SchedFlags::default())
+    }
+
     #[test]
     fn kind_round_trips() {
-        for k in [SchedulerKind::Rr, SchedulerKind::Wrr, SchedulerKind::Maglev] {
+        for k in SchedulerKind::ALL {
             assert_eq!(k.to_string().parse::<SchedulerKind>(), Ok(k));
         }
         assert_eq!("mh".parse::<SchedulerKind>(), Ok(SchedulerKind::Maglev));
         assert_eq!(
-            "lc".parse::<SchedulerKind>(),
-            Err(SchedError::UnknownKind("lc".into()))
+            "lblc".parse::<SchedulerKind>(),
+            Err(SchedError::UnknownKind("lblc".into()))
         );
     }
 
     #[test]
     fn service_scheduler_dispatches() {
         let b = weighted(&[1, 0, 1]);
-        for kind in [SchedulerKind::Rr, SchedulerKind::Wrr, SchedulerKind::Maglev] {
-            let s = ServiceScheduler::build(kind, &b, 65537).unwrap();
+        for kind in SchedulerKind::ALL {
+            let s = build(kind, &b, 65537).unwrap();
             assert_eq!(s.kind(), kind);
             let mut cursor = 0;
             for h in 0..100u64 {
-                let i = s
-                    .pick(h.wrapping_mul(0x9e37_79b9_7f4a_7c15), &mut cursor)
-                    .unwrap();
+                let client = [h as u8; 16];
+                let conn = NewConn {
+                    hash: h.wrapping_mul(0x9e37_79b9_7f4a_7c15),
+                    client: &client,
+                    client_port: h as u16,
+                };
+                let i = s.pick(&conn, &mut cursor, &Unlimited).unwrap();
                 assert!(i == 0 || i == 2, "{kind}: picked drained backend {i}");
             }
         }
+        let maglev = build(SchedulerKind::Maglev, &b, 251).unwrap();
+        assert!(maglev.lookup_consistent(5).is_some());
+        assert_eq!(
+            build(SchedulerKind::Rr, &b, 251)
+                .unwrap()
+                .lookup_consistent(5),
+            None
+        );
     }
 
     #[test]
     fn all_drained() {
         let b = weighted(&[0, 0]);
         let mut c = 0;
-        for kind in [SchedulerKind::Rr, SchedulerKind::Wrr] {
-            let s = ServiceScheduler::build(kind, &b, 65537).unwrap();
-            assert_eq!(s.pick(1, &mut c), None);
-            let s = ServiceScheduler::build(kind, &[], 65537).unwrap();
-            assert_eq!(s.pick(1, &mut c), None);
+        for kind in [
+            SchedulerKind::Rr,
+            SchedulerKind::Wrr,
+            SchedulerKind::Lc,
+            SchedulerKind::Wlc,
+        ] {
+            let s = build(kind, &b, 65537).unwrap();
+            assert_eq!(pick_with(&s, &mut c, &Unlimited), None);
+            let s = build(kind, &[], 65537).unwrap();
+            assert_eq!(pick_with(&s, &mut c, &Unlimited), None);
         }
-        assert_eq!(
-            ServiceScheduler::build(SchedulerKind::Maglev, &b, 65537).unwrap_err(),
-            SchedError::AllDrained(2)
-        );
-        assert_eq!(
-            ServiceScheduler::build(SchedulerKind::Maglev, &[], 65537).unwrap_err(),
-            SchedError::NoBackends
-        );
+        for kind in [SchedulerKind::Maglev, SchedulerKind::Sh] {
+            assert_eq!(
+                build(kind, &b, 65537).unwrap_err(),
+                SchedError::AllDrained(2)
+            );
+            assert_eq!(build(kind, &[], 65537).unwrap_err(), SchedError::NoBackends);
+        }
     }
 
     #[test]
     fn maglev_size_ignored_by_rotating_schedulers() {
         let b = equal(3);
-        assert!(ServiceScheduler::build(SchedulerKind::Rr, &b, 4).is_ok());
-        assert!(ServiceScheduler::build(SchedulerKind::Wrr, &b, 4).is_ok());
-        assert_eq!(
-            ServiceScheduler::build(SchedulerKind::Maglev, &b, 4).unwrap_err(),
-            SchedError::TableSizeNotPrime(4)
-        );
+        for kind in [
+            SchedulerKind::Rr,
+            SchedulerKind::Wrr,
+            SchedulerKind::Lc,
+            SchedulerKind::Wlc,
+        ] {
+            assert!(build(kind, &b, 4).is_ok());
+        }
+        for kind in [SchedulerKind::Maglev, SchedulerKind::Sh] {
+            assert_eq!(
+                build(kind, &b, 4).unwrap_err(),
+                SchedError::TableSizeNotPrime(4)
+            );
+        }
+    }
+
+    #[test]
+    fn balance_of_every_scheduler() {
+        // Equal weights, idle load that counts each pick: every scheduler spreads 6000 new
+        // connections (distinct clients) over 6 real servers within 10% of 1000 each.
+        for kind in SchedulerKind::ALL {
+            let s = build(kind, &equal(6), 65537).unwrap();
+            let mut load = Counts::new(6);
+            let mut cursor = 0;
+            let mut got = [0u32; 6];
+            for n in 0..6000u64 {
+                let client: [u8; 16] = (u128::from(n) << 16 | 0xffff_0000_0000).to_be_bytes();
+                let hash = n.wrapping_mul(0x9e37_79b9_7f4a_7c15) ^ 0x5555;
+                let conn = NewConn {
+                    hash,
+                    client: &client,
+                    client_port: 1024,
+                };
+                let i = s.pick(&conn, &mut cursor, &load).unwrap();
+                got[i as usize] += 1;
+                let (a, _) = load.get(i);
+                load.set(i, a + 1, 0);
+            }
+            for g in got {
+                assert!((900..=1100).contains(&g), "{kind}: {got:?}");
+            }
+        }
     }
 
     #[test]

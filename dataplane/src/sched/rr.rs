@@ -1,6 +1,6 @@
 //! Round robin over the backends with weight > 0.
 
-use super::{check_count, Entries, SchedBackend, SchedError, Scheduler};
+use super::{check_count, fallback, Entries, Load, NewConn, SchedBackend, SchedError, Scheduler};
 
 /// Round robin: the live backends (weight > 0) in slice order, one after the other.
 ///
@@ -40,18 +40,28 @@ impl RoundRobin {
 
 impl Scheduler for RoundRobin {
     #[inline]
-    fn pick(&self, _flow_hash: u64, cursor: &mut u64) -> Option<u32> {
-        self.live.rotate(cursor)
+    fn pick<L: Load>(&self, _conn: &NewConn<'_>, cursor: &mut u64, load: &L) -> Option<u32> {
+        let at = *cursor;
+        let i = self.live.rotate(cursor)?;
+        if !load.limited() || load.available(i) {
+            return Some(i);
+        }
+        // Over its threshold: the next live one that is not (IPVS's rr skips overloaded ones).
+        let len = self.live.len() as u64;
+        fallback(&self.live, (at % len) as usize, &self.live, load)
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::sched::tests::{equal, weighted};
+    use crate::sched::tests::{equal, pick_with, weighted, Counts};
+    use crate::sched::Unlimited;
 
     fn sequence(s: &RoundRobin, cursor: &mut u64, n: usize) -> Vec<u32> {
-        (0..n).map(|_| s.pick(0, cursor).unwrap()).collect()
+        (0..n)
+            .map(|_| pick_with(s, cursor, &Unlimited).unwrap())
+            .collect()
     }
 
     #[test]
@@ -73,12 +83,12 @@ mod tests {
     fn cursors_are_independent_and_any_value_works() {
         let s = RoundRobin::build(&equal(4)).unwrap();
         let (mut a, mut b) = (0, 2);
-        assert_eq!(s.pick(0, &mut a), Some(0));
-        assert_eq!(s.pick(0, &mut b), Some(2));
-        assert_eq!(s.pick(0, &mut a), Some(1));
+        assert_eq!(pick_with(&s, &mut a, &Unlimited), Some(0));
+        assert_eq!(pick_with(&s, &mut b, &Unlimited), Some(2));
+        assert_eq!(pick_with(&s, &mut a, &Unlimited), Some(1));
         // A cursor left by a larger scheduler (e.g. from the previous snapshot).
         let mut big = 1_000_001;
-        assert_eq!(s.pick(0, &mut big), Some(1));
+        assert_eq!(pick_with(&s, &mut big, &Unlimited), Some(1));
         assert_eq!(big, 2);
     }
 
@@ -86,6 +96,20 @@ mod tests {
     fn empty() {
         let s = RoundRobin::build(&weighted(&[0, 0])).unwrap();
         assert!(s.is_empty());
-        assert_eq!(s.pick(0, &mut 0), None);
+        assert_eq!(pick_with(&s, &mut 0, &Unlimited), None);
+    }
+
+    #[test]
+    fn skips_a_real_server_over_its_threshold() {
+        let s = RoundRobin::build(&equal(3)).unwrap();
+        let mut load = Counts::new(3);
+        load.unavailable(1);
+        let mut c = 0;
+        let got: Vec<u32> = (0..6)
+            .map(|_| pick_with(&s, &mut c, &load).unwrap())
+            .collect();
+        assert_eq!(got, [0, 2, 2, 0, 2, 2]);
+        (0..3).for_each(|i| load.unavailable(i));
+        assert_eq!(pick_with(&s, &mut c, &load), None);
     }
 }

@@ -19,7 +19,7 @@
 use std::cmp::{Ordering, Reverse};
 use std::collections::BinaryHeap;
 
-use super::{check_count, Entries, SchedBackend, SchedError, Scheduler};
+use super::{check_count, fallback, Entries, Load, NewConn, SchedBackend, SchedError, Scheduler};
 
 /// Upper bound on the sum of the (reduced) weights, hence on the length of a weighted round
 /// robin cycle (plus one entry per live backend at most, see the module notes).
@@ -29,6 +29,8 @@ pub const WRR_MAX_TABLE: u64 = 65_536;
 #[derive(Clone, Debug)]
 pub struct WeightedRoundRobin {
     table: Entries,
+    /// The live backends once each (the fallback's scan when the cycle's are overloaded).
+    live: Entries,
 }
 
 /// A backend's next turn in the builder's priority queue. The k-th turn (k from 0) of the
@@ -125,6 +127,7 @@ impl WeightedRoundRobin {
         }
         Ok(WeightedRoundRobin {
             table: Entries::pack(table, backends.len()),
+            live: Entries::pack(live.iter().map(|&(i, _)| i).collect(), backends.len()),
         })
     }
 
@@ -146,15 +149,23 @@ impl WeightedRoundRobin {
 
 impl Scheduler for WeightedRoundRobin {
     #[inline]
-    fn pick(&self, _flow_hash: u64, cursor: &mut u64) -> Option<u32> {
-        self.table.rotate(cursor)
+    fn pick<L: Load>(&self, _conn: &NewConn<'_>, cursor: &mut u64, load: &L) -> Option<u32> {
+        let at = *cursor;
+        let i = self.table.rotate(cursor)?;
+        if !load.limited() || load.available(i) {
+            return Some(i);
+        }
+        // Over its threshold: the next turns of the cycle, then any live backend.
+        let len = self.table.len() as u64;
+        fallback(&self.table, (at % len) as usize, &self.live, load)
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::sched::tests::weighted;
+    use crate::sched::tests::{pick_with, weighted, Counts};
+    use crate::sched::Unlimited;
     use proptest::prelude::*;
 
     fn seq(weights: &[u32]) -> Vec<u32> {
@@ -191,7 +202,9 @@ mod tests {
     fn pick_follows_the_cycle() {
         let s = WeightedRoundRobin::build(&weighted(&[2, 1])).unwrap();
         let mut c = 0;
-        let got: Vec<u32> = (0..6).map(|_| s.pick(0, &mut c).unwrap()).collect();
+        let got: Vec<u32> = (0..6)
+            .map(|_| pick_with(&s, &mut c, &Unlimited).unwrap())
+            .collect();
         assert_eq!(got, [0, 0, 1, 0, 0, 1]);
     }
 
@@ -199,7 +212,22 @@ mod tests {
     fn empty() {
         let s = WeightedRoundRobin::build(&weighted(&[0])).unwrap();
         assert!(s.is_empty());
-        assert_eq!(s.pick(0, &mut 5), None);
+        assert_eq!(pick_with(&s, &mut 5, &Unlimited), None);
+    }
+
+    #[test]
+    fn over_threshold_turns_go_to_the_next_turn() {
+        let s = WeightedRoundRobin::build(&weighted(&[5, 1, 1])).unwrap();
+        let mut load = Counts::new(3);
+        load.unavailable(0);
+        let mut c = 0;
+        let got: Vec<u32> = (0..7)
+            .map(|_| pick_with(&s, &mut c, &load).unwrap())
+            .collect();
+        // Cycle a a a b a a c: every turn of a goes to the next turn that is not a's.
+        assert_eq!(got, [1, 1, 1, 1, 2, 2, 2]);
+        (0..3).for_each(|i| load.unavailable(i));
+        assert_eq!(pick_with(&s, &mut c, &load), None);
     }
 
     #[test]

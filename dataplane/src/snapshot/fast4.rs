@@ -12,7 +12,7 @@
 //! IPv4 source) has kind [`Kind::None`]: such packets take the general path, which decides.
 
 use super::word_map::WordMap;
-use super::{FwdMode, Snapshot};
+use super::{FwdMode, Ownership, Snapshot};
 use crate::wire::checksum;
 use crate::wire::ethernet::{mac_word, MacPair};
 use crate::wire::MacAddr;
@@ -40,11 +40,54 @@ pub(crate) fn endpoint_word(addr: u32, port: u16, proto: u8) -> u64 {
 pub(crate) const ADDR_VIP: u8 = 1;
 /// [`Fast4::addrs`] bit: one of the ports' own addresses.
 pub(crate) const ADDR_OWN: u8 = 2;
-/// [`Fast4::nat_endpoints`] value of an endpoint that serves several services.
-pub(crate) const AMBIGUOUS: u32 = u32::MAX;
-/// [`Fast4::services`] value bit: the service has NAT real servers (its connections are owned
-/// by one worker).
-pub(crate) const HAS_NAT: u32 = 1 << 31;
+/// The service of a [`Fast4::nat_endpoints`] value whose endpoint serves several services.
+pub(crate) const AMBIGUOUS: u32 = SERVICE_MASK;
+
+/// The service index in a value of [`Fast4::services`] or [`Fast4::nat_endpoints`]; above it,
+/// how the owning worker of its connections is found (`snapshot::ownership`), packed so the
+/// classifier reads service and rule with the one load of the lookup.
+const SERVICE_MASK: u32 = (1 << 24) - 1;
+const PREFIX_SHIFT: u32 = 24;
+const RULE_SHIFT: u32 = 30;
+const RULE_ENDPOINT: u32 = 1;
+const RULE_NETWORK: u32 = 2;
+
+/// Who owns a connection, from an IPv4 client's address and port (`Ownership` for the fast
+/// path).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Owner4 {
+    /// The receiving worker (DR / TUN, not persistent).
+    Local,
+    /// By client address and port (NAT).
+    Endpoint,
+    /// By client address under this mask (a number's mask: persistent services).
+    Network(u32),
+}
+
+/// A map value: `service` (or [`AMBIGUOUS`]) and its owner rule.
+fn pack(service: u32, rule: Ownership) -> u32 {
+    let (kind, prefix) = match rule {
+        Ownership::Local => (0, 0),
+        Ownership::Endpoint => (RULE_ENDPOINT, 0),
+        // Flow-key form: an IPv4 prefix counts from bit 96 of the mapped address.
+        Ownership::Network(bits) => (RULE_NETWORK, u32::from(bits.saturating_sub(96)).min(32)),
+    };
+    (service & SERVICE_MASK) | prefix << PREFIX_SHIFT | kind << RULE_SHIFT
+}
+
+/// The service and owner rule of a map value.
+#[inline(always)]
+pub(crate) fn unpack(v: u32) -> (u32, Owner4) {
+    let owner = match v >> RULE_SHIFT {
+        RULE_ENDPOINT => Owner4::Endpoint,
+        RULE_NETWORK => {
+            let prefix = (v >> PREFIX_SHIFT) & 0x3f;
+            Owner4::Network(u32::MAX.checked_shl(32 - prefix).unwrap_or(0))
+        }
+        _ => Owner4::Local,
+    };
+    (v & SERVICE_MASK, owner)
+}
 
 /// How the fast path forwards to a real server.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -174,11 +217,11 @@ struct Link {
 /// See the module documentation.
 #[derive(Debug, Default)]
 pub(crate) struct Fast4 {
-    /// Service index by (VIP, port, protocol), with [`HAS_NAT`].
+    /// Service index and owner rule ([`unpack`]) by (VIP, port, protocol).
     pub(crate) services: WordMap<u32>,
     /// [`ADDR_VIP`] / [`ADDR_OWN`] by address.
     pub(crate) addrs: WordMap<u8>,
-    /// A NAT real server's endpoint: its service, or [`AMBIGUOUS`].
+    /// A NAT real server's endpoint: its service, or [`AMBIGUOUS`], and its owner rule.
     pub(crate) nat_endpoints: WordMap<u32>,
     /// Resolved neighbours' MACs by address.
     neighbours: WordMap<[u8; 6]>,
@@ -197,10 +240,9 @@ impl Fast4 {
         let mut services = Vec::new();
         for (i, s) in snap.services.iter().enumerate() {
             if let IpAddr::V4(vip) = s.vip {
-                let nat = if s.has_nat { HAS_NAT } else { 0 };
                 services.push((
                     endpoint_word(wire4(vip), wire_port(s.port), s.proto),
-                    i as u32 | nat,
+                    pack(i as u32, s.ownership),
                 ));
                 addrs.push((u64::from(wire4(vip)), ADDR_VIP));
             }
@@ -231,7 +273,7 @@ impl Fast4 {
             };
             Some((
                 endpoint_word(wire4(a), wire_port(port), proto),
-                s.unwrap_or(AMBIGUOUS),
+                pack(s.service.unwrap_or(AMBIGUOUS), s.ownership),
             ))
         });
         let neighbours = snap.neighbours.iter().filter_map(|(a, m)| {
@@ -397,14 +439,14 @@ mod tests {
                 let w = endpoint_word(wire4(a), wire_port(port), proto);
                 prop_assert_eq!(
                     f.services.get(w),
-                    snap.service(&key, proto, port).map(|(i, s)| i | if s.has_nat { HAS_NAT } else { 0 })
+                    snap.service(&key, proto, port).map(|(i, s)| pack(i, s.ownership))
                 );
                 let bits = f.addrs.get(u64::from(wire4(a))).unwrap_or(0);
                 prop_assert_eq!(bits & ADDR_VIP != 0, snap.is_vip(&key));
                 prop_assert_eq!(bits & ADDR_OWN != 0, snap.is_local_key(&key));
                 prop_assert_eq!(
-                    f.nat_endpoints.get(w).map(|s| (s != AMBIGUOUS).then_some(s)),
-                    snap.nat_endpoint(&key, proto, port)
+                    f.nat_endpoints.get(w).map(|v| unpack(v).0).map(|s| (s != AMBIGUOUS).then_some(s)),
+                    snap.nat_endpoint(&key, proto, port).map(|e| e.service)
                 );
                 let want = snap.resolve_key(&key).ok().map(|(port, mac)| {
                     let p = &snap.ports[usize::from(port)];

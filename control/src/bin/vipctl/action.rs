@@ -45,6 +45,10 @@ pub enum Table {
     Stats,
     /// `--rate`.
     Rate,
+    /// `--thresholds`: upper and lower connection thresholds.
+    Thresholds,
+    /// `--persistent-conn`: persistence entries per real server.
+    PersistConn,
 }
 
 /// What vipctl is asked to do.
@@ -141,8 +145,8 @@ pub fn usage(msg: impl Into<String>) -> UsageError {
     UsageError(msg.into())
 }
 
-/// `VIP:PORT` or `[VIP6]:PORT`: vipd services always have a port (ipvsadm's port 0 exists only
-/// for persistent services, which vipd does not have).
+/// `VIP:PORT` or `[VIP6]:PORT`: vipd services always have a port (ipvsadm's port-0 services,
+/// persistent over every port of a VIP, are not offered).
 pub fn parse_service(proto: &'static str, text: &str) -> Result<Service, UsageError> {
     let addr: SocketAddr = text.parse().map_err(|_| {
         usage(format!(
@@ -151,7 +155,7 @@ pub fn parse_service(proto: &'static str, text: &str) -> Result<Service, UsageEr
     })?;
     if addr.port() == 0 {
         return Err(usage(format!(
-            "illegal virtual server address `{text}`: port 0 (vipd has no persistent port-0 services)"
+            "illegal virtual server address `{text}`: port 0 (vipd has no all-ports services: give each port its own service, with -p for persistence)"
         )));
     }
     Ok(Service { proto, addr })
@@ -183,11 +187,8 @@ pub fn parse_mode(text: &str) -> Result<&'static str, UsageError> {
         "nat" | "masq" | "masquerading" => Ok("nat"),
         "dr" | "route" | "gatewaying" => Ok("dr"),
         "tunnel" | "tun" | "ipip" => Ok("tunnel"),
-        other if other.parse::<IpAddr>().is_ok() || other.contains('.') => Err(usage(format!(
-            "-M `{other}`: in vipctl -M is the forwarding mode (nat, dr or tunnel); vipd has no persistence netmask"
-        ))),
         other => Err(usage(format!(
-            "-M `{other}`: unknown forwarding mode (expected nat, dr or tunnel)"
+            "--mode `{other}`: unknown forwarding mode (expected nat, dr or tunnel)"
         ))),
     }
 }

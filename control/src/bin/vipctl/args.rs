@@ -60,8 +60,18 @@ pub struct Cli {
     udp_service: Option<String>,
     #[arg(short = 's', long = "scheduler", global = true)]
     scheduler: Option<String>,
-    #[arg(short = 'M', long = "mode", global = true)]
+    #[arg(long = "mode", global = true)]
     mode: Option<String>,
+    #[arg(short = 'p', long = "persistent", num_args = 0..=1, default_missing_value = "300", global = true)]
+    persistent: Option<u32>,
+    #[arg(short = 'M', long = "netmask", global = true)]
+    netmask: Option<String>,
+    #[arg(short = 'b', long = "sched-flags", global = true)]
+    sched_flags: Option<String>,
+    #[arg(short = 'x', long = "u-threshold", global = true)]
+    u_threshold: Option<u32>,
+    #[arg(short = 'y', long = "l-threshold", global = true)]
+    l_threshold: Option<u32>,
     #[arg(short = 'r', long = "real-server", global = true)]
     real_server: Option<String>,
     #[arg(short = 'g', long = "gatewaying", global = true)]
@@ -118,6 +128,10 @@ pub struct Cli {
     rate: bool,
     #[arg(long = "exact", global = true)]
     exact: bool,
+    #[arg(long = "persistent-conn", global = true)]
+    persistent_conn: bool,
+    #[arg(long = "thresholds", global = true)]
+    thresholds: bool,
     #[arg(long = "json", global = true)]
     json: bool,
     #[arg(long = "box", global = true)]
@@ -208,6 +222,11 @@ impl Cli {
             ("weight", self.weight.is_some()),
             ("scheduler", self.scheduler.is_some()),
             ("mode", self.mode.is_some()),
+            ("persistent", self.persistent.is_some()),
+            ("netmask", self.netmask.is_some()),
+            ("sched-flags", self.sched_flags.is_some()),
+            ("u-threshold", self.u_threshold.is_some()),
+            ("l-threshold", self.l_threshold.is_some()),
             ("dead-flows", self.dead_flows.is_some()),
             ("hash", self.hash.is_some()),
             ("sorry-server", self.sorry_server.is_some()),
@@ -230,6 +249,8 @@ impl Cli {
             ("stats", self.stats),
             ("rate", self.rate),
             ("exact", self.exact),
+            ("persistent-conn", self.persistent_conn),
+            ("thresholds", self.thresholds),
             ("json", self.json),
             ("box", self.box_),
             ("seconds", self.seconds.is_some()),
@@ -343,11 +364,12 @@ impl Cli {
         (!m.is_empty()).then_some(Value::Object(m))
     }
 
-    fn service_keys(&self) -> Result<Map<String, Value>, UsageError> {
+    /// The service keys given; `edit`: a merge patch (0 removes a setting).
+    fn service_keys(&self, edit: bool) -> Result<Map<String, Value>, UsageError> {
         let mode = match (&self.mode, self.forward()?) {
             (Some(_), Some(_)) => {
                 return Err(usage(
-                    "-M and -g|-i|-m together: give the service's mode once",
+                    "--mode and -g|-i|-m together: give the service's mode once",
                 ))
             }
             (Some(m), None) => Some(parse_mode(m)?),
@@ -372,16 +394,69 @@ impl Cli {
         if let Some(i) = &self.interface {
             m.insert("interface".into(), i.clone().into());
         }
+        if let Some(flags) = &self.sched_flags {
+            let list: Vec<Value> = flags
+                .split(',')
+                .filter(|f| !f.is_empty() && *f != "none")
+                .map(|f| Value::from(f.trim()))
+                .collect();
+            m.insert("scheduler_flags".into(), Value::Array(list));
+        }
+        match self.persistent {
+            // ipvsadm: -p 0 is not persistent. On -E it removes persistence (and its mask).
+            Some(0) if self.netmask.is_some() => {
+                return Err(usage(
+                    "-p 0 with -M: a service without persistence has no netmask",
+                ))
+            }
+            Some(0) if edit => {
+                m.insert("persistence_timeout".into(), Value::Null);
+                m.insert("persistence_netmask".into(), Value::Null);
+            }
+            Some(0) => {}
+            Some(t) => {
+                m.insert("persistence_timeout".into(), t.into());
+            }
+            None => {}
+        }
+        if let Some(mask) = &self.netmask {
+            if parse_mode(mask).is_ok() {
+                return Err(usage(format!(
+                    "-M `{mask}`: -M is the persistence netmask, as in ipvsadm; the forwarding mode is --mode {mask} (or -m, -g, -i)"
+                )));
+            }
+            if self.persistent.is_none() && !edit {
+                return Err(usage(
+                    "-M (netmask) goes with -p (persistence): give -p TIMEOUT too",
+                ));
+            }
+            m.insert("persistence_netmask".into(), mask.clone().into());
+        }
         Ok(m)
     }
 
-    fn server_keys(&self) -> Result<Map<String, Value>, UsageError> {
+    /// The real server keys given; `edit`: a merge patch (a 0 threshold removes it).
+    fn server_keys(&self, edit: bool) -> Result<Map<String, Value>, UsageError> {
         let mut m = Map::new();
         if let Some(mode) = self.forward()? {
             m.insert("mode".into(), mode.into());
         }
         if let Some(w) = self.weight {
             m.insert("weight".into(), w.into());
+        }
+        for (key, v) in [
+            ("upper_threshold", self.u_threshold),
+            ("lower_threshold", self.l_threshold),
+        ] {
+            match v {
+                Some(0) if edit => {
+                    m.insert(key.into(), Value::Null);
+                }
+                Some(0) | None => {}
+                Some(n) => {
+                    m.insert(key.into(), n.into());
+                }
+            }
         }
         if let Some(c) = self.check_keys(true) {
             m.insert("health_check".into(), c);
@@ -419,7 +494,7 @@ impl Cli {
                 body.insert("vip".into(), s.addr.ip().to_string().into());
                 body.insert("proto".into(), s.proto.into());
                 body.insert("port".into(), s.addr.port().into());
-                body.extend(self.service_keys()?);
+                body.extend(self.service_keys(false)?);
                 if let Some(c) = self.check_keys(false) {
                     if self.check.as_deref() != Some("none") {
                         body.insert("health_check".into(), c);
@@ -429,7 +504,7 @@ impl Cli {
             }
             Cmd::EditService => {
                 let s = need(service)?;
-                let mut patch = self.service_keys()?;
+                let mut patch = self.service_keys(true)?;
                 if let Some(c) = self.check_keys(false) {
                     // `--check none` removes the service's check (a merge patch's null).
                     let c = if self.check.as_deref() == Some("none") {
@@ -441,7 +516,7 @@ impl Cli {
                 }
                 if patch.is_empty() {
                     return Err(usage(
-                        "--edit-service (-E): nothing to change (give -s, -M, --dead-flows, --hash, --sorry-server, --interface or check options)",
+                        "--edit-service (-E): nothing to change (give -s, -b, -p, -M, --mode, --dead-flows, --hash, --sorry-server, --interface or check options)",
                     ));
                 }
                 Action::EditService(s, Value::Object(patch))
@@ -455,16 +530,16 @@ impl Cli {
                 if let Some(p) = r.port {
                     body.insert("port".into(), p.into());
                 }
-                body.extend(self.server_keys()?);
+                body.extend(self.server_keys(false)?);
                 Action::AddServer(s, Value::Object(body))
             }
             Cmd::EditServer => {
                 let s = need(service)?;
                 let r = need_rs(server)?;
-                let patch = self.server_keys()?;
+                let patch = self.server_keys(true)?;
                 if patch.is_empty() {
                     return Err(usage(
-                        "--edit-server (-e): nothing to change (give -w, -g|-i|-m or check options)",
+                        "--edit-server (-e): nothing to change (give -w, -x, -y, -g|-i|-m or check options)",
                     ));
                 }
                 Action::EditServer(s, r, Value::Object(patch))
@@ -535,8 +610,26 @@ impl Cli {
         service: Option<Service>,
         server: Option<Server>,
     ) -> Result<Action, UsageError> {
-        if self.stats && self.rate {
-            return Err(usage("--stats and --rate together: give one"));
+        let tables = [
+            (self.stats, "--stats"),
+            (self.rate, "--rate"),
+            (self.thresholds, "--thresholds"),
+            (
+                self.persistent_conn && !self.connection,
+                "--persistent-conn",
+            ),
+        ];
+        let chosen: Vec<&str> = tables.iter().filter(|t| t.0).map(|t| t.1).collect();
+        if chosen.len() > 1 {
+            return Err(usage(format!(
+                "{} together: give one",
+                chosen.join(" and ")
+            )));
+        }
+        if self.connection && self.thresholds {
+            return Err(usage(
+                "options conflict in the list command: -c prints no --thresholds",
+            ));
         }
         let table_opts = self.stats || self.rate || self.exact;
         if (self.connection || self.timeout) && table_opts {
@@ -576,6 +669,10 @@ impl Cli {
             if let Some(l) = self.limit {
                 query.push(("limit", l.to_string()));
             }
+            if self.persistent_conn {
+                // ipvsadm lists its templates among the connections; vipctl on request.
+                query.push(("persistent", "true".to_string()));
+            }
             return Ok(Action::Connections {
                 query,
                 json: self.json,
@@ -585,6 +682,10 @@ impl Cli {
             Table::Stats
         } else if self.rate {
             Table::Rate
+        } else if self.thresholds {
+            Table::Thresholds
+        } else if self.persistent_conn {
+            Table::PersistConn
         } else {
             Table::Plain
         };

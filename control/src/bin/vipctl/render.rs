@@ -79,6 +79,15 @@ fn title(table: Table) -> String {
         Table::Plain => "Prot LocalAddress:Port Scheduler Flags\n  -> RemoteAddress:Port           Forward Weight ActiveConn InActConn  Health\n".into(),
         Table::Stats => columns(["Conns", "InPkts", "OutPkts", "InBytes", "OutBytes"]),
         Table::Rate => columns(["CPS", "InPPS", "OutPPS", "InBPS", "OutBPS"]),
+        // ipvsadm's print_title for FMT_THRESHOLDS and FMT_PERSISTENTCONN.
+        Table::Thresholds => format!(
+            "{:<SERVICE_WIDTH$} {:<10} {:<10} {:<10} {}\n  -> RemoteAddress:Port\n",
+            "Prot LocalAddress:Port", "Uthreshold", "Lthreshold", "ActiveConn", "InActConn"
+        ),
+        Table::PersistConn => format!(
+            "{:<SERVICE_WIDTH$} {:<9} {:<11} {:<10} {}\n  -> RemoteAddress:Port\n",
+            "Prot LocalAddress:Port", "Weight", "PersistConn", "ActiveConn", "InActConn"
+        ),
     }
 }
 
@@ -102,17 +111,48 @@ const RATES: [&str; 5] = ["cps", "inpps", "outpps", "inbps", "outbps"];
 fn figures(v: &Value, table: Table, exact: bool) -> String {
     let (part, keys) = match table {
         Table::Rate => ("rates", RATES),
-        Table::Stats | Table::Plain => ("stats", STATS),
+        _ => ("stats", STATS),
     };
     keys.iter()
         .map(|k| largenum(n(&v[part], k), exact))
         .collect()
 }
 
+/// The scheduler's flags and persistence as ipvsadm prints them after the scheduler:
+/// ` (sh-fallback,sh-port) persistent 300 mask 255.255.255.0` (the mask only when not the
+/// whole address).
+fn sched_and_persistence(svc: &Value) -> String {
+    let mut t = String::new();
+    let flags: Vec<&str> = svc["scheduler_flags"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(Value::as_str)
+        .collect();
+    if !flags.is_empty() {
+        let _ = write!(t, " ({})", flags.join(","));
+    }
+    let p = &svc["persistence"];
+    if p.is_object() {
+        let _ = write!(t, " persistent {}", n(p, "timeout_s"));
+        let v6 = s(svc, "vip").contains(':');
+        let whole = if v6 { 128 } else { 32 };
+        if n(p, "prefix_len") != whole {
+            let _ = write!(t, " mask {}", s(p, "netmask"));
+        }
+    }
+    t
+}
+
 fn service_entry(out: &mut String, svc: &Value, table: Table, exact: bool) {
     let name = service_name(svc);
-    if table == Table::Plain {
-        let _ = write!(out, "{name} {}", s(svc, "scheduler"));
+    if matches!(table, Table::Plain | Table::Thresholds | Table::PersistConn) {
+        let _ = write!(
+            out,
+            "{name} {}{}",
+            s(svc, "scheduler"),
+            sched_and_persistence(svc)
+        );
         if s(svc, "dead_flows") == "keep" {
             out.push_str(" keep-dead-flows");
         }
@@ -138,6 +178,24 @@ fn service_entry(out: &mut String, svc: &Value, table: Table, exact: bool) {
                 n(rs, "inactive_conns"),
                 health_cell(rs)
             );
+        } else if table == Table::Thresholds {
+            let line = format!(
+                "  -> {addr:<SERVER_WIDTH$} {:<10} {:<10} {:<10} {:<10}",
+                n(rs, "upper_threshold"),
+                n(rs, "lower_threshold"),
+                n(rs, "active_conns"),
+                n(rs, "inactive_conns"),
+            );
+            let _ = writeln!(out, "{}", line.trim_end());
+        } else if table == Table::PersistConn {
+            let line = format!(
+                "  -> {addr:<SERVER_WIDTH$} {:<9} {:<11} {:<10} {:<10}",
+                n(rs, "weight"),
+                n(rs, "persistent_conns"),
+                n(rs, "active_conns"),
+                n(rs, "inactive_conns"),
+            );
+            let _ = writeln!(out, "{}", line.trim_end());
         } else {
             let _ = writeln!(
                 out,
@@ -168,7 +226,12 @@ pub fn service(svc: &Value, table: Table, exact: bool) -> String {
 /// `-L -c` (`GET /api/v1/connections`): ipvsadm's connection list.
 pub fn connections(v: &Value) -> String {
     let list = v["connections"].as_array().map_or(&[][..], |a| &a[..]);
-    let mut out = format!("vipd connection entries ({} sampled", list.len());
+    let what = if v["persistent"].as_bool() == Some(true) {
+        "persistence"
+    } else {
+        "connection"
+    };
+    let mut out = format!("vipd {what} entries ({} sampled", list.len());
     if v["truncated"].as_bool() == Some(true) {
         out += "; more exist: narrow with -t, --client or -r, or raise --limit";
     }
@@ -182,6 +245,8 @@ pub fn connections(v: &Value) -> String {
         let secs = c["expires_s"].as_f64().unwrap_or(0.0).max(0.0) as u64;
         // UDP flows have no state of their own; ipvsadm shows them as `UDP`.
         let state = match (s(c, "proto"), s(c, "state")) {
+            // A persistence entry (IPVS's template) has no state of its own: NONE.
+            _ if what == "persistence" => "NONE".to_string(),
             ("udp", "none") => "UDP".to_string(),
             (_, st) => st.to_uppercase(),
         };
@@ -508,6 +573,77 @@ mod tests {
         let col = |l: &str, w: &str| l.find(w).unwrap();
         assert_eq!(col(lines[2], "Forward"), col(lines[4], "Masq"));
         assert_eq!(col(lines[2], "Health"), col(lines[4], "up"));
+    }
+
+    #[test]
+    fn persistence_flags_and_thresholds_as_ipvsadm_prints_them() {
+        let v = json!({
+            "services": [{
+                "proto": "tcp", "address": "10.77.100.1:80", "vip": "10.77.100.1",
+                "scheduler": "sh", "scheduler_flags": ["sh-fallback", "sh-port"],
+                "persistence": {"timeout_s": 300, "prefix_len": 24, "netmask": "255.255.255.0"},
+                "schedulable": true, "dead_flows": "drop",
+                "real_servers": [
+                    {"address": "10.77.0.21:8080", "forward": "Masq", "weight": 2,
+                     "active_conns": 3, "inactive_conns": 12, "persistent_conns": 7,
+                     "upper_threshold": 100, "lower_threshold": 50, "health": {"state": "up"}},
+                ],
+            }, {
+                "proto": "udp", "address": "[fd00::1]:53", "vip": "fd00::1", "scheduler": "wlc",
+                "persistence": {"timeout_s": 60, "prefix_len": 128, "netmask": "128"},
+                "schedulable": true, "dead_flows": "drop", "real_servers": [],
+            }, {
+                "proto": "udp", "address": "[fd00::1]:54", "vip": "fd00::1", "scheduler": "wlc",
+                "persistence": {"timeout_s": 60, "prefix_len": 64, "netmask": "64"},
+                "schedulable": true, "dead_flows": "drop", "real_servers": [],
+            }],
+        });
+        let text = services(&v, Table::Plain, false);
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(
+            lines[3],
+            "TCP  10.77.100.1:80 sh (sh-fallback,sh-port) persistent 300 mask 255.255.255.0"
+        );
+        assert_eq!(lines[5], "UDP  [fd00::1]:53 wlc persistent 60");
+        assert_eq!(lines[6], "UDP  [fd00::1]:54 wlc persistent 60 mask 64");
+        let text = services(&v, Table::Thresholds, false);
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(
+            lines[1],
+            "Prot LocalAddress:Port            Uthreshold Lthreshold ActiveConn InActConn"
+        );
+        assert_eq!(lines[2], "  -> RemoteAddress:Port");
+        assert_eq!(
+            lines[3],
+            "TCP  10.77.100.1:80 sh (sh-fallback,sh-port) persistent 300 mask 255.255.255.0"
+        );
+        assert_eq!(
+            lines[4],
+            "  -> 10.77.0.21:8080              100        50         3          12"
+        );
+        let text = services(&v, Table::PersistConn, false);
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(
+            lines[1],
+            "Prot LocalAddress:Port            Weight    PersistConn ActiveConn InActConn"
+        );
+        assert_eq!(
+            lines[4],
+            "  -> 10.77.0.21:8080              2         7           3          12"
+        );
+        let col = |l: &str, w: &str| l.find(w).unwrap();
+        assert_eq!(col(lines[1], "PersistConn"), col(lines[4], "7 "));
+        // Persistence entries as ipvsadm lists templates.
+        let entries = json!({"sampled": 1, "truncated": false, "persistent": true, "connections": [
+            {"proto": "tcp", "client": "192.168.77.0:0", "vip": "10.77.100.1:80",
+             "real_server": "10.77.0.21:8080", "state": "none", "expires_s": 299.2},
+        ]});
+        let lines: Vec<String> = connections(&entries).lines().map(str::to_string).collect();
+        assert!(lines[0].starts_with("vipd persistence entries (1 sampled"));
+        assert_eq!(
+            lines[2],
+            "TCP 04:59  NONE        192.168.77.0:0     10.77.100.1:80     10.77.0.21:8080"
+        );
     }
 
     #[test]

@@ -6,13 +6,17 @@
 pub const USAGE: &str = "\
 vipctl: administration of a running vipd (ipvsadm's commands, through vipd's HTTP API)
 Usage:
-  vipctl -A|E -t|u service-address [-s scheduler] [-M mode] [service options] [check options]
+  vipctl -A|E -t|u service-address [-s scheduler] [-b sched-flags] [-p [timeout]] [-M netmask]
+        [--mode mode] [service options] [check options]
   vipctl -D -t|u service-address
-  vipctl -a|e -t|u service-address -r server-address [-g|i|m] [-w weight] [check options]
+  vipctl -a|e -t|u service-address -r server-address [-g|i|m] [-w weight] [-x upper] [-y lower]
+        [check options]
   vipctl -d -t|u service-address -r server-address
   vipctl drain -t|u service-address -r server-address
-  vipctl -L|l [-n] [--stats|--rate] [--exact] [-t|u service-address] [--json]
-  vipctl -L|l -c [-t|u service-address] [--client ip] [-r server-address] [--limit n] [--json]
+  vipctl -L|l [-n] [--stats|--rate|--thresholds|--persistent-conn] [--exact] [-t|u service-address]
+        [--json]
+  vipctl -L|l -c [--persistent-conn] [-t|u service-address] [--client ip] [-r server-address]
+        [--limit n] [--json]
   vipctl -L|l --timeout [--json]
   vipctl -Z [-t|u service-address]
   vipctl --set tcp tcpfin udp
@@ -63,9 +67,15 @@ Either long or short options are allowed.
 Options:
   --tcp-service  -t service-address   service-address is vip:port ([vip6]:port for IPv6)
   --udp-service  -u service-address   service-address is vip:port
-  --scheduler    -s scheduler         one of rr|wrr|maglev (ipvsadm's mh is maglev),
-                                      the default scheduler is maglev.
-  --mode         -M nat|dr|tunnel     the service's default forwarding method (default nat);
+  --scheduler    -s scheduler         one of wlc|lc|rr|wrr|sh|maglev (ipvsadm's mh is maglev),
+                                      the default scheduler is maglev (ipvsadm's is wlc)
+  --sched-flags  -b flags             sh-fallback,sh-port (scheduler sh); -E -b none clears them
+  --persistent   -p [timeout]         persistent service: a client keeps its real server until
+                                      timeout seconds (default 300) after its last connection;
+                                      -E -p 0 makes the service not persistent
+  --netmask      -M netmask           granularity of persistence: clients of a network share a
+                                      real server (255.255.255.0; IPv6: a prefix length, 64)
+  --mode nat|dr|tunnel                the service's default forwarding method (default nat);
                                       -g|-i|-m with -A|-E say the same
   --real-server  -r server-address    server-address is ip[:port] (default: the service port)
   --gatewaying   -g                   gatewaying (direct routing)
@@ -74,6 +84,10 @@ Options:
                                       (-a without one of them: the service's mode)
   --weight       -w weight            capacity of real server, 0..65535 (default 1, 0 = drained);
                                       -e changes it only when given
+  --u-threshold  -x uthreshold        upper threshold of connections: the server takes no new
+                                      connection at that many (whole box; 0 = none)
+  --l-threshold  -y lthreshold        lower threshold: it takes new ones again below it
+                                      (default: below 3/4 of the upper one)
   --dead-flows drop|keep              connections to a failed real server: drop (default, as
                                       IPVS expire_nodest_conn: clients retry at once) or keep
   --hash 5-tuple|3-tuple              what maglev hashes: the connection (default) or client
@@ -98,7 +112,10 @@ with -a|e to override them for one real server:
 
 Listing options:
   --connection   -c                   output of current connections (a bounded sample of the
-                                      workers' flow tables, with state and expiry)
+                                      workers' flow tables, with state and expiry); with
+                                      --persistent-conn the persistence entries instead
+  --persistent-conn                   output of persistent connection info (PersistConn)
+  --thresholds                        output of thresholds information
   --client ip                         -c, trace: only connections from this client
   --limit n                           -c: sample at most n connections; trace: at most n
                                       frames per worker (default 256)

@@ -5,15 +5,18 @@
 mod api;
 mod checks;
 mod ports;
+mod sched;
 mod services;
 
+pub use sched::{netmask, netmask_text};
 pub use services::parse_endpoint;
 
 use super::model::{Config, Proto};
 use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
-use vipd_dataplane::sched::{is_prime, SchedulerKind, MAX_MAGLEV_SIZE};
-use vipd_dataplane::snapshot::{FlowHashFields, FwdMode, PortInfo};
+use vipd_dataplane::sched::load::Limit;
+use vipd_dataplane::sched::{is_prime, SchedFlags, SchedulerKind, MAX_MAGLEV_SIZE};
+use vipd_dataplane::snapshot::{FlowHashFields, FwdMode, PersistenceSpec, PortInfo};
 use vipd_dataplane::wire::MacAddr;
 
 /// A refusal: the dotted key (`services[0].real_servers[1].port`) and what is wrong with it.
@@ -156,6 +159,8 @@ pub struct ValidRealServer {
     pub check: Option<CheckSpec>,
     /// Index of the port that reaches it.
     pub egress_port: usize,
+    /// Connection thresholds.
+    pub limit: Limit,
 }
 
 /// A service after validation, in dataplane types.
@@ -165,6 +170,10 @@ pub struct ValidService {
     pub key: ServiceKey,
     /// Scheduler.
     pub scheduler: SchedulerKind,
+    /// Its flags.
+    pub sched_flags: SchedFlags,
+    /// Persistence, if any.
+    pub persistence: Option<PersistenceSpec>,
     /// `dead_flows = "drop"`.
     pub drop_dead_flows: bool,
     /// keepalived's `alpha`: its checked real servers start down until their first good check.
@@ -365,6 +374,15 @@ fn flows(config: &Config) -> Result<(), Invalid> {
             format!(
                 "{} is not prime: use a prime such as 65537 (default) or 655373",
                 f.maglev_table_size
+            ),
+        ));
+    }
+    if !(1024..=1 << 24).contains(&f.persistence_per_worker) {
+        return Err(invalid(
+            "flows.persistence_per_worker",
+            format!(
+                "{} is out of range 1024..=16777216",
+                f.persistence_per_worker
             ),
         ));
     }

@@ -2,10 +2,12 @@
 //! the families each mode allows, duplicates.
 
 use super::checks::check_spec;
+use super::sched::{limit, persistence, sched_flags};
 use super::{invalid, Invalid, ServiceKey, ValidRealServer, ValidService, MAX_WEIGHT};
 use crate::config::model::{Config, ServiceConfig};
 use std::net::{IpAddr, SocketAddr};
 use vipd_dataplane::fwd::tunnel;
+use vipd_dataplane::sched::load::Limit;
 use vipd_dataplane::sched::SchedulerKind;
 use vipd_dataplane::snapshot::{self, FlowHashFields, FwdMode, PortInfo};
 
@@ -45,6 +47,8 @@ pub(super) fn services(
                 .map_err(|e: vipd_dataplane::sched::SchedError| {
                     invalid(k("scheduler"), e.to_string())
                 })?;
+        let sched_flags = sched_flags(scheduler, &s.scheduler_flags, &k)?;
+        let persistence = persistence(s, &k)?;
         let mode: FwdMode = s.mode.parse().map_err(|e| invalid(k("mode"), e))?;
         let drop_dead_flows = match s.dead_flows.as_str() {
             "drop" => true,
@@ -131,7 +135,8 @@ pub(super) fn services(
                 &kr,
             )?;
             let check = check_spec(s, r.health_check.as_ref(), &rs, &k, &kr)?;
-            push_unique(&mut rss, ValidRealServer { check, ..rs }, &kr("ip"))?;
+            let limit = limit(r, &kr)?;
+            push_unique(&mut rss, ValidRealServer { check, limit, ..rs }, &kr("ip"))?;
         }
         if let Some(text) = &s.sorry_server {
             let ks = |_: &str| k("sorry_server");
@@ -167,6 +172,7 @@ pub(super) fn services(
                 sorry: false,
                 check: None,
                 egress_port: vip_port,
+                limit: Limit::default(),
             };
             check_spec(s, None, &placeholder, &k, &k)?;
         }
@@ -187,6 +193,8 @@ pub(super) fn services(
         out.push(ValidService {
             key,
             scheduler,
+            sched_flags,
+            persistence,
             drop_dead_flows,
             alpha: s.alpha,
             hash,
@@ -348,5 +356,6 @@ fn real_server(
         sorry: false,
         check: None,
         egress_port,
+        limit: Limit::default(),
     })
 }

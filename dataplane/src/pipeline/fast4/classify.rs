@@ -19,7 +19,7 @@ use crate::flow::key::{PROTO_TCP, PROTO_UDP};
 use crate::flow::slot::Key;
 use crate::flow::TableHash;
 use crate::io::{PacketBuf, RxChecksum};
-use crate::snapshot::fast4::{endpoint_word, HAS_NAT};
+use crate::snapshot::fast4::{endpoint_word, unpack};
 use crate::snapshot::Snapshot;
 use crate::wire::ethernet::{self, ethertype};
 use crate::wire::{ipv4, tcp, udp};
@@ -137,11 +137,10 @@ pub(in crate::pipeline) fn classify<B: PacketBuf>(
         if bad_flags {
             return First::Fallback;
         }
-        out.service = s & !HAS_NAT;
-        if s & HAS_NAT != 0 {
-            if let Some(owner) = w.owner_elsewhere4(src, sport) {
-                return First::Steer(owner);
-            }
+        let (service, rule) = unpack(s);
+        out.service = service;
+        if let Some(owner) = w.owner_elsewhere4(rule, src, sport) {
+            return First::Steer(owner);
         }
         return First::Fast;
     }
@@ -149,15 +148,16 @@ pub(in crate::pipeline) fn classify<B: PacketBuf>(
         // A VIP without this service, or the box itself: the general path's.
         return First::Fallback;
     }
-    let Some(unique) = f4.nat_endpoints.get(endpoint_word(src, sport, proto)) else {
+    let Some(endpoint) = f4.nat_endpoints.get(endpoint_word(src, sport, proto)) else {
         return First::NotLocal;
     };
+    let (unique, rule) = unpack(endpoint);
     if bad_flags {
         return First::Fallback;
     }
     out.service = unique;
     out.reply = true;
-    if let Some(owner) = w.owner_elsewhere4(dst, dport) {
+    if let Some(owner) = w.owner_elsewhere4(rule, dst, dport) {
         return First::Steer(owner);
     }
     First::Fast

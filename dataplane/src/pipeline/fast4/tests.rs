@@ -19,17 +19,21 @@ use crate::counters::Counter;
 use crate::flow::{FlowInfo, FlowTable, Timeouts};
 use crate::io::mem::VecBuf;
 use crate::io::PacketBuf;
+use crate::persist::PersistInfo;
 use crate::pipeline::{process_burst_hashed, Action, WorkerState};
+use crate::sched::load::Limit;
 use crate::sched::SchedulerKind;
-use crate::snapshot::{BackendSpec, FwdMode, ServiceSpec, Snapshot};
+use crate::snapshot::{BackendSpec, FwdMode, PersistenceSpec, ServiceSpec, Snapshot};
 use crate::wire::checksum;
 use common::*;
 use proptest::prelude::*;
 use std::net::{IpAddr, Ipv4Addr};
 
-/// The services of the test, by index: 0 VIP:80/tcp NAT (rr), 1 VIP:53/udp NAT (wrr),
-/// 2 VIP:8000/tcp NAT RS1+RS2 (maglev; drops dead flows), 3 VIP:443/tcp DR, 4 VIP:8443/tcp
-/// TUN 4in4, 5 VIP_UNRESOLVED:80/tcp NAT (no MAC), 6 [vip6]:80/tcp NAT66, 7 VIP:5000/udp DR.
+/// The services of the test, by index: 0 VIP:80/tcp NAT (rr), 1 VIP:53/udp NAT (wrr,
+/// persistent per /24: its connections and replies are owned by the client network),
+/// 2 VIP:8000/tcp NAT RS1+RS2 (maglev; drops dead flows; RS1 takes at most 3 connections),
+/// 3 VIP:443/tcp DR, 4 VIP:8443/tcp TUN 4in4, 5 VIP_UNRESOLVED:80/tcp NAT (no MAC),
+/// 6 [vip6]:80/tcp NAT66, 7 VIP:5000/udp DR (persistent per client: steered too).
 /// `variant` bit 0: MTU 600 instead of 1500; bit 1: RS2 down.
 fn snapshot_variant(variant: u8) -> Snapshot {
     let mut port = lb_port();
@@ -54,13 +58,19 @@ fn snapshot_variant(variant: u8) -> Snapshot {
             SchedulerKind::Rr,
             vec![nat_rs(0, RS1_IP.into(), 8080)],
         ),
-        svc(
-            VIP.into(),
-            17,
-            53,
-            SchedulerKind::Wrr,
-            vec![nat_rs(1, RS1_IP.into(), 5353)],
-        ),
+        ServiceSpec {
+            persistence: Some(PersistenceSpec {
+                timeout_s: 60,
+                prefix_len: 24,
+            }),
+            ..svc(
+                VIP.into(),
+                17,
+                53,
+                SchedulerKind::Wrr,
+                vec![nat_rs(1, RS1_IP.into(), 5353)],
+            )
+        },
         ServiceSpec {
             drop_dead_flows: true,
             ..svc(
@@ -69,7 +79,10 @@ fn snapshot_variant(variant: u8) -> Snapshot {
                 8000,
                 SchedulerKind::Maglev,
                 vec![
-                    nat_rs(2, RS1_IP.into(), 8000),
+                    BackendSpec {
+                        limit: Limit { upper: 3, lower: 0 },
+                        ..nat_rs(2, RS1_IP.into(), 8000)
+                    },
                     BackendSpec {
                         up: rs2_up,
                         ..nat_rs(3, RS2_IP.into(), 8000)
@@ -105,13 +118,19 @@ fn snapshot_variant(variant: u8) -> Snapshot {
             SchedulerKind::Rr,
             vec![nat_rs(7, rs1_ip6().into(), 8080)],
         ),
-        svc(
-            VIP.into(),
-            17,
-            5000,
-            SchedulerKind::Maglev,
-            vec![with_mode(nat_rs(8, RS2_IP.into(), 5000), FwdMode::Dr)],
-        ),
+        ServiceSpec {
+            persistence: Some(PersistenceSpec {
+                timeout_s: 60,
+                prefix_len: 32,
+            }),
+            ..svc(
+                VIP.into(),
+                17,
+                5000,
+                SchedulerKind::Maglev,
+                vec![with_mode(nat_rs(8, RS2_IP.into(), 5000), FwdMode::Dr)],
+            )
+        },
     ];
     Snapshot::build(
         u64::from(variant) + 1,
@@ -360,7 +379,17 @@ fn worker(n_workers: u16, fast_path: bool, sloppy: bool) -> WorkerState {
 }
 
 /// Everything observable of a worker's state.
-fn state(w: &WorkerState, now: u64) -> (Vec<u64>, Vec<BackendCounts>, Vec<FlowInfo>, [u64; 5]) {
+#[allow(clippy::type_complexity)] // a tuple compared as a whole
+fn state(
+    w: &WorkerState,
+    now: u64,
+) -> (
+    Vec<u64>,
+    Vec<BackendCounts>,
+    Vec<FlowInfo>,
+    [u64; 5],
+    Vec<PersistInfo>,
+) {
     let counters = Counter::ALL.iter().map(|&c| w.counters.get(c)).collect();
     let backends = (0..16).map(|i| w.backends.get(i)).collect();
     let flows = w.flows.iter(now).collect();
@@ -372,7 +401,15 @@ fn state(w: &WorkerState, now: u64) -> (Vec<u64>, Vec<BackendCounts>, Vec<FlowIn
         t.counts().expired,
         t.counts().removed,
     ];
-    (counters, backends, flows, table)
+    let mut persistence = Vec::new();
+    let mut cursor = Some(0);
+    while let Some(c) = cursor {
+        cursor = w.persistence.scan(c, 4096, now, |e| {
+            persistence.push(e);
+            true
+        });
+    }
+    (counters, backends, flows, table, persistence)
 }
 
 /// One burst through a worker: the actions, frames and flow hashes.

@@ -42,7 +42,7 @@ fn ipvsadm_lines_become_api_bodies() {
         )
     );
     assert_eq!(
-        ok("-A -u [fd00::1]:53 -s mh -M dr --check tcp --fall 2"),
+        ok("-A -u [fd00::1]:53 -s mh --mode dr --check tcp --fall 2"),
         Action::AddService(
             json!({"vip": "fd00::1", "proto": "udp", "port": 53, "scheduler": "mh",
             "mode": "dr", "health_check": {"type": "tcp", "fall": 2}})
@@ -152,6 +152,92 @@ fn listings() {
         }
     );
     assert_eq!(ok("stats --json"), Action::Stats { json: true });
+}
+
+#[test]
+fn schedulers_persistence_and_thresholds_as_ipvsadm_writes_them() {
+    assert_eq!(
+        ok("-A -t 10.0.0.1:80 -s wlc -p 300 -M 255.255.255.0"),
+        Action::AddService(json!({"vip": "10.0.0.1", "proto": "tcp", "port": 80,
+            "scheduler": "wlc", "persistence_timeout": 300,
+            "persistence_netmask": "255.255.255.0"}))
+    );
+    // -p without a value: ipvsadm's 300 s.
+    assert_eq!(
+        ok("-A -t 10.0.0.1:80 -p -s sh -b sh-fallback,sh-port"),
+        Action::AddService(json!({"vip": "10.0.0.1", "proto": "tcp", "port": 80,
+            "scheduler": "sh", "scheduler_flags": ["sh-fallback", "sh-port"],
+            "persistence_timeout": 300}))
+    );
+    assert_eq!(
+        ok("-A -u [fd00::1]:53 -p 60 -M 64"),
+        Action::AddService(json!({"vip": "fd00::1", "proto": "udp", "port": 53,
+            "persistence_timeout": 60, "persistence_netmask": "64"}))
+    );
+    assert_eq!(
+        ok("-E -t 10.0.0.1:80 -p 0"),
+        Action::EditService(
+            web(),
+            json!({"persistence_timeout": null, "persistence_netmask": null})
+        )
+    );
+    assert_eq!(
+        ok("-E -t 10.0.0.1:80 -M 255.255.0.0"),
+        Action::EditService(web(), json!({"persistence_netmask": "255.255.0.0"}))
+    );
+    assert_eq!(
+        ok("-E -t 10.0.0.1:80 -b none"),
+        Action::EditService(web(), json!({"scheduler_flags": []}))
+    );
+    assert_eq!(
+        ok("-a -t 10.0.0.1:80 -r 10.0.1.5 -x 100 -y 50"),
+        Action::AddServer(
+            web(),
+            json!({"ip": "10.0.1.5", "upper_threshold": 100, "lower_threshold": 50})
+        )
+    );
+    let rs = Server {
+        ip: "10.0.1.5".parse().unwrap(),
+        port: None,
+    };
+    assert_eq!(
+        ok("-e -t 10.0.0.1:80 -r 10.0.1.5 -x 0"),
+        Action::EditServer(web(), rs, json!({"upper_threshold": null}))
+    );
+    assert_eq!(
+        ok("-L -n --thresholds"),
+        Action::List {
+            service: None,
+            table: Table::Thresholds,
+            exact: false,
+            json: false
+        }
+    );
+    assert_eq!(
+        ok("-L -n --persistent-conn -t 10.0.0.1:80"),
+        Action::List {
+            service: Some(web()),
+            table: Table::PersistConn,
+            exact: false,
+            json: false
+        }
+    );
+    assert_eq!(
+        ok("-L -c --persistent-conn --client 192.0.2.0"),
+        Action::Connections {
+            query: vec![
+                ("client", "192.0.2.0".to_string()),
+                ("persistent", "true".to_string())
+            ],
+            json: false
+        }
+    );
+    assert!(refused("-A -t 10.0.0.1:80 -M nat").contains("--mode nat"));
+    assert!(refused("-A -t 10.0.0.1:80 -p 0 -M 255.255.255.0").contains("no netmask"));
+    assert!(refused("-a -t 10.0.0.1:80 -r 10.0.1.5 -p 30").contains("illegal option -p"));
+    assert!(refused("-A -t 10.0.0.1:80 -x 3").contains("illegal option -x"));
+    assert!(refused("-L --thresholds --stats").contains("give one"));
+    assert!(refused("-L -c --thresholds").contains("conflict"));
 }
 
 #[test]
