@@ -264,8 +264,17 @@ def save_and_reload(ctl, v):
     out = ctl.ok("reload")
     check(out.startswith("vipd: configuration reloaded (generation "), f"reload: {out!r}")
     _, unsaved, after = listing(ctl)
-    strip = [re.sub(r"\s+(up|down)$", "", ln) for ln in before]
-    check(unsaved == 0 and [re.sub(r"\s+(up|down)$", "", ln) for ln in after] == strip,
+
+    def config_of(lines):
+        # What a reload must keep: services, real servers, forwarding, weights. The connection
+        # columns (ActiveConn, InActConn) move on their own meanwhile (TIME_WAIT entries of the
+        # traffic above expire), and so may the health column.
+        out = []
+        for ln in lines:
+            ln = re.sub(r"\s+(up|down)$", "", ln)
+            out.append(re.sub(r"^(\s+-> \S+\s+\S+\s+\d+)\s+\d+\s+\d+", r"\1", ln))
+        return out
+    check(unsaved == 0 and config_of(after) == config_of(before),
           "after saving and reloading, -L differs:\n" + "\n".join(before) + "\n---\n" + "\n".join(after))
     log(f"    -S: vipd --check accepts it ({r.stdout.strip().split(': ', 1)[-1]}); as the file, reload gives the same table, 0 unsaved")
 
