@@ -252,7 +252,7 @@ fn worker_families(shared: &Shared, view: &View, f: &mut Families) {
     );
     f.gauge(
         "vipd_flow_table_capacity",
-        "Connections each worker's flow table holds (flows.capacity_per_worker).",
+        "Connections each worker's flow tables hold (flows.capacity_per_worker for IPv4 plus flows.capacity_per_worker_v6 for IPv6).",
         (0..workers.len())
             .map(|i| gauge(vec![w_label(i)], view.gauges.flow_capacity as f64))
             .collect(),

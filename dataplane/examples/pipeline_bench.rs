@@ -496,6 +496,13 @@ fn main() {
         if timed {
             record(&name, r, flows);
         }
+        // Every connection's handshake completes (its first ACK, untimed: a state change the
+        // general path makes), so the established case times established connections.
+        let handshake = move |i: u32| {
+            let (a, p) = client(i);
+            tcp_frame(a, vip, p, port, 0x10, router)
+        };
+        run(&handshake, flows, &mut worker, &snap, &mut now, false);
         let name = format!("{mode}-established");
         if wanted(&name) {
             let ack = move |i: u32| {
@@ -528,6 +535,10 @@ fn main() {
                 .unwrap_or(router);
             tcp_frame(rs, a, 8080, p, 0x10, mac)
         };
+        // One reply per connection first (untimed: the first reply marks the connection as
+        // seen both ways, a state change), then the timed replies of established connections.
+        let first_reply = |i: u32| reply(i);
+        run(&first_reply, flows, &mut worker, &snap, &mut now, false);
         let r = run(&reply, est_packets, &mut worker, &snap, &mut now, true);
         record("nat-reply", r, est_packets);
     }

@@ -136,8 +136,12 @@ pub const DEFAULT_PERSISTENCE_PER_WORKER: usize = 65_536;
 #[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct FlowConfig {
-    /// Connections per worker flow table (fixed at start).
+    /// IPv4 connections per worker flow table (fixed at start).
     pub capacity_per_worker: usize,
+    /// IPv6 connections per worker flow table (fixed at start); default a quarter of
+    /// `capacity_per_worker` (at least 1024): an IPv6 slot is twice an IPv4 one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub capacity_per_worker_v6: Option<usize>,
     /// Maglev table size (a prime).
     pub maglev_table_size: u32,
     /// IPVS's `sloppy_tcp`: any TCP segment without a flow entry creates one (default: only a
@@ -152,10 +156,19 @@ pub struct FlowConfig {
     pub timeouts: TimeoutConfig,
 }
 
+impl FlowConfig {
+    /// The IPv6 connections per worker in force: `capacity_per_worker_v6`, or its default.
+    pub fn v6_capacity(&self) -> usize {
+        self.capacity_per_worker_v6
+            .unwrap_or((self.capacity_per_worker / 4).max(1024))
+    }
+}
+
 impl Default for FlowConfig {
     fn default() -> Self {
         FlowConfig {
             capacity_per_worker: 1 << 20,
+            capacity_per_worker_v6: None,
             maglev_table_size: 65537,
             sloppy_tcp: false,
             fragment_slots: vipd_dataplane::fwd::fragment::FRAGMENT_SLOTS,

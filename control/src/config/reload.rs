@@ -81,6 +81,11 @@ pub fn restart_only_changes(old: &Config, new: &Config) -> Vec<String> {
         new.flows.capacity_per_worker.to_string(),
     );
     diff(
+        "flows.capacity_per_worker_v6".into(),
+        old.flows.v6_capacity().to_string(),
+        new.flows.v6_capacity().to_string(),
+    );
+    diff(
         "flows.persistence_per_worker".into(),
         old.flows.persistence_per_worker.to_string(),
         new.flows.persistence_per_worker.to_string(),

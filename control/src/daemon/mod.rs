@@ -201,9 +201,11 @@ pub fn run(config_path: &Path) -> Result<(), String> {
             .map(|p| p.port.queue(w as u16))
             .collect::<Result<Vec<_>, _>>()
             .map_err(|e| format!("worker {w}: {e}"))?;
-        let table = FlowTable::with_capacity(
+        let table = FlowTable::with_capacities(
             config.flows.capacity_per_worker,
+            config.flows.v6_capacity(),
             config.flows.timeouts.to_timeouts(),
+            vipd_dataplane::flow::Pages::default(),
         );
         let mut state = WorkerState::with_shared_load(
             w as u16,

@@ -191,7 +191,8 @@ pub fn view(src: &Sources) -> View {
             })
             .collect(),
         mempool,
-        flow_capacity: running.config.flows.capacity_per_worker as u64,
+        flow_capacity: (running.config.flows.capacity_per_worker
+            + running.config.flows.v6_capacity()) as u64,
         control_tx: counters.tx,
         control_rx: counters.rx,
         health_transitions: counters.health_transitions,

@@ -359,6 +359,14 @@ fn flows(config: &Config) -> Result<(), Invalid> {
             format!("{} is out of range 1024..=67108864", f.capacity_per_worker),
         ));
     }
+    if let Some(v6) = f.capacity_per_worker_v6 {
+        if !(1024..=1 << 26).contains(&v6) {
+            return Err(invalid(
+                "flows.capacity_per_worker_v6",
+                format!("{v6} is out of range 1024..=67108864"),
+            ));
+        }
+    }
     if f.maglev_table_size > MAX_MAGLEV_SIZE || f.maglev_table_size < 251 {
         return Err(invalid(
             "flows.maglev_table_size",
