@@ -553,6 +553,13 @@ impl FlowTable {
         }
     }
 
+    /// Start loading the secondary bucket of an IPv4 key's hash.
+    #[inline(always)]
+    pub(crate) fn prefetch_secondary4(&self, hash: TableHash) {
+        let idx = &self.v4.idx;
+        idx.prefetch(idx.secondary(hash));
+    }
+
     /// A packet of a [`Hit4`] with `refresh_only` that changes nothing but the expiry: what
     /// [`track`](FlowTable::track) would do for it, on its own slot (the connection lives
     /// until the later of its slots' expiries).

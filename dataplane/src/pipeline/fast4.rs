@@ -128,7 +128,11 @@ pub(super) fn prefetch_new(f: &mut Staged4, w: &WorkerState, snap: &Snapshot) {
             ports: u32::from(r.rs_port) | (f.key.ports & 0xffff) << 16,
             proto: f.key.proto,
         };
-        w.flows.prefetch4(reply.hash());
+        // Both of its buckets: the insert first makes sure no live connection holds it,
+        // which reads the secondary bucket too.
+        let h = reply.hash();
+        w.flows.prefetch4(h);
+        w.flows.prefetch_secondary4(h);
     }
 }
 
