@@ -13,8 +13,7 @@
 //!   its permutation being a modular multiplication away ([`Population::nearest_free`]).
 //!
 //! Entries are `u16` when the indices allow (half the memory the probes read).
-//! M = 65537 x 1000 backends: 1.03-1.05 ms -> 0.90-0.92 ms per fill, min of 400 alternated
-//! builds (docs/benchmarks.md has the whole build).
+//! docs/benchmarks.md ("Maglev balance and disruption") has the build's cost.
 
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
