@@ -374,9 +374,14 @@ fn steering(snap: &Snapshot, flows: u32, capacity: usize, now: &mut Clock) -> (f
         })
         .take(flows as usize)
         .collect();
+    // Each connection opened and established (SYN, then its first ACK, which moves the TCP
+    // state), untimed, so that the timed packets are established ones, as in
+    // `nat-established`.
     for &(a, p) in &owned {
-        let mut b = VecBuf::new(&tcp_frame(a, vip, p, 80, 0x02, router));
-        black_box(process_steered(&mut b, None, 0, &mut w1, snap, now.ms));
+        for flags in [0x02, 0x10] {
+            let mut b = VecBuf::new(&tcp_frame(a, vip, p, 80, flags, router));
+            black_box(process_steered(&mut b, None, 0, &mut w1, snap, now.ms));
+        }
     }
     let packets = owned.len().clamp(1, 1 << 18) as u32;
     let frame = |i: u32| {
