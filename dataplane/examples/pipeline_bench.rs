@@ -364,7 +364,7 @@ fn random_line_ns(bytes: usize, reads: u32) -> f64 {
 fn steering(snap: &Snapshot, flows: u32, capacity: usize, now: &mut Clock) -> (f64, f64, u32) {
     let vip = Ipv4Addr::new(10, 100, 0, 1);
     let router = [2, 0, 0, 0, 0, 1];
-    let table = || FlowTable::with_capacity(capacity, Timeouts::default());
+    let table = || daemon_table(capacity, Pages::default());
     let mut w0 = WorkerState::new(0, 2, table(), 4);
     let mut w1 = WorkerState::new(1, 2, table(), 4);
     let owned: Vec<(Ipv4Addr, u16)> = (0..flows * 2)
@@ -425,6 +425,18 @@ fn steering(snap: &Snapshot, flows: u32, capacity: usize, now: &mut Clock) -> (f
     (t_out as f64 / p, t_in as f64 / p, packets)
 }
 
+/// A worker's table as the daemon builds it for `capacity` IPv4 connections: the IPv6 table
+/// at its default size (`flows.capacity_per_worker_v6`: a quarter, at least 1,024), so the
+/// memory reported is the daemon's.
+fn daemon_table(capacity: usize, pages: Pages) -> FlowTable {
+    FlowTable::with_capacities(
+        capacity,
+        (capacity / 4).max(1024),
+        Timeouts::default(),
+        pages,
+    )
+}
+
 struct Args {
     flows: u32,
     pages: Pages,
@@ -463,7 +475,7 @@ fn main() {
     // One table per mode, as large as a daemon would be configured for these flows.
     let capacity = (flows as usize + flows as usize / 8).max(1 << 16);
     let new_worker = || {
-        let mut table = FlowTable::with_capacity_on(capacity, Timeouts::default(), a.pages);
+        let mut table = daemon_table(capacity, a.pages);
         table.prefault();
         WorkerState::new(0, 1, table, 4)
     };
@@ -557,7 +569,7 @@ fn main() {
         // then 262k SYNs of distinct new flows, every insert refused as full (each forwarded
         // statelessly by the consistent hash): the system benchmark's all-new-flows case.
         const SLOTS: u32 = 1 << 14;
-        let mut table = FlowTable::with_capacity_on(SLOTS as usize, Timeouts::default(), a.pages);
+        let mut table = daemon_table(SLOTS as usize, a.pages);
         table.prefault();
         let mut flood = WorkerState::new(0, 1, table, 4);
         let syn = move |i: u32| {
