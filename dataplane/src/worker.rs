@@ -19,6 +19,11 @@ use std::time::Duration;
 /// Frames per rx/tx burst.
 pub const BURST: usize = dpdk::BURST_SIZE;
 
+/// Inbox bursts a worker takes per receive round at most: more than the one receive burst
+/// per queue can steer to it, so a worker that gets less of its core than the others still
+/// drains what they hand it.
+const INBOX_BURSTS_PER_POLL: usize = 4;
+
 /// A frame crossing between threads.
 pub struct Parcel {
     /// The frame.
@@ -293,7 +298,16 @@ impl Worker {
                 );
             }
             let received = work;
-            work += self.drain_inbox(snap, now_ms, &mut tx, &mut steered);
+            // Several bursts of the inbox per receive round: a frame there has already cost
+            // another core its classification, so under overload the backlog is left on the
+            // NIC's queue (where dropping costs nothing) rather than on a full steering ring.
+            for _ in 0..INBOX_BURSTS_PER_POLL {
+                let taken = self.drain_inbox(snap, now_ms, &mut tx, &mut steered);
+                work += taken;
+                if taken < BURST {
+                    break;
+                }
+            }
             self.flush(&mut tx);
             // A trace runs until its buffer is full or its time is up.
             if self.state.trace.is_none() {
