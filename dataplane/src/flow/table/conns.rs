@@ -331,8 +331,14 @@ impl<A: Addrs> Conns<A> {
             slot.expires = expires;
         };
         write(self.idx.slot_mut(pos));
-        if let Some(p) = s.partner() {
-            write(self.idx.slot_mut(p));
+        // The partner holds the same state and bits: rewritten only when they change. Its
+        // expiry may stay behind (a connection lives until the later of its slots'
+        // expiries, as for `refresh4`), which spares a packet that changes nothing (a
+        // retransmitted SYN, say) a second, cold line.
+        if state != old || bits != s.bits {
+            if let Some(p) = s.partner() {
+                write(self.idx.slot_mut(p));
+            }
         }
         state
     }

@@ -450,6 +450,39 @@ fn tcp_normal_close_and_timeouts() {
 }
 
 #[test]
+fn a_packet_that_changes_nothing_keeps_the_connection_by_its_later_expiry() {
+    // Such a packet (here an established connection's ACKs, then a retransmitted SYN)
+    // rewrites only its own slot; the partner's expiry stays behind, and neither the
+    // lookups of the partner's key nor the sweep may end the connection before the later
+    // of the two.
+    let mut t = FlowTable::with_capacity(8, Timeouts::default());
+    let k = client(1, PROTO_TCP);
+    let r = reply_of(&k, 1);
+    let id = ins(&mut t, &k, Some(&r), 1, 0).unwrap();
+    t.track(id, Direction::Reply, tcp(0x12), 0);
+    t.track(id, Direction::Original, tcp(0x10), 0);
+    let now = 600 * SEC;
+    assert_eq!(
+        t.track(id, Direction::Original, tcp(0x10), now),
+        TcpState::Established
+    );
+    assert_eq!(
+        t.track(id, Direction::Original, tcp(0x02), now),
+        TcpState::Established
+    );
+    // Past the reply slot's own expiry (900 s after 0), before the original's.
+    assert_eq!(t.expire(900 * SEC + 1, 8), 0);
+    assert!(look(&mut t, &r, 900 * SEC + 2).is_some());
+    assert_eq!(
+        t.iter(900 * SEC + 2).next().map(|i| i.remaining_ms),
+        Some(600 * SEC - 2)
+    );
+    t.check();
+    assert!(look(&mut t, &r, now + 900 * SEC).is_none());
+    assert!(t.is_empty());
+}
+
+#[test]
 fn tcp_rst_and_udp_timeouts() {
     let mut t = FlowTable::with_capacity(8, Timeouts::default());
     let k = client(1, PROTO_TCP);
