@@ -285,9 +285,14 @@ pub fn withdraw_at_start(config: &Config) -> Option<BirdDriver> {
     Some(driver)
 }
 
+/// The scale-out thread did not start.
+#[derive(Debug, thiserror::Error)]
+#[error("scale-out: cannot start its thread: {0}")]
+pub struct SpawnError(#[source] std::io::Error);
+
 impl Scaleout {
     /// Start the thread (with `driver` when `[bgp]` is configured).
-    pub fn spawn(driver: Option<BirdDriver>, sources: Sources) -> Result<Scaleout, String> {
+    pub fn spawn(driver: Option<BirdDriver>, sources: Sources) -> Result<Scaleout, SpawnError> {
         let (tx, rx) = unbounded();
         let status: Arc<ArcSwap<BoxStatus>> = Arc::default();
         let quit = Arc::new(AtomicBool::new(false));
@@ -323,7 +328,7 @@ impl Scaleout {
         let thread = std::thread::Builder::new()
             .name("vipd-scaleout".into())
             .spawn(move || state.run())
-            .map_err(|e| format!("scale-out: cannot start its thread: {e}"))?;
+            .map_err(SpawnError)?;
         Ok(Scaleout {
             handle,
             quit,
