@@ -262,6 +262,38 @@ mod tests {
     }
 
     #[test]
+    fn host_errors_name_the_key_and_the_fix() {
+        let few = HostError::FewHugepages {
+            free_mb: 0,
+            memory_mb: 0,
+        }
+        .to_string();
+        assert!(
+            few.starts_with("eal.hugepages = true: 0 MiB of hugepages free: reserve more"),
+            "{few}"
+        );
+        let asked = HostError::FewHugepages {
+            free_mb: 256,
+            memory_mb: 512,
+        }
+        .to_string();
+        assert!(
+            asked.contains("256 MiB of hugepages free, eal.memory_mb asks for 512: "),
+            "{asked}"
+        );
+        let taken = HostError::PrefixTaken {
+            prefix: "vipd".into(),
+            pid: 42,
+            dir: PathBuf::from("/run/dpdk/vipd"),
+        }
+        .to_string();
+        assert_eq!(
+            taken,
+            "eal.file_prefix \"vipd\": another DPDK primary process (pid 42) runs with this prefix (/run/dpdk/vipd): give each vipd on a host its own eal.file_prefix"
+        );
+    }
+
+    #[test]
     fn no_lock_holder_without_a_primary() {
         let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("tempdir: {e}"));
         assert_eq!(primary_lock_holder(dir.path()), None);

@@ -112,3 +112,33 @@ pub enum KernelError {
         source: DpdkError,
     },
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn errors_name_the_file_port_and_interface() {
+        let key = Box::new(InterfaceKey {
+            file: PathBuf::from("/etc/vipd/vipd.toml"),
+            port: 1,
+            name: "vipd0".into(),
+        });
+        assert_eq!(
+            KernelError::Exists(key.clone()).to_string(),
+            "/etc/vipd/vipd.toml: ports[1].kernel_interface `vipd0`: an interface of that name already exists; vipd creates its own (pick another name, or remove the interface)"
+        );
+        let e = KernelError::Sysctl {
+            key,
+            source: SysctlError {
+                path: PathBuf::from("/proc/sys/net/ipv6/conf/vipd0/disable_ipv6"),
+                value: "0".into(),
+                source: io::Error::from(io::ErrorKind::PermissionDenied),
+            },
+        };
+        assert_eq!(
+            e.to_string(),
+            "/etc/vipd/vipd.toml: ports[1].kernel_interface `vipd0`: /proc/sys/net/ipv6/conf/vipd0/disable_ipv6 = 0: permission denied"
+        );
+    }
+}
