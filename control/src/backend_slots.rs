@@ -11,7 +11,7 @@
 
 use crate::config::{ServiceKey, ValidService};
 use std::collections::{HashMap, VecDeque};
-use std::net::IpAddr;
+use std::net::{IpAddr, SocketAddr};
 
 /// A real server's identity: its service and its address and port.
 pub type RsIdentity = (ServiceKey, IpAddr, u16);
@@ -34,6 +34,21 @@ pub struct BackendSlots {
     free: VecDeque<u32>,
     /// Slots `next..capacity` were never used.
     next: u32,
+}
+
+/// Why slots could not be assigned (nothing changed).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SlotError {
+    /// Every slot is live or retired.
+    #[error("no backend slot left for {real_server} in {service} (dataplane.max_real_servers = {capacity}; slots of removed real servers come back once their flows are gone)")]
+    Exhausted {
+        /// The real server that found none.
+        real_server: SocketAddr,
+        /// Its service.
+        service: ServiceKey,
+        /// `dataplane.max_real_servers`.
+        capacity: u32,
+    },
 }
 
 /// A slot that became free: what was in it.
@@ -64,7 +79,7 @@ impl BackendSlots {
         &mut self,
         services: &[ValidService],
         generation: u64,
-    ) -> Result<Vec<Vec<u32>>, String> {
+    ) -> Result<Vec<Vec<u32>>, SlotError> {
         let mut trial = self.clone();
         let mut keep: HashMap<RsIdentity, u32> = HashMap::new();
         let mut out = Vec::with_capacity(services.len());
@@ -74,13 +89,10 @@ impl BackendSlots {
                 let identity = (s.key, r.ip, r.port);
                 let slot = match trial.live.get(&identity) {
                     Some(&slot) => slot,
-                    None => trial.take(&identity).ok_or_else(|| {
-                        format!(
-                            "no backend slot left for {} in {} (dataplane.max_real_servers = {}; slots of removed real servers come back once their flows are gone)",
-                            std::net::SocketAddr::new(r.ip, r.port),
-                            s.key,
-                            self.capacity
-                        )
+                    None => trial.take(&identity).ok_or(SlotError::Exhausted {
+                        real_server: SocketAddr::new(r.ip, r.port),
+                        service: s.key,
+                        capacity: self.capacity,
                     })?,
                 };
                 keep.insert(identity, slot);
@@ -207,10 +219,12 @@ mod tests {
         assert_eq!(s.usage(), (3, 1, 4));
         // Out of slots while slot 1 is retired; nothing changes on failure.
         let before = s.clone().assign(&[service(80, &[1, 3, 4])], 3).unwrap();
-        assert!(s
-            .assign(&[service(80, &[1, 3, 4, 5])], 3)
-            .unwrap_err()
-            .contains("no backend slot left"));
+        let e = s.assign(&[service(80, &[1, 3, 4, 5])], 3).unwrap_err();
+        assert!(matches!(e, SlotError::Exhausted { capacity: 4, .. }), "{e}");
+        assert!(
+            e.to_string().starts_with("no backend slot left for "),
+            "{e}"
+        );
         assert_eq!(
             s.clone().assign(&[service(80, &[1, 3, 4])], 3).unwrap(),
             before

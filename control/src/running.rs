@@ -3,14 +3,26 @@
 //! (reload, API, health transition, neighbour learned) goes through here and either yields the
 //! next snapshot or changes nothing.
 
-use crate::backend_slots::{BackendSlots, RsIdentity};
+use crate::backend_slots::{BackendSlots, RsIdentity, SlotError};
 use crate::config::{CheckSpec, Config, Valid};
 use crate::health::Target;
 use crate::snapshot_build::{self, Applied, Inputs};
 use std::collections::{HashMap, HashSet};
 use std::net::IpAddr;
 use std::path::PathBuf;
+use vipd_dataplane::snapshot::SnapshotError;
 use vipd_dataplane::wire::MacAddr;
+
+/// Why a configuration could not be put in force (the running one stays).
+#[derive(Debug, thiserror::Error)]
+pub enum ApplyError {
+    /// The real servers need more slots than there are.
+    #[error(transparent)]
+    Slots(#[from] SlotError),
+    /// The dataplane could not build the snapshot (a scheduler, a route).
+    #[error(transparent)]
+    Snapshot(#[from] SnapshotError),
+}
 
 /// What a snapshot needs from the running daemon besides the configuration.
 pub struct Env<'a> {
@@ -48,7 +60,7 @@ impl Running {
         config: Config,
         valid: Valid,
         env: &Env,
-    ) -> Result<(Running, Applied), String> {
+    ) -> Result<(Running, Applied), ApplyError> {
         Running::start_with(path, config, valid, env, HashSet::new())
     }
 
@@ -61,7 +73,7 @@ impl Running {
         valid: Valid,
         env: &Env,
         down: HashSet<RsIdentity>,
-    ) -> Result<(Running, Applied), String> {
+    ) -> Result<(Running, Applied), ApplyError> {
         let slots = BackendSlots::new(config.dataplane.max_real_servers);
         let mut running = Running {
             path,
@@ -82,7 +94,12 @@ impl Running {
 
     /// Put `config` (validated as `valid`) in force: the next snapshot, or an error and no
     /// change at all.
-    pub fn replace(&mut self, config: Config, valid: Valid, env: &Env) -> Result<Applied, String> {
+    pub fn replace(
+        &mut self,
+        config: Config,
+        valid: Valid,
+        env: &Env,
+    ) -> Result<Applied, ApplyError> {
         let generation = self.generation + 1;
         let mut slots = self.slots.clone();
         let slot_ids = slots.assign(&valid.services, generation)?;
@@ -133,7 +150,7 @@ impl Running {
     }
 
     /// The next snapshot of the same configuration (a neighbour or health change).
-    pub fn rebuild(&mut self, env: &Env) -> Result<Applied, String> {
+    pub fn rebuild(&mut self, env: &Env) -> Result<Applied, ApplyError> {
         let applied = snapshot_build::build(&Inputs {
             config: &self.config,
             valid: &self.valid,

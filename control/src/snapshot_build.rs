@@ -5,7 +5,7 @@ use crate::backend_slots::RsIdentity;
 use crate::config::{Config, Valid};
 use std::collections::{HashMap, HashSet};
 use std::net::IpAddr;
-use vipd_dataplane::snapshot::{self, BackendSpec, PortInfo, ServiceSpec, Snapshot};
+use vipd_dataplane::snapshot::{self, BackendSpec, PortInfo, ServiceSpec, Snapshot, SnapshotError};
 use vipd_dataplane::wire::MacAddr;
 
 /// Everything needed to publish: the snapshot and the next hops to resolve.
@@ -55,7 +55,7 @@ pub struct Inputs<'a> {
 
 /// Build the snapshot. Errors are what the validator cannot see (a scheduler that cannot be
 /// built); the message names the service.
-pub fn build(i: &Inputs) -> Result<Applied, String> {
+pub fn build(i: &Inputs) -> Result<Applied, SnapshotError> {
     let specs: Vec<ServiceSpec> = i
         .valid
         .services
@@ -107,8 +107,7 @@ pub fn build(i: &Inputs) -> Result<Applied, String> {
         &specs,
         &neighbours,
         i.config.flows.maglev_table_size,
-    )
-    .map_err(|e| e.to_string())?;
+    )?;
     // Workers adopt the timeouts with the snapshot, so a reload changes them too.
     snapshot.timeouts = i.config.flows.timeouts.to_timeouts();
     snapshot.sloppy_tcp = i.config.flows.sloppy_tcp;

@@ -22,7 +22,7 @@ pub async fn status(State(shared): S) -> Json<Value> {
 async fn switch(shared: &Shared, drained: bool) -> Result<Json<Value>, ApiError> {
     match shared.scaleout.drain(drained).await {
         Ok(outcome) => Ok(Json(json!({"ok": true, "box": outcome}))),
-        Err(e) => Err(ApiError::new(StatusCode::CONFLICT, "bgp", e)),
+        Err(e) => Err(ApiError::new(StatusCode::CONFLICT, "bgp", e.to_string())),
     }
 }
 

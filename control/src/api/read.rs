@@ -79,7 +79,7 @@ pub async fn config(State(shared): S) -> Result<Response, ApiError> {
     let text = view
         .config
         .to_toml()
-        .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "config", e))?;
+        .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "config", e.to_string()))?;
     let head = format!(
         "# vipd running configuration (generation {}, {} API change(s) since {} was read)\n",
         view.generation, view.unsaved_changes, view.config_path

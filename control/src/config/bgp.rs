@@ -167,7 +167,10 @@ mod tests {
         )
     }
 
-    fn with_bgp(text: &str, keys: &str) -> Result<(Config, crate::config::Valid), String> {
+    fn with_bgp(
+        text: &str,
+        keys: &str,
+    ) -> Result<(Config, crate::config::Valid), crate::config::ConfigError> {
         let dir = std::env::temp_dir();
         Config::parse(
             &format!(
@@ -176,7 +179,6 @@ mod tests {
             ),
             Path::new("vipd.toml"),
         )
-        .map_err(|e| e.to_string())
     }
 
     #[test]
@@ -265,7 +267,7 @@ mod tests {
             ),
             ("neighbor = \"10.77.0.1\"", "unknown field `neighbor`"),
         ] {
-            let e = with_bgp(&text, keys).unwrap_err();
+            let e = with_bgp(&text, keys).unwrap_err().to_string();
             assert!(e.contains(want), "{keys}: {e}");
         }
         let e = Config::parse(

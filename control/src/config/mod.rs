@@ -47,6 +47,9 @@ pub enum ConfigError {
         /// What is wrong.
         message: String,
     },
+    /// The configuration cannot be written as TOML (`vipctl save`).
+    #[error("cannot write the configuration as TOML: {0}")]
+    Write(#[source] toml::ser::Error),
 }
 
 impl ConfigError {
@@ -121,7 +124,7 @@ impl Config {
     }
 
     /// The configuration as TOML that [`Config::parse`] (and `vipd --check`) accepts.
-    pub fn to_toml(&self) -> Result<String, String> {
-        toml::to_string(self).map_err(|e| format!("cannot write the configuration as TOML: {e}"))
+    pub fn to_toml(&self) -> Result<String, ConfigError> {
+        toml::to_string(self).map_err(ConfigError::Write)
     }
 }

@@ -11,12 +11,12 @@ use super::views::{self, ControlCounters};
 use super::watchdog::{self, Vitals};
 use crate::backend_slots::RsIdentity;
 use crate::changes::{self, refusal_of_reload};
-use crate::config::{reload, Config, ServiceKey};
+use crate::config::{reload, Config, ConfigError, ServiceKey};
 use crate::health::{Checker, Target, Transition};
 use crate::kernel::counters::KernelCounter;
 use crate::kernel::KernelInterfaces;
 use crate::neighbours::{arp_request_frame, ns_frame, NeighbourTable};
-use crate::running::{Env, Running};
+use crate::running::{ApplyError, Env, Running};
 use crate::scaleout::{BoxHandle, StopProgress};
 use crate::snapshot_build::Applied;
 use crate::state_file::{self, StateFile};
@@ -26,6 +26,7 @@ use arc_swap::ArcSwap;
 use crossbeam::channel::{Receiver, RecvTimeoutError};
 use std::collections::HashMap;
 use std::net::IpAddr;
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -41,6 +42,25 @@ const TICK: Duration = Duration::from_millis(50);
 const VIEW_PERIOD: Duration = Duration::from_millis(500);
 /// How often rates are sampled (ipvsadm's estimator uses 2 s).
 const RATE_PERIOD: Duration = Duration::from_secs(2);
+
+/// Why a reload or an API change was refused (the running configuration stays).
+#[derive(Debug, thiserror::Error)]
+pub enum ReloadError {
+    /// The file does not read or validate.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// The file changes keys only a restart applies.
+    #[error("{}: {} change(s) only with a restart: {}", file.display(), keys.len(), keys.join(", "))]
+    RestartOnly {
+        /// The configuration file.
+        file: PathBuf,
+        /// The keys.
+        keys: Vec<String>,
+    },
+    /// The new configuration gives no snapshot.
+    #[error(transparent)]
+    Apply(#[from] ApplyError),
+}
 
 /// Everything the control loop owns or borrows.
 pub struct Control<'a> {
@@ -235,7 +255,7 @@ impl Control<'_> {
                         tracing::error!("API: reload refused, running configuration kept: {e}")
                     }
                 }
-                let _ = reply.send(r.map_err(refusal_of_reload));
+                let _ = reply.send(r.map_err(|e| refusal_of_reload(e.to_string())));
             }
             Command::Change(change, reply) => {
                 let answer = match changes::apply(&self.running.config, &change) {
@@ -256,7 +276,7 @@ impl Control<'_> {
                             Err(e) => Err(changes::Refusal {
                                 status: 422,
                                 field: "services".into(),
-                                message: e,
+                                message: e.to_string(),
                             }),
                         }
                     }
@@ -286,7 +306,7 @@ impl Control<'_> {
 
     /// Put a new configuration in force: one snapshot, the health checks and neighbours that
     /// go with it. Nothing changes on error.
-    fn replace(&mut self, config: Config, valid: crate::config::Valid) -> Result<u64, String> {
+    fn replace(&mut self, config: Config, valid: crate::config::Valid) -> Result<u64, ApplyError> {
         for w in &valid.warnings {
             tracing::warn!("{w}");
         }
@@ -317,20 +337,17 @@ impl Control<'_> {
         });
     }
 
-    fn reload(&mut self) -> Result<u64, String> {
+    fn reload(&mut self) -> Result<u64, ReloadError> {
         // The digest of what is read now (a file changed again meanwhile reloads again later),
         // from the one read the configuration comes from.
-        let (new, valid, bytes) =
-            Config::load_read(&self.running.path).map_err(|e| e.to_string())?;
+        let (new, valid, bytes) = Config::load_read(&self.running.path)?;
         let digest = state_file::digest(&bytes);
         let restart = reload::restart_only_changes(&self.running.config, &new);
         if !restart.is_empty() {
-            return Err(format!(
-                "{}: {} change(s) only with a restart: {}",
-                self.running.path.display(),
-                restart.len(),
-                restart.join(", ")
-            ));
+            return Err(ReloadError::RestartOnly {
+                file: self.running.path.clone(),
+                keys: restart,
+            });
         }
         if self.running.unsaved_changes > 0 {
             tracing::warn!(

@@ -2,8 +2,10 @@
 
 use super::eal::device_name;
 use crate::config::Config;
-use std::path::Path;
-use vipd_dataplane::io::dpdk::{Eal, Mempool, Port, PortConfig as DpdkPortConfig, PortStats};
+use std::path::{Path, PathBuf};
+use vipd_dataplane::io::dpdk::{
+    DpdkError, Eal, Mempool, Port, PortConfig as DpdkPortConfig, PortStats,
+};
 use vipd_dataplane::wire::MacAddr;
 
 /// A started port.
@@ -22,24 +24,56 @@ pub struct RunningPort {
     pub stats: Option<PortStats>,
 }
 
+/// Why a port did not come up (vipd does not start).
+#[derive(Debug, thiserror::Error)]
+pub enum PortError {
+    /// The EAL has no port of the configured device.
+    #[error("{}: ports[{index}].device `{device}`: no such DPDK port ({source})", file.display())]
+    NoSuchDevice {
+        /// The configuration file.
+        file: PathBuf,
+        /// Index in `ports`.
+        index: usize,
+        /// `ports[i].device`.
+        device: String,
+        /// DPDK's answer.
+        source: DpdkError,
+    },
+    /// Configuring, starting or reading the port failed.
+    #[error("ports[{index}] ({name}): {source}")]
+    Device {
+        /// Index in `ports`.
+        index: usize,
+        /// `ports[i].name`.
+        name: String,
+        /// DPDK's answer.
+        source: DpdkError,
+    },
+}
+
 /// Configure and start every port of `config`, with one queue pair per worker.
 pub fn bring_up(
     eal: &Eal,
     config: &Config,
     config_path: &Path,
     pool: &Mempool,
-) -> Result<Vec<RunningPort>, String> {
+) -> Result<Vec<RunningPort>, PortError> {
     let workers = config.dataplane.worker_cores.len() as u16;
     let mut ports = Vec::with_capacity(config.ports.len());
     for (i, pc) in config.ports.iter().enumerate() {
-        let key = format!("ports[{i}]");
-        let id = eal.port_by_name(device_name(&pc.device)).map_err(|e| {
-            format!(
-                "{}: {key}.device `{}`: no such DPDK port ({e})",
-                config_path.display(),
-                pc.device
-            )
-        })?;
+        let id = eal
+            .port_by_name(device_name(&pc.device))
+            .map_err(|source| PortError::NoSuchDevice {
+                file: config_path.to_owned(),
+                index: i,
+                device: pc.device.clone(),
+                source,
+            })?;
+        let device_err = |source| PortError::Device {
+            index: i,
+            name: pc.name.clone(),
+            source,
+        };
         let cfg = DpdkPortConfig {
             queues: workers,
             rx_desc: config.dataplane.rx_descriptors,
@@ -47,8 +81,7 @@ pub fn bring_up(
             rss: true,
             rx_interrupt: false,
         };
-        let mut port = Port::configure(eal, id, &cfg, pool)
-            .map_err(|e| format!("{key} ({}): {e}", pc.name))?;
+        let mut port = Port::configure(eal, id, &cfg, pool).map_err(device_err)?;
         if let Err(e) = port.set_mtu(pc.mtu) {
             tracing::warn!(
                 "port {}: cannot set MTU {}: {e} (keeping the device's)",
@@ -56,9 +89,8 @@ pub fn bring_up(
                 pc.mtu
             );
         }
-        port.start()
-            .map_err(|e| format!("{key} ({}): {e}", pc.name))?;
-        let nic_mac = MacAddr(port.mac_addr().map_err(|e| format!("{key}: {e}"))?);
+        port.start().map_err(device_err)?;
+        let nic_mac = MacAddr(port.mac_addr().map_err(device_err)?);
         let mac = match pc.mac.as_deref().map(str::parse::<MacAddr>) {
             Some(Ok(m)) => {
                 // A MAC other than the NIC's: receive everything, the pipeline filters.

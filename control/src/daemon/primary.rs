@@ -89,38 +89,65 @@ fn primary_lock_holder(runtime_dir: &Path) -> Option<i32> {
     (ret == 0 && lock.l_type != libc::F_UNLCK as libc::c_short).then_some(lock.l_pid)
 }
 
+/// What keeps the host from running vipd as a joinable primary, each named with its fix
+/// (DPDK's own messages for these are indirect).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum HostError {
+    /// No hugetlbfs mount.
+    #[error("eal.hugepages = true: no hugetlbfs is mounted (/proc/mounts): `mount -t hugetlbfs nodev /dev/hugepages` (systemd: dev-hugepages.mount), or set eal.hugepages = false (then dpdk-dumpcap cannot attach)")]
+    NoHugetlbfs,
+    /// Too few free hugepages.
+    #[error("eal.hugepages = true: {free_mb} MiB of hugepages free{}: reserve more (`echo 512 > /proc/sys/vm/nr_hugepages`; the package's unit does it from VIPD_HUGEPAGES in /etc/default/vipd), or set eal.hugepages = false", asked(*.memory_mb))]
+    FewHugepages {
+        /// MiB free.
+        free_mb: u64,
+        /// `eal.memory_mb` (0: DPDK's default).
+        memory_mb: u32,
+    },
+    /// Another primary holds the prefix.
+    #[error("eal.file_prefix {prefix:?}: another DPDK primary process (pid {pid}) runs with this prefix ({}): give each vipd on a host its own eal.file_prefix", dir.display())]
+    PrefixTaken {
+        /// `eal.file_prefix`.
+        prefix: String,
+        /// The other primary.
+        pid: libc::pid_t,
+        /// Its runtime directory.
+        dir: PathBuf,
+    },
+}
+
+fn asked(memory_mb: u32) -> String {
+    if memory_mb > 0 {
+        format!(", eal.memory_mb asks for {memory_mb}")
+    } else {
+        String::new()
+    }
+}
+
 /// Before the EAL starts as a joinable primary: hugetlbfs mounted, hugepages free, and no
-/// other primary on the same file prefix. Each problem is named with its fix (DPDK's own
-/// messages for these are indirect). Nothing is checked for `eal.hugepages = false`.
-pub fn check_host(config: &Config) -> Result<(), String> {
+/// other primary on the same file prefix. Nothing is checked for `eal.hugepages = false`.
+pub fn check_host(config: &Config) -> Result<(), HostError> {
     let e = &config.eal;
     if !e.hugepages {
         return Ok(());
     }
     if hugetlbfs_mounts().is_empty() {
-        return Err(
-            "eal.hugepages = true: no hugetlbfs is mounted (/proc/mounts): `mount -t hugetlbfs nodev /dev/hugepages` (systemd: dev-hugepages.mount), or set eal.hugepages = false (then dpdk-dumpcap cannot attach)"
-                .into(),
-        );
+        return Err(HostError::NoHugetlbfs);
     }
     let free = free_hugepage_mb();
     if free == 0 || u64::from(e.memory_mb) > free {
-        return Err(format!(
-            "eal.hugepages = true: {free} MiB of hugepages free{}: reserve more (`echo 512 > /proc/sys/vm/nr_hugepages`; the package's unit does it from VIPD_HUGEPAGES in /etc/default/vipd), or set eal.hugepages = false",
-            if e.memory_mb > 0 {
-                format!(", eal.memory_mb asks for {}", e.memory_mb)
-            } else {
-                String::new()
-            }
-        ));
+        return Err(HostError::FewHugepages {
+            free_mb: free,
+            memory_mb: e.memory_mb,
+        });
     }
     let dir = runtime_dir(&e.file_prefix);
     if let Some(pid) = primary_lock_holder(&dir) {
-        return Err(format!(
-            "eal.file_prefix {:?}: another DPDK primary process (pid {pid}) runs with this prefix ({}): give each vipd on a host its own eal.file_prefix",
-            e.file_prefix,
-            dir.display()
-        ));
+        return Err(HostError::PrefixTaken {
+            prefix: e.file_prefix.clone(),
+            pid,
+            dir,
+        });
     }
     Ok(())
 }
@@ -232,6 +259,38 @@ mod tests {
         assert!(!is_hugepage_file_of("vipd", "vipdmap_"));
         assert!(!is_hugepage_file_of("vipd", "vipdmap_1x"));
         assert!(!is_hugepage_file_of("vipd", "rtemap_0"));
+    }
+
+    #[test]
+    fn host_errors_name_the_key_and_the_fix() {
+        let few = HostError::FewHugepages {
+            free_mb: 0,
+            memory_mb: 0,
+        }
+        .to_string();
+        assert!(
+            few.starts_with("eal.hugepages = true: 0 MiB of hugepages free: reserve more"),
+            "{few}"
+        );
+        let asked = HostError::FewHugepages {
+            free_mb: 256,
+            memory_mb: 512,
+        }
+        .to_string();
+        assert!(
+            asked.contains("256 MiB of hugepages free, eal.memory_mb asks for 512: "),
+            "{asked}"
+        );
+        let taken = HostError::PrefixTaken {
+            prefix: "vipd".into(),
+            pid: 42,
+            dir: PathBuf::from("/run/dpdk/vipd"),
+        }
+        .to_string();
+        assert_eq!(
+            taken,
+            "eal.file_prefix \"vipd\": another DPDK primary process (pid 42) runs with this prefix (/run/dpdk/vipd): give each vipd on a host its own eal.file_prefix"
+        );
     }
 
     #[test]

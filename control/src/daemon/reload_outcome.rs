@@ -86,7 +86,7 @@ impl Recorder {
     }
 
     /// Record one reload.
-    pub fn record(&mut self, result: &Result<u64, String>) {
+    pub fn record(&mut self, result: &Result<u64, impl std::fmt::Display>) {
         self.seq += 1;
         let Some(dir) = &self.dir else {
             return;
@@ -143,7 +143,7 @@ mod tests {
             dir: Some(dir.path().to_owned()),
             seq: 0,
         };
-        r.record(&Ok(7));
+        r.record(&Ok::<u64, String>(7));
         let o = read(dir.path()).unwrap();
         assert_eq!(
             o,
@@ -154,14 +154,16 @@ mod tests {
                 message: "configuration reloaded (generation 7)".into()
             }
         );
-        r.record(&Err("services[0].port: 0 is out of range".into()));
+        r.record(&Err::<u64, String>(
+            "services[0].port: 0 is out of range".into(),
+        ));
         let o = read(dir.path()).unwrap();
         assert!(
             o.seq == 2 && !o.applied && o.message.contains("services[0].port"),
             "{o:?}"
         );
         let mut none = Recorder { dir: None, seq: 0 };
-        none.record(&Ok(1));
+        none.record(&Ok::<u64, String>(1));
         assert_eq!(none.seq, 1);
     }
 
@@ -190,12 +192,12 @@ mod tests {
             dir: Some(path.clone()),
             seq: 0,
         };
-        daemon.record(&Ok(1)); // an earlier reload: not the answer to this request
+        daemon.record(&Ok::<u64, String>(1)); // an earlier reload: not the answer to this request
         let t = std::thread::spawn(move || {
             while !hup.swap(false, Ordering::Relaxed) {
                 std::thread::sleep(Duration::from_millis(5));
             }
-            daemon.record(&Err("bad file".into()));
+            daemon.record(&Err::<u64, String>("bad file".into()));
         });
         let o = request(Some(std::process::id() as i32), Some(path)).unwrap();
         t.join().unwrap();

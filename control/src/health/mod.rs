@@ -196,12 +196,6 @@ pub enum StartError {
     Thread(std::io::Error),
 }
 
-impl From<StartError> for String {
-    fn from(e: StartError) -> String {
-        e.to_string()
-    }
-}
-
 impl Checker {
     /// Start the checker thread; transitions are sent to `transitions`.
     pub fn spawn(

@@ -14,12 +14,14 @@
 //! removes it too if vipd dies, with the last descriptor).
 
 pub mod counters;
+pub mod error;
 pub mod exception;
 pub mod netlink;
 pub mod plan;
 
 use crate::config::Config;
 use counters::{InterfaceCounters, KernelCounters};
+pub use error::{InterfaceKey, KernelError, SysctlError};
 use exception::Tap;
 use netlink::Netlink;
 use plan::{Addresses, HostRoute};
@@ -69,9 +71,13 @@ pub fn interface_index(name: &str) -> Option<u32> {
     (index != 0).then_some(index)
 }
 
-fn write_sysctls(settings: &[(std::path::PathBuf, &str)]) -> Result<(), String> {
+fn write_sysctls(settings: &[(std::path::PathBuf, &str)]) -> Result<(), SysctlError> {
     for (path, value) in settings {
-        std::fs::write(path, value).map_err(|e| format!("{} = {value}: {e}", path.display()))?;
+        std::fs::write(path, value).map_err(|source| SysctlError {
+            path: path.clone(),
+            value: (*value).to_string(),
+            source,
+        })?;
     }
     Ok(())
 }
@@ -105,38 +111,52 @@ impl KernelInterfaces {
         macs: &[MacAddr],
         pool: &Mempool,
         config_path: &Path,
-    ) -> Result<Self, String> {
+    ) -> Result<Self, KernelError> {
         let mut out = KernelInterfaces::none();
         let mut counters = KernelCounters::default();
         for (i, pc) in config.ports.iter().enumerate() {
             let Some(name) = pc.kernel_interface.as_deref() else {
                 continue;
             };
-            let key = format!(
-                "{}: ports[{i}].kernel_interface `{name}`",
-                config_path.display()
-            );
+            let key = Box::new(InterfaceKey {
+                file: config_path.to_owned(),
+                port: i,
+                name: name.to_string(),
+            });
             if interface_index(name).is_some() {
-                return Err(format!(
-                    "{key}: an interface of that name already exists; vipd creates its own (pick another name, or remove the interface)"
-                ));
+                return Err(KernelError::Exists(key));
             }
-            let mac = *macs
-                .get(i)
-                .ok_or_else(|| format!("{key}: port has no MAC"))?;
-            let info = ports
-                .get(i)
-                .ok_or_else(|| format!("{key}: port not validated"))?;
+            let Some(&mac) = macs.get(i) else {
+                return Err(KernelError::NoMac(key));
+            };
+            let Some(info) = ports.get(i) else {
+                return Err(KernelError::NotValidated(key));
+            };
             let netlink = match &mut out.netlink {
                 Some(n) => n,
-                None => out
-                    .netlink
-                    .insert(Netlink::open().map_err(|e| format!("{key}: netlink: {e}"))?),
+                None => {
+                    out.netlink
+                        .insert(Netlink::open().map_err(|source| KernelError::Netlink {
+                            key: key.clone(),
+                            source,
+                        })?)
+                }
             };
             let devargs = plan::vdev_args(i, name, mac);
-            let id = eal
-                .attach_vdev(&devargs)
-                .map_err(|e| format!("{key}: creating the tap ({devargs}): {e}"))?;
+            let id = match eal.attach_vdev(&devargs) {
+                Ok(id) => id,
+                Err(source) => {
+                    return Err(KernelError::Tap {
+                        key,
+                        devargs,
+                        source,
+                    })
+                }
+            };
+            let port_err = |source| KernelError::Port {
+                key: key.clone(),
+                source,
+            };
             let cfg = DpdkPortConfig {
                 queues: 1,
                 rx_desc: plan::TAP_DESCRIPTORS,
@@ -145,8 +165,7 @@ impl KernelInterfaces {
                 // The exception thread sleeps in poll() on the tap until the kernel sends.
                 rx_interrupt: true,
             };
-            let mut tap =
-                Port::configure(eal, id, &cfg, pool).map_err(|e| format!("{key}: {e}"))?;
+            let mut tap = Port::configure(eal, id, &cfg, pool).map_err(port_err)?;
             if let Err(e) = tap.set_mtu(pc.mtu) {
                 tracing::warn!(
                     "{key}: the tap cannot take MTU {} ({e}): the kernel interface keeps {}; the box's TCP sees the smaller MTU, larger frames for the port address are dropped and counted",
@@ -154,16 +173,26 @@ impl KernelInterfaces {
                     read_mtu(name).unwrap_or(1500)
                 );
             }
-            write_sysctls(&plan::ipv6_sysctls(name, info.ipv6.is_some()))
-                .map_err(|e| format!("{key}: {e}"))?;
-            tap.start().map_err(|e| format!("{key}: {e}"))?;
-            let ifindex = interface_index(name)
-                .ok_or_else(|| format!("{key}: the tap did not create the interface"))?;
+            write_sysctls(&plan::ipv6_sysctls(name, info.ipv6.is_some())).map_err(|source| {
+                KernelError::Sysctl {
+                    key: key.clone(),
+                    source,
+                }
+            })?;
+            tap.start().map_err(port_err)?;
+            let Some(ifindex) = interface_index(name) else {
+                return Err(KernelError::NoInterface(key));
+            };
             let addresses = Addresses::of(info);
             for (addr, len) in addresses.list() {
                 netlink
                     .add_address(ifindex, addr, len)
-                    .map_err(|e| format!("{key}: adding {addr}/{len}: {e}"))?;
+                    .map_err(|source| KernelError::Address {
+                        key: key.clone(),
+                        addr,
+                        len,
+                        source,
+                    })?;
             }
             let mtu = read_mtu(name).unwrap_or(pc.mtu);
             tracing::info!(
@@ -202,14 +231,14 @@ impl KernelInterfaces {
     }
 
     /// The exception thread's handles: each tap's queue pair (taken once).
-    pub fn taps(&self) -> Result<Vec<Tap>, String> {
+    pub fn taps(&self) -> Result<Vec<Tap>, KernelError> {
         self.interfaces
             .iter()
             .map(|k| {
-                let q = k
-                    .tap
-                    .queue(0)
-                    .map_err(|e| format!("kernel interface {}: {e}", k.name))?;
+                let q = k.tap.queue(0).map_err(|source| KernelError::Queue {
+                    name: k.name.clone(),
+                    source,
+                })?;
                 Ok(Tap::new(k.port as u16, q, k.mac, k.mtu, k.port_mtu))
             })
             .collect()

@@ -10,6 +10,8 @@ use crate::config::BgpConfig;
 use serde::Serialize;
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 /// How long one exchange with bird may take.
@@ -18,6 +20,60 @@ const IO_TIMEOUT: Duration = Duration::from_secs(2);
 const RETRY: Duration = Duration::from_secs(1);
 /// Wait before asking a bird whose configuration did not load to reload it again.
 const CONFIGURE_RETRY: Duration = Duration::from_secs(5);
+
+/// Why bird does not hold what vipd wants (yet). Cloned: the same error answers every drain
+/// waiting, and is the answer again until a retry is due.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum SyncError {
+    /// bird refused its configuration before; announcements wait for the next `configure`.
+    #[error("waiting to reload bird's configuration")]
+    ConfigureWait,
+    /// bird did not answer before; the next connection is not due yet.
+    #[error("bird not reachable")]
+    Unreachable,
+    /// The control socket cannot be reached.
+    #[error("cannot reach bird at {}: {source}{hint}", socket.display())]
+    Connect {
+        /// bird's control socket.
+        socket: PathBuf,
+        /// Why.
+        source: Arc<BirdError>,
+        /// What to check, when the error says.
+        hint: &'static str,
+    },
+    /// The protocols file cannot be written.
+    #[error("cannot write {}: {source}", file.display())]
+    Write {
+        /// `bgp.protocols_file`.
+        file: PathBuf,
+        /// Why.
+        source: Arc<std::io::Error>,
+    },
+    /// A command failed.
+    #[error("{command}: {source}")]
+    Command {
+        /// The command, e.g. `enable vipd_10_0_0_1`.
+        command: String,
+        /// Why.
+        source: Arc<BirdError>,
+    },
+    /// bird has no protocol for a VIP to announce.
+    #[error("bird has no protocol {name}: does bird.conf include \"{}\"?", file.display())]
+    NoProtocol {
+        /// The protocol.
+        name: String,
+        /// `bgp.protocols_file`.
+        file: PathBuf,
+    },
+    /// bird refused to load its configuration.
+    #[error("bird refused to reload its configuration ({code} {text}): vipd can still withdraw, but not add VIPs, until bird.conf loads")]
+    ConfigureRefused {
+        /// bird's reply code.
+        code: u16,
+        /// bird's message.
+        text: String,
+    },
+}
 
 /// The driver's state, for the API.
 #[derive(Debug, Clone, Default, Serialize)]
@@ -47,6 +103,8 @@ pub struct BirdDriver {
     written: Option<BTreeMap<IpAddr, bool>>,
     /// The VIPs of the file bird last loaded on vipd's `configure` (None: not yet).
     loaded: Option<BTreeSet<IpAddr>>,
+    /// The last error (None once a sync succeeded): the answer while a retry is not due.
+    last: Option<SyncError>,
     /// For the API.
     pub status: DriverStatus,
 }
@@ -62,6 +120,7 @@ impl BirdDriver {
             told: BTreeMap::new(),
             written: None,
             loaded: None,
+            last: None,
             status: DriverStatus::default(),
         }
     }
@@ -87,21 +146,26 @@ impl BirdDriver {
     }
 
     /// Bring bird to `want` (VIP -> announce). Ok once bird holds exactly that.
-    pub fn sync(&mut self, want: &BTreeMap<IpAddr, bool>, now: Instant) -> Result<(), String> {
+    pub fn sync(&mut self, want: &BTreeMap<IpAddr, bool>, now: Instant) -> Result<(), SyncError> {
         let r = self.try_sync(want, now);
         match &r {
-            Ok(()) => self.status.last_error = None,
+            Ok(()) => {
+                self.status.last_error = None;
+                self.last = None;
+            }
             Err(e) => {
-                if self.status.last_error.as_deref() != Some(e) {
-                    tracing::warn!("bgp: {e}");
+                let text = e.to_string();
+                if self.status.last_error.as_deref() != Some(text.as_str()) {
+                    tracing::warn!("bgp: {text}");
                 }
-                self.status.last_error = Some(e.clone());
+                self.status.last_error = Some(text);
+                self.last = Some(e.clone());
             }
         }
         r
     }
 
-    fn try_sync(&mut self, want: &BTreeMap<IpAddr, bool>, now: Instant) -> Result<(), String> {
+    fn try_sync(&mut self, want: &BTreeMap<IpAddr, bool>, now: Instant) -> Result<(), SyncError> {
         let holds =
             want.iter().all(|(v, a)| self.told.get(v) == Some(a)) && self.told.len() == want.len();
         let settled = holds
@@ -126,11 +190,7 @@ impl BirdDriver {
             if holds {
                 return Ok(());
             }
-            return Err(self
-                .status
-                .last_error
-                .clone()
-                .unwrap_or_else(|| "waiting to reload bird's configuration".into()));
+            return Err(self.last.clone().unwrap_or(SyncError::ConfigureWait));
         }
         self.connect(now)?;
         if self.told.is_empty() {
@@ -143,8 +203,12 @@ impl BirdDriver {
         if self.written.as_ref() != Some(want) {
             let list: Vec<(IpAddr, bool)> = want.iter().map(|(v, a)| (*v, *a)).collect();
             let text = protocols::file_text(&self.cfg.protocol_prefix, &list);
-            protocols::write_atomically(&self.cfg.protocols_file, &text)
-                .map_err(|e| format!("cannot write {}: {e}", self.cfg.protocols_file.display()))?;
+            protocols::write_atomically(&self.cfg.protocols_file, &text).map_err(|e| {
+                SyncError::Write {
+                    file: self.cfg.protocols_file.clone(),
+                    source: Arc::new(e),
+                }
+            })?;
             self.written = Some(want.clone());
         }
         let mut refused = None;
@@ -181,7 +245,7 @@ impl BirdDriver {
     }
 
     /// Withdraw what is announced and must not be.
-    fn withdraw(&mut self, want: &BTreeMap<IpAddr, bool>) -> Result<(), String> {
+    fn withdraw(&mut self, want: &BTreeMap<IpAddr, bool>) -> Result<(), SyncError> {
         let withdraw: Vec<IpAddr> = self
             .told
             .iter()
@@ -196,7 +260,7 @@ impl BirdDriver {
 
     /// Learn what bird holds of vipd's protocols. A VIP without its protocol is not
     /// announced: known as withdrawn, and an announcement will find the protocol missing.
-    fn observe(&mut self, want: &BTreeMap<IpAddr, bool>) -> Result<(), String> {
+    fn observe(&mut self, want: &BTreeMap<IpAddr, bool>) -> Result<(), SyncError> {
         let pattern = format!("show protocols \"{}_*\"", self.cfg.protocol_prefix);
         let states: BTreeMap<String, String> = match self.command(&pattern) {
             Ok(reply) => bird::protocol_states(&reply).into_iter().collect(),
@@ -205,7 +269,10 @@ impl BirdDriver {
                 if matches!(e, BirdError::Refused { .. }) {
                     self.status.errors += 1;
                 }
-                return Err(format!("{pattern}: {e}"));
+                return Err(SyncError::Command {
+                    command: pattern,
+                    source: Arc::new(e),
+                });
             }
         };
         self.told.clear();
@@ -223,16 +290,12 @@ impl BirdDriver {
         Ok(())
     }
 
-    fn connect(&mut self, now: Instant) -> Result<(), String> {
+    fn connect(&mut self, now: Instant) -> Result<(), SyncError> {
         if self.conn.is_some() {
             return Ok(());
         }
         if self.retry_at.is_some_and(|at| now < at) {
-            return Err(self
-                .status
-                .last_error
-                .clone()
-                .unwrap_or_else(|| "bird not reachable".into()));
+            return Err(self.last.clone().unwrap_or(SyncError::Unreachable));
         }
         match Bird::connect(&self.cfg.socket, IO_TIMEOUT) {
             Ok(b) => {
@@ -262,10 +325,11 @@ impl BirdDriver {
                     }
                     _ => "",
                 };
-                Err(format!(
-                    "cannot reach bird at {}: {e}{hint}",
-                    self.cfg.socket.display()
-                ))
+                Err(SyncError::Connect {
+                    socket: self.cfg.socket.clone(),
+                    source: Arc::new(e),
+                    hint,
+                })
             }
         }
     }
@@ -293,7 +357,7 @@ impl BirdDriver {
     }
 
     /// Enable (announce) or disable (withdraw) `vip`'s protocol.
-    fn switch(&mut self, vip: &IpAddr, on: bool) -> Result<(), String> {
+    fn switch(&mut self, vip: &IpAddr, on: bool) -> Result<(), SyncError> {
         let name = self.protocol(vip);
         let verb = if on { "enable" } else { "disable" };
         match self.command(&format!("{verb} \"{name}\"")) {
@@ -310,30 +374,34 @@ impl BirdDriver {
                 self.status.errors += 1;
                 self.loaded = None;
                 self.configure_at = Some(Instant::now() + CONFIGURE_RETRY);
-                Err(format!(
-                    "bird has no protocol {name}: does bird.conf include \"{}\"?",
-                    self.cfg.protocols_file.display()
-                ))
+                Err(SyncError::NoProtocol {
+                    name,
+                    file: self.cfg.protocols_file.clone(),
+                })
             }
             Err(e) => {
                 if matches!(e, BirdError::Refused { .. }) {
                     self.status.errors += 1;
                 }
-                Err(format!("{verb} {name}: {e}"))
+                Err(SyncError::Command {
+                    command: format!("{verb} {name}"),
+                    source: Arc::new(e),
+                })
             }
         }
     }
 
-    fn configure(&mut self) -> Result<(), String> {
+    fn configure(&mut self) -> Result<(), SyncError> {
         match self.command("configure") {
             Ok(_) => Ok(()),
             Err(BirdError::Refused { code, text, .. }) => {
                 self.status.errors += 1;
-                Err(format!(
-                "bird refused to reload its configuration ({code} {text}): vipd can still withdraw, but not add VIPs, until bird.conf loads"
-            ))
+                Err(SyncError::ConfigureRefused { code, text })
             }
-            Err(e) => Err(format!("configure: {e}")),
+            Err(e) => Err(SyncError::Command {
+                command: "configure".into(),
+                source: Arc::new(e),
+            }),
         }
     }
 }

@@ -25,7 +25,7 @@ use crate::state_file::StateFile;
 use arc_swap::ArcSwap;
 use crossbeam::channel::{bounded, unbounded, Receiver, RecvTimeoutError, Sender, TryRecvError};
 use desired::{BoxState, Checks, VipDecision};
-use driver::{BirdDriver, DriverStatus};
+use driver::{BirdDriver, DriverStatus, SyncError};
 use serde::Serialize;
 use std::collections::{BTreeMap, HashSet};
 use std::net::IpAddr;
@@ -116,12 +116,26 @@ pub struct DrainOutcome {
     pub elapsed_ms: f64,
 }
 
+/// Why a drain or resume did not get an answer from bird.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum DrainError {
+    /// No `[bgp]`: nothing to withdraw.
+    #[error("this box announces nothing (no [bgp] section): take it out of the router's ECMP group there")]
+    NoBgp,
+    /// The scale-out thread is gone.
+    #[error("vipd is stopping")]
+    Stopping,
+    /// bird did not answer in time.
+    #[error("bird did not confirm within 10 s")]
+    Unconfirmed,
+    /// bird does not hold the new state.
+    #[error(transparent)]
+    Bird(#[from] SyncError),
+}
+
 enum Request {
-    Drain(
-        bool,
-        tokio::sync::oneshot::Sender<Result<DrainOutcome, String>>,
-    ),
-    Stop(Sender<Result<Duration, String>>),
+    Drain(bool, DrainReply),
+    Stop(Sender<Result<Duration, SyncError>>),
 }
 
 /// What the API and the control loop hold.
@@ -157,18 +171,18 @@ impl BoxHandle {
 
     /// Turn the maintenance switch on (`drained`) or off; answers once bird holds the new
     /// state (withdrawn or announced), or with why it could not.
-    pub async fn drain(&self, drained: bool) -> Result<DrainOutcome, String> {
+    pub async fn drain(&self, drained: bool) -> Result<DrainOutcome, DrainError> {
         if self.withdraw_wait.is_none() {
-            return Err("this box announces nothing (no [bgp] section): take it out of the router's ECMP group there".into());
+            return Err(DrainError::NoBgp);
         }
         let (tx, rx) = tokio::sync::oneshot::channel();
         self.requests
             .send(Request::Drain(drained, tx))
-            .map_err(|_| "vipd is stopping".to_string())?;
+            .map_err(|_| DrainError::Stopping)?;
         match tokio::time::timeout(Duration::from_secs(10), rx).await {
-            Ok(Ok(r)) => r,
-            Ok(Err(_)) => Err("vipd is stopping".into()),
-            Err(_) => Err("bird did not confirm within 10 s".into()),
+            Ok(Ok(r)) => r.map_err(DrainError::Bird),
+            Ok(Err(_)) => Err(DrainError::Stopping),
+            Err(_) => Err(DrainError::Unconfirmed),
         }
     }
 
@@ -198,7 +212,7 @@ impl BoxHandle {
 /// The withdrawal before stopping: vipd keeps forwarding until bird confirmed it and
 /// `withdraw_wait` passed (the router moves the flows meanwhile), or gives up after a bound.
 pub struct StopProgress {
-    answer: Option<Receiver<Result<Duration, String>>>,
+    answer: Option<Receiver<Result<Duration, SyncError>>>,
     started: Instant,
     wait: Duration,
     withdrawn: Option<Instant>,
@@ -285,9 +299,14 @@ pub fn withdraw_at_start(config: &Config) -> Option<BirdDriver> {
     Some(driver)
 }
 
+/// The scale-out thread did not start.
+#[derive(Debug, thiserror::Error)]
+#[error("scale-out: cannot start its thread: {0}")]
+pub struct SpawnError(#[source] std::io::Error);
+
 impl Scaleout {
     /// Start the thread (with `driver` when `[bgp]` is configured).
-    pub fn spawn(driver: Option<BirdDriver>, sources: Sources) -> Result<Scaleout, String> {
+    pub fn spawn(driver: Option<BirdDriver>, sources: Sources) -> Result<Scaleout, SpawnError> {
         let (tx, rx) = unbounded();
         let status: Arc<ArcSwap<BoxStatus>> = Arc::default();
         let quit = Arc::new(AtomicBool::new(false));
@@ -323,7 +342,7 @@ impl Scaleout {
         let thread = std::thread::Builder::new()
             .name("vipd-scaleout".into())
             .spawn(move || state.run())
-            .map_err(|e| format!("scale-out: cannot start its thread: {e}"))?;
+            .map_err(SpawnError)?;
         Ok(Scaleout {
             handle,
             quit,
@@ -346,7 +365,7 @@ impl Drop for Scaleout {
     }
 }
 
-type DrainReply = tokio::sync::oneshot::Sender<Result<DrainOutcome, String>>;
+type DrainReply = tokio::sync::oneshot::Sender<Result<DrainOutcome, SyncError>>;
 
 struct Thread {
     sources: Sources,
@@ -365,7 +384,7 @@ struct Thread {
     logged: BTreeMap<IpAddr, bool>,
     reconcile_at: Instant,
     drains: Vec<(DrainReply, Instant)>,
-    stop: Option<(Sender<Result<Duration, String>>, Instant)>,
+    stop: Option<(Sender<Result<Duration, SyncError>>, Instant)>,
     /// The workers' loop counts: a stalled worker withdraws every VIP, decided here on this
     /// thread's own tick, whatever the control loop is doing.
     liveness: Watch,
@@ -506,7 +525,7 @@ impl Thread {
 
     /// Answer the drain and stop requests waiting for bird (which holds `want` now, or
     /// `result` says why not).
-    fn answer(&mut self, result: &Result<(), String>, want: &BTreeMap<IpAddr, bool>) {
+    fn answer(&mut self, result: &Result<(), SyncError>, want: &BTreeMap<IpAddr, bool>) {
         let now = Instant::now();
         let announced: Vec<IpAddr> = want.iter().filter(|(_, &on)| on).map(|(v, _)| *v).collect();
         for (reply, at) in self.drains.drain(..) {
@@ -568,7 +587,8 @@ mod tests {
     async fn a_box_without_bgp_refuses_a_drain_and_stops_at_once() {
         let h = BoxHandle::detached();
         let e = h.drain(true).await.unwrap_err();
-        assert!(e.contains("no [bgp] section"), "{e}");
+        assert!(matches!(e, DrainError::NoBgp), "{e}");
+        assert!(e.to_string().contains("no [bgp] section"), "{e}");
         assert!(h.begin_stop().done(Instant::now()));
     }
 
@@ -595,7 +615,7 @@ mod tests {
         let Ok(Request::Stop(reply)) = rx.try_recv() else {
             panic!("no stop request");
         };
-        reply.send(Err("cannot reach bird".into())).unwrap();
+        reply.send(Err(SyncError::Unreachable)).unwrap();
         assert!(p.done(Instant::now()));
         // No answer at all: give up after the bound.
         let mut p = h.begin_stop();

@@ -8,8 +8,8 @@ mod ports;
 mod sched;
 mod services;
 
-pub use sched::{netmask, netmask_text};
-pub use services::parse_endpoint;
+pub use sched::{netmask, netmask_text, NetmaskError};
+pub use services::{parse_endpoint, BadEndpoint};
 
 use super::model::{Config, Proto};
 use std::net::{IpAddr, SocketAddr};

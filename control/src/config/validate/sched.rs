@@ -86,7 +86,9 @@ pub(super) fn persistence(
     let full = if s.vip.is_ipv4() { 32 } else { 128 };
     let prefix_len = match &s.persistence_netmask {
         None => full,
-        Some(text) => netmask(text, &s.vip).map_err(|m| invalid(k("persistence_netmask"), m))?,
+        Some(text) => {
+            netmask(text, &s.vip).map_err(|m| invalid(k("persistence_netmask"), m.to_string()))?
+        }
     };
     Ok(Some(PersistenceSpec {
         timeout_s,
@@ -94,38 +96,63 @@ pub(super) fn persistence(
     }))
 }
 
+/// Why a `persistence_netmask` is refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum NetmaskError {
+    /// A prefix length outside the family's range.
+    #[error("prefix length {len} is out of range {min}..={max} for an {family} service")]
+    PrefixLength {
+        /// The length given.
+        len: u8,
+        /// The smallest allowed.
+        min: u8,
+        /// The largest allowed.
+        max: u8,
+        /// `IPv4` or `IPv6`.
+        family: &'static str,
+    },
+    /// A dotted mask for an IPv6 service.
+    #[error("`{0}` is an IPv4 netmask: an IPv6 service takes a prefix length (1..=128), e.g. 64")]
+    DottedForIpv6(String),
+    /// A dotted mask with a gap.
+    #[error("`{0}` is not a netmask: its ones must be contiguous (e.g. 255.255.255.0)")]
+    NotContiguous(String),
+    /// Neither form.
+    #[error("`{0}` is neither a netmask (255.255.255.0) nor a prefix length (24)")]
+    Unreadable(String),
+}
+
 /// A netmask as ipvsadm's `-M` takes it: a dotted IPv4 mask for an IPv4 service, or a prefix
 /// length (`24`, `/24`) for either family (IPv6: 1..=128, as ipvsadm).
-pub fn netmask(text: &str, vip: &IpAddr) -> Result<u8, String> {
+pub fn netmask(text: &str, vip: &IpAddr) -> Result<u8, NetmaskError> {
     let bare = text.strip_prefix('/').unwrap_or(text);
     if let Ok(len) = bare.parse::<u8>() {
-        let (min, max) = if vip.is_ipv4() { (0, 32) } else { (1, 128) };
+        let (min, max, family) = if vip.is_ipv4() {
+            (0, 32, "IPv4")
+        } else {
+            (1, 128, "IPv6")
+        };
         if !(min..=max).contains(&len) {
-            return Err(format!(
-                "prefix length {len} is out of range {min}..={max} for an {} service",
-                if vip.is_ipv4() { "IPv4" } else { "IPv6" }
-            ));
+            return Err(NetmaskError::PrefixLength {
+                len,
+                min,
+                max,
+                family,
+            });
         }
         return Ok(len);
     }
     match text.parse::<Ipv4Addr>() {
-        Ok(_) if vip.is_ipv6() => Err(format!(
-            "`{text}` is an IPv4 netmask: an IPv6 service takes a prefix length (1..=128), e.g. 64"
-        )),
+        Ok(_) if vip.is_ipv6() => Err(NetmaskError::DottedForIpv6(text.to_string())),
         Ok(mask) => {
             let m = u32::from(mask);
             let len = m.leading_ones();
             if m.checked_shl(len).unwrap_or(0) != 0 {
-                return Err(format!(
-                    "`{text}` is not a netmask: its ones must be contiguous (e.g. 255.255.255.0)"
-                ));
+                return Err(NetmaskError::NotContiguous(text.to_string()));
             }
             Ok(len as u8)
         }
-        Err(_) => Err(format!(
-            "`{}` is neither a netmask (255.255.255.0) nor a prefix length (24)",
-            super::shown(text)
-        )),
+        Err(_) => Err(NetmaskError::Unreadable(super::shown(text))),
     }
 }
 
@@ -176,15 +203,21 @@ mod tests {
         assert_eq!(netmask("0.0.0.0", &v4), Ok(0));
         assert_eq!(netmask("16", &v4), Ok(16));
         assert_eq!(netmask("/64", &v6), Ok(64));
-        assert!(netmask("255.0.255.0", &v4)
-            .unwrap_err()
-            .contains("contiguous"));
-        assert!(netmask("33", &v4).unwrap_err().contains("0..=32"));
-        assert!(netmask("0", &v6).unwrap_err().contains("1..=128"));
-        assert!(netmask("255.255.0.0", &v6)
-            .unwrap_err()
-            .contains("prefix length"));
-        assert!(netmask("abc", &v4).unwrap_err().contains("neither"));
+        let refused = |text: &str, vip: &IpAddr| netmask(text, vip).unwrap_err().to_string();
+        assert!(refused("255.0.255.0", &v4).contains("contiguous"));
+        assert!(refused("33", &v4).contains("0..=32"));
+        assert!(refused("0", &v6).contains("1..=128"));
+        assert!(refused("255.255.0.0", &v6).contains("prefix length"));
+        assert!(refused("abc", &v4).contains("neither"));
+        assert_eq!(
+            netmask("33", &v4),
+            Err(NetmaskError::PrefixLength {
+                len: 33,
+                min: 0,
+                max: 32,
+                family: "IPv4"
+            })
+        );
         assert_eq!(netmask_text(&v4, 24), "255.255.255.0");
         assert_eq!(netmask_text(&v4, 0), "0.0.0.0");
         assert_eq!(netmask_text(&v4, 32), "255.255.255.255");

@@ -140,7 +140,8 @@ pub(super) fn services(
         }
         if let Some(text) = &s.sorry_server {
             let ks = |_: &str| k("sorry_server");
-            let addr = parse_endpoint(text, s.port).map_err(|e| invalid(k("sorry_server"), e))?;
+            let addr = parse_endpoint(text, s.port)
+                .map_err(|e| invalid(k("sorry_server"), e.to_string()))?;
             let rs = real_server(
                 config,
                 ports,
@@ -231,16 +232,19 @@ fn push_unique(
     Ok(())
 }
 
+/// Text that is not an endpoint.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("`{0}` is not an address or address:port (IPv6 with port: [addr]:port)")]
+pub struct BadEndpoint(pub String);
+
 /// `"10.0.0.9:8080"`, `"[fd00::9]:8080"`, or an address alone (then `default_port`).
-pub fn parse_endpoint(text: &str, default_port: u16) -> Result<SocketAddr, String> {
+pub fn parse_endpoint(text: &str, default_port: u16) -> Result<SocketAddr, BadEndpoint> {
     if let Ok(sa) = text.parse::<SocketAddr>() {
         return Ok(sa);
     }
     text.parse::<IpAddr>()
         .map(|ip| SocketAddr::new(ip, default_port))
-        .map_err(|_| {
-            format!("`{text}` is not an address or address:port (IPv6 with port: [addr]:port)")
-        })
+        .map_err(|_| BadEndpoint(text.to_string()))
 }
 
 /// The checks every real server (and sorry server) passes.
