@@ -24,6 +24,14 @@ const V100_CLIENT_MAC: [u8; 6] = [0x02, 0, 0, 0, 1, 0x50];
 const V200_RS: Ipv4Addr = Ipv4Addr::new(10, 1, 200, 21);
 const V200_RS_MAC: [u8; 6] = [0x02, 0, 0, 0, 2, 0x21];
 
+fn v200_lb6() -> std::net::Ipv6Addr {
+    "fd00:200::10".parse().unwrap()
+}
+
+fn v200_rs6() -> std::net::Ipv6Addr {
+    "fd00:200::21".parse().unwrap()
+}
+
 fn vlan(id: u16, net: &str) -> PortInfo {
     PortInfo {
         mac: MacAddr(LB_MAC),
@@ -39,19 +47,33 @@ fn trunk() -> Snapshot {
     let ports = vec![
         lb_port(),
         vlan(100, "10.1.100.10/24"),
-        vlan(200, "10.1.200.10/24"),
+        PortInfo {
+            ipv6: Some("fd00:200::10/64".parse().unwrap()),
+            ..vlan(200, "10.1.200.10/24")
+        },
     ];
     let mut n: HashMap<IpAddr, MacAddr> = neighbours();
     n.insert(v4(V100_CLIENT), MacAddr(V100_CLIENT_MAC));
     n.insert(v4(V200_RS), MacAddr(V200_RS_MAC));
-    let services = [ServiceSpec {
-        vip: v4(VIP),
-        proto: 6,
-        port: 80,
-        scheduler: SchedulerKind::Maglev,
-        backends: vec![nat_rs(1, v4(V200_RS), 8080)],
-        ..Default::default()
-    }];
+    n.insert(IpAddr::V6(v200_rs6()), MacAddr(V200_RS_MAC));
+    let services = [
+        ServiceSpec {
+            vip: v4(VIP),
+            proto: 6,
+            port: 80,
+            scheduler: SchedulerKind::Maglev,
+            backends: vec![nat_rs(1, v4(V200_RS), 8080)],
+            ..Default::default()
+        },
+        ServiceSpec {
+            vip: IpAddr::V6(vip6()),
+            proto: 6,
+            port: 80,
+            scheduler: SchedulerKind::Maglev,
+            backends: vec![nat_rs(2, IpAddr::V6(v200_rs6()), 8080)],
+            ..Default::default()
+        },
+    ];
     Snapshot::build(1, ports, &services, &n, 65537).unwrap()
 }
 
@@ -216,4 +238,72 @@ fn trunk_port_forwards_in_each_vlans_context() {
 #[test]
 fn the_fast_path_hands_tagged_frames_on_and_tags_what_it_sends() {
     run(&rows(), true);
+}
+
+#[test]
+fn ipv6_in_a_vlan_nat66_and_neighbour_discovery() {
+    use etherparse::{NetSlice, PacketBuilder, SlicedPacket, TransportSlice, VlanSlice};
+    let snap = trunk();
+    let mut w = worker(0, 1);
+    let run = |w: &mut vipd_dataplane::pipeline::WorkerState, input: &[u8]| {
+        let mut bufs = [VecBuf::new(input)];
+        let mut actions = [Action::Drop(Counter::DropEthMalformed)];
+        process_burst(&mut bufs, &mut actions, 0, w, &snap, 1);
+        (actions[0], bufs[0].data().to_vec())
+    };
+    // NAT66 from an untagged client (via the router) to the real server in VLAN 200.
+    let syn = Frame::new(
+        ROUTER_MAC,
+        LB_MAC,
+        IpAddr::V6(client_ip6()),
+        IpAddr::V6(vip6()),
+        tcp(40100, 80, "S"),
+        b"",
+    );
+    let mut want = syn.clone();
+    want.src_mac = LB_MAC;
+    want.dst_mac = V200_RS_MAC;
+    want.dst = IpAddr::V6(v200_rs6());
+    want.ttl -= 1;
+    want.vlan = Some(200);
+    if let L4::Tcp { dport, .. } = &mut want.l4 {
+        *dport = 8080;
+    }
+    assert_eq!(run(&mut w, &syn.bytes()), (Action::Tx(0), want.bytes()));
+
+    // The real server solicits vipd's VLAN 200 address: the advertisement goes back tagged.
+    let target = v200_lb6();
+    let group = vipd_dataplane::wire::ndisc::solicited_node(target);
+    let mut payload = target.octets().to_vec();
+    payload.extend_from_slice(&[1, 1]);
+    payload.extend_from_slice(&V200_RS_MAC);
+    let mut ns = Vec::new();
+    PacketBuilder::ethernet2(
+        V200_RS_MAC,
+        vipd_dataplane::wire::ndisc::multicast_mac(group).0,
+    )
+    .single_vlan(etherparse::VlanId::try_new(200).unwrap())
+    .ipv6(v200_rs6().octets(), group.octets(), 255)
+    .icmpv6_raw(135, 0, [0; 4])
+    .write(&mut ns, &payload)
+    .unwrap();
+    let (action, out) = run(&mut w, &ns);
+    assert_eq!(action, Action::Tx(0));
+    let p = SlicedPacket::from_ethernet(&out).unwrap();
+    let Some(VlanSlice::SingleVlan(tag)) = p.vlan else {
+        panic!("advertisement untagged");
+    };
+    assert_eq!(tag.vlan_identifier().value(), 200);
+    let Some(NetSlice::Ipv6(ip)) = &p.net else {
+        panic!("not IPv6");
+    };
+    let (src, dst) = (ip.header().source_addr(), ip.header().destination_addr());
+    assert_eq!((src, dst), (target, v200_rs6()));
+    let Some(TransportSlice::Icmpv6(icmp)) = &p.transport else {
+        panic!("not ICMPv6");
+    };
+    assert!(icmp.is_checksum_valid(src.octets(), dst.octets()));
+    assert_eq!(icmp.type_u8(), 136, "a neighbour advertisement");
+    assert_eq!(&icmp.payload()[..16], &target.octets());
+    assert_eq!(w.counters.get(Counter::NdAdverts), 1);
 }
