@@ -149,6 +149,13 @@ def trunk(workers):
         p2 = vlan_downloads(VC, 2, "10.77.150.2")
         check_downloads(finish(p1), "untagged clients through VLAN 200", 4)
         check_downloads(finish(p2), "VLAN 100 client through VLAN 200", 2)
+        # The status lists each VLAN's neighbours on its interface (1 = VLAN 100, 2 = VLAN 200:
+        # the ports first, then their VLANs).
+        neigh = {n["ip"]: n for n in v.api("/api/v1/status")["neighbours"]}
+        for ip, iface in (("10.77.150.2", 1), ("10.77.200.21", 2)):
+            n = neigh.get(ip, {})
+            check(n.get("port") == iface and n.get("state") == "reachable",
+                  f"neighbour {ip}: {n}, want reachable on interface {iface}")
         # VLAN 300: vipd does not carry it; every frame of it is dropped and counted.
         r = f"{PREFIX}-router"
         before = v.stats()["total"].get("drop_unknown_vlan", 0)

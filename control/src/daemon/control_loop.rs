@@ -467,7 +467,11 @@ impl Control<'_> {
             } else if let Some(ip) = learn::unresolved_destination(m.data()) {
                 // A reply to an on-link client vipd has no MAC for: resolve it (the packet
                 // itself is dropped; the client's retransmission finds the MAC).
-                self.neighbours.want_on_demand(ip, port);
+                // Its interface: the port it came by, or the VLAN of the port it is in.
+                let iface = vipd_dataplane::snapshot::route(&self.running.valid.ports, &ip)
+                    .filter(|r| r.on_link)
+                    .map_or(port, |r| r.port);
+                self.neighbours.want_on_demand(ip, iface);
                 continue;
             }
             let kernel = self
