@@ -18,7 +18,7 @@ pub struct Applied {
     pub statics: Vec<(IpAddr, MacAddr, u16)>,
 }
 
-/// The ports with the NICs' MACs where the configuration sets none.
+/// The ports (and their VLANs) with the NICs' MACs where the configuration sets none.
 pub fn port_infos(valid: &Valid, nic_macs: &[MacAddr]) -> Vec<PortInfo> {
     valid
         .ports
@@ -26,7 +26,9 @@ pub fn port_infos(valid: &Valid, nic_macs: &[MacAddr]) -> Vec<PortInfo> {
         .enumerate()
         .map(|(i, p)| PortInfo {
             mac: if p.mac == MacAddr::ZERO {
-                nic_macs.get(i).copied().unwrap_or(MacAddr::ZERO)
+                // A VLAN uses its port's MAC.
+                let port = p.vlan.map_or(i, |v| usize::from(v.parent));
+                nic_macs.get(port).copied().unwrap_or(MacAddr::ZERO)
             } else {
                 p.mac
             },

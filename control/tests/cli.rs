@@ -57,3 +57,33 @@ fn check_accepts_a_valid_file_and_names_the_problem_in_a_bad_one() {
     assert_eq!(code, 2);
     assert!(stderr.contains("--config FILE"), "{stderr}");
 }
+
+#[test]
+fn check_counts_vlans_and_refuses_qinq() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("trunk.toml");
+    let trunk = "[[ports]]\nname = \"trunk\"\ndevice = \"net_null0\"\nipv4 = \"10.0.0.10/24\"\n\n\
+         [[ports.vlans]]\nid = 100\nipv4 = \"10.0.100.10/24\"\n\n\
+         [[ports.vlans]]\nid = 200\nipv6 = \"fd00:200::10/64\"\n\n\
+         [[services]]\nvip = \"10.0.50.1\"\nproto = \"tcp\"\nport = 80\n\n\
+         [[services.real_servers]]\nip = \"10.0.100.21\"\n";
+    std::fs::write(&path, trunk).unwrap();
+    let (code, stdout, stderr) = vipd(&["--check", path.to_str().unwrap()]);
+    assert_eq!(code, 0, "{stderr}");
+    assert!(
+        stdout
+            .contains("OK (1 port(s) with 2 VLAN(s), 1 worker(s), 1 service(s), 1 real server(s))"),
+        "{stdout}"
+    );
+    let qinq = trunk.replace(
+        "id = 100\nipv4 = \"10.0.100.10/24\"\n",
+        "id = 100\nipv4 = \"10.0.100.10/24\"\n\n[[ports.vlans.vlans]]\nid = 7\n",
+    );
+    std::fs::write(&path, qinq).unwrap();
+    let (code, _, stderr) = vipd(&["--check", path.to_str().unwrap()]);
+    assert_eq!(code, 1);
+    assert!(
+        stderr.contains("trunk.toml: ports[0].vlans[0].vlans: QinQ (802.1ad, a VLAN inside a VLAN) is not supported"),
+        "{stderr}"
+    );
+}

@@ -125,8 +125,10 @@ counters! {
     DropLinkMulticast = "drop_link_multicast", drop;
     /// Dropped: source MAC multicast, broadcast or zero (invalid in IEEE 802.3).
     DropSrcMacInvalid = "drop_src_mac_invalid", drop;
-    /// Dropped: 802.1Q or 802.1ad (QinQ) tagged frame (vipd ports are untagged).
+    /// Dropped: 802.1ad (QinQ) or stacked VLAN tags (vipd parses one 802.1Q tag).
     DropVlanTagged = "drop_vlan_tagged", drop;
+    /// Dropped: 802.1Q-tagged frame of a VLAN the receiving port does not carry.
+    DropUnknownVlan = "drop_unknown_vlan", drop;
     /// Dropped: EtherType other than IPv4, IPv6 or ARP.
     DropUnsupportedEthertype = "drop_unsupported_ethertype", drop;
     /// Dropped: malformed ARP, or ARP for an address that is not ours.

@@ -4,8 +4,10 @@
 //!
 //! Every frame is untrusted. The order of checks (each failure returns early with its own
 //! drop counter; docs/frame-classes.md lists every class of frame and what happens to it):
-//! 1. Ethernet: our MAC or multicast, a unicast non-zero source MAC, no 802.1Q/802.1ad tag;
-//!    an IP packet in a multicast frame is dropped unless it is Neighbour Discovery.
+//! 1. Ethernet: our MAC or multicast, a unicast non-zero source MAC, no tag or one 802.1Q tag
+//!    of a VLAN the port carries (the frame is then handled in the VLAN interface's context,
+//!    `pipeline::vlan`; no 802.1ad/QinQ); an IP packet in a multicast frame is dropped unless
+//!    it is Neighbour Discovery.
 //! 2. ARP (answered for our addresses and VIPs, learned from when it moves a known neighbour).
 //! 3. IP header valid (IPv4 checksum, lengths; IPv6 without extension headers other than a
 //!    fragment header, no IPv4-mapped address); ICMPv6 Neighbour Discovery is handled here;
@@ -36,6 +38,7 @@ mod fast4;
 mod flows;
 mod icmp_msgs;
 mod local;
+mod vlan;
 mod worker_state;
 
 use crate::counters::{Counter, WorkerCounters};
@@ -233,6 +236,7 @@ fn stages<B: PacketBuf, const STEERED: bool>(
     // every frame the general way, and the fast path needs no hooks of its own).
     let tracing = worker.trace.is_some();
     let fast = worker.fast_path && !tracing;
+    let vlans = snap.has_vlans();
     let port_mac = snap.fast4.port_mac(frames.rx_port);
     let mut scratch = worker.take_scratch();
     let Scratch {
@@ -305,7 +309,10 @@ fn stages<B: PacketBuf, const STEERED: bool>(
             .zip(first.iter().zip(staged.iter()))
             .enumerate()
         {
-            let (rx_port, _) = frames.frame::<STEERED>(start + k);
+            let (mut rx_port, _) = frames.frame::<STEERED>(start + k);
+            if vlans {
+                rx_port = vlan::rx_interface(buf.data(), rx_port, snap);
+            }
             // The frame is as received until its own stage 3.
             if tracing {
                 if let Some(t) = worker.trace.as_mut() {
@@ -342,6 +349,13 @@ fn stages<B: PacketBuf, const STEERED: bool>(
                 Ok(a) => a,
                 Err(reason) => Action::Drop(reason),
             };
+            // Inside the pipeline a frame is sent on an interface; on the wire, on a port.
+            if let (true, Action::Tx(iface)) = (vlans, *action) {
+                *action = match vlan::to_wire(buf, iface, snap) {
+                    Ok(port) => Action::Tx(port),
+                    Err(reason) => Action::Drop(reason),
+                };
+            }
             if tracing {
                 if let Some(t) = worker.trace.as_mut() {
                     t.after(buf.data(), *action);
@@ -421,7 +435,12 @@ fn handle<B: PacketBuf>(
     snap: &Snapshot,
     now: u64,
 ) -> Verdict {
-    let l2 = ethernet::HEADER_LEN;
+    // ARP and Neighbour Discovery in a VLAN carry its tag (stage 1 let only known ones by).
+    let l2 = if crate::wire::vlan::vid_of(buf.data()).is_some() {
+        ethernet::VLAN_HEADER_LEN
+    } else {
+        ethernet::HEADER_LEN
+    };
     match *st {
         Staged::Done(v) => v,
         Staged::Steer { owner, .. } => Ok(Action::Steer(owner)),

@@ -18,9 +18,11 @@ use std::net::IpAddr;
 pub(crate) mod fast4;
 mod lookup;
 mod ownership;
+mod vlans;
 mod word_map;
 use lookup::{addr_key, map, Endpoint, Map, PortLookups};
 pub use ownership::{mask_key, NatEndpoint, Ownership};
+pub use vlans::VlanOf;
 
 /// How a real server is reached (LVS's packet-forwarding methods).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
@@ -80,6 +82,9 @@ pub struct PortInfo {
     /// The port has a kernel interface (exception path): traffic for the port's addresses
     /// that vipd does not consume itself goes to the box's kernel instead of being dropped.
     pub kernel: bool,
+    /// Set for an 802.1Q VLAN of a port: the port it rides on and its id. Such an interface
+    /// comes after every port in [`Snapshot::ports`]; its frames carry the tag on the wire.
+    pub vlan: Option<VlanOf>,
 }
 
 /// How a destination is reached: through which port, via which next hop.
@@ -455,7 +460,8 @@ pub enum SnapshotError {
 pub struct Snapshot {
     /// Increases with every published snapshot.
     pub generation: u64,
-    /// Ports by DPDK port index.
+    /// Interfaces: the ports by DPDK port index, then their VLANs (`PortInfo::vlan`). Routes,
+    /// real servers' egress and `Action::Tx` inside the pipeline name an index here.
     pub ports: Vec<PortInfo>,
     /// Services.
     pub services: Vec<Service>,
@@ -476,6 +482,8 @@ pub struct Snapshot {
     neighbours: Map<u128, MacAddr>,
     /// What `ports` tells per packet, precomputed (`ports` must not change after build).
     port_lookups: PortLookups,
+    /// The VLANs' interfaces by port and VLAN id.
+    vlans: vlans::Vlans,
     /// What the fast path reads per IPv4 packet, precomputed (from everything above).
     pub(crate) fast4: fast4::Fast4,
 }
@@ -497,6 +505,7 @@ impl Snapshot {
         );
         let neighbours = mapped;
         let port_lookups = PortLookups::new(&ports, &neighbours);
+        let vlans = vlans::Vlans::new(&ports);
         let mut shares = ownership::Shares::default();
         let mut snap = Snapshot {
             generation,
@@ -511,6 +520,7 @@ impl Snapshot {
             by_vip_proto: map(),
             neighbours,
             port_lookups,
+            vlans,
             fast4: fast4::Fast4::default(),
         };
         for (si, spec) in services.iter().enumerate() {

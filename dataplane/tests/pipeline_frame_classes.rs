@@ -198,9 +198,9 @@ fn rows() -> Vec<Row> {
         ),
         row(
             "E4",
-            "802.1Q tagged",
+            "802.1Q tagged, a VLAN the port does not carry",
             tagged([0x81, 0x00]),
-            drop(DropVlanTagged),
+            drop(DropUnknownVlan),
         ),
         row(
             "E5",

@@ -254,25 +254,30 @@ fn tagged_frames_are_dropped_and_counted() {
     let snap = snapshot();
     let mut w = worker(0, 1);
     let good = client_to_vip(tcp(47000, 80, "S"), b"").bytes();
-    for tpid in [[0x81, 0x00], [0x88, 0xa8], [0x91, 0x00]] {
+    // The port carries no VLAN: 802.1Q is an unknown VLAN, QinQ outer tags are refused.
+    for (tpid, reason) in [
+        ([0x81, 0x00], Counter::DropUnknownVlan),
+        ([0x88, 0xa8], Counter::DropVlanTagged),
+        ([0x91, 0x00], Counter::DropVlanTagged),
+    ] {
         let mut tagged = good[..12].to_vec();
         tagged.extend_from_slice(&tpid);
         tagged.extend_from_slice(&[0x00, 0x64]); // VLAN 100
         tagged.extend_from_slice(&good[12..]);
         assert_eq!(
             run1(&mut w, &snap, &tagged, 1).0,
-            Action::Drop(Counter::DropVlanTagged),
+            Action::Drop(reason),
             "{tpid:x?}"
         );
     }
-    // Priority-tagged (VLAN 0) and tagged ARP too: vipd answers no ARP/ND it could not tag.
+    // Priority-tagged (VLAN 0) ARP too: no interface has VLAN 0, so nothing answers it.
     let arp = arp_frame(1, ROUTER_MAC, ROUTER_IP, VIP);
     let mut tagged_arp = arp[..12].to_vec();
     tagged_arp.extend_from_slice(&[0x81, 0x00, 0x00, 0x00]);
     tagged_arp.extend_from_slice(&arp[12..]);
     assert_eq!(
         run1(&mut w, &snap, &tagged_arp, 1).0,
-        Action::Drop(Counter::DropVlanTagged)
+        Action::Drop(Counter::DropUnknownVlan)
     );
     assert_eq!(w.flows.len(), 0);
 }

@@ -197,16 +197,16 @@ fn nat_ipv4_udp_and_header_variants() {
             Some(to_rs1(with_options, 8080)),
         ),
         fixture(
-            "802.1Q tagged frame dropped (vipd ports are untagged)",
+            "802.1Q tagged frame of a VLAN the port does not carry dropped",
             tagged,
-            Action::Drop(Counter::DropVlanTagged),
+            Action::Drop(Counter::DropUnknownVlan),
             None,
         ),
     ];
     let mut w = worker(0, 1);
     run(&fixtures, &mut w);
     assert_eq!(w.counters.total_drops(), 1);
-    assert_eq!(w.counters.get(Counter::DropVlanTagged), 1);
+    assert_eq!(w.counters.get(Counter::DropUnknownVlan), 1);
 }
 
 #[test]

@@ -1,6 +1,6 @@
-//! The fuzzed box: one port (MTU 1400, so NAT and TUN meet their MTU), NAT, DR and TUN
-//! services in both families, two real servers; and templates of every frame class vipd
-//! handles, written by etherparse, for the fuzzer to mutate.
+//! The fuzzed box: one port (MTU 1400, so NAT and TUN meet their MTU) carrying VLAN 7, NAT,
+//! DR and TUN services in both families, two real servers; and templates of every frame class
+//! vipd handles, written by etherparse, for the fuzzer to mutate.
 
 use etherparse::icmpv4::DestUnreachableHeader;
 use etherparse::{Icmpv4Type, Icmpv6Type, PacketBuilder};
@@ -9,7 +9,7 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::sync::OnceLock;
 use vipd_dataplane::sched::SchedulerKind;
 use vipd_dataplane::snapshot::{
-    BackendSpec, FlowHashFields, FwdMode, PortInfo, ServiceSpec, Snapshot,
+    BackendSpec, FlowHashFields, FwdMode, PortInfo, ServiceSpec, Snapshot, VlanOf,
 };
 use vipd_dataplane::wire::MacAddr;
 
@@ -149,7 +149,15 @@ fn build_snapshot() -> Snapshot {
     neighbours.insert(IpAddr::V6(router_ip6()), MacAddr(ROUTER_MAC));
     neighbours.insert(r16, MacAddr(RS1_MAC));
     neighbours.insert(r26, MacAddr(RS2_MAC));
-    match Snapshot::build(1, vec![port], &services, &neighbours, 251) {
+    // VLAN 7 of the port: tagged frames take the VLAN paths (its address, retagging).
+    let vlan7 = PortInfo {
+        mac: MacAddr(LB_MAC),
+        ipv4: Some("10.0.7.10/24".parse().unwrap_or_else(|_| unreachable!())),
+        mtu: MTU,
+        vlan: Some(VlanOf { parent: 0, id: 7 }),
+        ..Default::default()
+    };
+    match Snapshot::build(1, vec![port, vlan7], &services, &neighbours, 251) {
         Ok(s) => s,
         Err(e) => panic!("fuzz fixture snapshot: {e}"),
     }

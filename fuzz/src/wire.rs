@@ -52,6 +52,17 @@ fn ethernet(b: &[u8]) {
             e.header_len(),
         );
     }
+    // The 802.1Q view agrees with etherparse on the tag of a frame that has one.
+    let ours = vipd_dataplane::wire::vlan::VlanHeader::new_checked(b);
+    assert_eq!(ours.is_ok(), b.len() >= 18 && b[12..14] == [0x81, 0]);
+    if let Ok(v) = ours {
+        let t = etherparse::SingleVlanHeaderSlice::from_slice(&b[14..]);
+        if let Ok(t) = t {
+            assert_eq!(v.vid(), t.vlan_identifier().value());
+            assert_eq!(v.pcp(), t.priority_code_point().value());
+            assert_eq!(v.inner_ethertype(), t.ether_type().0);
+        }
+    }
 }
 
 fn ipv4(b: &[u8]) {

@@ -43,7 +43,7 @@ WEB = f"/api/v1/services/tcp/{VIP4}/80"
 LB_MAC = "02:77:00:00:00:0a"
 # What junk.py sends is dropped under these counters (and the bed's usual explained drops).
 JUNK_DROPS = {
-    "drop_eth_malformed", "drop_vlan_tagged", "drop_arp_invalid", "drop_ipv4_malformed",
+    "drop_eth_malformed", "drop_vlan_tagged", "drop_unknown_vlan", "drop_arp_invalid", "drop_ipv4_malformed",
     "drop_ipv4_bad_checksum", "drop_fragment_unknown", "drop_fragment_invalid", "drop_ipv6_malformed",
     "drop_ipv6_mapped", "drop_martian_source", "drop_ttl_zero", "drop_tcp_bad_flags",
     "drop_icmp_error_no_flow", "drop_icmp_quote_malformed", "drop_l4_malformed", "drop_no_service",

@@ -63,10 +63,16 @@ fn main() -> ExitCode {
                 }
                 let c = &p.config;
                 let rs: usize = c.services.iter().map(|s| s.real_servers.len()).sum();
+                let vlans: usize = c.ports.iter().map(|p| p.vlans.len()).sum();
                 println!(
-                    "{}: OK ({} port(s), {} worker(s), {} service(s), {} real server(s))",
+                    "{}: OK ({} port(s){}, {} worker(s), {} service(s), {} real server(s))",
                     path.display(),
                     c.ports.len(),
+                    if vlans > 0 {
+                        format!(" with {vlans} VLAN(s)")
+                    } else {
+                        String::new()
+                    },
                     c.dataplane.worker_cores.len(),
                     c.services.len(),
                     rs

@@ -580,3 +580,66 @@ fn api_and_health_keys() {
         "the guard's percentage changes on reload"
     );
 }
+
+#[test]
+fn vlans_are_interfaces_after_the_ports() {
+    let with = |vlans: &str| {
+        GOOD.replace(
+            "gateway = \"10.77.0.1\"\n",
+            &format!("gateway = \"10.77.0.1\"\nmtu = 1400\n{vlans}\n"),
+        )
+    };
+    let two = r#"
+[[ports.vlans]]
+id = 100
+ipv4 = "10.100.0.10/24"
+gateway = "10.100.0.1"
+
+[[ports.vlans]]
+id = 200
+ipv6 = "fd00:200::10/64"
+"#;
+    let (c, v) = Config::parse(&with(two), Path::new("vipd.toml")).unwrap();
+    assert_eq!(v.ports.len(), 3, "one port, two VLAN interfaces");
+    assert_eq!(v.ports[0].vlan, None);
+    let vlan = |i: usize| v.ports[i].vlan.map(|x| (x.parent, x.id));
+    assert_eq!((vlan(1), vlan(2)), (Some((0, 100)), Some((0, 200))));
+    assert_eq!(v.ports[1].mtu, 1400, "a VLAN has its port's MTU");
+    assert!(!v.ports[1].kernel, "VLANs have no kernel interface");
+    let to_vlan = vipd_dataplane::snapshot::route(&v.ports, &"10.100.0.7".parse().unwrap());
+    assert_eq!(to_vlan.map(|r| r.port), Some(1));
+    // Saved and read back (the API's saved configuration) the VLANs stay.
+    let saved = toml::to_string(&c).unwrap();
+    let (again, _) = Config::parse(&saved, Path::new("vipd.toml")).unwrap();
+    assert_eq!(again.ports[0].vlans, c.ports[0].vlans);
+
+    let refusal = |vlans: &str| err(&with(vlans));
+    for (bad, key, words) in [
+        ("[[ports.vlans]]\nid = 0\nipv4 = \"10.100.0.10/24\"", "ports[0].vlans[0].id", "not a VLAN id"),
+        ("[[ports.vlans]]\nid = 4095\nipv4 = \"10.100.0.10/24\"", "ports[0].vlans[0].id", "4095 is reserved"),
+        ("[[ports.vlans]]\nid = 7", "ports[0].vlans[0].ipv4", "a VLAN needs an ipv4 or ipv6 address"),
+        (
+            "[[ports.vlans]]\nid = 7\nipv4 = \"10.100.0.10/24\"\ngateway = \"10.9.0.1\"",
+            "ports[0].vlans[0].gateway",
+            "not another address inside 10.100.0.10/24",
+        ),
+        (
+            "[[ports.vlans]]\nid = 7\nipv4 = \"10.100.0.10/24\"\n[[ports.vlans]]\nid = 7\nipv4 = \"10.101.0.10/24\"",
+            "ports[0].vlans[1].id",
+            "listed twice",
+        ),
+        (
+            "[[ports.vlans]]\nid = 7\nipv4 = \"10.77.0.99/24\"",
+            "ports[0].vlans[0].ipv4",
+            "overlaps the subnet of another port or VLAN",
+        ),
+        (
+            "[[ports.vlans]]\nid = 7\nipv4 = \"10.100.0.10/24\"\n[[ports.vlans.vlans]]\nid = 8",
+            "ports[0].vlans[0].vlans",
+            "QinQ (802.1ad, a VLAN inside a VLAN) is not supported",
+        ),
+    ] {
+        let e = refusal(bad);
+        assert!(e.contains(key) && e.contains(words), "{bad}: {e}");
+    }
+}

@@ -33,7 +33,7 @@ use std::time::{Duration, Instant};
 use vipd_dataplane::io::dpdk::Mempool;
 use vipd_dataplane::io::PacketBuf;
 use vipd_dataplane::snapshot::Snapshot;
-use vipd_dataplane::wire::MacAddr;
+use vipd_dataplane::wire::{vlan, MacAddr};
 use vipd_dataplane::worker::{Parcel, ParcelKind, Rings};
 
 /// Longest wait for a command before the loop does its periodic work.
@@ -484,7 +484,11 @@ impl Control<'_> {
             } else if let Some(ip) = learn::unresolved_destination(m.data()) {
                 // A reply to an on-link client vipd has no MAC for: resolve it (the packet
                 // itself is dropped; the client's retransmission finds the MAC).
-                self.neighbours.want_on_demand(ip, port);
+                // Its interface: the port it came by, or the VLAN of the port it is in.
+                let iface = vipd_dataplane::snapshot::route(&self.running.valid.ports, &ip)
+                    .filter(|r| r.on_link)
+                    .map_or(port, |r| r.port);
+                self.neighbours.want_on_demand(ip, iface);
                 continue;
             }
             let kernel = self
@@ -493,6 +497,8 @@ impl Control<'_> {
                 .ports
                 .get(usize::from(port))
                 .is_some_and(|p| p.kernel);
+            // The kernel interface is the port's untagged side: a VLAN's frames stay out.
+            let kernel = kernel && vlan::vid_of(m.data()).is_none();
             if kernel && self.rings.to_kernel.push((port, m)).is_err() {
                 // The kernel asks again.
                 if let Some(c) = self.kernel.counters.of_port(port) {
@@ -504,17 +510,24 @@ impl Control<'_> {
     }
 
     fn send_request(&mut self, port: u16, target: IpAddr) {
-        let Some(p) = self.running.config.ports.get(usize::from(port)) else {
+        // The interface whose subnet holds the target (a VLAN's, say), else the one asked.
+        let ports = &self.running.valid.ports;
+        let port = vipd_dataplane::snapshot::route(ports, &target)
+            .filter(|r| r.on_link)
+            .map_or(port, |r| r.port);
+        let Some(p) = ports.get(usize::from(port)) else {
             return;
         };
-        let Some(mac) = self.nic_macs.get(usize::from(port)).copied() else {
+        let vlan = p.vlan;
+        let wire_port = vlan.map_or(port, |v| v.parent);
+        let Some(mac) = self.nic_macs.get(usize::from(wire_port)).copied() else {
             return;
         };
-        let mac = p.mac.as_deref().and_then(|m| m.parse().ok()).unwrap_or(mac);
+        let mac = if p.mac == MacAddr::ZERO { mac } else { p.mac };
         // ARP for IPv4 next hops, a Neighbour Solicitation (RFC 4861) for IPv6 ones, from the
-        // port's address of that family.
+        // interface's address of that family, tagged with its VLAN's id if it has one.
         let (arp_buf, ns_buf);
-        let (frame, what): (&[u8], &str) = match target {
+        let (untagged, what): (&[u8], &str) = match target {
             IpAddr::V4(t) => {
                 let Some(net) = p.ipv4 else {
                     return;
@@ -530,6 +543,20 @@ impl Control<'_> {
                 (&ns_buf, "neighbour solicitation")
             }
         };
+        let tagged;
+        let frame: &[u8] = match vlan {
+            None => untagged,
+            Some(v) => {
+                let mut f = vec![0u8; vlan::TAG_LEN];
+                f.extend_from_slice(untagged);
+                if !vlan::insert_tag(&mut f, v.id) {
+                    return;
+                }
+                tagged = f;
+                &tagged
+            }
+        };
+        let port = wire_port;
         let Ok(m) = self.pool.alloc_frame(frame) else {
             tracing::warn!("{what} for {target}: mbuf pool empty");
             return;

@@ -166,6 +166,7 @@ mod tests {
             tunnel_source4: None,
             tunnel_source6: None,
             kernel_interface: kernel.map(str::to_string),
+            vlans: Vec::new(),
         }
     }
 

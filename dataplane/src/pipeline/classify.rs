@@ -22,6 +22,7 @@ use crate::wire::icmp;
 use crate::wire::ipv4;
 use crate::wire::ipv6::{self, FragmentHeader};
 use crate::wire::tcp;
+use crate::wire::vlan::{self, VlanHeader};
 
 /// What stage 3 does with a frame, as stage 1 found it.
 #[derive(Clone, Copy, Debug)]
@@ -129,11 +130,20 @@ fn frame<B: PacketBuf>(
     if src_mac[0] & 1 != 0 || src48 == 0 {
         return Err(Counter::DropSrcMacInvalid);
     }
-    // vipd's ports are untagged: a tagged frame belongs to a VLAN vipd has no address in, and
-    // ARP/ND answers would leave untagged. Dropped and counted (docs/frame-classes.md).
-    let l2 = ethernet::HEADER_LEN;
+    // One 802.1Q tag of a VLAN the port carries: the frame belongs to the VLAN's interface
+    // (its addresses, ARP/ND answers and routes). Any other tag, or a second one (QinQ), is
+    // dropped and counted (docs/frame-classes.md).
+    let (rx_port, l2, ty) = if ty == ethertype::VLAN {
+        let tag = VlanHeader::new_checked(data).map_err(|_| Counter::DropEthMalformed)?;
+        let iface = snap
+            .vlan_interface(rx_port, tag.vid())
+            .ok_or(Counter::DropUnknownVlan)?;
+        (iface, ethernet::VLAN_HEADER_LEN, tag.inner_ethertype())
+    } else {
+        (rx_port, ethernet::HEADER_LEN, ty)
+    };
     match ty {
-        ethertype::VLAN | ethertype::QINQ | ethertype::QINQ_OLD => Err(Counter::DropVlanTagged),
+        t if vlan::is_tag(t) => Err(Counter::DropVlanTagged),
         ethertype::ARP => Ok(Staged::Arp),
         ethertype::IPV4 if multicast => Err(Counter::DropLinkMulticast),
         ethertype::IPV4 => ipv4_packet(buf, &data[l2..], l2, rx_port, w, snap, flow_hash),

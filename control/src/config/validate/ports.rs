@@ -1,10 +1,13 @@
-//! The ports: names, devices, addresses, gateways, MTU, tunnel sources, kernel interfaces.
+//! The ports: names, devices, addresses, gateways, MTU, tunnel sources, kernel interfaces,
+//! and the 802.1Q VLANs each carries.
 
 use super::{invalid, Invalid, MAX_FRAME, MAX_MTU};
-use crate::config::model::Config;
+use crate::config::model::{Config, VlanConfig};
 use crate::kernel::plan::TAP_VDEV_PREFIX;
-use std::net::{IpAddr, Ipv6Addr};
-use vipd_dataplane::snapshot::PortInfo;
+use ipnet::{Ipv4Net, Ipv6Net};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use vipd_dataplane::snapshot::{PortInfo, VlanOf};
+use vipd_dataplane::wire::vlan;
 use vipd_dataplane::wire::MacAddr;
 
 fn valid_ifname(name: &str) -> bool {
@@ -42,24 +45,16 @@ pub(super) fn ports(config: &Config, warnings: &mut Vec<String>) -> Result<Vec<P
                 format!("`{TAP_VDEV_PREFIX}...` names the taps vipd creates for kernel interfaces: give the device another name (net_tap0, say)"),
             ));
         }
-        if p.ipv4.is_none() && p.ipv6.is_none() {
-            return Err(invalid(k("ipv4"), "a port needs an ipv4 or ipv6 address"));
-        }
-        if let Some(net) = p.ipv4 {
-            let a = net.addr();
-            if a.is_unspecified() || a.is_multicast() || a.is_broadcast() || a.is_loopback() {
-                return Err(invalid(k("ipv4"), format!("{a} is not a unicast address")));
-            }
-        }
-        if let Some(net) = p.ipv6 {
-            let a = net.addr();
-            if a.is_unspecified() || a.is_multicast() || a.is_loopback() {
-                return Err(invalid(k("ipv6"), format!("{a} is not a unicast address")));
-            }
-            if a.to_ipv4_mapped().is_some() {
-                return Err(invalid(k("ipv6"), mapped_refusal(&IpAddr::V6(a))));
-            }
-        }
+        addressing(
+            &k,
+            Addressing {
+                ipv4: p.ipv4,
+                ipv6: p.ipv6,
+                gateway: p.gateway,
+                gateway6: p.gateway6,
+            },
+            "port",
+        )?;
         let mac = match &p.mac {
             Some(m) => {
                 let mac: MacAddr = m.parse().map_err(|e| invalid(k("mac"), e))?;
@@ -70,41 +65,6 @@ pub(super) fn ports(config: &Config, warnings: &mut Vec<String>) -> Result<Vec<P
             }
             None => MacAddr::ZERO,
         };
-        match (p.gateway, p.ipv4) {
-            (Some(g), Some(net)) if !net.contains(&g) || g == net.addr() => {
-                return Err(invalid(
-                    k("gateway"),
-                    format!("{g} is not another address inside {net}"),
-                ));
-            }
-            (Some(_), None) => {
-                return Err(invalid(
-                    k("gateway"),
-                    "an IPv4 gateway needs an ipv4 address on the port",
-                ));
-            }
-            _ => {}
-        }
-        match (p.gateway6, p.ipv6) {
-            (Some(g), _) if g.to_ipv4_mapped().is_some() => {
-                return Err(invalid(k("gateway6"), mapped_refusal(&IpAddr::V6(g))));
-            }
-            (Some(g), Some(net))
-                if (!net.contains(&g) && !is_link_local(&IpAddr::V6(g))) || g == net.addr() =>
-            {
-                return Err(invalid(
-                    k("gateway6"),
-                    format!("{g} is not another address inside {net} (or link-local)"),
-                ));
-            }
-            (Some(_), None) => {
-                return Err(invalid(
-                    k("gateway6"),
-                    "an IPv6 gateway needs an ipv6 address on the port",
-                ));
-            }
-            _ => {}
-        }
         if !(576..=MAX_MTU).contains(&p.mtu) {
             return Err(invalid(
                 k("mtu"),
@@ -180,9 +140,172 @@ pub(super) fn ports(config: &Config, warnings: &mut Vec<String>) -> Result<Vec<P
             tunnel_source4: p.tunnel_source4,
             tunnel_source6: p.tunnel_source6,
             kernel: p.kernel_interface.is_some(),
+            vlan: None,
         });
     }
+    // The VLANs' interfaces come after every port's, so a port's index stays its DPDK index.
+    for (i, p) in config.ports.iter().enumerate() {
+        for (j, v) in p.vlans.iter().enumerate() {
+            let k = |f: &str| format!("ports[{i}].vlans[{j}].{f}");
+            out.push(vlan(config, i, j, v, &k, &out)?);
+        }
+    }
     Ok(out)
+}
+
+/// A port's or a VLAN's addresses and gateways.
+struct Addressing {
+    ipv4: Option<Ipv4Net>,
+    ipv6: Option<Ipv6Net>,
+    gateway: Option<Ipv4Addr>,
+    gateway6: Option<Ipv6Addr>,
+}
+
+fn addressing(k: &dyn Fn(&str) -> String, a: Addressing, what: &str) -> Result<(), Invalid> {
+    if a.ipv4.is_none() && a.ipv6.is_none() {
+        return Err(invalid(
+            k("ipv4"),
+            format!("a {what} needs an ipv4 or ipv6 address"),
+        ));
+    }
+    if let Some(net) = a.ipv4 {
+        let a = net.addr();
+        if a.is_unspecified() || a.is_multicast() || a.is_broadcast() || a.is_loopback() {
+            return Err(invalid(k("ipv4"), format!("{a} is not a unicast address")));
+        }
+    }
+    if let Some(net) = a.ipv6 {
+        let a = net.addr();
+        if a.is_unspecified() || a.is_multicast() || a.is_loopback() {
+            return Err(invalid(k("ipv6"), format!("{a} is not a unicast address")));
+        }
+        if a.to_ipv4_mapped().is_some() {
+            return Err(invalid(k("ipv6"), mapped_refusal(&IpAddr::V6(a))));
+        }
+    }
+    match (a.gateway, a.ipv4) {
+        (Some(g), Some(net)) if !net.contains(&g) || g == net.addr() => {
+            return Err(invalid(
+                k("gateway"),
+                format!("{g} is not another address inside {net}"),
+            ));
+        }
+        (Some(_), None) => {
+            return Err(invalid(
+                k("gateway"),
+                format!("an IPv4 gateway needs an ipv4 address on the {what}"),
+            ));
+        }
+        _ => {}
+    }
+    match (a.gateway6, a.ipv6) {
+        (Some(g), _) if g.to_ipv4_mapped().is_some() => {
+            return Err(invalid(k("gateway6"), mapped_refusal(&IpAddr::V6(g))));
+        }
+        (Some(g), Some(net))
+            if (!net.contains(&g) && !is_link_local(&IpAddr::V6(g))) || g == net.addr() =>
+        {
+            return Err(invalid(
+                k("gateway6"),
+                format!("{g} is not another address inside {net} (or link-local)"),
+            ));
+        }
+        (Some(_), None) => {
+            return Err(invalid(
+                k("gateway6"),
+                format!("an IPv6 gateway needs an ipv6 address on the {what}"),
+            ));
+        }
+        _ => {}
+    }
+    Ok(())
+}
+
+/// One `[[ports.vlans]]` entry as an interface of port `i`; `so_far`: the interfaces before
+/// it (every port, the VLANs listed earlier), whose subnets it must not overlap.
+fn vlan(
+    config: &Config,
+    i: usize,
+    j: usize,
+    v: &VlanConfig,
+    k: &dyn Fn(&str) -> String,
+    so_far: &[PortInfo],
+) -> Result<PortInfo, Invalid> {
+    if v.vlans.is_some() {
+        return Err(invalid(
+            k("vlans"),
+            "QinQ (802.1ad, a VLAN inside a VLAN) is not supported: vipd handles one 802.1Q tag; frames with stacked tags are dropped (drop_vlan_tagged)",
+        ));
+    }
+    if !vlan::is_valid_id(v.id) {
+        return Err(invalid(
+            k("id"),
+            format!(
+                "{} is not a VLAN id: 1..=4094 (0 is a priority tag, 4095 is reserved)",
+                v.id
+            ),
+        ));
+    }
+    let port = &config.ports[i];
+    if port.vlans[..j].iter().any(|w| w.id == v.id) {
+        return Err(invalid(
+            k("id"),
+            format!("VLAN {} is listed twice on port `{}`", v.id, port.name),
+        ));
+    }
+    addressing(
+        k,
+        Addressing {
+            ipv4: v.ipv4,
+            ipv6: v.ipv6,
+            gateway: v.gateway,
+            gateway6: v.gateway6,
+        },
+        "VLAN",
+    )?;
+    // A route is the first interface whose subnet holds the address: overlapping subnets
+    // would send a VLAN's neighbours out of another interface.
+    let overlap = |net: String, key: &str| {
+        invalid(
+            k(key),
+            format!(
+                "{net} overlaps the subnet of another port or VLAN: each VLAN is its own subnet"
+            ),
+        )
+    };
+    for other in so_far {
+        if let (Some(a), Some(b)) = (v.ipv4, other.ipv4) {
+            if a.contains(&b.network()) || b.contains(&a.network()) {
+                return Err(overlap(a.to_string(), "ipv4"));
+            }
+        }
+        if let (Some(a), Some(b)) = (v.ipv6, other.ipv6) {
+            if a.contains(&b.network()) || b.contains(&a.network()) {
+                return Err(overlap(a.to_string(), "ipv6"));
+            }
+        }
+    }
+    let mac = match &port.mac {
+        Some(m) => m
+            .parse()
+            .map_err(|e| invalid(format!("ports[{i}].mac"), e))?,
+        None => MacAddr::ZERO,
+    };
+    Ok(PortInfo {
+        mac,
+        ipv4: v.ipv4,
+        ipv6: v.ipv6,
+        gateway_v4: v.gateway,
+        gateway_v6: v.gateway6,
+        mtu: port.mtu,
+        tunnel_source4: None,
+        tunnel_source6: None,
+        kernel: false,
+        vlan: Some(VlanOf {
+            parent: i as u16,
+            id: v.id,
+        }),
+    })
 }
 
 /// The refusal of an IPv4-mapped IPv6 address (`::ffff:a.b.c.d`): the dataplane keeps IPv4

@@ -1,0 +1,60 @@
+//! 802.1Q VLANs at the pipeline's edges. A frame tagged with a VLAN its port carries is
+//! handled in the context of the VLAN's interface (its addresses, its neighbours, its routes:
+//! `Snapshot::ports`); every frame the pipeline sends names an interface, and leaves here
+//! fitted to it: tagged with the VLAN's id (the tag rewritten, inserted or kept), or untagged
+//! on the port itself. Only bursts of a snapshot with VLANs come here.
+
+use crate::counters::Counter;
+use crate::io::PacketBuf;
+use crate::snapshot::Snapshot;
+use crate::wire::vlan::{self, VlanHeader, TAG_LEN};
+
+/// The interface a frame received on `port` belongs to: its VLAN's when it is tagged with
+/// one the port carries, else the port (an unknown VLAN was dropped in stage 1).
+#[inline]
+pub(super) fn rx_interface(data: &[u8], port: u16, snap: &Snapshot) -> u16 {
+    match vlan::vid_of(data) {
+        Some(id) => snap.vlan_interface(port, id).unwrap_or(port),
+        None => port,
+    }
+}
+
+/// Fit a frame the pipeline sends on interface `iface` to it, and return the DPDK port it
+/// leaves by.
+#[inline]
+pub(super) fn to_wire<B: PacketBuf>(
+    buf: &mut B,
+    iface: u16,
+    snap: &Snapshot,
+) -> Result<u16, Counter> {
+    let want = snap
+        .ports
+        .get(usize::from(iface))
+        .ok_or(Counter::DropNoRoute)?
+        .vlan;
+    let tagged = vlan::vid_of(buf.data()).is_some();
+    match (tagged, want) {
+        (false, None) => Ok(iface),
+        (true, Some(v)) => {
+            let mut h =
+                VlanHeader::new_checked(buf.data_mut()).map_err(|_| Counter::DropEthMalformed)?;
+            h.set_vid(v.id);
+            Ok(v.parent)
+        }
+        (false, Some(v)) => {
+            if !buf.prepend(TAG_LEN) {
+                return Err(Counter::DropNoHeadroom);
+            }
+            if !vlan::insert_tag(buf.data_mut(), v.id) {
+                return Err(Counter::DropEthMalformed);
+            }
+            Ok(v.parent)
+        }
+        (true, None) => {
+            if !vlan::remove_tag(buf.data_mut()) || !buf.adj(TAG_LEN) {
+                return Err(Counter::DropEthMalformed);
+            }
+            Ok(iface)
+        }
+    }
+}
