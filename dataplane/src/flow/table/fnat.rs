@@ -91,3 +91,105 @@ impl FlowTable {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)] // test code: a panic is a failed test
+
+    use super::*;
+    use crate::flow::key::PROTO_TCP;
+    use crate::flow::Timeouts;
+    use std::net::Ipv4Addr;
+
+    fn client(port: u16) -> FlowKey {
+        FlowKey::v4(
+            Ipv4Addr::new(192, 0, 2, 1),
+            Ipv4Addr::new(10, 100, 0, 1),
+            port,
+            80,
+            PROTO_TCP,
+        )
+    }
+
+    /// The reply key of local port `port`: real server -> 10.0.0.100:port.
+    fn reply(port: u16) -> FlowKey {
+        FlowKey::v4(
+            Ipv4Addr::new(10, 0, 0, 21),
+            Ipv4Addr::new(10, 0, 0, 100),
+            8080,
+            port,
+            PROTO_TCP,
+        )
+    }
+
+    fn enter(t: &mut FlowTable, cport: u16, ports: &[u16], now: u64) -> Result<u16, InsertError> {
+        let key = client(cport);
+        let candidate = |i: u32| ports.get(i as usize).map(|&p| reply(p));
+        let tries = ports.len() as u32;
+        let (_, i) =
+            t.insert_searching(&key, FlowTable::hash(&key), None, candidate, tries, 1, now)?;
+        Ok(ports[i as usize])
+    }
+
+    #[test]
+    fn the_first_free_reply_key_is_taken_and_kept_until_its_connection_leaves() {
+        let mut t = FlowTable::with_capacity(64, Timeouts::default());
+        let ports = [40000, 40001, 40002];
+        assert_eq!(enter(&mut t, 1, &ports, 0), Ok(40000));
+        assert_eq!(enter(&mut t, 2, &ports, 0), Ok(40001));
+        assert_eq!(enter(&mut t, 3, &ports, 0), Ok(40002));
+        assert_eq!(enter(&mut t, 4, &ports, 0), Err(InsertError::NoReplyKey));
+        assert_eq!(t.counts().insert_no_reply_key, 1);
+        assert_eq!(
+            enter(&mut t, 1, &ports, 0),
+            Err(InsertError::Exists),
+            "key clash first"
+        );
+        // The reply key is readable back, and the connection owns its local port.
+        let hit = t
+            .lookup(&client(2), FlowTable::hash(&client(2)), 0)
+            .unwrap();
+        assert_eq!(t.keys(hit.id), Some((client(2), Some(reply(40001)))));
+        t.remove(hit.id);
+        assert_eq!(
+            enter(&mut t, 5, &ports, 0),
+            Ok(40001),
+            "freed by the removal"
+        );
+        // Expired connections free their ports as the search meets them.
+        let later = 1000 * u64::from(Timeouts::default().tcp_syn) + 1;
+        assert_eq!(enter(&mut t, 6, &ports, later), Ok(40000));
+        assert_eq!(
+            t.len(),
+            3,
+            "the search stops at the first free key: the other expired ones wait to be met"
+        );
+        assert_eq!(enter(&mut t, 7, &ports, later), Ok(40001));
+    }
+
+    #[test]
+    fn missing_and_other_family_candidates_are_skipped() {
+        let mut t = FlowTable::with_capacity(64, Timeouts::default());
+        let key = client(1);
+        let v6 = FlowKey::v6(
+            "fd00::21".parse().unwrap(),
+            "fd00::100".parse().unwrap(),
+            8080,
+            40000,
+            PROTO_TCP,
+        );
+        let candidate = |i: u32| match i {
+            0 => None,
+            1 => Some(v6),
+            2 => Some(key),
+            _ => Some(reply(40003)),
+        };
+        let (_, i) = t
+            .insert_searching(&key, FlowTable::hash(&key), None, candidate, 4, 1, 0)
+            .unwrap();
+        assert_eq!(
+            i, 3,
+            "none, the other family and the key itself are no reply key"
+        );
+    }
+}
