@@ -188,6 +188,7 @@ mod tests {
             drop_dead_flows: true,
             alpha: false,
             hash: Default::default(),
+            local_pool: Default::default(),
             real_servers: rs
                 .iter()
                 .map(|&i| ValidRealServer {

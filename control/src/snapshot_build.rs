@@ -72,6 +72,7 @@ pub fn build(i: &Inputs) -> Result<Applied, SnapshotError> {
             persistence: s.persistence,
             drop_dead_flows: s.drop_dead_flows,
             hash: s.hash,
+            local_pool: s.local_pool.clone(),
             backends: s
                 .real_servers
                 .iter()

@@ -223,6 +223,18 @@ counters! {
     DropNotLocal = "drop_not_local", drop;
     /// Dropped: packet from a real server with no flow and no unique service to map it back.
     DropNatReplyNoFlow = "drop_nat_reply_no_flow", drop;
+    /// Dropped: a new full-NAT connection found every local address and port of its pool
+    /// taken towards its real server (established connections are untouched).
+    DropFnatPoolExhausted = "drop_fnat_pool_exhausted", drop;
+    /// Dropped: a packet to a full-NAT real server without a connection entry (a TCP
+    /// segment that is not a SYN, a full table, a key clash, a packet away from its owner):
+    /// full-NAT cannot go statelessly, only the entry knows the local endpoint.
+    DropFnatNoFlow = "drop_fnat_no_flow", drop;
+    /// Dropped: a fragment of a full-NAT connection (no reassembly; later fragments carry
+    /// no ports to rewrite by).
+    DropFnatFragment = "drop_fnat_fragment", drop;
+    /// Dropped: an ICMP error about a full-NAT connection (not relayed in this version).
+    DropFnatIcmpError = "drop_fnat_icmp_error", drop;
     /// Dropped: packet to one of our own addresses that vipd does not serve (not echo/ARP).
     DropLocalUnhandled = "drop_local_unhandled", drop;
     /// Dropped: the frame buffer has no headroom left to grow the frame (tunnel header, ICMP

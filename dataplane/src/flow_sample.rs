@@ -38,6 +38,16 @@ pub struct SampledFlow {
     pub state: TcpState,
     /// Milliseconds until it expires unless a packet refreshes it.
     pub remaining_ms: u64,
+    /// Full-NAT: the local address and port the real server sees (the reply key's
+    /// destination, when it is not the client); None otherwise.
+    pub local: Option<(std::net::IpAddr, u16)>,
+}
+
+/// The local endpoint of a full-NAT connection: its reply key's destination when that is
+/// not the client (half-NAT's reply goes to the client itself).
+fn local_of(key: &FlowKey, reply: Option<FlowKey>) -> Option<(std::net::IpAddr, u16)> {
+    let r = reply?;
+    (r.dst != key.src || r.dst_port != key.src_port).then(|| (r.dst_ip(), r.dst_port))
 }
 
 /// A listing request travelling to a worker and back.
@@ -105,6 +115,7 @@ impl SampleRequest {
                 backend: info.backend,
                 state: TcpState::None,
                 remaining_ms: info.remaining_ms,
+                local: None,
             });
             true
         });
@@ -143,6 +154,7 @@ impl SampleRequest {
                 backend: info.backend,
                 state: info.state,
                 remaining_ms: info.remaining_ms,
+                local: local_of(&info.key, info.reply),
             });
             true
         });

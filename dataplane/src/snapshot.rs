@@ -16,49 +16,17 @@ use ipnet::{Ipv4Net, Ipv6Net};
 use std::net::IpAddr;
 
 pub(crate) mod fast4;
+mod fwd_mode;
+mod local_pool;
 mod lookup;
 mod ownership;
 mod vlans;
 mod word_map;
+pub use fwd_mode::FwdMode;
+pub use local_pool::LocalPool;
 use lookup::{addr_key, map, Endpoint, Map, PortLookups};
 pub use ownership::{mask_key, NatEndpoint, Ownership};
 pub use vlans::VlanOf;
-
-/// How a real server is reached (LVS's packet-forwarding methods).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
-pub enum FwdMode {
-    /// Half-NAT: destination rewritten to the real server; replies come back through vipd.
-    #[default]
-    Nat,
-    /// Direct routing: only the destination MAC changes; replies bypass vipd.
-    Dr,
-    /// IP-in-IP tunnel: encapsulated to the real server; replies bypass vipd.
-    Tunnel,
-}
-
-impl std::str::FromStr for FwdMode {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        match s {
-            "nat" => Ok(FwdMode::Nat),
-            "dr" => Ok(FwdMode::Dr),
-            "tunnel" | "tun" => Ok(FwdMode::Tunnel),
-            _ => Err(format!(
-                "unknown forwarding mode `{s}` (expected nat, dr or tunnel)"
-            )),
-        }
-    }
-}
-
-impl std::fmt::Display for FwdMode {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(match self {
-            FwdMode::Nat => "nat",
-            FwdMode::Dr => "dr",
-            FwdMode::Tunnel => "tunnel",
-        })
-    }
-}
 
 /// One of vipd's ports as the dataplane sees it.
 #[derive(Clone, Debug, Default)]
@@ -248,6 +216,8 @@ pub struct ServiceSpec {
     pub sched_flags: SchedFlags,
     /// Persistence, if any.
     pub persistence: Option<PersistenceSpec>,
+    /// Full-NAT real servers' local addresses and ports (empty without full-NAT).
+    pub local_pool: LocalPool,
 }
 
 impl Default for ServiceSpec {
@@ -262,6 +232,7 @@ impl Default for ServiceSpec {
             hash: FlowHashFields::FiveTuple,
             sched_flags: SchedFlags::default(),
             persistence: None,
+            local_pool: LocalPool::default(),
         }
     }
 }
@@ -342,6 +313,8 @@ pub struct Service {
     pub persistence: Option<Persistence>,
     /// Thresholds of the real servers in `scheduled` (same order); empty when none has one.
     pub limits: Vec<Limit>,
+    /// Full-NAT's local addresses and ports.
+    pub local_pool: LocalPool,
 }
 
 impl Service {
@@ -475,6 +448,8 @@ pub struct Snapshot {
     /// NAT real server endpoint -> its service (None when it serves several: ambiguous) and
     /// how its connections' owner is found.
     nat_endpoints: Map<Endpoint, NatEndpoint>,
+    /// Every full-NAT service's local addresses (answered to ARP like VIPs).
+    local_addrs: Map<u128, ()>,
     /// (VIP, protocol) -> its service, when it is that VIP's only service of the protocol and
     /// hashes on the 3-tuple: the service of a later fragment without its first.
     by_vip_proto: Map<Endpoint, u32>,
@@ -517,6 +492,7 @@ impl Snapshot {
             service_by_key: map(),
             vips: map(),
             nat_endpoints: map(),
+            local_addrs: map(),
             by_vip_proto: map(),
             neighbours,
             port_lookups,
@@ -614,23 +590,30 @@ impl Snapshot {
                 if snap.backends[slot].replace(backend).is_some() {
                     return Err(SnapshotError::DuplicateBackendId(b.id));
                 }
-                if b.mode == FwdMode::Nat {
+                if b.mode.replies_through_us() {
                     let ep = Endpoint::new(&to_mapped(b.addr), spec.proto, b.port);
+                    let fnat = b.mode == FwdMode::Fnat;
                     snap.nat_endpoints
                         .entry(ep)
                         .and_modify(|e| {
                             if e.service != Some(si) {
                                 e.service = None
                             }
+                            e.fnat |= fnat;
                         })
                         .or_insert(NatEndpoint {
                             service: Some(si),
                             ownership: Ownership::Endpoint,
+                            fnat,
                         });
                     shares.share(ep, si);
                 }
             }
-            let has_nat = spec.backends.iter().any(|b| b.mode == FwdMode::Nat);
+            let has_nat = spec.backends.iter().any(|b| b.mode.replies_through_us());
+            if spec.backends.iter().any(|b| b.mode == FwdMode::Fnat) {
+                snap.local_addrs
+                    .extend(spec.local_pool.addrs.iter().map(|a| (addr_key(a), ())));
+            }
             let persistence = spec.persistence.map(|p| Persistence {
                 timeout_ms: u64::from(p.timeout_s) * 1000,
                 bits: ownership::key_bits(spec.vip, p.prefix_len),
@@ -653,6 +636,7 @@ impl Snapshot {
                 } else {
                     Vec::new()
                 },
+                local_pool: spec.local_pool.clone(),
             });
         }
         shares.settle(&mut snap.services, &mut snap.nat_endpoints);
@@ -719,6 +703,12 @@ impl Snapshot {
     #[inline]
     pub fn is_vip(&self, addr: &[u8; 16]) -> bool {
         self.vips.contains_key(&addr_key(addr))
+    }
+
+    /// Whether `addr` (flow-key form) is a full-NAT local address.
+    #[inline]
+    pub fn is_fnat_local(&self, addr: &[u8; 16]) -> bool {
+        self.local_addrs.contains_key(&addr_key(addr))
     }
 
     /// Whether `addr` is one of our ports' own addresses.

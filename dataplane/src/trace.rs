@@ -177,9 +177,12 @@ impl TraceJob {
     /// Whether a frame (as seen, and as sent when it was) belongs to the traced connections.
     fn matches(&self, seen: &Headers, sent: Option<&Headers>) -> bool {
         let f = &self.filter;
-        let client = f
-            .client
-            .is_none_or(|c| mapped_eq(&c, &seen.src) || mapped_eq(&c, &seen.dst));
+        // A full-NAT reply names the client only as sent (step 4), not as seen (step 3).
+        let client = f.client.is_none_or(|c| {
+            mapped_eq(&c, &seen.src)
+                || mapped_eq(&c, &seen.dst)
+                || sent.is_some_and(|s| mapped_eq(&c, &s.dst))
+        });
         let vip = f.vip.as_ref().is_none_or(|v| {
             endpoint_is(v, &seen.dst, seen.dst_port)
                 || sent.is_some_and(|s| endpoint_is(v, &s.src, s.src_port))
@@ -366,5 +369,25 @@ mod tests {
         assert_eq!((job.records.len(), job.missed, job.examined), (2, 1, 5));
         assert!(job.done(15), "full");
         assert_eq!(job.records.capacity(), 2, "no reallocation");
+    }
+
+    #[test]
+    fn a_full_nat_reply_matches_its_client_as_sent() {
+        let filter = TraceFilter {
+            client: Some(IpAddr::from([192, 0, 2, 1])),
+            ..Default::default()
+        };
+        let mut job = TraceJob::new(filter, 4, 1000);
+        job.start(0);
+        // Step 3: real server -> local address; step 4: VIP -> client.
+        let step3 = frame([10, 0, 0, 21], [10, 0, 0, 100], 8080, 40000);
+        let step4 = frame([10, 0, 100, 1], [192, 0, 2, 1], 80, 5000);
+        job.before(&step3, 0, 1);
+        job.after(&step4, Action::Tx(0));
+        assert_eq!(job.records.len(), 1);
+        let other = frame([10, 0, 100, 1], [192, 0, 2, 9], 80, 5000);
+        job.before(&step3, 0, 2);
+        job.after(&other, Action::Tx(0));
+        assert_eq!(job.records.len(), 1, "another client's reply");
     }
 }

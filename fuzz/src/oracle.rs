@@ -238,7 +238,7 @@ pub fn goes_to(out: &[u8], backend: &Backend, snap: &Snapshot) -> bool {
     };
     let port = dport.get(2..4).map(|b| u16::from_be_bytes([b[0], b[1]]));
     match backend.mode {
-        FwdMode::Nat => dst == backend.addr && port == Some(backend.port),
+        FwdMode::Nat | FwdMode::Fnat => dst == backend.addr && port == Some(backend.port),
         FwdMode::Dr => snap
             .services
             .get(backend.service as usize)

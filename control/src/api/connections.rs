@@ -147,7 +147,7 @@ pub async fn connections(
                 Some((k, rs, m)) => (Some(*k), Some(*rs), Some(*m)),
                 None => (None, None, None),
             };
-            list.push(json!({
+            let mut c = json!({
                 "worker": w,
                 "proto": if f.key.proto == 6 { "tcp" } else { "udp" },
                 "client": SocketAddr::new(f.key.src_ip(), f.key.src_port).to_string(),
@@ -157,7 +157,12 @@ pub async fn connections(
                 "forward": mode.map(forward_name),
                 "state": f.state.name(),
                 "expires_s": f.remaining_ms as f64 / 1000.0,
-            }));
+            });
+            if let Some((addr, port)) = f.local {
+                // Full-NAT: the address the real server sees instead of the client's.
+                c["local"] = json!(SocketAddr::new(addr, port).to_string());
+            }
+            list.push(c);
         }
     }
     let mut answer = json!({"sampled": list.len(), "truncated": truncated, "connections": list});

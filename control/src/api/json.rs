@@ -20,6 +20,7 @@ pub fn forward_name(mode: FwdMode) -> &'static str {
         FwdMode::Nat => "Masq",
         FwdMode::Dr => "Route",
         FwdMode::Tunnel => "Tunnel",
+        FwdMode::Fnat => "FullNat",
     }
 }
 

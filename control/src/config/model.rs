@@ -487,9 +487,16 @@ pub struct ServiceConfig {
     /// (`"255.255.255.0"`) or a prefix length (`"24"`, `"/64"`). Default: the whole address.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub persistence_netmask: Option<String>,
-    /// Default forwarding mode of its real servers: `nat`, `dr` or `tunnel`.
+    /// Default forwarding mode of its real servers: `nat`, `fnat`, `dr` or `tunnel`.
     #[serde(default = "default_mode")]
     pub mode: String,
+    /// Full-NAT: the local addresses its connections to full-NAT real servers come from
+    /// (IPv4; the box answers ARP for them). Required with a full-NAT real server.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub local_addresses: Vec<IpAddr>,
+    /// Full-NAT: the local ports, `"FIRST-LAST"` (default `"1024-65535"`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub local_ports: Option<String>,
     /// Name of the port the VIP is reached on (default: the port whose subnet holds the VIP,
     /// else the first port). DR real servers must be on-link on it.
     #[serde(skip_serializing_if = "Option::is_none")]

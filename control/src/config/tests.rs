@@ -643,3 +643,79 @@ ipv6 = "fd00:200::10/64"
         assert!(e.contains(key) && e.contains(words), "{bad}: {e}");
     }
 }
+
+#[test]
+fn full_nat_needs_an_ipv4_pool_of_its_own() {
+    let fnat = GOOD.replace(
+        "port = 80\n",
+        "port = 80\nmode = \"fnat\"\nlocal_addresses = [\"10.77.0.100\"]\nlocal_ports = \"40000-40099\"\n",
+    );
+    let (_, v) = Config::parse(&fnat, Path::new("vipd.toml")).unwrap();
+    let s = &v.services[0];
+    assert_eq!(s.real_servers[0].mode, FwdMode::Fnat);
+    assert_eq!(s.real_servers[0].port, 8080, "full-NAT may change the port");
+    assert_eq!(
+        (
+            s.local_pool.port_min,
+            s.local_pool.port_max,
+            s.local_pool.size()
+        ),
+        (40000, 40099, 100)
+    );
+    let cases = [
+        (
+            fnat.replace("local_addresses = [\"10.77.0.100\"]\n", ""),
+            "services[0].local_addresses: full-NAT needs local addresses",
+        ),
+        (
+            fnat.replace("\"10.77.0.100\"]", "\"10.77.0.10\"]"),
+            "services[0].local_addresses[0]: 10.77.0.10 is a port address",
+        ),
+        (
+            fnat.replace("\"10.77.0.100\"]", "\"10.77.100.1\"]"),
+            "services[0].local_addresses[0]: 10.77.100.1 is a VIP",
+        ),
+        (
+            fnat.replace("\"10.77.0.100\"]", "\"fd00::1\"]"),
+            "services[0].local_addresses[0]: fd00::1 is IPv6: full-NAT local addresses are IPv4 only",
+        ),
+        (
+            fnat.replace("40000-40099", "40099-40000"),
+            "services[0].local_ports: `40099-40000`: the first port must be 1 or more",
+        ),
+        (
+            fnat.replace("mode = \"fnat\"\n", "mode = \"fnat\"\npersistence_timeout = 300\n"),
+            "services[0].persistence_timeout: full-NAT services cannot be persistent",
+        ),
+    ];
+    for (text, want) in cases {
+        let e = err(&text);
+        assert!(e.contains(want), "{want}: {e}");
+    }
+    let v6 = fnat
+        .replace("vip = \"10.77.100.1\"", "vip = \"fd00:77:100::1\"")
+        .replace(
+            "gateway = \"10.77.0.1\"\n",
+            "gateway = \"10.77.0.1\"\nipv6 = \"fd00:77::10/64\"\ngateway6 = \"fd00:77::1\"\n",
+        )
+        .replace("ip = \"10.77.0.21\"", "ip = \"fd00:77::21\"")
+        .replace("ip = \"192.0.2.7\"", "ip = \"2001:db8::7\"");
+    let e = err(&v6);
+    assert!(
+        e.contains("services[0].mode: full-NAT is IPv4 only in this version"),
+        "{e}"
+    );
+    // A pool without full-NAT real servers is only a warning.
+    let unused = GOOD.replace(
+        "port = 80\n",
+        "port = 80\nlocal_addresses = [\"10.77.0.100\"]\n",
+    );
+    let (_, v) = Config::parse(&unused, Path::new("vipd.toml")).unwrap();
+    assert!(
+        v.warnings
+            .iter()
+            .any(|w| w.contains("no full-NAT real server")),
+        "{:?}",
+        v.warnings
+    );
+}

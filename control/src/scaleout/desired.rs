@@ -166,6 +166,7 @@ mod tests {
             scheduler: SchedulerKind::Maglev,
             drop_dead_flows: true,
             hash: Default::default(),
+            local_pool: Default::default(),
             sched_flags: Default::default(),
             persistence: None,
             backends: rs

@@ -96,6 +96,7 @@ mod tests {
             scheduler,
             drop_dead_flows: true,
             hash: FlowHashFields::FiveTuple,
+            local_pool: Default::default(),
             sched_flags: Default::default(),
             persistence: None,
             backends: rs

@@ -36,6 +36,7 @@
 
 mod conns;
 mod expiry;
+mod fnat;
 mod listing;
 #[cfg(test)]
 mod tests;
@@ -119,6 +120,10 @@ pub enum InsertError {
     /// The key or the reply key already belongs to a live connection.
     #[error("flow key already in the table")]
     Exists,
+    /// Every reply key a full-NAT insert was offered belongs to a live connection
+    /// ([`FlowTable::insert_searching`]): no local address and port is free.
+    #[error("every candidate reply key is taken")]
+    NoReplyKey,
 }
 
 /// What a lookup miss learnt: the key was in no live connection when the table had taken
@@ -157,6 +162,8 @@ pub struct TableCounts {
     pub insert_full: u64,
     /// Inserts refused with [`InsertError::Exists`].
     pub insert_exists: u64,
+    /// Inserts refused with [`InsertError::NoReplyKey`].
+    pub insert_no_reply_key: u64,
     /// Connections removed because they expired (by `expire`, `lookup` or `insert`).
     pub expired: u64,
     /// Connections removed by [`FlowTable::remove`].

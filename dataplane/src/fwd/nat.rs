@@ -29,7 +29,7 @@ pub struct L4At {
 }
 
 #[derive(Clone, Copy, PartialEq, Eq)]
-enum Side {
+pub(super) enum Side {
     Src,
     Dst,
 }
@@ -74,7 +74,7 @@ pub fn hop(l3: &mut [u8]) -> RewriteResult {
 
 fn rewrite(l3: &mut [u8], l4: L4At, side: Side, addr: IpAddr, port: u16) -> RewriteResult {
     match (l3.first().map(|b| b >> 4), addr) {
-        (Some(4), IpAddr::V4(to)) => rewrite_v4(l3, l4, side, u32::from(to), port),
+        (Some(4), IpAddr::V4(to)) => rewrite_v4(l3, l4, side, u32::from(to), port, true),
         (Some(6), IpAddr::V6(to)) => rewrite_v6(l3, l4, side, to, port),
         // The snapshot refuses NAT between families; anything else is not ours to rewrite.
         _ => Err(Counter::DropUnsupportedProtocol),
@@ -122,8 +122,17 @@ const TTL_DELTA: u32 = 0xfeff;
 /// bit for bit what the byte-slice updates give, and what a full recomputation gives: the
 /// tests below check against etherparse's). The checks are `Ipv4Packet::new_checked`'s and
 /// `TcpPacket::new_checked`'s / `UdpPacket::new_header_checked`'s.
+/// `hop`: the TTL is checked and decremented (full-NAT's second side, the source, passes
+/// false: one packet, one hop).
 #[inline]
-fn rewrite_v4(l3: &mut [u8], l4: L4At, side: Side, to: u32, port: u16) -> RewriteResult {
+pub(super) fn rewrite_v4(
+    l3: &mut [u8],
+    l4: L4At,
+    side: Side,
+    to: u32,
+    port: u16,
+    hop: bool,
+) -> RewriteResult {
     let len = l3.len();
     let (h, _) = l3
         .split_first_chunk_mut::<{ ipv4::HEADER_LEN }>()
@@ -136,7 +145,7 @@ fn rewrite_v4(l3: &mut [u8], l4: L4At, side: Side, to: u32, port: u16) -> Rewrit
         return Err(Counter::DropIpv4Malformed);
     }
     let ttl = hv.ttl();
-    if ttl <= 1 {
+    if hop && ttl <= 1 {
         return Err(Counter::DropTtlExceeded);
     }
     let was = match side {
@@ -144,14 +153,17 @@ fn rewrite_v4(l3: &mut [u8], l4: L4At, side: Side, to: u32, port: u16) -> Rewrit
         Side::Src => hv.src_u32(),
     };
     let addr_delta = checksum::delta32(was, to);
-    let c = checksum::apply(hv.checksum(), TTL_DELTA + addr_delta);
+    let ttl_delta = if hop { TTL_DELTA } else { 0 };
+    let c = checksum::apply(hv.checksum(), ttl_delta + addr_delta);
     // A number's wire form (its bytes as the header holds them, read little-endian).
     let wire = to.swap_bytes();
     match side {
         Side::Dst => ip.set_dst_wire(wire),
         Side::Src => ip.set_src_wire(wire),
     }
-    ip.set_ttl(ttl - 1);
+    if hop {
+        ip.set_ttl(ttl - 1);
+    }
     ip.set_checksum(c);
     if !l4.header {
         return Ok(());

@@ -515,7 +515,8 @@ fn by_destination(pkt: Pkt, info: L4Info, rx_port: u16, w: &WorkerState, snap: &
         if info.tcp_flags.is_some() && !valid_tcp_flags(info.tcp_bits) {
             return Err(Counter::DropTcpBadFlags);
         }
-        let unique_service = endpoint.service;
+        // A full-NAT reply without an entry cannot be rewritten: its client is unknown.
+        let unique_service = endpoint.service.filter(|_| !endpoint.fnat);
         let mut owner_here = true;
         if let Some(owner) = w.owner_elsewhere(endpoint.ownership, &key.dst, key.dst_port) {
             if pkt.frag.is_none() {

@@ -5,7 +5,8 @@
 use super::flows;
 use super::{set_macs, Action, Frag, L4Info, Pkt, Verdict, WorkerState, OWN_TTL};
 use crate::counters::Counter;
-use crate::flow::Direction;
+use crate::flow::{Direction, FlowId};
+use crate::fwd::fnat::{self, Ends};
 use crate::fwd::fragment::FragmentRoute;
 use crate::fwd::icmp_error;
 use crate::fwd::nat::{self, L4At};
@@ -98,7 +99,7 @@ pub(super) fn check<B: PacketBuf>(
         outer,
     };
     match backend.mode {
-        FwdMode::Nat => {
+        FwdMode::Nat | FwdMode::Fnat => {
             if pkt.ttl <= 1 {
                 return Err(Counter::DropTtlExceeded.into());
             }
@@ -160,20 +161,61 @@ fn check_or_answer<B: PacketBuf>(
 
 /// Rewrite a checked packet for its real server's mode and address it to the next hop.
 /// Returns the egress port. Cannot fail after [`check`] passed (errors are still counted).
+/// `fnat`: a full-NAT packet's new endpoints (required for a full-NAT real server).
 pub(super) fn rewrite<B: PacketBuf>(
     buf: &mut B,
     pkt: &Pkt,
     backend: &Backend,
     route: &Route,
+    fnat: Option<Ends>,
 ) -> Result<u16, Counter> {
-    if backend.mode == FwdMode::Nat {
-        let l3 = buf
-            .data_mut()
-            .get_mut(pkt.l2..)
-            .ok_or(Counter::DropEthMalformed)?;
-        nat::rewrite_to_backend(l3, pkt.l4, backend.addr, backend.port)?;
+    match backend.mode {
+        FwdMode::Nat => {
+            let l3 = buf
+                .data_mut()
+                .get_mut(pkt.l2..)
+                .ok_or(Counter::DropEthMalformed)?;
+            nat::rewrite_to_backend(l3, pkt.l4, backend.addr, backend.port)?;
+        }
+        FwdMode::Fnat => {
+            let ends = fnat.ok_or(Counter::DropFnatNoFlow)?;
+            let l3 = buf
+                .data_mut()
+                .get_mut(pkt.l2..)
+                .ok_or(Counter::DropEthMalformed)?;
+            fnat::rewrite(l3, pkt.l4, ends)?;
+        }
+        FwdMode::Dr | FwdMode::Tunnel => {}
     }
     deliver(buf, pkt.l2, route)
+}
+
+/// A full-NAT connection's packet towards its real server: from the local endpoint of its
+/// reply key (real server -> local address:port) to the real server.
+fn fnat_to_backend(w: &WorkerState, id: Option<FlowId>, backend: &Backend) -> Option<Ends> {
+    let (_, reply) = w.flows.keys(id?)?;
+    let reply = reply?;
+    Some(Ends {
+        src: reply.dst_ip(),
+        src_port: reply.dst_port,
+        dst: backend.addr,
+        dst_port: backend.port,
+    })
+}
+
+/// A full-NAT connection's reply towards the client: from the VIP endpoint to the client
+/// endpoint, both read from its original key (client -> VIP).
+fn fnat_to_client(w: &WorkerState, id: FlowId) -> Option<(Ends, [u8; 16])> {
+    let (orig, _) = w.flows.keys(id)?;
+    Some((
+        Ends {
+            src: orig.dst_ip(),
+            src_port: orig.dst_port,
+            dst: orig.src_ip(),
+            dst_port: orig.src_port,
+        },
+        orig.src,
+    ))
 }
 
 /// The last hop of every packet to a real server: encapsulate (TUN) and set the MACs.
@@ -207,6 +249,9 @@ pub(super) fn forward_client<B: PacketBuf>(
         .get(service_index as usize)
         .ok_or(Counter::DropNoService)?;
     let choice = flows::choose(key, info, service_index, svc, owner_here, w, snap, now)?;
+    if choice.backend.mode == FwdMode::Fnat && pkt.frag.is_some() {
+        return Err(Counter::DropFnatFragment);
+    }
     w.backends.count_step1(choice.backend.id);
     // A datagram's fragments share one tunnel header (one receive queue at the real server).
     let tunnel_hash = pkt
@@ -217,7 +262,7 @@ pub(super) fn forward_client<B: PacketBuf>(
         Ok(o) => o,
         Err(answer) => return Ok(answer),
     };
-    let backend = flows::commit(&choice, key, info, svc, w, snap, now)?;
+    let (backend, id) = flows::commit(&choice, key, info, svc, w, snap, now)?;
     if backend.id != choice.backend.id {
         // The table had no room after all: the consistent hash's real server, checked again
         // (nothing was committed).
@@ -226,7 +271,11 @@ pub(super) fn forward_client<B: PacketBuf>(
             Err(answer) => return Ok(answer),
         };
     }
-    let port = rewrite(buf, pkt, backend, &route)?;
+    let fnat = match backend.mode {
+        FwdMode::Fnat => Some(fnat_to_backend(w, id, backend).ok_or(Counter::DropFnatNoFlow)?),
+        _ => None,
+    };
+    let port = rewrite(buf, pkt, backend, &route, fnat)?;
     if let Some(f) = pkt.frag {
         w.frags
             .remember(&pkt.frag_key(f), FragmentRoute::ToBackend(backend.id), now);
@@ -257,33 +306,44 @@ pub(super) fn nat_reply<B: PacketBuf>(
             Some(h) if h.dir == Direction::Reply => {
                 w.backends.count_step3(h.backend);
                 snap.backend(h.backend)
-                    .map(|b| (h.id, b.service, h.backend))
+                    .map(|b| (h.id, b.service, h.backend, b.mode == FwdMode::Fnat))
             }
             _ => None,
         }
     } else {
         None
     };
+    // Full-NAT: the client is the original key's source, not this packet's destination.
+    let fnat = match hit {
+        Some((id, _, _, true)) => {
+            if pkt.frag.is_some() {
+                return Err(Counter::DropFnatFragment);
+            }
+            Some(fnat_to_client(w, id).ok_or(Counter::DropFnatNoFlow)?)
+        }
+        _ => None,
+    };
+    let client = fnat.as_ref().map_or(&key.dst, |(_, c)| c);
     let service = match hit {
-        Some((_, s, _)) => s,
+        Some((_, s, _, _)) => s,
         None => unique_service.ok_or(Counter::DropNatReplyNoFlow)?,
     };
     let svc = snap
         .services
         .get(service as usize)
         .ok_or(Counter::DropNatReplyNoFlow)?;
-    let hop = match to_client(buf, pkt, rx_port, w, snap, now)? {
+    let hop = match to_client(buf, pkt, client, rx_port, w, snap, now)? {
         Ok(hop) => hop,
         Err(answer) => return Ok(answer),
     };
     match hit {
-        Some((id, _, _)) => {
+        Some((id, _, _, _)) => {
             w.flows.track(id, Direction::Reply, info.tcp_flags, now);
         }
         None => w.counters.inc(Counter::NatRepliesStateless),
     }
-    let port = finish_reply(buf, pkt, svc, hop)?;
-    if let Some((_, _, backend)) = hit {
+    let port = finish_reply(buf, pkt, svc, hop, fnat.map(|(e, _)| e))?;
+    if let Some((_, _, backend, _)) = hit {
         w.backends.count_out(backend, buf.data().len());
     }
     if let Some(f) = pkt.frag {
@@ -306,15 +366,17 @@ pub(super) struct ClientHop {
 /// The checks of a packet towards a client (step 4): route and MAC, TTL, MTU. `Ok(Ok(hop))`
 /// to send it; `Ok(Err(action))` when the sender is answered with too-big instead (or the
 /// client must be resolved first).
+#[allow(clippy::too_many_arguments)] // the pipeline's per-frame context, passed by reference
 fn to_client<B: PacketBuf>(
     buf: &mut B,
     pkt: &Pkt,
+    client: &[u8; 16],
     rx_port: u16,
     w: &mut WorkerState,
     snap: &Snapshot,
     now: u64,
 ) -> Result<Result<ClientHop, Action>, Counter> {
-    let hop = match resolve_client(pkt, snap, w)? {
+    let hop = match resolve_client(client, snap, w)? {
         Ok(hop) => hop,
         Err(ask) => return Ok(Err(ask)),
     };
@@ -347,15 +409,15 @@ fn to_client<B: PacketBuf>(
     }
 }
 
-/// The next hop towards a client (`Ok(Ok)`), or, when the client is on-link and its MAC
-/// unknown, the frame handed to the control thread, which resolves the client on demand
-/// (`Ok(Err)`): NAT replies to clients on the LB's own segments were never resolved.
+/// The next hop towards a client (`client`, flow-key form) (`Ok(Ok)`), or, when the client
+/// is on-link and its MAC unknown, the frame handed to the control thread, which resolves
+/// the client on demand (`Ok(Err)`): NAT replies to clients on the LB's own segments were
+/// never resolved.
 pub(super) fn resolve_client(
-    pkt: &Pkt,
+    client: &[u8; 16],
     snap: &Snapshot,
     w: &WorkerState,
 ) -> Result<Result<ClientHop, Action>, Counter> {
-    let client = &pkt.key.dst;
     match snap.resolve_key(client) {
         Ok((port, mac)) => {
             let our_mac = snap
@@ -374,16 +436,20 @@ pub(super) fn resolve_client(
 }
 
 /// Rewrite a checked reply to come from the VIP and address it to the client's next hop;
-/// returns the egress port.
+/// returns the egress port. `fnat`: a full-NAT reply's endpoints (both rewritten).
 fn finish_reply<B: PacketBuf>(
     buf: &mut B,
     pkt: &Pkt,
     svc: &Service,
     hop: ClientHop,
+    fnat: Option<Ends>,
 ) -> Result<u16, Counter> {
     let frame = buf.data_mut();
     let l3 = frame.get_mut(pkt.l2..).ok_or(Counter::DropEthMalformed)?;
-    nat::rewrite_to_vip(l3, pkt.l4, svc.vip, svc.port)?;
+    match fnat {
+        Some(ends) => fnat::rewrite(l3, pkt.l4, ends)?,
+        None => nat::rewrite_to_vip(l3, pkt.l4, svc.vip, svc.port)?,
+    }
     set_macs(frame, hop.our_mac, hop.mac);
     Ok(hop.port)
 }
@@ -411,6 +477,9 @@ pub(super) fn later_fragment<B: PacketBuf>(
         ..*pkt
     };
     let to_backend = |buf: &mut B, backend: &Backend, w: &mut WorkerState| {
+        if backend.mode == FwdMode::Fnat {
+            return Err(Counter::DropFnatFragment);
+        }
         let vip = snap
             .services
             .get(backend.service as usize)
@@ -421,7 +490,7 @@ pub(super) fn later_fragment<B: PacketBuf>(
             Ok(o) => o,
             Err(answer) => return Ok(Err(answer)),
         };
-        let port = rewrite(buf, pkt, backend, &route)?;
+        let port = rewrite(buf, pkt, backend, &route, None)?;
         w.counters.inc(Counter::FragmentsForwarded);
         w.counters.inc(Counter::Forwarded);
         w.backends.count_in(backend.id, buf.data().len());
@@ -440,11 +509,11 @@ pub(super) fn later_fragment<B: PacketBuf>(
                 .services
                 .get(service as usize)
                 .ok_or(Counter::DropNatReplyNoFlow)?;
-            let hop = match to_client(buf, pkt, rx_port, w, snap, now)? {
+            let hop = match to_client(buf, pkt, &pkt.key.dst, rx_port, w, snap, now)? {
                 Ok(hop) => hop,
                 Err(answer) => return Ok(answer),
             };
-            let port = finish_reply(buf, pkt, svc, hop)?;
+            let port = finish_reply(buf, pkt, svc, hop, None)?;
             w.counters.inc(Counter::FragmentsForwarded);
             w.counters.inc(Counter::NatReplies);
             Ok(Action::Tx(port))

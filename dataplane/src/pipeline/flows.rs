@@ -16,8 +16,10 @@
 //! connection is entered. Connections without an entry (stateless, table full) follow the
 //! consistent hash as before: persistence needs state to hold.
 
+use super::worker_state::scale;
 use super::{L4Info, WorkerState};
 use crate::counters::Counter;
+use crate::flow::hash::owner_hash;
 use crate::flow::key::{to_mapped, PROTO_UDP};
 use crate::flow::{Direction, FlowHit, FlowId, FlowKey, InsertError, Miss, TcpState};
 use crate::sched::NewConn;
@@ -322,7 +324,8 @@ fn commit_persistence(
 
 /// Carry out the choice for a packet that goes out. Returns the real server it goes to: the
 /// chosen one, or the consistent hash's when the insert finds no room or a key clash (the
-/// caller then checks that one again before sending).
+/// caller then checks that one again before sending); and the connection when the packet
+/// has one (entered or tracked; full-NAT's rewrite reads its reply key).
 #[allow(clippy::too_many_arguments)] // the pipeline's per-frame context, passed by reference
 pub(super) fn commit<'s>(
     choice: &Choice<'s>,
@@ -332,17 +335,17 @@ pub(super) fn commit<'s>(
     w: &mut WorkerState,
     snap: &'s Snapshot,
     now: u64,
-) -> Result<&'s Backend, Counter> {
+) -> Result<(&'s Backend, Option<FlowId>), Counter> {
     match choice.op {
         FlowOp::Track(id) => {
             w.flows.track(id, Direction::Original, info.tcp_flags, now);
-            Ok(choice.backend)
+            Ok((choice.backend, Some(id)))
         }
         FlowOp::Stateless(why) => {
             if let Some(c) = why {
                 w.counters.inc(c);
             }
-            Ok(choice.backend)
+            Ok((choice.backend, None))
         }
         FlowOp::Replace(old) => {
             w.flows.remove(old);
@@ -351,7 +354,7 @@ pub(super) fn commit<'s>(
         FlowOp::Full(miss) => {
             if w.flows.refuse_full(key, now) {
                 full(w, now);
-                Ok(choice.backend)
+                Ok((choice.backend, None))
             } else {
                 insert(choice, Some(miss), key, info, svc, w, snap, now)
             }
@@ -373,8 +376,11 @@ fn insert<'s>(
     w: &mut WorkerState,
     snap: &'s Snapshot,
     now: u64,
-) -> Result<&'s Backend, Counter> {
+) -> Result<(&'s Backend, Option<FlowId>), Counter> {
     let backend = choice.backend;
+    if backend.mode == FwdMode::Fnat {
+        return insert_fnat(choice, miss, key, info, svc, w, now);
+    }
     // Built (and hashed, by the table) only when the table can take the connection: a SYN
     // flood into a full table is refused before either.
     // The client's address is copied as stored: no round trip through `IpAddr`.
@@ -401,15 +407,83 @@ fn insert<'s>(
             w.counters.inc(Counter::FlowsCreated);
             w.backends.count_new(backend.id);
             commit_persistence(choice.persist, backend.id, key, svc, w, now);
-            Ok(backend)
+            Ok((backend, Some(fid)))
         }
         Err(InsertError::Full) => {
             full(w, now);
-            consistent(svc, snap, key, info.maglev(svc, key))
+            Ok((consistent(svc, snap, key, info.maglev(svc, key))?, None))
         }
         Err(InsertError::Exists) => {
             w.counters.inc(Counter::FlowKeyClash);
-            consistent(svc, snap, key, info.maglev(svc, key))
+            Ok((consistent(svc, snap, key, info.maglev(svc, key))?, None))
+        }
+        // Only full-NAT's search gives it.
+        Err(InsertError::NoReplyKey) => Err(Counter::DropFnatPoolExhausted),
+    }
+}
+
+/// Candidates a full-NAT insert tries at most: bounds the work a new connection does
+/// when its pool is (nearly) exhausted.
+const FNAT_TRIES: u32 = 1024;
+
+/// [`insert`] for a full-NAT real server: the reply key (real server -> local address and
+/// port) is the first of the pool's endpoints, from the worker's rotating cursor on, that
+/// (a) this worker owns under the steering rule, `owner_hash(local address, local port)`,
+/// so the replies, steered by their destination endpoint like every NAT reply, come back to
+/// this worker, and (b) no live connection holds towards this real server (the flow table is
+/// the allocator: an endpoint is free once its connection left the table). None free:
+/// `drop_fnat_pool_exhausted`, the packet is dropped, no live connection is touched.
+#[allow(clippy::too_many_arguments)] // the pipeline's per-frame context, passed by reference
+#[inline(never)]
+fn insert_fnat<'s>(
+    choice: &Choice<'s>,
+    miss: Option<Miss>,
+    key: &FlowKey,
+    info: &L4Info,
+    svc: &Service,
+    w: &mut WorkerState,
+    now: u64,
+) -> Result<(&'s Backend, Option<FlowId>), Counter> {
+    let backend = choice.backend;
+    let pool = &svc.local_pool;
+    let tries = pool.size().min(FNAT_TRIES);
+    let start = w.fnat_cursor;
+    let (index, n_workers) = (w.index, w.n_workers);
+    let rs = to_mapped(backend.addr);
+    let candidate = |i: u32| {
+        let (addr, port) = pool.nth(start.wrapping_add(i))?;
+        let ours = n_workers < 2 || scale(owner_hash(&addr, port), n_workers) == index;
+        ours.then_some(FlowKey {
+            src: rs,
+            dst: addr,
+            src_port: backend.port,
+            dst_port: port,
+            proto: key.proto,
+        })
+    };
+    let inserted = w
+        .flows
+        .insert_searching(key, info.table, miss, candidate, tries, backend.id, now);
+    match inserted {
+        Ok((fid, i)) => {
+            w.fnat_cursor = start.wrapping_add(i).wrapping_add(1);
+            w.flows.track(fid, Direction::Original, info.tcp_flags, now);
+            w.counters.inc(Counter::FlowsCreated);
+            w.backends.count_new(backend.id);
+            commit_persistence(choice.persist, backend.id, key, svc, w, now);
+            Ok((backend, Some(fid)))
+        }
+        Err(InsertError::NoReplyKey) => {
+            w.fnat_cursor = start.wrapping_add(tries);
+            Err(Counter::DropFnatPoolExhausted)
+        }
+        Err(InsertError::Full) => {
+            full(w, now);
+            Err(Counter::DropFnatNoFlow)
+        }
+        Err(InsertError::Exists) => {
+            w.counters.inc(Counter::FlowKeyClash);
+            Err(Counter::DropFnatNoFlow)
         }
     }
 }
@@ -449,7 +523,7 @@ mod tests {
         let (key, info) = syn(n);
         let svc = &snap.services[0];
         let choice = choose(&key, &info, 0, svc, true, w, snap, now).unwrap();
-        let backend = commit(&choice, &key, &info, svc, w, snap, now).unwrap();
+        let (backend, _) = commit(&choice, &key, &info, svc, w, snap, now).unwrap();
         (backend.id, choice.op)
     }
 

@@ -148,6 +148,10 @@ fn to_real_server<B: PacketBuf>(
             .and_then(|id| snap.backend(id))
             .ok_or(Counter::DropIcmpErrorNoFlow)?,
     };
+    if backend.mode == FwdMode::Fnat {
+        // The quote would need the connection's local endpoint: not relayed in this version.
+        return Err(Counter::DropFnatIcmpError);
+    }
     let route = match egress::check(
         buf,
         pkt,
@@ -201,6 +205,11 @@ fn to_client<B: PacketBuf>(
     now: u64,
 ) -> Verdict {
     let _ = rx_port;
+    if endpoint.fnat {
+        // About a full-NAT connection's real-server side (quoting local -> real server): its
+        // client is known only to the entry; not relayed in this version.
+        return Err(Counter::DropFnatIcmpError);
+    }
     let unique_service = endpoint.service;
     if let Some(owner) = w.owner_elsewhere(endpoint.ownership, &q.key.src, q.key.src_port) {
         return Ok(Action::Steer(owner));
@@ -220,7 +229,7 @@ fn to_client<B: PacketBuf>(
         .services
         .get(service as usize)
         .ok_or(Counter::DropIcmpErrorNoFlow)?;
-    let hop = match egress::resolve_client(pkt, snap, w)? {
+    let hop = match egress::resolve_client(&pkt.key.dst, snap, w)? {
         Ok(hop) => hop,
         Err(ask) => return Ok(ask),
     };

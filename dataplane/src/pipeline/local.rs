@@ -38,7 +38,11 @@ pub(super) fn arp(
     }
     let target = IpAddr::V4(target_ip);
     match a.operation() {
-        arp::op::REQUEST if snap.is_local(&target) || snap.is_vip(&to_mapped(target)) => {
+        arp::op::REQUEST
+            if snap.is_local(&target)
+                || snap.is_vip(&to_mapped(target))
+                || snap.is_fnat_local(&to_mapped(target)) =>
+        {
             arp::emit(
                 &mut frame[l2..],
                 arp::op::REPLY,

@@ -107,6 +107,9 @@ pub struct WorkerState {
     /// the two).
     pub fast_path: bool,
     pub(super) cursors: Vec<u64>,
+    /// Where the next full-NAT local endpoint search starts in a service's pool (rotates,
+    /// so endpoints are reused as late as possible).
+    pub(super) fnat_cursor: u32,
     generation: u64,
     pub(super) icmp_errors: TokenBucket,
     /// When an insert last found the table full (see `flows::schedule`).
@@ -116,6 +119,12 @@ pub struct WorkerState {
     pub(super) swept_ms: Option<u64>,
     /// The staging area of a burst; taken out while a burst runs.
     scratch: Option<Box<Scratch>>,
+}
+
+/// An owner hash scaled onto `0..n_workers` (Lemire's reduction): the one steering rule.
+#[inline(always)]
+pub(super) fn scale(h: u32, n_workers: u16) -> u16 {
+    ((u64::from(h) * u64::from(n_workers)) >> 32) as u16
 }
 
 impl WorkerState {
@@ -165,6 +174,7 @@ impl WorkerState {
             fast_path: true,
             trace: None,
             cursors: vec![0; max_services],
+            fnat_cursor: 0,
             generation: u64::MAX,
             icmp_errors: TokenBucket::new(),
             last_full_ms: None,
@@ -198,7 +208,7 @@ impl WorkerState {
 
     #[inline(always)]
     fn scale(&self, h: u32) -> u16 {
-        ((u64::from(h) * u64::from(self.n_workers)) >> 32) as u16
+        scale(h, self.n_workers)
     }
 
     /// The worker that owns connections of this client endpoint under `rule`, when it is

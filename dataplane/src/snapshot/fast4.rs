@@ -273,7 +273,11 @@ impl Fast4 {
             };
             Some((
                 endpoint_word(wire4(a), wire_port(port), proto),
-                pack(s.service.unwrap_or(AMBIGUOUS), s.ownership),
+                // A full-NAT endpoint's reply without an entry has no service to go by.
+                pack(
+                    s.service.filter(|_| !s.fnat).unwrap_or(AMBIGUOUS),
+                    s.ownership,
+                ),
             ))
         });
         let neighbours = snap.neighbours.iter().filter_map(|(a, m)| {
@@ -446,7 +450,7 @@ mod tests {
                 prop_assert_eq!(bits & ADDR_OWN != 0, snap.is_local_key(&key));
                 prop_assert_eq!(
                     f.nat_endpoints.get(w).map(|v| unpack(v).0).map(|s| (s != AMBIGUOUS).then_some(s)),
-                    snap.nat_endpoint(&key, proto, port).map(|e| e.service)
+                    snap.nat_endpoint(&key, proto, port).map(|e| e.service.filter(|_| !e.fnat))
                 );
                 let want = snap.resolve_key(&key).ok().map(|(port, mac)| {
                     let p = &snap.ports[usize::from(port)];

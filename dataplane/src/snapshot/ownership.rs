@@ -74,6 +74,9 @@ pub struct NatEndpoint {
     pub service: Option<u32>,
     /// How the owner of its connections is found.
     pub ownership: Ownership,
+    /// A full-NAT real server serves from it: a reply without a flow entry cannot be
+    /// rewritten (its client is known only to the entry).
+    pub fnat: bool,
 }
 
 /// A prefix length of `vip`'s family in flow-key form: IPv4 prefixes count from bit 96 of

@@ -187,8 +187,9 @@ pub fn parse_mode(text: &str) -> Result<&'static str, UsageError> {
         "nat" | "masq" | "masquerading" => Ok("nat"),
         "dr" | "route" | "gatewaying" => Ok("dr"),
         "tunnel" | "tun" | "ipip" => Ok("tunnel"),
+        "fnat" | "fullnat" => Ok("fnat"),
         other => Err(usage(format!(
-            "--mode `{other}`: unknown forwarding mode (expected nat, dr or tunnel)"
+            "--mode `{other}`: unknown forwarding mode (expected nat, fnat, dr or tunnel)"
         ))),
     }
 }

@@ -260,6 +260,11 @@ pub fn connections(v: &Value) -> String {
             s(c, "vip"),
             s(c, "real_server")
         );
+        if let Some(local) = c["local"].as_str() {
+            // Full-NAT: what the real server sees as its client, after the destination.
+            out.pop();
+            let _ = writeln!(out, " local {local}");
+        }
     }
     out
 }
@@ -686,14 +691,17 @@ mod tests {
 
     #[test]
     fn connections_and_timeouts() {
-        let v = json!({"sampled": 2, "truncated": true, "connections": [
+        let v = json!({"sampled": 3, "truncated": true, "connections": [
             {"worker": 0, "proto": "tcp", "client": "192.168.77.2:40000", "vip": "10.77.100.1:80",
              "real_server": "10.77.0.21:8080", "forward": "Masq", "state": "established", "expires_s": 59.7},
             {"worker": 1, "proto": "udp", "client": "192.168.77.3:5000", "vip": "10.77.100.1:53",
              "real_server": "10.77.0.22:5353", "forward": "Masq", "state": "none", "expires_s": 125.0},
+            {"worker": 0, "proto": "tcp", "client": "192.168.77.4:40001", "vip": "10.77.100.1:81",
+             "real_server": "10.77.0.23:8080", "forward": "FullNat", "state": "established",
+             "expires_s": 30.0, "local": "10.77.0.100:40017"},
         ]});
         let lines: Vec<String> = connections(&v).lines().map(str::to_string).collect();
-        assert!(lines[0].contains("2 sampled") && lines[0].contains("more exist"));
+        assert!(lines[0].contains("3 sampled") && lines[0].contains("more exist"));
         assert_eq!(
             lines[1],
             "pro expire state       source             virtual            destination"
@@ -705,6 +713,10 @@ mod tests {
         assert_eq!(
             lines[3],
             "UDP 02:05  UDP         192.168.77.3:5000  10.77.100.1:53     10.77.0.22:5353"
+        );
+        assert_eq!(
+            lines[4],
+            "TCP 00:30  ESTABLISHED 192.168.77.4:40001 10.77.100.1:81     10.77.0.23:8080 local 10.77.0.100:40017"
         );
         let t = json!({"tcp_syn": 10, "tcp_established": 900, "tcp_fin": 120, "tcp_time_wait": 3, "tcp_close": 4, "udp": 300});
         assert_eq!(

@@ -75,8 +75,9 @@ Options:
                                       -E -p 0 makes the service not persistent
   --netmask      -M netmask           granularity of persistence: clients of a network share a
                                       real server (255.255.255.0; IPv6: a prefix length, 64)
-  --mode nat|dr|tunnel                the service's default forwarding method (default nat);
-                                      -g|-i|-m with -A|-E say the same
+  --mode nat|fnat|dr|tunnel           the service's default forwarding method (default nat);
+                                      -g|-i|-m with -A|-E say the same; fnat needs the
+                                      service's local_addresses (configuration file or API)
   --real-server  -r server-address    server-address is ip[:port] (default: the service port)
   --gatewaying   -g                   gatewaying (direct routing)
   --ipip         -i                   ipip encapsulation (tunneling)

@@ -4,6 +4,7 @@
 
 mod api;
 mod checks;
+mod fnat;
 mod ports;
 mod sched;
 mod services;
@@ -16,7 +17,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 use vipd_dataplane::sched::load::Limit;
 use vipd_dataplane::sched::{is_prime, SchedFlags, SchedulerKind, MAX_MAGLEV_SIZE};
-use vipd_dataplane::snapshot::{FlowHashFields, FwdMode, PersistenceSpec, PortInfo};
+use vipd_dataplane::snapshot::{FlowHashFields, FwdMode, LocalPool, PersistenceSpec, PortInfo};
 use vipd_dataplane::wire::MacAddr;
 
 /// A refusal: the dotted key (`services[0].real_servers[1].port`) and what is wrong with it.
@@ -182,6 +183,8 @@ pub struct ValidService {
     pub hash: FlowHashFields,
     /// Real servers in file order, then the sorry server if any.
     pub real_servers: Vec<ValidRealServer>,
+    /// Full-NAT's local addresses and ports (empty without full-NAT real servers).
+    pub local_pool: LocalPool,
 }
 
 /// A configuration vipd accepts.

@@ -191,7 +191,9 @@ pub(super) fn services(
                 "services[{i}].alpha: no real server of {key} has a health check, so none starts down (alpha only holds back checked real servers)"
             ));
         }
+        let local_pool = super::fnat::local_pool(s, ports, &vips, &rss, &k, warnings)?;
         out.push(ValidService {
+            local_pool,
             key,
             scheduler,
             sched_flags,
@@ -282,7 +284,7 @@ fn real_server(
             "port 0 is not a valid real server port",
         ));
     }
-    if rmode == FwdMode::Nat && ip.is_ipv4() != s.vip.is_ipv4() {
+    if rmode.replies_through_us() && ip.is_ipv4() != s.vip.is_ipv4() {
         return Err(invalid(
             kr("ip"),
             format!(
@@ -291,7 +293,7 @@ fn real_server(
             ),
         ));
     }
-    if rmode != FwdMode::Nat && port.is_some_and(|p| p != s.port) {
+    if !rmode.replies_through_us() && port.is_some_and(|p| p != s.port) {
         return Err(invalid(
             kr("port"),
             format!(

@@ -205,6 +205,53 @@ impl<A: Addrs> Conns<A> {
         self.enter(key, hash, reply, backend, now, ctx)
     }
 
+    /// An insert whose reply key is the first of `candidate(0)`, ..., `candidate(tries - 1)`
+    /// that no live connection holds (`None`: no candidate there, skipped); returns the
+    /// connection and the index of the candidate it took. `Exists`: `key` clashes (unless
+    /// `skip_key`); `Full`: no room (checked before any candidate is looked at);
+    /// `NoReplyKey`: every candidate was taken.
+    #[allow(clippy::too_many_arguments)] // the insert's own arguments, passed through
+    pub(super) fn insert_searching(
+        &mut self,
+        key: &Key<A>,
+        hash: TableHash,
+        skip_key: bool,
+        mut candidate: impl FnMut(u32) -> Option<(Key<A>, TableHash)>,
+        tries: u32,
+        backend: u32,
+        now: u64,
+        ctx: &mut Ctx,
+    ) -> Result<(FlowId, u32), InsertError> {
+        if !skip_key && self.blocks(key, hash, now, ctx) {
+            ctx.counts.insert_exists += 1;
+            return Err(InsertError::Exists);
+        }
+        if !self.room(now, ctx) {
+            ctx.counts.insert_full += 1;
+            return Err(InsertError::Full);
+        }
+        for i in 0..tries {
+            let Some((rk, rh)) = candidate(i) else {
+                continue;
+            };
+            if rk == *key || self.blocks(&rk, rh, now, ctx) {
+                continue;
+            }
+            return self
+                .enter(key, hash, Some((rk, rh)), backend, now, ctx)
+                .map(|id| (id, i));
+        }
+        ctx.counts.insert_no_reply_key += 1;
+        Err(InsertError::NoReplyKey)
+    }
+
+    /// The keys of connection `id`: its original key and, when it has one, its reply key.
+    pub(super) fn keys(&self, id: FlowId) -> Option<(Key<A>, Option<Key<A>>)> {
+        let pos = self.find_id(id)?;
+        let s = self.idx.slot(pos);
+        Some((s.key(), s.partner().map(|p| self.idx.slot(p).key())))
+    }
+
     /// The part of an insert after the clash checks.
     fn enter(
         &mut self,

@@ -1,0 +1,124 @@
+//! Full-NAT (DPVS's FNAT): both ends of a packet are rewritten. Towards the real server
+//! (step 2) the source becomes a local address and port of the service's pool and the
+//! destination the real server; the reply (step 4) goes from the VIP to the client. Which
+//! local endpoint a connection has is the flow table's business (its reply key); this module
+//! only rewrites. One router hop: the TTL is decremented once. IPv4 only in this version (the
+//! configuration refuses IPv6 full-NAT services).
+//!
+//! The transport header lives in a first fragment only; the pipeline never full-NATs a
+//! fragment (`drop_fnat_fragment`), so the header is always here.
+
+use super::nat::{rewrite_v4, L4At, Side};
+use super::RewriteResult;
+use crate::counters::Counter;
+use std::net::IpAddr;
+
+/// One direction's new endpoints: source and destination address and port.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Ends {
+    /// New source address.
+    pub src: IpAddr,
+    /// New source port.
+    pub src_port: u16,
+    /// New destination address.
+    pub dst: IpAddr,
+    /// New destination port.
+    pub dst_port: u16,
+}
+
+/// Rewrite both endpoints of an IPv4 TCP/UDP packet (`l3` from its IP header), the IP header
+/// checksum and the transport checksum updated incrementally (RFC 1624), the TTL decremented.
+pub fn rewrite(l3: &mut [u8], l4: L4At, ends: Ends) -> RewriteResult {
+    match (l3.first().map(|b| b >> 4), ends.src, ends.dst) {
+        (Some(4), IpAddr::V4(src), IpAddr::V4(dst)) => {
+            rewrite_v4(l3, l4, Side::Dst, u32::from(dst), ends.dst_port, true)?;
+            rewrite_v4(l3, l4, Side::Src, u32::from(src), ends.src_port, false)
+        }
+        // IPv6 full-NAT is refused by the configuration; a mixed packet is not ours.
+        _ => Err(Counter::DropUnsupportedProtocol),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)] // test code: a panic is a failed test
+
+    use super::*;
+    use crate::wire::ipv4::proto;
+    use etherparse::PacketBuilder;
+    use proptest::prelude::*;
+    use std::net::Ipv4Addr;
+
+    fn packet(
+        tcp: bool,
+        src: [u8; 4],
+        dst: [u8; 4],
+        ports: (u16, u16),
+        ttl: u8,
+        payload: &[u8],
+    ) -> Vec<u8> {
+        let b = PacketBuilder::ipv4(src, dst, ttl);
+        let mut out = Vec::new();
+        if tcp {
+            b.tcp(ports.0, ports.1, 7, 1024)
+                .syn()
+                .write(&mut out, payload)
+                .unwrap();
+        } else {
+            b.udp(ports.0, ports.1).write(&mut out, payload).unwrap();
+        }
+        out
+    }
+
+    proptest! {
+        /// Both endpoints rewritten: the bytes etherparse writes for the rewritten packet,
+        /// checksums recomputed from scratch, TTL one less.
+        #[test]
+        fn both_ends_are_what_etherparse_writes(
+            tcp in any::<bool>(),
+            src in any::<[u8; 4]>(),
+            dst in any::<[u8; 4]>(),
+            new_src in any::<[u8; 4]>(),
+            new_dst in any::<[u8; 4]>(),
+            ports in any::<(u16, u16)>(),
+            new_ports in any::<(u16, u16)>(),
+            ttl in 2u8..,
+            payload in proptest::collection::vec(any::<u8>(), 0..40),
+        ) {
+            let mut got = packet(tcp, src, dst, ports, ttl, &payload);
+            let mut want = packet(tcp, new_src, new_dst, new_ports, ttl - 1, &payload);
+            let l4 = L4At { proto: if tcp { proto::TCP } else { proto::UDP }, offset: 20, header: true };
+            let ends = Ends {
+                src: IpAddr::V4(Ipv4Addr::from(new_src)),
+                src_port: new_ports.0,
+                dst: IpAddr::V4(Ipv4Addr::from(new_dst)),
+                dst_port: new_ports.1,
+            };
+            prop_assert_eq!(rewrite(&mut got, l4, ends), Ok(()));
+            // UDP checksum 0 is written 0xffff by etherparse (RFC 768); both mean 0.
+            if !tcp && got[26..28] == [0xff, 0xff] && want[26..28] == [0, 0] {
+                want[26..28].copy_from_slice(&[0xff, 0xff]);
+            }
+            prop_assert_eq!(got, want);
+        }
+    }
+
+    #[test]
+    fn ttl_one_is_not_forwarded() {
+        let mut p = packet(true, [192, 0, 2, 1], [10, 0, 0, 1], (1000, 80), 1, b"");
+        let before = p.clone();
+        let ends = Ends {
+            src: IpAddr::V4(Ipv4Addr::new(10, 2, 0, 100)),
+            src_port: 40000,
+            dst: IpAddr::V4(Ipv4Addr::new(10, 3, 0, 21)),
+            dst_port: 8080,
+        };
+        let l4 = L4At {
+            proto: proto::TCP,
+            offset: 20,
+            header: true,
+        };
+        assert_eq!(rewrite(&mut p, l4, ends), Err(Counter::DropTtlExceeded));
+        assert_eq!(p, before, "nothing written");
+    }
+}
