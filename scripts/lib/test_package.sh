@@ -143,7 +143,8 @@ for line in sys.stdin:
     print(e.get("PRIORITY"), e.get("TARGET"), e.get("MESSAGE", "")[:100], sep=" | ")' ; }
 echo "     journal (PRIORITY | TARGET | MESSAGE):"
 fields_of <<<"$journal" | sed 's/^/       /'
-check "journal: info line with TARGET vipd_control::daemon" grep -q '"TARGET":"vipd_control::daemon"' <<<"$journal"
+# The daemon's start-up steps log from its modules (vipd_control::daemon::start, ...).
+check "journal: info line with TARGET vipd_control::daemon::*" grep -q '"TARGET":"vipd_control::daemon' <<<"$journal"
 check "journal: the health-check warning at PRIORITY 4" bash -c 'grep "\"PRIORITY\":\"4\"" <<<"$1" | grep -q kernel_interface' _ "$journal"
 check "journal: the fatal error at PRIORITY 3" bash -c 'grep "\"PRIORITY\":\"3\"" <<<"$1" | grep -q net_vipdpkgtest0' _ "$journal"
 stderr_lines=$(in_root journalctl --no-pager -o json SYSLOG_IDENTIFIER=vipd-stderr 2>/dev/null)
