@@ -1,5 +1,6 @@
-//! The exception thread (`vipd-kernel`): moves frames between the ports and their kernel
-//! interfaces. Wire to kernel: it pops `Rings::to_kernel` (filled by the workers and the
+//! The exception thread (`vipd-kernel` in the docs; an EAL lcore of its own, after the
+//! workers' and on the control core, so the OS names it `rte-worker-N`): moves frames between
+//! the ports and their kernel interfaces. Wire to kernel: it pops `Rings::to_kernel` (filled by the workers and the
 //! control thread) and writes each frame to its port's tap. Kernel to wire: it reads the taps
 //! and hands each frame to a worker's inbox as a [`ParcelKind::Transmit`] parcel, since the
 //! workers own the physical TX queues. Work per round is bounded, an idle thread backs off to
