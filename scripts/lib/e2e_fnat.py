@@ -1,9 +1,10 @@
 """Full-NAT end to end (scenario `fnat` of scripts/e2e).
 
-The real servers' default routes point at the router, not at vipd: under half-NAT their
-replies to the clients would bypass the box. Under full-NAT they answer the local address
-10.77.0.100 (on the segment; vipd answers ARP for it), so the replies come back through vipd
-anyway. Checked: the real servers see the local address, never the client; 20 concurrent
+The real servers sit in another subnet (10.78.0.0/24, behind the router: their addresses on
+the box's segment are taken away for the scenario) and their default routes point at the
+router, not at vipd: under half-NAT their replies to the clients would bypass the box. Under
+full-NAT they answer the local address 10.77.0.100 through the router (vipd answers the
+router's ARP for it), so the replies come back through vipd anyway. Checked: the real servers see the local address, never the client; 20 concurrent
 rate-limited downloads through the VIP arrive byte-exact; every real server's four steps are
 counted; `vipctl -L -c` shows client and local address; a pool of 40 local ports (per real
 server) is exhausted by a bounded spoofed SYN flood (drop_fnat_pool_exhausted counts it)
@@ -21,7 +22,33 @@ from vipdbed import API_PORT, LIB, PREFIX, VIP4, Vipd, check, check_drops, log, 
 
 LOCAL = "10.77.0.100"
 PORTS = (40000, 40039)
-RS = {"rs1": "10.77.0.21", "rs2": "10.77.0.22", "rs3": "10.77.0.23"}
+# The real servers' subnet for the scenario, routed by the router (its bridge gets .1).
+RS_NET, RS_GW = "10.78.0.0/24", "10.78.0.1"
+RS = {"rs1": "10.78.0.21", "rs2": "10.78.0.22", "rs3": "10.78.0.23"}
+BED_RS = {"rs1": "10.77.0.21", "rs2": "10.77.0.22", "rs3": "10.77.0.23"}
+
+
+def move_real_servers(there):
+    """Put the real servers in RS_NET behind the router (`there`), or back on the segment.
+    The router sends no redirects meanwhile: the box and the real servers share its bridge,
+    and a redirect would tell the box a shorter way the scenario means to leave closed."""
+    router, br = f"{PREFIX}-router", f"{PREFIX}-br0"
+    for i, (name, ip) in enumerate(RS.items(), 1):
+        ns, dev, bed = f"{PREFIX}-{name}", f"{PREFIX}-rs{i}", BED_RS[name]
+        if there:
+            netns(ns, "ip", "addr", "del", f"{bed}/24", "dev", dev, check=False)
+            netns(ns, "ip", "addr", "replace", f"{ip}/24", "dev", dev)
+            netns(ns, "ip", "route", "replace", "default", "via", RS_GW, "dev", dev)
+        else:
+            netns(ns, "ip", "addr", "del", f"{ip}/24", "dev", dev, check=False)
+            netns(ns, "ip", "addr", "replace", f"{bed}/24", "dev", dev, check=False)
+    if there:
+        netns(router, "sysctl", "-qw", "net.ipv4.conf.all.send_redirects=0", f"net.ipv4.conf.{br}.send_redirects=0")
+        netns(router, "ip", "addr", "replace", f"{RS_GW}/24", "dev", br)
+    else:
+        netns(router, "ip", "addr", "del", f"{RS_GW}/24", "dev", br, check=False)
+        netns(router, "sysctl", "-qw", "net.ipv4.conf.all.send_redirects=1", f"net.ipv4.conf.{br}.send_redirects=1",
+              check=False)
 
 
 def metrics(v):
@@ -43,10 +70,13 @@ def scenario_fnat():
     services = [{"vip": VIP4, "proto": "tcp", "port": 80, "scheduler": "rr", "mode": "fnat",
                  "keys": [f'local_addresses = ["{LOCAL}"]', f'local_ports = "{PORTS[0]}-{PORTS[1]}"'],
                  "rs": [(ip, 8080, 1) for ip in RS.values()]}]
-    for i in (1, 2, 3):
-        bash(f"vipd_rs_gateway {PREFIX} {i} router")
+    move_real_servers(True)
     v = Vipd("fnat", services=services)
     try:
+        for name in RS:
+            route = netns(f"{PREFIX}-{name}", "ip", "route", "get", LOCAL)
+            check(f"via {RS_GW}" in route, f"{name} should reach {LOCAL} through the router: {route!r}")
+        log(f"    real servers in {RS_NET}, default route via the router {RS_GW}, not the box")
         v.start()
         out = netns(f"{PREFIX}-client", "curl", "-s", "-m", "5", "--interface", "192.168.77.2", f"http://{VIP4}/")
         check(out.startswith("server=rs") and f"client={LOCAL}:" in out,
@@ -123,6 +153,7 @@ def scenario_fnat():
         raise
     finally:
         rc = v.stop()
+        move_real_servers(False)
         for i in (1, 2, 3):
             bash(f"vipd_rs_gateway {PREFIX} {i} lb", check=False)
             # The flood's half-open connections keep the real servers' kernels retransmitting
