@@ -15,12 +15,14 @@ import json
 import os
 import subprocess
 import time
+import tomllib
 
 from e2e_control import Downloads
-from e2e_sched import ctl
+from e2e_sched import VIPCTL, ctl
 from vipdbed import API_PORT, LIB, PREFIX, VIP4, Vipd, check, check_drops, log, netns, bash
 
 LOCAL = "10.77.0.100"
+SECOND_LOCAL = "10.77.0.101"
 PORTS = (40000, 40039)
 # The real servers' subnet for the scenario, routed by the router (its bridge gets .1).
 RS_NET, RS_GW = "10.78.0.0/24", "10.78.0.1"
@@ -148,6 +150,24 @@ def scenario_fnat():
             time.sleep(1)
         check(f"client={LOCAL}:" in out, f"no new connection 30 s after the flood: {out!r}")
         log("    after the flood's entries expired: new connections served again")
+
+        # The pool from vipctl, as DPVS's ipvsadm sets it (-z): a second local address.
+        ctl("-E", "-t", f"{VIP4}:80", "-z", LOCAL, "-z", SECOND_LOCAL)
+        config = netns(f"{PREFIX}-lb", "curl", "-s", "-m", "10", f"http://127.0.0.1:{API_PORT}/api/v1/config")
+        pool = next(s.get("local_addresses") for s in tomllib.loads(config)["services"])
+        check(pool == [LOCAL, SECOND_LOCAL], f"vipctl -E -z: the service's pool is {pool}")
+        seen = set()
+        for _ in range(20):
+            out = netns(f"{PREFIX}-client", "curl", "-s", "-m", "3", f"http://{VIP4}/", check=False)
+            seen |= {a for a in (LOCAL, SECOND_LOCAL) if f"client={a}:" in out}
+        check(seen, f"no answer from the new pool: {out!r}")
+        bad = subprocess.run(["ip", "netns", "exec", f"{PREFIX}-lb", VIPCTL, "-E", "-t", f"{VIP4}:80", "-z", "10.77.0.10"],
+                             capture_output=True, text=True, timeout=60,
+                             env={**os.environ, "VIPCTL_API": f"127.0.0.1:{API_PORT}"})
+        check(bad.returncode != 0 and "local_addresses[0]" in bad.stderr and "port address" in bad.stderr,
+              f"a port address as local address: rc {bad.returncode}, {bad.stderr!r}")
+        log(f"    vipctl -E -z {LOCAL} -z {SECOND_LOCAL}: pool {pool}, connections from {sorted(seen)}; "
+            f"a port address refused: {bad.stderr.strip()}")
     except Exception:
         log(v.tail())
         raise
@@ -160,7 +180,8 @@ def scenario_fnat():
             # SYN-ACKs to the local address for a minute: the next scenario's vipd would take
             # them for replies without a flow. A blackhole route ends them on the real server
             # (the bed, torn down by scripts/e2e, takes it along).
-            netns(f"{PREFIX}-rs{i}", "ip", "route", "replace", "blackhole", f"{LOCAL}/32", check=False)
+            for local in (LOCAL, SECOND_LOCAL):
+                netns(f"{PREFIX}-rs{i}", "ip", "route", "replace", "blackhole", f"{local}/32", check=False)
     check(rc == 0, f"vipd exit code {rc}")
 
 

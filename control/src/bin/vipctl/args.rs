@@ -90,6 +90,11 @@ pub struct Cli {
     sorry_server: Option<String>,
     #[arg(long = "interface", global = true)]
     interface: Option<String>,
+    /// DPVS's `-z`: a full-NAT local address (repeatable; together the service's list).
+    #[arg(short = 'z', long = "laddr", global = true)]
+    laddr: Vec<IpAddr>,
+    #[arg(long = "lports", global = true)]
+    lports: Option<String>,
 
     #[arg(long = "check", global = true)]
     check: Option<String>,
@@ -231,6 +236,8 @@ impl Cli {
             ("hash", self.hash.is_some()),
             ("sorry-server", self.sorry_server.is_some()),
             ("interface", self.interface.is_some()),
+            ("laddr", !self.laddr.is_empty()),
+            ("lports", self.lports.is_some()),
             ("check", self.check.is_some()),
             ("check-path", self.check_path.is_some()),
             ("check-status", self.check_status.is_some()),
@@ -394,6 +401,13 @@ impl Cli {
         if let Some(i) = &self.interface {
             m.insert("interface".into(), i.clone().into());
         }
+        if !self.laddr.is_empty() {
+            let list = self.laddr.iter().map(|a| a.to_string().into()).collect();
+            m.insert("local_addresses".into(), Value::Array(list));
+        }
+        if let Some(p) = &self.lports {
+            m.insert("local_ports".into(), p.clone().into());
+        }
         if let Some(flags) = &self.sched_flags {
             let list: Vec<Value> = flags
                 .split(',')
@@ -516,7 +530,7 @@ impl Cli {
                 }
                 if patch.is_empty() {
                     return Err(usage(
-                        "--edit-service (-E): nothing to change (give -s, -b, -p, -M, --mode, --dead-flows, --hash, --sorry-server, --interface or check options)",
+                        "--edit-service (-E): nothing to change (give -s, -b, -p, -M, --mode, --dead-flows, --hash, --sorry-server, --interface, -z, --lports or check options)",
                     ));
                 }
                 Action::EditService(s, Value::Object(patch))

@@ -67,6 +67,8 @@ const SERVICE_KEYS: &[&str] = &[
     "hash",
     "sorry-server",
     "interface",
+    "laddr",
+    "lports",
 ];
 const CHECK_KEYS: &[&str] = &[
     "check",
@@ -166,6 +168,8 @@ pub fn option_text(name: &str) -> &'static str {
         "hash" => "--hash",
         "sorry-server" => "--sorry-server",
         "interface" => "--interface",
+        "laddr" => "-z|--laddr",
+        "lports" => "--lports",
         "check" => "--check",
         "check-path" => "--check-path",
         "check-status" => "--check-status",

@@ -77,7 +77,10 @@ Options:
                                       real server (255.255.255.0; IPv6: a prefix length, 64)
   --mode nat|fnat|dr|tunnel           the service's default forwarding method (default nat);
                                       -g|-i|-m with -A|-E say the same; fnat needs the
-                                      service's local_addresses (configuration file or API)
+                                      service's local addresses (-z)
+  --laddr        -z address           a full-NAT local address (DPVS's -z), repeatable: the
+                                      service's whole list (-E replaces it)
+  --lports       first-last           full-NAT local ports (default 1024-65535)
   --real-server  -r server-address    server-address is ip[:port] (default: the service port)
   --gatewaying   -g                   gatewaying (direct routing)
   --ipip         -i                   ipip encapsulation (tunneling)

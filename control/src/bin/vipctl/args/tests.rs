@@ -241,6 +241,25 @@ fn schedulers_persistence_and_thresholds_as_ipvsadm_writes_them() {
 }
 
 #[test]
+fn full_nat_local_addresses_as_dpvs_writes_them() {
+    assert_eq!(
+        ok("-A -t 10.0.0.1:80 -s rr --mode fnat -z 10.0.9.1 --laddr 10.0.9.2 --lports 40000-40999"),
+        Action::AddService(json!({"vip": "10.0.0.1", "proto": "tcp", "port": 80,
+            "scheduler": "rr", "mode": "fnat", "local_addresses": ["10.0.9.1", "10.0.9.2"],
+            "local_ports": "40000-40999"}))
+    );
+    // -E replaces the list (a merge patch sets the whole array).
+    assert_eq!(
+        ok("-E -t 10.0.0.1:80 -z 10.0.9.3"),
+        Action::EditService(web(), json!({"local_addresses": ["10.0.9.3"]}))
+    );
+    assert!(refused("-A -t 10.0.0.1:80 -z 10.0.9.300").contains("10.0.9.300"));
+    assert!(
+        refused("-a -t 10.0.0.1:80 -r 10.0.1.5 -z 10.0.9.1").contains("illegal option -z|--laddr")
+    );
+}
+
+#[test]
 fn misuse_is_named() {
     assert!(refused("-A -a -t 10.0.0.1:80").contains("multiple commands"));
     assert!(refused("-A -t 10.0.0.1:80 -w 3").contains("illegal option -w with --add-service"));
