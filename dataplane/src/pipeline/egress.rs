@@ -4,7 +4,7 @@
 
 use super::flows;
 use super::{set_macs, Action, Frag, L4Info, Pkt, Verdict, WorkerState, OWN_TTL};
-use crate::counters::Counter;
+use crate::counters::{Counter, DropReason};
 use crate::flow::{Direction, FlowId};
 use crate::fwd::fnat::{self, Ends};
 use crate::fwd::fragment::FragmentRoute;
@@ -29,13 +29,13 @@ const MIN_MTU_V6: u16 = 1280;
 /// Why a packet cannot go to its real server as it is.
 pub(super) enum Reject {
     /// Drop it, counting this reason.
-    Drop(Counter),
+    Drop(DropReason),
     /// Answer its sender with ICMP too-big reporting this MTU.
     TooBig(u16),
 }
 
-impl From<Counter> for Reject {
-    fn from(c: Counter) -> Self {
+impl From<DropReason> for Reject {
+    fn from(c: DropReason) -> Self {
         Reject::Drop(c)
     }
 }
@@ -50,7 +50,7 @@ fn fits(pkt: &Pkt, mtu: u16) -> Result<(), Reject> {
         Err(Reject::TooBig(mtu))
     } else {
         // vipd never fragments; without DF the sender has no way to learn a smaller size.
-        Err(Reject::Drop(Counter::DropTooBig))
+        Err(Reject::Drop(DropReason::TooBig))
     }
 }
 
@@ -59,10 +59,10 @@ fn has_headroom<B: PacketBuf>(buf: &mut B, len: usize) -> bool {
     buf.prepend(len) && buf.adj(len)
 }
 
-fn egress_port<'s>(backend: &Backend, snap: &'s Snapshot) -> Result<&'s PortInfo, Counter> {
+fn egress_port<'s>(backend: &Backend, snap: &'s Snapshot) -> Result<&'s PortInfo, DropReason> {
     snap.ports
         .get(usize::from(backend.egress_port))
-        .ok_or(Counter::DropNoRoute)
+        .ok_or(DropReason::NoRoute)
 }
 
 /// Where a checked packet goes: [`check`]'s answer, used by [`deliver`] (one lookup).
@@ -90,7 +90,7 @@ pub(super) fn check<B: PacketBuf>(
 ) -> Result<Route, Reject> {
     let next_hop = backend
         .next_hop_mac
-        .ok_or(Counter::DropNeighbourUnresolved)?;
+        .ok_or(DropReason::NeighbourUnresolved)?;
     let port = egress_port(backend, snap)?;
     let route = |outer| Route {
         next_hop,
@@ -101,7 +101,7 @@ pub(super) fn check<B: PacketBuf>(
     match backend.mode {
         FwdMode::Nat | FwdMode::Fnat => {
             if pkt.ttl <= 1 {
-                return Err(Counter::DropTtlExceeded.into());
+                return Err(DropReason::TtlExceeded.into());
             }
             fits(pkt, port.mtu)?;
             Ok(route(None))
@@ -117,7 +117,7 @@ pub(super) fn check<B: PacketBuf>(
                 IpAddr::V4(_) => port.ipv4.map(|n| IpAddr::V4(n.addr())),
                 IpAddr::V6(_) => port.ipv6.map(|n| IpAddr::V6(n.addr())),
             }
-            .ok_or(Counter::DropTunnelNoSource)?;
+            .ok_or(DropReason::TunnelNoSource)?;
             let prefix = match backend.addr {
                 IpAddr::V4(_) => port.tunnel_source4.map(ipnet::IpNet::V4),
                 IpAddr::V6(_) => port.tunnel_source6.map(ipnet::IpNet::V6),
@@ -131,7 +131,7 @@ pub(super) fn check<B: PacketBuf>(
             };
             match tunnel::check(buf.data(), pkt.l2, &outer) {
                 Ok(overhead) if has_headroom(buf, overhead) => Ok(route(Some(outer))),
-                Ok(_) => Err(Counter::DropNoHeadroom.into()),
+                Ok(_) => Err(DropReason::NoHeadroom.into()),
                 Err(TunnelError::TooBig { mtu }) => Err(Reject::TooBig(mtu)),
                 Err(TunnelError::Drop(c)) => Err(c.into()),
             }
@@ -150,7 +150,7 @@ fn check_or_answer<B: PacketBuf>(
     ctx: (IpAddr, u16, u64),
     w: &mut WorkerState,
     snap: &Snapshot,
-) -> Result<Result<Route, Action>, Counter> {
+) -> Result<Result<Route, Action>, DropReason> {
     let (vip, rx_port, now) = ctx;
     match check(buf, pkt, backend, flow_hash, snap) {
         Ok(o) => Ok(Ok(o)),
@@ -168,21 +168,21 @@ pub(super) fn rewrite<B: PacketBuf>(
     backend: &Backend,
     route: &Route,
     fnat: Option<Ends>,
-) -> Result<u16, Counter> {
+) -> Result<u16, DropReason> {
     match backend.mode {
         FwdMode::Nat => {
             let l3 = buf
                 .data_mut()
                 .get_mut(pkt.l2..)
-                .ok_or(Counter::DropEthMalformed)?;
+                .ok_or(DropReason::EthMalformed)?;
             nat::rewrite_to_backend(l3, pkt.l4, backend.addr, backend.port)?;
         }
         FwdMode::Fnat => {
-            let ends = fnat.ok_or(Counter::DropFnatNoFlow)?;
+            let ends = fnat.ok_or(DropReason::FnatNoFlow)?;
             let l3 = buf
                 .data_mut()
                 .get_mut(pkt.l2..)
-                .ok_or(Counter::DropEthMalformed)?;
+                .ok_or(DropReason::EthMalformed)?;
             fnat::rewrite(l3, pkt.l4, ends)?;
         }
         FwdMode::Dr | FwdMode::Tunnel => {}
@@ -219,11 +219,15 @@ fn fnat_to_client(w: &WorkerState, id: FlowId) -> Option<(Ends, [u8; 16])> {
 }
 
 /// The last hop of every packet to a real server: encapsulate (TUN) and set the MACs.
-pub(super) fn deliver<B: PacketBuf>(buf: &mut B, l2: usize, route: &Route) -> Result<u16, Counter> {
+pub(super) fn deliver<B: PacketBuf>(
+    buf: &mut B,
+    l2: usize,
+    route: &Route,
+) -> Result<u16, DropReason> {
     if let Some(outer) = &route.outer {
         tunnel::encapsulate(buf, l2, outer).map_err(|e| match e {
             TunnelError::Drop(c) => c,
-            TunnelError::TooBig { .. } => Counter::DropTunnelTooBig,
+            TunnelError::TooBig { .. } => DropReason::TunnelTooBig,
         })?;
     }
     set_macs(buf.data_mut(), route.our_mac, route.next_hop);
@@ -247,10 +251,10 @@ pub(super) fn forward_client<B: PacketBuf>(
     let svc = snap
         .services
         .get(service_index as usize)
-        .ok_or(Counter::DropNoService)?;
+        .ok_or(DropReason::NoService)?;
     let choice = flows::choose(key, info, service_index, svc, owner_here, w, snap, now)?;
     if choice.backend.mode == FwdMode::Fnat && pkt.frag.is_some() {
-        return Err(Counter::DropFnatFragment);
+        return Err(DropReason::FnatFragment);
     }
     w.backends.count_step1(choice.backend.id);
     // A datagram's fragments share one tunnel header (one receive queue at the real server).
@@ -272,7 +276,7 @@ pub(super) fn forward_client<B: PacketBuf>(
         };
     }
     let fnat = match backend.mode {
-        FwdMode::Fnat => Some(fnat_to_backend(w, id, backend).ok_or(Counter::DropFnatNoFlow)?),
+        FwdMode::Fnat => Some(fnat_to_backend(w, id, backend).ok_or(DropReason::FnatNoFlow)?),
         _ => None,
     };
     let port = rewrite(buf, pkt, backend, &route, fnat)?;
@@ -317,21 +321,21 @@ pub(super) fn nat_reply<B: PacketBuf>(
     let fnat = match hit {
         Some((id, _, _, true)) => {
             if pkt.frag.is_some() {
-                return Err(Counter::DropFnatFragment);
+                return Err(DropReason::FnatFragment);
             }
-            Some(fnat_to_client(w, id).ok_or(Counter::DropFnatNoFlow)?)
+            Some(fnat_to_client(w, id).ok_or(DropReason::FnatNoFlow)?)
         }
         _ => None,
     };
     let client = fnat.as_ref().map_or(&key.dst, |(_, c)| c);
     let service = match hit {
         Some((_, s, _, _)) => s,
-        None => unique_service.ok_or(Counter::DropNatReplyNoFlow)?,
+        None => unique_service.ok_or(DropReason::NatReplyNoFlow)?,
     };
     let svc = snap
         .services
         .get(service as usize)
-        .ok_or(Counter::DropNatReplyNoFlow)?;
+        .ok_or(DropReason::NatReplyNoFlow)?;
     let hop = match to_client(buf, pkt, client, rx_port, w, snap, now)? {
         Ok(hop) => hop,
         Err(answer) => return Ok(answer),
@@ -375,18 +379,18 @@ fn to_client<B: PacketBuf>(
     w: &mut WorkerState,
     snap: &Snapshot,
     now: u64,
-) -> Result<Result<ClientHop, Action>, Counter> {
+) -> Result<Result<ClientHop, Action>, DropReason> {
     let hop = match resolve_client(client, snap, w)? {
         Ok(hop) => hop,
         Err(ask) => return Ok(Err(ask)),
     };
     if pkt.ttl <= 1 {
-        return Err(Counter::DropTtlExceeded);
+        return Err(DropReason::TtlExceeded);
     }
     let mtu = snap
         .ports
         .get(usize::from(hop.port))
-        .ok_or(Counter::DropNoRoute)?
+        .ok_or(DropReason::NoRoute)?
         .mtu;
     match fits(pkt, mtu) {
         Ok(()) => Ok(Ok(hop)),
@@ -397,13 +401,13 @@ fn to_client<B: PacketBuf>(
             let rx = snap
                 .ports
                 .get(usize::from(rx_port))
-                .ok_or(Counter::DropNoRoute)?;
+                .ok_or(DropReason::NoRoute)?;
             let from = if pkt.v4 {
                 rx.ipv4.map(|n| IpAddr::V4(n.addr()))
             } else {
                 rx.ipv6.map(|n| IpAddr::V6(n.addr()))
             }
-            .ok_or(Counter::DropIcmpErrorSuppressed)?;
+            .ok_or(DropReason::IcmpErrorSuppressed)?;
             too_big(buf, pkt.l2, from, mtu, rx_port, w, now).map(Err)
         }
     }
@@ -417,17 +421,17 @@ pub(super) fn resolve_client(
     client: &[u8; 16],
     snap: &Snapshot,
     w: &WorkerState,
-) -> Result<Result<ClientHop, Action>, Counter> {
+) -> Result<Result<ClientHop, Action>, DropReason> {
     match snap.resolve_key(client) {
         Ok((port, mac)) => {
             let our_mac = snap
                 .ports
                 .get(usize::from(port))
-                .ok_or(Counter::DropNoRoute)?
+                .ok_or(DropReason::NoRoute)?
                 .mac;
             Ok(Ok(ClientHop { port, our_mac, mac }))
         }
-        Err(Counter::DropNeighbourUnresolved) if snap.next_hop_is_itself(client) => {
+        Err(DropReason::NeighbourUnresolved) if snap.next_hop_is_itself(client) => {
             w.counters.inc(Counter::NeighbourResolveRequests);
             Ok(Err(Action::ToControl))
         }
@@ -443,9 +447,9 @@ fn finish_reply<B: PacketBuf>(
     svc: &Service,
     hop: ClientHop,
     fnat: Option<Ends>,
-) -> Result<u16, Counter> {
+) -> Result<u16, DropReason> {
     let frame = buf.data_mut();
-    let l3 = frame.get_mut(pkt.l2..).ok_or(Counter::DropEthMalformed)?;
+    let l3 = frame.get_mut(pkt.l2..).ok_or(DropReason::EthMalformed)?;
     match fnat {
         Some(ends) => fnat::rewrite(l3, pkt.l4, ends)?,
         None => nat::rewrite_to_vip(l3, pkt.l4, svc.vip, svc.port)?,
@@ -466,7 +470,7 @@ pub(super) fn later_fragment<B: PacketBuf>(
 ) -> Verdict {
     // RFC 1858: an offset of 8 bytes can only serve to overwrite a TCP header's flags.
     if pkt.l4.proto == crate::wire::ipv4::proto::TCP && f.offset == 8 {
-        return Err(Counter::DropFragmentInvalid);
+        return Err(DropReason::FragmentInvalid);
     }
     let key = pkt.frag_key(f);
     let pkt = &Pkt {
@@ -478,12 +482,12 @@ pub(super) fn later_fragment<B: PacketBuf>(
     };
     let to_backend = |buf: &mut B, backend: &Backend, w: &mut WorkerState| {
         if backend.mode == FwdMode::Fnat {
-            return Err(Counter::DropFnatFragment);
+            return Err(DropReason::FnatFragment);
         }
         let vip = snap
             .services
             .get(backend.service as usize)
-            .ok_or(Counter::DropNoService)?
+            .ok_or(DropReason::NoService)?
             .vip;
         let ctx = (vip, rx_port, now);
         let route = match check_or_answer(buf, pkt, backend, fold(key.hash()), ctx, w, snap)? {
@@ -498,7 +502,7 @@ pub(super) fn later_fragment<B: PacketBuf>(
     };
     match w.frags.lookup(&key, now) {
         Some(FragmentRoute::ToBackend(id)) => {
-            let backend = snap.backend(id).ok_or(Counter::DropBackendGone)?;
+            let backend = snap.backend(id).ok_or(DropReason::BackendGone)?;
             Ok(match to_backend(buf, backend, w)? {
                 Ok(port) => Action::Tx(port),
                 Err(answer) => answer,
@@ -508,7 +512,7 @@ pub(super) fn later_fragment<B: PacketBuf>(
             let svc = snap
                 .services
                 .get(service as usize)
-                .ok_or(Counter::DropNatReplyNoFlow)?;
+                .ok_or(DropReason::NatReplyNoFlow)?;
             let hop = match to_client(buf, pkt, &pkt.key.dst, rx_port, w, snap, now)? {
                 Ok(hop) => hop,
                 Err(answer) => return Ok(answer),
@@ -527,11 +531,11 @@ pub(super) fn later_fragment<B: PacketBuf>(
             // flow's other packets went to; no state is kept for it.
             let (_, svc) = snap
                 .service_without_ports(&pkt.key.dst, pkt.l4.proto)
-                .ok_or(Counter::DropFragmentUnknown)?;
+                .ok_or(DropReason::FragmentUnknown)?;
             let backend = svc
                 .pick_consistent(svc.flow_hash(&pkt.key))
                 .and_then(|id| snap.backend(id))
-                .ok_or(Counter::DropNoBackend)?;
+                .ok_or(DropReason::NoBackend)?;
             let port = match to_backend(buf, backend, w)? {
                 Ok(port) => port,
                 Err(answer) => return Ok(answer),
@@ -555,7 +559,7 @@ pub(super) fn too_big<B: PacketBuf>(
     now: u64,
 ) -> Verdict {
     if !w.icmp_errors.take(now) {
-        return Err(Counter::DropIcmpErrorRateLimited);
+        return Err(DropReason::IcmpErrorRateLimited);
     }
     icmp_error::too_big(buf, l2, from, mtu)?;
     w.counters.inc(Counter::IcmpTooBigSent);

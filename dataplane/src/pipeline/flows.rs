@@ -18,7 +18,7 @@
 
 use super::worker_state::scale;
 use super::{L4Info, WorkerState};
-use crate::counters::Counter;
+use crate::counters::{Counter, DropReason};
 use crate::flow::hash::owner_hash;
 use crate::flow::key::{to_mapped, PROTO_UDP};
 use crate::flow::{Direction, FlowHit, FlowId, FlowKey, InsertError, Miss, TcpState};
@@ -91,7 +91,7 @@ pub(super) fn choose<'s>(
     w: &mut WorkerState,
     snap: &'s Snapshot,
     now: u64,
-) -> Result<Choice<'s>, Counter> {
+) -> Result<Choice<'s>, DropReason> {
     let mut miss = None;
     if stateful {
         match w.flows.lookup_or_miss(key, info.table, now) {
@@ -143,7 +143,7 @@ fn chosen<'s>(
     w: &mut WorkerState,
     snap: &'s Snapshot,
     now: u64,
-) -> Result<Choice<'s>, Counter> {
+) -> Result<Choice<'s>, DropReason> {
     if hit.dir == Direction::Reply {
         // The packet's 5-tuple is another connection's reply key (a crafted or
         // unlucky client endpoint): never take it for that connection.
@@ -172,7 +172,7 @@ fn chosen<'s>(
             // flows (IPVS expire_nodest_conn): the policy removes the entry, so the
             // client's next SYN is scheduled to a live real server.
             w.flows.remove(hit.id);
-            Err(Counter::DropRealServerDown)
+            Err(DropReason::RealServerDown)
         }
         Some(backend) => Ok(Choice {
             backend,
@@ -183,7 +183,7 @@ fn chosen<'s>(
             // Dead state (its real server left the configuration): removing it is no
             // decision about this packet.
             w.flows.remove(hit.id);
-            Err(Counter::DropBackendGone)
+            Err(DropReason::BackendGone)
         }
     }
 }
@@ -194,7 +194,7 @@ fn stateless<'s>(
     key: &FlowKey,
     hash: u64,
     why: Option<Counter>,
-) -> Result<Choice<'s>, Counter> {
+) -> Result<Choice<'s>, DropReason> {
     Ok(Choice {
         backend: consistent(svc, snap, key, hash)?,
         op: FlowOp::Stateless(why),
@@ -209,11 +209,9 @@ fn consistent<'s>(
     snap: &'s Snapshot,
     key: &FlowKey,
     hash: u64,
-) -> Result<&'s Backend, Counter> {
-    let id = svc
-        .pick_stateless(key, hash)
-        .ok_or(Counter::DropNoBackend)?;
-    snap.backend(id).ok_or(Counter::DropNoBackend)
+) -> Result<&'s Backend, DropReason> {
+    let id = svc.pick_stateless(key, hash).ok_or(DropReason::NoBackend)?;
+    snap.backend(id).ok_or(DropReason::NoBackend)
 }
 
 /// The real server for a new connection: its client network's persistence entry when the
@@ -238,7 +236,7 @@ fn schedule<'s>(
     w: &mut WorkerState,
     snap: &'s Snapshot,
     now: u64,
-) -> Result<(&'s Backend, PersistOp), Counter> {
+) -> Result<(&'s Backend, PersistOp), DropReason> {
     let udp_ms = u64::from(w.flows.timeouts().udp) * 1000;
     let overflow_recent = w
         .last_full_ms
@@ -272,7 +270,7 @@ fn schedule<'s>(
     let cursor = w
         .cursors
         .get_mut(service_index as usize)
-        .ok_or(Counter::DropNoService)?;
+        .ok_or(DropReason::NoService)?;
     let conn = NewConn {
         hash: info.maglev(svc, key),
         client: &key.src,
@@ -282,12 +280,12 @@ fn schedule<'s>(
         // Real servers that could take it, all over their thresholds (or, for sh without
         // sh-fallback, the client's own).
         if svc.limits.is_empty() {
-            Counter::DropNoBackend
+            DropReason::NoBackend
         } else {
-            Counter::DropRealServersOverloaded
+            DropReason::RealServersOverloaded
         },
     )?;
-    Ok((snap.backend(id).ok_or(Counter::DropNoBackend)?, persist))
+    Ok((snap.backend(id).ok_or(DropReason::NoBackend)?, persist))
 }
 
 /// The persistence part of a committed new connection (`key`) of `svc` to `backend`.
@@ -335,7 +333,7 @@ pub(super) fn commit<'s>(
     w: &mut WorkerState,
     snap: &'s Snapshot,
     now: u64,
-) -> Result<(&'s Backend, Option<FlowId>), Counter> {
+) -> Result<(&'s Backend, Option<FlowId>), DropReason> {
     match choice.op {
         FlowOp::Track(id) => {
             w.flows.track(id, Direction::Original, info.tcp_flags, now);
@@ -376,7 +374,7 @@ fn insert<'s>(
     w: &mut WorkerState,
     snap: &'s Snapshot,
     now: u64,
-) -> Result<(&'s Backend, Option<FlowId>), Counter> {
+) -> Result<(&'s Backend, Option<FlowId>), DropReason> {
     let backend = choice.backend;
     if backend.mode == FwdMode::Fnat {
         return insert_fnat(choice, miss, key, info, svc, w, now);
@@ -418,7 +416,7 @@ fn insert<'s>(
             Ok((consistent(svc, snap, key, info.maglev(svc, key))?, None))
         }
         // Only full-NAT's search gives it.
-        Err(InsertError::NoReplyKey) => Err(Counter::DropFnatPoolExhausted),
+        Err(InsertError::NoReplyKey) => Err(DropReason::FnatPoolExhausted),
     }
 }
 
@@ -443,7 +441,7 @@ fn insert_fnat<'s>(
     svc: &Service,
     w: &mut WorkerState,
     now: u64,
-) -> Result<(&'s Backend, Option<FlowId>), Counter> {
+) -> Result<(&'s Backend, Option<FlowId>), DropReason> {
     let backend = choice.backend;
     let pool = &svc.local_pool;
     let tries = pool.size().min(FNAT_TRIES);
@@ -475,15 +473,15 @@ fn insert_fnat<'s>(
         }
         Err(InsertError::NoReplyKey) => {
             w.fnat_cursor = start.wrapping_add(tries);
-            Err(Counter::DropFnatPoolExhausted)
+            Err(DropReason::FnatPoolExhausted)
         }
         Err(InsertError::Full) => {
             full(w, now);
-            Err(Counter::DropFnatNoFlow)
+            Err(DropReason::FnatNoFlow)
         }
         Err(InsertError::Exists) => {
             w.counters.inc(Counter::FlowKeyClash);
-            Err(Counter::DropFnatNoFlow)
+            Err(DropReason::FnatNoFlow)
         }
     }
 }

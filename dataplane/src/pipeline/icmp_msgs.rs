@@ -3,7 +3,7 @@
 
 use super::egress::{self, Reject};
 use super::{for_kernel, local, set_macs, Action, Pkt, Verdict, WorkerState};
-use crate::counters::Counter;
+use crate::counters::{Counter, DropReason};
 use crate::flow::key::to_mapped;
 use crate::flow::Direction;
 use crate::fwd::icmp_relay::{self, Quote, QuotedSide};
@@ -43,8 +43,8 @@ pub(super) fn handle<B: PacketBuf>(
         let msg = buf
             .data()
             .get(pkt.l4_range())
-            .ok_or(Counter::DropL4Malformed)?;
-        let m = IcmpPacket::new_checked(msg).map_err(|_| Counter::DropL4Malformed)?;
+            .ok_or(DropReason::L4Malformed)?;
+        let m = IcmpPacket::new_checked(msg).map_err(|_| DropReason::L4Malformed)?;
         let ok = if pkt.v4 {
             m.verify_checksum_v4()
         } else {
@@ -56,10 +56,10 @@ pub(super) fn handle<B: PacketBuf>(
     let to_local = snap.is_local_key(&pkt.key.dst);
     let error = relayed(pkt.v4, msg_type);
     if !to_vip && !to_local && !error {
-        return Err(Counter::DropNotLocal);
+        return Err(DropReason::NotLocal);
     }
     if !checksum_ok {
-        return Err(Counter::DropIcmpBadChecksum);
+        return Err(DropReason::IcmpBadChecksum);
     }
     if error {
         return relay(buf, pkt, to_vip, to_local, rx_port, w, snap, now);
@@ -75,7 +75,7 @@ pub(super) fn handle<B: PacketBuf>(
     if to_local {
         return for_kernel(rx_port, snap);
     }
-    Err(Counter::DropLocalUnhandled)
+    Err(DropReason::LocalUnhandled)
 }
 
 #[allow(clippy::too_many_arguments)] // the pipeline's per-frame context, passed by reference
@@ -94,9 +94,9 @@ fn relay<B: PacketBuf>(
     // An error goes to the source of the packet it quotes: anything else is forged.
     if q.key.src != pkt.key.dst {
         return Err(if to_vip || to_local {
-            Counter::DropIcmpErrorNoFlow
+            DropReason::IcmpErrorNoFlow
         } else {
-            Counter::DropNotLocal
+            DropReason::NotLocal
         });
     }
     if to_vip {
@@ -109,7 +109,7 @@ fn relay<B: PacketBuf>(
         // About the box's own traffic (its health checks, its kernel's connections).
         return for_kernel(rx_port, snap);
     }
-    Err(Counter::DropNotLocal)
+    Err(DropReason::NotLocal)
 }
 
 /// An error about what a real server sent from the VIP (quoted VIP:port -> client:port): to
@@ -124,7 +124,7 @@ fn to_real_server<B: PacketBuf>(
 ) -> Verdict {
     let (_, svc) = snap
         .service(&q.key.src, q.key.proto, q.key.src_port)
-        .ok_or(Counter::DropIcmpErrorNoFlow)?;
+        .ok_or(DropReason::IcmpErrorNoFlow)?;
     let flow = q.key.reversed(); // client -> VIP: the connection's original key
     if let Some(owner) = w.owner_elsewhere(svc.ownership, &flow.src, flow.src_port) {
         return Ok(Action::Steer(owner));
@@ -146,11 +146,11 @@ fn to_real_server<B: PacketBuf>(
         None => svc
             .pick_stateless(&flow, svc.flow_hash(&flow))
             .and_then(|id| snap.backend(id))
-            .ok_or(Counter::DropIcmpErrorNoFlow)?,
+            .ok_or(DropReason::IcmpErrorNoFlow)?,
     };
     if backend.mode == FwdMode::Fnat {
         // The quote would need the connection's local endpoint: not relayed in this version.
-        return Err(Counter::DropFnatIcmpError);
+        return Err(DropReason::FnatIcmpError);
     }
     let route = match egress::check(
         buf,
@@ -161,13 +161,13 @@ fn to_real_server<B: PacketBuf>(
     ) {
         Ok(o) => o,
         // No error about an error: an oversized one is dropped.
-        Err(Reject::TooBig(_)) => return Err(Counter::DropTooBig),
+        Err(Reject::TooBig(_)) => return Err(DropReason::TooBig),
         Err(Reject::Drop(c)) => return Err(c),
     };
     if backend.mode == FwdMode::Nat {
         let range = pkt.l4_range();
         let frame = buf.data_mut();
-        let l3 = frame.get_mut(pkt.l2..).ok_or(Counter::DropEthMalformed)?;
+        let l3 = frame.get_mut(pkt.l2..).ok_or(DropReason::EthMalformed)?;
         let outer_l4 = nat::L4At {
             header: false,
             ..pkt.l4
@@ -208,7 +208,7 @@ fn to_client<B: PacketBuf>(
     if endpoint.fnat {
         // About a full-NAT connection's real-server side (quoting local -> real server): its
         // client is known only to the entry; not relayed in this version.
-        return Err(Counter::DropFnatIcmpError);
+        return Err(DropReason::FnatIcmpError);
     }
     let unique_service = endpoint.service;
     if let Some(owner) = w.owner_elsewhere(endpoint.ownership, &q.key.src, q.key.src_port) {
@@ -224,11 +224,11 @@ fn to_client<B: PacketBuf>(
     };
     let service = from_entry
         .or(unique_service)
-        .ok_or(Counter::DropIcmpErrorNoFlow)?;
+        .ok_or(DropReason::IcmpErrorNoFlow)?;
     let svc = snap
         .services
         .get(service as usize)
-        .ok_or(Counter::DropIcmpErrorNoFlow)?;
+        .ok_or(DropReason::IcmpErrorNoFlow)?;
     let hop = match egress::resolve_client(&pkt.key.dst, snap, w)? {
         Ok(hop) => hop,
         Err(ask) => return Ok(ask),
@@ -237,16 +237,16 @@ fn to_client<B: PacketBuf>(
     let egress = snap
         .ports
         .get(usize::from(port))
-        .ok_or(Counter::DropNoRoute)?;
+        .ok_or(DropReason::NoRoute)?;
     if pkt.ttl <= 1 {
-        return Err(Counter::DropTtlExceeded);
+        return Err(DropReason::TtlExceeded);
     }
     if pkt.len > usize::from(egress.mtu) {
-        return Err(Counter::DropTooBig);
+        return Err(DropReason::TooBig);
     }
     let range = pkt.l4_range();
     let frame = buf.data_mut();
-    let l3 = frame.get_mut(pkt.l2..).ok_or(Counter::DropEthMalformed)?;
+    let l3 = frame.get_mut(pkt.l2..).ok_or(DropReason::EthMalformed)?;
     let outer_l4 = nat::L4At {
         header: false,
         ..pkt.l4
@@ -268,7 +268,7 @@ fn fill_checksum(
     frame: &mut [u8],
     pkt: &Pkt,
     range: std::ops::Range<usize>,
-) -> Result<(), Counter> {
+) -> Result<(), DropReason> {
     if pkt.v4 {
         return icmp_relay::fill_checksum(frame, range.start, range.end, None);
     }
@@ -278,12 +278,12 @@ fn fill_checksum(
     src.copy_from_slice(
         frame
             .get(ip + 8..ip + 24)
-            .ok_or(Counter::DropIpv6Malformed)?,
+            .ok_or(DropReason::Ipv6Malformed)?,
     );
     dst.copy_from_slice(
         frame
             .get(ip + 24..ip + 40)
-            .ok_or(Counter::DropIpv6Malformed)?,
+            .ok_or(DropReason::Ipv6Malformed)?,
     );
     icmp_relay::fill_checksum(frame, range.start, range.end, Some((&src, &dst)))
 }
