@@ -425,6 +425,15 @@ impl Staged4 {
 
 type Verdict = Result<Action, DropReason>;
 
+/// Stage 3's context of one frame, passed as one value: the worker's state, the snapshot it
+/// forwards by, the (pipeline) port the frame came in by, the clock in milliseconds.
+struct Ctx<'w, 's> {
+    w: &'w mut WorkerState,
+    snap: &'s Snapshot,
+    rx_port: u16,
+    now: u64,
+}
+
 /// Stage 3 of one frame: what changes state or the frame, as stage 1 staged it.
 #[inline]
 fn handle<B: PacketBuf>(
@@ -455,10 +464,12 @@ fn handle<B: PacketBuf>(
             info,
             service_index,
             owner_here,
-            rx_port,
-            w,
-            snap,
-            now,
+            &mut Ctx {
+                w,
+                snap,
+                rx_port,
+                now,
+            },
         ),
         Staged::Reply {
             ref pkt,
@@ -471,10 +482,12 @@ fn handle<B: PacketBuf>(
             info,
             unique_service,
             owner_here,
-            rx_port,
-            w,
-            snap,
-            now,
+            &mut Ctx {
+                w,
+                snap,
+                rx_port,
+                now,
+            },
         ),
         Staged::Arp => {
             let our_mac = snap
@@ -491,10 +504,27 @@ fn handle<B: PacketBuf>(
             }
             NdVerdict::ToControl => Ok(Action::ToControl),
         },
-        Staged::Icmp(ref pkt) => icmp_msgs::handle(buf, pkt, rx_port, w, snap, now),
-        Staged::LaterFragment(ref pkt, f) => {
-            egress::later_fragment(buf, pkt, f, rx_port, w, snap, now)
-        }
+        Staged::Icmp(ref pkt) => icmp_msgs::handle(
+            buf,
+            pkt,
+            &mut Ctx {
+                w,
+                snap,
+                rx_port,
+                now,
+            },
+        ),
+        Staged::LaterFragment(ref pkt, f) => egress::later_fragment(
+            buf,
+            pkt,
+            f,
+            &mut Ctx {
+                w,
+                snap,
+                rx_port,
+                now,
+            },
+        ),
     }
 }
 

@@ -3,7 +3,7 @@
 //! Also the two directions of a NAT connection and the later fragments of a datagram.
 
 use super::flows;
-use super::{set_macs, Action, Frag, L4Info, Pkt, Verdict, WorkerState, OWN_TTL};
+use super::{set_macs, Action, Ctx, Frag, L4Info, Pkt, Verdict, WorkerState, OWN_TTL};
 use crate::counters::{Counter, DropReason};
 use crate::flow::{Direction, FlowId};
 use crate::fwd::fnat::{self, Ends};
@@ -235,80 +235,74 @@ pub(super) fn deliver<B: PacketBuf>(
 }
 
 /// Steps 1 -> 2: a client packet (or a datagram's first fragment) to its real server.
-#[allow(clippy::too_many_arguments)] // the pipeline's per-frame context, passed by reference
 pub(super) fn forward_client<B: PacketBuf>(
     buf: &mut B,
     pkt: &Pkt,
     info: &L4Info,
     service_index: u32,
     owner_here: bool,
-    rx_port: u16,
-    w: &mut WorkerState,
-    snap: &Snapshot,
-    now: u64,
+    cx: &mut Ctx<'_, '_>,
 ) -> Verdict {
+    let (snap, now, rx_port) = (cx.snap, cx.now, cx.rx_port);
     let key = &pkt.key;
     let svc = snap
         .services
         .get(service_index as usize)
         .ok_or(DropReason::NoService)?;
-    let choice = flows::choose(key, info, service_index, svc, owner_here, w, snap, now)?;
+    let choice = flows::choose(key, info, service_index, svc, owner_here, cx)?;
     if choice.backend.mode == FwdMode::Fnat && pkt.frag.is_some() {
         return Err(DropReason::FnatFragment);
     }
-    w.backends.count_step1(choice.backend.id);
+    cx.w.backends.count_step1(choice.backend.id);
     // A datagram's fragments share one tunnel header (one receive queue at the real server).
     let tunnel_hash = pkt
         .frag
         .map_or(info.table.bits(), |f| fold(pkt.frag_key(f).hash()));
     let ctx = (svc.vip, rx_port, now);
-    let mut route = match check_or_answer(buf, pkt, choice.backend, tunnel_hash, ctx, w, snap)? {
+    let mut route = match check_or_answer(buf, pkt, choice.backend, tunnel_hash, ctx, cx.w, snap)? {
         Ok(o) => o,
         Err(answer) => return Ok(answer),
     };
-    let (backend, id) = flows::commit(&choice, key, info, svc, w, snap, now)?;
+    let (backend, id) = flows::commit(&choice, key, info, svc, cx)?;
     if backend.id != choice.backend.id {
         // The table had no room after all: the consistent hash's real server, checked again
         // (nothing was committed).
-        route = match check_or_answer(buf, pkt, backend, tunnel_hash, ctx, w, snap)? {
+        route = match check_or_answer(buf, pkt, backend, tunnel_hash, ctx, cx.w, snap)? {
             Ok(o) => o,
             Err(answer) => return Ok(answer),
         };
     }
     let fnat = match backend.mode {
-        FwdMode::Fnat => Some(fnat_to_backend(w, id, backend).ok_or(DropReason::FnatNoFlow)?),
+        FwdMode::Fnat => Some(fnat_to_backend(cx.w, id, backend).ok_or(DropReason::FnatNoFlow)?),
         _ => None,
     };
     let port = rewrite(buf, pkt, backend, &route, fnat)?;
     if let Some(f) = pkt.frag {
-        w.frags
+        cx.w.frags
             .remember(&pkt.frag_key(f), FragmentRoute::ToBackend(backend.id), now);
-        w.counters.inc(Counter::FragmentsForwarded);
+        cx.w.counters.inc(Counter::FragmentsForwarded);
     }
-    w.counters.inc(Counter::Forwarded);
-    w.backends.count_in(backend.id, buf.data().len());
+    cx.w.counters.inc(Counter::Forwarded);
+    cx.w.backends.count_in(backend.id, buf.data().len());
     Ok(Action::Tx(port))
 }
 
 /// Steps 3 -> 4: a NAT real server's reply (or its first fragment) goes back to the client
 /// from the VIP.
-#[allow(clippy::too_many_arguments)] // the pipeline's per-frame context, passed by reference
 pub(super) fn nat_reply<B: PacketBuf>(
     buf: &mut B,
     pkt: &Pkt,
     info: &L4Info,
     unique_service: Option<u32>,
     owner_here: bool,
-    rx_port: u16,
-    w: &mut WorkerState,
-    snap: &Snapshot,
-    now: u64,
+    cx: &mut Ctx<'_, '_>,
 ) -> Verdict {
+    let (snap, now) = (cx.snap, cx.now);
     let key = &pkt.key;
     let hit = if owner_here {
-        match w.flows.lookup(key, info.table, now) {
+        match cx.w.flows.lookup(key, info.table, now) {
             Some(h) if h.dir == Direction::Reply => {
-                w.backends.count_step3(h.backend);
+                cx.w.backends.count_step3(h.backend);
                 snap.backend(h.backend)
                     .map(|b| (h.id, b.service, h.backend, b.mode == FwdMode::Fnat))
             }
@@ -323,7 +317,7 @@ pub(super) fn nat_reply<B: PacketBuf>(
             if pkt.frag.is_some() {
                 return Err(DropReason::FnatFragment);
             }
-            Some(fnat_to_client(w, id).ok_or(DropReason::FnatNoFlow)?)
+            Some(fnat_to_client(cx.w, id).ok_or(DropReason::FnatNoFlow)?)
         }
         _ => None,
     };
@@ -336,26 +330,26 @@ pub(super) fn nat_reply<B: PacketBuf>(
         .services
         .get(service as usize)
         .ok_or(DropReason::NatReplyNoFlow)?;
-    let hop = match to_client(buf, pkt, client, rx_port, w, snap, now)? {
+    let hop = match to_client(buf, pkt, client, cx)? {
         Ok(hop) => hop,
         Err(answer) => return Ok(answer),
     };
     match hit {
         Some((id, _, _, _)) => {
-            w.flows.track(id, Direction::Reply, info.tcp_flags, now);
+            cx.w.flows.track(id, Direction::Reply, info.tcp_flags, now);
         }
-        None => w.counters.inc(Counter::NatRepliesStateless),
+        None => cx.w.counters.inc(Counter::NatRepliesStateless),
     }
     let port = finish_reply(buf, pkt, svc, hop, fnat.map(|(e, _)| e))?;
     if let Some((_, _, backend, _)) = hit {
-        w.backends.count_out(backend, buf.data().len());
+        cx.w.backends.count_out(backend, buf.data().len());
     }
     if let Some(f) = pkt.frag {
-        w.frags
+        cx.w.frags
             .remember(&pkt.frag_key(f), FragmentRoute::NatReply(service), now);
-        w.counters.inc(Counter::FragmentsForwarded);
+        cx.w.counters.inc(Counter::FragmentsForwarded);
     }
-    w.counters.inc(Counter::NatReplies);
+    cx.w.counters.inc(Counter::NatReplies);
     Ok(Action::Tx(port))
 }
 
@@ -370,17 +364,14 @@ pub(super) struct ClientHop {
 /// The checks of a packet towards a client (step 4): route and MAC, TTL, MTU. `Ok(Ok(hop))`
 /// to send it; `Ok(Err(action))` when the sender is answered with too-big instead (or the
 /// client must be resolved first).
-#[allow(clippy::too_many_arguments)] // the pipeline's per-frame context, passed by reference
 fn to_client<B: PacketBuf>(
     buf: &mut B,
     pkt: &Pkt,
     client: &[u8; 16],
-    rx_port: u16,
-    w: &mut WorkerState,
-    snap: &Snapshot,
-    now: u64,
+    cx: &mut Ctx<'_, '_>,
 ) -> Result<Result<ClientHop, Action>, DropReason> {
-    let hop = match resolve_client(client, snap, w)? {
+    let (snap, now, rx_port) = (cx.snap, cx.now, cx.rx_port);
+    let hop = match resolve_client(client, snap, cx.w)? {
         Ok(hop) => hop,
         Err(ask) => return Ok(Err(ask)),
     };
@@ -408,7 +399,7 @@ fn to_client<B: PacketBuf>(
                 rx.ipv6.map(|n| IpAddr::V6(n.addr()))
             }
             .ok_or(DropReason::IcmpErrorSuppressed)?;
-            too_big(buf, pkt.l2, from, mtu, rx_port, w, now).map(Err)
+            too_big(buf, pkt.l2, from, mtu, rx_port, cx.w, now).map(Err)
         }
     }
 }
@@ -463,11 +454,9 @@ pub(super) fn later_fragment<B: PacketBuf>(
     buf: &mut B,
     pkt: &Pkt,
     f: Frag,
-    rx_port: u16,
-    w: &mut WorkerState,
-    snap: &Snapshot,
-    now: u64,
+    cx: &mut Ctx<'_, '_>,
 ) -> Verdict {
+    let (snap, now, rx_port) = (cx.snap, cx.now, cx.rx_port);
     // RFC 1858: an offset of 8 bytes can only serve to overwrite a TCP header's flags.
     if pkt.l4.proto == crate::wire::ipv4::proto::TCP && f.offset == 8 {
         return Err(DropReason::FragmentInvalid);
@@ -500,10 +489,10 @@ pub(super) fn later_fragment<B: PacketBuf>(
         w.backends.count_in(backend.id, buf.data().len());
         Ok(Ok(port))
     };
-    match w.frags.lookup(&key, now) {
+    match cx.w.frags.lookup(&key, now) {
         Some(FragmentRoute::ToBackend(id)) => {
             let backend = snap.backend(id).ok_or(DropReason::BackendGone)?;
-            Ok(match to_backend(buf, backend, w)? {
+            Ok(match to_backend(buf, backend, cx.w)? {
                 Ok(port) => Action::Tx(port),
                 Err(answer) => answer,
             })
@@ -513,13 +502,13 @@ pub(super) fn later_fragment<B: PacketBuf>(
                 .services
                 .get(service as usize)
                 .ok_or(DropReason::NatReplyNoFlow)?;
-            let hop = match to_client(buf, pkt, &pkt.key.dst, rx_port, w, snap, now)? {
+            let hop = match to_client(buf, pkt, &pkt.key.dst, cx)? {
                 Ok(hop) => hop,
                 Err(answer) => return Ok(answer),
             };
             let port = finish_reply(buf, pkt, svc, hop, None)?;
-            w.counters.inc(Counter::FragmentsForwarded);
-            w.counters.inc(Counter::NatReplies);
+            cx.w.counters.inc(Counter::FragmentsForwarded);
+            cx.w.counters.inc(Counter::NatReplies);
             Ok(Action::Tx(port))
         }
         // The kernel reassembles its own fragments.
@@ -536,11 +525,11 @@ pub(super) fn later_fragment<B: PacketBuf>(
                 .pick_consistent(svc.flow_hash(&pkt.key))
                 .and_then(|id| snap.backend(id))
                 .ok_or(DropReason::NoBackend)?;
-            let port = match to_backend(buf, backend, w)? {
+            let port = match to_backend(buf, backend, cx.w)? {
                 Ok(port) => port,
                 Err(answer) => return Ok(answer),
             };
-            w.counters.inc(Counter::FragmentsStateless);
+            cx.w.counters.inc(Counter::FragmentsStateless);
             Ok(Action::Tx(port))
         }
     }

@@ -2,14 +2,14 @@
 //! errors about VIP traffic relayed to where they belong (see [`crate::fwd::icmp_relay`]).
 
 use super::egress::{self, Reject};
-use super::{for_kernel, local, set_macs, Action, Pkt, Verdict, WorkerState};
+use super::{for_kernel, local, set_macs, Action, Ctx, Pkt, Verdict};
 use crate::counters::{Counter, DropReason};
 use crate::flow::key::to_mapped;
 use crate::flow::Direction;
 use crate::fwd::icmp_relay::{self, Quote, QuotedSide};
 use crate::fwd::nat;
 use crate::io::PacketBuf;
-use crate::snapshot::{FwdMode, NatEndpoint, Snapshot};
+use crate::snapshot::{FwdMode, NatEndpoint};
 use crate::wire::icmp::{self, IcmpPacket};
 
 /// ICMP errors worth relaying: they tell a sender something about its own connection.
@@ -31,14 +31,8 @@ fn relayed(v4: bool, msg_type: u8) -> bool {
     }
 }
 
-pub(super) fn handle<B: PacketBuf>(
-    buf: &mut B,
-    pkt: &Pkt,
-    rx_port: u16,
-    w: &mut WorkerState,
-    snap: &Snapshot,
-    now: u64,
-) -> Verdict {
+pub(super) fn handle<B: PacketBuf>(buf: &mut B, pkt: &Pkt, cx: &mut Ctx<'_, '_>) -> Verdict {
+    let (snap, rx_port) = (cx.snap, cx.rx_port);
     let (msg_type, checksum_ok) = {
         let msg = buf
             .data()
@@ -62,7 +56,7 @@ pub(super) fn handle<B: PacketBuf>(
         return Err(DropReason::IcmpBadChecksum);
     }
     if error {
-        return relay(buf, pkt, to_vip, to_local, rx_port, w, snap, now);
+        return relay(buf, pkt, to_vip, to_local, cx);
     }
     let echo_request = if pkt.v4 {
         icmp::v4::ECHO_REQUEST
@@ -70,7 +64,7 @@ pub(super) fn handle<B: PacketBuf>(
         icmp::v6::ECHO_REQUEST
     };
     if msg_type == echo_request {
-        return local::echo(buf, pkt, rx_port, w, snap);
+        return local::echo(buf, pkt, rx_port, cx.w, snap);
     }
     if to_local {
         return for_kernel(rx_port, snap);
@@ -78,17 +72,14 @@ pub(super) fn handle<B: PacketBuf>(
     Err(DropReason::LocalUnhandled)
 }
 
-#[allow(clippy::too_many_arguments)] // the pipeline's per-frame context, passed by reference
 fn relay<B: PacketBuf>(
     buf: &mut B,
     pkt: &Pkt,
     to_vip: bool,
     to_local: bool,
-    rx_port: u16,
-    w: &mut WorkerState,
-    snap: &Snapshot,
-    now: u64,
+    cx: &mut Ctx<'_, '_>,
 ) -> Verdict {
+    let (snap, rx_port) = (cx.snap, cx.rx_port);
     let range = pkt.l4_range();
     let q = icmp_relay::parse(buf.data(), range.start, range.end, pkt.v4)?;
     // An error goes to the source of the packet it quotes: anything else is forged.
@@ -100,10 +91,10 @@ fn relay<B: PacketBuf>(
         });
     }
     if to_vip {
-        return to_real_server(buf, pkt, &q, w, snap, now);
+        return to_real_server(buf, pkt, &q, cx);
     }
     if let Some(endpoint) = snap.nat_endpoint(&q.key.dst, q.key.proto, q.key.dst_port) {
-        return to_client(buf, pkt, &q, endpoint, rx_port, w, snap, now);
+        return to_client(buf, pkt, &q, endpoint, cx);
     }
     if to_local {
         // About the box's own traffic (its health checks, its kernel's connections).
@@ -118,18 +109,20 @@ fn to_real_server<B: PacketBuf>(
     buf: &mut B,
     pkt: &Pkt,
     q: &Quote,
-    w: &mut WorkerState,
-    snap: &Snapshot,
-    now: u64,
+    cx: &mut Ctx<'_, '_>,
 ) -> Verdict {
+    let (snap, now) = (cx.snap, cx.now);
     let (_, svc) = snap
         .service(&q.key.src, q.key.proto, q.key.src_port)
         .ok_or(DropReason::IcmpErrorNoFlow)?;
     let flow = q.key.reversed(); // client -> VIP: the connection's original key
-    if let Some(owner) = w.owner_elsewhere(svc.ownership, &flow.src, flow.src_port) {
+    if let Some(owner) =
+        cx.w.owner_elsewhere(svc.ownership, &flow.src, flow.src_port)
+    {
         return Ok(Action::Steer(owner));
     }
-    let from_entry = match w
+    let from_entry = match cx
+        .w
         .flows
         .lookup(&flow, crate::flow::FlowTable::hash(&flow), now)
     {
@@ -183,9 +176,9 @@ fn to_real_server<B: PacketBuf>(
         fill_checksum(frame, pkt, range)?;
     }
     let port = egress::deliver(buf, pkt.l2, &route)?;
-    w.counters.inc(Counter::IcmpErrorsToRealServer);
+    cx.w.counters.inc(Counter::IcmpErrorsToRealServer);
     if stateless {
-        w.counters.inc(Counter::IcmpErrorsStateless);
+        cx.w.counters.inc(Counter::IcmpErrorsStateless);
     }
     Ok(Action::Tx(port))
 }
@@ -193,29 +186,28 @@ fn to_real_server<B: PacketBuf>(
 /// An error from (or about) a NAT real server's side, quoting a step-2 packet (client ->
 /// real server:port): un-NATed to quote client -> VIP:port, and from the VIP when the real
 /// server itself sent it.
-#[allow(clippy::too_many_arguments)] // the pipeline's per-frame context, passed by reference
 fn to_client<B: PacketBuf>(
     buf: &mut B,
     pkt: &Pkt,
     q: &Quote,
     endpoint: NatEndpoint,
-    rx_port: u16,
-    w: &mut WorkerState,
-    snap: &Snapshot,
-    now: u64,
+    cx: &mut Ctx<'_, '_>,
 ) -> Verdict {
-    let _ = rx_port;
+    let (snap, now) = (cx.snap, cx.now);
     if endpoint.fnat {
         // About a full-NAT connection's real-server side (quoting local -> real server): its
         // client is known only to the entry; not relayed in this version.
         return Err(DropReason::FnatIcmpError);
     }
     let unique_service = endpoint.service;
-    if let Some(owner) = w.owner_elsewhere(endpoint.ownership, &q.key.src, q.key.src_port) {
+    if let Some(owner) =
+        cx.w.owner_elsewhere(endpoint.ownership, &q.key.src, q.key.src_port)
+    {
         return Ok(Action::Steer(owner));
     }
     let reply = q.key.reversed(); // real server -> client: the connection's reply key
-    let from_entry = match w
+    let from_entry = match cx
+        .w
         .flows
         .lookup(&reply, crate::flow::FlowTable::hash(&reply), now)
     {
@@ -229,7 +221,7 @@ fn to_client<B: PacketBuf>(
         .services
         .get(service as usize)
         .ok_or(DropReason::IcmpErrorNoFlow)?;
-    let hop = match egress::resolve_client(&pkt.key.dst, snap, w)? {
+    let hop = match egress::resolve_client(&pkt.key.dst, snap, cx.w)? {
         Ok(hop) => hop,
         Err(ask) => return Ok(ask),
     };
@@ -259,7 +251,7 @@ fn to_client<B: PacketBuf>(
     icmp_relay::rewrite_quote(frame, q, QuotedSide::Dst, &to_mapped(svc.vip), svc.port)?;
     fill_checksum(frame, pkt, range)?;
     set_macs(frame, egress.mac, mac);
-    w.counters.inc(Counter::IcmpErrorsToClient);
+    cx.w.counters.inc(Counter::IcmpErrorsToClient);
     Ok(Action::Tx(port))
 }
 
