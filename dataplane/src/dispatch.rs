@@ -3,7 +3,7 @@
 //! DPDK worker (`worker.rs`) and the in-memory benchmark (`examples/pipeline_bench.rs`) both
 //! run this code over their own [`Outputs`], so the benchmark counts the worker's whole path.
 
-use crate::counters::{Counter, WorkerCounters};
+use crate::counters::{Counter, DropReason, WorkerCounters};
 use crate::io::PacketBuf;
 use crate::pipeline::Action;
 
@@ -44,25 +44,25 @@ pub fn dispatch<B: PacketBuf, O: Outputs<B>>(
             Action::Tx(port) => {
                 let len = buf.data().len();
                 if let Err(buf) = out.tx(port, buf, len, counters) {
-                    counters.inc(Counter::DropNoRoute);
+                    counters.inc(DropReason::NoRoute);
                     out.free(buf);
                 }
             }
             Action::Drop(_) => out.free(buf),
             Action::ToControl => {
                 if !out.to_control(rx_port, buf) {
-                    counters.inc(Counter::DropRingFull);
+                    counters.inc(DropReason::RingFull);
                 }
             }
             Action::ToKernel => {
                 if !out.to_kernel(rx_port, buf) {
-                    counters.inc(Counter::DropKernelRingFull);
+                    counters.inc(DropReason::KernelRingFull);
                 }
             }
             Action::Steer(w) => {
                 let hash = hashes.get(i).copied().flatten();
                 if !out.steer(w, rx_port, buf, hash) {
-                    counters.inc(Counter::DropRingFull);
+                    counters.inc(DropReason::RingFull);
                 }
             }
         }
@@ -113,7 +113,7 @@ impl StagedBytes {
             counters.add(Counter::TxBytes, bytes);
         }
         if dropped > 0 {
-            counters.add(Counter::DropTxFull, dropped as u64);
+            counters.add(DropReason::TxFull, dropped as u64);
         }
         self.n = 0;
         self.total = 0;
@@ -178,7 +178,7 @@ mod tests {
         let actions = [
             Action::Tx(1),
             Action::Tx(7),
-            Action::Drop(Counter::DropNotLocal),
+            Action::Drop(DropReason::NotLocal),
             Action::ToControl,
             Action::ToKernel,
             Action::Steer(3),
@@ -188,8 +188,8 @@ mod tests {
         assert_eq!(out.tx, vec![(1, 60)]);
         assert_eq!((out.freed, out.control, out.kernel), (2, 1, 1));
         assert_eq!(out.steered, vec![(3, Some(42))]);
-        assert_eq!(c.get(Counter::DropNoRoute), 1);
-        assert_eq!(c.get(Counter::DropRingFull), 1);
+        assert_eq!(c.get(DropReason::NoRoute), 1);
+        assert_eq!(c.get(DropReason::RingFull), 1);
     }
 
     #[test]
@@ -202,7 +202,7 @@ mod tests {
         s.sent(2, 1, &c);
         assert_eq!(c.get(Counter::TxPackets), 2);
         assert_eq!(c.get(Counter::TxBytes), 130);
-        assert_eq!(c.get(Counter::DropTxFull), 1);
+        assert_eq!(c.get(DropReason::TxFull), 1);
         s.record(100);
         s.sent(1, 0, &c);
         assert_eq!(c.get(Counter::TxBytes), 230);

@@ -7,7 +7,7 @@
 //! Pure: no I/O, no allocation. The frame is rewritten in place and its length adjusted (an
 //! advertisement with its Target Link-Layer option is 32 bytes, a solicitation 24 to many).
 
-use crate::counters::Counter;
+use crate::counters::DropReason;
 use crate::io::PacketBuf;
 use crate::snapshot::Snapshot;
 use crate::wire::addr;
@@ -50,31 +50,31 @@ struct Solicitation {
 /// Link-Layer option carrying the port's MAC, hop limit 255; Ethernet to the solicitor's MAC
 /// (its Source Link-Layer option, else the frame's source), from the port's MAC.
 ///
-/// Errors are the drop reason to count: [`Counter::DropNdInvalid`] for a message failing
+/// Errors are the drop reason to count: [`DropReason::NdInvalid`] for a message failing
 /// RFC 4861 validation (hop limit, code, length, options, checksum, multicast target, ...),
-/// [`Counter::DropNdIgnored`] for a valid one not for us, [`Counter::DropIpv6Mapped`] for one
+/// [`DropReason::NdIgnored`] for a valid one not for us, [`DropReason::Ipv6Mapped`] for one
 /// whose target or destination is IPv4-mapped (never an address of the box or a neighbour).
 pub fn handle_nd<B: PacketBuf>(
     buf: &mut B,
     l2: usize,
     rx_port: u16,
     snap: &Snapshot,
-) -> Result<NdVerdict, Counter> {
+) -> Result<NdVerdict, DropReason> {
     let port = snap
         .ports
         .get(usize::from(rx_port))
-        .ok_or(Counter::DropNoRoute)?;
+        .ok_or(DropReason::NoRoute)?;
     let our_mac = port.mac;
     let sol = {
         let frame = buf.data();
-        let eth = EthernetFrame::new_checked(frame).map_err(|_| Counter::DropEthMalformed)?;
-        let ip = Ipv6Packet::new_checked(frame.get(l2..).ok_or(Counter::DropEthMalformed)?)
-            .map_err(|_| Counter::DropIpv6Malformed)?;
+        let eth = EthernetFrame::new_checked(frame).map_err(|_| DropReason::EthMalformed)?;
+        let ip = Ipv6Packet::new_checked(frame.get(l2..).ok_or(DropReason::EthMalformed)?)
+            .map_err(|_| DropReason::Ipv6Malformed)?;
         if ip.next_header() != ipv6::NEXT_HEADER_ICMPV6 {
-            return Err(Counter::DropNdInvalid);
+            return Err(DropReason::NdInvalid);
         }
         let (src, dst) = (ip.src(), ip.dst());
-        let nd = NdiscPacket::new_checked(ip.payload()).map_err(|_| Counter::DropNdInvalid)?;
+        let nd = NdiscPacket::new_checked(ip.payload()).map_err(|_| DropReason::NdInvalid)?;
         let target = nd.target();
         if ip.hop_limit() != ND_HOP_LIMIT
             || nd.code() != 0
@@ -84,17 +84,17 @@ pub fn handle_nd<B: PacketBuf>(
             || !(src.is_unspecified() || addr::is_unicast_source_v6(&src.octets()))
             || !nd.verify_checksum(&src, &dst)
         {
-            return Err(Counter::DropNdInvalid);
+            return Err(DropReason::NdInvalid);
         }
         // The snapshot keeps IPv4 addresses IPv4-mapped: a mapped target (or destination)
         // would read as an IPv4 VIP, port address or neighbour. No such address is ever the
         // box's or a neighbour's (RFC 4291 2.5.5.2: never on the wire).
         if addr::is_mapped(&target.octets()) || addr::is_mapped(&dst.octets()) {
-            return Err(Counter::DropIpv6Mapped);
+            return Err(DropReason::Ipv6Mapped);
         }
         if nd.msg_type() == ndisc::NEIGHBOR_ADVERT {
             if dst.is_multicast() && nd.solicited_flag() {
-                return Err(Counter::DropNdInvalid);
+                return Err(DropReason::NdInvalid);
             }
             // Addressed to us: the answer to a solicitation the control plane sent. Else an
             // unsolicited advertisement (to all-nodes: a host that changed its MAC, RFC 4861
@@ -107,19 +107,19 @@ pub fn handle_nd<B: PacketBuf>(
             return if snap.is_local(&IpAddr::V6(dst)) || moves_known {
                 Ok(NdVerdict::ToControl)
             } else {
-                Err(Counter::DropNdIgnored)
+                Err(DropReason::NdIgnored)
             };
         }
         let source_ll = nd.source_ll_addr();
         let dad = src.is_unspecified();
         if dad && (dst != ndisc::solicited_node(target) || source_ll.is_some()) {
-            return Err(Counter::DropNdInvalid);
+            return Err(DropReason::NdInvalid);
         }
         if dst != target && dst != ndisc::solicited_node(target) {
-            return Err(Counter::DropNdIgnored);
+            return Err(DropReason::NdIgnored);
         }
         if !port.owns(&IpAddr::V6(target)) && !snap.is_vip(&target.octets()) {
-            return Err(Counter::DropNdIgnored);
+            return Err(DropReason::NdIgnored);
         }
         let (reply_to, reply_mac) = if dad {
             (ndisc::ALL_NODES, ndisc::multicast_mac(ndisc::ALL_NODES))
@@ -127,7 +127,7 @@ pub fn handle_nd<B: PacketBuf>(
             (src, source_ll.unwrap_or_else(|| eth.src()))
         };
         if !dad && reply_mac.is_multicast() {
-            return Err(Counter::DropNdInvalid);
+            return Err(DropReason::NdInvalid);
         }
         Solicitation {
             target,
@@ -146,7 +146,7 @@ fn write_advert<B: PacketBuf>(
     l2: usize,
     our_mac: MacAddr,
     sol: &Solicitation,
-) -> Result<(), Counter> {
+) -> Result<(), DropReason> {
     let na_len = ndisc::message_len(true);
     let new_len = l2 + ipv6::HEADER_LEN + na_len;
     let old_len = buf.data().len();
@@ -156,13 +156,13 @@ fn write_advert<B: PacketBuf>(
         buf.trim_to(new_len)
     };
     if !resized {
-        return Err(Counter::DropNoTailroom);
+        return Err(DropReason::NoTailroom);
     }
     let frame = buf.data_mut();
-    let mut eth = EthernetFrame::new_checked(&mut *frame).map_err(|_| Counter::DropEthMalformed)?;
+    let mut eth = EthernetFrame::new_checked(&mut *frame).map_err(|_| DropReason::EthMalformed)?;
     eth.set_dst(sol.reply_mac);
     eth.set_src(our_mac);
-    let ip = frame.get_mut(l2..).ok_or(Counter::DropEthMalformed)?;
+    let ip = frame.get_mut(l2..).ok_or(DropReason::EthMalformed)?;
     ipv6::emit_header(
         ip,
         0,
@@ -181,7 +181,7 @@ fn write_advert<B: PacketBuf>(
     // The frame was sized for the advertisement above: neither can fail.
     let msg = ip
         .get_mut(ipv6::HEADER_LEN..)
-        .ok_or(Counter::DropNoTailroom)?;
+        .ok_or(DropReason::NoTailroom)?;
     ndisc::emit_na(
         msg,
         &sol.target,
@@ -190,7 +190,7 @@ fn write_advert<B: PacketBuf>(
         &sol.target,
         Some(our_mac),
     )
-    .map_err(|_| Counter::DropNoTailroom)?;
+    .map_err(|_| DropReason::NoTailroom)?;
     Ok(())
 }
 
@@ -383,7 +383,7 @@ mod tests {
         )
     }
 
-    fn run(frame: &[u8], rx_port: u16) -> (Result<NdVerdict, Counter>, VecBuf) {
+    fn run(frame: &[u8], rx_port: u16) -> (Result<NdVerdict, DropReason>, VecBuf) {
         let mut buf = VecBuf::new(frame);
         let l2 = EthernetFrame::new_checked(frame).unwrap().header_len();
         let v = handle_nd(&mut buf, l2, rx_port, &snapshot());
@@ -442,7 +442,7 @@ mod tests {
         assert_eq!(opts, TLL_LB);
         // DAD with a source link-layer option is invalid (RFC 4861 7.1.1).
         let (v, _) = run(&ns(Ipv6Addr::UNSPECIFIED, lb(), &sll(PEER_MAC)), 0);
-        assert_eq!(v, Err(Counter::DropNdInvalid));
+        assert_eq!(v, Err(DropReason::NdInvalid));
     }
 
     #[test]
@@ -476,7 +476,7 @@ mod tests {
         // Another host's address, and port 1's address asked on port 0.
         for target in [ip("fd00::77"), lb1()] {
             let (v, buf) = run(&ns(peer(), target, &sll(PEER_MAC)), 0);
-            assert_eq!(v, Err(Counter::DropNdIgnored), "{target}");
+            assert_eq!(v, Err(DropReason::NdIgnored), "{target}");
             assert_eq!(
                 buf.data(),
                 &ns(peer(), target, &sll(PEER_MAC))[..],
@@ -500,7 +500,7 @@ mod tests {
             lb(),
             &[],
         );
-        assert_eq!(run(&f, 0).0, Err(Counter::DropNdIgnored));
+        assert_eq!(run(&f, 0).0, Err(DropReason::NdIgnored));
     }
 
     #[test]
@@ -508,7 +508,7 @@ mod tests {
         let dst = ndisc::solicited_node(lb());
         let mac = ndisc::multicast_mac(dst);
         let bad_hop = nd_frame(PEER_MAC, mac, None, peer(), dst, 64, 135, 0, lb(), &[]);
-        assert_eq!(run(&bad_hop, 0).0, Err(Counter::DropNdInvalid), "hop limit");
+        assert_eq!(run(&bad_hop, 0).0, Err(DropReason::NdInvalid), "hop limit");
 
         let bad_code = {
             let mut payload = lb().octets().to_vec();
@@ -521,27 +521,19 @@ mod tests {
                 .unwrap();
             out
         };
-        assert_eq!(run(&bad_code, 0).0, Err(Counter::DropNdInvalid), "code");
+        assert_eq!(run(&bad_code, 0).0, Err(DropReason::NdInvalid), "code");
 
         let mut bad_sum = ns(peer(), lb(), &sll(PEER_MAC));
         bad_sum[57] ^= 0xff;
-        assert_eq!(run(&bad_sum, 0).0, Err(Counter::DropNdInvalid), "checksum");
+        assert_eq!(run(&bad_sum, 0).0, Err(DropReason::NdInvalid), "checksum");
 
         let mcast = ip("ff02::1");
         let f = nd_frame(PEER_MAC, mac, None, peer(), dst, 255, 135, 0, mcast, &[]);
-        assert_eq!(
-            run(&f, 0).0,
-            Err(Counter::DropNdInvalid),
-            "multicast target"
-        );
+        assert_eq!(run(&f, 0).0, Err(DropReason::NdInvalid), "multicast target");
 
         // A loopback solicitor (found by fuzzing: the advertisement went to ::1).
         let lo = ns(ip("::1"), lb(), &sll(PEER_MAC));
-        assert_eq!(
-            run(&lo, 0).0,
-            Err(Counter::DropNdInvalid),
-            "loopback source"
-        );
+        assert_eq!(run(&lo, 0).0, Err(DropReason::NdInvalid), "loopback source");
 
         // ICMPv6 length 16 < 24: a truncated message (etherparse writes what we give it).
         let short = {
@@ -553,26 +545,26 @@ mod tests {
                 .unwrap();
             out
         };
-        assert_eq!(run(&short, 0).0, Err(Counter::DropNdInvalid), "length");
+        assert_eq!(run(&short, 0).0, Err(DropReason::NdInvalid), "length");
 
         let zero_opt = ns(peer(), lb(), &[1, 0, 0, 0, 0, 0, 0, 0]);
         assert_eq!(
             run(&zero_opt, 0).0,
-            Err(Counter::DropNdInvalid),
+            Err(DropReason::NdInvalid),
             "option length 0"
         );
 
         let long_opt = ns(peer(), lb(), &[1, 2, 0, 0, 0, 0, 0, 0]);
         assert_eq!(
             run(&long_opt, 0).0,
-            Err(Counter::DropNdInvalid),
+            Err(DropReason::NdInvalid),
             "option overruns"
         );
 
         // IPv6 payload length past the frame.
         let mut trunc = ns(peer(), lb(), &sll(PEER_MAC));
         trunc.truncate(trunc.len() - 4);
-        assert_eq!(run(&trunc, 0).0, Err(Counter::DropIpv6Malformed));
+        assert_eq!(run(&trunc, 0).0, Err(DropReason::Ipv6Malformed));
 
         // Every prefix of a valid solicitation is refused without a panic.
         let good = ns(peer(), lb(), &sll(PEER_MAC));
@@ -613,7 +605,7 @@ mod tests {
             peer(),
             &opts,
         );
-        assert_eq!(run(&f, 0).0, Err(Counter::DropNdIgnored));
+        assert_eq!(run(&f, 0).0, Err(DropReason::NdIgnored));
         // Unsolicited to all-nodes: not for the control plane (as gratuitous ARP).
         let all = ndisc::ALL_NODES;
         let mac = ndisc::multicast_mac(all);
@@ -629,7 +621,7 @@ mod tests {
             peer(),
             &opts,
         );
-        assert_eq!(run(&f, 0).0, Err(Counter::DropNdIgnored));
+        assert_eq!(run(&f, 0).0, Err(DropReason::NdIgnored));
         // Solicited flag on a multicast advertisement is invalid.
         let f = nd_frame(
             PEER_MAC,
@@ -643,7 +635,7 @@ mod tests {
             peer(),
             &opts,
         );
-        assert_eq!(run(&f, 0).0, Err(Counter::DropNdInvalid));
+        assert_eq!(run(&f, 0).0, Err(DropReason::NdInvalid));
         // Hop limit below 255.
         let f = nd_frame(
             PEER_MAC,
@@ -657,7 +649,7 @@ mod tests {
             peer(),
             &opts,
         );
-        assert_eq!(run(&f, 0).0, Err(Counter::DropNdInvalid));
+        assert_eq!(run(&f, 0).0, Err(DropReason::NdInvalid));
     }
 
     #[test]
@@ -728,7 +720,7 @@ mod tests {
             let mut buf = VecBuf::new(f);
             assert_eq!(
                 handle_nd(&mut buf, 14, 0, &snap),
-                Err(Counter::DropIpv6Mapped),
+                Err(DropReason::Ipv6Mapped),
                 "frame {i}"
             );
             assert_eq!(buf.data(), &f[..], "frame {i} unchanged");
@@ -749,7 +741,7 @@ mod tests {
     fn unknown_port_is_no_route() {
         assert_eq!(
             run(&ns(peer(), lb(), &sll(PEER_MAC)), 7).0,
-            Err(Counter::DropNoRoute)
+            Err(DropReason::NoRoute)
         );
     }
 }

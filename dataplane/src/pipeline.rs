@@ -41,7 +41,7 @@ mod local;
 mod vlan;
 mod worker_state;
 
-use crate::counters::{Counter, WorkerCounters};
+use crate::counters::{Counter, DropReason, WorkerCounters};
 use crate::flow::{FlowKey, TableHash, TcpFlags};
 use crate::fwd::fragment::FragmentKey;
 use crate::fwd::nat::L4At;
@@ -64,7 +64,7 @@ pub enum Action {
     /// Send the (rewritten) frame on this port, on the worker's own TX queue.
     Tx(u16),
     /// Free the frame; the reason is already counted.
-    Drop(Counter),
+    Drop(DropReason),
     /// Hand the frame to the control thread (ARP replies to learn neighbours).
     ToControl,
     /// Hand the frame to the box's kernel through the rx port's kernel interface (the
@@ -182,7 +182,7 @@ pub fn process_steered<B: PacketBuf>(
     snap: &Snapshot,
     now_ms: u64,
 ) -> Action {
-    let mut action = [Action::Drop(Counter::DropSteeredTwice)];
+    let mut action = [Action::Drop(DropReason::SteeredTwice)];
     process_steered_burst(
         std::slice::from_mut(buf),
         &mut action,
@@ -333,19 +333,19 @@ fn stages<B: PacketBuf, const STEERED: bool>(
                     (verdict, None)
                 }
                 First::Steer(owner) => (Ok(Action::Steer(owner)), Some(f.hash.raw())),
-                First::NotLocal => (Err(Counter::DropNotLocal), None),
+                First::NotLocal => (Err(DropReason::NotLocal), None),
                 First::Fallback => match general.get(k) {
                     Some(st) => (
                         handle(buf, st, rx_port, worker, snap, now_ms),
                         st.flow_hash(),
                     ),
-                    None => (Err(Counter::DropEthMalformed), None),
+                    None => (Err(DropReason::EthMalformed), None),
                 },
             };
             *action = match verdict {
                 // The owner never steers again: a frame steered twice would mean the
                 // workers disagree on ownership; count it rather than loop.
-                Ok(Action::Steer(_)) if STEERED => Action::Drop(Counter::DropSteeredTwice),
+                Ok(Action::Steer(_)) if STEERED => Action::Drop(DropReason::SteeredTwice),
                 Ok(a) => a,
                 Err(reason) => Action::Drop(reason),
             };
@@ -423,7 +423,16 @@ impl Staged4 {
     }
 }
 
-type Verdict = Result<Action, Counter>;
+type Verdict = Result<Action, DropReason>;
+
+/// Stage 3's context of one frame, passed as one value: the worker's state, the snapshot it
+/// forwards by, the (pipeline) port the frame came in by, the clock in milliseconds.
+struct Ctx<'w, 's> {
+    w: &'w mut WorkerState,
+    snap: &'s Snapshot,
+    rx_port: u16,
+    now: u64,
+}
 
 /// Stage 3 of one frame: what changes state or the frame, as stage 1 staged it.
 #[inline]
@@ -455,10 +464,12 @@ fn handle<B: PacketBuf>(
             info,
             service_index,
             owner_here,
-            rx_port,
-            w,
-            snap,
-            now,
+            &mut Ctx {
+                w,
+                snap,
+                rx_port,
+                now,
+            },
         ),
         Staged::Reply {
             ref pkt,
@@ -471,16 +482,18 @@ fn handle<B: PacketBuf>(
             info,
             unique_service,
             owner_here,
-            rx_port,
-            w,
-            snap,
-            now,
+            &mut Ctx {
+                w,
+                snap,
+                rx_port,
+                now,
+            },
         ),
         Staged::Arp => {
             let our_mac = snap
                 .ports
                 .get(usize::from(rx_port))
-                .ok_or(Counter::DropNoRoute)?
+                .ok_or(DropReason::NoRoute)?
                 .mac;
             local::arp(buf.data_mut(), l2, rx_port, our_mac, w, snap)
         }
@@ -491,10 +504,27 @@ fn handle<B: PacketBuf>(
             }
             NdVerdict::ToControl => Ok(Action::ToControl),
         },
-        Staged::Icmp(ref pkt) => icmp_msgs::handle(buf, pkt, rx_port, w, snap, now),
-        Staged::LaterFragment(ref pkt, f) => {
-            egress::later_fragment(buf, pkt, f, rx_port, w, snap, now)
-        }
+        Staged::Icmp(ref pkt) => icmp_msgs::handle(
+            buf,
+            pkt,
+            &mut Ctx {
+                w,
+                snap,
+                rx_port,
+                now,
+            },
+        ),
+        Staged::LaterFragment(ref pkt, f) => egress::later_fragment(
+            buf,
+            pkt,
+            f,
+            &mut Ctx {
+                w,
+                snap,
+                rx_port,
+                now,
+            },
+        ),
     }
 }
 

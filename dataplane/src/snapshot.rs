@@ -668,13 +668,16 @@ impl Snapshot {
 
     /// Port and MAC of the next hop towards `dst`, or the drop reason.
     #[inline]
-    pub fn resolve(&self, dst: &IpAddr) -> Result<(u16, MacAddr), crate::counters::Counter> {
+    pub fn resolve(&self, dst: &IpAddr) -> Result<(u16, MacAddr), crate::counters::DropReason> {
         self.resolve_key(&to_mapped(*dst))
     }
 
     /// [`Snapshot::resolve`] for an address in flow-key form (the packet path's).
     #[inline]
-    pub fn resolve_key(&self, dst: &[u8; 16]) -> Result<(u16, MacAddr), crate::counters::Counter> {
+    pub fn resolve_key(
+        &self,
+        dst: &[u8; 16],
+    ) -> Result<(u16, MacAddr), crate::counters::DropReason> {
         self.port_lookups.resolve(dst, &self.neighbours)
     }
 

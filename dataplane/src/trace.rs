@@ -351,10 +351,7 @@ mod tests {
         job.before(&other, 0, 11);
         job.after(&other, Action::Tx(0));
         job.before(&step1, 0, 12);
-        job.after(
-            &step1,
-            Action::Drop(crate::counters::Counter::DropNoBackend),
-        );
+        job.after(&step1, Action::Drop(crate::counters::DropReason::NoBackend));
         assert_eq!(
             job.records.len(),
             1,

@@ -2,7 +2,7 @@
 //! worker's inbox (frames steered to it by other workers, frames the control thread asks it to
 //! send). Owns its queues, flow table and counters; shares nothing writable.
 
-use crate::counters::{Counter, WorkerCounters};
+use crate::counters::{Counter, DropReason, WorkerCounters};
 use crate::dispatch::{dispatch, Outputs, StagedBytes};
 use crate::flow_sample::{FlowSampler, SampleRequest};
 use crate::io::dpdk::{self, Mbuf, MbufBurst, PortQueue};
@@ -222,7 +222,7 @@ impl Worker {
         // allocated here, on this worker's core and NUMA node, before the first packet.
         self.state.flows.prefault();
         let mut rx = MbufBurst::new();
-        let mut actions = [Action::Drop(Counter::DropEthMalformed); BURST];
+        let mut actions = [Action::Drop(DropReason::EthMalformed); BURST];
         let mut flow_hashes = [None; BURST];
         let mut steered = MbufBurst::new();
         let mut tx = TxBursts {
@@ -391,7 +391,7 @@ impl Worker {
                     }
                     // Cannot fail: at most BURST parcels are taken, the burst was empty.
                     if steered.push(parcel.mbuf).is_err() {
-                        self.state.counters.inc(Counter::DropRingFull);
+                        self.state.counters.inc(DropReason::RingFull);
                     }
                 }
                 ParcelKind::Transmit => {
@@ -402,7 +402,7 @@ impl Worker {
                     };
                     let len = parcel.mbuf.data().len();
                     if let Err(m) = out.tx(parcel.port, parcel.mbuf, len, &self.state.counters) {
-                        self.state.counters.inc(Counter::DropNoRoute);
+                        self.state.counters.inc(DropReason::NoRoute);
                         out.free(m);
                     }
                 }
@@ -410,7 +410,7 @@ impl Worker {
         }
         let k = steered.len();
         if k > 0 {
-            let mut actions = [Action::Drop(Counter::DropSteeredTwice); BURST];
+            let mut actions = [Action::Drop(DropReason::SteeredTwice); BURST];
             process_steered_burst(
                 &mut steered[..],
                 &mut actions[..k],

@@ -10,7 +10,7 @@ mod common;
 use common::*;
 use std::collections::HashMap;
 use std::net::IpAddr;
-use vipd_dataplane::counters::Counter;
+use vipd_dataplane::counters::{Counter, DropReason};
 use vipd_dataplane::io::mem::VecBuf;
 use vipd_dataplane::io::PacketBuf;
 use vipd_dataplane::pipeline::{process_burst, Action, WorkerState};
@@ -20,7 +20,7 @@ use vipd_dataplane::wire::MacAddr;
 
 fn one(frame: &Frame, w: &mut WorkerState, snap: &Snapshot, now: u64) -> (Action, VecBuf) {
     let mut bufs = [VecBuf::new(&frame.bytes())];
-    let mut actions = [Action::Drop(Counter::DropEthMalformed)];
+    let mut actions = [Action::Drop(DropReason::EthMalformed)];
     process_burst(&mut bufs, &mut actions, 0, w, snap, now);
     let [buf] = bufs;
     (actions[0], buf)
@@ -91,7 +91,7 @@ fn traffic_for_the_port_address_goes_to_the_kernel_when_the_port_has_one() {
         let (action, _) = one(frame, &mut w, &without, 1);
         assert_eq!(
             action,
-            Action::Drop(Counter::DropLocalUnhandled),
+            Action::Drop(DropReason::LocalUnhandled),
             "{what}: without a kernel interface"
         );
         assert_eq!(w.counters.get(Counter::NatReplies), 0, "{what}");
@@ -120,7 +120,7 @@ fn echo_requests_are_still_answered_by_vipd_and_echo_replies_go_to_the_kernel() 
     let mut w = worker(0, 1);
     let mut run = |frame: Vec<u8>| {
         let mut bufs = [VecBuf::new(&frame)];
-        let mut actions = [Action::Drop(Counter::DropEthMalformed)];
+        let mut actions = [Action::Drop(DropReason::EthMalformed)];
         process_burst(&mut bufs, &mut actions, 0, &mut w, &snap, 1);
         actions[0]
     };
@@ -255,8 +255,8 @@ fn flows_pinned_to_a_dead_real_server_are_dropped_or_kept_by_policy() {
         let rs0_down = health_snapshot([false, true, true], None, drop_dead_flows);
         let (action, buf) = one(&ack(sport), &mut w, &rs0_down, 2);
         if drop_dead_flows {
-            assert_eq!(action, Action::Drop(Counter::DropRealServerDown));
-            assert_eq!(w.counters.get(Counter::DropRealServerDown), 1);
+            assert_eq!(action, Action::Drop(DropReason::RealServerDown));
+            assert_eq!(w.counters.get(DropReason::RealServerDown), 1);
             assert_eq!(w.backends.get(0).connections(), 0, "its entry is gone");
         } else {
             assert_eq!(action, Action::Tx(0), "kept: the flow continues");
@@ -280,7 +280,7 @@ fn sorry_server_takes_flows_only_when_nobody_else_can() {
     }
     let nothing = health_snapshot([false; 3], Some(false), true);
     let (action, _) = one(&syn(32_000), &mut w, &nothing, 1);
-    assert_eq!(action, Action::Drop(Counter::DropNoBackend));
+    assert_eq!(action, Action::Drop(DropReason::NoBackend));
     let no_sorry = health_snapshot([false; 3], None, true);
     assert!(no_sorry.services[0].scheduler.is_none());
 }

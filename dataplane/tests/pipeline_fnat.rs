@@ -11,7 +11,7 @@ mod common;
 use common::*;
 use etherparse::{SlicedPacket, TransportSlice};
 use std::net::{IpAddr, Ipv4Addr};
-use vipd_dataplane::counters::Counter;
+use vipd_dataplane::counters::{Counter, DropReason};
 use vipd_dataplane::flow::key::to_mapped;
 use vipd_dataplane::pipeline::{Action, WorkerState};
 use vipd_dataplane::snapshot::{BackendSpec, FwdMode, LocalPool, ServiceSpec, Snapshot};
@@ -146,9 +146,9 @@ fn exhaustion_is_counted_and_spares_established_connections() {
     for i in 0..10 {
         let syn = client_to_vip(tcp(7000 + i, 80, "S"), b"");
         let (a, _) = run1(&mut w, &snap, &syn.bytes(), 20);
-        assert_eq!(a, Action::Drop(Counter::DropFnatPoolExhausted));
+        assert_eq!(a, Action::Drop(DropReason::FnatPoolExhausted));
     }
-    assert_eq!(w.counters.get(Counter::DropFnatPoolExhausted), 10);
+    assert_eq!(w.counters.get(DropReason::FnatPoolExhausted), 10);
     // Every established connection still goes both ways, to its own local port.
     for (i, &lport) in lports.iter().enumerate() {
         let cport = 6000 + i as u16;
@@ -196,9 +196,9 @@ fn without_an_entry_nothing_is_full_natted() {
         &client_to_vip(tcp(5000, 80, "A"), b"x").bytes(),
         1,
     );
-    assert_eq!(a, Action::Drop(Counter::DropFnatNoFlow));
+    assert_eq!(a, Action::Drop(DropReason::FnatNoFlow));
     let (a, _) = run1(&mut w, &snap, &rs1_to_local(40000, "A", b"y").bytes(), 2);
-    assert_eq!(a, Action::Drop(Counter::DropNatReplyNoFlow));
+    assert_eq!(a, Action::Drop(DropReason::NatReplyNoFlow));
 }
 
 #[test]

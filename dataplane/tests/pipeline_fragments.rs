@@ -11,7 +11,7 @@ mod common;
 
 use common::*;
 use etherparse::{IpFragOffset, IpNumber, Ipv4Header, Ipv6Header};
-use vipd_dataplane::counters::Counter;
+use vipd_dataplane::counters::{Counter, DropReason};
 use vipd_dataplane::pipeline::Action;
 
 /// Cut the IPv4 packet of `frame` into fragments carrying at most `chunk` payload bytes
@@ -176,7 +176,7 @@ fn fragments_out_of_order_tiny_or_overlapping_are_dropped() {
     // The last fragment before the first: nothing to follow yet.
     assert_eq!(
         run1(&mut w, &snap, &frags[2], 1).0,
-        Action::Drop(Counter::DropFragmentUnknown)
+        Action::Drop(DropReason::FragmentUnknown)
     );
     assert_eq!(run1(&mut w, &snap, &frags[0], 1).0, Action::Tx(0));
     assert_eq!(run1(&mut w, &snap, &frags[1], 1).0, Action::Tx(0));
@@ -192,22 +192,22 @@ fn fragments_out_of_order_tiny_or_overlapping_are_dropped() {
     let tiny = fragment_v4(&tcp_seg.bytes(), 8, 0x0303);
     assert_eq!(
         run1(&mut w, &snap, &tiny[0], 1).0,
-        Action::Drop(Counter::DropFragmentInvalid)
+        Action::Drop(DropReason::FragmentInvalid)
     );
     // A TCP fragment at offset 8 can only rewrite the first fragment's flags.
     assert_eq!(
         run1(&mut w, &snap, &tiny[1], 1).0,
-        Action::Drop(Counter::DropFragmentInvalid)
+        Action::Drop(DropReason::FragmentInvalid)
     );
     // A first fragment to a VIP port without service.
     let nowhere = fragment_v4(&big_udp(5002, 54).bytes(), 1480, 0x0404);
     assert_eq!(
         run1(&mut w, &snap, &nowhere[0], 1).0,
-        Action::Drop(Counter::DropNoService)
+        Action::Drop(DropReason::NoService)
     );
     assert_eq!(
         run1(&mut w, &snap, &nowhere[1], 1).0,
-        Action::Drop(Counter::DropFragmentUnknown)
+        Action::Drop(DropReason::FragmentUnknown)
     );
 }
 
@@ -297,21 +297,21 @@ fn ipv6_extension_headers_dropped_but_atomic_fragments_forwarded() {
         let f = with_ext(ext, [1, 4, 0, 0, 0, 0]); // a PadN option
         assert_eq!(
             run1(&mut w, &snap, &f, 1).0,
-            Action::Drop(Counter::DropIpv6ExtHeader),
+            Action::Drop(DropReason::Ipv6ExtHeader),
             "{what}"
         );
     }
     let routing = with_ext(43, [0, 0, 0, 0, 0, 0]); // type 0, segments left 0
     assert_eq!(
         run1(&mut w, &snap, &routing, 1).0,
-        Action::Drop(Counter::DropIpv6ExtHeader)
+        Action::Drop(DropReason::Ipv6ExtHeader)
     );
     // A chain: fragment header, then hop-by-hop.
     let mut chain = with_ext(44, [0, 0, 0, 0, 0, 1]);
     chain[14 + 40] = 0;
     assert_eq!(
         run1(&mut w, &snap, &chain, 1).0,
-        Action::Drop(Counter::DropIpv6ExtHeader)
+        Action::Drop(DropReason::Ipv6ExtHeader)
     );
     // An atomic fragment (offset 0, M=0; RFC 6946): processed as the packet it is, with its
     // fragment header kept.
@@ -462,7 +462,7 @@ fn later_fragments_without_their_first_that_nothing_places_are_dropped() {
         let frags = fragment_v4(&frame.bytes(), 1480, 0x2222);
         assert_eq!(
             run1(&mut w, &snap, &frags[1], 1).0,
-            Action::Drop(Counter::DropFragmentUnknown),
+            Action::Drop(DropReason::FragmentUnknown),
             "{what}"
         );
     }

@@ -13,7 +13,7 @@ use common::*;
 use etherparse::icmpv4::DestUnreachableHeader;
 use etherparse::{Icmpv4Type, PacketBuilder};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
-use vipd_dataplane::counters::Counter;
+use vipd_dataplane::counters::DropReason;
 use vipd_dataplane::pipeline::Action;
 
 fn c2v(l4: L4) -> Frame {
@@ -146,14 +146,14 @@ fn row(id: &'static str, what: &'static str, frame: Vec<u8>, want: Action) -> Ro
     }
 }
 
-fn drop(c: Counter) -> Action {
+fn drop(c: DropReason) -> Action {
     Action::Drop(c)
 }
 
 const TX: Action = Action::Tx(0);
 
 fn rows() -> Vec<Row> {
-    use Counter::*;
+    use DropReason::*;
     let syn = c2v(tcp(40000, 80, "S")).bytes();
     let tagged = |tpid: [u8; 2]| {
         let mut t = syn[..12].to_vec();
@@ -176,49 +176,49 @@ fn rows() -> Vec<Row> {
             "E1",
             "shorter than an Ethernet header",
             syn[..13].to_vec(),
-            drop(DropEthMalformed),
+            drop(EthMalformed),
         ),
         row(
             "E2",
             "unicast to another MAC",
             patch(syn.clone(), 0, &RS2_MAC),
-            drop(DropNotOurMac),
+            drop(NotOurMac),
         ),
         row(
             "E3",
             "multicast source MAC",
             patch(syn.clone(), 6, &[0x01, 0, 0x5e, 0, 0, 1]),
-            drop(DropSrcMacInvalid),
+            drop(SrcMacInvalid),
         ),
         row(
             "E3",
             "zero source MAC",
             patch(syn.clone(), 6, &[0; 6]),
-            drop(DropSrcMacInvalid),
+            drop(SrcMacInvalid),
         ),
         row(
             "E4",
             "802.1Q tagged, a VLAN the port does not carry",
             tagged([0x81, 0x00]),
-            drop(DropUnknownVlan),
+            drop(UnknownVlan),
         ),
         row(
             "E5",
             "802.1ad (QinQ) tagged",
             tagged([0x88, 0xa8]),
-            drop(DropVlanTagged),
+            drop(VlanTagged),
         ),
         row(
             "E6",
             "other EtherType (LLDP)",
             patch(syn.clone(), 12, &[0x88, 0xcc]),
-            drop(DropUnsupportedEthertype),
+            drop(UnsupportedEthertype),
         ),
         row(
             "E7",
             "IP in a broadcast frame",
             patch(syn.clone(), 0, &[0xff; 6]),
-            drop(DropLinkMulticast),
+            drop(LinkMulticast),
         ),
         row("E8", "Ethernet padding after the IP packet", padded, TX),
         // ARP.
@@ -238,7 +238,7 @@ fn rows() -> Vec<Row> {
             "A3",
             "request for another address",
             arp_frame(1, ROUTER_MAC, ROUTER_IP, RS2_IP),
-            drop(DropArpIgnored),
+            drop(ArpIgnored),
         ),
         row(
             "A4",
@@ -256,19 +256,19 @@ fn rows() -> Vec<Row> {
             "A6",
             "truncated",
             arp_frame(1, ROUTER_MAC, ROUTER_IP, VIP)[..40].to_vec(),
-            drop(DropArpIgnored),
+            drop(ArpIgnored),
         ),
         row(
             "A7",
             "multicast sender MAC",
             patch(arp_frame(1, ROUTER_MAC, ROUTER_IP, VIP), 22, &[1]),
-            drop(DropArpInvalid),
+            drop(ArpInvalid),
         ),
         row(
             "A7",
             "broadcast sender address",
             arp_frame(1, ROUTER_MAC, Ipv4Addr::BROADCAST, VIP),
-            drop(DropArpInvalid),
+            drop(ArpInvalid),
         ),
         row(
             "A8",
@@ -281,43 +281,43 @@ fn rows() -> Vec<Row> {
             "4.1",
             "IPv4 header truncated",
             syn[..14 + 19].to_vec(),
-            drop(DropIpv4Malformed),
+            drop(Ipv4Malformed),
         ),
         row(
             "4.2",
             "IHL below 5",
             fix4(patch(syn.clone(), 14, &[0x44])),
-            drop(DropIpv4Malformed),
+            drop(Ipv4Malformed),
         ),
         row(
             "4.3",
             "IHL past the packet",
             fix4(patch(syn[..14 + 40].to_vec(), 14, &[0x4f])),
-            drop(DropIpv4Malformed),
+            drop(Ipv4Malformed),
         ),
         row(
             "4.4",
             "total length past the frame",
             fix4(patch(syn.clone(), 16, &[0x05, 0xdc])),
-            drop(DropIpv4Malformed),
+            drop(Ipv4Malformed),
         ),
         row(
             "4.5",
             "total length below the header",
             fix4(patch(syn.clone(), 16, &[0, 19])),
-            drop(DropIpv4Malformed),
+            drop(Ipv4Malformed),
         ),
         row(
             "4.6",
             "version 6 in an IPv4 EtherType",
             fix4(patch(syn.clone(), 14, &[0x65])),
-            drop(DropIpv4Malformed),
+            drop(Ipv4Malformed),
         ),
         row(
             "4.7",
             "header checksum wrong",
             patch(syn.clone(), 24, &[0xde, 0xad]),
-            drop(DropIpv4BadChecksum),
+            drop(Ipv4BadChecksum),
         ),
         row(
             "4.8",
@@ -331,13 +331,13 @@ fn rows() -> Vec<Row> {
             "4.9",
             "TTL 0",
             with(c2v(tcp(40000, 80, "S")), |f| f.ttl = 0),
-            drop(DropTtlZero),
+            drop(TtlZero),
         ),
         row(
             "4.10",
             "TTL 1, NAT",
             with(c2v(tcp(40000, 80, "S")), |f| f.ttl = 1),
-            drop(DropTtlExceeded),
+            drop(TtlExceeded),
         ),
         row(
             "4.11",
@@ -355,49 +355,49 @@ fn rows() -> Vec<Row> {
             "4.13",
             "source 0.0.0.0/8",
             martian(Ipv4Addr::new(0, 1, 2, 3)),
-            drop(DropMartianSource),
+            drop(MartianSource),
         ),
         row(
             "4.13",
             "source 127.0.0.0/8",
             martian(Ipv4Addr::LOCALHOST),
-            drop(DropMartianSource),
+            drop(MartianSource),
         ),
         row(
             "4.13",
             "source multicast",
             martian(Ipv4Addr::new(224, 0, 0, 9)),
-            drop(DropMartianSource),
+            drop(MartianSource),
         ),
         row(
             "4.13",
             "source 240/4",
             martian(Ipv4Addr::new(250, 1, 1, 1)),
-            drop(DropMartianSource),
+            drop(MartianSource),
         ),
         row(
             "4.13",
             "source limited broadcast",
             martian(Ipv4Addr::BROADCAST),
-            drop(DropMartianSource),
+            drop(MartianSource),
         ),
         row(
             "4.13",
             "source the port subnet's broadcast",
             martian(Ipv4Addr::new(10, 0, 0, 255)),
-            drop(DropMartianSource),
+            drop(MartianSource),
         ),
         row(
             "4.13",
             "source our own address",
             martian(LB_IP),
-            drop(DropMartianSource),
+            drop(MartianSource),
         ),
         row(
             "4.14",
             "LAND (source = destination)",
             martian(VIP),
-            drop(DropMartianSource),
+            drop(MartianSource),
         ),
         row(
             "4.20",
@@ -411,31 +411,31 @@ fn rows() -> Vec<Row> {
                 b"x",
             )
             .bytes(),
-            drop(DropMartianDestination),
+            drop(MartianDestination),
         ),
         row(
             "4.20",
             "destination limited broadcast",
             echo4(Ipv4Addr::BROADCAST),
-            drop(DropMartianDestination),
+            drop(MartianDestination),
         ),
         row(
             "4.15",
             "other protocol (GRE) to a VIP",
             fix4(patch(syn.clone(), 23, &[47])),
-            drop(DropUnsupportedProtocol),
+            drop(UnsupportedProtocol),
         ),
         row(
             "4.16",
             "TCP to our own address",
             with(c2v(tcp(1, 22, "S")), |f| f.dst = v4(LB_IP)),
-            drop(DropLocalUnhandled),
+            drop(LocalUnhandled),
         ),
         row(
             "4.17",
             "to an address not ours",
             with(c2v(tcp(1, 80, "S")), |f| f.dst = v4(RS2_IP)),
-            drop(DropNotLocal),
+            drop(NotLocal),
         ),
         row(
             "4.18",
@@ -456,50 +456,50 @@ fn rows() -> Vec<Row> {
                 ..c2v(udp(5000, 53))
             }
             .bytes(),
-            drop(DropTooBig),
+            drop(TooBig),
         ),
         // IPv6 header.
         row(
             "6.1",
             "IPv6 header truncated",
             c2v6(tcp(1, 80, "S")).bytes()[..14 + 39].to_vec(),
-            drop(DropIpv6Malformed),
+            drop(Ipv6Malformed),
         ),
         row(
             "6.2",
             "payload length past the frame",
             patch(c2v6(tcp(1, 80, "S")).bytes(), 18, &[0x05, 0xdc]),
-            drop(DropIpv6Malformed),
+            drop(Ipv6Malformed),
         ),
         row(
             "6.3",
             "payload length cuts the TCP header",
             patch(c2v6(tcp(1, 80, "S")).bytes(), 18, &[0, 10]),
-            drop(DropL4Malformed),
+            drop(L4Malformed),
         ),
         row(
             "6.4",
             "hop-by-hop options header",
             ext6(0, [1, 4, 0, 0, 0, 0]),
-            drop(DropIpv6ExtHeader),
+            drop(Ipv6ExtHeader),
         ),
         row(
             "6.5",
             "routing header",
             ext6(43, [0, 0, 0, 0, 0, 0]),
-            drop(DropIpv6ExtHeader),
+            drop(Ipv6ExtHeader),
         ),
         row(
             "6.6",
             "destination options header",
             ext6(60, [1, 4, 0, 0, 0, 0]),
-            drop(DropIpv6ExtHeader),
+            drop(Ipv6ExtHeader),
         ),
         row(
             "6.7",
             "chain: fragment then hop-by-hop",
             patch(ext6(44, [0, 0, 0, 0, 0, 1]), 54, &[0]),
-            drop(DropIpv6ExtHeader),
+            drop(Ipv6ExtHeader),
         ),
         row(
             "6.8",
@@ -511,32 +511,27 @@ fn rows() -> Vec<Row> {
             "6.9",
             "IPv4-mapped source",
             martian6("::ffff:192.0.2.50"),
-            drop(DropIpv6Mapped),
+            drop(Ipv6Mapped),
         ),
         row(
             "6.10",
             "hop limit 0",
             with(c2v6(tcp(1, 80, "S")), |f| f.ttl = 0),
-            drop(DropTtlZero),
+            drop(TtlZero),
         ),
         row(
             "6.11",
             "hop limit 1, NAT66",
             with(c2v6(tcp(1, 80, "S")), |f| f.ttl = 1),
-            drop(DropTtlExceeded),
+            drop(TtlExceeded),
         ),
-        row("6.12", "source ::", martian6("::"), drop(DropMartianSource)),
-        row(
-            "6.12",
-            "source ::1",
-            martian6("::1"),
-            drop(DropMartianSource),
-        ),
+        row("6.12", "source ::", martian6("::"), drop(MartianSource)),
+        row("6.12", "source ::1", martian6("::1"), drop(MartianSource)),
         row(
             "6.12",
             "source multicast",
             martian6("ff02::1"),
-            drop(DropMartianSource),
+            drop(MartianSource),
         ),
         row(
             "6.13",
@@ -553,43 +548,43 @@ fn rows() -> Vec<Row> {
             "T1",
             "TCP header truncated",
             fix4(patch(syn[..14 + 20 + 12].to_vec(), 16, &[0, 32])),
-            drop(DropL4Malformed),
+            drop(L4Malformed),
         ),
         row(
             "T2",
             "data offset below 5",
             patch(c2v(tcp(1, 80, "S")).bytes(), 46, &[0x40]),
-            drop(DropL4Malformed),
+            drop(L4Malformed),
         ),
         row(
             "T3",
             "data offset past the segment",
             patch(c2v(tcp(1, 80, "S")).bytes(), 46, &[0xf0]),
-            drop(DropL4Malformed),
+            drop(L4Malformed),
         ),
         row(
             "T4",
             "no flags",
             c2v(tcp(1, 80, "")).bytes(),
-            drop(DropTcpBadFlags),
+            drop(TcpBadFlags),
         ),
         row(
             "T5",
             "SYN+FIN",
             c2v(tcp(1, 80, "SF")).bytes(),
-            drop(DropTcpBadFlags),
+            drop(TcpBadFlags),
         ),
         row(
             "T6",
             "SYN+RST",
             c2v(tcp(1, 80, "SR")).bytes(),
-            drop(DropTcpBadFlags),
+            drop(TcpBadFlags),
         ),
         row(
             "T7",
             "FIN without ACK",
             c2v(tcp(1, 80, "F")).bytes(),
-            drop(DropTcpBadFlags),
+            drop(TcpBadFlags),
         ),
         row(
             "T8",
@@ -614,7 +609,7 @@ fn rows() -> Vec<Row> {
             "T12",
             "VIP port without service",
             c2v(tcp(1, 81, "S")).bytes(),
-            drop(DropNoService),
+            drop(NoService),
         ),
         // UDP.
         row(
@@ -625,19 +620,19 @@ fn rows() -> Vec<Row> {
                 16,
                 &[0, 26],
             )),
-            drop(DropL4Malformed),
+            drop(L4Malformed),
         ),
         row(
             "U2",
             "UDP length past the packet",
             patch(c2v(udp(1, 53)).bytes(), 38, &[0x05, 0xdc]),
-            drop(DropL4Malformed),
+            drop(L4Malformed),
         ),
         row(
             "U3",
             "UDP length below 8",
             patch(c2v(udp(1, 53)).bytes(), 38, &[0, 7]),
-            drop(DropL4Malformed),
+            drop(L4Malformed),
         ),
         row(
             "U4",
@@ -658,13 +653,13 @@ fn rows() -> Vec<Row> {
             "I2",
             "echo request, checksum wrong",
             patch(echo4(VIP), 36, &[0xde, 0xad]),
-            drop(DropIcmpBadChecksum),
+            drop(IcmpBadChecksum),
         ),
         row(
             "I3",
             "ICMP shorter than 8 bytes",
             fix4(patch(echo4(VIP)[..14 + 20 + 6].to_vec(), 16, &[0, 26])),
-            drop(DropL4Malformed),
+            drop(L4Malformed),
         ),
         row(
             "I4",
@@ -676,25 +671,25 @@ fn rows() -> Vec<Row> {
             "I5",
             "error quoting a VIP port without service",
             error_to_vip(None, 81),
-            drop(DropIcmpErrorNoFlow),
+            drop(IcmpErrorNoFlow),
         ),
         row(
             "I6",
             "error quote cut inside the ports",
             error_to_vip(Some(22), 80),
-            drop(DropIcmpQuoteMalformed),
+            drop(IcmpQuoteMalformed),
         ),
         row(
             "I7",
             "echo request to an address not ours",
             echo4(RS2_IP),
-            drop(DropNotLocal),
+            drop(NotLocal),
         ),
         row(
             "I8",
             "ICMP fragment",
             fix4(patch(echo4(VIP), 20, &[0x20, 0])),
-            drop(DropFragmentInvalid),
+            drop(FragmentInvalid),
         ),
         // Fragments.
         row("F1", "first fragment (UDP)", frag4(0, true, false), TX),
@@ -711,7 +706,7 @@ fn rows() -> Vec<Row> {
             "F3",
             "later fragment, first never seen",
             frag4(1000, false, false),
-            drop(DropFragmentUnknown),
+            drop(FragmentUnknown),
         ),
         row(
             "F6",
@@ -737,13 +732,13 @@ fn rows() -> Vec<Row> {
                 let f = frag4(0, true, true);
                 fix4(patch(f[..14 + 20 + 16].to_vec(), 16, &[0, 36]))
             },
-            drop(DropFragmentInvalid),
+            drop(FragmentInvalid),
         ),
         row(
             "F5",
             "TCP fragment at offset 8",
             frag4(8, true, true),
-            drop(DropFragmentInvalid),
+            drop(FragmentInvalid),
         ),
     ]
 }

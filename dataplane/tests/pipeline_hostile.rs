@@ -10,7 +10,7 @@ mod common;
 use common::*;
 use etherparse::{Icmpv4Type, Icmpv6Type, NetSlice, SlicedPacket, TransportSlice};
 use std::net::{IpAddr, Ipv4Addr};
-use vipd_dataplane::counters::Counter;
+use vipd_dataplane::counters::{Counter, DropReason};
 use vipd_dataplane::flow::{FlowTable, TcpState, Timeouts};
 use vipd_dataplane::pipeline::{Action, WorkerState};
 use vipd_dataplane::sched::SchedulerKind;
@@ -56,7 +56,7 @@ fn tcp_state_only_from_a_lone_syn() {
     for flags in ["", "SF", "SR", "SAF", "F", "P", "SRAF"] {
         let f = client_to_vip(tcp(42000, 80, flags), b"");
         let (action, _) = run1(&mut w, &snap, &f.bytes(), 11);
-        assert_eq!(action, Action::Drop(Counter::DropTcpBadFlags), "{flags:?}");
+        assert_eq!(action, Action::Drop(DropReason::TcpBadFlags), "{flags:?}");
     }
     assert_eq!(w.flows.len(), 0);
     // A lone SYN creates the entry; the connection's ACK then tracks it.
@@ -93,7 +93,7 @@ fn sloppy_tcp_creates_state_from_any_segment() {
         &client_to_vip(tcp(41001, 80, "SF"), b"").bytes(),
         11,
     );
-    assert_eq!(action, Action::Drop(Counter::DropTcpBadFlags));
+    assert_eq!(action, Action::Drop(DropReason::TcpBadFlags));
 }
 
 /// VIP:9000/tcp and VIP:9053/udp, rr over RS1 and RS2 (NAT, same port).
@@ -318,7 +318,7 @@ fn dropped_packets_change_no_state() {
     syn.ttl = 1;
     assert_eq!(
         run1(&mut w, &snap, &syn.bytes(), 1).0,
-        Action::Drop(Counter::DropTtlExceeded)
+        Action::Drop(DropReason::TtlExceeded)
     );
     assert_eq!(w.flows.len(), 0);
     // A TTL-1 RST does not close an established connection.
@@ -338,7 +338,7 @@ fn dropped_packets_change_no_state() {
     rst.ttl = 1;
     assert_eq!(
         run1(&mut w, &snap, &rst.bytes(), 4).0,
-        Action::Drop(Counter::DropTtlExceeded)
+        Action::Drop(DropReason::TtlExceeded)
     );
     assert_eq!(state_of(&w, 44001, 4), Some(TcpState::Established));
     // A SYN on a closed TUN connection that is answered with too-big does not reschedule it.
@@ -425,7 +425,7 @@ fn nat_honours_the_egress_mtu() {
     may_frag.dont_fragment = false;
     assert_eq!(
         run1(&mut w, &snap, &may_frag.bytes(), 3).0,
-        Action::Drop(Counter::DropTooBig)
+        Action::Drop(DropReason::TooBig)
     );
     // NAT66: packet too big, MTU 1400.
     let big6 = Frame::new(
@@ -474,7 +474,7 @@ fn ttl_zero_is_never_forwarded_and_dr_keeps_ttl_one() {
         f.ttl = 0;
         assert_eq!(
             run1(&mut w, &snap, &f.bytes(), 1).0,
-            Action::Drop(Counter::DropTtlZero),
+            Action::Drop(DropReason::TtlZero),
             "{what}"
         );
     }
@@ -489,7 +489,7 @@ fn ttl_zero_is_never_forwarded_and_dr_keeps_ttl_one() {
     f6.ttl = 0;
     assert_eq!(
         run1(&mut w, &snap, &f6.bytes(), 1).0,
-        Action::Drop(Counter::DropTtlZero)
+        Action::Drop(DropReason::TtlZero)
     );
     // TTL 1 arriving is deliverable to the VIP's host: DR forwards it unchanged.
     let mut one = client_to_vip(tcp(45001, 443, "S"), b"");

@@ -11,7 +11,7 @@ mod common;
 use common::*;
 use etherparse::{Icmpv6Type, NetSlice, SlicedPacket, TransportSlice};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
-use vipd_dataplane::counters::Counter;
+use vipd_dataplane::counters::{Counter, DropReason};
 use vipd_dataplane::flow::TcpState;
 use vipd_dataplane::pipeline::Action;
 use vipd_dataplane::sched::SchedulerKind;
@@ -54,7 +54,7 @@ fn no_replies_to_non_unicast_sources_and_macs() {
     ] {
         assert_eq!(
             run1(&mut w, &snap, &echo4(mac, CLIENT_IP, LB_IP), 1).0,
-            Action::Drop(Counter::DropSrcMacInvalid),
+            Action::Drop(DropReason::SrcMacInvalid),
             "{mac:?}"
         );
     }
@@ -69,7 +69,7 @@ fn no_replies_to_non_unicast_sources_and_macs() {
     ] {
         assert_eq!(
             run1(&mut w, &snap, &echo4(ROUTER_MAC, src, LB_IP), 1).0,
-            Action::Drop(Counter::DropMartianSource),
+            Action::Drop(DropReason::MartianSource),
             "{src}"
         );
     }
@@ -85,7 +85,7 @@ fn no_replies_to_non_unicast_sources_and_macs() {
     );
     assert_eq!(
         run1(&mut w, &snap, &to_group.bytes(), 1).0,
-        Action::Drop(Counter::DropMartianDestination)
+        Action::Drop(DropReason::MartianDestination)
     );
     assert_eq!(
         run1(
@@ -95,18 +95,18 @@ fn no_replies_to_non_unicast_sources_and_macs() {
             1
         )
         .0,
-        Action::Drop(Counter::DropMartianDestination)
+        Action::Drop(DropReason::MartianDestination)
     );
     // LAND: source == destination, to a VIP.
     let land = Frame::new(ROUTER_MAC, LB_MAC, v4(VIP), v4(VIP), tcp(80, 80, "S"), b"");
     assert_eq!(
         run1(&mut w, &snap, &land.bytes(), 1).0,
-        Action::Drop(Counter::DropMartianSource)
+        Action::Drop(DropReason::MartianSource)
     );
     for src in ["::", "::1", "ff02::1", "fd00::10"] {
         assert_eq!(
             run1(&mut w, &snap, &echo6(src.parse().unwrap(), lb_ip6()), 1).0,
-            Action::Drop(Counter::DropMartianSource),
+            Action::Drop(DropReason::MartianSource),
             "{src}"
         );
     }
@@ -116,12 +116,12 @@ fn no_replies_to_non_unicast_sources_and_macs() {
     arp[22] = 0x01; // sender hardware address multicast (frame source still unicast)
     assert_eq!(
         run1(&mut w, &snap, &arp, 1).0,
-        Action::Drop(Counter::DropArpInvalid)
+        Action::Drop(DropReason::ArpInvalid)
     );
     let bcast = arp_frame(1, ROUTER_MAC, Ipv4Addr::BROADCAST, VIP);
     assert_eq!(
         run1(&mut w, &snap, &bcast, 1).0,
-        Action::Drop(Counter::DropArpInvalid)
+        Action::Drop(DropReason::ArpInvalid)
     );
     assert_eq!(w.counters.get(Counter::EchoReplies), 1);
     assert_eq!(w.counters.get(Counter::ArpReplies), 1);
@@ -145,7 +145,7 @@ fn echo_larger_than_the_port_mtu_gets_no_reply() {
     };
     assert_eq!(
         run1(&mut w, &snap, &echo(1558), 1).0,
-        Action::Drop(Counter::DropTooBig)
+        Action::Drop(DropReason::TooBig)
     );
     assert_eq!(run1(&mut w, &snap, &echo(1400), 1).0, Action::Tx(0));
 }
@@ -158,13 +158,13 @@ fn echo_with_a_bad_checksum_gets_no_reply() {
     e4[14 + 20 + 2] ^= 0x10;
     assert_eq!(
         run1(&mut w, &snap, &e4, 1).0,
-        Action::Drop(Counter::DropIcmpBadChecksum)
+        Action::Drop(DropReason::IcmpBadChecksum)
     );
     let mut e6 = echo6(client_ip6(), vip6());
     e6[14 + 40 + 2] ^= 0x10;
     assert_eq!(
         run1(&mut w, &snap, &e6, 1).0,
-        Action::Drop(Counter::DropIcmpBadChecksum)
+        Action::Drop(DropReason::IcmpBadChecksum)
     );
     let good = echo6(client_ip6(), vip6());
     let (action, out) = run1(&mut w, &snap, &good, 1);
@@ -211,7 +211,7 @@ fn ipv4_mapped_ipv6_never_reaches_ipv4_state() {
     );
     assert_eq!(
         run1(&mut w, &snap, &spoof.bytes(), 3).0,
-        Action::Drop(Counter::DropIpv6Mapped)
+        Action::Drop(DropReason::Ipv6Mapped)
     );
     let to_mapped_rs = Frame::new(
         ROUTER_MAC,
@@ -223,14 +223,14 @@ fn ipv4_mapped_ipv6_never_reaches_ipv4_state() {
     );
     assert_eq!(
         run1(&mut w, &snap, &to_mapped_rs.bytes(), 3).0,
-        Action::Drop(Counter::DropIpv6Mapped)
+        Action::Drop(DropReason::Ipv6Mapped)
     );
     // ICMPv6 for the IPv4 VIP and the port's IPv4 address, spelled mapped: no echo reply,
     // no error relayed (Neighbour Discovery: pipeline_ipv6_nd.rs).
     for dst in [VIP, LB_IP] {
         assert_eq!(
             run1(&mut w, &snap, &echo6(client_ip6(), dst.to_ipv6_mapped()), 3).0,
-            Action::Drop(Counter::DropIpv6Mapped),
+            Action::Drop(DropReason::Ipv6Mapped),
             "echo to {dst}, mapped"
         );
     }
@@ -242,7 +242,7 @@ fn ipv4_mapped_ipv6_never_reaches_ipv4_state() {
         .unwrap();
     assert_eq!(
         run1(&mut w, &snap, &too_big, 3).0,
-        Action::Drop(Counter::DropIpv6Mapped),
+        Action::Drop(DropReason::Ipv6Mapped),
         "packet too big to the IPv4 VIP, mapped"
     );
     assert_eq!(w.counters.get(Counter::EchoReplies), 0);
@@ -256,9 +256,9 @@ fn tagged_frames_are_dropped_and_counted() {
     let good = client_to_vip(tcp(47000, 80, "S"), b"").bytes();
     // The port carries no VLAN: 802.1Q is an unknown VLAN, QinQ outer tags are refused.
     for (tpid, reason) in [
-        ([0x81, 0x00], Counter::DropUnknownVlan),
-        ([0x88, 0xa8], Counter::DropVlanTagged),
-        ([0x91, 0x00], Counter::DropVlanTagged),
+        ([0x81, 0x00], DropReason::UnknownVlan),
+        ([0x88, 0xa8], DropReason::VlanTagged),
+        ([0x91, 0x00], DropReason::VlanTagged),
     ] {
         let mut tagged = good[..12].to_vec();
         tagged.extend_from_slice(&tpid);
@@ -277,7 +277,7 @@ fn tagged_frames_are_dropped_and_counted() {
     tagged_arp.extend_from_slice(&arp[12..]);
     assert_eq!(
         run1(&mut w, &snap, &tagged_arp, 1).0,
-        Action::Drop(Counter::DropUnknownVlan)
+        Action::Drop(DropReason::UnknownVlan)
     );
     assert_eq!(w.flows.len(), 0);
 }
@@ -295,7 +295,7 @@ fn gratuitous_arp_and_unsolicited_na_for_a_known_neighbour_reach_control() {
     // The same MAC again, or a host we do not use: nothing to learn.
     assert_eq!(
         run1(&mut w, &snap, &arp_frame(1, RS1_MAC, RS1_IP, RS1_IP), 1).0,
-        Action::Drop(Counter::DropArpIgnored)
+        Action::Drop(DropReason::ArpIgnored)
     );
     assert_eq!(
         run1(
@@ -310,7 +310,7 @@ fn gratuitous_arp_and_unsolicited_na_for_a_known_neighbour_reach_control() {
             1
         )
         .0,
-        Action::Drop(Counter::DropArpIgnored)
+        Action::Drop(DropReason::ArpIgnored)
     );
     // Unsolicited NA (to all-nodes, S=0, O=1) for RS1's IPv6 address with a new MAC.
     let mut na = Vec::new();
@@ -376,7 +376,7 @@ fn nat_reply_to_an_unresolved_on_link_client_asks_control_to_resolve_it() {
     );
     assert_eq!(
         run1(&mut w, &snap_no_gw, &far.bytes(), 2).0,
-        Action::Drop(Counter::DropNeighbourUnresolved)
+        Action::Drop(DropReason::NeighbourUnresolved)
     );
     // Resolved: forwarded to the client's own MAC.
     let client_mac = [0x02, 0, 0, 0, 0, 0x77];

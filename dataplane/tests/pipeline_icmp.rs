@@ -11,7 +11,7 @@ use common::*;
 use etherparse::icmpv4::DestUnreachableHeader;
 use etherparse::{Icmpv4Type, Icmpv6Type, IpNumber, NetSlice, PacketBuilder, SlicedPacket};
 use std::net::{Ipv4Addr, Ipv6Addr};
-use vipd_dataplane::counters::Counter;
+use vipd_dataplane::counters::{Counter, DropReason};
 use vipd_dataplane::pipeline::Action;
 
 const INTERNET_ROUTER: Ipv4Addr = Ipv4Addr::new(203, 0, 113, 1);
@@ -309,7 +309,7 @@ fn errors_from_nat_real_servers_are_unnated_to_the_client() {
 fn errors_that_match_nothing_are_dropped_and_counted() {
     let snap = snapshot();
     let mut w = worker(0, 1);
-    let cases: Vec<(&str, Vec<u8>, Counter)> = vec![
+    let cases: Vec<(&str, Vec<u8>, DropReason)> = vec![
         (
             "quote not from the VIP the error was sent to (forged)",
             icmp4(
@@ -327,7 +327,7 @@ fn errors_that_match_nothing_are_dropped_and_counted() {
                     b"",
                 )),
             ),
-            Counter::DropIcmpErrorNoFlow,
+            DropReason::IcmpErrorNoFlow,
         ),
         (
             "quote of a VIP port without service",
@@ -339,7 +339,7 @@ fn errors_that_match_nothing_are_dropped_and_counted() {
                 frag_needed(1400),
                 &ip_of(&step4(81, b"")),
             ),
-            Counter::DropIcmpErrorNoFlow,
+            DropReason::IcmpErrorNoFlow,
         ),
         (
             "quote cut inside the transport header",
@@ -351,7 +351,7 @@ fn errors_that_match_nothing_are_dropped_and_counted() {
                 frag_needed(1400),
                 &ip_of(&step4(80, b""))[..24],
             ),
-            Counter::DropIcmpQuoteMalformed,
+            DropReason::IcmpQuoteMalformed,
         ),
         (
             "redirect to a VIP",
@@ -366,7 +366,7 @@ fn errors_that_match_nothing_are_dropped_and_counted() {
                 }),
                 &ip_of(&step4(80, b"")),
             ),
-            Counter::DropLocalUnhandled,
+            DropReason::LocalUnhandled,
         ),
         (
             "error about nobody's traffic, not to us",
@@ -378,7 +378,7 @@ fn errors_that_match_nothing_are_dropped_and_counted() {
                 frag_needed(1400),
                 &ip_of(&step4(80, b"")),
             ),
-            Counter::DropNotLocal,
+            DropReason::NotLocal,
         ),
     ];
     for (what, frame, reason) in cases {
@@ -399,7 +399,7 @@ fn errors_that_match_nothing_are_dropped_and_counted() {
     bad[14 + 20 + 2] ^= 1;
     assert_eq!(
         run1(&mut w, &snap, &bad, 1).0,
-        Action::Drop(Counter::DropIcmpBadChecksum)
+        Action::Drop(DropReason::IcmpBadChecksum)
     );
     assert_eq!(w.counters.get(Counter::Forwarded), 0);
 }

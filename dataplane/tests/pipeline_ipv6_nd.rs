@@ -10,7 +10,7 @@ mod common;
 use common::*;
 use etherparse::{NetSlice, PacketBuilder, SlicedPacket, TransportSlice};
 use std::net::Ipv6Addr;
-use vipd_dataplane::counters::Counter;
+use vipd_dataplane::counters::{Counter, DropReason};
 use vipd_dataplane::io::mem::VecBuf;
 use vipd_dataplane::io::PacketBuf;
 use vipd_dataplane::pipeline::{process_burst, Action};
@@ -99,9 +99,9 @@ fn advertisements_to_us_go_to_control_and_foreign_solicitations_are_dropped() {
     let mut actions = [Action::Tx(9); 2];
     process_burst(&mut bufs, &mut actions, 0, &mut w, &snap, 1);
     assert_eq!(actions[0], Action::ToControl);
-    assert_eq!(actions[1], Action::Drop(Counter::DropNdIgnored));
+    assert_eq!(actions[1], Action::Drop(DropReason::NdIgnored));
     assert_eq!(w.counters.get(Counter::ToControl), 1);
-    assert_eq!(w.counters.get(Counter::DropNdIgnored), 1);
+    assert_eq!(w.counters.get(DropReason::NdIgnored), 1);
 }
 
 /// The snapshot keeps IPv4 addresses IPv4-mapped (`::ffff:a.b.c.d`), so an IPv6 address of
@@ -161,9 +161,9 @@ fn ipv4_mapped_targets_are_never_ours_nor_a_neighbours() {
     ];
     for (what, frame) in &cases {
         let (action, _) = run1(&mut w, &snap, frame, 1);
-        assert_eq!(action, Action::Drop(Counter::DropIpv6Mapped), "{what}");
+        assert_eq!(action, Action::Drop(DropReason::Ipv6Mapped), "{what}");
     }
-    assert_eq!(w.counters.get(Counter::DropIpv6Mapped), cases.len() as u64);
+    assert_eq!(w.counters.get(DropReason::Ipv6Mapped), cases.len() as u64);
     assert_eq!(w.counters.get(Counter::NdAdverts), 0);
     assert_eq!(w.counters.get(Counter::ToControl), 0);
     // The control cases: the same messages for the IPv6 addresses are still handled.

@@ -8,7 +8,7 @@
 mod common;
 
 use common::*;
-use vipd_dataplane::counters::Counter;
+use vipd_dataplane::counters::{Counter, DropReason};
 use vipd_dataplane::flow::{FlowKey, FlowTable};
 use vipd_dataplane::io::mem::VecBuf;
 use vipd_dataplane::io::PacketBuf;
@@ -25,7 +25,7 @@ fn run(fixtures: &[Fixture], worker: &mut vipd_dataplane::pipeline::WorkerState)
     let snap = snapshot();
     for (i, f) in fixtures.iter().enumerate() {
         let mut bufs = [VecBuf::new(&f.input)];
-        let mut actions = [Action::Drop(Counter::DropEthMalformed)];
+        let mut actions = [Action::Drop(DropReason::EthMalformed)];
         process_burst(&mut bufs, &mut actions, 0, worker, &snap, 1_000 + i as u64);
         assert_eq!(
             actions[0], f.action,
@@ -199,14 +199,14 @@ fn nat_ipv4_udp_and_header_variants() {
         fixture(
             "802.1Q tagged frame of a VLAN the port does not carry dropped",
             tagged,
-            Action::Drop(Counter::DropUnknownVlan),
+            Action::Drop(DropReason::UnknownVlan),
             None,
         ),
     ];
     let mut w = worker(0, 1);
     run(&fixtures, &mut w);
     assert_eq!(w.counters.total_drops(), 1);
-    assert_eq!(w.counters.get(Counter::DropUnknownVlan), 1);
+    assert_eq!(w.counters.get(DropReason::UnknownVlan), 1);
 }
 
 #[test]
@@ -267,7 +267,7 @@ fn stateless_reply_without_flow() {
     assert_eq!(w.counters.get(Counter::NatRepliesStateless), 1);
 }
 
-fn drop_fixture(description: &'static str, input: Vec<u8>, reason: Counter) -> Fixture {
+fn drop_fixture(description: &'static str, input: Vec<u8>, reason: DropReason) -> Fixture {
     Fixture {
         description,
         input,
@@ -302,54 +302,54 @@ fn malformed_and_unroutable_frames_are_counted_drops() {
     let mut other_mac = client_to_vip(tcp(40000, 80, "S"), b"");
     other_mac.dst_mac = RS2_MAC;
     let fixtures = vec![
-        drop_fixture("empty frame", vec![], Counter::DropEthMalformed),
+        drop_fixture("empty frame", vec![], DropReason::EthMalformed),
         drop_fixture(
             "13-byte frame",
             good[..13].to_vec(),
-            Counter::DropEthMalformed,
+            DropReason::EthMalformed,
         ),
         drop_fixture(
             "truncated IPv4 header",
             good[..l2 + 10].to_vec(),
-            Counter::DropIpv4Malformed,
+            DropReason::Ipv4Malformed,
         ),
-        drop_fixture("IHL below 5", bad_ihl, Counter::DropIpv4Malformed),
-        drop_fixture("IHL past the buffer", huge_ihl, Counter::DropIpv4Malformed),
+        drop_fixture("IHL below 5", bad_ihl, DropReason::Ipv4Malformed),
+        drop_fixture("IHL past the buffer", huge_ihl, DropReason::Ipv4Malformed),
         drop_fixture(
             "total length past the buffer",
             long_total,
-            Counter::DropIpv4Malformed,
+            DropReason::Ipv4Malformed,
         ),
         drop_fixture(
             "bad IPv4 header checksum",
             bad_csum,
-            Counter::DropIpv4BadChecksum,
+            DropReason::Ipv4BadChecksum,
         ),
         drop_fixture(
             "TCP data offset past the segment",
             bad_doff,
-            Counter::DropL4Malformed,
+            DropReason::L4Malformed,
         ),
         drop_fixture(
             "truncated TCP header",
             fix_len(good[..l2 + 30].to_vec(), l2),
-            Counter::DropL4Malformed,
+            DropReason::L4Malformed,
         ),
         drop_fixture(
             "later IPv4 fragment without its first",
             frag,
-            Counter::DropFragmentUnknown,
+            DropReason::FragmentUnknown,
         ),
-        drop_fixture("TTL 1", ttl1.bytes(), Counter::DropTtlExceeded),
+        drop_fixture("TTL 1", ttl1.bytes(), DropReason::TtlExceeded),
         drop_fixture(
             "unicast to another MAC",
             other_mac.bytes(),
-            Counter::DropNotOurMac,
+            DropReason::NotOurMac,
         ),
         drop_fixture(
             "VIP port without service",
             client_to_vip(tcp(40000, 81, "S"), b"").bytes(),
-            Counter::DropNoService,
+            DropReason::NoService,
         ),
         drop_fixture(
             "not a VIP, not ours",
@@ -362,7 +362,7 @@ fn malformed_and_unroutable_frames_are_counted_drops() {
                 b"",
             )
             .bytes(),
-            Counter::DropNotLocal,
+            DropReason::NotLocal,
         ),
         drop_fixture(
             "TCP to our own address",
@@ -375,7 +375,7 @@ fn malformed_and_unroutable_frames_are_counted_drops() {
                 b"",
             )
             .bytes(),
-            Counter::DropLocalUnhandled,
+            DropReason::LocalUnhandled,
         ),
         drop_fixture(
             "real server MAC not resolved",
@@ -388,7 +388,7 @@ fn malformed_and_unroutable_frames_are_counted_drops() {
                 b"",
             )
             .bytes(),
-            Counter::DropNeighbourUnresolved,
+            DropReason::NeighbourUnresolved,
         ),
         drop_fixture(
             "unknown EtherType",
@@ -398,7 +398,7 @@ fn malformed_and_unroutable_frames_are_counted_drops() {
                 f[13] = 0xcc;
                 f
             },
-            Counter::DropUnsupportedEthertype,
+            DropReason::UnsupportedEthertype,
         ),
     ];
     let mut w = worker(0, 1);
@@ -465,7 +465,7 @@ fn arp_and_echo_for_vip_and_port_address() {
         actions,
         [
             Action::Tx(0),
-            Action::Drop(Counter::DropArpIgnored),
+            Action::Drop(DropReason::ArpIgnored),
             Action::Tx(0)
         ]
     );

@@ -14,7 +14,7 @@ mod common;
 use common::*;
 use std::net::{IpAddr, Ipv4Addr};
 use std::sync::Arc;
-use vipd_dataplane::counters::Counter;
+use vipd_dataplane::counters::{Counter, DropReason};
 use vipd_dataplane::flow::{FlowTable, Timeouts};
 use vipd_dataplane::io::mem::VecBuf;
 use vipd_dataplane::io::PacketBuf;
@@ -498,7 +498,7 @@ fn every_real_server_over_its_threshold_drops_with_its_own_counter() {
         1,
         1_000,
     );
-    assert_eq!(s.action, Action::Drop(Counter::DropRealServersOverloaded));
+    assert_eq!(s.action, Action::Drop(DropReason::RealServersOverloaded));
     // Established connections go on: a packet of the first one is still forwarded.
     let s = send(
         &mut w,

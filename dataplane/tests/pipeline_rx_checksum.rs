@@ -9,7 +9,7 @@ mod common;
 
 use common::*;
 use std::net::IpAddr;
-use vipd_dataplane::counters::Counter;
+use vipd_dataplane::counters::DropReason;
 use vipd_dataplane::io::mem::VecBuf;
 use vipd_dataplane::io::RxChecksum;
 use vipd_dataplane::pipeline::{process_burst, Action};
@@ -19,7 +19,7 @@ fn verdict(frame: &[u8], nic: RxChecksum) -> Action {
     let mut w = worker(0, 1);
     let mut bufs = [VecBuf::new(frame)];
     bufs[0].set_rx_ipv4_checksum(nic);
-    let mut actions = [Action::Drop(Counter::DropEthMalformed)];
+    let mut actions = [Action::Drop(DropReason::EthMalformed)];
     process_burst(&mut bufs, &mut actions, 0, &mut w, &snap, 1_000);
     actions[0]
 }
@@ -45,12 +45,12 @@ fn nic_checksum_verdict_is_trusted_and_software_is_the_fallback() {
     assert_eq!(verdict(&good, RxChecksum::Good), forwarded);
     assert_eq!(
         verdict(&bad, RxChecksum::Unknown),
-        Action::Drop(Counter::DropIpv4BadChecksum),
+        Action::Drop(DropReason::Ipv4BadChecksum),
         "software check"
     );
     assert_eq!(
         verdict(&good, RxChecksum::Bad),
-        Action::Drop(Counter::DropIpv4BadChecksum),
+        Action::Drop(DropReason::Ipv4BadChecksum),
         "the NIC said bad"
     );
     // Trusting the NIC means not summing again: the corrupted frame passes when the NIC vouched

@@ -15,7 +15,7 @@ use etherparse::{
     Ipv4Dscp, Ipv4Header, Ipv6FlowLabel, Ipv6Header,
 };
 use std::net::{IpAddr, Ipv4Addr};
-use vipd_dataplane::counters::Counter;
+use vipd_dataplane::counters::{Counter, DropReason};
 use vipd_dataplane::io::mem::VecBuf;
 use vipd_dataplane::io::PacketBuf;
 use vipd_dataplane::pipeline::{process_burst, Action, WorkerState, ICMP_ERRORS_BURST};
@@ -322,8 +322,8 @@ fn too_big_ipv4_without_df_is_dropped_not_fragmented() {
     let mut input = v4_client(tcp(40000, 8443, "AP"), &[0x61; 1481 - 40]);
     input.dont_fragment = false;
     let (action, _) = run(&mut w, &snap, &input.bytes(), 1);
-    assert_eq!(action, Action::Drop(Counter::DropTunnelTooBig));
-    assert_eq!(w.counters.get(Counter::DropTunnelTooBig), 1);
+    assert_eq!(action, Action::Drop(DropReason::TunnelTooBig));
+    assert_eq!(w.counters.get(DropReason::TunnelTooBig), 1);
 }
 
 #[test]
@@ -376,13 +376,13 @@ fn too_big_errors_are_rate_limited_per_worker() {
         run(&mut w, &snap, &big, 1000);
     }
     assert_eq!(w.counters.get(Counter::IcmpTooBigSent), burst);
-    assert_eq!(w.counters.get(Counter::DropIcmpErrorRateLimited), 10);
+    assert_eq!(w.counters.get(DropReason::IcmpErrorRateLimited), 10);
     // 10 ms later, 10 more tokens (1000/s).
     for _ in 0..20 {
         run(&mut w, &snap, &big, 1010);
     }
     assert_eq!(w.counters.get(Counter::IcmpTooBigSent), burst + 10);
-    assert_eq!(w.counters.get(Counter::DropIcmpErrorRateLimited), 20);
+    assert_eq!(w.counters.get(DropReason::IcmpErrorRateLimited), 20);
 }
 
 #[test]
@@ -394,6 +394,6 @@ fn no_outer_source_of_the_real_servers_family_is_a_counted_drop() {
     // must not send from a wrong address.)
     let input = v4_client(tcp(40000, 8446, "S"), b"");
     let (action, _) = run(&mut w, &snap, &input.bytes(), 1);
-    assert_eq!(action, Action::Drop(Counter::DropTunnelNoSource));
-    assert_eq!(w.counters.get(Counter::DropTunnelNoSource), 1);
+    assert_eq!(action, Action::Drop(DropReason::TunnelNoSource));
+    assert_eq!(w.counters.get(DropReason::TunnelNoSource), 1);
 }

@@ -10,7 +10,7 @@ mod common;
 use common::*;
 use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr};
-use vipd_dataplane::counters::Counter;
+use vipd_dataplane::counters::{Counter, DropReason};
 use vipd_dataplane::io::mem::VecBuf;
 use vipd_dataplane::io::PacketBuf;
 use vipd_dataplane::pipeline::{process_burst, Action};
@@ -117,7 +117,7 @@ fn run(rows: &[Row], fast_path: bool) {
     w.fast_path = fast_path;
     for (i, (what, input, action, output)) in rows.iter().enumerate() {
         let mut bufs = [VecBuf::new(input)];
-        let mut actions = [Action::Drop(Counter::DropEthMalformed)];
+        let mut actions = [Action::Drop(DropReason::EthMalformed)];
         process_burst(&mut bufs, &mut actions, 0, &mut w, &snap, 1_000 + i as u64);
         assert_eq!(
             actions[0], *action,
@@ -131,7 +131,7 @@ fn run(rows: &[Row], fast_path: bool) {
             );
         }
     }
-    assert!(w.counters.get(Counter::DropUnknownVlan) >= 1);
+    assert!(w.counters.get(DropReason::UnknownVlan) >= 1);
 }
 
 fn rows() -> Vec<Row> {
@@ -218,13 +218,13 @@ fn rows() -> Vec<Row> {
         (
             "VLAN 300, which the port does not carry",
             unknown.bytes(),
-            Action::Drop(Counter::DropUnknownVlan),
+            Action::Drop(DropReason::UnknownVlan),
             None,
         ),
         (
             "a second tag inside VLAN 100 (QinQ)",
             qinq,
-            Action::Drop(Counter::DropVlanTagged),
+            Action::Drop(DropReason::VlanTagged),
             None,
         ),
     ]
@@ -247,7 +247,7 @@ fn ipv6_in_a_vlan_nat66_and_neighbour_discovery() {
     let mut w = worker(0, 1);
     let run = |w: &mut vipd_dataplane::pipeline::WorkerState, input: &[u8]| {
         let mut bufs = [VecBuf::new(input)];
-        let mut actions = [Action::Drop(Counter::DropEthMalformed)];
+        let mut actions = [Action::Drop(DropReason::EthMalformed)];
         process_burst(&mut bufs, &mut actions, 0, w, &snap, 1);
         (actions[0], bufs[0].data().to_vec())
     };

@@ -10,7 +10,7 @@
 
 use super::nat::{rewrite_v4, L4At, Side};
 use super::RewriteResult;
-use crate::counters::Counter;
+use crate::counters::DropReason;
 use std::net::IpAddr;
 
 /// One direction's new endpoints: source and destination address and port.
@@ -35,7 +35,7 @@ pub fn rewrite(l3: &mut [u8], l4: L4At, ends: Ends) -> RewriteResult {
             rewrite_v4(l3, l4, Side::Src, u32::from(src), ends.src_port, false)
         }
         // IPv6 full-NAT is refused by the configuration; a mixed packet is not ours.
-        _ => Err(Counter::DropUnsupportedProtocol),
+        _ => Err(DropReason::UnsupportedProtocol),
     }
 }
 
@@ -118,7 +118,7 @@ mod tests {
             offset: 20,
             header: true,
         };
-        assert_eq!(rewrite(&mut p, l4, ends), Err(Counter::DropTtlExceeded));
+        assert_eq!(rewrite(&mut p, l4, ends), Err(DropReason::TtlExceeded));
         assert_eq!(p, before, "nothing written");
     }
 }

@@ -13,7 +13,7 @@
 //! broadcast frame, or an IPv4 multicast or broadcast destination. The caller should also rate
 //! limit the errors it sends (RFC 1812 4.3.2.8, RFC 4443 2.4(f)).
 
-use crate::counters::Counter;
+use crate::counters::DropReason;
 use crate::io::PacketBuf;
 use crate::wire::checksum;
 use crate::wire::ethernet::{self, ethertype};
@@ -43,34 +43,34 @@ pub const TOS: u8 = 0xc0;
 /// computed. The Ethernet source and destination MACs are swapped (the frame goes back the way
 /// it came; the caller may override them); the VLAN tag and EtherType are kept.
 ///
-/// Errors: [`Counter::DropIcmpErrorSuppressed`] where no error may be sent (see the module
-/// documentation) or `from` is of the other family, [`Counter::DropNoHeadroom`] if the frame
+/// Errors: [`DropReason::IcmpErrorSuppressed`] where no error may be sent (see the module
+/// documentation) or `from` is of the other family, [`DropReason::NoHeadroom`] if the frame
 /// cannot grow, or the malformed-input counters. On error the frame is left untouched.
 pub fn too_big<B: PacketBuf>(
     buf: &mut B,
     l2_len: usize,
     from: IpAddr,
     mtu: u16,
-) -> Result<(), Counter> {
+) -> Result<(), DropReason> {
     let frame = buf.data();
     if l2_len != ethernet::HEADER_LEN && l2_len != ethernet::VLAN_HEADER_LEN {
-        return Err(Counter::DropEthMalformed);
+        return Err(DropReason::EthMalformed);
     }
-    let l3 = frame.get(l2_len..).ok_or(Counter::DropEthMalformed)?;
+    let l3 = frame.get(l2_len..).ok_or(DropReason::EthMalformed)?;
     if frame[0] & 1 == 1 {
         // Sent to a link-layer multicast or broadcast address.
-        return Err(Counter::DropIcmpErrorSuppressed);
+        return Err(DropReason::IcmpErrorSuppressed);
     }
     match (be16(frame, l2_len - 2), from) {
         (ethertype::IPV4, IpAddr::V4(from)) => {
-            let ip = Ipv4Packet::new_checked(l3).map_err(|_| Counter::DropIpv4Malformed)?;
+            let ip = Ipv4Packet::new_checked(l3).map_err(|_| DropReason::Ipv4Malformed)?;
             let frag_offset = be16(l3, 6) & 0x1fff;
             if !unicast_v4(ip.src())
                 || !unicast_v4(ip.dst())
                 || frag_offset != 0
                 || (ip.protocol() == proto::ICMP && !icmp_v4_may_answer(ip.payload()))
             {
-                return Err(Counter::DropIcmpErrorSuppressed);
+                return Err(DropReason::IcmpErrorSuppressed);
             }
             let quote = usize::from(ip.total_len()).min(MAX_LEN_V4 - ipv4::HEADER_LEN - ICMP_LEN);
             let (to, ident) = (ip.src(), ip.ident());
@@ -106,13 +106,13 @@ pub fn too_big<B: PacketBuf>(
             Ok(())
         }
         (ethertype::IPV6, IpAddr::V6(from)) => {
-            let ip = Ipv6Packet::new_checked(l3).map_err(|_| Counter::DropIpv6Malformed)?;
+            let ip = Ipv6Packet::new_checked(l3).map_err(|_| DropReason::Ipv6Malformed)?;
             // Extension headers are not walked: vipd tunnels TCP and UDP, whose next header
             // is the fixed header's.
             if !unicast_v6(ip.src())
                 || (ip.next_header() == NEXT_HEADER_ICMPV6 && !icmp_v6_may_answer(ip.payload()))
             {
-                return Err(Counter::DropIcmpErrorSuppressed);
+                return Err(DropReason::IcmpErrorSuppressed);
             }
             let quote = (ipv6::HEADER_LEN + usize::from(ip.payload_len()))
                 .min(MAX_LEN_V6 - ipv6::HEADER_LEN - ICMP_LEN);
@@ -144,8 +144,8 @@ pub fn too_big<B: PacketBuf>(
             Ok(())
         }
         // No address of the packet's family to send the error from.
-        (ethertype::IPV4 | ethertype::IPV6, _) => Err(Counter::DropIcmpErrorSuppressed),
-        _ => Err(Counter::DropUnsupportedEthertype),
+        (ethertype::IPV4 | ethertype::IPV6, _) => Err(DropReason::IcmpErrorSuppressed),
+        _ => Err(DropReason::UnsupportedEthertype),
     }
 }
 
@@ -157,13 +157,13 @@ fn grow<B: PacketBuf>(
     l2_len: usize,
     room: usize,
     quote: usize,
-) -> Result<&mut [u8], Counter> {
+) -> Result<&mut [u8], DropReason> {
     if !buf.prepend(room) {
-        return Err(Counter::DropNoHeadroom);
+        return Err(DropReason::NoHeadroom);
     }
     // Cannot fail: `quote` is at most the original packet's length, already in the frame.
     if !buf.trim_to(l2_len + room + quote) {
-        return Err(Counter::DropEthMalformed);
+        return Err(DropReason::EthMalformed);
     }
     let frame = buf.data_mut();
     frame.copy_within(room..room + l2_len, 0);
@@ -395,7 +395,7 @@ mod tests {
         let mut buf = VecBuf::new(input);
         assert_eq!(
             too_big(&mut buf, 14, from, 1400),
-            Err(Counter::DropIcmpErrorSuppressed)
+            Err(DropReason::IcmpErrorSuppressed)
         );
         assert_eq!(buf.data(), input, "frame untouched");
     }
@@ -478,7 +478,7 @@ mod tests {
             let mut buf = NoHeadroom(VecBuf::new(&input));
             assert_eq!(
                 too_big(&mut buf, 14, vip, 1400),
-                Err(Counter::DropNoHeadroom)
+                Err(DropReason::NoHeadroom)
             );
             assert_eq!(buf.data(), &input[..]);
         }
@@ -521,12 +521,12 @@ mod tests {
         let mut buf = VecBuf::new(&arp);
         assert_eq!(
             too_big(&mut buf, 14, vip, 1400),
-            Err(Counter::DropUnsupportedEthertype)
+            Err(DropReason::UnsupportedEthertype)
         );
         let mut buf = VecBuf::new(&good4);
         assert_eq!(
             too_big(&mut buf, 16, vip, 1400),
-            Err(Counter::DropEthMalformed)
+            Err(DropReason::EthMalformed)
         );
     }
 }

@@ -20,7 +20,7 @@
 //! the packet the receiver sent; the ICMP checksum, which covers the quote, is then recomputed
 //! over the whole message (the caller has verified it on input, so no corruption is hidden).
 
-use crate::counters::Counter;
+use crate::counters::DropReason;
 use crate::flow::FlowKey;
 use crate::wire::checksum;
 use crate::wire::icmp::{IcmpPacket, HEADER_LEN as ICMP_LEN};
@@ -55,8 +55,8 @@ pub enum QuotedSide {
 /// no IPv6 extension header) and the first 8 bytes of a TCP or UDP header, the least
 /// RFC 792 guarantees: ports and, for UDP, the checksum. A non-initial fragment has no ports;
 /// an IPv6 quote with an IPv4-mapped address is refused like such a packet would be.
-pub fn parse(frame: &[u8], icmp: usize, end: usize, v4: bool) -> Result<Quote, Counter> {
-    let bad = Counter::DropIcmpQuoteMalformed;
+pub fn parse(frame: &[u8], icmp: usize, end: usize, v4: bool) -> Result<Quote, DropReason> {
+    let bad = DropReason::IcmpQuoteMalformed;
     let ip = icmp + ICMP_LEN;
     let q = frame.get(ip..end).ok_or(bad)?;
     let (key, l4) = if v4 {
@@ -109,8 +109,8 @@ pub fn rewrite_quote(
     side: QuotedSide,
     addr: &[u8; 16],
     port: u16,
-) -> Result<(), Counter> {
-    let bad = Counter::DropIcmpQuoteMalformed;
+) -> Result<(), DropReason> {
+    let bad = DropReason::IcmpQuoteMalformed;
     let v4 = q.key.is_v4();
     let (at, old_port_at) = match (v4, side) {
         (true, QuotedSide::Src) => (q.ip + 12, q.l4),
@@ -158,11 +158,11 @@ pub fn fill_checksum(
     icmp: usize,
     end: usize,
     v6_addrs: Option<(&[u8; 16], &[u8; 16])>,
-) -> Result<(), Counter> {
+) -> Result<(), DropReason> {
     let msg = frame
         .get_mut(icmp..end)
-        .ok_or(Counter::DropIcmpQuoteMalformed)?;
-    let mut m = IcmpPacket::new_checked(msg).map_err(|_| Counter::DropIcmpQuoteMalformed)?;
+        .ok_or(DropReason::IcmpQuoteMalformed)?;
+    let mut m = IcmpPacket::new_checked(msg).map_err(|_| DropReason::IcmpQuoteMalformed)?;
     match v6_addrs {
         None => m.fill_checksum_v4(),
         Some((src, dst)) => m.fill_checksum_v6(src, dst),
@@ -252,7 +252,7 @@ mod tests {
         for cut in 0..8 + 20 + 8 {
             assert_eq!(
                 parse(&m[..cut], 0, cut, true),
-                Err(Counter::DropIcmpQuoteMalformed),
+                Err(DropReason::IcmpQuoteMalformed),
                 "{cut}"
             );
         }
@@ -282,7 +282,7 @@ mod tests {
         let m = icmp_quoting(&ip6);
         assert_eq!(
             parse(&m, 0, m.len(), false),
-            Err(Counter::DropIcmpQuoteMalformed)
+            Err(DropReason::IcmpQuoteMalformed)
         );
         let mut ok = m.clone();
         ok[8 + 8..8 + 24].copy_from_slice(&v6("2001:db8::2"));

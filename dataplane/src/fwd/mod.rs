@@ -8,7 +8,7 @@ pub mod icmp_relay;
 pub mod nat;
 pub mod tunnel;
 
-use crate::counters::Counter;
+use crate::counters::DropReason;
 
 /// Result of a rewrite: the drop reason on failure.
-pub type RewriteResult = Result<(), Counter>;
+pub type RewriteResult = Result<(), DropReason>;

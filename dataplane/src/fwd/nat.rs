@@ -8,7 +8,7 @@
 //! incremental update there stays right for the reassembled datagram.
 
 use super::RewriteResult;
-use crate::counters::Counter;
+use crate::counters::DropReason;
 use crate::wire::checksum;
 use crate::wire::ipv4::{self, proto, Ipv4Packet};
 use crate::wire::ipv6::Ipv6Packet;
@@ -50,25 +50,25 @@ pub fn hop(l3: &mut [u8]) -> RewriteResult {
     match l3.first().map(|b| b >> 4) {
         Some(4) => {
             let mut ip =
-                Ipv4Packet::new_checked(&mut *l3).map_err(|_| Counter::DropIpv4Malformed)?;
+                Ipv4Packet::new_checked(&mut *l3).map_err(|_| DropReason::Ipv4Malformed)?;
             let ttl = ip.ttl();
             if ttl <= 1 {
-                return Err(Counter::DropTtlExceeded);
+                return Err(DropReason::TtlExceeded);
             }
             ip.set_ttl_incremental(ttl - 1);
             Ok(())
         }
         Some(6) => {
             let mut ip =
-                Ipv6Packet::new_checked(&mut *l3).map_err(|_| Counter::DropIpv6Malformed)?;
+                Ipv6Packet::new_checked(&mut *l3).map_err(|_| DropReason::Ipv6Malformed)?;
             let hops = ip.hop_limit();
             if hops <= 1 {
-                return Err(Counter::DropTtlExceeded);
+                return Err(DropReason::TtlExceeded);
             }
             ip.set_hop_limit(hops - 1);
             Ok(())
         }
-        _ => Err(Counter::DropUnsupportedProtocol),
+        _ => Err(DropReason::UnsupportedProtocol),
     }
 }
 
@@ -77,7 +77,7 @@ fn rewrite(l3: &mut [u8], l4: L4At, side: Side, addr: IpAddr, port: u16) -> Rewr
         (Some(4), IpAddr::V4(to)) => rewrite_v4(l3, l4, side, u32::from(to), port, true),
         (Some(6), IpAddr::V6(to)) => rewrite_v6(l3, l4, side, to, port),
         // The snapshot refuses NAT between families; anything else is not ours to rewrite.
-        _ => Err(Counter::DropUnsupportedProtocol),
+        _ => Err(DropReason::UnsupportedProtocol),
     }
 }
 
@@ -90,10 +90,10 @@ fn rewrite_v6(
     to: std::net::Ipv6Addr,
     port: u16,
 ) -> RewriteResult {
-    let mut ip = Ipv6Packet::new_checked(&mut *l3).map_err(|_| Counter::DropIpv6Malformed)?;
+    let mut ip = Ipv6Packet::new_checked(&mut *l3).map_err(|_| DropReason::Ipv6Malformed)?;
     let hops = ip.hop_limit();
     if hops <= 1 {
-        return Err(Counter::DropTtlExceeded);
+        return Err(DropReason::TtlExceeded);
     }
     let was = if side == Side::Dst {
         ip.dst()
@@ -110,7 +110,7 @@ fn rewrite_v6(
     if !l4.header {
         return Ok(());
     }
-    let seg = l3.get_mut(l4.offset..end).ok_or(Counter::DropL4Malformed)?;
+    let seg = l3.get_mut(l4.offset..end).ok_or(DropReason::L4Malformed)?;
     rewrite_l4(seg, l4.proto, side, &was.octets(), &to.octets(), port)
 }
 
@@ -136,17 +136,17 @@ pub(super) fn rewrite_v4(
     let len = l3.len();
     let (h, _) = l3
         .split_first_chunk_mut::<{ ipv4::HEADER_LEN }>()
-        .ok_or(Counter::DropIpv4Malformed)?;
+        .ok_or(DropReason::Ipv4Malformed)?;
     let mut ip = ipv4::HeaderMut(h);
     let hv = ip.get();
     let header_len = usize::from(hv.ver_ihl() & 0x0f) * 4;
     let total = usize::from(hv.total_len());
     if header_len < ipv4::HEADER_LEN || header_len > len || total < header_len || total > len {
-        return Err(Counter::DropIpv4Malformed);
+        return Err(DropReason::Ipv4Malformed);
     }
     let ttl = hv.ttl();
     if hop && ttl <= 1 {
-        return Err(Counter::DropTtlExceeded);
+        return Err(DropReason::TtlExceeded);
     }
     let was = match side {
         Side::Dst => hv.dst_u32(),
@@ -170,19 +170,19 @@ pub(super) fn rewrite_v4(
     }
     let seg = l3
         .get_mut(l4.offset..total)
-        .ok_or(Counter::DropL4Malformed)?;
+        .ok_or(DropReason::L4Malformed)?;
     let port_wire = u16::from_le_bytes(port.to_be_bytes());
     match l4.proto {
         proto::TCP => {
             let seg_len = seg.len();
             let t = seg
                 .first_chunk_mut::<{ tcp::HEADER_LEN }>()
-                .ok_or(Counter::DropL4Malformed)?;
+                .ok_or(DropReason::L4Malformed)?;
             let mut t = tcp::HeaderMut(t);
             let tv = tcp::Header(t.0);
             let off = tv.header_len();
             if off < tcp::HEADER_LEN || off > seg_len {
-                return Err(Counter::DropL4Malformed);
+                return Err(DropReason::L4Malformed);
             }
             let old = match side {
                 Side::Dst => tv.dst_port(),
@@ -200,7 +200,7 @@ pub(super) fn rewrite_v4(
             // Header only: the length field of a first fragment counts the whole datagram.
             let u = seg
                 .first_chunk_mut::<{ udp::HEADER_LEN }>()
-                .ok_or(Counter::DropL4Malformed)?;
+                .ok_or(DropReason::L4Malformed)?;
             let mut u = udp::HeaderMut(u);
             let uv = udp::Header(u.0);
             let old = match side {
@@ -215,7 +215,7 @@ pub(super) fn rewrite_v4(
             u.set_checksum(c);
             Ok(())
         }
-        _ => Err(Counter::DropUnsupportedProtocol),
+        _ => Err(DropReason::UnsupportedProtocol),
     }
 }
 
@@ -229,7 +229,7 @@ fn rewrite_l4(
 ) -> RewriteResult {
     match l4_proto {
         proto::TCP => {
-            let mut t = TcpPacket::new_checked(l4).map_err(|_| Counter::DropL4Malformed)?;
+            let mut t = TcpPacket::new_checked(l4).map_err(|_| DropReason::L4Malformed)?;
             t.update_checksum_for_addr(old, new);
             match side {
                 Side::Dst => t.set_dst_port_incremental(port),
@@ -239,7 +239,7 @@ fn rewrite_l4(
         }
         proto::UDP => {
             // Header only: the length field of a first fragment counts the whole datagram.
-            let mut u = UdpPacket::new_header_checked(l4).map_err(|_| Counter::DropL4Malformed)?;
+            let mut u = UdpPacket::new_header_checked(l4).map_err(|_| DropReason::L4Malformed)?;
             // A zero checksum (IPv4: none) stays zero; over IPv6 it is invalid and the
             // receiver drops it, as it would without vipd.
             u.update_checksum_for_addr(old, new);
@@ -249,7 +249,7 @@ fn rewrite_l4(
             }
             Ok(())
         }
-        _ => Err(Counter::DropUnsupportedProtocol),
+        _ => Err(DropReason::UnsupportedProtocol),
     }
 }
 

@@ -15,7 +15,7 @@
 //! fragmentation: IPv4 with DF, or any IPv6 packet, which routers never fragment) so the
 //! client's path MTU discovery shrinks its packets, or dropped and counted (IPv4 without DF).
 
-use crate::counters::Counter;
+use crate::counters::DropReason;
 use crate::io::PacketBuf;
 use crate::wire::ethernet::{self, ethertype};
 use crate::wire::ipv4::{self, proto, Ipv4Packet};
@@ -62,11 +62,11 @@ pub enum TunnelError {
         mtu: u16,
     },
     /// Drop the packet and count this reason.
-    Drop(Counter),
+    Drop(DropReason),
 }
 
-impl From<Counter> for TunnelError {
-    fn from(c: Counter) -> Self {
+impl From<DropReason> for TunnelError {
+    fn from(c: DropReason) -> Self {
         TunnelError::Drop(c)
     }
 }
@@ -85,14 +85,14 @@ struct Inner {
     proto: u8,
 }
 
-fn inner(frame: &[u8], l2_len: usize) -> Result<Inner, Counter> {
+fn inner(frame: &[u8], l2_len: usize) -> Result<Inner, DropReason> {
     if l2_len != ethernet::HEADER_LEN && l2_len != ethernet::VLAN_HEADER_LEN {
-        return Err(Counter::DropEthMalformed);
+        return Err(DropReason::EthMalformed);
     }
-    let l3 = frame.get(l2_len..).ok_or(Counter::DropEthMalformed)?;
+    let l3 = frame.get(l2_len..).ok_or(DropReason::EthMalformed)?;
     match be16(frame, l2_len - 2) {
         ethertype::IPV4 => {
-            let ip = Ipv4Packet::new_checked(l3).map_err(|_| Counter::DropIpv4Malformed)?;
+            let ip = Ipv4Packet::new_checked(l3).map_err(|_| DropReason::Ipv4Malformed)?;
             Ok(Inner {
                 len: usize::from(ip.total_len()),
                 tos: ip.tos(),
@@ -102,7 +102,7 @@ fn inner(frame: &[u8], l2_len: usize) -> Result<Inner, Counter> {
             })
         }
         ethertype::IPV6 => {
-            let ip = Ipv6Packet::new_checked(l3).map_err(|_| Counter::DropIpv6Malformed)?;
+            let ip = Ipv6Packet::new_checked(l3).map_err(|_| DropReason::Ipv6Malformed)?;
             Ok(Inner {
                 len: ipv6::HEADER_LEN + usize::from(ip.payload_len()),
                 tos: ip.traffic_class(),
@@ -111,7 +111,7 @@ fn inner(frame: &[u8], l2_len: usize) -> Result<Inner, Counter> {
                 proto: proto::IPV6,
             })
         }
-        _ => Err(Counter::DropUnsupportedEthertype),
+        _ => Err(DropReason::UnsupportedEthertype),
     }
 }
 
@@ -135,7 +135,7 @@ pub fn encapsulate<B: PacketBuf>(
     let (inner, overhead) = plan(buf.data(), l2_len, outer)?;
     let outer_len = inner.len + overhead;
     if !buf.prepend(overhead) {
-        return Err(Counter::DropNoHeadroom.into());
+        return Err(DropReason::NoHeadroom.into());
     }
     emit(buf, l2_len, outer, &inner, overhead, outer_len)
 }
@@ -152,7 +152,7 @@ fn plan(frame: &[u8], l2_len: usize, outer: &Outer) -> Result<(Inner, usize), Tu
     let overhead = match (outer.src, outer.dst) {
         (IpAddr::V4(_), IpAddr::V4(_)) => OVERHEAD_V4,
         (IpAddr::V6(_), IpAddr::V6(_)) => OVERHEAD_V6,
-        _ => return Err(Counter::DropTunnelNoSource.into()),
+        _ => return Err(DropReason::TunnelNoSource.into()),
     };
     let outer_len = inner.len + overhead;
     if outer_len > usize::from(outer.mtu) {
@@ -169,7 +169,7 @@ fn plan(frame: &[u8], l2_len: usize, outer: &Outer) -> Result<(Inner, usize), Tu
         return Err(if inner.dont_frag && inner_mtu >= min {
             TunnelError::TooBig { mtu: inner_mtu }
         } else {
-            TunnelError::Drop(Counter::DropTunnelTooBig)
+            TunnelError::Drop(DropReason::TunnelTooBig)
         });
     }
     Ok((inner, overhead))
@@ -185,7 +185,7 @@ fn emit<B: PacketBuf>(
 ) -> Result<(), TunnelError> {
     // Cannot fail: the frame holds l2 + the inner packet (checked above) + the new room.
     if !buf.trim_to(overhead + l2_len + inner.len) {
-        return Err(Counter::DropEthMalformed.into());
+        return Err(DropReason::EthMalformed.into());
     }
     let frame = buf.data_mut();
     frame.copy_within(overhead..overhead + l2_len, 0);
@@ -228,7 +228,7 @@ fn emit<B: PacketBuf>(
             );
         }
         // Excluded above, before the frame changed.
-        _ => return Err(Counter::DropTunnelNoSource.into()),
+        _ => return Err(DropReason::TunnelNoSource.into()),
     }
     Ok(())
 }

@@ -10,7 +10,7 @@
 //! burst can classify every frame before handling any (and prefetch their flow entries).
 
 use super::{Action, Frag, L4Info, Pkt, Verdict, WorkerState};
-use crate::counters::Counter;
+use crate::counters::DropReason;
 use crate::flow::{FlowKey, FlowTable, TableHash, TcpFlags};
 use crate::fwd::nat::L4At;
 use crate::io::{PacketBuf, RxChecksum};
@@ -81,7 +81,7 @@ impl Staged {
     }
 }
 
-type Stage = Result<Staged, Counter>;
+type Stage = Result<Staged, DropReason>;
 
 /// Stage 1 of one frame received on `rx_port`. `flow_hash`: the hash another worker
 /// computed for a frame it steered here (not computed again).
@@ -110,45 +110,45 @@ fn frame<B: PacketBuf>(
     let eth: &[u8; ethernet::HEADER_LEN] = data
         .get(..ethernet::HEADER_LEN)
         .and_then(|h| h.try_into().ok())
-        .ok_or(Counter::DropEthMalformed)?;
+        .ok_or(DropReason::EthMalformed)?;
     let ty = u16::from_be_bytes([eth[12], eth[13]]);
     // `EthernetFrame::new_checked`: a tag needs its four bytes before anything is judged.
     if ty == ethertype::VLAN && data.len() < ethernet::VLAN_HEADER_LEN {
-        return Err(Counter::DropEthMalformed);
+        return Err(DropReason::EthMalformed);
     }
     let port = snap
         .ports
         .get(usize::from(rx_port))
-        .ok_or(Counter::DropNoRoute)?;
+        .ok_or(DropReason::NoRoute)?;
     let (dst_mac, src_mac) = (&eth[0..6], &eth[6..12]);
     let multicast = dst_mac[0] & 1 != 0;
-    let dst48 = mac48(dst_mac.try_into().map_err(|_| Counter::DropEthMalformed)?);
+    let dst48 = mac48(dst_mac.try_into().map_err(|_| DropReason::EthMalformed)?);
     if dst48 != mac48(&port.mac.0) && !multicast {
-        return Err(Counter::DropNotOurMac);
+        return Err(DropReason::NotOurMac);
     }
-    let src48 = mac48(src_mac.try_into().map_err(|_| Counter::DropEthMalformed)?);
+    let src48 = mac48(src_mac.try_into().map_err(|_| DropReason::EthMalformed)?);
     if src_mac[0] & 1 != 0 || src48 == 0 {
-        return Err(Counter::DropSrcMacInvalid);
+        return Err(DropReason::SrcMacInvalid);
     }
     // One 802.1Q tag of a VLAN the port carries: the frame belongs to the VLAN's interface
     // (its addresses, ARP/ND answers and routes). Any other tag, or a second one (QinQ), is
     // dropped and counted (docs/frame-classes.md).
     let (rx_port, l2, ty) = if ty == ethertype::VLAN {
-        let tag = VlanHeader::new_checked(data).map_err(|_| Counter::DropEthMalformed)?;
+        let tag = VlanHeader::new_checked(data).map_err(|_| DropReason::EthMalformed)?;
         let iface = snap
             .vlan_interface(rx_port, tag.vid())
-            .ok_or(Counter::DropUnknownVlan)?;
+            .ok_or(DropReason::UnknownVlan)?;
         (iface, ethernet::VLAN_HEADER_LEN, tag.inner_ethertype())
     } else {
         (rx_port, ethernet::HEADER_LEN, ty)
     };
     match ty {
-        t if vlan::is_tag(t) => Err(Counter::DropVlanTagged),
+        t if vlan::is_tag(t) => Err(DropReason::VlanTagged),
         ethertype::ARP => Ok(Staged::Arp),
-        ethertype::IPV4 if multicast => Err(Counter::DropLinkMulticast),
+        ethertype::IPV4 if multicast => Err(DropReason::LinkMulticast),
         ethertype::IPV4 => ipv4_packet(buf, &data[l2..], l2, rx_port, w, snap, flow_hash),
         ethertype::IPV6 => ipv6_packet(&data[l2..], l2, multicast, rx_port, w, snap, flow_hash),
-        _ => Err(Counter::DropUnsupportedEthertype),
+        _ => Err(DropReason::UnsupportedEthertype),
     }
 }
 
@@ -157,16 +157,21 @@ fn frame<B: PacketBuf>(
 /// reply to a multicast "client" was forwarded: found by fuzzing), a TTL that is not 0.
 /// On 32-bit integers: this runs for every packet.
 #[inline]
-pub(super) fn check_source_v4(src: u32, dst: u32, ttl: u8, snap: &Snapshot) -> Result<(), Counter> {
+pub(super) fn check_source_v4(
+    src: u32,
+    dst: u32,
+    ttl: u8,
+    snap: &Snapshot,
+) -> Result<(), DropReason> {
     let unicast = |a: u32| addr::is_unicast_source_v4(a.to_be_bytes());
     if !unicast(src) || src == dst || snap.is_own_or_broadcast_v4(src) {
-        return Err(Counter::DropMartianSource);
+        return Err(DropReason::MartianSource);
     }
     if !unicast(dst) {
-        return Err(Counter::DropMartianDestination);
+        return Err(DropReason::MartianDestination);
     }
     if ttl == 0 {
-        return Err(Counter::DropTtlZero);
+        return Err(DropReason::TtlZero);
     }
     Ok(())
 }
@@ -177,15 +182,15 @@ fn check_source_v6(
     dst: &[u8; 16],
     hops: u8,
     snap: &Snapshot,
-) -> Result<(), Counter> {
+) -> Result<(), DropReason> {
     if !addr::is_unicast_source_v6(src) || src == dst || snap.is_local_key(src) {
-        return Err(Counter::DropMartianSource);
+        return Err(DropReason::MartianSource);
     }
     if !addr::is_unicast_source_v6(dst) {
-        return Err(Counter::DropMartianDestination);
+        return Err(DropReason::MartianDestination);
     }
     if hops == 0 {
-        return Err(Counter::DropTtlZero);
+        return Err(DropReason::TtlZero);
     }
     Ok(())
 }
@@ -213,7 +218,7 @@ fn ipv4_packet<B: PacketBuf>(
     let h: &[u8; ipv4::HEADER_LEN] = ip
         .get(..ipv4::HEADER_LEN)
         .and_then(|h| h.try_into().ok())
-        .ok_or(Counter::DropIpv4Malformed)?;
+        .ok_or(DropReason::Ipv4Malformed)?;
     let header_len = usize::from(h[0] & 0x0f) * 4;
     let total = usize::from(u16::from_be_bytes([h[2], h[3]]));
     if h[0] >> 4 != 4
@@ -222,7 +227,7 @@ fn ipv4_packet<B: PacketBuf>(
         || total < header_len
         || total > ip.len()
     {
-        return Err(Counter::DropIpv4Malformed);
+        return Err(DropReason::Ipv4Malformed);
     }
     // The NIC's verdict when the port offloads the check, else the software sum.
     let checksum_ok = match buf.rx_ipv4_checksum() {
@@ -231,7 +236,7 @@ fn ipv4_packet<B: PacketBuf>(
         RxChecksum::Unknown => checksum::verifies(&ip[..header_len]),
     };
     if !checksum_ok {
-        return Err(Counter::DropIpv4BadChecksum);
+        return Err(DropReason::Ipv4BadChecksum);
     }
     let (src4, dst4) = ([h[12], h[13], h[14], h[15]], [h[16], h[17], h[18], h[19]]);
     let ttl = h[8];
@@ -282,10 +287,10 @@ fn ipv6_packet(
     let h: &[u8; ipv6::HEADER_LEN] = ip
         .get(..ipv6::HEADER_LEN)
         .and_then(|h| h.try_into().ok())
-        .ok_or(Counter::DropIpv6Malformed)?;
+        .ok_or(DropReason::Ipv6Malformed)?;
     let total = ipv6::HEADER_LEN + usize::from(u16::from_be_bytes([h[4], h[5]]));
     if h[0] >> 4 != 6 || total > ip.len() {
-        return Err(Counter::DropIpv6Malformed);
+        return Err(DropReason::Ipv6Malformed);
     }
     let ip = &ip[..total];
     let mut src = [0u8; 16];
@@ -293,20 +298,20 @@ fn ipv6_packet(
     src.copy_from_slice(&h[8..24]);
     dst.copy_from_slice(&h[24..40]);
     if addr::is_mapped(&src) || addr::is_mapped(&dst) {
-        return Err(Counter::DropIpv6Mapped);
+        return Err(DropReason::Ipv6Mapped);
     }
     let first_next = h[6];
     // Multicast frames carry Neighbour Discovery (ICMPv6) and nothing else vipd wants: MLD
     // reports (behind a hop-by-hop header) and the like end here.
     if link_multicast && first_next != ipv6::NEXT_HEADER_ICMPV6 {
-        return Err(Counter::DropLinkMulticast);
+        return Err(DropReason::LinkMulticast);
     }
     let mut next = first_next;
     let mut l4_offset = ipv6::HEADER_LEN;
     let mut frag = None;
     if next == ipv6::ext::FRAGMENT {
         let fh = FragmentHeader::parse(&ip[ipv6::HEADER_LEN..])
-            .map_err(|_| Counter::DropIpv6Malformed)?;
+            .map_err(|_| DropReason::Ipv6Malformed)?;
         next = fh.next_header;
         l4_offset += ipv6::FRAGMENT_HEADER_LEN;
         if !fh.is_atomic() {
@@ -319,13 +324,13 @@ fn ipv6_packet(
     // Only the fragment header is walked: hop-by-hop, routing and destination options carry
     // nothing a client of a VIP needs, and chains are how filters are evaded (RFC 7112).
     if ipv6::is_extension_header(next) {
-        return Err(Counter::DropIpv6ExtHeader);
+        return Err(DropReason::Ipv6ExtHeader);
     }
     if next == ipv6::NEXT_HEADER_ICMPV6 && l4_offset == ipv6::HEADER_LEN {
         let msg = &ip[ipv6::HEADER_LEN..];
         // `IcmpPacket::new_checked`: the fixed part of an ICMP header.
         if msg.len() < icmp::HEADER_LEN {
-            return Err(Counter::DropL4Malformed);
+            return Err(DropReason::L4Malformed);
         }
         if matches!(
             msg[0],
@@ -337,7 +342,7 @@ fn ipv6_packet(
         }
     }
     if link_multicast {
-        return Err(Counter::DropLinkMulticast);
+        return Err(DropReason::LinkMulticast);
     }
     let hops = h[7];
     check_source_v6(&src, &dst, hops, snap)?;
@@ -382,7 +387,7 @@ fn by_protocol(
         ipv4::proto::TCP | ipv4::proto::UDP => match pkt.frag {
             Some(f) if !f.is_first() => Ok(Staged::LaterFragment(pkt, f)),
             _ => {
-                let seg = ip.get(pkt.l4.offset..).ok_or(Counter::DropL4Malformed)?;
+                let seg = ip.get(pkt.l4.offset..).ok_or(DropReason::L4Malformed)?;
                 let (sport, dport, flags) = parse_l4(seg, pkt.l4.proto, pkt.frag.is_some())?;
                 pkt.key.src_port = sport;
                 pkt.key.dst_port = dport;
@@ -394,16 +399,16 @@ fn by_protocol(
             if pkt.frag.is_some() {
                 // vipd does not reassemble, and an ICMP message cut in pieces cannot be
                 // checked or relayed.
-                return Err(Counter::DropFragmentInvalid);
+                return Err(DropReason::FragmentInvalid);
             }
             Ok(Staged::Icmp(pkt))
         }
         _ => Ok(Staged::Done(if snap.is_vip(&pkt.key.dst) {
-            Err(Counter::DropUnsupportedProtocol)
+            Err(DropReason::UnsupportedProtocol)
         } else if snap.is_local_key(&pkt.key.dst) {
             for_kernel(rx_port, snap)
         } else {
-            Err(Counter::DropNotLocal)
+            Err(DropReason::NotLocal)
         })),
     }
 }
@@ -437,11 +442,11 @@ pub(super) fn parse_l4(
     seg: &[u8],
     l4_proto: u8,
     first_fragment: bool,
-) -> Result<(u16, u16, Option<u8>), Counter> {
+) -> Result<(u16, u16, Option<u8>), DropReason> {
     let malformed = if first_fragment {
-        Counter::DropFragmentInvalid
+        DropReason::FragmentInvalid
     } else {
-        Counter::DropL4Malformed
+        DropReason::L4Malformed
     };
     let ports = |h: &[u8]| {
         (
@@ -482,10 +487,10 @@ fn by_destination(pkt: Pkt, info: L4Info, rx_port: u16, w: &WorkerState, snap: &
     // One lookup for a client packet: a service's endpoint is always a VIP's.
     let service = snap.service(&key.dst, key.proto, key.dst_port);
     if service.is_some() || snap.is_vip(&key.dst) {
-        let (service_index, svc) = service.ok_or(Counter::DropNoService)?;
+        let (service_index, svc) = service.ok_or(DropReason::NoService)?;
         let ownership = svc.ownership;
         if info.tcp_flags.is_some() && !valid_tcp_flags(info.tcp_bits) {
-            return Err(Counter::DropTcpBadFlags);
+            return Err(DropReason::TcpBadFlags);
         }
         let mut owner_here = true;
         if let Some(owner) = w.owner_elsewhere(ownership, &key.src, key.src_port) {
@@ -513,7 +518,7 @@ fn by_destination(pkt: Pkt, info: L4Info, rx_port: u16, w: &WorkerState, snap: &
     }
     if let Some(endpoint) = snap.nat_endpoint(&key.src, key.proto, key.src_port) {
         if info.tcp_flags.is_some() && !valid_tcp_flags(info.tcp_bits) {
-            return Err(Counter::DropTcpBadFlags);
+            return Err(DropReason::TcpBadFlags);
         }
         // A full-NAT reply without an entry cannot be rewritten: its client is unknown.
         let unique_service = endpoint.service.filter(|_| !endpoint.fnat);
@@ -534,7 +539,7 @@ fn by_destination(pkt: Pkt, info: L4Info, rx_port: u16, w: &WorkerState, snap: &
             owner_here,
         });
     }
-    Err(Counter::DropNotLocal)
+    Err(DropReason::NotLocal)
 }
 
 /// Traffic for a port address that vipd does not answer itself: to the kernel when the rx
@@ -542,7 +547,7 @@ fn by_destination(pkt: Pkt, info: L4Info, rx_port: u16, w: &WorkerState, snap: &
 pub(crate) fn for_kernel(rx_port: u16, snap: &Snapshot) -> Verdict {
     match snap.ports.get(usize::from(rx_port)) {
         Some(p) if p.kernel => Ok(Action::ToKernel),
-        _ => Err(Counter::DropLocalUnhandled),
+        _ => Err(DropReason::LocalUnhandled),
     }
 }
 

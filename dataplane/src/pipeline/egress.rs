@@ -3,8 +3,8 @@
 //! Also the two directions of a NAT connection and the later fragments of a datagram.
 
 use super::flows;
-use super::{set_macs, Action, Frag, L4Info, Pkt, Verdict, WorkerState, OWN_TTL};
-use crate::counters::Counter;
+use super::{set_macs, Action, Ctx, Frag, L4Info, Pkt, Verdict, WorkerState, OWN_TTL};
+use crate::counters::{Counter, DropReason};
 use crate::flow::{Direction, FlowId};
 use crate::fwd::fnat::{self, Ends};
 use crate::fwd::fragment::FragmentRoute;
@@ -29,13 +29,13 @@ const MIN_MTU_V6: u16 = 1280;
 /// Why a packet cannot go to its real server as it is.
 pub(super) enum Reject {
     /// Drop it, counting this reason.
-    Drop(Counter),
+    Drop(DropReason),
     /// Answer its sender with ICMP too-big reporting this MTU.
     TooBig(u16),
 }
 
-impl From<Counter> for Reject {
-    fn from(c: Counter) -> Self {
+impl From<DropReason> for Reject {
+    fn from(c: DropReason) -> Self {
         Reject::Drop(c)
     }
 }
@@ -50,7 +50,7 @@ fn fits(pkt: &Pkt, mtu: u16) -> Result<(), Reject> {
         Err(Reject::TooBig(mtu))
     } else {
         // vipd never fragments; without DF the sender has no way to learn a smaller size.
-        Err(Reject::Drop(Counter::DropTooBig))
+        Err(Reject::Drop(DropReason::TooBig))
     }
 }
 
@@ -59,10 +59,10 @@ fn has_headroom<B: PacketBuf>(buf: &mut B, len: usize) -> bool {
     buf.prepend(len) && buf.adj(len)
 }
 
-fn egress_port<'s>(backend: &Backend, snap: &'s Snapshot) -> Result<&'s PortInfo, Counter> {
+fn egress_port<'s>(backend: &Backend, snap: &'s Snapshot) -> Result<&'s PortInfo, DropReason> {
     snap.ports
         .get(usize::from(backend.egress_port))
-        .ok_or(Counter::DropNoRoute)
+        .ok_or(DropReason::NoRoute)
 }
 
 /// Where a checked packet goes: [`check`]'s answer, used by [`deliver`] (one lookup).
@@ -90,7 +90,7 @@ pub(super) fn check<B: PacketBuf>(
 ) -> Result<Route, Reject> {
     let next_hop = backend
         .next_hop_mac
-        .ok_or(Counter::DropNeighbourUnresolved)?;
+        .ok_or(DropReason::NeighbourUnresolved)?;
     let port = egress_port(backend, snap)?;
     let route = |outer| Route {
         next_hop,
@@ -101,7 +101,7 @@ pub(super) fn check<B: PacketBuf>(
     match backend.mode {
         FwdMode::Nat | FwdMode::Fnat => {
             if pkt.ttl <= 1 {
-                return Err(Counter::DropTtlExceeded.into());
+                return Err(DropReason::TtlExceeded.into());
             }
             fits(pkt, port.mtu)?;
             Ok(route(None))
@@ -117,7 +117,7 @@ pub(super) fn check<B: PacketBuf>(
                 IpAddr::V4(_) => port.ipv4.map(|n| IpAddr::V4(n.addr())),
                 IpAddr::V6(_) => port.ipv6.map(|n| IpAddr::V6(n.addr())),
             }
-            .ok_or(Counter::DropTunnelNoSource)?;
+            .ok_or(DropReason::TunnelNoSource)?;
             let prefix = match backend.addr {
                 IpAddr::V4(_) => port.tunnel_source4.map(ipnet::IpNet::V4),
                 IpAddr::V6(_) => port.tunnel_source6.map(ipnet::IpNet::V6),
@@ -131,7 +131,7 @@ pub(super) fn check<B: PacketBuf>(
             };
             match tunnel::check(buf.data(), pkt.l2, &outer) {
                 Ok(overhead) if has_headroom(buf, overhead) => Ok(route(Some(outer))),
-                Ok(_) => Err(Counter::DropNoHeadroom.into()),
+                Ok(_) => Err(DropReason::NoHeadroom.into()),
                 Err(TunnelError::TooBig { mtu }) => Err(Reject::TooBig(mtu)),
                 Err(TunnelError::Drop(c)) => Err(c.into()),
             }
@@ -150,7 +150,7 @@ fn check_or_answer<B: PacketBuf>(
     ctx: (IpAddr, u16, u64),
     w: &mut WorkerState,
     snap: &Snapshot,
-) -> Result<Result<Route, Action>, Counter> {
+) -> Result<Result<Route, Action>, DropReason> {
     let (vip, rx_port, now) = ctx;
     match check(buf, pkt, backend, flow_hash, snap) {
         Ok(o) => Ok(Ok(o)),
@@ -168,21 +168,21 @@ pub(super) fn rewrite<B: PacketBuf>(
     backend: &Backend,
     route: &Route,
     fnat: Option<Ends>,
-) -> Result<u16, Counter> {
+) -> Result<u16, DropReason> {
     match backend.mode {
         FwdMode::Nat => {
             let l3 = buf
                 .data_mut()
                 .get_mut(pkt.l2..)
-                .ok_or(Counter::DropEthMalformed)?;
+                .ok_or(DropReason::EthMalformed)?;
             nat::rewrite_to_backend(l3, pkt.l4, backend.addr, backend.port)?;
         }
         FwdMode::Fnat => {
-            let ends = fnat.ok_or(Counter::DropFnatNoFlow)?;
+            let ends = fnat.ok_or(DropReason::FnatNoFlow)?;
             let l3 = buf
                 .data_mut()
                 .get_mut(pkt.l2..)
-                .ok_or(Counter::DropEthMalformed)?;
+                .ok_or(DropReason::EthMalformed)?;
             fnat::rewrite(l3, pkt.l4, ends)?;
         }
         FwdMode::Dr | FwdMode::Tunnel => {}
@@ -219,11 +219,15 @@ fn fnat_to_client(w: &WorkerState, id: FlowId) -> Option<(Ends, [u8; 16])> {
 }
 
 /// The last hop of every packet to a real server: encapsulate (TUN) and set the MACs.
-pub(super) fn deliver<B: PacketBuf>(buf: &mut B, l2: usize, route: &Route) -> Result<u16, Counter> {
+pub(super) fn deliver<B: PacketBuf>(
+    buf: &mut B,
+    l2: usize,
+    route: &Route,
+) -> Result<u16, DropReason> {
     if let Some(outer) = &route.outer {
         tunnel::encapsulate(buf, l2, outer).map_err(|e| match e {
             TunnelError::Drop(c) => c,
-            TunnelError::TooBig { .. } => Counter::DropTunnelTooBig,
+            TunnelError::TooBig { .. } => DropReason::TunnelTooBig,
         })?;
     }
     set_macs(buf.data_mut(), route.our_mac, route.next_hop);
@@ -231,80 +235,74 @@ pub(super) fn deliver<B: PacketBuf>(buf: &mut B, l2: usize, route: &Route) -> Re
 }
 
 /// Steps 1 -> 2: a client packet (or a datagram's first fragment) to its real server.
-#[allow(clippy::too_many_arguments)] // the pipeline's per-frame context, passed by reference
 pub(super) fn forward_client<B: PacketBuf>(
     buf: &mut B,
     pkt: &Pkt,
     info: &L4Info,
     service_index: u32,
     owner_here: bool,
-    rx_port: u16,
-    w: &mut WorkerState,
-    snap: &Snapshot,
-    now: u64,
+    cx: &mut Ctx<'_, '_>,
 ) -> Verdict {
+    let (snap, now, rx_port) = (cx.snap, cx.now, cx.rx_port);
     let key = &pkt.key;
     let svc = snap
         .services
         .get(service_index as usize)
-        .ok_or(Counter::DropNoService)?;
-    let choice = flows::choose(key, info, service_index, svc, owner_here, w, snap, now)?;
+        .ok_or(DropReason::NoService)?;
+    let choice = flows::choose(key, info, service_index, svc, owner_here, cx)?;
     if choice.backend.mode == FwdMode::Fnat && pkt.frag.is_some() {
-        return Err(Counter::DropFnatFragment);
+        return Err(DropReason::FnatFragment);
     }
-    w.backends.count_step1(choice.backend.id);
+    cx.w.backends.count_step1(choice.backend.id);
     // A datagram's fragments share one tunnel header (one receive queue at the real server).
     let tunnel_hash = pkt
         .frag
         .map_or(info.table.bits(), |f| fold(pkt.frag_key(f).hash()));
     let ctx = (svc.vip, rx_port, now);
-    let mut route = match check_or_answer(buf, pkt, choice.backend, tunnel_hash, ctx, w, snap)? {
+    let mut route = match check_or_answer(buf, pkt, choice.backend, tunnel_hash, ctx, cx.w, snap)? {
         Ok(o) => o,
         Err(answer) => return Ok(answer),
     };
-    let (backend, id) = flows::commit(&choice, key, info, svc, w, snap, now)?;
+    let (backend, id) = flows::commit(&choice, key, info, svc, cx)?;
     if backend.id != choice.backend.id {
         // The table had no room after all: the consistent hash's real server, checked again
         // (nothing was committed).
-        route = match check_or_answer(buf, pkt, backend, tunnel_hash, ctx, w, snap)? {
+        route = match check_or_answer(buf, pkt, backend, tunnel_hash, ctx, cx.w, snap)? {
             Ok(o) => o,
             Err(answer) => return Ok(answer),
         };
     }
     let fnat = match backend.mode {
-        FwdMode::Fnat => Some(fnat_to_backend(w, id, backend).ok_or(Counter::DropFnatNoFlow)?),
+        FwdMode::Fnat => Some(fnat_to_backend(cx.w, id, backend).ok_or(DropReason::FnatNoFlow)?),
         _ => None,
     };
     let port = rewrite(buf, pkt, backend, &route, fnat)?;
     if let Some(f) = pkt.frag {
-        w.frags
+        cx.w.frags
             .remember(&pkt.frag_key(f), FragmentRoute::ToBackend(backend.id), now);
-        w.counters.inc(Counter::FragmentsForwarded);
+        cx.w.counters.inc(Counter::FragmentsForwarded);
     }
-    w.counters.inc(Counter::Forwarded);
-    w.backends.count_in(backend.id, buf.data().len());
+    cx.w.counters.inc(Counter::Forwarded);
+    cx.w.backends.count_in(backend.id, buf.data().len());
     Ok(Action::Tx(port))
 }
 
 /// Steps 3 -> 4: a NAT real server's reply (or its first fragment) goes back to the client
 /// from the VIP.
-#[allow(clippy::too_many_arguments)] // the pipeline's per-frame context, passed by reference
 pub(super) fn nat_reply<B: PacketBuf>(
     buf: &mut B,
     pkt: &Pkt,
     info: &L4Info,
     unique_service: Option<u32>,
     owner_here: bool,
-    rx_port: u16,
-    w: &mut WorkerState,
-    snap: &Snapshot,
-    now: u64,
+    cx: &mut Ctx<'_, '_>,
 ) -> Verdict {
+    let (snap, now) = (cx.snap, cx.now);
     let key = &pkt.key;
     let hit = if owner_here {
-        match w.flows.lookup(key, info.table, now) {
+        match cx.w.flows.lookup(key, info.table, now) {
             Some(h) if h.dir == Direction::Reply => {
-                w.backends.count_step3(h.backend);
+                cx.w.backends.count_step3(h.backend);
                 snap.backend(h.backend)
                     .map(|b| (h.id, b.service, h.backend, b.mode == FwdMode::Fnat))
             }
@@ -317,41 +315,41 @@ pub(super) fn nat_reply<B: PacketBuf>(
     let fnat = match hit {
         Some((id, _, _, true)) => {
             if pkt.frag.is_some() {
-                return Err(Counter::DropFnatFragment);
+                return Err(DropReason::FnatFragment);
             }
-            Some(fnat_to_client(w, id).ok_or(Counter::DropFnatNoFlow)?)
+            Some(fnat_to_client(cx.w, id).ok_or(DropReason::FnatNoFlow)?)
         }
         _ => None,
     };
     let client = fnat.as_ref().map_or(&key.dst, |(_, c)| c);
     let service = match hit {
         Some((_, s, _, _)) => s,
-        None => unique_service.ok_or(Counter::DropNatReplyNoFlow)?,
+        None => unique_service.ok_or(DropReason::NatReplyNoFlow)?,
     };
     let svc = snap
         .services
         .get(service as usize)
-        .ok_or(Counter::DropNatReplyNoFlow)?;
-    let hop = match to_client(buf, pkt, client, rx_port, w, snap, now)? {
+        .ok_or(DropReason::NatReplyNoFlow)?;
+    let hop = match to_client(buf, pkt, client, cx)? {
         Ok(hop) => hop,
         Err(answer) => return Ok(answer),
     };
     match hit {
         Some((id, _, _, _)) => {
-            w.flows.track(id, Direction::Reply, info.tcp_flags, now);
+            cx.w.flows.track(id, Direction::Reply, info.tcp_flags, now);
         }
-        None => w.counters.inc(Counter::NatRepliesStateless),
+        None => cx.w.counters.inc(Counter::NatRepliesStateless),
     }
     let port = finish_reply(buf, pkt, svc, hop, fnat.map(|(e, _)| e))?;
     if let Some((_, _, backend, _)) = hit {
-        w.backends.count_out(backend, buf.data().len());
+        cx.w.backends.count_out(backend, buf.data().len());
     }
     if let Some(f) = pkt.frag {
-        w.frags
+        cx.w.frags
             .remember(&pkt.frag_key(f), FragmentRoute::NatReply(service), now);
-        w.counters.inc(Counter::FragmentsForwarded);
+        cx.w.counters.inc(Counter::FragmentsForwarded);
     }
-    w.counters.inc(Counter::NatReplies);
+    cx.w.counters.inc(Counter::NatReplies);
     Ok(Action::Tx(port))
 }
 
@@ -366,27 +364,24 @@ pub(super) struct ClientHop {
 /// The checks of a packet towards a client (step 4): route and MAC, TTL, MTU. `Ok(Ok(hop))`
 /// to send it; `Ok(Err(action))` when the sender is answered with too-big instead (or the
 /// client must be resolved first).
-#[allow(clippy::too_many_arguments)] // the pipeline's per-frame context, passed by reference
 fn to_client<B: PacketBuf>(
     buf: &mut B,
     pkt: &Pkt,
     client: &[u8; 16],
-    rx_port: u16,
-    w: &mut WorkerState,
-    snap: &Snapshot,
-    now: u64,
-) -> Result<Result<ClientHop, Action>, Counter> {
-    let hop = match resolve_client(client, snap, w)? {
+    cx: &mut Ctx<'_, '_>,
+) -> Result<Result<ClientHop, Action>, DropReason> {
+    let (snap, now, rx_port) = (cx.snap, cx.now, cx.rx_port);
+    let hop = match resolve_client(client, snap, cx.w)? {
         Ok(hop) => hop,
         Err(ask) => return Ok(Err(ask)),
     };
     if pkt.ttl <= 1 {
-        return Err(Counter::DropTtlExceeded);
+        return Err(DropReason::TtlExceeded);
     }
     let mtu = snap
         .ports
         .get(usize::from(hop.port))
-        .ok_or(Counter::DropNoRoute)?
+        .ok_or(DropReason::NoRoute)?
         .mtu;
     match fits(pkt, mtu) {
         Ok(()) => Ok(Ok(hop)),
@@ -397,14 +392,14 @@ fn to_client<B: PacketBuf>(
             let rx = snap
                 .ports
                 .get(usize::from(rx_port))
-                .ok_or(Counter::DropNoRoute)?;
+                .ok_or(DropReason::NoRoute)?;
             let from = if pkt.v4 {
                 rx.ipv4.map(|n| IpAddr::V4(n.addr()))
             } else {
                 rx.ipv6.map(|n| IpAddr::V6(n.addr()))
             }
-            .ok_or(Counter::DropIcmpErrorSuppressed)?;
-            too_big(buf, pkt.l2, from, mtu, rx_port, w, now).map(Err)
+            .ok_or(DropReason::IcmpErrorSuppressed)?;
+            too_big(buf, pkt.l2, from, mtu, rx_port, cx.w, now).map(Err)
         }
     }
 }
@@ -417,17 +412,17 @@ pub(super) fn resolve_client(
     client: &[u8; 16],
     snap: &Snapshot,
     w: &WorkerState,
-) -> Result<Result<ClientHop, Action>, Counter> {
+) -> Result<Result<ClientHop, Action>, DropReason> {
     match snap.resolve_key(client) {
         Ok((port, mac)) => {
             let our_mac = snap
                 .ports
                 .get(usize::from(port))
-                .ok_or(Counter::DropNoRoute)?
+                .ok_or(DropReason::NoRoute)?
                 .mac;
             Ok(Ok(ClientHop { port, our_mac, mac }))
         }
-        Err(Counter::DropNeighbourUnresolved) if snap.next_hop_is_itself(client) => {
+        Err(DropReason::NeighbourUnresolved) if snap.next_hop_is_itself(client) => {
             w.counters.inc(Counter::NeighbourResolveRequests);
             Ok(Err(Action::ToControl))
         }
@@ -443,9 +438,9 @@ fn finish_reply<B: PacketBuf>(
     svc: &Service,
     hop: ClientHop,
     fnat: Option<Ends>,
-) -> Result<u16, Counter> {
+) -> Result<u16, DropReason> {
     let frame = buf.data_mut();
-    let l3 = frame.get_mut(pkt.l2..).ok_or(Counter::DropEthMalformed)?;
+    let l3 = frame.get_mut(pkt.l2..).ok_or(DropReason::EthMalformed)?;
     match fnat {
         Some(ends) => fnat::rewrite(l3, pkt.l4, ends)?,
         None => nat::rewrite_to_vip(l3, pkt.l4, svc.vip, svc.port)?,
@@ -459,14 +454,12 @@ pub(super) fn later_fragment<B: PacketBuf>(
     buf: &mut B,
     pkt: &Pkt,
     f: Frag,
-    rx_port: u16,
-    w: &mut WorkerState,
-    snap: &Snapshot,
-    now: u64,
+    cx: &mut Ctx<'_, '_>,
 ) -> Verdict {
+    let (snap, now, rx_port) = (cx.snap, cx.now, cx.rx_port);
     // RFC 1858: an offset of 8 bytes can only serve to overwrite a TCP header's flags.
     if pkt.l4.proto == crate::wire::ipv4::proto::TCP && f.offset == 8 {
-        return Err(Counter::DropFragmentInvalid);
+        return Err(DropReason::FragmentInvalid);
     }
     let key = pkt.frag_key(f);
     let pkt = &Pkt {
@@ -478,12 +471,12 @@ pub(super) fn later_fragment<B: PacketBuf>(
     };
     let to_backend = |buf: &mut B, backend: &Backend, w: &mut WorkerState| {
         if backend.mode == FwdMode::Fnat {
-            return Err(Counter::DropFnatFragment);
+            return Err(DropReason::FnatFragment);
         }
         let vip = snap
             .services
             .get(backend.service as usize)
-            .ok_or(Counter::DropNoService)?
+            .ok_or(DropReason::NoService)?
             .vip;
         let ctx = (vip, rx_port, now);
         let route = match check_or_answer(buf, pkt, backend, fold(key.hash()), ctx, w, snap)? {
@@ -496,10 +489,10 @@ pub(super) fn later_fragment<B: PacketBuf>(
         w.backends.count_in(backend.id, buf.data().len());
         Ok(Ok(port))
     };
-    match w.frags.lookup(&key, now) {
+    match cx.w.frags.lookup(&key, now) {
         Some(FragmentRoute::ToBackend(id)) => {
-            let backend = snap.backend(id).ok_or(Counter::DropBackendGone)?;
-            Ok(match to_backend(buf, backend, w)? {
+            let backend = snap.backend(id).ok_or(DropReason::BackendGone)?;
+            Ok(match to_backend(buf, backend, cx.w)? {
                 Ok(port) => Action::Tx(port),
                 Err(answer) => answer,
             })
@@ -508,14 +501,14 @@ pub(super) fn later_fragment<B: PacketBuf>(
             let svc = snap
                 .services
                 .get(service as usize)
-                .ok_or(Counter::DropNatReplyNoFlow)?;
-            let hop = match to_client(buf, pkt, &pkt.key.dst, rx_port, w, snap, now)? {
+                .ok_or(DropReason::NatReplyNoFlow)?;
+            let hop = match to_client(buf, pkt, &pkt.key.dst, cx)? {
                 Ok(hop) => hop,
                 Err(answer) => return Ok(answer),
             };
             let port = finish_reply(buf, pkt, svc, hop, None)?;
-            w.counters.inc(Counter::FragmentsForwarded);
-            w.counters.inc(Counter::NatReplies);
+            cx.w.counters.inc(Counter::FragmentsForwarded);
+            cx.w.counters.inc(Counter::NatReplies);
             Ok(Action::Tx(port))
         }
         // The kernel reassembles its own fragments.
@@ -527,16 +520,16 @@ pub(super) fn later_fragment<B: PacketBuf>(
             // flow's other packets went to; no state is kept for it.
             let (_, svc) = snap
                 .service_without_ports(&pkt.key.dst, pkt.l4.proto)
-                .ok_or(Counter::DropFragmentUnknown)?;
+                .ok_or(DropReason::FragmentUnknown)?;
             let backend = svc
                 .pick_consistent(svc.flow_hash(&pkt.key))
                 .and_then(|id| snap.backend(id))
-                .ok_or(Counter::DropNoBackend)?;
-            let port = match to_backend(buf, backend, w)? {
+                .ok_or(DropReason::NoBackend)?;
+            let port = match to_backend(buf, backend, cx.w)? {
                 Ok(port) => port,
                 Err(answer) => return Ok(answer),
             };
-            w.counters.inc(Counter::FragmentsStateless);
+            cx.w.counters.inc(Counter::FragmentsStateless);
             Ok(Action::Tx(port))
         }
     }
@@ -555,7 +548,7 @@ pub(super) fn too_big<B: PacketBuf>(
     now: u64,
 ) -> Verdict {
     if !w.icmp_errors.take(now) {
-        return Err(Counter::DropIcmpErrorRateLimited);
+        return Err(DropReason::IcmpErrorRateLimited);
     }
     icmp_error::too_big(buf, l2, from, mtu)?;
     w.counters.inc(Counter::IcmpTooBigSent);

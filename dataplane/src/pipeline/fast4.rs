@@ -22,7 +22,7 @@ mod rewrite;
 mod tests;
 
 use super::{Action, Tally, WorkerState};
-use crate::counters::Counter;
+use crate::counters::DropReason;
 use crate::flow::slot::{Key, V4};
 use crate::flow::TableHash;
 use crate::io::PacketBuf;
@@ -179,7 +179,7 @@ pub(super) fn client<B: PacketBuf>(
     };
     if !done {
         // Cannot happen: stage 1 bounded every header the rewrite writes.
-        return Some(Action::Drop(Counter::DropEthMalformed));
+        return Some(Action::Drop(DropReason::EthMalformed));
     }
     w.backends.count_forwarded(hit.backend, buf.data().len());
     tally.forwarded += 1;
@@ -217,7 +217,7 @@ pub(super) fn reply<B: PacketBuf>(
     // Commit.
     w.flows.refresh4(&hit, now);
     if !rewrite::nat_to_client(buf.data_mut(), f.key.proto, r, &hop.macs) {
-        return Some(Action::Drop(Counter::DropEthMalformed));
+        return Some(Action::Drop(DropReason::EthMalformed));
     }
     w.backends.count_replied(hit.backend, buf.data().len());
     tally.nat_replies += 1;

@@ -17,8 +17,8 @@
 //! consistent hash as before: persistence needs state to hold.
 
 use super::worker_state::scale;
-use super::{L4Info, WorkerState};
-use crate::counters::Counter;
+use super::{Ctx, L4Info, WorkerState};
+use crate::counters::{Counter, DropReason};
 use crate::flow::hash::owner_hash;
 use crate::flow::key::{to_mapped, PROTO_UDP};
 use crate::flow::{Direction, FlowHit, FlowId, FlowKey, InsertError, Miss, TcpState};
@@ -81,26 +81,24 @@ pub(super) struct Choice<'s> {
 
 /// The real server of a client packet and what its flow entry needs, without changing any
 /// live entry. `stateful`: this worker owns the connection (else no entry is read or made).
-#[allow(clippy::too_many_arguments)] // the pipeline's per-frame context, passed by reference
 pub(super) fn choose<'s>(
     key: &FlowKey,
     info: &L4Info,
     service_index: u32,
     svc: &'s Service,
     stateful: bool,
-    w: &mut WorkerState,
-    snap: &'s Snapshot,
-    now: u64,
-) -> Result<Choice<'s>, Counter> {
+    cx: &mut Ctx<'_, 's>,
+) -> Result<Choice<'s>, DropReason> {
+    let (snap, now) = (cx.snap, cx.now);
     let mut miss = None;
     if stateful {
-        match w.flows.lookup_or_miss(key, info.table, now) {
-            Ok(hit) => return chosen(hit, key, info, service_index, svc, w, snap, now),
+        match cx.w.flows.lookup_or_miss(key, info.table, now) {
+            Ok(hit) => return chosen(hit, key, info, service_index, svc, cx),
             Err(m) => miss = Some(m),
         }
     }
     // Sloppy mode as configured (the snapshot) or forced on this worker (tests, fuzzing).
-    let sloppy = snap.sloppy_tcp || w.sloppy_tcp;
+    let sloppy = snap.sloppy_tcp || cx.w.sloppy_tcp;
     let may_create = info.tcp_flags.is_none() || sloppy || info.is_lone_syn();
     if !may_create {
         return stateless(
@@ -114,7 +112,7 @@ pub(super) fn choose<'s>(
     let Some(miss) = miss else {
         return stateless(svc, snap, key, info.maglev(svc, key), None);
     };
-    if w.flows.refuses_new(key, now) {
+    if cx.w.flows.refuses_new(key, now) {
         // A SYN flood into a full table: the insert will be refused and the packet go by the
         // consistent hash, so ask no scheduler (an rr cursor moves only for entered
         // connections) and check one real server, not the scheduler's and then this one.
@@ -124,7 +122,7 @@ pub(super) fn choose<'s>(
             persist: PersistOp::None,
         });
     }
-    let (backend, persist) = schedule(key, info, service_index, svc, w, snap, now)?;
+    let (backend, persist) = schedule(key, info, service_index, svc, cx)?;
     Ok(Choice {
         backend,
         op: FlowOp::Insert(miss),
@@ -133,17 +131,15 @@ pub(super) fn choose<'s>(
 }
 
 /// [`choose`] for a packet whose key the table holds (`hit`).
-#[allow(clippy::too_many_arguments)] // the pipeline's per-frame context, passed by reference
 fn chosen<'s>(
     hit: FlowHit,
     key: &FlowKey,
     info: &L4Info,
     service_index: u32,
     svc: &'s Service,
-    w: &mut WorkerState,
-    snap: &'s Snapshot,
-    now: u64,
-) -> Result<Choice<'s>, Counter> {
+    cx: &mut Ctx<'_, 's>,
+) -> Result<Choice<'s>, DropReason> {
+    let snap = cx.snap;
     if hit.dir == Direction::Reply {
         // The packet's 5-tuple is another connection's reply key (a crafted or
         // unlucky client endpoint): never take it for that connection.
@@ -159,7 +155,7 @@ fn chosen<'s>(
     if closed && info.is_lone_syn() {
         // The client reuses the port of a finished connection: schedule afresh, as
         // IPVS does, instead of sending the new SYN into the old connection's leftovers.
-        let (backend, persist) = schedule(key, info, service_index, svc, w, snap, now)?;
+        let (backend, persist) = schedule(key, info, service_index, svc, cx)?;
         return Ok(Choice {
             backend,
             op: FlowOp::Replace(hit.id),
@@ -171,8 +167,8 @@ fn chosen<'s>(
             // Its real server failed its health checks and the service drops dead
             // flows (IPVS expire_nodest_conn): the policy removes the entry, so the
             // client's next SYN is scheduled to a live real server.
-            w.flows.remove(hit.id);
-            Err(Counter::DropRealServerDown)
+            cx.w.flows.remove(hit.id);
+            Err(DropReason::RealServerDown)
         }
         Some(backend) => Ok(Choice {
             backend,
@@ -182,8 +178,8 @@ fn chosen<'s>(
         None => {
             // Dead state (its real server left the configuration): removing it is no
             // decision about this packet.
-            w.flows.remove(hit.id);
-            Err(Counter::DropBackendGone)
+            cx.w.flows.remove(hit.id);
+            Err(DropReason::BackendGone)
         }
     }
 }
@@ -194,7 +190,7 @@ fn stateless<'s>(
     key: &FlowKey,
     hash: u64,
     why: Option<Counter>,
-) -> Result<Choice<'s>, Counter> {
+) -> Result<Choice<'s>, DropReason> {
     Ok(Choice {
         backend: consistent(svc, snap, key, hash)?,
         op: FlowOp::Stateless(why),
@@ -209,11 +205,9 @@ fn consistent<'s>(
     snap: &'s Snapshot,
     key: &FlowKey,
     hash: u64,
-) -> Result<&'s Backend, Counter> {
-    let id = svc
-        .pick_stateless(key, hash)
-        .ok_or(Counter::DropNoBackend)?;
-    snap.backend(id).ok_or(Counter::DropNoBackend)
+) -> Result<&'s Backend, DropReason> {
+    let id = svc.pick_stateless(key, hash).ok_or(DropReason::NoBackend)?;
+    snap.backend(id).ok_or(DropReason::NoBackend)
 }
 
 /// The real server for a new connection: its client network's persistence entry when the
@@ -228,21 +222,19 @@ fn consistent<'s>(
 // Once per new connection, with every scheduler and the persistence table behind it: kept
 // out of the burst loop it would otherwise be inlined into, where it would lengthen the
 // established path's code.
-#[allow(clippy::too_many_arguments)] // the pipeline's per-frame context, passed by reference
 #[inline(never)]
 fn schedule<'s>(
     key: &FlowKey,
     info: &L4Info,
     service_index: u32,
     svc: &Service,
-    w: &mut WorkerState,
-    snap: &'s Snapshot,
-    now: u64,
-) -> Result<(&'s Backend, PersistOp), Counter> {
-    let udp_ms = u64::from(w.flows.timeouts().udp) * 1000;
-    let overflow_recent = w
-        .last_full_ms
-        .is_some_and(|t| now < t.saturating_add(udp_ms));
+    cx: &mut Ctx<'_, 's>,
+) -> Result<(&'s Backend, PersistOp), DropReason> {
+    let (snap, now) = (cx.snap, cx.now);
+    let udp_ms = u64::from(cx.w.flows.timeouts().udp) * 1000;
+    let overflow_recent =
+        cx.w.last_full_ms
+            .is_some_and(|t| now < t.saturating_add(udp_ms));
     if key.proto == PROTO_UDP && overflow_recent {
         return Ok((
             consistent(svc, snap, key, info.maglev(svc, key))?,
@@ -255,9 +247,9 @@ fn schedule<'s>(
             let pkey = persistence_key(key, p.bits);
             let phash = pkey.hash();
             let expires_ms = now.saturating_add(p.timeout_ms);
-            match w.persistence.lookup(&pkey, phash, now) {
+            match cx.w.persistence.lookup(&pkey, phash, now) {
                 Some((slot, id)) => match snap.backend(id) {
-                    Some(b) if b.service == service_index && svc.takes_new(b, &w.load) => {
+                    Some(b) if b.service == service_index && svc.takes_new(b, &cx.w.load) => {
                         return Ok((b, PersistOp::Refresh { slot, expires_ms }));
                     }
                     _ => PersistOp::Repoint { slot, expires_ms },
@@ -269,25 +261,25 @@ fn schedule<'s>(
             }
         }
     };
-    let cursor = w
-        .cursors
-        .get_mut(service_index as usize)
-        .ok_or(Counter::DropNoService)?;
+    let cursor =
+        cx.w.cursors
+            .get_mut(service_index as usize)
+            .ok_or(DropReason::NoService)?;
     let conn = NewConn {
         hash: info.maglev(svc, key),
         client: &key.src,
         client_port: key.src_port,
     };
-    let id = svc.pick(&conn, cursor, &w.load).ok_or(
+    let id = svc.pick(&conn, cursor, &cx.w.load).ok_or(
         // Real servers that could take it, all over their thresholds (or, for sh without
         // sh-fallback, the client's own).
         if svc.limits.is_empty() {
-            Counter::DropNoBackend
+            DropReason::NoBackend
         } else {
-            Counter::DropRealServersOverloaded
+            DropReason::RealServersOverloaded
         },
     )?;
-    Ok((snap.backend(id).ok_or(Counter::DropNoBackend)?, persist))
+    Ok((snap.backend(id).ok_or(DropReason::NoBackend)?, persist))
 }
 
 /// The persistence part of a committed new connection (`key`) of `svc` to `backend`.
@@ -326,60 +318,57 @@ fn commit_persistence(
 /// chosen one, or the consistent hash's when the insert finds no room or a key clash (the
 /// caller then checks that one again before sending); and the connection when the packet
 /// has one (entered or tracked; full-NAT's rewrite reads its reply key).
-#[allow(clippy::too_many_arguments)] // the pipeline's per-frame context, passed by reference
 pub(super) fn commit<'s>(
     choice: &Choice<'s>,
     key: &FlowKey,
     info: &L4Info,
     svc: &Service,
-    w: &mut WorkerState,
-    snap: &'s Snapshot,
-    now: u64,
-) -> Result<(&'s Backend, Option<FlowId>), Counter> {
+    cx: &mut Ctx<'_, 's>,
+) -> Result<(&'s Backend, Option<FlowId>), DropReason> {
+    let now = cx.now;
     match choice.op {
         FlowOp::Track(id) => {
-            w.flows.track(id, Direction::Original, info.tcp_flags, now);
+            cx.w.flows
+                .track(id, Direction::Original, info.tcp_flags, now);
             Ok((choice.backend, Some(id)))
         }
         FlowOp::Stateless(why) => {
             if let Some(c) = why {
-                w.counters.inc(c);
+                cx.w.counters.inc(c);
             }
             Ok((choice.backend, None))
         }
         FlowOp::Replace(old) => {
-            w.flows.remove(old);
-            insert(choice, None, key, info, svc, w, snap, now)
+            cx.w.flows.remove(old);
+            insert(choice, None, key, info, svc, cx)
         }
         FlowOp::Full(miss) => {
-            if w.flows.refuse_full(key, now) {
-                full(w, now);
+            if cx.w.flows.refuse_full(key, now) {
+                full(cx.w, now);
                 Ok((choice.backend, None))
             } else {
-                insert(choice, Some(miss), key, info, svc, w, snap, now)
+                insert(choice, Some(miss), key, info, svc, cx)
             }
         }
-        FlowOp::Insert(miss) => insert(choice, Some(miss), key, info, svc, w, snap, now),
+        FlowOp::Insert(miss) => insert(choice, Some(miss), key, info, svc, cx),
     }
 }
 
 /// Enters the connection to the choice's real server, and then what its persistence entry
 /// needs; `miss`: the lookup of `key` that found nothing (none after a `Replace`, whose lookup
 /// hit the entry it removed).
-#[allow(clippy::too_many_arguments)] // the pipeline's per-frame context, passed by reference
 fn insert<'s>(
     choice: &Choice<'s>,
     miss: Option<Miss>,
     key: &FlowKey,
     info: &L4Info,
     svc: &Service,
-    w: &mut WorkerState,
-    snap: &'s Snapshot,
-    now: u64,
-) -> Result<(&'s Backend, Option<FlowId>), Counter> {
+    cx: &mut Ctx<'_, 's>,
+) -> Result<(&'s Backend, Option<FlowId>), DropReason> {
+    let (snap, now) = (cx.snap, cx.now);
     let backend = choice.backend;
     if backend.mode == FwdMode::Fnat {
-        return insert_fnat(choice, miss, key, info, svc, w, now);
+        return insert_fnat(choice, miss, key, info, svc, cx);
     }
     // Built (and hashed, by the table) only when the table can take the connection: a SYN
     // flood into a full table is refused before either.
@@ -394,31 +383,36 @@ fn insert<'s>(
         })
     };
     let inserted = match miss {
-        Some(miss) => w.flows.insert_after_miss(key, miss, reply, backend.id, now),
+        Some(miss) => {
+            cx.w.flows
+                .insert_after_miss(key, miss, reply, backend.id, now)
+        }
         None => {
             let reply = reply();
             let reply_arg = reply.as_ref().map(|r| (r, crate::flow::FlowTable::hash(r)));
-            w.flows.insert(key, info.table, reply_arg, backend.id, now)
+            cx.w.flows
+                .insert(key, info.table, reply_arg, backend.id, now)
         }
     };
     match inserted {
         Ok(fid) => {
-            w.flows.track(fid, Direction::Original, info.tcp_flags, now);
-            w.counters.inc(Counter::FlowsCreated);
-            w.backends.count_new(backend.id);
-            commit_persistence(choice.persist, backend.id, key, svc, w, now);
+            cx.w.flows
+                .track(fid, Direction::Original, info.tcp_flags, now);
+            cx.w.counters.inc(Counter::FlowsCreated);
+            cx.w.backends.count_new(backend.id);
+            commit_persistence(choice.persist, backend.id, key, svc, cx.w, now);
             Ok((backend, Some(fid)))
         }
         Err(InsertError::Full) => {
-            full(w, now);
+            full(cx.w, now);
             Ok((consistent(svc, snap, key, info.maglev(svc, key))?, None))
         }
         Err(InsertError::Exists) => {
-            w.counters.inc(Counter::FlowKeyClash);
+            cx.w.counters.inc(Counter::FlowKeyClash);
             Ok((consistent(svc, snap, key, info.maglev(svc, key))?, None))
         }
         // Only full-NAT's search gives it.
-        Err(InsertError::NoReplyKey) => Err(Counter::DropFnatPoolExhausted),
+        Err(InsertError::NoReplyKey) => Err(DropReason::FnatPoolExhausted),
     }
 }
 
@@ -433,7 +427,6 @@ const FNAT_TRIES: u32 = 1024;
 /// this worker, and (b) no live connection holds towards this real server (the flow table is
 /// the allocator: an endpoint is free once its connection left the table). None free:
 /// `drop_fnat_pool_exhausted`, the packet is dropped, no live connection is touched.
-#[allow(clippy::too_many_arguments)] // the pipeline's per-frame context, passed by reference
 #[inline(never)]
 fn insert_fnat<'s>(
     choice: &Choice<'s>,
@@ -441,14 +434,14 @@ fn insert_fnat<'s>(
     key: &FlowKey,
     info: &L4Info,
     svc: &Service,
-    w: &mut WorkerState,
-    now: u64,
-) -> Result<(&'s Backend, Option<FlowId>), Counter> {
+    cx: &mut Ctx<'_, '_>,
+) -> Result<(&'s Backend, Option<FlowId>), DropReason> {
+    let now = cx.now;
     let backend = choice.backend;
     let pool = &svc.local_pool;
     let tries = pool.size().min(FNAT_TRIES);
-    let start = w.fnat_cursor;
-    let (index, n_workers) = (w.index, w.n_workers);
+    let start = cx.w.fnat_cursor;
+    let (index, n_workers) = (cx.w.index, cx.w.n_workers);
     let rs = to_mapped(backend.addr);
     let candidate = |i: u32| {
         let (addr, port) = pool.nth(start.wrapping_add(i))?;
@@ -461,29 +454,30 @@ fn insert_fnat<'s>(
             proto: key.proto,
         })
     };
-    let inserted = w
-        .flows
-        .insert_searching(key, info.table, miss, candidate, tries, backend.id, now);
+    let inserted =
+        cx.w.flows
+            .insert_searching(key, info.table, miss, candidate, tries, backend.id, now);
     match inserted {
         Ok((fid, i)) => {
-            w.fnat_cursor = start.wrapping_add(i).wrapping_add(1);
-            w.flows.track(fid, Direction::Original, info.tcp_flags, now);
-            w.counters.inc(Counter::FlowsCreated);
-            w.backends.count_new(backend.id);
-            commit_persistence(choice.persist, backend.id, key, svc, w, now);
+            cx.w.fnat_cursor = start.wrapping_add(i).wrapping_add(1);
+            cx.w.flows
+                .track(fid, Direction::Original, info.tcp_flags, now);
+            cx.w.counters.inc(Counter::FlowsCreated);
+            cx.w.backends.count_new(backend.id);
+            commit_persistence(choice.persist, backend.id, key, svc, cx.w, now);
             Ok((backend, Some(fid)))
         }
         Err(InsertError::NoReplyKey) => {
-            w.fnat_cursor = start.wrapping_add(tries);
-            Err(Counter::DropFnatPoolExhausted)
+            cx.w.fnat_cursor = start.wrapping_add(tries);
+            Err(DropReason::FnatPoolExhausted)
         }
         Err(InsertError::Full) => {
-            full(w, now);
-            Err(Counter::DropFnatNoFlow)
+            full(cx.w, now);
+            Err(DropReason::FnatNoFlow)
         }
         Err(InsertError::Exists) => {
-            w.counters.inc(Counter::FlowKeyClash);
-            Err(Counter::DropFnatNoFlow)
+            cx.w.counters.inc(Counter::FlowKeyClash);
+            Err(DropReason::FnatNoFlow)
         }
     }
 }
@@ -522,8 +516,14 @@ mod tests {
     fn send(w: &mut WorkerState, snap: &Snapshot, n: u16, now: u64) -> (u32, FlowOp) {
         let (key, info) = syn(n);
         let svc = &snap.services[0];
-        let choice = choose(&key, &info, 0, svc, true, w, snap, now).unwrap();
-        let (backend, _) = commit(&choice, &key, &info, svc, w, snap, now).unwrap();
+        let mut cx = Ctx {
+            w,
+            snap,
+            rx_port: 0,
+            now,
+        };
+        let choice = choose(&key, &info, 0, svc, true, &mut cx).unwrap();
+        let (backend, _) = commit(&choice, &key, &info, svc, &mut cx).unwrap();
         (backend.id, choice.op)
     }
 

@@ -2,14 +2,14 @@
 //! errors about VIP traffic relayed to where they belong (see [`crate::fwd::icmp_relay`]).
 
 use super::egress::{self, Reject};
-use super::{for_kernel, local, set_macs, Action, Pkt, Verdict, WorkerState};
-use crate::counters::Counter;
+use super::{for_kernel, local, set_macs, Action, Ctx, Pkt, Verdict};
+use crate::counters::{Counter, DropReason};
 use crate::flow::key::to_mapped;
 use crate::flow::Direction;
 use crate::fwd::icmp_relay::{self, Quote, QuotedSide};
 use crate::fwd::nat;
 use crate::io::PacketBuf;
-use crate::snapshot::{FwdMode, NatEndpoint, Snapshot};
+use crate::snapshot::{FwdMode, NatEndpoint};
 use crate::wire::icmp::{self, IcmpPacket};
 
 /// ICMP errors worth relaying: they tell a sender something about its own connection.
@@ -31,20 +31,14 @@ fn relayed(v4: bool, msg_type: u8) -> bool {
     }
 }
 
-pub(super) fn handle<B: PacketBuf>(
-    buf: &mut B,
-    pkt: &Pkt,
-    rx_port: u16,
-    w: &mut WorkerState,
-    snap: &Snapshot,
-    now: u64,
-) -> Verdict {
+pub(super) fn handle<B: PacketBuf>(buf: &mut B, pkt: &Pkt, cx: &mut Ctx<'_, '_>) -> Verdict {
+    let (snap, rx_port) = (cx.snap, cx.rx_port);
     let (msg_type, checksum_ok) = {
         let msg = buf
             .data()
             .get(pkt.l4_range())
-            .ok_or(Counter::DropL4Malformed)?;
-        let m = IcmpPacket::new_checked(msg).map_err(|_| Counter::DropL4Malformed)?;
+            .ok_or(DropReason::L4Malformed)?;
+        let m = IcmpPacket::new_checked(msg).map_err(|_| DropReason::L4Malformed)?;
         let ok = if pkt.v4 {
             m.verify_checksum_v4()
         } else {
@@ -56,13 +50,13 @@ pub(super) fn handle<B: PacketBuf>(
     let to_local = snap.is_local_key(&pkt.key.dst);
     let error = relayed(pkt.v4, msg_type);
     if !to_vip && !to_local && !error {
-        return Err(Counter::DropNotLocal);
+        return Err(DropReason::NotLocal);
     }
     if !checksum_ok {
-        return Err(Counter::DropIcmpBadChecksum);
+        return Err(DropReason::IcmpBadChecksum);
     }
     if error {
-        return relay(buf, pkt, to_vip, to_local, rx_port, w, snap, now);
+        return relay(buf, pkt, to_vip, to_local, cx);
     }
     let echo_request = if pkt.v4 {
         icmp::v4::ECHO_REQUEST
@@ -70,46 +64,43 @@ pub(super) fn handle<B: PacketBuf>(
         icmp::v6::ECHO_REQUEST
     };
     if msg_type == echo_request {
-        return local::echo(buf, pkt, rx_port, w, snap);
+        return local::echo(buf, pkt, rx_port, cx.w, snap);
     }
     if to_local {
         return for_kernel(rx_port, snap);
     }
-    Err(Counter::DropLocalUnhandled)
+    Err(DropReason::LocalUnhandled)
 }
 
-#[allow(clippy::too_many_arguments)] // the pipeline's per-frame context, passed by reference
 fn relay<B: PacketBuf>(
     buf: &mut B,
     pkt: &Pkt,
     to_vip: bool,
     to_local: bool,
-    rx_port: u16,
-    w: &mut WorkerState,
-    snap: &Snapshot,
-    now: u64,
+    cx: &mut Ctx<'_, '_>,
 ) -> Verdict {
+    let (snap, rx_port) = (cx.snap, cx.rx_port);
     let range = pkt.l4_range();
     let q = icmp_relay::parse(buf.data(), range.start, range.end, pkt.v4)?;
     // An error goes to the source of the packet it quotes: anything else is forged.
     if q.key.src != pkt.key.dst {
         return Err(if to_vip || to_local {
-            Counter::DropIcmpErrorNoFlow
+            DropReason::IcmpErrorNoFlow
         } else {
-            Counter::DropNotLocal
+            DropReason::NotLocal
         });
     }
     if to_vip {
-        return to_real_server(buf, pkt, &q, w, snap, now);
+        return to_real_server(buf, pkt, &q, cx);
     }
     if let Some(endpoint) = snap.nat_endpoint(&q.key.dst, q.key.proto, q.key.dst_port) {
-        return to_client(buf, pkt, &q, endpoint, rx_port, w, snap, now);
+        return to_client(buf, pkt, &q, endpoint, cx);
     }
     if to_local {
         // About the box's own traffic (its health checks, its kernel's connections).
         return for_kernel(rx_port, snap);
     }
-    Err(Counter::DropNotLocal)
+    Err(DropReason::NotLocal)
 }
 
 /// An error about what a real server sent from the VIP (quoted VIP:port -> client:port): to
@@ -118,18 +109,20 @@ fn to_real_server<B: PacketBuf>(
     buf: &mut B,
     pkt: &Pkt,
     q: &Quote,
-    w: &mut WorkerState,
-    snap: &Snapshot,
-    now: u64,
+    cx: &mut Ctx<'_, '_>,
 ) -> Verdict {
+    let (snap, now) = (cx.snap, cx.now);
     let (_, svc) = snap
         .service(&q.key.src, q.key.proto, q.key.src_port)
-        .ok_or(Counter::DropIcmpErrorNoFlow)?;
+        .ok_or(DropReason::IcmpErrorNoFlow)?;
     let flow = q.key.reversed(); // client -> VIP: the connection's original key
-    if let Some(owner) = w.owner_elsewhere(svc.ownership, &flow.src, flow.src_port) {
+    if let Some(owner) =
+        cx.w.owner_elsewhere(svc.ownership, &flow.src, flow.src_port)
+    {
         return Ok(Action::Steer(owner));
     }
-    let from_entry = match w
+    let from_entry = match cx
+        .w
         .flows
         .lookup(&flow, crate::flow::FlowTable::hash(&flow), now)
     {
@@ -146,11 +139,11 @@ fn to_real_server<B: PacketBuf>(
         None => svc
             .pick_stateless(&flow, svc.flow_hash(&flow))
             .and_then(|id| snap.backend(id))
-            .ok_or(Counter::DropIcmpErrorNoFlow)?,
+            .ok_or(DropReason::IcmpErrorNoFlow)?,
     };
     if backend.mode == FwdMode::Fnat {
         // The quote would need the connection's local endpoint: not relayed in this version.
-        return Err(Counter::DropFnatIcmpError);
+        return Err(DropReason::FnatIcmpError);
     }
     let route = match egress::check(
         buf,
@@ -161,13 +154,13 @@ fn to_real_server<B: PacketBuf>(
     ) {
         Ok(o) => o,
         // No error about an error: an oversized one is dropped.
-        Err(Reject::TooBig(_)) => return Err(Counter::DropTooBig),
+        Err(Reject::TooBig(_)) => return Err(DropReason::TooBig),
         Err(Reject::Drop(c)) => return Err(c),
     };
     if backend.mode == FwdMode::Nat {
         let range = pkt.l4_range();
         let frame = buf.data_mut();
-        let l3 = frame.get_mut(pkt.l2..).ok_or(Counter::DropEthMalformed)?;
+        let l3 = frame.get_mut(pkt.l2..).ok_or(DropReason::EthMalformed)?;
         let outer_l4 = nat::L4At {
             header: false,
             ..pkt.l4
@@ -183,9 +176,9 @@ fn to_real_server<B: PacketBuf>(
         fill_checksum(frame, pkt, range)?;
     }
     let port = egress::deliver(buf, pkt.l2, &route)?;
-    w.counters.inc(Counter::IcmpErrorsToRealServer);
+    cx.w.counters.inc(Counter::IcmpErrorsToRealServer);
     if stateless {
-        w.counters.inc(Counter::IcmpErrorsStateless);
+        cx.w.counters.inc(Counter::IcmpErrorsStateless);
     }
     Ok(Action::Tx(port))
 }
@@ -193,29 +186,28 @@ fn to_real_server<B: PacketBuf>(
 /// An error from (or about) a NAT real server's side, quoting a step-2 packet (client ->
 /// real server:port): un-NATed to quote client -> VIP:port, and from the VIP when the real
 /// server itself sent it.
-#[allow(clippy::too_many_arguments)] // the pipeline's per-frame context, passed by reference
 fn to_client<B: PacketBuf>(
     buf: &mut B,
     pkt: &Pkt,
     q: &Quote,
     endpoint: NatEndpoint,
-    rx_port: u16,
-    w: &mut WorkerState,
-    snap: &Snapshot,
-    now: u64,
+    cx: &mut Ctx<'_, '_>,
 ) -> Verdict {
-    let _ = rx_port;
+    let (snap, now) = (cx.snap, cx.now);
     if endpoint.fnat {
         // About a full-NAT connection's real-server side (quoting local -> real server): its
         // client is known only to the entry; not relayed in this version.
-        return Err(Counter::DropFnatIcmpError);
+        return Err(DropReason::FnatIcmpError);
     }
     let unique_service = endpoint.service;
-    if let Some(owner) = w.owner_elsewhere(endpoint.ownership, &q.key.src, q.key.src_port) {
+    if let Some(owner) =
+        cx.w.owner_elsewhere(endpoint.ownership, &q.key.src, q.key.src_port)
+    {
         return Ok(Action::Steer(owner));
     }
     let reply = q.key.reversed(); // real server -> client: the connection's reply key
-    let from_entry = match w
+    let from_entry = match cx
+        .w
         .flows
         .lookup(&reply, crate::flow::FlowTable::hash(&reply), now)
     {
@@ -224,12 +216,12 @@ fn to_client<B: PacketBuf>(
     };
     let service = from_entry
         .or(unique_service)
-        .ok_or(Counter::DropIcmpErrorNoFlow)?;
+        .ok_or(DropReason::IcmpErrorNoFlow)?;
     let svc = snap
         .services
         .get(service as usize)
-        .ok_or(Counter::DropIcmpErrorNoFlow)?;
-    let hop = match egress::resolve_client(&pkt.key.dst, snap, w)? {
+        .ok_or(DropReason::IcmpErrorNoFlow)?;
+    let hop = match egress::resolve_client(&pkt.key.dst, snap, cx.w)? {
         Ok(hop) => hop,
         Err(ask) => return Ok(ask),
     };
@@ -237,16 +229,16 @@ fn to_client<B: PacketBuf>(
     let egress = snap
         .ports
         .get(usize::from(port))
-        .ok_or(Counter::DropNoRoute)?;
+        .ok_or(DropReason::NoRoute)?;
     if pkt.ttl <= 1 {
-        return Err(Counter::DropTtlExceeded);
+        return Err(DropReason::TtlExceeded);
     }
     if pkt.len > usize::from(egress.mtu) {
-        return Err(Counter::DropTooBig);
+        return Err(DropReason::TooBig);
     }
     let range = pkt.l4_range();
     let frame = buf.data_mut();
-    let l3 = frame.get_mut(pkt.l2..).ok_or(Counter::DropEthMalformed)?;
+    let l3 = frame.get_mut(pkt.l2..).ok_or(DropReason::EthMalformed)?;
     let outer_l4 = nat::L4At {
         header: false,
         ..pkt.l4
@@ -259,7 +251,7 @@ fn to_client<B: PacketBuf>(
     icmp_relay::rewrite_quote(frame, q, QuotedSide::Dst, &to_mapped(svc.vip), svc.port)?;
     fill_checksum(frame, pkt, range)?;
     set_macs(frame, egress.mac, mac);
-    w.counters.inc(Counter::IcmpErrorsToClient);
+    cx.w.counters.inc(Counter::IcmpErrorsToClient);
     Ok(Action::Tx(port))
 }
 
@@ -268,7 +260,7 @@ fn fill_checksum(
     frame: &mut [u8],
     pkt: &Pkt,
     range: std::ops::Range<usize>,
-) -> Result<(), Counter> {
+) -> Result<(), DropReason> {
     if pkt.v4 {
         return icmp_relay::fill_checksum(frame, range.start, range.end, None);
     }
@@ -278,12 +270,12 @@ fn fill_checksum(
     src.copy_from_slice(
         frame
             .get(ip + 8..ip + 24)
-            .ok_or(Counter::DropIpv6Malformed)?,
+            .ok_or(DropReason::Ipv6Malformed)?,
     );
     dst.copy_from_slice(
         frame
             .get(ip + 24..ip + 40)
-            .ok_or(Counter::DropIpv6Malformed)?,
+            .ok_or(DropReason::Ipv6Malformed)?,
     );
     icmp_relay::fill_checksum(frame, range.start, range.end, Some((&src, &dst)))
 }

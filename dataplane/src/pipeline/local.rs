@@ -1,7 +1,7 @@
 //! What vipd answers itself: ARP for its addresses and VIPs, ICMP echo.
 
 use super::{set_macs, Action, Pkt, Verdict, WorkerState, OWN_TTL};
-use crate::counters::Counter;
+use crate::counters::{Counter, DropReason};
 use crate::flow::key::{from_mapped, to_mapped};
 use crate::io::PacketBuf;
 use crate::snapshot::Snapshot;
@@ -24,7 +24,7 @@ pub(super) fn arp(
     w: &WorkerState,
     snap: &Snapshot,
 ) -> Verdict {
-    let a = ArpPacket::new_checked(&frame[l2..]).map_err(|_| Counter::DropArpIgnored)?;
+    let a = ArpPacket::new_checked(&frame[l2..]).map_err(|_| DropReason::ArpIgnored)?;
     let (sender_mac, sender_ip, target_ip) = (a.sender_mac(), a.sender_ip(), a.target_ip());
     // A probe (RFC 5227) comes from 0.0.0.0 and is answered; any other sender must be an
     // address a host may use, with a unicast MAC, and not ours.
@@ -34,7 +34,7 @@ pub(super) fn arp(
         || (!probe && !addr::is_unicast_source_v4(sender_ip.octets()))
         || snap.is_local(&IpAddr::V4(sender_ip))
     {
-        return Err(Counter::DropArpInvalid);
+        return Err(DropReason::ArpInvalid);
     }
     let target = IpAddr::V4(target_ip);
     match a.operation() {
@@ -64,7 +64,7 @@ pub(super) fn arp(
         {
             Ok(Action::ToControl)
         }
-        _ => Err(Counter::DropArpIgnored),
+        _ => Err(DropReason::ArpIgnored),
     }
 }
 
@@ -80,19 +80,19 @@ pub(super) fn echo<B: PacketBuf>(
     let port = snap
         .ports
         .get(usize::from(rx_port))
-        .ok_or(Counter::DropNoRoute)?;
+        .ok_or(DropReason::NoRoute)?;
     if pkt.len > usize::from(port.mtu) {
         // A request larger than the port sends (it took a jumbo frame to come in): its reply
         // would be too, and vipd does not fragment.
-        return Err(Counter::DropTooBig);
+        return Err(DropReason::TooBig);
     }
     let (src, dst) = (from_mapped(&pkt.key.src), from_mapped(&pkt.key.dst));
     let frame = buf.data_mut();
-    let l3 = frame.get_mut(pkt.l2..).ok_or(Counter::DropEthMalformed)?;
+    let l3 = frame.get_mut(pkt.l2..).ok_or(DropReason::EthMalformed)?;
     match (src, dst) {
         (IpAddr::V4(src), IpAddr::V4(dst)) => {
             let mut ip =
-                Ipv4Packet::new_checked(&mut *l3).map_err(|_| Counter::DropIpv4Malformed)?;
+                Ipv4Packet::new_checked(&mut *l3).map_err(|_| DropReason::Ipv4Malformed)?;
             ip.set_src(dst);
             ip.set_dst(src);
             ip.set_ttl(OWN_TTL);
@@ -100,13 +100,13 @@ pub(super) fn echo<B: PacketBuf>(
         }
         (IpAddr::V6(src), IpAddr::V6(dst)) => {
             let mut ip =
-                Ipv6Packet::new_checked(&mut *l3).map_err(|_| Counter::DropIpv6Malformed)?;
+                Ipv6Packet::new_checked(&mut *l3).map_err(|_| DropReason::Ipv6Malformed)?;
             ip.set_src(dst);
             ip.set_dst(src);
             ip.set_hop_limit(OWN_TTL);
             // Swapping the addresses leaves the pseudo-header sum unchanged.
         }
-        _ => return Err(Counter::DropUnsupportedProtocol),
+        _ => return Err(DropReason::UnsupportedProtocol),
     }
     let reply = if pkt.v4 {
         icmp::v4::ECHO_REPLY
@@ -115,9 +115,9 @@ pub(super) fn echo<B: PacketBuf>(
     };
     let msg = frame
         .get_mut(pkt.l4_range())
-        .ok_or(Counter::DropL4Malformed)?;
+        .ok_or(DropReason::L4Malformed)?;
     IcmpPacket::new_checked(msg)
-        .map_err(|_| Counter::DropL4Malformed)?
+        .map_err(|_| DropReason::L4Malformed)?
         .set_type_incremental(reply);
     // Echo replies go back where the request came from: to its source MAC on the same port.
     let requester = MacAddr([frame[6], frame[7], frame[8], frame[9], frame[10], frame[11]]);

@@ -4,7 +4,7 @@
 //! fitted to it: tagged with the VLAN's id (the tag rewritten, inserted or kept), or untagged
 //! on the port itself. Only bursts of a snapshot with VLANs come here.
 
-use crate::counters::Counter;
+use crate::counters::DropReason;
 use crate::io::PacketBuf;
 use crate::snapshot::Snapshot;
 use crate::wire::vlan::{self, VlanHeader, TAG_LEN};
@@ -26,33 +26,33 @@ pub(super) fn to_wire<B: PacketBuf>(
     buf: &mut B,
     iface: u16,
     snap: &Snapshot,
-) -> Result<u16, Counter> {
+) -> Result<u16, DropReason> {
     let want = snap
         .ports
         .get(usize::from(iface))
-        .ok_or(Counter::DropNoRoute)?
+        .ok_or(DropReason::NoRoute)?
         .vlan;
     let tagged = vlan::vid_of(buf.data()).is_some();
     match (tagged, want) {
         (false, None) => Ok(iface),
         (true, Some(v)) => {
             let mut h =
-                VlanHeader::new_checked(buf.data_mut()).map_err(|_| Counter::DropEthMalformed)?;
+                VlanHeader::new_checked(buf.data_mut()).map_err(|_| DropReason::EthMalformed)?;
             h.set_vid(v.id);
             Ok(v.parent)
         }
         (false, Some(v)) => {
             if !buf.prepend(TAG_LEN) {
-                return Err(Counter::DropNoHeadroom);
+                return Err(DropReason::NoHeadroom);
             }
             if !vlan::insert_tag(buf.data_mut(), v.id) {
-                return Err(Counter::DropEthMalformed);
+                return Err(DropReason::EthMalformed);
             }
             Ok(v.parent)
         }
         (true, None) => {
             if !vlan::remove_tag(buf.data_mut()) || !buf.adj(TAG_LEN) {
-                return Err(Counter::DropEthMalformed);
+                return Err(DropReason::EthMalformed);
             }
             Ok(iface)
         }

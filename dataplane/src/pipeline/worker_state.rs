@@ -6,7 +6,7 @@ use super::fast4::classify::First;
 use super::fast4::Staged4;
 use super::STAGE;
 use crate::backend_stats::{BackendStats, DEFAULT_BACKEND_SLOTS};
-use crate::counters::{Counter, WorkerCounters};
+use crate::counters::{Counter, DropReason, WorkerCounters};
 use crate::flow::hash::{owner_hash, owner_hash4};
 use crate::flow::FlowTable;
 use crate::fwd::fragment::{FragmentTracker, FRAGMENT_SLOTS};
@@ -70,7 +70,7 @@ impl Scratch {
         Box::new(Scratch {
             first: [First::Fallback; STAGE],
             fast: [Staged4::EMPTY; STAGE],
-            general: [Staged::Done(Err(Counter::DropEthMalformed)); STAGE],
+            general: [Staged::Done(Err(DropReason::EthMalformed)); STAGE],
         })
     }
 }

@@ -359,7 +359,7 @@ pub(crate) fn tunnel_source(r: &Record, flow_hash: u32) -> u32 {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::counters::Counter;
+    use crate::counters::DropReason;
     use crate::flow::key::to_mapped;
     use crate::snapshot::{BackendSpec, PortInfo, ServiceSpec};
     use proptest::prelude::*;
@@ -460,7 +460,7 @@ mod tests {
                 if want.is_none() {
                     prop_assert!(matches!(
                         snap.resolve_key(&key),
-                        Err(Counter::DropNeighbourUnresolved | Counter::DropNoRoute)
+                        Err(DropReason::NeighbourUnresolved | DropReason::NoRoute)
                     ));
                 }
             }

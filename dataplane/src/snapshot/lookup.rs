@@ -8,7 +8,7 @@
 //! compares, instead of walking `PortInfo`'s `ipnet` prefixes per packet.
 
 use super::PortInfo;
-use crate::counters::Counter;
+use crate::counters::DropReason;
 use crate::wire::MacAddr;
 use std::net::IpAddr;
 
@@ -179,7 +179,7 @@ impl PortLookups {
         &self,
         dst: &[u8; 16],
         neighbours: &Map<u128, MacAddr>,
-    ) -> Result<(u16, MacAddr), Counter> {
+    ) -> Result<(u16, MacAddr), DropReason> {
         let on_link = if crate::wire::addr::is_mapped(dst) {
             let a = addr_key(dst) as u32;
             self.links4
@@ -199,12 +199,12 @@ impl PortLookups {
             Ok(port) => neighbours
                 .get(&addr_key(dst))
                 .map(|&mac| (port, mac))
-                .ok_or(Counter::DropNeighbourUnresolved),
+                .ok_or(DropReason::NeighbourUnresolved),
             Err(Some(d)) => d
                 .mac
                 .map(|mac| (d.port, mac))
-                .ok_or(Counter::DropNeighbourUnresolved),
-            Err(None) => Err(Counter::DropNoRoute),
+                .ok_or(DropReason::NeighbourUnresolved),
+            Err(None) => Err(DropReason::NoRoute),
         }
     }
 
@@ -296,11 +296,11 @@ mod tests {
                 let key = to_mapped(dst);
                 let walked = route(&ports, &dst);
                 let want = match walked {
-                    None => Err(Counter::DropNoRoute),
+                    None => Err(DropReason::NoRoute),
                     Some(r) => neighbours
                         .get(&r.next_hop)
                         .map(|&m| (r.port, m))
-                        .ok_or(Counter::DropNeighbourUnresolved),
+                        .ok_or(DropReason::NeighbourUnresolved),
                 };
                 prop_assert_eq!(snap.resolve_key(&key), want, "resolve {}", dst);
                 prop_assert_eq!(

@@ -324,7 +324,7 @@ pub(crate) fn sized_inner(src: IpAddr, dst: IpAddr, dont_frag: bool, len: usize)
 #[test]
 fn mtu_boundary_and_too_big() {
     let too_big = |mtu| Err(TunnelError::TooBig { mtu });
-    let drop = Err(TunnelError::Drop(Counter::DropTunnelTooBig));
+    let drop = Err(TunnelError::Drop(DropReason::TunnelTooBig));
     let (c4, c6) = (v4("192.0.2.50"), v6("2001:db8::50"));
     let (o4, r4, o6, r6) = (
         v4("10.0.0.10"),
@@ -377,7 +377,7 @@ fn too_big_below_family_minimum_is_dropped() {
     };
     assert_eq!(
         encapsulate(&mut buf, 14, &o),
-        Err(TunnelError::Drop(Counter::DropTunnelTooBig))
+        Err(TunnelError::Drop(DropReason::TunnelTooBig))
     );
     // An MTU smaller than the overhead does not underflow.
     let ip = inner_ip(v4("192.0.2.50"), v4("10.100.0.1"), 0, true, PAYLOAD);
@@ -388,7 +388,7 @@ fn too_big_below_family_minimum_is_dropped() {
     };
     assert_eq!(
         encapsulate(&mut buf, 14, &o),
-        Err(TunnelError::Drop(Counter::DropTunnelTooBig))
+        Err(TunnelError::Drop(DropReason::TunnelTooBig))
     );
 }
 
@@ -424,7 +424,7 @@ fn no_headroom_is_an_error_and_leaves_the_frame() {
     let mut buf = NoHeadroom(VecBuf::new(&input));
     assert_eq!(
         encapsulate(&mut buf, 14, &o),
-        Err(TunnelError::Drop(Counter::DropNoHeadroom))
+        Err(TunnelError::Drop(DropReason::NoHeadroom))
     );
     assert_eq!(buf.data(), &input[..]);
     // A VecBuf with 30 bytes of headroom left: enough for 20, not for 40.
@@ -439,7 +439,7 @@ fn no_headroom_is_an_error_and_leaves_the_frame() {
     let o6 = outer(v6("fd00::10"), v6("fd00::21"));
     assert_eq!(
         encapsulate(&mut buf, 14, &o6),
-        Err(TunnelError::Drop(Counter::DropNoHeadroom))
+        Err(TunnelError::Drop(DropReason::NoHeadroom))
     );
     assert_eq!(buf.data(), &input[..]);
     let mut buf = drained(&input);
@@ -457,7 +457,7 @@ fn bad_input_never_panics() {
     let mixed = outer(v4("10.0.0.10"), v6("fd00::21"));
     assert_eq!(
         encapsulate(&mut buf, 14, &mixed),
-        Err(TunnelError::Drop(Counter::DropTunnelNoSource))
+        Err(TunnelError::Drop(DropReason::TunnelNoSource))
     );
     assert_eq!(buf.data(), &good[..]);
     // Every truncation, every l2 length, a few corruptions.
@@ -481,7 +481,7 @@ fn bad_input_never_panics() {
     let mut buf = VecBuf::new(&arp);
     assert_eq!(
         encapsulate(&mut buf, 14, &o),
-        Err(TunnelError::Drop(Counter::DropUnsupportedEthertype))
+        Err(TunnelError::Drop(DropReason::UnsupportedEthertype))
     );
     // EtherType IPv6 over an IPv4 packet.
     let mut lie = good;
@@ -489,7 +489,7 @@ fn bad_input_never_panics() {
     let mut buf = VecBuf::new(&lie);
     assert_eq!(
         encapsulate(&mut buf, 14, &o),
-        Err(TunnelError::Drop(Counter::DropIpv6Malformed))
+        Err(TunnelError::Drop(DropReason::Ipv6Malformed))
     );
 }
 

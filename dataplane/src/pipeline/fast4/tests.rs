@@ -15,7 +15,7 @@
 mod common;
 
 use crate::backend_stats::BackendCounts;
-use crate::counters::Counter;
+use crate::counters::{Counter, DropReason};
 use crate::flow::{FlowInfo, FlowTable, Timeouts};
 use crate::io::mem::VecBuf;
 use crate::io::PacketBuf;
@@ -544,7 +544,7 @@ fn fast_classify_stages_what_classify_does() {
                 owner,
                 hash: f.hash,
             }),
-            First::NotLocal => Some(Staged::Done(Err(Counter::DropNotLocal))),
+            First::NotLocal => Some(Staged::Done(Err(DropReason::NotLocal))),
         };
         if let Some(st) = got {
             taken.set(taken.get() + 1);
