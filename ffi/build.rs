@@ -69,6 +69,9 @@ fn main() {
         }
     };
     println!("cargo:version={}", lib.version);
+    // The bonding PMD's API (rte_eth_bond_*) is not in libdpdk's link line: link its library
+    // (the same file the EAL loads the PMD from, so it is loaded once).
+    println!("cargo:rustc-link-lib=dylib=rte_net_bond");
     let cflags = dpdk_cflags();
 
     // 2. The shim, compiled with the same flags as DPDK's users.

@@ -5,6 +5,7 @@
 //! service, real server). docs/metrics.md lists every family.
 
 mod api_and_health;
+mod bond;
 
 use crate::kernel::counters::KernelCounter;
 use crate::view::{Shared, View};
@@ -24,6 +25,8 @@ pub struct PortGauges {
     pub link_up: bool,
     /// The NIC's counters (None when the PMD gives none).
     pub stats: Option<PortStats>,
+    /// A bond's members: (device name, link up, counters).
+    pub members: Vec<(String, bool, Option<PortStats>)>,
 }
 
 /// Gauges the control thread knows.
@@ -123,6 +126,7 @@ pub fn render(shared: &Shared, view: &View) -> String {
     let mut f = Families::default();
     worker_families(shared, view, &mut f);
     control_families(view, &mut f);
+    bond::member_families(&view.gauges.ports, &mut f);
     kernel_families(shared, &mut f);
     scaleout_families(shared, &mut f);
     real_server_families(shared, view, &mut f);
@@ -644,6 +648,7 @@ mod tests {
                     name: "lan".into(),
                     link_up: true,
                     stats: Some(PortStats::default()),
+                    members: vec![("net_tap1".into(), false, Some(PortStats::default()))],
                 }],
                 neighbours: vec![("static", 0), ("incomplete", 0), ("reachable", 1)],
                 worker_stalled: vec![false],

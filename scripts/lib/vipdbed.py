@@ -69,8 +69,12 @@ class Vipd:
 
     def __init__(self, name, workers=1, qpairs=1, services=None, timeouts=None, binary=None, idle_sleep_us=200, token=None,
                  hugepages=False, kernel_interface=None, api_keys=(), cacert=None, extra="", ns=None,
-                 api_port=API_PORT):
+                 api_port=API_PORT, device=None, port_keys=""):
         self.name = name
+        # The port's device string (default: net_af_packet on the LB's veth), and further
+        # TOML of the port after its own keys (a [ports.bond] table, say).
+        self.device = device
+        self.port_keys = port_keys
         self.ns = ns or f"{PREFIX}-lb"
         self.api_port = api_port
         # The port's kernel interface (exception path): health checks need it in this bed, the
@@ -106,7 +110,7 @@ class Vipd:
 
     def write_config(self, services):
         cores = "[1]" if self.workers == 1 else "[0, 1]"
-        dev = f"net_af_packet0,iface={PREFIX}-lb0" + (f",qpairs={self.qpairs}" if self.qpairs > 1 else "")
+        dev = self.device or (f"net_af_packet0,iface={PREFIX}-lb0" + (f",qpairs={self.qpairs}" if self.qpairs > 1 else ""))
         t = {"tcp_syn": 10, "tcp_established": 60, "tcp_fin": 3, "tcp_time_wait": 3, "tcp_close": 3, "udp": 3}
         t.update(self.timeouts)
         text = f"""
@@ -144,6 +148,7 @@ gateway = "10.77.0.1"
 ipv6 = "fd00:77::10/64"
 gateway6 = "fd00:77::1"
 {f'kernel_interface = "{self.kernel_interface}"' if self.kernel_interface else ""}
+{self.port_keys}
 """
         for s in services:
             text += f"""

@@ -3,6 +3,7 @@
 //! restart ([`reload`]). Errors name the file, the key and what is wrong.
 
 pub mod bgp;
+pub mod bond;
 pub mod eal;
 pub mod model;
 pub mod reload;

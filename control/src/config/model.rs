@@ -375,6 +375,23 @@ pub struct PortConfig {
     /// (addresses, gateways, neighbours); the port's own addresses are its untagged traffic.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub vlans: Vec<VlanConfig>,
+    /// `[ports.bond]`: the port is a DPDK bonding device (`device = "net_bondingN"`) over
+    /// these members; vipd creates the members and the bond, and uses only the bond.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bond: Option<BondConfig>,
+}
+
+/// `[ports.bond]`: a port made of several devices by DPDK's bonding PMD (`net_bonding`).
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct BondConfig {
+    /// `active-backup` (DPDK mode 1): one member carries the traffic, another takes over
+    /// when its link goes down. `lacp` (mode 4) is refused for now (docs/configuration.md).
+    pub mode: String,
+    /// The member devices, as a port's `device` is written (a vdev string or a PCI address).
+    /// The first carries the traffic from the start; on its link's failure the next whose
+    /// link is up takes over, and keeps it (no move back while its link stays up).
+    pub members: Vec<String>,
 }
 
 /// `[[ports.vlans]]`: one 802.1Q VLAN of a port. It shares the port's MAC and MTU.

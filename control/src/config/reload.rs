@@ -171,6 +171,12 @@ pub fn restart_only_changes(old: &Config, new: &Config) -> Vec<String> {
             format!("{:?}", p.kernel_interface),
             format!("{:?}", q.kernel_interface),
         );
+        // A bond's members and mode are devices the EAL creates at start.
+        diff(
+            format!("ports[{i}].bond"),
+            format!("{:?}", p.bond),
+            format!("{:?}", q.bond),
+        );
     }
     out
 }

@@ -1,5 +1,7 @@
 //! DPDK EAL arguments and mbuf pool sizing for a configuration.
 
+use crate::config::bond::bond_devargs;
+pub use crate::config::bond::device_name;
 use crate::config::Config;
 use crate::kernel::exception::BURSTS_PER_ROUND;
 use crate::kernel::plan::TAP_DESCRIPTORS;
@@ -39,15 +41,31 @@ pub fn eal_args(config: &Config) -> Vec<String> {
             mem.to_string(),
         ]);
     }
-    if !config.ports.iter().any(|p| is_pci_address(&p.device)) {
+    let any_pci = config.ports.iter().any(|p| {
+        is_pci_address(&p.device)
+            || p.bond
+                .as_ref()
+                .is_some_and(|b| b.members.iter().any(|m| is_pci_address(m)))
+    });
+    if !any_pci {
         // Only virtual devices: never let the EAL probe (and try to take) the host's NICs.
         args.push("--no-pci".into());
     }
-    for p in &config.ports {
-        if is_pci_address(&p.device) {
-            args.extend(["-a".into(), p.device.clone()]);
+    let mut device = |dev: &str| {
+        if is_pci_address(dev) {
+            args.extend(["-a".into(), dev.to_string()]);
         } else {
-            args.extend(["--vdev".into(), p.device.clone()]);
+            args.extend(["--vdev".into(), dev.to_string()]);
+        }
+    };
+    for p in &config.ports {
+        match &p.bond {
+            // A bond's members exist before the bond that takes them.
+            Some(bond) => {
+                bond.members.iter().for_each(|m| device(m));
+                device(&bond_devargs(&p.device, bond));
+            }
+            None => device(&p.device),
         }
     }
     args.extend(e.extra_args.iter().cloned());
@@ -107,12 +125,6 @@ fn is_pci_address(dev: &str) -> bool {
     !dev.contains('=') && dev.contains(':') && dev.contains('.') && !dev.starts_with("net_")
 }
 
-/// The DPDK name a port's device is found by: a vdev's name before its arguments, or the PCI
-/// address.
-pub fn device_name(dev: &str) -> &str {
-    dev.split(',').next().unwrap_or(dev)
-}
-
 /// Mbufs for ports x queues x descriptors, the kernel interfaces' taps, the rings, the bursts
 /// in flight, plus slack; rounded to 2^n - 1 (the mempool's best size).
 pub fn pool_size(config: &Config) -> u32 {
@@ -140,8 +152,14 @@ pub fn pool_warning(config: &Config) -> Option<String> {
 fn mbufs_needed(config: &Config) -> u64 {
     let dp = &config.dataplane;
     let workers = dp.worker_cores.len() as u64;
+    // A bond's members hold the descriptors the bond is configured with, each its own.
+    let devices: u64 = config
+        .ports
+        .iter()
+        .map(|p| p.bond.as_ref().map_or(1, |b| b.members.len().max(1)) as u64)
+        .sum();
     let ports = config.ports.len() as u64;
-    ports * workers * (u64::from(dp.rx_descriptors) + u64::from(dp.tx_descriptors))
+    devices * workers * (u64::from(dp.rx_descriptors) + u64::from(dp.tx_descriptors))
         + (workers + 2) * RING_CAPACITY as u64
         + workers * (ports + 2) * BURST as u64
         + kernel_interfaces(config) * kernel_mbufs()
@@ -167,6 +185,7 @@ mod tests {
             tunnel_source6: None,
             kernel_interface: kernel.map(str::to_string),
             vlans: Vec::new(),
+            bond: None,
         }
     }
 
@@ -225,6 +244,28 @@ mod tests {
             "{joined}"
         );
         assert!(!joined.contains("--proc-type"), "{joined}");
+    }
+
+    #[test]
+    fn a_bond_follows_its_members() {
+        let mut c = config(false);
+        let mut bonded = port("a", None);
+        bonded.device = "net_bonding0".into();
+        bonded.bond = Some(crate::config::BondConfig {
+            mode: "active-backup".into(),
+            members: vec!["net_tap0,iface=m0".into(), "0000:01:00.1".into()],
+        });
+        c.ports = vec![bonded, port("b", None)];
+        let joined = eal_args(&c).join(" ");
+        assert!(
+            joined.ends_with(
+                "-m 512 --vdev net_tap0,iface=m0 -a 0000:01:00.1 --vdev net_bonding0,mode=1,slave=net_tap0,slave=0000:01:00.1 --vdev net_ring_b"
+            ),
+            "{joined}"
+        );
+        c.ports.truncate(1);
+        c.ports[0].bond.as_mut().unwrap().members[1] = "net_tap1,iface=m1".into();
+        assert!(eal_args(&c).iter().any(|a| a == "--no-pci"));
     }
 
     #[test]

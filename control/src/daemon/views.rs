@@ -145,6 +145,12 @@ pub fn view(src: &Sources) -> View {
             json!({
                 "name": p.name, "device": p.device, "driver": p.port.driver(), "mac": p.mac.to_string(),
                 "link_up": p.link_up, "queues": p.port.queues(), "rss": p.port.rss_enabled(),
+                "members": p.members.iter().map(|m| json!({
+                    "device": m.name, "link_up": m.link_up,
+                    "active": p.port.bond_primary().ok() == Some(m.watch.id()),
+                    "rx_packets": m.stats.map(|s| s.rx_packets),
+                    "tx_packets": m.stats.map(|s| s.tx_packets),
+                })).collect::<Vec<_>>(),
             })
         })
         .collect();
@@ -188,6 +194,11 @@ pub fn view(src: &Sources) -> View {
                 name: p.name.clone(),
                 link_up: p.link_up,
                 stats: p.stats,
+                members: p
+                    .members
+                    .iter()
+                    .map(|m| (m.name.clone(), m.link_up, m.stats))
+                    .collect(),
             })
             .collect(),
         mempool,

@@ -475,6 +475,21 @@ pub fn status(v: &Value) -> String {
                 "off"
             }
         );
+        // A bond's members: link, and which one carries the traffic.
+        for m in p["members"].as_array().into_iter().flatten() {
+            let up = m["link_up"].as_bool() == Some(true);
+            let _ = writeln!(
+                out,
+                "  member {:<16} link {:<4} {}",
+                s(m, "device"),
+                if up { "up" } else { "down" },
+                if m["active"].as_bool() == Some(true) {
+                    "active"
+                } else {
+                    ""
+                }
+            );
+        }
     }
     out += "Neighbour                      MAC                State       Port Unanswered\n";
     for nb in v["neighbours"].as_array().into_iter().flatten() {
@@ -792,5 +807,22 @@ mod tests {
         assert!(lines.iter().any(|l| l.starts_with("drop_no_service")
             && l.split_whitespace().collect::<Vec<_>>() == ["drop_no_service", "2", "2"]));
         assert!(lines.last().unwrap().starts_with("drops (all reasons)"));
+    }
+
+    #[test]
+    fn status_lists_a_bonds_members() {
+        let v = json!({"ports": [{"name": "lan", "driver": "net_bonding", "mac": "02:77:00:00:00:0a",
+            "link_up": true, "queues": 1, "rss": false, "members": [
+                {"device": "net_tap0", "link_up": false, "active": false},
+                {"device": "net_tap1", "link_up": true, "active": true}]}]});
+        let text = status(&v);
+        assert!(
+            text.contains("  member net_tap0         link down \n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("  member net_tap1         link up   active\n"),
+            "{text}"
+        );
     }
 }

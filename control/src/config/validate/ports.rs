@@ -45,6 +45,7 @@ pub(super) fn ports(config: &Config, warnings: &mut Vec<String>) -> Result<Vec<P
                 format!("`{TAP_VDEV_PREFIX}...` names the taps vipd creates for kernel interfaces: give the device another name (net_tap0, say)"),
             ));
         }
+        crate::config::bond::check(config, i)?;
         addressing(
             &k,
             Addressing {

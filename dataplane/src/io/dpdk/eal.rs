@@ -7,7 +7,31 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use dpdk_sys as sys;
 
 use super::error::{check, cstring, DpdkError};
-use super::port::{dev_info, driver_name, PortInfo};
+use super::port::{dev_info, driver_name, LinkStatus, PortInfo, PortStats};
+
+/// A port's link and counters, read without owning the port (made by [`Eal::watch`], so
+/// the EAL is initialised).
+#[derive(Debug, Clone, Copy)]
+pub struct PortWatch {
+    id: u16,
+}
+
+impl PortWatch {
+    /// The port id.
+    pub fn id(&self) -> u16 {
+        self.id
+    }
+
+    /// Link state without waiting (`rte_eth_link_get_nowait`).
+    pub fn link_status(&self) -> Result<LinkStatus, DpdkError> {
+        super::port::link_status(self.id)
+    }
+
+    /// Counters (`rte_eth_stats_get`).
+    pub fn stats(&self) -> Result<PortStats, DpdkError> {
+        super::port::stats(self.id)
+    }
+}
 
 /// TSC frequency in Hz (`rte_get_tsc_hz`).
 pub fn tsc_hz() -> u64 {
@@ -182,6 +206,16 @@ impl Eal {
             rss_offloads: info.flow_type_rss_offloads,
             reta_size: info.reta_size,
         })
+    }
+
+    /// A read-only handle on a port vipd does not configure itself (a bond's member, which
+    /// the bond configures): its link and counters.
+    pub fn watch(&self, port_id: u16) -> Result<PortWatch, DpdkError> {
+        // SAFETY: a bounds-checked lookup in the ethdev table.
+        if unsafe { sys::rte_eth_dev_is_valid_port(port_id) } != 1 {
+            return Err(DpdkError::PortNotFound(format!("port {port_id}")));
+        }
+        Ok(PortWatch { id: port_id })
     }
 
     /// Create a virtual device after init (`rte_dev_probe`) and return its port id.

@@ -26,6 +26,7 @@ use dpdk_sys as sys;
 
 pub use eal::{
     lcore_id, pause, register_thread, socket_id, tsc_cycles, tsc_hz, unregister_thread, Eal,
+    PortWatch,
 };
 pub use error::{rte_errno, strerror, DpdkError};
 pub use mbuf::{Drain, Mbuf, MbufBurst};

@@ -358,16 +358,7 @@ impl Port {
 
     /// Link state without waiting (`rte_eth_link_get_nowait`).
     pub fn link_status(&self) -> Result<LinkStatus, DpdkError> {
-        let mut link = sys::rte_eth_link::default();
-        let id = self.id();
-        // SAFETY: valid port; link is a valid out pointer.
-        let ret = unsafe { sys::rte_eth_link_get_nowait(id, &mut link) };
-        check(ret, || format!("rte_eth_link_get_nowait(port {id})"))?;
-        Ok(LinkStatus {
-            up: link.link_status() == sys::RTE_ETH_LINK_UP as u16,
-            speed_mbps: link.link_speed,
-            full_duplex: link.link_duplex() == sys::RTE_ETH_LINK_FULL_DUPLEX as u16,
-        })
+        link_status(self.id())
     }
 
     /// Promiscuous mode on or off (`rte_eth_promiscuous_enable/disable`).
@@ -406,23 +397,32 @@ impl Port {
         check(ret, || format!("rte_eth_dev_set_mtu(port {id}, {mtu})")).map(|_| ())
     }
 
+    /// A bond's member that carries its traffic in active-backup mode
+    /// (`rte_eth_bond_primary_get`); an error when the port is no bond.
+    pub fn bond_primary(&self) -> Result<u16, DpdkError> {
+        let id = self.id();
+        // SAFETY: valid port; the bonding PMD checks that it is a bond.
+        let ret = unsafe { sys::rte_eth_bond_primary_get(id) };
+        check(ret, || format!("rte_eth_bond_primary_get(port {id})")).map(|p| p as u16)
+    }
+
+    /// Make `member` the bond's primary (`rte_eth_bond_primary_set`): in active-backup mode
+    /// it carries the traffic from the next burst on.
+    pub fn set_bond_primary(&self, member: u16) -> Result<(), DpdkError> {
+        let id = self.id();
+        // SAFETY: valid port; the bonding PMD checks the bond and that `member` is one of its
+        // members. It switches the primary itself on a member's link interrupt, under
+        // running bursts, the same way.
+        let ret = unsafe { sys::rte_eth_bond_primary_set(id, member) };
+        check(ret, || {
+            format!("rte_eth_bond_primary_set(port {id}, member {member})")
+        })
+        .map(|_| ())
+    }
+
     /// Port counters (`rte_eth_stats_get`).
     pub fn stats(&self) -> Result<PortStats, DpdkError> {
-        let mut s = sys::rte_eth_stats::default();
-        let id = self.id();
-        // SAFETY: valid port; s is a valid out pointer.
-        let ret = unsafe { sys::rte_eth_stats_get(id, &mut s) };
-        check(ret, || format!("rte_eth_stats_get(port {id})"))?;
-        Ok(PortStats {
-            rx_packets: s.ipackets,
-            tx_packets: s.opackets,
-            rx_bytes: s.ibytes,
-            tx_bytes: s.obytes,
-            rx_missed: s.imissed,
-            rx_errors: s.ierrors,
-            tx_errors: s.oerrors,
-            rx_nombuf: s.rx_nombuf,
-        })
+        stats(self.id())
     }
 }
 
@@ -441,6 +441,37 @@ impl Drop for Port {
             sys::rte_eth_dev_close(id);
         }
     }
+}
+
+/// Link state of a valid port without waiting (`rte_eth_link_get_nowait`).
+pub(super) fn link_status(id: u16) -> Result<LinkStatus, DpdkError> {
+    let mut link = sys::rte_eth_link::default();
+    // SAFETY: link is a valid out pointer; DPDK checks the port id.
+    let ret = unsafe { sys::rte_eth_link_get_nowait(id, &mut link) };
+    check(ret, || format!("rte_eth_link_get_nowait(port {id})"))?;
+    Ok(LinkStatus {
+        up: link.link_status() == sys::RTE_ETH_LINK_UP as u16,
+        speed_mbps: link.link_speed,
+        full_duplex: link.link_duplex() == sys::RTE_ETH_LINK_FULL_DUPLEX as u16,
+    })
+}
+
+/// Counters of a valid port (`rte_eth_stats_get`).
+pub(super) fn stats(id: u16) -> Result<PortStats, DpdkError> {
+    let mut s = sys::rte_eth_stats::default();
+    // SAFETY: s is a valid out pointer; DPDK checks the port id.
+    let ret = unsafe { sys::rte_eth_stats_get(id, &mut s) };
+    check(ret, || format!("rte_eth_stats_get(port {id})"))?;
+    Ok(PortStats {
+        rx_packets: s.ipackets,
+        tx_packets: s.opackets,
+        rx_bytes: s.ibytes,
+        tx_bytes: s.obytes,
+        rx_missed: s.imissed,
+        rx_errors: s.ierrors,
+        tx_errors: s.oerrors,
+        rx_nombuf: s.rx_nombuf,
+    })
 }
 
 pub(super) fn driver_name(info: &sys::rte_eth_dev_info) -> String {

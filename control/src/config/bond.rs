@@ -1,0 +1,257 @@
+//! `[ports.bond]`: a port made of several devices by DPDK's bonding PMD. The validator's part
+//! (mode, members, no member used twice or as a port of its own) and the EAL device strings
+//! vipd builds from it: the members first, then the bond that takes them.
+
+use super::model::{BondConfig, Config};
+use super::validate::Invalid;
+use crate::kernel::plan::TAP_VDEV_PREFIX;
+
+/// The DPDK driver (and device name prefix) of a bond.
+pub const BOND_DRIVER: &str = "net_bonding";
+
+/// A bonding mode vipd runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BondMode {
+    /// DPDK mode 1: one member carries the traffic; the next whose link is up takes over.
+    ActiveBackup,
+}
+
+impl BondMode {
+    /// Parse `ports[i].bond.mode`.
+    pub fn parse(mode: &str) -> Result<BondMode, String> {
+        match mode {
+            "active-backup" => Ok(BondMode::ActiveBackup),
+            "lacp" | "802.3ad" => Err(format!(
+                "`{mode}` (802.3ad, DPDK mode 4) is not supported yet: it needs an LACP partner vipd has not been tested against; use \"active-backup\""
+            )),
+            _ => Err(format!(
+                "`{mode}` is not a bonding mode: \"active-backup\" (\"lacp\" is not supported yet)"
+            )),
+        }
+    }
+
+    /// DPDK's number for the mode (the `mode=` device argument).
+    pub fn dpdk_mode(self) -> u8 {
+        match self {
+            BondMode::ActiveBackup => 1,
+        }
+    }
+}
+
+/// The DPDK name a device string is found by: a vdev's name before its arguments, or the PCI
+/// address.
+pub fn device_name(dev: &str) -> &str {
+    dev.split(',').next().unwrap_or(dev)
+}
+
+/// The bond's device string: `net_bonding0,mode=1,slave=A,slave=B` (DPDK 22.11 calls members
+/// `slave`). No `primary=`: with one, the PMD moves the traffic back to it when its link
+/// returns, which a switch that learned the bond's MAC elsewhere does not follow.
+pub fn bond_devargs(device: &str, bond: &BondConfig) -> String {
+    let mode = BondMode::parse(&bond.mode).map_or(1, BondMode::dpdk_mode);
+    let mut s = format!("{device},mode={mode}");
+    for m in &bond.members {
+        s.push_str(",slave=");
+        s.push_str(device_name(m));
+    }
+    s
+}
+
+fn invalid(key: String, message: String) -> Invalid {
+    Invalid { key, message }
+}
+
+/// Check port `i`'s device against its `[ports.bond]` (or its absence).
+pub fn check(config: &Config, i: usize) -> Result<(), Invalid> {
+    let p = &config.ports[i];
+    let k = |f: &str| format!("ports[{i}].{f}");
+    let Some(bond) = &p.bond else {
+        if p.device.starts_with(BOND_DRIVER) {
+            return Err(invalid(
+                k("device"),
+                format!("`{}` is a bond: list its members in [ports.bond] (mode, members) and vipd creates it", p.device),
+            ));
+        }
+        return Ok(());
+    };
+    if !p.device.starts_with(BOND_DRIVER) || p.device.contains(',') {
+        return Err(invalid(
+            k("device"),
+            format!(
+                "`{}`: a port with [ports.bond] names its bond device `{BOND_DRIVER}<N>` without arguments (vipd writes the mode and the members)",
+                p.device
+            ),
+        ));
+    }
+    BondMode::parse(&bond.mode).map_err(|e| invalid(k("bond.mode"), e))?;
+    if bond.members.len() < 2 {
+        return Err(invalid(
+            k("bond.members"),
+            format!(
+                "{} member(s): a bond needs at least two devices",
+                bond.members.len()
+            ),
+        ));
+    }
+    for (j, m) in bond.members.iter().enumerate() {
+        let key = format!("ports[{i}].bond.members[{j}]");
+        let name = device_name(m);
+        if name.is_empty() {
+            return Err(invalid(key, format!("`{m}` names no device")));
+        }
+        if name.starts_with(BOND_DRIVER) || name.starts_with(TAP_VDEV_PREFIX) {
+            return Err(invalid(
+                key,
+                format!("`{name}`: a member cannot be a bond, nor a `{TAP_VDEV_PREFIX}...` tap (vipd's kernel interfaces)"),
+            ));
+        }
+        if bond.members[..j].iter().any(|o| device_name(o) == name) {
+            return Err(invalid(key, format!("`{name}` is listed twice")));
+        }
+        if let Some(q) = config.ports.iter().find(|q| device_name(&q.device) == name) {
+            return Err(invalid(
+                key,
+                format!("`{name}` is also the device of port `{}`: a bond's members are not ports of their own", q.name),
+            ));
+        }
+        let other = config.ports[..i].iter().find(|q| {
+            q.bond
+                .as_ref()
+                .is_some_and(|b| b.members.iter().any(|o| device_name(o) == name))
+        });
+        if let Some(q) = other {
+            return Err(invalid(
+                key,
+                format!("`{name}` is already a member of port `{}`'s bond", q.name),
+            ));
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::path::Path;
+
+    const BONDED: &str = r#"
+[dataplane]
+worker_cores = [1]
+control_core = 0
+
+[[ports]]
+name = "lan"
+device = "net_bonding0"
+ipv4 = "10.77.0.10/24"
+[ports.bond]
+mode = "active-backup"
+members = ["net_tap0,iface=m0", "net_tap1,iface=m1"]
+
+[[ports]]
+name = "wan"
+device = "net_af_packet0,iface=eth2"
+ipv4 = "10.78.0.10/24"
+"#;
+
+    fn err(text: &str) -> String {
+        Config::parse(text, Path::new("vipd.toml"))
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_else(|| panic!("accepted:\n{text}"))
+    }
+
+    #[test]
+    fn an_active_backup_bond_is_accepted_and_its_devargs_name_every_member() {
+        let (c, v) = Config::parse(BONDED, Path::new("vipd.toml")).unwrap();
+        assert_eq!(v.ports.len(), 2);
+        let p = &c.ports[0];
+        let bond = p.bond.as_ref().unwrap();
+        assert_eq!(
+            bond_devargs(&p.device, bond),
+            "net_bonding0,mode=1,slave=net_tap0,slave=net_tap1"
+        );
+        // Saved and read back, the bond is the same.
+        let text = toml::to_string(&c).unwrap();
+        let (again, _) = Config::parse(&text, Path::new("vipd.toml")).unwrap();
+        assert_eq!(again.ports[0].bond, c.ports[0].bond);
+    }
+
+    #[test]
+    fn bad_bonds_are_refused_naming_the_key() {
+        let cases: &[(&str, &str, &str, &str)] = &[
+            (
+                "mode = \"active-backup\"",
+                "mode = \"round-robin\"",
+                "ports[0].bond.mode",
+                "not a bonding mode",
+            ),
+            (
+                "mode = \"active-backup\"",
+                "mode = \"lacp\"",
+                "ports[0].bond.mode",
+                "not supported yet",
+            ),
+            (
+                "members = [\"net_tap0,iface=m0\", \"net_tap1,iface=m1\"]",
+                "members = [\"net_tap0,iface=m0\"]",
+                "ports[0].bond.members",
+                "at least two",
+            ),
+            (
+                "members = [\"net_tap0,iface=m0\", \"net_tap1,iface=m1\"]",
+                "members = [\"net_tap0,iface=m0\", \"net_tap0,iface=m1\"]",
+                "ports[0].bond.members[1]",
+                "listed twice",
+            ),
+            (
+                "members = [\"net_tap0,iface=m0\", \"net_tap1,iface=m1\"]",
+                "members = [\"net_tap0,iface=m0\", \"net_af_packet0,iface=eth3\"]",
+                "ports[0].bond.members[1]",
+                "also the device of port `wan`",
+            ),
+            (
+                "members = [\"net_tap0,iface=m0\", \"net_tap1,iface=m1\"]",
+                "members = [\"net_tap0,iface=m0\", \"net_bonding1\"]",
+                "ports[0].bond.members[1]",
+                "cannot be a bond",
+            ),
+            (
+                "device = \"net_bonding0\"",
+                "device = \"net_bonding0,mode=4\"",
+                "ports[0].device",
+                "without arguments",
+            ),
+            (
+                "device = \"net_bonding0\"",
+                "device = \"net_af_packet1,iface=eth1\"",
+                "ports[0].device",
+                "net_bonding<N>",
+            ),
+        ];
+        for (from, to, key, what) in cases {
+            let e = err(&BONDED.replace(from, to));
+            assert!(e.contains(key) && e.contains(what), "{to}: {e}");
+        }
+        // A bond device without [ports.bond], and a member another bond already has.
+        let e = err(&BONDED.replace("[ports.bond]\nmode = \"active-backup\"\nmembers = [\"net_tap0,iface=m0\", \"net_tap1,iface=m1\"]\n", ""));
+        assert!(
+            e.contains("ports[0].device") && e.contains("[ports.bond]"),
+            "{e}"
+        );
+        let two = BONDED.replace(
+            "device = \"net_af_packet0,iface=eth2\"\nipv4 = \"10.78.0.10/24\"",
+            "device = \"net_bonding1\"\nipv4 = \"10.78.0.10/24\"\n[ports.bond]\nmode = \"active-backup\"\nmembers = [\"net_tap2,iface=m2\", \"net_tap1,iface=m1\"]",
+        );
+        let e = err(&two);
+        assert!(
+            e.contains("ports[1].bond.members[1]") && e.contains("member of port `lan`"),
+            "{e}"
+        );
+        // An unknown key in [ports.bond] is refused by name.
+        let e = err(&BONDED.replace(
+            "mode = \"active-backup\"",
+            "mode = \"active-backup\"\nprimary = \"x\"",
+        ));
+        assert!(e.contains("primary"), "{e}");
+    }
+}
