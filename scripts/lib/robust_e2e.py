@@ -28,16 +28,14 @@ class BedVipd(Vipd):
 
     def __init__(self, name, capacity=65536, device=None, **kw):
         self.capacity = capacity
-        self.device = device
-        super().__init__(name, **kw)
+        # The port's device is Vipd's own `device` option.
+        super().__init__(name, device=device, **kw)
 
     def write_config(self, services):
         super().write_config(services)
         with open(self.config) as f:
             text = f.read()
         text = text.replace("capacity_per_worker = 65536", f"capacity_per_worker = {self.capacity}")
-        if self.device:
-            text = text.replace(f'device = "net_af_packet0,iface={PREFIX}-lb0"', f'device = "{self.device}"')
         with open(self.config, "w") as f:
             f.write(text)
 
