@@ -272,7 +272,9 @@ def save_and_reload(ctl, v):
         out = []
         for ln in lines:
             ln = re.sub(r"\s+(up|down)$", "", ln)
-            out.append(re.sub(r"^(\s+-> \S+\s+\S+\s+\d+)\s+\d+\s+\d+", r"\1", ln))
+            ln = re.sub(r"^(\s+-> \S+\s+\S+\s+\d+)\s+\d+\s+\d+", r"\1", ln)
+            # The columns' padding follows the widths of the counts taken out.
+            out.append(" ".join(ln.split()))
         return out
     check(unsaved == 0 and config_of(after) == config_of(before),
           "after saving and reloading, -L differs:\n" + "\n".join(before) + "\n---\n" + "\n".join(after))
