@@ -94,6 +94,7 @@ struct Tally {
     forwarded: u64,
     nat_replies: u64,
     steered: u64,
+    flows_created: u64,
 }
 
 impl Tally {
@@ -104,6 +105,7 @@ impl Tally {
             (Counter::Forwarded, self.forwarded),
             (Counter::NatReplies, self.nat_replies),
             (Counter::Steered, self.steered),
+            (Counter::FlowsCreated, self.flows_created),
         ] {
             if n != 0 {
                 c.add(counter, n);
@@ -325,6 +327,7 @@ fn stages<B: PacketBuf, const STEERED: bool>(
                         fast4::reply(buf, f, worker, snap, now_ms, &mut tally)
                     } else {
                         fast4::client(buf, f, worker, snap, now_ms, &mut tally)
+                            .or_else(|| fast4::open(buf, f, worker, snap, now_ms, &mut tally))
                     };
                     let verdict = match done {
                         Some(a) => Ok(a),

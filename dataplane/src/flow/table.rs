@@ -36,6 +36,7 @@
 
 mod conns;
 mod expiry;
+mod fast4;
 mod fnat;
 mod listing;
 #[cfg(test)]
@@ -44,7 +45,7 @@ mod tests;
 use super::hash::TableHash;
 use super::key::FlowKey;
 use super::mem::{Backing, Pages};
-use super::slot::{Key, Slot, V4, V6};
+use super::slot::{Key, V4, V6};
 use super::state::{Direction, TcpFlags, TcpState, Timeouts};
 use crate::backend_stats::{BackendStats, ConnClass};
 use conns::Conns;
@@ -205,17 +206,6 @@ fn conn_class(state: TcpState) -> ConnClass {
 #[inline]
 fn is_v4(key: &FlowKey) -> bool {
     crate::wire::addr::is_mapped(&key.src) && crate::wire::addr::is_mapped(&key.dst)
-}
-
-/// A fast-path hit on an IPv4 key: what stage 3 needs to forward the packet.
-#[derive(Clone, Copy, Debug)]
-pub(crate) struct Hit4 {
-    /// The slot.
-    pub(crate) pos: u32,
-    pub(crate) backend: u32,
-    /// Whether a packet of this direction without SYN, FIN or RST only refreshes the expiry.
-    pub(crate) refresh_only: bool,
-    pub(crate) reply: bool,
 }
 
 impl FlowTable {
@@ -507,75 +497,6 @@ impl FlowTable {
             self.v4.remove(id, &self.ctx)
         };
         self.ctx.counts.removed += u64::from(removed);
-    }
-
-    /// The fast path's stage 2: start loading the primary bucket of an IPv4 key.
-    #[inline(always)]
-    pub(crate) fn prefetch4(&self, hash: TableHash) {
-        self.v4.prefetch(hash);
-    }
-
-    /// The fast path's lookup of an IPv4 key: its slot when the connection is live and its
-    /// slot's expiry is ahead (`None` otherwise, changing nothing: the general path then
-    /// looks again and removes what is expired). `primary_pos`: [`probe4`](Self::probe4)'s
-    /// answer, a hint checked against the key.
-    #[inline(always)]
-    pub(crate) fn hit4(
-        &self,
-        key: &Key<V4>,
-        hash: TableHash,
-        primary_pos: u32,
-        now_ms: u64,
-    ) -> Option<Hit4> {
-        let idx = &self.v4.idx;
-        // The position stage 2 found, if it still holds the key: a frame handled before this
-        // one in the burst may have moved or removed slots since.
-        let pos = match idx.get(primary_pos) {
-            Some(s) if s.holds(key) => primary_pos,
-            _ => idx.find(key, hash)?,
-        };
-        let s: &Slot<V4> = idx.slot(pos);
-        if !super::slot::ahead(s.expires, now_ms as u32) {
-            return None;
-        }
-        Some(Hit4 {
-            pos,
-            backend: s.backend,
-            refresh_only: s.flags & super::slot::REFRESH_ONLY != 0,
-            reply: s.is_reply(),
-        })
-    }
-
-    /// Stage 2 of a burst: `key`'s slot if its primary bucket (prefetched in stage 1) holds
-    /// it; else `NIL`, having started to load its secondary bucket.
-    #[inline(always)]
-    pub(crate) fn probe4(&self, key: &Key<V4>, hash: TableHash) -> u32 {
-        let idx = &self.v4.idx;
-        match idx.find_in(idx.primary(hash), key) {
-            Some(pos) => pos,
-            None => {
-                idx.prefetch(idx.secondary(hash));
-                super::slot::NIL
-            }
-        }
-    }
-
-    /// Start loading the secondary bucket of an IPv4 key's hash.
-    #[inline(always)]
-    pub(crate) fn prefetch_secondary4(&self, hash: TableHash) {
-        let idx = &self.v4.idx;
-        idx.prefetch(idx.secondary(hash));
-    }
-
-    /// A packet of a [`Hit4`] with `refresh_only` that changes nothing but the expiry: what
-    /// [`track`](FlowTable::track) would do for it, on its own slot (the connection lives
-    /// until the later of its slots' expiries).
-    #[inline(always)]
-    pub(crate) fn refresh4(&mut self, hit: &Hit4, now_ms: u64) {
-        let timeouts = &self.ctx.timeout_ms;
-        let s = self.v4.idx.slot_mut(hit.pos);
-        let timeout = timeouts.get(usize::from(s.state)).copied().unwrap_or(0);
-        s.expires = (now_ms as u32).wrapping_add(timeout);
     }
 }
 

@@ -23,12 +23,14 @@ mod tests;
 
 use super::{Action, Tally, WorkerState};
 use crate::counters::DropReason;
+use crate::flow::key::PROTO_TCP;
 use crate::flow::slot::{Key, V4};
 use crate::flow::TableHash;
+use crate::flow::TcpFlags;
 use crate::io::PacketBuf;
-use crate::snapshot::fast4::{tunnel_source, Kind};
+use crate::snapshot::fast4::{tunnel_source, Kind, Record};
 use crate::snapshot::Snapshot;
-use crate::wire::tcp::flags::{FIN, RST, SYN};
+use crate::wire::tcp::flags::{ACK, FIN, RST, SYN};
 
 /// What stage 1 learnt of a packet the fast path may take.
 #[derive(Clone, Copy, Debug)]
@@ -52,7 +54,15 @@ pub(super) struct Staged4 {
     pub(super) pos: u32,
     /// The consistent hash, if stage 2 computed it for a connection it expects to open.
     pub(super) maglev: Option<u64>,
+    /// Stage 2's pick for a connection it expects to open: the real server the service's
+    /// scheduler gives it (a Maglev service without persistence and thresholds), else
+    /// `NO_PICK`; and its reply key's hash when the real server is NAT's.
+    pub(super) pick: u32,
+    pub(super) reply_hash: TableHash,
 }
+
+/// [`Staged4::pick`] when stage 2 made none.
+pub(super) const NO_PICK: u32 = u32::MAX;
 
 impl Staged4 {
     /// A record stage 1 has not written (a burst's scratch starts so).
@@ -71,6 +81,8 @@ impl Staged4 {
         reply: false,
         pos: crate::flow::slot::NIL,
         maglev: None,
+        pick: NO_PICK,
+        reply_hash: TableHash(0),
     };
 
     /// Whether the packet carries none of the flags the state machine acts on (the fast path
@@ -79,6 +91,26 @@ impl Staged4 {
     fn plain(&self) -> bool {
         self.tcp_bits & (SYN | FIN | RST) == 0
     }
+
+    /// Whether the packet may open a connection: UDP, or a lone SYN (the general path's
+    /// `is_lone_syn`; sloppy TCP's other segments are left to it).
+    #[inline(always)]
+    fn opens(&self) -> bool {
+        self.key.proto == crate::flow::key::PROTO_UDP
+            || self.tcp_bits & (SYN | ACK | FIN | RST) == SYN
+    }
+
+    /// The reply key of this client packet's connection to NAT real server `r`: real server
+    /// -> client (the key's source address and port).
+    #[inline(always)]
+    fn reply_key(&self, r: &Record) -> Key<V4> {
+        let client = self.key.addrs & 0xffff_ffff;
+        Key::<V4> {
+            addrs: u64::from(r.rs_addr) | client << 32,
+            ports: u32::from(r.rs_port) | (self.key.ports & 0xffff) << 16,
+            proto: self.key.proto,
+        }
+    }
 }
 
 #[cfg(test)]
@@ -86,6 +118,8 @@ thread_local! {
     /// Frames the fast path handled on this thread (the differential test checks it is
     /// reached).
     pub(super) static FAST_HITS: std::cell::Cell<u64> = const { std::cell::Cell::new(0) };
+    /// Connections the fast path entered on this thread (likewise).
+    pub(super) static FAST_OPENS: std::cell::Cell<u64> = const { std::cell::Cell::new(0) };
 }
 
 /// Counts a frame the fast path handled (tests only).
@@ -96,44 +130,89 @@ fn hit() {
 }
 
 /// Stage 2 of a client packet whose key its primary bucket does not hold: if it may open a
-/// NAT connection of a service whose scheduler is the consistent hash (Maglev: its pick
-/// depends on the packet alone), start loading the bucket its reply key will go to, so the
-/// insert in stage 3 does not wait for that line. A hint only: nothing changes, and a wrong
-/// guess costs a prefetch.
+/// connection of a service whose scheduler is the consistent hash (Maglev: its pick depends
+/// on the packet alone), pick the real server for [`open`] and, for a NAT one, start loading
+/// the buckets its reply key will go to, so the insert in stage 3 does not wait for those
+/// lines. Nothing changes: for a packet that turns out not to open a connection the work is
+/// a wasted prefetch (and the consistent hash, which the general path then takes as it is).
 #[inline(always)]
 pub(super) fn prefetch_new(f: &mut Staged4, w: &WorkerState, snap: &Snapshot) {
-    let opens = f.key.proto == crate::flow::key::PROTO_UDP || f.tcp_bits & (SYN | FIN | RST) == SYN;
-    if f.reply || !opens {
+    if f.reply || !f.opens() {
         return;
     }
     let Some(svc) = snap.services.get(f.service as usize) else {
         return;
     };
-    if !svc.has_nat || !svc.schedules_by_hash() {
+    if !svc.schedules_by_hash() {
         return;
     }
     let maglev = svc.flow_hash(&f.key.flow_key());
     f.maglev = Some(maglev);
-    let Some(r) = svc
-        .pick_consistent(maglev)
-        .and_then(|id| snap.fast4.record(id))
-    else {
+    let Some(id) = svc.pick_consistent(maglev) else {
+        return;
+    };
+    // Persistence and thresholds may pick another real server than the table's.
+    if svc.persistence.is_none() && svc.limits.is_empty() {
+        f.pick = id;
+    }
+    let Some(r) = snap.fast4.record(id) else {
         return;
     };
     if r.kind == Kind::Nat {
-        // Real server -> client: the client's address and port are the key's source ones.
-        let client = f.key.addrs & 0xffff_ffff;
-        let reply = Key::<V4> {
-            addrs: u64::from(r.rs_addr) | client << 32,
-            ports: u32::from(r.rs_port) | (f.key.ports & 0xffff) << 16,
-            proto: f.key.proto,
-        };
-        // Both of its buckets: the insert first makes sure no live connection holds it,
-        // which reads the secondary bucket too.
-        let h = reply.hash();
+        let h = f.reply_key(r).hash();
+        f.reply_hash = h;
+        // Both of its buckets: the insert first makes sure no connection holds it, which
+        // reads the secondary bucket too.
         w.flows.prefetch4(h);
         w.flows.prefetch_secondary4(h);
     }
+}
+
+/// Whether the packet may go to `r` as it is: the checks `egress::check` makes for the
+/// record's mode (any failure is left to it), and the record's service is the packet's.
+#[inline(always)]
+fn fits(f: &Staged4, r: &Record) -> bool {
+    let len = usize::from(f.len);
+    let fits = match r.kind {
+        Kind::Nat => f.ttl > 1 && len <= usize::from(r.mtu),
+        Kind::Dr => len <= usize::from(r.mtu),
+        Kind::Tun => len + rewrite::TUN_OVERHEAD <= usize::from(r.mtu),
+        Kind::None => false,
+    };
+    fits && r.service == f.service
+}
+
+/// The tunnel header's room, taken now (the frame's first change): without it the general
+/// path answers (it drops the packet as `drop_no_headroom`).
+#[inline(always)]
+fn make_room<B: PacketBuf>(buf: &mut B, r: &Record) -> bool {
+    r.kind != Kind::Tun || buf.prepend(rewrite::TUN_OVERHEAD)
+}
+
+/// Rewrites a client packet checked by [`fits`] (with its room made) for real server
+/// `backend` (record `r`) and counts it.
+#[inline(always)]
+fn to_real_server<B: PacketBuf>(
+    buf: &mut B,
+    f: &Staged4,
+    backend: u32,
+    r: &Record,
+    w: &mut WorkerState,
+    tally: &mut Tally,
+) -> Action {
+    let done = match r.kind {
+        Kind::Nat => rewrite::nat_to_rs(buf.data_mut(), f.key.proto, r),
+        Kind::Dr => rewrite::macs(buf.data_mut(), &r.macs),
+        _ => rewrite::tunnel(buf, f, r, tunnel_source(r, f.hash.bits())),
+    };
+    if !done {
+        // Cannot happen: stage 1 bounded every header the rewrite writes.
+        return Action::Drop(DropReason::EthMalformed);
+    }
+    w.backends.count_forwarded(backend, buf.data().len());
+    tally.forwarded += 1;
+    self::hit();
+    Action::Tx(r.port)
 }
 
 /// Steps 1 -> 2 of a tracked connection's client packet; `None`: the general path's.
@@ -154,37 +233,52 @@ pub(super) fn client<B: PacketBuf>(
         return None;
     }
     let r = snap.fast4.record(hit.backend)?;
-    let len = usize::from(f.len);
-    // Decide: the checks `egress::check` makes for this mode, any failure left to it.
-    let fits = match r.kind {
-        Kind::Nat => f.ttl > 1 && len <= usize::from(r.mtu),
-        Kind::Dr => len <= usize::from(r.mtu),
-        Kind::Tun => len + rewrite::TUN_OVERHEAD <= usize::from(r.mtu),
-        Kind::None => false,
-    };
-    if !fits || r.service != f.service {
-        return None;
-    }
-    // The tunnel header's room is taken now (the frame's first change): without it the
-    // general path answers (it drops the packet as `drop_no_headroom`).
-    if r.kind == Kind::Tun && !buf.prepend(rewrite::TUN_OVERHEAD) {
+    if !fits(f, r) || !make_room(buf, r) {
         return None;
     }
     // Commit: what `track` would do (the expiry), then the frame.
     w.flows.refresh4(&hit, now);
-    let done = match r.kind {
-        Kind::Nat => rewrite::nat_to_rs(buf.data_mut(), f.key.proto, r),
-        Kind::Dr => rewrite::macs(buf.data_mut(), &r.macs),
-        _ => rewrite::tunnel(buf, f, r, tunnel_source(r, f.hash.bits())),
-    };
-    if !done {
-        // Cannot happen: stage 1 bounded every header the rewrite writes.
-        return Some(Action::Drop(DropReason::EthMalformed));
+    Some(to_real_server(buf, f, hit.backend, r, w, tally))
+}
+
+/// Steps 1 -> 2 of a packet that opens a connection (UDP, or a lone SYN) to the real server
+/// stage 2 picked (`prefetch_new`); `None`: the general path's. Its entry is made as the
+/// general path would make it, when the general path would make it: the key and its reply
+/// key are in no slot and the table has room without a reclaim; else the general path
+/// decides (a retransmitted SYN, a clash, an expired holder, a full table).
+// Once per new connection: kept out of the burst loop, whose established path it would
+// otherwise lengthen.
+#[inline(never)]
+pub(super) fn open<B: PacketBuf>(
+    buf: &mut B,
+    f: &Staged4,
+    w: &mut WorkerState,
+    snap: &Snapshot,
+    now: u64,
+    tally: &mut Tally,
+) -> Option<Action> {
+    if f.pick == NO_PICK || !f.opens() {
+        return None;
     }
-    w.backends.count_forwarded(hit.backend, buf.data().len());
-    tally.forwarded += 1;
-    self::hit();
-    Some(Action::Tx(r.port))
+    let r = snap.fast4.record(f.pick)?;
+    let reply = (r.kind == Kind::Nat).then(|| (f.reply_key(r), f.reply_hash));
+    if !fits(f, r) || !w.flows.vacant4(&f.key, f.hash, reply.as_ref()) || !make_room(buf, r) {
+        return None;
+    }
+    // Commit: the entry, then the frame.
+    let flags = (f.key.proto == PROTO_TCP).then(|| TcpFlags::from_bits(f.tcp_bits));
+    match w.flows.open4(&f.key, f.hash, reply, f.pick, flags, now) {
+        Ok(()) => {
+            #[cfg(test)]
+            FAST_OPENS.with(|o| o.set(o.get() + 1));
+            tally.flows_created += 1;
+            w.backends.count_new(f.pick);
+        }
+        // The general path's answer to an index without a slot: the same real server (the
+        // consistent hash's), without state.
+        Err(_) => super::flows::full(w, now),
+    }
+    Some(to_real_server(buf, f, f.pick, r, w, tally))
 }
 
 /// Steps 3 -> 4 of a tracked NAT connection's reply; `None`: the general path's.

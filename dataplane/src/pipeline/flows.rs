@@ -484,7 +484,7 @@ fn insert_fnat<'s>(
 
 /// No room: the packet goes statelessly by the consistent hash so every packet of its flow
 /// still reaches the same real server. Existing entries are never evicted.
-fn full(w: &mut WorkerState, now: u64) {
+pub(super) fn full(w: &mut WorkerState, now: u64) {
     w.last_full_ms = Some(now);
     w.counters.inc(Counter::FlowTableFull);
 }

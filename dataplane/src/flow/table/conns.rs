@@ -253,7 +253,7 @@ impl<A: Addrs> Conns<A> {
     }
 
     /// The part of an insert after the clash checks.
-    fn enter(
+    pub(super) fn enter(
         &mut self,
         key: &Key<A>,
         hash: TableHash,
@@ -348,6 +348,18 @@ impl<A: Addrs> Conns<A> {
         let Some(pos) = self.find_id(id) else {
             return TcpState::Close;
         };
+        self.track_at(pos, dir, flags, now, ctx)
+    }
+
+    /// [`track`](Self::track) of the connection whose original key is at `pos`.
+    pub(super) fn track_at(
+        &mut self,
+        pos: u32,
+        dir: Direction,
+        flags: Option<TcpFlags>,
+        now: u64,
+        ctx: &Ctx,
+    ) -> TcpState {
         let s = *self.idx.slot(pos);
         let old = TcpState::from_u8(s.state);
         let (state, seen) = next_state(old, Seen(s.bits & Seen::MASK), dir, flags);

@@ -127,6 +127,8 @@ pub(in crate::pipeline) fn classify<B: PacketBuf>(
         reply: false,
         pos: crate::flow::slot::NIL,
         maglev: None,
+        pick: super::NO_PICK,
+        reply_hash: TableHash(0),
     };
     let bad_flags = tcp_bits.is_some_and(|b| !valid_tcp_flags(b));
     // By destination and source, as `classify::by_destination`.

@@ -33,7 +33,9 @@ use std::net::{IpAddr, Ipv4Addr};
 /// persistent per /24: its connections and replies are owned by the client network),
 /// 2 VIP:8000/tcp NAT RS1+RS2 (maglev; drops dead flows; RS1 takes at most 3 connections),
 /// 3 VIP:443/tcp DR, 4 VIP:8443/tcp TUN 4in4, 5 VIP_UNRESOLVED:80/tcp NAT (no MAC),
-/// 6 [vip6]:80/tcp NAT66, 7 VIP:5000/udp DR (persistent per client: steered too).
+/// 6 [vip6]:80/tcp NAT66, 7 VIP:5000/udp DR (persistent per client: steered too),
+/// 8 VIP:9000/tcp NAT RS1+RS2 (maglev: the fast path opens its connections),
+/// 9 VIP:9053/udp NAT RS2 (maglev, likewise).
 /// `variant` bit 0: MTU 600 instead of 1500; bit 1: RS2 down.
 fn snapshot_variant(variant: u8) -> Snapshot {
     let mut port = lb_port();
@@ -131,6 +133,26 @@ fn snapshot_variant(variant: u8) -> Snapshot {
                 vec![with_mode(nat_rs(8, RS2_IP.into(), 5000), FwdMode::Dr)],
             )
         },
+        svc(
+            VIP.into(),
+            6,
+            9000,
+            SchedulerKind::Maglev,
+            vec![
+                nat_rs(9, RS1_IP.into(), 9000),
+                BackendSpec {
+                    up: rs2_up,
+                    ..nat_rs(10, RS2_IP.into(), 9000)
+                },
+            ],
+        ),
+        svc(
+            VIP.into(),
+            17,
+            9053,
+            SchedulerKind::Maglev,
+            vec![nat_rs(11, RS2_IP.into(), 9053)],
+        ),
     ];
     Snapshot::build(
         u64::from(variant) + 1,
@@ -153,17 +175,22 @@ const TARGETS: &[(u8, u16)] = &[
     (6, 80), // IPv6
     (17, 5000),
     (6, 9999), // a VIP port without a service
+    (6, 9000),
+    (17, 9053),
 ];
 
 /// NAT real servers' endpoints (replies come from these): address, port, proto.
 fn nat_endpoint(i: u8) -> (IpAddr, u16, u8) {
-    match i % 6 {
+    match i % 9 {
         0 => (RS1_IP.into(), 8080, 6),
         1 => (RS1_IP.into(), 5353, 17),
         2 => (RS1_IP.into(), 8000, 6),
         3 => (RS2_IP.into(), 8000, 6),
         4 => (RS_UNRESOLVED_IP.into(), 80, 6),
-        _ => (rs1_ip6().into(), 8080, 6),
+        5 => (rs1_ip6().into(), 8080, 6),
+        6 => (RS1_IP.into(), 9000, 6),
+        7 => (RS2_IP.into(), 9000, 6),
+        _ => (RS2_IP.into(), 9053, 17),
     }
 }
 
@@ -296,6 +323,8 @@ fn build(s: &Spec) -> (Vec<u8>, bool) {
             (true, 0..=2) => s.target + (s.endpoint & 1) * (s.target / 2),
             (true, 5) => 4,
             (true, 6) => 5,
+            (true, 9) => 6 + (s.endpoint & 1),
+            (true, 10) => 8,
             _ => s.endpoint,
         };
         let (rs, rport, proto) = nat_endpoint(endpoint);
@@ -442,6 +471,7 @@ fn run(
 struct Tally {
     frames: u64,
     fast: u64,
+    opened: u64,
     sent: u64,
 }
 
@@ -461,8 +491,10 @@ fn case(
         let snap = &snaps[usize::from(b.variant)];
         let frames: Vec<_> = b.frames.iter().map(build).collect();
         let before = super::FAST_HITS.with(|h| h.get());
+        let opened = super::FAST_OPENS.with(|o| o.get());
         let got = run(&mut fast, snap, &frames, now);
         tally.fast += super::FAST_HITS.with(|h| h.get()) - before;
+        tally.opened += super::FAST_OPENS.with(|o| o.get()) - opened;
         let want = run(&mut general, snap, &frames, now);
         prop_assert_eq!(&got, &want);
         prop_assert_eq!(state(&fast, now), state(&general, now));
@@ -502,8 +534,14 @@ fn fast_path_equals_general_path() {
     }
     let tally = tally.into_inner();
     println!(
-        "differential: {CASES} cases, {} frames, {} on the fast path, {} sent",
-        tally.frames, tally.fast, tally.sent
+        "differential: {CASES} cases, {} frames, {} on the fast path ({} opening a connection), {} sent",
+        tally.frames, tally.fast, tally.opened, tally.sent
+    );
+    assert!(
+        tally.opened * 200 > tally.frames,
+        "only {} of {} frames opened a connection on the fast path",
+        tally.opened,
+        tally.frames
     );
     assert!(
         tally.fast * 20 > tally.frames,
