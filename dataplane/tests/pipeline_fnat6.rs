@@ -390,3 +390,46 @@ fn the_local_address_is_answered_to_neighbour_solicitation() {
     let (a, _) = run1(&mut w, &snapshot(), &ns, 2);
     assert_eq!(a, Action::Drop(DropReason::NdIgnored));
 }
+
+mod random {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(64))]
+
+        /// Any client port, protocol and payloads: both directions through the pipeline are
+        /// the bytes etherparse writes for the rewritten packets, checksums verifying.
+        #[test]
+        fn any_connection_is_rewritten_both_ways(
+            is_udp in any::<bool>(),
+            cport in 1024u16..,
+            hops in 2u8..,
+            up in proptest::collection::vec(any::<u8>(), 0..200),
+            down in proptest::collection::vec(any::<u8>(), 0..200),
+        ) {
+            let snap = fnat6_snapshot(64);
+            let mut w = worker(0, 1);
+            let (l4, vport, rs_port) = if is_udp {
+                (udp(cport, 53), 53, 5353)
+            } else {
+                (tcp(cport, 80, "S"), 80, 8080)
+            };
+            let mut first = client_to_vip6(l4, &up);
+            first.ttl = hops;
+            let (a, out) = run1(&mut w, &snap, &first.bytes(), 1);
+            prop_assert_eq!(a, Action::Tx(0));
+            let lport = src_port(&out);
+            prop_assert!((PORT_MIN..PORT_MIN + 64).contains(&lport));
+            prop_assert_eq!(&out, &to_rs1(first, lport, rs_port).bytes());
+            prop_assert!(checksum_ok(&out));
+            let reply_l4 = if is_udp { udp(0, 0) } else { tcp(0, 0, "SA") };
+            let mut reply = rs1_to_local(reply_l4, rs_port, lport, &down);
+            reply.ttl = hops;
+            let (a, out) = run1(&mut w, &snap, &reply.bytes(), 2);
+            prop_assert_eq!(a, Action::Tx(0));
+            prop_assert_eq!(&out, &to_client(reply, vport, cport).bytes());
+            prop_assert!(checksum_ok(&out));
+        }
+    }
+}
