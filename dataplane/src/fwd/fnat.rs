@@ -145,6 +145,32 @@ mod tests {
             prop_assert!(sum, "transport checksum verifies");
         }
 
+        /// Any bytes, either version nibble, any offset: a verdict, never a panic.
+        #[test]
+        fn any_bytes_get_a_verdict(
+            mut frame in proptest::collection::vec(any::<u8>(), 0..120),
+            v6 in any::<bool>(),
+            tcp in any::<bool>(),
+            header in any::<bool>(),
+            offset in 0usize..100,
+            a in any::<[u8; 16]>(),
+            b in any::<[u8; 16]>(),
+            ports in any::<(u16, u16)>(),
+        ) {
+            if let Some(first) = frame.first_mut() {
+                *first = if v6 { 0x60 } else { 0x40 } | (*first & 0x0f);
+            }
+            let (src, dst) = if v6 {
+                (IpAddr::V6(Ipv6Addr::from(a)), IpAddr::V6(Ipv6Addr::from(b)))
+            } else {
+                let (x, y) = (u32::from_be_bytes([a[0], a[1], a[2], a[3]]), u32::from_be_bytes([b[0], b[1], b[2], b[3]]));
+                (IpAddr::V4(Ipv4Addr::from(x)), IpAddr::V4(Ipv4Addr::from(y)))
+            };
+            let l4 = L4At { proto: if tcp { proto::TCP } else { proto::UDP }, offset, header };
+            let ends = Ends { src, src_port: ports.0, dst, dst_port: ports.1 };
+            let _ = rewrite(&mut frame, l4, ends);
+        }
+
         /// Both endpoints rewritten: the bytes etherparse writes for the rewritten packet,
         /// checksums recomputed from scratch, TTL one less.
         #[test]
