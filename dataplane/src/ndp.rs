@@ -118,7 +118,8 @@ pub fn handle_nd<B: PacketBuf>(
         if dst != target && dst != ndisc::solicited_node(target) {
             return Err(DropReason::NdIgnored);
         }
-        if !port.owns(&IpAddr::V6(target)) && !snap.is_vip(&target.octets()) {
+        let t = target.octets();
+        if !port.owns(&IpAddr::V6(target)) && !snap.is_vip(&t) && !snap.is_fnat_local(&t) {
             return Err(DropReason::NdIgnored);
         }
         let (reply_to, reply_mac) = if dad {

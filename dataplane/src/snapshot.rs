@@ -448,7 +448,7 @@ pub struct Snapshot {
     /// NAT real server endpoint -> its service (None when it serves several: ambiguous) and
     /// how its connections' owner is found.
     nat_endpoints: Map<Endpoint, NatEndpoint>,
-    /// Every full-NAT service's local addresses (answered to ARP like VIPs).
+    /// Every full-NAT service's local addresses (answered to ARP and NDP like VIPs).
     local_addrs: Map<u128, ()>,
     /// (VIP, protocol) -> its service, when it is that VIP's only service of the protocol and
     /// hashes on the 3-tuple: the service of a later fragment without its first.

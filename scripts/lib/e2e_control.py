@@ -9,7 +9,7 @@ import subprocess
 import time
 
 from vipdbed import (
-    API_PORT, CLIENTS4, PREFIX, VIP4, Vipd, check, check_spread, load, log, netns,
+    API_PORT, CLIENTS4, CLIENTS6, PREFIX, VIP4, VIP6, Vipd, check, check_spread, load, log, netns,
 )
 
 PATTERN = b"0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ-\n"
@@ -42,18 +42,19 @@ def api(method, path, body=None, token=None):
 class Downloads:
     """Slow bulk downloads through the VIP, each its own curl in the client namespace."""
 
-    def __init__(self, n, size, rate, tag, port=80):
+    def __init__(self, n, size, rate, tag, port=80, v6=False):
         self.size = size
         self.dir = f"/tmp/vipd-e2e-{PREFIX}-{tag}"
         os.makedirs(self.dir, exist_ok=True)
-        sources = CLIENTS4.split(",")
+        sources = (CLIENTS6 if v6 else CLIENTS4).split(",")
+        vip = f"[{VIP6}]" if v6 else VIP4
         self.procs = []
         for i in range(n):
             out, hdr = f"{self.dir}/{i}.body", f"{self.dir}/{i}.head"
             self.procs.append((i, out, hdr, subprocess.Popen(
                 ["ip", "netns", "exec", f"{PREFIX}-client", "curl", "-s", "-m", "90",
                  "--interface", sources[i % len(sources)], "--limit-rate", rate,
-                 "-D", hdr, "-o", out, f"http://{VIP4}:{port}/bytes/{size}"],
+                 "-D", hdr, "-o", out, f"http://{vip}:{port}/bytes/{size}"],
                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)))
 
     def running(self):

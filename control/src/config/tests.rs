@@ -2,6 +2,7 @@
 
 use super::*;
 use crate::config::reload;
+use vipd_dataplane::flow::key::to_mapped;
 use vipd_dataplane::sched::SchedulerKind;
 use vipd_dataplane::snapshot::FwdMode;
 
@@ -645,7 +646,7 @@ ipv6 = "fd00:200::10/64"
 }
 
 #[test]
-fn full_nat_needs_an_ipv4_pool_of_its_own() {
+fn full_nat_needs_a_pool_of_its_own_of_the_vips_family() {
     let fnat = GOOD.replace(
         "port = 80\n",
         "port = 80\nmode = \"fnat\"\nlocal_addresses = [\"10.77.0.100\"]\nlocal_ports = \"40000-40099\"\n",
@@ -677,7 +678,7 @@ fn full_nat_needs_an_ipv4_pool_of_its_own() {
         ),
         (
             fnat.replace("\"10.77.0.100\"]", "\"fd00::1\"]"),
-            "services[0].local_addresses[0]: fd00::1 is IPv6: full-NAT local addresses are IPv4 only",
+            "services[0].local_addresses[0]: fd00::1 is IPv6 but the VIP 10.77.100.1 is IPv4: a full-NAT service's local addresses are of its VIP's family",
         ),
         (
             fnat.replace("40000-40099", "40099-40000"),
@@ -700,11 +701,49 @@ fn full_nat_needs_an_ipv4_pool_of_its_own() {
         )
         .replace("ip = \"10.77.0.21\"", "ip = \"fd00:77::21\"")
         .replace("ip = \"192.0.2.7\"", "ip = \"2001:db8::7\"");
-    let e = err(&v6);
-    assert!(
-        e.contains("services[0].mode: full-NAT is IPv4 only in this version"),
-        "{e}"
+    let v6 = v6.replace("\"10.77.0.100\"]", "\"fd00:77::100\"]");
+    let (_, v) = Config::parse(&v6, Path::new("vipd.toml")).unwrap();
+    let s = &v.services[0];
+    assert_eq!(s.real_servers[0].mode, FwdMode::Fnat);
+    assert_eq!(
+        (s.local_pool.addrs.clone(), s.local_pool.size()),
+        (vec![to_mapped("fd00:77::100".parse().unwrap())], 100),
+        "an IPv6 service with an IPv6 pool"
     );
+    let v6_cases = [
+        (
+            v6.replace("\"fd00:77::100\"]", "\"10.77.0.100\"]"),
+            "services[0].local_addresses[0]: 10.77.0.100 is IPv4 but the VIP fd00:77:100::1 is IPv6",
+        ),
+        (
+            v6.replace("\"fd00:77::100\"]", "\"fd00:77::100\", \"10.77.0.100\"]"),
+            "services[0].local_addresses[1]: 10.77.0.100 is IPv4 but the VIP fd00:77:100::1 is IPv6",
+        ),
+        (
+            v6.replace("\"fd00:77::100\"]", "\"fd00:77::10\"]"),
+            "services[0].local_addresses[0]: fd00:77::10 is a port address",
+        ),
+        (
+            v6.replace("\"fd00:77::100\"]", "\"fe80::100\"]"),
+            "services[0].local_addresses[0]: fe80::100 is link-local",
+        ),
+        (
+            v6.replace("\"fd00:77::100\"]", "\"::ffff:10.77.0.100\"]"),
+            "services[0].local_addresses[0]: ::ffff:10.77.0.100 is IPv4-mapped",
+        ),
+        (
+            v6.replace("\"fd00:77::100\"]", "\"fd00:77::21\"]"),
+            "services[0].local_addresses[0]: fd00:77::21 is a real server",
+        ),
+        (
+            v6.replace("local_addresses = [\"fd00:77::100\"]\n", ""),
+            "(e.g. local_addresses = [\"fd00::100\"])",
+        ),
+    ];
+    for (text, want) in v6_cases {
+        let e = err(&text);
+        assert!(e.contains(want), "{want}: {e}");
+    }
     // A pool without full-NAT real servers is only a warning.
     let unused = GOOD.replace(
         "port = 80\n",

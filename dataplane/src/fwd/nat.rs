@@ -75,24 +75,26 @@ pub fn hop(l3: &mut [u8]) -> RewriteResult {
 fn rewrite(l3: &mut [u8], l4: L4At, side: Side, addr: IpAddr, port: u16) -> RewriteResult {
     match (l3.first().map(|b| b >> 4), addr) {
         (Some(4), IpAddr::V4(to)) => rewrite_v4(l3, l4, side, u32::from(to), port, true),
-        (Some(6), IpAddr::V6(to)) => rewrite_v6(l3, l4, side, to, port),
+        (Some(6), IpAddr::V6(to)) => rewrite_v6(l3, l4, side, to, port, true),
         // The snapshot refuses NAT between families; anything else is not ours to rewrite.
         _ => Err(DropReason::UnsupportedProtocol),
     }
 }
 
 /// [`rewrite`] for IPv6 (no header checksum; the pseudo-header's addresses in the transport
-/// checksum, through the wire types' byte-slice updates).
-fn rewrite_v6(
+/// checksum, through the wire types' byte-slice updates). `hop`: the hop limit is checked and
+/// decremented (full-NAT's second side, the source, passes false: one packet, one hop).
+pub(super) fn rewrite_v6(
     l3: &mut [u8],
     l4: L4At,
     side: Side,
     to: std::net::Ipv6Addr,
     port: u16,
+    hop: bool,
 ) -> RewriteResult {
     let mut ip = Ipv6Packet::new_checked(&mut *l3).map_err(|_| DropReason::Ipv6Malformed)?;
     let hops = ip.hop_limit();
-    if hops <= 1 {
+    if hop && hops <= 1 {
         return Err(DropReason::TtlExceeded);
     }
     let was = if side == Side::Dst {
@@ -100,7 +102,9 @@ fn rewrite_v6(
     } else {
         ip.src()
     };
-    ip.set_hop_limit(hops - 1);
+    if hop {
+        ip.set_hop_limit(hops - 1);
+    }
     if side == Side::Dst {
         ip.set_dst(to);
     } else {

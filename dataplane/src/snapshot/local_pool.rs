@@ -4,7 +4,7 @@
 /// source endpoint towards each real server.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct LocalPool {
-    /// The local addresses (flow-key form; IPv4 only in this version).
+    /// The local addresses (flow-key form), all of the service VIP's family.
     pub addrs: Vec<[u8; 16]>,
     /// First local port.
     pub port_min: u16,

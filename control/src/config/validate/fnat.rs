@@ -1,5 +1,6 @@
 //! Full-NAT services: their local address pool (`local_addresses`, `local_ports`) and what
-//! full-NAT cannot combine with in this version (IPv6, persistence).
+//! full-NAT cannot combine with in this version (persistence). IPv4 and IPv6 alike: a
+//! service's local addresses are of its VIP's family.
 
 use super::services::not_unicast;
 use super::{invalid, Invalid, ValidRealServer};
@@ -28,15 +29,6 @@ pub(super) fn local_pool(
         }
         return Ok(LocalPool::default());
     }
-    if s.vip.is_ipv6() {
-        return Err(invalid(
-            k("mode"),
-            format!(
-                "full-NAT is IPv4 only in this version ({} is IPv6): use nat, dr or tunnel",
-                s.vip
-            ),
-        ));
-    }
     if s.persistence_timeout.is_some() {
         return Err(invalid(
             k("persistence_timeout"),
@@ -46,20 +38,36 @@ pub(super) fn local_pool(
     if s.local_addresses.is_empty() {
         return Err(invalid(
             k("local_addresses"),
-            "full-NAT needs local addresses: the real servers' connections come from them (e.g. local_addresses = [\"10.0.0.100\"])",
+            format!(
+                "full-NAT needs local addresses: the real servers' connections come from them (e.g. local_addresses = [\"{}\"])",
+                if s.vip.is_ipv4() { "10.0.0.100" } else { "fd00::100" }
+            ),
         ));
     }
     let mut addrs = Vec::with_capacity(s.local_addresses.len());
     for (n, a) in s.local_addresses.iter().enumerate() {
         let ka = || k(&format!("local_addresses[{n}]"));
-        if a.is_ipv6() {
+        if a.is_ipv4() != s.vip.is_ipv4() {
+            let (fam, vfam) = if a.is_ipv4() {
+                ("IPv4", "IPv6")
+            } else {
+                ("IPv6", "IPv4")
+            };
             return Err(invalid(
                 ka(),
-                format!("{a} is IPv6: full-NAT local addresses are IPv4 only in this version"),
+                format!("{a} is {fam} but the VIP {} is {vfam}: a full-NAT service's local addresses are of its VIP's family (no NAT between IPv4 and IPv6)", s.vip),
             ));
         }
         if let Some(why) = not_unicast(a) {
             return Err(invalid(ka(), format!("{a} is {why}: not a local address")));
+        }
+        if let IpAddr::V6(v6) = a {
+            if v6.is_unicast_link_local() {
+                return Err(invalid(
+                    ka(),
+                    format!("{a} is link-local: real servers behind a router could not answer it; use a routable address"),
+                ));
+            }
         }
         if ports.iter().any(|p| p.owns(a)) {
             return Err(invalid(

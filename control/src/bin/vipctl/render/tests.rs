@@ -164,7 +164,7 @@ fn stats_and_rates_scale_like_ipvsadm() {
 
 #[test]
 fn connections_and_timeouts() {
-    let v = json!({"sampled": 3, "truncated": true, "connections": [
+    let v = json!({"sampled": 4, "truncated": true, "connections": [
         {"worker": 0, "proto": "tcp", "client": "192.168.77.2:40000", "vip": "10.77.100.1:80",
          "real_server": "10.77.0.21:8080", "forward": "Masq", "state": "established", "expires_s": 59.7},
         {"worker": 1, "proto": "udp", "client": "192.168.77.3:5000", "vip": "10.77.100.1:53",
@@ -172,9 +172,12 @@ fn connections_and_timeouts() {
         {"worker": 0, "proto": "tcp", "client": "192.168.77.4:40001", "vip": "10.77.100.1:81",
          "real_server": "10.77.0.23:8080", "forward": "FullNat", "state": "established",
          "expires_s": 30.0, "local": "10.77.0.100:40017"},
+        {"worker": 1, "proto": "tcp", "client": "[2001:db8::4]:40002", "vip": "[fd00:77:100::1]:80",
+         "real_server": "[fd00:78::21]:8080", "forward": "FullNat", "state": "established",
+         "expires_s": 30.0, "local": "[fd00:77::100]:40018"},
     ]});
     let lines: Vec<String> = connections(&v).lines().map(str::to_string).collect();
-    assert!(lines[0].contains("3 sampled") && lines[0].contains("more exist"));
+    assert!(lines[0].contains("4 sampled") && lines[0].contains("more exist"));
     assert_eq!(
         lines[1],
         "pro expire state       source             virtual            destination"
@@ -190,6 +193,10 @@ fn connections_and_timeouts() {
     assert_eq!(
         lines[4],
         "TCP 00:30  ESTABLISHED 192.168.77.4:40001 10.77.100.1:81     10.77.0.23:8080 local 10.77.0.100:40017"
+    );
+    assert_eq!(
+        lines[5],
+        "TCP 00:30  ESTABLISHED [2001:db8::4]:40002 [fd00:77:100::1]:80 [fd00:78::21]:8080 local [fd00:77::100]:40018"
     );
     let t = json!({"tcp_syn": 10, "tcp_established": 900, "tcp_fin": 120, "tcp_time_wait": 3, "tcp_close": 4, "udp": 300});
     assert_eq!(
