@@ -346,6 +346,8 @@ impl Dataplane {
                     rings: Arc::clone(&io.rings),
                     stop: Arc::clone(&dp.worker_stop),
                     idle_sleep: Duration::from_micros(u64::from(config.dataplane.idle_sleep_us)),
+                    // No port needs it yet: bonds run active-backup only.
+                    tx_keepalive: Vec::new(),
                     sampler,
                     tracer,
                 },
