@@ -14,7 +14,7 @@ use prometheus::{Encoder, TextEncoder};
 use std::net::SocketAddr;
 use vipd_dataplane::backend_stats::BackendCounts;
 use vipd_dataplane::counters::Counter;
-use vipd_dataplane::io::dpdk::PortStats;
+use vipd_dataplane::io::dpdk::{LacpState, PortStats};
 
 /// A port as the control loop last saw it.
 #[derive(Debug, Default, Clone)]
@@ -25,8 +25,22 @@ pub struct PortGauges {
     pub link_up: bool,
     /// The NIC's counters (None when the PMD gives none).
     pub stats: Option<PortStats>,
-    /// A bond's members: (device name, link up, counters).
-    pub members: Vec<(String, bool, Option<PortStats>)>,
+    /// A bond's members, in the configured order.
+    pub members: Vec<MemberGauges>,
+}
+
+/// A bonded port's member as the control loop last saw it.
+#[derive(Debug, Default, Clone)]
+pub struct MemberGauges {
+    /// Its device name.
+    pub name: String,
+    /// Link state.
+    pub link_up: bool,
+    /// Its counters.
+    pub stats: Option<PortStats>,
+    /// An 802.3ad bond's LACP state for it (actor side; no bit set when the PMD has none);
+    /// None in other modes.
+    pub lacp: Option<LacpState>,
 }
 
 /// Gauges the control thread knows.

@@ -196,6 +196,7 @@ fn main() {
         rings: Arc::clone(&rings),
         stop: Arc::clone(&stop),
         idle_sleep: Duration::ZERO,
+        tx_keepalive: Vec::new(),
         sampler: Arc::new(FlowSampler::default()),
         tracer: Arc::default(),
     };

@@ -24,6 +24,12 @@ pub const BURST: usize = dpdk::BURST_SIZE;
 /// drains what they hand it.
 const INBOX_BURSTS_PER_POLL: usize = 4;
 
+/// Most milliseconds between two transmit bursts on a [`Worker::tx_keepalive`] port. DPDK's
+/// 802.3ad state machine runs every 100 ms and wants the application's rx and tx bursts at
+/// least that often; the rx side is polled every iteration anyway (an idle worker sleeps at
+/// most 10 ms, `dataplane.idle_sleep_us`).
+pub const TX_KEEPALIVE_MS: u64 = 10;
+
 /// A frame crossing between threads.
 pub struct Parcel {
     /// The frame.
@@ -136,6 +142,10 @@ pub struct Worker {
     pub stop: Arc<AtomicBool>,
     /// Sleep after a loop iteration that found nothing to do; zero busy-polls.
     pub idle_sleep: Duration,
+    /// Indices (into `queues`) of the ports that need a transmit burst every
+    /// [`TX_KEEPALIVE_MS`] even with nothing to send: bonds in 802.3ad mode, whose LACPDUs
+    /// leave only from inside a tx burst.
+    pub tx_keepalive: Vec<usize>,
     /// Connection listings requested by the control side.
     pub sampler: Arc<FlowSampler>,
     /// Four-step traces requested by the control side (`vipctl trace`).
@@ -243,6 +253,7 @@ impl Worker {
         let mut current: Arc<Snapshot> = Arc::clone(published.load());
         let mut last_poll = dpdk::tsc_cycles();
         let mut had_work = false;
+        let mut last_keepalive_ms = 0u64;
         while !self.stop.load(Ordering::Relaxed) {
             {
                 let latest = published.load();
@@ -309,6 +320,16 @@ impl Worker {
                 }
             }
             self.flush(&mut tx);
+            if !self.tx_keepalive.is_empty()
+                && now_ms.wrapping_sub(last_keepalive_ms) >= TX_KEEPALIVE_MS
+            {
+                last_keepalive_ms = now_ms;
+                for &p in &self.tx_keepalive {
+                    if let Some(q) = self.queues.get_mut(p) {
+                        q.tx_empty_burst();
+                    }
+                }
+            }
             // A trace runs until its buffer is full or its time is up.
             if self.state.trace.is_none() {
                 if let Some(mut job) = self.tracer.take() {

@@ -1,8 +1,11 @@
 /* vipd: out-of-line wrappers for DPDK's static inline functions and macros (see shim.h). */
+#include <string.h>
+
 #include <rte_config.h>
 #include <rte_common.h>
 #include <rte_cycles.h>
 #include <rte_errno.h>
+#include <rte_eth_bond_8023ad.h>
 #include <rte_ethdev.h>
 #include <rte_lcore.h>
 #include <rte_mbuf.h>
@@ -82,3 +85,22 @@ int vipd_rte_errno(void) { return rte_errno; }
 uint64_t vipd_rte_get_tsc_cycles(void) { return rte_get_tsc_cycles(); }
 uint64_t vipd_rte_get_tsc_hz(void) { return rte_get_tsc_hz(); }
 void vipd_rte_pause(void) { rte_pause(); }
+
+int vipd_bond_8023ad_member_info(uint16_t bond_port, uint16_t member_port,
+				 struct vipd_lacp_member *out)
+{
+	struct rte_eth_bond_8023ad_slave_info info;
+	int ret = rte_eth_bond_8023ad_slave_info(bond_port, member_port, &info);
+
+	if (ret < 0)
+		return ret;
+	out->selected = (uint32_t)info.selected;
+	out->actor_state = info.actor_state;
+	out->partner_state = info.partner_state;
+	out->actor_key = rte_be_to_cpu_16(info.actor.key);
+	memcpy(out->partner_system, info.partner.system.addr_bytes, sizeof(out->partner_system));
+	out->partner_key = rte_be_to_cpu_16(info.partner.key);
+	out->partner_port = rte_be_to_cpu_16(info.partner.port_number);
+	out->agg_port_id = info.agg_port_id;
+	return 0;
+}

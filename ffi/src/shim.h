@@ -54,6 +54,23 @@ int vipd_rte_pktmbuf_linearize(struct rte_mbuf *m);
 /* hash.rss if ol_flags carries RTE_MBUF_F_RX_RSS_HASH, else 0 with *valid = 0 */
 uint32_t vipd_rte_pktmbuf_rss_hash(const struct rte_mbuf *m, int *valid);
 
+/* A bond member's 802.3ad state (rte_eth_bond_8023ad_slave_info). DPDK's struct nests a
+ * packed struct holding an aligned one (rte_ether_addr), which Rust cannot lay out: this
+ * copies the fields into a plain struct, keys and port numbers in host byte order. */
+struct vipd_lacp_member {
+	uint32_t selected; /* enum rte_bond_8023ad_selection: 0 unselected, 1 standby, 2 selected */
+	uint8_t actor_state;
+	uint8_t partner_state;
+	uint16_t actor_key;
+	uint8_t partner_system[6];
+	uint16_t partner_key;
+	uint16_t partner_port;
+	uint16_t agg_port_id;
+};
+/* 0, or rte_eth_bond_8023ad_slave_info's negative errno */
+int vipd_bond_8023ad_member_info(uint16_t bond_port, uint16_t member_port,
+				 struct vipd_lacp_member *out);
+
 /* lcore, errno, cycles */
 unsigned int vipd_rte_lcore_id(void);
 int vipd_rte_errno(void);

@@ -14,6 +14,9 @@ pub const BOND_DRIVER: &str = "net_bonding";
 pub enum BondMode {
     /// DPDK mode 1: one member carries the traffic; the next whose link is up takes over.
     ActiveBackup,
+    /// DPDK mode 4, 802.3ad: LACP with a partner (a switch's LAG) decides which members carry
+    /// traffic; frames are spread over them by the transmit hash ([`XmitPolicy`]).
+    Lacp,
 }
 
 impl BondMode {
@@ -21,11 +24,10 @@ impl BondMode {
     pub fn parse(mode: &str) -> Result<BondMode, String> {
         match mode {
             "active-backup" => Ok(BondMode::ActiveBackup),
-            "lacp" | "802.3ad" => Err(format!(
-                "`{mode}` (802.3ad, DPDK mode 4) is not supported yet: it needs an LACP partner vipd has not been tested against; use \"active-backup\""
-            )),
+            "lacp" => Ok(BondMode::Lacp),
+            "802.3ad" => Err(format!("`{mode}`: vipd spells 802.3ad \"lacp\"")),
             _ => Err(format!(
-                "`{mode}` is not a bonding mode: \"active-backup\" (\"lacp\" is not supported yet)"
+                "`{mode}` is not a bonding mode: \"active-backup\" or \"lacp\" (802.3ad)"
             )),
         }
     }
@@ -34,6 +36,44 @@ impl BondMode {
     pub fn dpdk_mode(self) -> u8 {
         match self {
             BondMode::ActiveBackup => 1,
+            BondMode::Lacp => 4,
+        }
+    }
+}
+
+/// How an 802.3ad bond picks the member a frame leaves on (DPDK's `xmit_policy=`): a hash of
+/// the headers named, so one flow stays on one member.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum XmitPolicy {
+    /// Source and destination MAC: everything vipd sends to its one router goes on one
+    /// member.
+    L2,
+    /// MACs and IP addresses.
+    L23,
+    /// IP addresses and TCP/UDP ports (vipd's default: a load balancer's traffic is many
+    /// flows between few MACs and addresses).
+    L34,
+}
+
+impl XmitPolicy {
+    /// Parse `ports[i].bond.xmit_policy`; `None` is the default, `l34`.
+    pub fn parse(policy: Option<&str>) -> Result<XmitPolicy, String> {
+        match policy {
+            None | Some("l34") => Ok(XmitPolicy::L34),
+            Some("l23") => Ok(XmitPolicy::L23),
+            Some("l2") => Ok(XmitPolicy::L2),
+            Some(p) => Err(format!(
+                "`{p}` is not a transmit hash policy: \"l34\" (IP addresses and ports, the default), \"l23\" or \"l2\""
+            )),
+        }
+    }
+
+    /// The `xmit_policy=` device argument.
+    pub fn devarg(self) -> &'static str {
+        match self {
+            XmitPolicy::L2 => "l2",
+            XmitPolicy::L23 => "l23",
+            XmitPolicy::L34 => "l34",
         }
     }
 }
@@ -45,14 +85,20 @@ pub fn device_name(dev: &str) -> &str {
 }
 
 /// The bond's device string: `net_bonding0,mode=1,slave=A,slave=B` (DPDK 22.11 calls members
-/// `slave`). No `primary=`: with one, the PMD moves the traffic back to it when its link
-/// returns, which a switch that learned the bond's MAC elsewhere does not follow.
+/// `slave`), for 802.3ad `mode=4,...,xmit_policy=l34`. No `primary=`: with one, an
+/// active-backup bond moves the traffic back to it when its link returns, which a switch
+/// that learned the bond's MAC elsewhere does not follow. Call on a validated bond.
 pub fn bond_devargs(device: &str, bond: &BondConfig) -> String {
-    let mode = BondMode::parse(&bond.mode).map_or(1, BondMode::dpdk_mode);
-    let mut s = format!("{device},mode={mode}");
+    let mode = BondMode::parse(&bond.mode).unwrap_or(BondMode::ActiveBackup);
+    let mut s = format!("{device},mode={}", mode.dpdk_mode());
     for m in &bond.members {
         s.push_str(",slave=");
         s.push_str(device_name(m));
+    }
+    if mode == BondMode::Lacp {
+        let policy = XmitPolicy::parse(bond.xmit_policy.as_deref()).unwrap_or(XmitPolicy::L34);
+        s.push_str(",xmit_policy=");
+        s.push_str(policy.devarg());
     }
     s
 }
@@ -83,7 +129,16 @@ pub fn check(config: &Config, i: usize) -> Result<(), Invalid> {
             ),
         ));
     }
-    BondMode::parse(&bond.mode).map_err(|e| invalid(k("bond.mode"), e))?;
+    let mode = BondMode::parse(&bond.mode).map_err(|e| invalid(k("bond.mode"), e))?;
+    if let Some(policy) = &bond.xmit_policy {
+        if mode != BondMode::Lacp {
+            return Err(invalid(
+                k("bond.xmit_policy"),
+                format!("`{policy}`: only a bond with mode = \"lacp\" spreads frames over its members (active-backup sends on one)"),
+            ));
+        }
+        XmitPolicy::parse(Some(policy)).map_err(|e| invalid(k("bond.xmit_policy"), e))?;
+    }
     if bond.members.len() < 2 {
         return Err(invalid(
             k("bond.members"),
@@ -177,6 +232,38 @@ ipv4 = "10.78.0.10/24"
     }
 
     #[test]
+    fn an_lacp_bond_is_mode_4_with_a_transmit_hash() {
+        let lacp = BONDED.replace("mode = \"active-backup\"", "mode = \"lacp\"");
+        let (c, _) = Config::parse(&lacp, Path::new("vipd.toml")).unwrap();
+        let p = &c.ports[0];
+        let bond = p.bond.as_ref().unwrap();
+        assert_eq!(bond.xmit_policy, None);
+        // Without xmit_policy, l34: a load balancer's flows differ in addresses and ports.
+        assert_eq!(
+            bond_devargs(&p.device, bond),
+            "net_bonding0,mode=4,slave=net_tap0,slave=net_tap1,xmit_policy=l34"
+        );
+        for policy in ["l2", "l23", "l34"] {
+            let text = lacp.replace(
+                "mode = \"lacp\"",
+                &format!("mode = \"lacp\"\nxmit_policy = \"{policy}\""),
+            );
+            let (c, _) = Config::parse(&text, Path::new("vipd.toml")).unwrap();
+            let bond = c.ports[0].bond.as_ref().unwrap();
+            assert!(
+                bond_devargs("net_bonding0", bond).ends_with(&format!(",xmit_policy={policy}")),
+                "{policy}"
+            );
+            // Saved and read back, the policy stays.
+            let again = toml::to_string(&c).unwrap();
+            assert!(
+                again.contains(&format!("xmit_policy = \"{policy}\"")),
+                "{again}"
+            );
+        }
+    }
+
+    #[test]
     fn bad_bonds_are_refused_naming_the_key() {
         let cases: &[(&str, &str, &str, &str)] = &[
             (
@@ -187,9 +274,21 @@ ipv4 = "10.78.0.10/24"
             ),
             (
                 "mode = \"active-backup\"",
-                "mode = \"lacp\"",
+                "mode = \"802.3ad\"",
                 "ports[0].bond.mode",
-                "not supported yet",
+                "spells 802.3ad \"lacp\"",
+            ),
+            (
+                "mode = \"active-backup\"",
+                "mode = \"active-backup\"\nxmit_policy = \"l34\"",
+                "ports[0].bond.xmit_policy",
+                "only a bond with mode = \"lacp\"",
+            ),
+            (
+                "mode = \"active-backup\"",
+                "mode = \"lacp\"\nxmit_policy = \"l3\"",
+                "ports[0].bond.xmit_policy",
+                "`l3` is not a transmit hash policy",
             ),
             (
                 "members = [\"net_tap0,iface=m0\", \"net_tap1,iface=m1\"]",

@@ -386,12 +386,17 @@ pub struct PortConfig {
 #[serde(deny_unknown_fields)]
 pub struct BondConfig {
     /// `active-backup` (DPDK mode 1): one member carries the traffic, another takes over
-    /// when its link goes down. `lacp` (mode 4) is refused for now (docs/configuration.md).
+    /// when its link goes down. `lacp` (802.3ad, mode 4): every member the LACP partner
+    /// aggregates carries traffic (docs/configuration.md).
     pub mode: String,
     /// The member devices, as a port's `device` is written (a vdev string or a PCI address).
-    /// The first carries the traffic from the start; on its link's failure the next whose
-    /// link is up takes over, and keeps it (no move back while its link stays up).
+    /// Active-backup: the first carries the traffic from the start; on its link's failure the
+    /// next whose link is up takes over, and keeps it (no move back while its link stays up).
     pub members: Vec<String>,
+    /// `lacp` only: what picks the member a frame leaves on, `l34` (the default: IP
+    /// addresses and ports), `l23` (MACs and IP addresses) or `l2` (MACs).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub xmit_policy: Option<String>,
 }
 
 /// `[[ports.vlans]]`: one 802.1Q VLAN of a port. It shares the port's MAC and MTU.

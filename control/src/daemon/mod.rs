@@ -3,6 +3,7 @@
 //! checker, scale-out thread and API), the workers and the exception path launched on their
 //! lcores, and the control loop until SIGINT/SIGTERM.
 
+mod bond;
 mod control_loop;
 pub mod eal;
 mod error;

@@ -1,10 +1,12 @@
 //! Port bring-up (configure, MTU, start, MAC) and link state.
 
+use super::bond::{poll_members, Member};
 use super::eal::device_name;
+use crate::config::bond::BondMode;
 use crate::config::Config;
 use std::path::{Path, PathBuf};
 use vipd_dataplane::io::dpdk::{
-    DpdkError, Eal, Mempool, Port, PortConfig as DpdkPortConfig, PortStats, PortWatch,
+    DpdkError, Eal, Mempool, Port, PortConfig as DpdkPortConfig, PortStats,
 };
 use vipd_dataplane::wire::MacAddr;
 
@@ -22,20 +24,10 @@ pub struct RunningPort {
     pub link_up: bool,
     /// The NIC's counters at the last poll.
     pub stats: Option<PortStats>,
+    /// The bonding mode of a `[ports.bond]` port.
+    pub bond_mode: Option<BondMode>,
     /// A bond's members (`[ports.bond]`), in the configured order.
     pub members: Vec<Member>,
-}
-
-/// A member of a bonded port: the bond configures and drives it; vipd only watches it.
-pub struct Member {
-    /// Its DPDK device name.
-    pub name: String,
-    /// Its link and counters.
-    pub watch: PortWatch,
-    /// Link state at the last poll.
-    pub link_up: bool,
-    /// Its counters at the last poll.
-    pub stats: Option<PortStats>,
 }
 
 /// Why a port did not come up (vipd does not start).
@@ -96,12 +88,7 @@ pub fn bring_up(
                 .port_by_name(name)
                 .and_then(|id| eal.watch(id))
                 .map_err(|e| no_member(name, e))?;
-            members.push(Member {
-                name: name.to_string(),
-                watch,
-                link_up: false,
-                stats: None,
-            });
+            members.push(Member::new(name, watch));
         }
         let device_err = |source| PortError::Device {
             index: i,
@@ -137,7 +124,8 @@ pub fn bring_up(
         };
         if !members.is_empty() {
             let names: Vec<&str> = members.iter().map(|m| m.name.as_str()).collect();
-            tracing::info!("port {}: bond over {}", pc.name, names.join(", "));
+            let mode = pc.bond.as_ref().map_or("", |b| b.mode.as_str());
+            tracing::info!("port {}: bond ({mode}) over {}", pc.name, names.join(", "));
         }
         tracing::info!(
             "port {} ({}): DPDK port {id}, driver {}, MAC {mac}, {} queue pair(s), RSS {}",
@@ -158,6 +146,7 @@ pub fn bring_up(
             mac,
             link_up: false,
             stats: None,
+            bond_mode: pc.bond.as_ref().and_then(|b| BondMode::parse(&b.mode).ok()),
             members,
         });
     }
@@ -178,48 +167,6 @@ pub fn poll_links(ports: &mut [RunningPort]) {
                 }
             }
         }
-        for m in p.members.iter_mut() {
-            m.stats = m.watch.stats().ok();
-            if let Ok(link) = m.watch.link_status() {
-                if link.up != m.link_up {
-                    m.link_up = link.up;
-                    if link.up {
-                        tracing::info!("port {}: bond member {}: link up", p.name, m.name);
-                    } else {
-                        tracing::warn!("port {}: bond member {}: link down", p.name, m.name);
-                    }
-                }
-            }
-        }
-        steer_bond(p);
-    }
-}
-
-/// Active-backup: when the member carrying the traffic loses its link, the first member (in
-/// the configured order) whose link is up takes over, and keeps the traffic when the other
-/// returns (a switch learns the bond's MAC on a port only from frames sent there; going back
-/// unprompted would leave the switch sending to the member vipd no longer reads). The bonding
-/// PMD switches by itself only on a member's link interrupt, and some PMDs (net_tap in DPDK
-/// 22.11) raise none: vipd switches it from the links it polls.
-fn steer_bond(p: &RunningPort) {
-    let Some(want) = p.members.iter().find(|m| m.link_up) else {
-        return;
-    };
-    let carrying_up = |now: u16| p.members.iter().any(|m| m.watch.id() == now && m.link_up);
-    match p.port.bond_primary() {
-        Ok(now) if carrying_up(now) => {}
-        Ok(now) => match p.port.set_bond_primary(want.watch.id()) {
-            Ok(()) => {
-                let was = p.members.iter().find(|m| m.watch.id() == now);
-                tracing::warn!(
-                    "port {}: bond: member {} carries the traffic (was {})",
-                    p.name,
-                    want.name,
-                    was.map_or("none", |m| m.name.as_str())
-                );
-            }
-            Err(e) => tracing::error!("port {}: bond: cannot switch to {}: {e}", p.name, want.name),
-        },
-        Err(e) => tracing::error!("port {}: bond: {e}", p.name),
+        poll_members(p);
     }
 }

@@ -11,6 +11,7 @@ use super::restore::{self, Restored};
 use super::{eal, primary, MAX_SERVICES_HINT};
 use crate::api::{self, ApiServer};
 use crate::backend_slots::RsIdentity;
+use crate::config::bond::BondMode;
 use crate::config::{Config, Valid};
 use crate::health::{Checker, Transition};
 use crate::kernel::exception::Tap;
@@ -309,6 +310,15 @@ impl Dataplane {
             tracers: Vec::with_capacity(workers_n),
             workers: Vec::with_capacity(workers_n),
         };
+        // 802.3ad bonds send their LACPDUs from inside tx bursts only: every worker's queue
+        // on one gets a burst at least every few milliseconds, frames or not.
+        let tx_keepalive: Vec<usize> = io
+            .ports
+            .iter()
+            .enumerate()
+            .filter(|(_, p)| p.bond_mode == Some(BondMode::Lacp))
+            .map(|(i, _)| i)
+            .collect();
         for (w, &core) in config.dataplane.worker_cores.iter().enumerate() {
             let queues = io
                 .ports
@@ -346,6 +356,7 @@ impl Dataplane {
                     rings: Arc::clone(&io.rings),
                     stop: Arc::clone(&dp.worker_stop),
                     idle_sleep: Duration::from_micros(u64::from(config.dataplane.idle_sleep_us)),
+                    tx_keepalive: tx_keepalive.clone(),
                     sampler,
                     tracer,
                 },

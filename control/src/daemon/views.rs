@@ -1,9 +1,11 @@
 //! The [`View`] the control loop publishes for the API: services and real servers with their
 //! slots and health, the status JSON (ports, neighbours), and the gauges for `/metrics`.
 
+use super::bond::members_status;
 use super::ports::RunningPort;
 use super::watchdog::LivenessGauges;
-use crate::metrics::{ControlGauges, PortGauges};
+use crate::config::bond::BondMode;
+use crate::metrics::{ControlGauges, MemberGauges, PortGauges};
 use crate::neighbours::{NeighbourState, NeighbourTable};
 use crate::running::Running;
 use crate::stats::StatsBook;
@@ -145,12 +147,7 @@ pub fn view(src: &Sources) -> View {
             json!({
                 "name": p.name, "device": p.device, "driver": p.port.driver(), "mac": p.mac.to_string(),
                 "link_up": p.link_up, "queues": p.port.queues(), "rss": p.port.rss_enabled(),
-                "members": p.members.iter().map(|m| json!({
-                    "device": m.name, "link_up": m.link_up,
-                    "active": p.port.bond_primary().ok() == Some(m.watch.id()),
-                    "rx_packets": m.stats.map(|s| s.rx_packets),
-                    "tx_packets": m.stats.map(|s| s.tx_packets),
-                })).collect::<Vec<_>>(),
+                "members": members_status(p),
             })
         })
         .collect();
@@ -197,7 +194,12 @@ pub fn view(src: &Sources) -> View {
                 members: p
                     .members
                     .iter()
-                    .map(|m| (m.name.clone(), m.link_up, m.stats))
+                    .map(|m| MemberGauges {
+                        name: m.name.clone(),
+                        link_up: m.link_up,
+                        stats: m.stats,
+                        lacp: (p.bond_mode == Some(BondMode::Lacp)).then(|| m.lacp_actor()),
+                    })
                     .collect(),
             })
             .collect(),

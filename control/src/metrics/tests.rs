@@ -54,7 +54,21 @@ fn scrape() -> String {
                 name: "lan".into(),
                 link_up: true,
                 stats: Some(PortStats::default()),
-                members: vec![("net_tap1".into(), false, Some(PortStats::default()))],
+                members: vec![
+                    MemberGauges {
+                        name: "net_tap1".into(),
+                        link_up: false,
+                        stats: Some(PortStats::default()),
+                        lacp: Some(LacpState(0)),
+                    },
+                    MemberGauges {
+                        name: "net_tap2".into(),
+                        link_up: true,
+                        stats: Some(PortStats::default()),
+                        // active, aggregation, synchronization, collecting, distributing
+                        lacp: Some(LacpState(0x3d)),
+                    },
+                ],
             }],
             neighbours: vec![("static", 0), ("incomplete", 0), ("reachable", 1)],
             worker_stalled: vec![false],
@@ -209,6 +223,31 @@ fn exposition_is_conventional() {
             kind == "counter",
             name.ends_with("_total"),
             "{name} is a {kind}"
+        );
+    }
+}
+
+#[test]
+fn lacp_members_show_whether_they_carry_traffic() {
+    let text = scrape();
+    let value = |family: &str, member: &str| {
+        text.lines()
+            .filter(|l| l.starts_with(&format!("{family}{{")))
+            .find(|l| l.contains(&format!("member=\"{member}\"")) && l.contains("port=\"lan\""))
+            .and_then(|l| l.split_whitespace().last())
+            .map(str::to_string)
+    };
+    for (family, member, want) in [
+        ("vipd_bond_member_lacp_distributing", "net_tap1", "0"),
+        ("vipd_bond_member_lacp_distributing", "net_tap2", "1"),
+        ("vipd_bond_member_lacp_collecting", "net_tap2", "1"),
+        ("vipd_bond_member_lacp_defaulted", "net_tap2", "0"),
+        ("vipd_bond_member_link_up", "net_tap2", "1"),
+    ] {
+        assert_eq!(
+            value(family, member).as_deref(),
+            Some(want),
+            "{family} {member}:\n{text}"
         );
     }
 }

@@ -475,19 +475,19 @@ pub fn status(v: &Value) -> String {
                 "off"
             }
         );
-        // A bond's members: link, and which one carries the traffic.
+        // A bond's members: link, and which one carries the traffic (802.3ad: LACP's view).
         for m in p["members"].as_array().into_iter().flatten() {
             let up = m["link_up"].as_bool() == Some(true);
+            let what = match m.get("lacp") {
+                Some(l) => lacp_member(l),
+                None if m["active"].as_bool() == Some(true) => "active".to_string(),
+                None => String::new(),
+            };
             let _ = writeln!(
                 out,
-                "  member {:<16} link {:<4} {}",
+                "  member {:<16} link {:<4} {what}",
                 s(m, "device"),
                 if up { "up" } else { "down" },
-                if m["active"].as_bool() == Some(true) {
-                    "active"
-                } else {
-                    ""
-                }
             );
         }
     }
@@ -504,6 +504,41 @@ pub fn status(v: &Value) -> String {
         );
     }
     out
+}
+
+/// An 802.3ad member's LACP state in a word, and its partner: `lacp aggregated partner
+/// 02:..:01 key 33 port 1`. `aggregated`: collecting and distributing; `defaulted`: no LACPDU
+/// from a partner; `expired`: the partner's stopped; `waiting`: negotiating.
+fn lacp_member(l: &Value) -> String {
+    if l.is_null() {
+        return "lacp -".into();
+    }
+    let has = |k: &str| {
+        l["actor_state"]
+            .as_array()
+            .is_some_and(|a| a.iter().any(|x| x.as_str() == Some(k)))
+    };
+    let word =
+        if l["collecting"].as_bool() == Some(true) && l["distributing"].as_bool() == Some(true) {
+            "aggregated"
+        } else if has("defaulted") {
+            "defaulted"
+        } else if has("expired") {
+            "expired"
+        } else if l["collecting"].as_bool() == Some(true) {
+            "collecting"
+        } else {
+            "waiting"
+        };
+    if word == "defaulted" {
+        return format!("lacp {word}");
+    }
+    format!(
+        "lacp {word:<10} partner {} key {} port {}",
+        s(l, "partner_system"),
+        n(l, "partner_key"),
+        n(l, "partner_port")
+    )
 }
 
 /// `vipctl stats` (`GET /api/v1/stats`): every counter, its total and each worker's share.

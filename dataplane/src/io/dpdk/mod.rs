@@ -15,6 +15,7 @@
 //! Frames are single-segment: ports are configured without scatter, so an mbuf's data is one
 //! slice (make the pool's data room hold the largest frame, e.g. [`DEFAULT_DATA_ROOM`]).
 
+mod bond;
 mod eal;
 mod error;
 mod mbuf;
@@ -24,6 +25,7 @@ mod queue;
 
 use dpdk_sys as sys;
 
+pub use bond::{LacpMember, LacpSelection, LacpState};
 pub use eal::{
     lcore_id, pause, register_thread, socket_id, tsc_cycles, tsc_hz, unregister_thread, Eal,
     PortWatch,

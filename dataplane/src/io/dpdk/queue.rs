@@ -157,6 +157,17 @@ impl PortQueue {
         }
     }
 
+    /// A transmit burst of no frames: a bond in 802.3ad mode (without dedicated queues) sends
+    /// the LACPDUs its state machine queued only from inside a tx burst on the bond, so a
+    /// queue with nothing to send still needs one now and then.
+    #[inline]
+    pub fn tx_empty_burst(&mut self) {
+        let mut none: *mut sys::rte_mbuf = std::ptr::null_mut();
+        // SAFETY: this handle is the only user of the tx queue; with a count of 0 the driver
+        // takes nothing from the (valid, one-slot) array.
+        unsafe { sys::vipd_rte_eth_tx_burst(self.port, self.queue, &mut none, 0) };
+    }
+
     /// Hand `burst`'s frames to the driver; returns how many it took (from the front).
     fn tx_raw(&mut self, burst: &mut MbufBurst) -> usize {
         let len = burst.len;

@@ -289,3 +289,31 @@ fn status_lists_a_bonds_members() {
         "{text}"
     );
 }
+
+#[test]
+fn status_shows_an_lacp_members_state_and_partner() {
+    let lacp = |actor: &[&str], coll: bool, dist: bool| {
+        json!({"selection": "selected",
+        "aggregator": "net_tap0", "collecting": coll, "distributing": dist, "actor_state": actor,
+        "actor_key": 33, "partner_state": ["active", "aggregation"], "partner_system": "02:00:00:00:00:01",
+        "partner_key": 33, "partner_port": 2})
+    };
+    let v = json!({"ports": [{"name": "lan", "driver": "net_bonding", "mac": "02:77:00:00:00:0a",
+        "link_up": true, "queues": 1, "rss": false, "members": [
+            {"device": "net_tap0", "link_up": true, "active": true,
+             "lacp": lacp(&["active", "aggregation", "synchronization", "collecting", "distributing"], true, true)},
+            {"device": "net_tap1", "link_up": true, "active": false,
+             "lacp": lacp(&["active", "aggregation", "defaulted"], false, false)},
+            {"device": "net_tap2", "link_up": true, "active": false,
+             "lacp": lacp(&["active", "aggregation", "expired"], false, false)},
+            {"device": "net_tap3", "link_up": false, "active": false, "lacp": null}]}]});
+    let text = status(&v);
+    for want in [
+        "  member net_tap0         link up   lacp aggregated partner 02:00:00:00:00:01 key 33 port 2\n",
+        "  member net_tap1         link up   lacp defaulted\n",
+        "  member net_tap2         link up   lacp expired    partner 02:00:00:00:00:01 key 33 port 2\n",
+        "  member net_tap3         link down lacp -\n",
+    ] {
+        assert!(text.contains(want), "{want:?} not in\n{text}");
+    }
+}
