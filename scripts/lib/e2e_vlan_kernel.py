@@ -6,11 +6,12 @@ access segment with a real server in its own namespace), and VLAN 200 with
 `kernel_interface` (a tap vipd creates in the LB namespace, carrying the VLAN's address
 untagged; vipd removes the tag on the way in and adds it on the way out). The real server is
 reachable only in VLAN 200: the LB namespace's kernel reaches it through that interface alone.
-From the box's own stack: the kernel resolves the server by ARP (vipd passes the tagged reply
-on, untagged), pings it, downloads from it over TCP; the server connects to the box's VLAN
-address (ssh-like TCP echo); the service's HTTP health check of the server works (up, then down
-when the server stops), and clients still reach it through the VIP. The interface's counters
-count both ways, with no drops.
+From the box's own stack: the kernel resolves the server by ARP and Neighbour Discovery (vipd
+passes the tagged reply on, untagged), pings it over IPv4 and IPv6, downloads from it over TCP;
+the server connects to the box's VLAN address (ssh-like TCP echo); the service's HTTP health
+check of the server works (up, then down when the server stops), and clients still reach it
+through the VIP. A SIGHUP moves the VLAN's IPv4 address: the kernel interface follows, and
+back. The interface's counters count both ways, with no drops.
 
 Everything the scenario creates is removed at its end, also on failure.
 """
@@ -18,6 +19,7 @@ Everything the scenario creates is removed at its end, also on failure.
 import json
 import os
 import shutil
+import signal
 import tempfile
 import time
 
@@ -37,6 +39,7 @@ ipv4 = "10.77.150.10/24"
 [[ports.vlans]]
 id = 200
 ipv4 = "10.77.200.10/24"
+ipv6 = "fd00:200::10/64"
 kernel_interface = "{KIF}"
 """
 
@@ -71,6 +74,11 @@ def scenario_vlan_kernel():
     try:
         with isolated_lb_kernel(f"{PREFIX}_vlank"):
             segment(200, VS, "10.77.200.21", "default via 10.77.200.10")
+            # The server speaks IPv6 in VLAN 200 too (segment() turns IPv6 off).
+            bash(f"""
+ip netns exec {VS} sysctl -qw net.ipv6.conf.{PREFIX}-e200.accept_dad=0 net.ipv6.conf.{PREFIX}-e200.disable_ipv6=0
+ip -n {VS} addr add fd00:200::21/64 dev {PREFIX}-e200 nodad
+""")
             switch(tmp, (200,))
             bash(f"vipd_spawn {PREFIX} vrs {VS} python3 -u {LIB}/rs_server.py --name vrs --port 8080"
                  f" --health-file /nonexistent --delay-file /nonexistent")
@@ -97,10 +105,10 @@ def run(v):
           f"{KIF}: {link}")
     addrs = json.loads(lb("ip", "-j", "addr", "show", KIF))[0]["addr_info"]
     have = sorted(f"{a['local']}/{a['prefixlen']}" for a in addrs)
-    check(have == ["10.77.200.10/24"], f"{KIF} addresses {have}")
+    check(have == ["10.77.200.10/24", "fd00:200::10/64"], f"{KIF} addresses {have} (no link-local expected)")
     route = lb("ip", "route", "get", "10.77.200.21")
     check(f"dev {KIF}" in route, f"the box's route to the real server: {route!r}")
-    log(f"    {KIF}: MAC {LB_MAC}, {have[0]}; route {route.splitlines()[0].strip()}")
+    log(f"    {KIF}: MAC {LB_MAC}, {' '.join(have)}; route {route.splitlines()[0].strip()}")
 
     # The health check runs in the box's kernel: only VLAN 200's interface reaches the server.
     wait_health(v, "up")
@@ -109,6 +117,12 @@ def run(v):
 
     out = lb("ping", "-c", "3", "-i", "0.2", "-W", "2", "10.77.200.21")
     check(" 0% packet loss" in out and "DUP" not in out, f"ping from the box in VLAN 200: {out!r}")
+    out6 = lb("ping", "-6", "-c", "3", "-i", "0.2", "-W", "2", "fd00:200::21")
+    check(" 0% packet loss" in out6 and "DUP" not in out6, f"ping -6 from the box in VLAN 200: {out6!r}")
+    neigh6 = lb("ip", "-6", "neigh", "show", "fd00:200::21", "dev", KIF)
+    check("lladdr" in neigh6 and "FAILED" not in neigh6, f"the box's ND entry for the server: {neigh6!r}")
+    c6 = lb("curl", "-s", "-m", "5", "http://[fd00:200::21]:8080/")
+    check("client=fd00:200::10:" in c6, f"curl -6 from the box: {c6!r}")
     neigh = lb("ip", "neigh", "show", "10.77.200.21", "dev", KIF)
     check("lladdr" in neigh and "FAILED" not in neigh, f"the box's ARP entry for the server: {neigh!r}")
     peer = netns(VS, "ip", "neigh", "show", "10.77.200.10")
@@ -119,8 +133,8 @@ def run(v):
     check(n == "2000000", f"2 MB download from the box through VLAN 200: {n} bytes")
     e = netns(VS, "python3", os.path.join(LIB, "tcp_echo.py"), "send", "10.77.200.10", str(ECHO_PORT), "200000")
     check("echoed=200000 sha256_match=True" in e, f"TCP echo server -> box's VLAN address: {e!r}")
-    log(f"    from the box: ping answered, ARP both ways ({neigh.split()[2]}), curl {c.split()[0]},"
-        " 2 MB download; 200 kB TCP echo from the server to 10.77.200.10")
+    log(f"    from the box: ping and ping -6 answered, ARP both ways and ND ({neigh.split()[2]}), curl v4 and v6"
+        f" {c.split()[0]}, 2 MB download; 200 kB TCP echo from the server to 10.77.200.10")
 
     # The check is real: the server stops, it goes down; back, up.
     bash(f"vipd_kill {PREFIX} vrs")
@@ -129,6 +143,20 @@ def run(v):
          f" --health-file /nonexistent --delay-file /nonexistent")
     wait_health(v, "up")
     log("    health check through the VLAN's kernel interface: up, down with the server stopped, up again")
+
+    # SIGHUP: the VLAN's IPv4 address moves; its kernel interface follows, and back.
+    for old, new in (("10.77.200.10", "10.77.200.11"), ("10.77.200.11", "10.77.200.10")):
+        v.extra = v.extra.replace(f'ipv4 = "{old}/24"', f'ipv4 = "{new}/24"')
+        v.write_config(v.services)
+        v.send_signal(signal.SIGHUP)
+        deadline = time.time() + 5
+        while time.time() < deadline and f"{new}/24" not in lb("ip", "-4", "addr", "show", KIF):
+            time.sleep(0.1)
+        a4 = lb("ip", "-4", "addr", "show", KIF)
+        check(f"{new}/24" in a4 and f"{old}/24" not in a4, f"after SIGHUP: {a4!r}")
+        c = lb("curl", "-s", "-m", "5", "http://10.77.200.21:8080/")
+        check(f"client={new}:" in c, f"curl from the VLAN's new address: {c!r}")
+    log("    SIGHUP: the VLAN's address moved to 10.77.200.11 and back, the kernel interface with it")
 
     s = v.stats()
     k = [i for i in s["kernel"] if i["interface"] == KIF]

@@ -291,6 +291,25 @@ kernel_interface = "k300"
     }
 
     #[test]
+    fn a_vlans_kernel_interface_gets_the_routes_via_the_vlans_gateway() {
+        // A port without a gateway; its VLAN 200 (interface 1) has one and a kernel interface.
+        let ports = [
+            port("10.0.0.10/24", None, None, false),
+            PortInfo {
+                vlan: Some(vipd_dataplane::snapshot::VlanOf { parent: 0, id: 200 }),
+                ..port("10.2.0.10/24", Some("10.2.0.1"), None, true)
+            },
+        ];
+        let t: Vec<IpAddr> = ["198.51.100.7", "10.2.0.21", "10.0.0.21"]
+            .iter()
+            .map(|a| a.parse().unwrap())
+            .collect();
+        let want: BTreeSet<HostRoute> = [(t[0], "10.2.0.1".parse().unwrap())].into();
+        assert_eq!(host_routes(&ports, 1, &t), want);
+        assert!(host_routes(&ports, 0, &t).is_empty());
+    }
+
+    #[test]
     fn no_host_routes_without_a_kernel_interface() {
         let ports = [port("10.0.0.10/24", Some("10.0.0.1"), None, false)];
         let t = ["198.51.100.7".parse().unwrap()];
