@@ -14,7 +14,7 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 use vipd_control::kernel::counters::{InterfaceCounters, KernelCounter, KernelCounters};
-use vipd_control::kernel::exception::{ExceptionPath, Tap};
+use vipd_control::kernel::exception::{worker_for, ExceptionPath, Tap};
 use vipd_dataplane::io::dpdk::{Eal, Mempool, Port, PortConfig, DEFAULT_DATA_ROOM, SOCKET_ANY};
 use vipd_dataplane::io::PacketBuf;
 use vipd_dataplane::wire::MacAddr;
@@ -155,7 +155,7 @@ fn exception_thread_moves_frames_both_ways_and_counts_drops() {
     let mut sent_vlan = Vec::new();
     for i in 0..30u32 {
         let f = tagged(
-            &segment(PORT_MAC, 8 + (i % 3) as u16, i, 60 + i as usize * 40),
+            &segment(PORT_MAC, 8 + (i % 8) as u16, i, 60 + i as usize * 40),
             200,
         );
         rings
@@ -228,6 +228,10 @@ fn exception_thread_moves_frames_both_ways_and_counts_drops() {
             }) = SlicedPacket::from_ethernet(&frame)
             {
                 assert_eq!(tag.vlan_identifier().value(), 200);
+                // The worker is picked by the connection, as for an untagged frame.
+                let mut untagged = frame.clone();
+                untagged.drain(12..16);
+                assert_eq!(worker_for(&untagged, 2), w, "VLAN frame's worker");
                 got_vlan.push(frame);
                 continue;
             }
