@@ -1,7 +1,7 @@
 """End-to-end scenario for a VLAN's own kernel interface (issue 19, section 2), registered by
 scripts/e2e.
 
-vlan_kernel: the trunk of vlan_trunk (scripts/lib/e2e_vlan.py: the tc BPF switch, VLAN 200's
+vlan_kernel (with one worker, then two): the trunk of vlan_trunk (scripts/lib/e2e_vlan.py: the tc BPF switch, VLAN 200's
 access segment with a real server in its own namespace), and VLAN 200 with
 `kernel_interface` (a tap vipd creates in the LB namespace, carrying the VLAN's address
 untagged; vipd removes the tag on the way in and adds it on the way out). The real server is
@@ -64,10 +64,17 @@ def wait_health(v, state, timeout=10.0):
 
 def scenario_vlan_kernel():
     """A VLAN's own kernel interface: the box pings, downloads from and health-checks a real
-    server only reachable in VLAN 200, which connects back to the box's VLAN address."""
+    server only reachable in VLAN 200, which connects back to the box's VLAN address. With one
+    worker, then two on two queue pairs (both hand frames to the exception path)."""
+    for workers in (1, 2):
+        one(workers)
+
+
+def one(workers):
+    log(f"    {workers} worker(s):")
     teardown()
     tmp = tempfile.mkdtemp(prefix=f"vipd-{PREFIX}-vlank-")
-    v = Vipd("vlank", services=[{
+    v = Vipd(f"vlank{workers}", workers=workers, qpairs=workers, services=[{
         "vip": VIP4, "proto": "tcp", "port": 80, "scheduler": "rr",
         "keys": ['health_check = { type = "http", path = "/", interval = 0.5, timeout = 0.4, rise = 1, fall = 2 }'],
         "rs": [("10.77.200.21", 8080, 1)]}], extra=VLAN_KEYS)
