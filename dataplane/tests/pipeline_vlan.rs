@@ -307,3 +307,61 @@ fn ipv6_in_a_vlan_nat66_and_neighbour_discovery() {
     assert_eq!(&icmp.payload()[..16], &target.octets());
     assert_eq!(w.counters.get(Counter::NdAdverts), 1);
 }
+
+/// The trunk with a kernel interface on VLAN 200 only (`[[ports.vlans]] kernel_interface`).
+fn trunk_with_vlan_kernel() -> Snapshot {
+    let mut ports = trunk().ports.clone();
+    ports[2].kernel = true;
+    let mut n: HashMap<IpAddr, MacAddr> = neighbours();
+    n.insert(v4(V200_RS), MacAddr(V200_RS_MAC));
+    Snapshot::build(1, ports, &[], &n, 65537).unwrap()
+}
+
+#[test]
+fn traffic_for_a_vlan_address_goes_to_the_vlans_kernel_interface_still_tagged() {
+    let snap = trunk_with_vlan_kernel();
+    let to = |dst: Ipv4Addr, vlan: Option<u16>| {
+        let f = Frame::new(
+            V200_RS_MAC,
+            LB_MAC,
+            v4(V200_RS),
+            v4(dst),
+            tcp(22, 40000, "SA"),
+            b"ssh",
+        );
+        match vlan {
+            Some(id) => tagged(f, id),
+            None => f,
+        }
+        .bytes()
+    };
+    for fast_path in [false, true] {
+        let mut w = worker(0, 1);
+        w.fast_path = fast_path;
+        for (what, input, want) in [
+            // The exception thread finds the VLAN's tap by the tag, and removes it.
+            (
+                "VLAN 200 address",
+                to(Ipv4Addr::new(10, 1, 200, 10), Some(200)),
+                Action::ToKernel,
+            ),
+            (
+                "VLAN 100 address: no kernel interface",
+                to(V100_LB, Some(100)),
+                Action::Drop(DropReason::LocalUnhandled),
+            ),
+            (
+                "the port's own address: no kernel interface",
+                to(LB_IP, None),
+                Action::Drop(DropReason::LocalUnhandled),
+            ),
+        ] {
+            let mut bufs = [VecBuf::new(&input)];
+            let mut actions = [Action::Drop(DropReason::EthMalformed)];
+            process_burst(&mut bufs, &mut actions, 0, &mut w, &snap, 1_000);
+            assert_eq!(actions[0], want, "{what} (fast path {fast_path})");
+            assert_eq!(bufs[0].data(), &input[..], "{what}: frame unchanged");
+        }
+        assert_eq!(w.counters.get(Counter::ToKernel), 1);
+    }
+}

@@ -11,6 +11,8 @@ pub mod validate;
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod vlan_kernel_tests;
 
 pub use model::*;
 pub use validate::{

@@ -417,6 +417,12 @@ pub struct VlanConfig {
     /// IPv6 default gateway in the VLAN.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub gateway6: Option<Ipv6Addr>,
+    /// Name of the VLAN's own kernel interface (the exception path, as a port's
+    /// `kernel_interface`): it carries the port's MAC and the VLAN's addresses, untagged;
+    /// vipd removes the VLAN's tag on the frames it hands over and adds it to those the
+    /// kernel sends.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub kernel_interface: Option<String>,
     /// A VLAN inside this one (QinQ, 802.1ad): not supported, refused by the validator with
     /// its reason rather than as an unknown key.
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -171,6 +171,21 @@ pub fn restart_only_changes(old: &Config, new: &Config) -> Vec<String> {
             format!("{:?}", p.kernel_interface),
             format!("{:?}", q.kernel_interface),
         );
+        // A VLAN's kernel interface, like the port's, is a tap created at start.
+        let vlan_kernel = |p: &crate::config::model::PortConfig| {
+            let mut v: Vec<_> = p
+                .vlans
+                .iter()
+                .filter_map(|v| v.kernel_interface.as_ref().map(|n| (v.id, n.clone())))
+                .collect();
+            v.sort();
+            format!("{v:?}")
+        };
+        diff(
+            format!("ports[{i}].vlans[].kernel_interface"),
+            vlan_kernel(p),
+            vlan_kernel(q),
+        );
         // A bond's members and mode are devices the EAL creates at start.
         diff(
             format!("ports[{i}].bond"),

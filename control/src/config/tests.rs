@@ -606,7 +606,10 @@ ipv6 = "fd00:200::10/64"
     let vlan = |i: usize| v.ports[i].vlan.map(|x| (x.parent, x.id));
     assert_eq!((vlan(1), vlan(2)), (Some((0, 100)), Some((0, 200))));
     assert_eq!(v.ports[1].mtu, 1400, "a VLAN has its port's MTU");
-    assert!(!v.ports[1].kernel, "VLANs have no kernel interface");
+    assert!(
+        !v.ports[1].kernel,
+        "no kernel interface unless the VLAN names one"
+    );
     let to_vlan = vipd_dataplane::snapshot::route(&v.ports, &"10.100.0.7".parse().unwrap());
     assert_eq!(to_vlan.map(|r| r.port), Some(1));
     // Saved and read back (the API's saved configuration) the VLANs stay.

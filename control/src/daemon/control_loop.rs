@@ -491,17 +491,16 @@ impl Control<'_> {
                 self.neighbours.want_on_demand(ip, iface);
                 continue;
             }
-            let kernel = self
-                .running
-                .valid
-                .ports
-                .get(usize::from(port))
+            // The kernel interface of the port, or of the VLAN the frame is tagged with
+            // (the exception thread removes the tag).
+            let ports = &self.running.valid.ports;
+            let vid = vlan::vid_of(m.data());
+            let kernel = crate::kernel::plan::interface_of(ports, usize::from(port), vid)
+                .and_then(|i| ports.get(i))
                 .is_some_and(|p| p.kernel);
-            // The kernel interface is the port's untagged side: a VLAN's frames stay out.
-            let kernel = kernel && vlan::vid_of(m.data()).is_none();
             if kernel && self.rings.to_kernel.push((port, m)).is_err() {
                 // The kernel asks again.
-                if let Some(c) = self.kernel.counters.of_port(port) {
+                if let Some(c) = self.kernel.counters.of(port, vid) {
                     c.add(KernelCounter::DropRingFull, 1);
                 }
             }

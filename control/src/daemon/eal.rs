@@ -108,12 +108,19 @@ fn lcore_map(config: &Config) -> String {
         .join(",")
 }
 
+/// The kernel interfaces the configuration asks for: the ports' and the VLANs'.
 fn kernel_interfaces(config: &Config) -> u64 {
     config
         .ports
         .iter()
-        .filter(|p| p.kernel_interface.is_some())
-        .count() as u64
+        .map(|p| {
+            usize::from(p.kernel_interface.is_some())
+                + p.vlans
+                    .iter()
+                    .filter(|v| v.kernel_interface.is_some())
+                    .count()
+        })
+        .sum::<usize>() as u64
 }
 
 /// What one kernel interface's tap holds: its descriptors, and the exception thread's bursts.
@@ -198,6 +205,23 @@ mod tests {
         let without = mbufs_needed(&config);
         config.ports = vec![port("a", Some("vipd0"))];
         assert_eq!(mbufs_needed(&config), without + kernel_mbufs());
+        // A VLAN's kernel interface is a tap of its own.
+        let mut vlan_port = port("a", None);
+        vlan_port.vlans.push(crate::config::model::VlanConfig {
+            id: 200,
+            ipv4: Some("10.2.0.10/24".parse().unwrap()),
+            ipv6: None,
+            gateway: None,
+            gateway6: None,
+            kernel_interface: Some("vipd0.200".into()),
+            vlans: None,
+        });
+        config.ports = vec![vlan_port.clone()];
+        assert_eq!(mbufs_needed(&config), without + kernel_mbufs());
+        vlan_port.kernel_interface = Some("vipd0".into());
+        config.ports = vec![vlan_port];
+        assert_eq!(mbufs_needed(&config), without + 2 * kernel_mbufs());
+        config.ports = vec![port("a", Some("vipd0"))];
         let size = u64::from(pool_size(&config));
         assert!(size >= mbufs_needed(&config) && (size + 1).is_power_of_two());
         assert_eq!(pool_warning(&config), None, "the computed size never warns");

@@ -30,6 +30,13 @@ pub enum KernelCounter {
     /// From the kernel, dropped: its source MAC is not the port's (the interface's MAC was
     /// changed, or it was bridged): vipd never puts another station's MAC on the wire.
     DropForeignSource,
+    /// From a VLAN's kernel interface, dropped: the frame already carries a VLAN tag (it
+    /// would leave with stacked tags).
+    DropTagged,
+    /// From a VLAN's kernel interface, dropped: no headroom in the buffer for the VLAN's tag.
+    DropNoHeadroom,
+    /// To a VLAN's kernel interface, dropped: the frame is not tagged with the VLAN's id.
+    DropWrongVlan,
 }
 
 impl KernelCounter {
@@ -45,6 +52,9 @@ impl KernelCounter {
         KernelCounter::DropInboxFull,
         KernelCounter::DropBadLength,
         KernelCounter::DropForeignSource,
+        KernelCounter::DropTagged,
+        KernelCounter::DropNoHeadroom,
+        KernelCounter::DropWrongVlan,
     ];
 
     /// Name in the API (and, as `vipd_kernel_<name>_total`, in `/metrics`).
@@ -60,6 +70,9 @@ impl KernelCounter {
             KernelCounter::DropInboxFull => "drop_inbox_full",
             KernelCounter::DropBadLength => "drop_bad_length",
             KernelCounter::DropForeignSource => "drop_foreign_source",
+            KernelCounter::DropTagged => "drop_tagged",
+            KernelCounter::DropNoHeadroom => "drop_no_headroom",
+            KernelCounter::DropWrongVlan => "drop_wrong_vlan",
         }
     }
 
@@ -91,8 +104,10 @@ pub struct InterfaceCounters {
     pub interface: String,
     /// The port's name.
     pub port: String,
-    /// The port's index in the configuration.
+    /// The port's index in the configuration (for a VLAN's interface, the port carrying it).
     pub port_index: u16,
+    /// The VLAN's id, for a VLAN's kernel interface.
+    pub vlan: Option<u16>,
     values: [AtomicU64; KernelCounter::ALL.len()],
 }
 
@@ -103,8 +118,15 @@ impl InterfaceCounters {
             interface: interface.to_string(),
             port: port.to_string(),
             port_index,
+            vlan: None,
             values: std::array::from_fn(|_| AtomicU64::new(0)),
         }
+    }
+
+    /// The same for the kernel interface of VLAN `id` on the port.
+    pub fn in_vlan(mut self, id: Option<u16>) -> Self {
+        self.vlan = id;
+        self
     }
 
     /// Add `n` to `c`.
@@ -126,9 +148,12 @@ pub struct KernelCounters {
 }
 
 impl KernelCounters {
-    /// The counters of the interface of configuration port `port`, if it has one.
-    pub fn of_port(&self, port: u16) -> Option<&InterfaceCounters> {
-        self.interfaces.iter().find(|i| i.port_index == port)
+    /// The counters of the kernel interface of configuration port `port` (`vlan`: of that
+    /// VLAN on the port), if it has one.
+    pub fn of(&self, port: u16, vlan: Option<u16>) -> Option<&InterfaceCounters> {
+        self.interfaces
+            .iter()
+            .find(|i| i.port_index == port && i.vlan == vlan)
     }
 
     /// The API's view: one object per interface, every counter by name.
@@ -140,6 +165,7 @@ impl KernelCounters {
                     let mut m = serde_json::Map::new();
                     m.insert("interface".into(), i.interface.clone().into());
                     m.insert("port".into(), i.port.clone().into());
+                    m.insert("vlan".into(), i.vlan.into());
                     for &c in KernelCounter::ALL {
                         m.insert(c.name().into(), i.get(c).into());
                     }
@@ -168,7 +194,10 @@ mod tests {
     #[test]
     fn json_lists_each_interface_with_its_counts() {
         let k = KernelCounters {
-            interfaces: vec![InterfaceCounters::new("vipd0", "lan", 0)],
+            interfaces: vec![
+                InterfaceCounters::new("vipd0", "lan", 0),
+                InterfaceCounters::new("vipd0.100", "lan", 0).in_vlan(Some(100)),
+            ],
         };
         k.interfaces[0].add(KernelCounter::ToKernelPackets, 3);
         k.interfaces[0].add(KernelCounter::DropInboxFull, 1);
@@ -177,6 +206,14 @@ mod tests {
         assert_eq!(j[0]["to_kernel_packets"], 3);
         assert_eq!(j[0]["drop_inbox_full"], 1);
         assert_eq!(j[0]["from_kernel_packets"], 0);
+        assert_eq!(j[0]["vlan"], serde_json::Value::Null);
+        assert_eq!(j[1]["vlan"], 100);
+        assert_eq!(
+            k.of(0, Some(100)).map(|i| i.interface.as_str()),
+            Some("vipd0.100")
+        );
+        assert_eq!(k.of(0, None).map(|i| i.interface.as_str()), Some("vipd0"));
+        assert!(k.of(0, Some(200)).is_none());
         assert!(KernelCounter::DropTapFull.is_drop());
         assert!(!KernelCounter::FromKernelBytes.is_drop());
     }

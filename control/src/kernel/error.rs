@@ -14,19 +14,30 @@ pub struct InterfaceKey {
     pub file: PathBuf,
     /// Index of the port in `ports`.
     pub port: usize,
+    /// The VLAN's id, for a VLAN's kernel interface.
+    pub vlan: Option<u16>,
     /// The interface's name.
     pub name: String,
 }
 
 impl fmt::Display for InterfaceKey {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "{}: ports[{}].kernel_interface `{}`",
-            self.file.display(),
-            self.port,
-            self.name
-        )
+        match self.vlan {
+            None => write!(
+                f,
+                "{}: ports[{}].kernel_interface `{}`",
+                self.file.display(),
+                self.port,
+                self.name
+            ),
+            Some(id) => write!(
+                f,
+                "{}: ports[{}].vlans (id {id}) kernel_interface `{}`",
+                self.file.display(),
+                self.port,
+                self.name
+            ),
+        }
     }
 }
 
@@ -122,8 +133,18 @@ mod tests {
         let key = Box::new(InterfaceKey {
             file: PathBuf::from("/etc/vipd/vipd.toml"),
             port: 1,
+            vlan: None,
             name: "vipd0".into(),
         });
+        let vlan = InterfaceKey {
+            vlan: Some(200),
+            name: "vipd0.200".into(),
+            ..(*key).clone()
+        };
+        assert_eq!(
+            vlan.to_string(),
+            "/etc/vipd/vipd.toml: ports[1].vlans (id 200) kernel_interface `vipd0.200`"
+        );
         assert_eq!(
             KernelError::Exists(key.clone()).to_string(),
             "/etc/vipd/vipd.toml: ports[1].kernel_interface `vipd0`: an interface of that name already exists; vipd creates its own (pick another name, or remove the interface)"

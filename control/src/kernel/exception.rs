@@ -6,9 +6,12 @@
 //! workers own the physical TX queues. Work per round is bounded, an idle thread backs off to
 //! sleeping (a few hundred wake-ups a second), and every frame is counted both ways or by the
 //! reason it was dropped. A worker never waits for it: the workers only push to a ring and
-//! count `drop_kernel_ring_full` when it is full.
+//! count `drop_kernel_ring_full` when it is full. A VLAN's kernel interface carries the VLAN
+//! untagged: a frame for it leaves the ring tagged, and goes to the tap of its port and VLAN
+//! id with the tag removed; what the kernel sends there gets the tag back ([`super::tag`]).
 
 use super::counters::{InterfaceCounters, KernelCounter, KernelCounters};
+use super::tag;
 use std::os::fd::RawFd;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
@@ -17,7 +20,7 @@ use vipd_dataplane::io::PacketBuf;
 use vipd_dataplane::wire::ethernet::{ethertype, EthernetFrame};
 use vipd_dataplane::wire::ipv4::{self, Ipv4Packet};
 use vipd_dataplane::wire::ipv6::Ipv6Packet;
-use vipd_dataplane::wire::MacAddr;
+use vipd_dataplane::wire::{vlan, MacAddr};
 use vipd_dataplane::worker::{Parcel, ParcelKind, Rings, BURST};
 
 /// Bursts moved per direction and interface in one round: bounds a round's work, so both
@@ -29,8 +32,10 @@ const L2_OVERHEAD: usize = 18;
 
 /// One kernel interface as the exception thread sees it.
 pub struct Tap {
-    /// Configuration index of the port.
+    /// Configuration index of the port (the port carrying the VLAN, for a VLAN's).
     pub port: u16,
+    /// The VLAN's id, for a VLAN's kernel interface (its frames are tagged on the wire).
+    pub vlan: Option<u16>,
     /// The tap's only queue pair.
     pub queue: PortQueue,
     /// The port's MAC, which the kernel interface carries.
@@ -45,8 +50,16 @@ pub struct Tap {
 }
 
 impl Tap {
-    /// A tap on `port` whose kernel interface has `kernel_mtu`, on a port of `port_mtu`.
-    pub fn new(port: u16, queue: PortQueue, mac: MacAddr, kernel_mtu: u16, port_mtu: u16) -> Self {
+    /// A tap on `port` (in VLAN `vlan` of it) whose kernel interface has `kernel_mtu`, on a
+    /// port of `port_mtu`.
+    pub fn new(
+        port: u16,
+        vlan: Option<u16>,
+        queue: PortQueue,
+        mac: MacAddr,
+        kernel_mtu: u16,
+        port_mtu: u16,
+    ) -> Self {
         let wait_fd = match queue.rx_wait_fd() {
             Ok(fd) => Some(fd),
             Err(e) => {
@@ -59,6 +72,7 @@ impl Tap {
         Tap {
             wait_fd,
             port,
+            vlan,
             queue,
             mac,
             max_to_kernel: usize::from(kernel_mtu) + L2_OVERHEAD,
@@ -237,9 +251,16 @@ impl ExceptionPath<'_> {
                 break;
             };
             popped += 1;
-            // The pipeline hands over only frames of ports with a kernel interface, which
-            // is a restart-only setting: a frame without a tap cannot come.
-            let Some(i) = self.taps.iter().position(|t| t.port == port) else {
+            // The pipeline hands over only frames of ports and VLANs with a kernel interface,
+            // which is a restart-only setting: a frame without a tap cannot come. A VLAN's
+            // frames carry its tag.
+            let mut m = m;
+            let vid = vlan::vid_of(m.data());
+            let Some(i) = self
+                .taps
+                .iter()
+                .position(|t| t.port == port && t.vlan == vid)
+            else {
                 continue;
             };
             if m.data().len() > self.taps[i].max_to_kernel {
@@ -247,6 +268,14 @@ impl ExceptionPath<'_> {
                     c.add(KernelCounter::DropTooBigForKernel, 1);
                 }
                 continue;
+            }
+            if let Some(id) = vid {
+                if let Err(drop) = tag::untag_for_kernel(&mut m, id) {
+                    if let Some(c) = self.counters(i) {
+                        c.add(drop, 1);
+                    }
+                    continue;
+                }
             }
             if bursts[i].is_full() {
                 self.write_to_tap(i, &mut bursts[i]);
@@ -310,13 +339,14 @@ impl ExceptionPath<'_> {
         read
     }
 
-    fn send_out(&self, i: usize, m: Mbuf) {
+    fn send_out(&self, i: usize, mut m: Mbuf) {
         let tap = &self.taps[i];
         let Some(c) = self.counters(i) else {
             return;
         };
+        let tag_len = if tap.vlan.is_some() { vlan::TAG_LEN } else { 0 };
         let len = m.data().len();
-        if len < 14 || len > tap.max_to_wire {
+        if len < 14 || len + tag_len > tap.max_to_wire {
             c.add(KernelCounter::DropBadLength, 1);
             return;
         }
@@ -324,6 +354,13 @@ impl ExceptionPath<'_> {
             c.add(KernelCounter::DropForeignSource, 1);
             return;
         }
+        if let Some(id) = tap.vlan {
+            if let Err(drop) = tag::tag_for_wire(&mut m, id) {
+                c.add(drop, 1);
+                return;
+            }
+        }
+        let len = m.data().len();
         let inboxes = &self.rings.inboxes;
         let first = worker_for(m.data(), inboxes.len());
         let mut parcel = Parcel {

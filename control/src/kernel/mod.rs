@@ -1,12 +1,14 @@
 //! The kernel exception path: each port with `kernel_interface = "NAME"` gets a kernel
 //! interface NAME (a DPDK net_tap device) carrying the port's MAC, MTU and addresses, so the
 //! box's own stack (health checks, a BGP speaker, ssh, ping from the box) talks through the
-//! port vipd owns.
+//! port vipd owns. A VLAN with the key (`[[ports.vlans]]`) gets a tap of its own the same way,
+//! carrying the VLAN's addresses untagged ([`tag`]: vipd removes and adds the VLAN's tag).
 //!
 //! - [`plan`]: what the interface should look like, from the configuration (pure);
 //! - [`netlink`]: the rtnetlink requests that put addresses and host routes on it;
 //! - [`exception`]: the `vipd-kernel` thread moving frames between the ports and the taps;
-//! - [`counters`]: what it counts, both ways.
+//! - [`counters`]: what it counts, both ways;
+//! - [`tag`]: a VLAN's tag off on the way to its kernel interface, on on the way out.
 //!
 //! This module creates the interfaces at start (after the physical ports are up, so the MAC
 //! is known), re-syncs their addresses and host routes when a reload or an API change moves
@@ -18,6 +20,7 @@ pub mod error;
 pub mod exception;
 pub mod netlink;
 pub mod plan;
+pub mod tag;
 
 use crate::config::Config;
 use counters::{InterfaceCounters, KernelCounters};
@@ -34,11 +37,13 @@ use vipd_dataplane::io::dpdk::{Eal, Mempool, Port, PortConfig as DpdkPortConfig}
 use vipd_dataplane::snapshot::PortInfo;
 use vipd_dataplane::wire::MacAddr;
 
-/// One port's kernel interface.
+/// One port's (or VLAN's) kernel interface.
 pub struct KernelInterface {
-    /// Configuration index of the port.
+    /// Configuration index of the port (the one carrying the VLAN, for a VLAN's).
     pub port: usize,
-    /// The port's name.
+    /// The VLAN's id, for a VLAN's kernel interface.
+    pub vlan: Option<u16>,
+    /// The port's name (with `.ID` for a VLAN's).
     pub port_name: String,
     /// The kernel interface's name.
     pub name: String,
@@ -100,10 +105,10 @@ impl KernelInterfaces {
         }
     }
 
-    /// Create the kernel interface of every port that asks for one: a net_tap device with
-    /// the port's MAC (`macs[i]`, the MAC vipd answers with on port i) and MTU, one queue pair
-    /// on `pool`, IPv6 set up to leave Neighbour Discovery to vipd, link up, the port's
-    /// addresses. Host routes come with [`KernelInterfaces::sync`].
+    /// Create the kernel interface of every port and VLAN that asks for one: a net_tap device
+    /// with the port's MAC (`macs[i]`, the MAC vipd answers with on port i) and MTU, one queue
+    /// pair on `pool`, IPv6 set up to leave Neighbour Discovery to vipd, link up, the port's
+    /// (the VLAN's) addresses. Host routes come with [`KernelInterfaces::sync`].
     pub fn create(
         eal: &Eal,
         config: &Config,
@@ -114,13 +119,19 @@ impl KernelInterfaces {
     ) -> Result<Self, KernelError> {
         let mut out = KernelInterfaces::none();
         let mut counters = KernelCounters::default();
-        for (i, pc) in config.ports.iter().enumerate() {
-            let Some(name) = pc.kernel_interface.as_deref() else {
+        for planned in plan::planned(config, ports) {
+            let (i, name) = (planned.port, planned.name.as_str());
+            let Some(pc) = config.ports.get(i) else {
                 continue;
+            };
+            let port_name = match planned.vlan {
+                None => pc.name.clone(),
+                Some(id) => format!("{}.{id}", pc.name),
             };
             let key = Box::new(InterfaceKey {
                 file: config_path.to_owned(),
                 port: i,
+                vlan: planned.vlan,
                 name: name.to_string(),
             });
             if interface_index(name).is_some() {
@@ -129,7 +140,7 @@ impl KernelInterfaces {
             let Some(&mac) = macs.get(i) else {
                 return Err(KernelError::NoMac(key));
             };
-            let Some(info) = ports.get(i) else {
+            let Some(info) = ports.get(planned.iface) else {
                 return Err(KernelError::NotValidated(key));
             };
             let netlink = match &mut out.netlink {
@@ -142,7 +153,7 @@ impl KernelInterfaces {
                         })?)
                 }
             };
-            let devargs = plan::vdev_args(i, name, mac);
+            let devargs = plan::vdev_args(planned.iface, name, mac);
             let id = match eal.attach_vdev(&devargs) {
                 Ok(id) => id,
                 Err(source) => {
@@ -196,21 +207,27 @@ impl KernelInterfaces {
             }
             let mtu = read_mtu(name).unwrap_or(pc.mtu);
             tracing::info!(
-                "port {}: kernel interface {name} (net_tap, DPDK port {id}), MAC {mac}, MTU {mtu}, addresses {}",
-                pc.name,
+                "{} {port_name}: kernel interface {name} (net_tap, DPDK port {id}), MAC {mac}, MTU {mtu}, addresses {}{}",
+                if planned.vlan.is_some() { "VLAN" } else { "port" },
                 addresses
                     .list()
                     .iter()
                     .map(|(a, l)| format!("{a}/{l}"))
                     .collect::<Vec<_>>()
-                    .join(" ")
+                    .join(" "),
+                if planned.vlan.is_some() {
+                    " (untagged: vipd removes and adds the VLAN's tag)"
+                } else {
+                    ""
+                }
             );
             counters
                 .interfaces
-                .push(InterfaceCounters::new(name, &pc.name, i as u16));
+                .push(InterfaceCounters::new(name, &port_name, i as u16).in_vlan(planned.vlan));
             out.interfaces.push(KernelInterface {
                 port: i,
-                port_name: pc.name.clone(),
+                vlan: planned.vlan,
+                port_name,
                 name: name.to_string(),
                 ifindex,
                 mac,
@@ -239,7 +256,7 @@ impl KernelInterfaces {
                     name: k.name.clone(),
                     source,
                 })?;
-                Ok(Tap::new(k.port as u16, q, k.mac, k.mtu, k.port_mtu))
+                Ok(Tap::new(k.port as u16, k.vlan, q, k.mac, k.mtu, k.port_mtu))
             })
             .collect()
     }
@@ -252,14 +269,19 @@ impl KernelInterfaces {
             return;
         };
         for k in &mut self.interfaces {
-            let Some(info) = ports.get(k.port) else {
+            // A VLAN's kernel interface stays with its VLAN (restart-only), whose place in
+            // the list of interfaces a reload may move.
+            let Some(iface) = plan::interface_of(ports, k.port, k.vlan) else {
+                continue;
+            };
+            let Some(info) = ports.get(iface) else {
                 continue;
             };
             let wanted = Addresses::of(info);
             if wanted != k.addresses {
                 k.resync_addresses(netlink, wanted);
             }
-            let routes = plan::host_routes(ports, k.port, targets);
+            let routes = plan::host_routes(ports, iface, targets);
             for r in k.routes.difference(&routes).copied().collect::<Vec<_>>() {
                 match netlink.del_host_route(k.ifindex, r.0, r.1) {
                     Ok(()) => tracing::info!("{}: host route {} via {} removed", k.name, r.0, r.1),

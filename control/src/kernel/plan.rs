@@ -3,6 +3,7 @@
 //! the kernel from fighting vipd over Neighbour Discovery, the addresses, and the host routes
 //! the health checks need.
 
+use crate::config::Config;
 use ipnet::{Ipv4Net, Ipv6Net};
 use std::collections::BTreeSet;
 use std::net::IpAddr;
@@ -19,11 +20,66 @@ pub const TAP_VDEV_PREFIX: &str = "net_tap_kernel";
 /// list of a single read, and writes tx synchronously: a handful is all it needs.
 pub const TAP_DESCRIPTORS: u16 = 64;
 
-/// The `--vdev`/`rte_dev_probe` argument creating port `port`'s tap `name` with MAC `mac`.
-/// DPDK gives the kernel side this MAC too (and restores it on every port start), so the
+/// One kernel interface the configuration asks for: a port's own, or a VLAN's.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Planned {
+    /// Its name.
+    pub name: String,
+    /// The interface (of the validated list: the ports, then their VLANs) whose addresses it
+    /// carries, when it is created.
+    pub iface: usize,
+    /// The port it talks through (the configuration index, the DPDK port).
+    pub port: usize,
+    /// The VLAN's id, for a VLAN's kernel interface: vipd removes and adds its tag.
+    pub vlan: Option<u16>,
+}
+
+/// Every kernel interface `ports` (the validated interfaces of `config`) asks for: the
+/// ports' own in port order, then the VLANs', in the order of the interfaces.
+pub fn planned(config: &Config, ports: &[PortInfo]) -> Vec<Planned> {
+    ports
+        .iter()
+        .enumerate()
+        .filter_map(|(i, info)| {
+            let (port, vlan, name) = match info.vlan {
+                None => (i, None, config.ports.get(i)?.kernel_interface.as_ref()?),
+                Some(v) => {
+                    let parent = config.ports.get(usize::from(v.parent))?;
+                    let cfg = parent.vlans.iter().find(|c| c.id == v.id)?;
+                    (
+                        usize::from(v.parent),
+                        Some(v.id),
+                        cfg.kernel_interface.as_ref()?,
+                    )
+                }
+            };
+            Some(Planned {
+                name: name.clone(),
+                iface: i,
+                port,
+                vlan,
+            })
+        })
+        .collect()
+}
+
+/// The index in `ports` of the interface of `port` (`vlan`: of that VLAN on it), if there is
+/// one: a reload may move a VLAN's interface in the list, its kernel interface follows it.
+pub fn interface_of(ports: &[PortInfo], port: usize, vlan: Option<u16>) -> Option<usize> {
+    match vlan {
+        None => (port < ports.len() && ports[port].vlan.is_none()).then_some(port),
+        Some(id) => ports.iter().position(|p| {
+            p.vlan
+                .is_some_and(|v| usize::from(v.parent) == port && v.id == id)
+        }),
+    }
+}
+
+/// The `--vdev`/`rte_dev_probe` argument creating interface `iface`'s tap `name` with MAC
+/// `mac` (`iface`, an index of the validated interfaces, keeps the DPDK names apart). DPDK gives the kernel side this MAC too (and restores it on every port start), so the
 /// kernel's frames carry the port's MAC and the frames addressed to the port reach it.
-pub fn vdev_args(port: usize, name: &str, mac: MacAddr) -> String {
-    format!("{TAP_VDEV_PREFIX}{port},iface={name},mac={mac}")
+pub fn vdev_args(iface: usize, name: &str, mac: MacAddr) -> String {
+    format!("{TAP_VDEV_PREFIX}{iface},iface={name},mac={mac}")
 }
 
 /// The port's addresses as the kernel interface carries them.
@@ -134,6 +190,67 @@ mod tests {
     }
 
     #[test]
+    fn planned_lists_ports_then_vlans_and_follows_a_moved_vlan() {
+        let text = r#"
+[dataplane]
+worker_cores = [1]
+control_core = 0
+
+[[ports]]
+name = "lan"
+device = "net_af_packet0,iface=eth1"
+ipv4 = "10.77.0.10/24"
+kernel_interface = "k0"
+
+[[ports.vlans]]
+id = 100
+ipv4 = "10.100.0.10/24"
+
+[[ports.vlans]]
+id = 200
+ipv4 = "10.200.0.10/24"
+kernel_interface = "k200"
+
+[[ports]]
+name = "wan"
+device = "net_af_packet1,iface=eth2"
+ipv4 = "10.78.0.10/24"
+
+[[ports.vlans]]
+id = 300
+ipv4 = "10.30.0.10/24"
+kernel_interface = "k300"
+"#;
+        let (c, v) = Config::parse(text, std::path::Path::new("vipd.toml")).unwrap();
+        let p = planned(&c, &v.ports);
+        let got: Vec<_> = p
+            .iter()
+            .map(|k| (k.name.as_str(), k.iface, k.port, k.vlan))
+            .collect();
+        // Interfaces: lan 0, wan 1, lan.100 2, lan.200 3, wan.300 4.
+        assert_eq!(
+            got,
+            vec![
+                ("k0", 0, 0, None),
+                ("k200", 3, 0, Some(200)),
+                ("k300", 4, 1, Some(300))
+            ]
+        );
+        assert_eq!(interface_of(&v.ports, 0, None), Some(0));
+        assert_eq!(interface_of(&v.ports, 0, Some(200)), Some(3));
+        assert_eq!(interface_of(&v.ports, 1, Some(200)), None);
+        assert_eq!(interface_of(&v.ports, 2, None), None, "a VLAN is no port");
+        // A reload drops VLAN 100: VLAN 200's interface moves up, its kernel interface too.
+        let dropped = text.replace(
+            "[[ports.vlans]]\nid = 100\nipv4 = \"10.100.0.10/24\"\n\n",
+            "",
+        );
+        let (_, v) = Config::parse(&dropped, std::path::Path::new("vipd.toml")).unwrap();
+        assert_eq!(v.ports.len(), 4);
+        assert_eq!(interface_of(&v.ports, 0, Some(200)), Some(2));
+    }
+
+    #[test]
     fn vdev_names_the_interface_and_mac() {
         assert_eq!(
             vdev_args(1, "vipd1", MacAddr([2, 0x77, 0, 0, 0, 0x0a])),
@@ -171,6 +288,25 @@ mod tests {
         assert_eq!(r0, want);
         // On-link on port 1: covered by its prefix route.
         assert!(host_routes(&ports, 1, &targets).is_empty());
+    }
+
+    #[test]
+    fn a_vlans_kernel_interface_gets_the_routes_via_the_vlans_gateway() {
+        // A port without a gateway; its VLAN 200 (interface 1) has one and a kernel interface.
+        let ports = [
+            port("10.0.0.10/24", None, None, false),
+            PortInfo {
+                vlan: Some(vipd_dataplane::snapshot::VlanOf { parent: 0, id: 200 }),
+                ..port("10.2.0.10/24", Some("10.2.0.1"), None, true)
+            },
+        ];
+        let t: Vec<IpAddr> = ["198.51.100.7", "10.2.0.21", "10.0.0.21"]
+            .iter()
+            .map(|a| a.parse().unwrap())
+            .collect();
+        let want: BTreeSet<HostRoute> = [(t[0], "10.2.0.1".parse().unwrap())].into();
+        assert_eq!(host_routes(&ports, 1, &t), want);
+        assert!(host_routes(&ports, 0, &t).is_empty());
     }
 
     #[test]

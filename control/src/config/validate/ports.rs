@@ -20,6 +20,50 @@ fn valid_ifname(name: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'.')
 }
 
+/// Every kernel interface the configuration names, with its owner: (port index, `None` for
+/// the port's own or the VLAN's index in the port's list).
+fn kernel_names(config: &Config) -> impl Iterator<Item = (&str, (usize, Option<usize>))> {
+    config.ports.iter().enumerate().flat_map(|(i, p)| {
+        let own = p.kernel_interface.as_deref().map(|n| (n, (i, None)));
+        let vlans = p
+            .vlans
+            .iter()
+            .enumerate()
+            .filter_map(move |(j, v)| v.kernel_interface.as_deref().map(|n| (n, (i, Some(j)))));
+        own.into_iter().chain(vlans)
+    })
+}
+
+/// Check kernel interface `name` (key `key`, of `owner` as [`kernel_names`] gives it): a
+/// valid interface name, and no other port's or VLAN's.
+fn kernel_name(
+    config: &Config,
+    name: &str,
+    key: &str,
+    owner: (usize, Option<usize>),
+) -> Result<(), Invalid> {
+    if !valid_ifname(name) {
+        return Err(invalid(
+            key,
+            format!("`{name}` is not an interface name (1-15 letters, digits, `-`, `_`, `.`)"),
+        ));
+    }
+    let other = kernel_names(config).find(|&(n, o)| n == name && o != owner);
+    if let Some((_, (i, j))) = other {
+        let whose = match j {
+            None => format!("ports[{i}].kernel_interface"),
+            Some(j) => format!("ports[{i}].vlans[{j}].kernel_interface"),
+        };
+        return Err(invalid(
+            key,
+            format!(
+                "`{name}` is also {whose}: each port and VLAN needs a kernel interface of its own"
+            ),
+        ));
+    }
+    Ok(())
+}
+
 pub(super) fn ports(config: &Config, warnings: &mut Vec<String>) -> Result<Vec<PortInfo>, Invalid> {
     if config.ports.is_empty() {
         return Err(invalid("ports", "at least one [[ports]] entry is needed"));
@@ -113,23 +157,7 @@ pub(super) fn ports(config: &Config, warnings: &mut Vec<String>) -> Result<Vec<P
             ));
         }
         if let Some(name) = &p.kernel_interface {
-            if !valid_ifname(name) {
-                return Err(invalid(
-                    k("kernel_interface"),
-                    format!(
-                        "`{name}` is not an interface name (1-15 letters, digits, `-`, `_`, `.`)"
-                    ),
-                ));
-            }
-            if config.ports[..i]
-                .iter()
-                .any(|q| q.kernel_interface.as_deref() == Some(name))
-            {
-                return Err(invalid(
-                    k("kernel_interface"),
-                    format!("`{name}` is used by two ports"),
-                ));
-            }
+            kernel_name(config, name, &k("kernel_interface"), (i, None))?;
         }
         out.push(PortInfo {
             mac,
@@ -286,6 +314,9 @@ fn vlan(
             }
         }
     }
+    if let Some(name) = &v.kernel_interface {
+        kernel_name(config, name, &k("kernel_interface"), (i, Some(j)))?;
+    }
     let mac = match &port.mac {
         Some(m) => m
             .parse()
@@ -301,7 +332,7 @@ fn vlan(
         mtu: port.mtu,
         tunnel_source4: None,
         tunnel_source6: None,
-        kernel: false,
+        kernel: v.kernel_interface.is_some(),
         vlan: Some(VlanOf {
             parent: i as u16,
             id: v.id,

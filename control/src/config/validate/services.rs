@@ -28,6 +28,29 @@ pub(super) fn not_unicast(ip: &IpAddr) -> Option<&'static str> {
     }
 }
 
+/// Interface `iface` of the validated list (the ports, then their VLANs) in words, and its
+/// key in the file: (`port \`lan\``, `ports[0]`) or (`VLAN 200 of port \`lan\``,
+/// `ports[0].vlans[1]`).
+fn interface_of(config: &Config, ports: &[PortInfo], iface: usize) -> (String, String) {
+    let vlan = ports.get(iface).and_then(|p| p.vlan);
+    let port = vlan.map_or(iface, |v| usize::from(v.parent));
+    let name = config.ports.get(port).map_or("?", |p| p.name.as_str());
+    match vlan {
+        None => (format!("port `{name}`"), format!("ports[{port}]")),
+        Some(v) => {
+            let j = config
+                .ports
+                .get(port)
+                .and_then(|p| p.vlans.iter().position(|c| c.id == v.id))
+                .unwrap_or(0);
+            (
+                format!("VLAN {} of port `{name}`", v.id),
+                format!("ports[{port}].vlans[{j}]"),
+            )
+        }
+    }
+}
+
 fn is_port_address(ports: &[PortInfo], ip: &IpAddr) -> bool {
     ports.iter().any(|p| p.owns(ip))
 }
@@ -179,9 +202,10 @@ pub(super) fn services(
         }
         for rs in &rss {
             if rs.check.is_some() && !ports[rs.egress_port].kernel {
+                let (what, key) = interface_of(config, ports, rs.egress_port);
                 warnings.push(format!(
-                    "services[{i}]: health checks of {} leave through the box's own routing, not through port `{}`: set ports[{}].kernel_interface so they test the path vipd forwards on",
-                    SocketAddr::new(rs.ip, rs.port), config.ports[rs.egress_port].name, rs.egress_port
+                    "services[{i}]: health checks of {} leave through the box's own routing, not through {what}: set {key}.kernel_interface so they test the path vipd forwards on",
+                    SocketAddr::new(rs.ip, rs.port)
                 ));
                 break;
             }
@@ -337,7 +361,13 @@ fn real_server(
     };
     let egress_port = usize::from(route.port);
     if rmode == FwdMode::Tunnel && s.vip.is_ipv6() {
-        let egress = &config.ports[egress_port];
+        let Some(egress) = ports.get(egress_port) else {
+            return Err(invalid(
+                kr("ip"),
+                format!("{ip}: no interface {egress_port}"),
+            ));
+        };
+        let (what, _) = interface_of(config, ports, egress_port);
         let outer = if ip.is_ipv4() {
             tunnel::OVERHEAD_V4
         } else {
@@ -348,8 +378,8 @@ fn real_server(
             return Err(invalid(
                 kr("ip"),
                 format!(
-                    "the tunnel to {ip} through port `{}` (mtu {}) leaves {inner_mtu} bytes for IPv6 packets, below IPv6's minimum MTU 1280; raise the port's mtu",
-                    egress.name, egress.mtu
+                    "the tunnel to {ip} through {what} (mtu {}) leaves {inner_mtu} bytes for IPv6 packets, below IPv6's minimum MTU 1280; raise the port's mtu",
+                    egress.mtu
                 ),
             ));
         }
