@@ -162,6 +162,32 @@ impl<A: Addrs> Cuckoo<A> {
         (0..WAYS).find(|&w| b.slots[w].is_free())
     }
 
+    /// Whether a key hashing to `h` and then (if any) one hashing to `then` would both be
+    /// placed without moving another slot: [`insert`](Self::insert) cannot fail for them.
+    #[inline]
+    pub(crate) fn places_without_moves(&self, h: TableHash, then: Option<TableHash>) -> bool {
+        let (p, s) = (self.primary(h), self.secondary(h));
+        let first = if self.free_way(p).is_some() {
+            p
+        } else if self.free_way(s).is_some() {
+            s
+        } else {
+            return false;
+        };
+        let Some(h2) = then else {
+            return true;
+        };
+        let left = |b: u32| {
+            let free = self.buckets[b as usize]
+                .slots
+                .iter()
+                .filter(|x| x.is_free())
+                .count();
+            free - usize::from(b == first)
+        };
+        left(self.primary(h2)) > 0 || left(self.secondary(h2)) > 0
+    }
+
     /// The other candidate bucket of the key in slot `way` of `bucket`.
     fn other(&self, bucket: u32, way: usize) -> u32 {
         let h = self.buckets[bucket as usize].slots[way].key().hash();

@@ -118,8 +118,10 @@ thread_local! {
     /// Frames the fast path handled on this thread (the differential test checks it is
     /// reached).
     pub(super) static FAST_HITS: std::cell::Cell<u64> = const { std::cell::Cell::new(0) };
-    /// Connections the fast path entered on this thread (likewise).
+    /// Connections the fast path entered on this thread (likewise), and of them those a
+    /// rotating or load-aware scheduler picked in stage 3.
     pub(super) static FAST_OPENS: std::cell::Cell<u64> = const { std::cell::Cell::new(0) };
+    pub(super) static FAST_OPENS_IN_ORDER: std::cell::Cell<u64> = const { std::cell::Cell::new(0) };
 }
 
 /// Counts a frame the fast path handled (tests only).
@@ -242,7 +244,8 @@ pub(super) fn client<B: PacketBuf>(
 }
 
 /// Steps 1 -> 2 of a packet that opens a connection (UDP, or a lone SYN) to the real server
-/// stage 2 picked (`prefetch_new`); `None`: the general path's. Its entry is made as the
+/// stage 2 picked (`prefetch_new`, Maglev) or the service's scheduler picks now
+/// ([`pick_in_order`]); `None`: the general path's. Its entry is made as the
 /// general path would make it, when the general path would make it: the key and its reply
 /// key are in no slot and the table has room without a reclaim; else the general path
 /// decides (a retransmitted SYN, a clash, an expired holder, a full table).
@@ -257,28 +260,107 @@ pub(super) fn open<B: PacketBuf>(
     now: u64,
     tally: &mut Tally,
 ) -> Option<Action> {
-    if f.pick == NO_PICK || !f.opens() {
+    if !f.opens() {
         return None;
     }
-    let r = snap.fast4.record(f.pick)?;
-    let reply = (r.kind == Kind::Nat).then(|| (f.reply_key(r), f.reply_hash));
-    if !fits(f, r) || !w.flows.vacant4(&f.key, f.hash, reply.as_ref()) || !make_room(buf, r) {
+    let (pick, cursor) = if f.pick != NO_PICK {
+        (f.pick, None)
+    } else {
+        pick_in_order(f, w, snap, now)?
+    };
+    // Anything that sends the packet to the general path after a rotating scheduler moved its
+    // cursor puts the cursor back, so that the general path's pick is this one.
+    let undo = |w: &mut WorkerState| {
+        if let Some((i, c)) = cursor {
+            if let Some(slot) = w.cursors.get_mut(i) {
+                *slot = c;
+            }
+        }
+    };
+    let Some(r) = snap.fast4.record(pick) else {
+        undo(w);
+        return None;
+    };
+    let reply = (r.kind == Kind::Nat).then(|| {
+        let key = f.reply_key(r);
+        // Stage 2 hashed the reply key of its own pick.
+        let hash = if cursor.is_some() {
+            key.hash()
+        } else {
+            f.reply_hash
+        };
+        (key, hash)
+    });
+    // A rotating scheduler's pick is not the consistent hash's, which the general path takes
+    // when the index has no slot: that pick goes on only if the index cannot fail it.
+    let placed = cursor.is_none() || w.flows.places4(f.hash, reply.map(|(_, h)| h));
+    if !fits(f, r)
+        || !w.flows.vacant4(&f.key, f.hash, reply.as_ref())
+        || !placed
+        || !make_room(buf, r)
+    {
+        undo(w);
         return None;
     }
     // Commit: the entry, then the frame.
     let flags = (f.key.proto == PROTO_TCP).then(|| TcpFlags::from_bits(f.tcp_bits));
-    match w.flows.open4(&f.key, f.hash, reply, f.pick, flags, now) {
+    match w.flows.open4(&f.key, f.hash, reply, pick, flags, now) {
         Ok(()) => {
             #[cfg(test)]
-            FAST_OPENS.with(|o| o.set(o.get() + 1));
+            {
+                FAST_OPENS.with(|o| o.set(o.get() + 1));
+                if cursor.is_some() {
+                    FAST_OPENS_IN_ORDER.with(|o| o.set(o.get() + 1));
+                }
+            }
             tally.flows_created += 1;
-            w.backends.count_new(f.pick);
+            w.backends.count_new(pick);
         }
-        // The general path's answer to an index without a slot: the same real server (the
-        // consistent hash's), without state.
+        // The general path's answer to an index without a slot: the real server of the
+        // consistent hash (stage 2's pick), without state. (A rotating scheduler's pick
+        // never gets here: `places4`.)
         Err(_) => super::flows::full(w, now),
     }
-    Some(to_real_server(buf, f, f.pick, r, w, tally))
+    Some(to_real_server(buf, f, pick, r, w, tally))
+}
+
+/// The pick of a new connection's real server by a scheduler that is not the consistent
+/// hash (rr, wrr, lc, wlc, sh), made in stage 3 where the rotating ones move their cursor in
+/// packet order: the general path's `flows::schedule` for a service without persistence or
+/// thresholds, when the key is in no slot and the table has room (what `open` then
+/// requires; checked first so that a packet the general path takes leaves the cursor
+/// alone). Returns the pick and the cursor as it was (its index and value).
+#[inline(always)]
+fn pick_in_order(
+    f: &Staged4,
+    w: &mut WorkerState,
+    snap: &Snapshot,
+    now: u64,
+) -> Option<(u32, Option<(usize, u64)>)> {
+    let svc = snap.services.get(f.service as usize)?;
+    let udp = f.key.proto == crate::flow::key::PROTO_UDP;
+    if svc.schedules_by_hash()
+        || svc.persistence.is_some()
+        || !svc.limits.is_empty()
+        || (udp && super::flows::udp_overflow_recent(w, now))
+        || !w.flows.vacant4(&f.key, f.hash, None)
+    {
+        return None;
+    }
+    let key = f.key.flow_key();
+    let conn = crate::sched::NewConn {
+        hash: f.maglev.unwrap_or_else(|| svc.flow_hash(&key)),
+        client: &key.src,
+        client_port: key.src_port,
+    };
+    let index = f.service as usize;
+    let cursor = w.cursors.get_mut(index)?;
+    let saved = *cursor;
+    let Some(pick) = svc.pick(&conn, cursor, &w.load) else {
+        *cursor = saved;
+        return None;
+    };
+    Some((pick, Some((index, saved))))
 }
 
 /// Steps 3 -> 4 of a tracked NAT connection's reply; `None`: the general path's.

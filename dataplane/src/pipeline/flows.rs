@@ -231,11 +231,7 @@ fn schedule<'s>(
     cx: &mut Ctx<'_, 's>,
 ) -> Result<(&'s Backend, PersistOp), DropReason> {
     let (snap, now) = (cx.snap, cx.now);
-    let udp_ms = u64::from(cx.w.flows.timeouts().udp) * 1000;
-    let overflow_recent =
-        cx.w.last_full_ms
-            .is_some_and(|t| now < t.saturating_add(udp_ms));
-    if key.proto == PROTO_UDP && overflow_recent {
+    if key.proto == PROTO_UDP && udp_overflow_recent(cx.w, now) {
         return Ok((
             consistent(svc, snap, key, info.maglev(svc, key))?,
             PersistOp::None,
@@ -280,6 +276,15 @@ fn schedule<'s>(
         },
     )?;
     Ok((snap.backend(id).ok_or(DropReason::NoBackend)?, persist))
+}
+
+/// Whether the table was full more recently than the UDP timeout: new UDP flows then take
+/// the consistent hash's real server (see [`schedule`]).
+#[inline]
+pub(super) fn udp_overflow_recent(w: &WorkerState, now: u64) -> bool {
+    let udp_ms = u64::from(w.flows.timeouts().udp) * 1000;
+    w.last_full_ms
+        .is_some_and(|t| now < t.saturating_add(udp_ms))
 }
 
 /// The persistence part of a committed new connection (`key`) of `svc` to `backend`.

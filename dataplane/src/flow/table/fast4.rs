@@ -107,6 +107,13 @@ impl FlowTable {
             && reply.is_none_or(|(rk, rh)| rk != key && c.idx.find(rk, *rh).is_none())
     }
 
+    /// Whether the index places `key` (hash `hash`) and then its reply key (hash `reply`)
+    /// without moving other slots, so that [`open4`](Self::open4) cannot fail.
+    #[inline]
+    pub(crate) fn places4(&self, hash: TableHash, reply: Option<TableHash>) -> bool {
+        self.v4.idx.places_without_moves(hash, reply)
+    }
+
     /// Enters a new connection [`vacant4`](Self::vacant4) found room for and tracks the
     /// packet that opens it (`flags`: its TCP flags, `None` for UDP), as `insert_after_miss`
     /// and `track` do. `Full` (counted): the index found no slot for a key, nothing stays.

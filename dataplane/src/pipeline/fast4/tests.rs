@@ -35,7 +35,8 @@ use std::net::{IpAddr, Ipv4Addr};
 /// 3 VIP:443/tcp DR, 4 VIP:8443/tcp TUN 4in4, 5 VIP_UNRESOLVED:80/tcp NAT (no MAC),
 /// 6 [vip6]:80/tcp NAT66, 7 VIP:5000/udp DR (persistent per client: steered too),
 /// 8 VIP:9000/tcp NAT RS1+RS2 (maglev: the fast path opens its connections),
-/// 9 VIP:9053/udp NAT RS2 (maglev, likewise).
+/// 9 VIP:9053/udp NAT RS2 (maglev, likewise), 10 VIP:9100/tcp NAT RS1+RS2 (wlc: the fast
+/// path picks in stage 3).
 /// `variant` bit 0: MTU 600 instead of 1500; bit 1: RS2 down.
 fn snapshot_variant(variant: u8) -> Snapshot {
     let mut port = lb_port();
@@ -153,6 +154,22 @@ fn snapshot_variant(variant: u8) -> Snapshot {
             SchedulerKind::Maglev,
             vec![nat_rs(11, RS2_IP.into(), 9053)],
         ),
+        svc(
+            VIP.into(),
+            6,
+            9100,
+            SchedulerKind::Wlc,
+            vec![
+                BackendSpec {
+                    weight: 2,
+                    ..nat_rs(12, RS1_IP.into(), 9100)
+                },
+                BackendSpec {
+                    up: rs2_up,
+                    ..nat_rs(13, RS2_IP.into(), 9100)
+                },
+            ],
+        ),
     ];
     Snapshot::build(
         u64::from(variant) + 1,
@@ -177,11 +194,12 @@ const TARGETS: &[(u8, u16)] = &[
     (6, 9999), // a VIP port without a service
     (6, 9000),
     (17, 9053),
+    (6, 9100),
 ];
 
 /// NAT real servers' endpoints (replies come from these): address, port, proto.
 fn nat_endpoint(i: u8) -> (IpAddr, u16, u8) {
-    match i % 9 {
+    match i % 11 {
         0 => (RS1_IP.into(), 8080, 6),
         1 => (RS1_IP.into(), 5353, 17),
         2 => (RS1_IP.into(), 8000, 6),
@@ -190,7 +208,9 @@ fn nat_endpoint(i: u8) -> (IpAddr, u16, u8) {
         5 => (rs1_ip6().into(), 8080, 6),
         6 => (RS1_IP.into(), 9000, 6),
         7 => (RS2_IP.into(), 9000, 6),
-        _ => (RS2_IP.into(), 9053, 17),
+        8 => (RS2_IP.into(), 9053, 17),
+        9 => (RS1_IP.into(), 9100, 6),
+        _ => (RS2_IP.into(), 9100, 6),
     }
 }
 
@@ -325,6 +345,7 @@ fn build(s: &Spec) -> (Vec<u8>, bool) {
             (true, 6) => 5,
             (true, 9) => 6 + (s.endpoint & 1),
             (true, 10) => 8,
+            (true, 11) => 9 + (s.endpoint & 1),
             _ => s.endpoint,
         };
         let (rs, rport, proto) = nat_endpoint(endpoint);
@@ -472,6 +493,7 @@ struct Tally {
     frames: u64,
     fast: u64,
     opened: u64,
+    opened_in_order: u64,
     sent: u64,
 }
 
@@ -492,9 +514,11 @@ fn case(
         let frames: Vec<_> = b.frames.iter().map(build).collect();
         let before = super::FAST_HITS.with(|h| h.get());
         let opened = super::FAST_OPENS.with(|o| o.get());
+        let in_order = super::FAST_OPENS_IN_ORDER.with(|o| o.get());
         let got = run(&mut fast, snap, &frames, now);
         tally.fast += super::FAST_HITS.with(|h| h.get()) - before;
         tally.opened += super::FAST_OPENS.with(|o| o.get()) - opened;
+        tally.opened_in_order += super::FAST_OPENS_IN_ORDER.with(|o| o.get()) - in_order;
         let want = run(&mut general, snap, &frames, now);
         prop_assert_eq!(&got, &want);
         prop_assert_eq!(state(&fast, now), state(&general, now));
@@ -534,8 +558,14 @@ fn fast_path_equals_general_path() {
     }
     let tally = tally.into_inner();
     println!(
-        "differential: {CASES} cases, {} frames, {} on the fast path ({} opening a connection), {} sent",
-        tally.frames, tally.fast, tally.opened, tally.sent
+        "differential: {CASES} cases, {} frames, {} on the fast path ({} opening a connection, {} of them picked in stage 3), {} sent",
+        tally.frames, tally.fast, tally.opened, tally.opened_in_order, tally.sent
+    );
+    assert!(
+        tally.opened_in_order * 1000 > tally.frames,
+        "only {} of {} frames opened a connection picked in stage 3",
+        tally.opened_in_order,
+        tally.frames
     );
     assert!(
         tally.opened * 200 > tally.frames,
