@@ -27,6 +27,8 @@ pub struct PortGauges {
     pub stats: Option<PortStats>,
     /// A bond's members: (device name, link up, counters).
     pub members: Vec<(String, bool, Option<PortStats>)>,
+    /// A bond's announcements after failovers: (gratuitous ARPs, unsolicited NAs) sent.
+    pub announced: (u64, u64),
 }
 
 /// Gauges the control thread knows.

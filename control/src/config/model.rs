@@ -392,6 +392,14 @@ pub struct BondConfig {
     /// The first carries the traffic from the start; on its link's failure the next whose
     /// link is up takes over, and keeps it (no move back while its link stays up).
     pub members: Vec<String>,
+    /// Rounds of gratuitous ARP and unsolicited Neighbour Advertisements sent after the
+    /// active member changes (0: none), [`crate::announce::ROUND_INTERVAL`] apart.
+    #[serde(default = "default_gratuitous_arp")]
+    pub gratuitous_arp: u32,
+}
+
+fn default_gratuitous_arp() -> u32 {
+    crate::announce::DEFAULT_ROUNDS
 }
 
 /// `[[ports.vlans]]`: one 802.1Q VLAN of a port. It shares the port's MAC and MTU.

@@ -254,6 +254,7 @@ mod tests {
         bonded.bond = Some(crate::config::BondConfig {
             mode: "active-backup".into(),
             members: vec!["net_tap0,iface=m0".into(), "0000:01:00.1".into()],
+            gratuitous_arp: 3,
         });
         c.ports = vec![bonded, port("b", None)];
         let joined = eal_args(&c).join(" ");

@@ -24,6 +24,12 @@ pub struct RunningPort {
     pub stats: Option<PortStats>,
     /// A bond's members (`[ports.bond]`), in the configured order.
     pub members: Vec<Member>,
+    /// A bond's rounds of announcements after a failover (`[ports.bond] gratuitous_arp`).
+    pub gratuitous_arp: u32,
+    /// Gratuitous ARPs sent after its failovers.
+    pub gratuitous_arp_sent: u64,
+    /// Unsolicited Neighbour Advertisements sent after its failovers.
+    pub unsolicited_na_sent: u64,
 }
 
 /// A member of a bonded port: the bond configures and drives it; vipd only watches it.
@@ -159,14 +165,19 @@ pub fn bring_up(
             link_up: false,
             stats: None,
             members,
+            gratuitous_arp: pc.bond.as_ref().map_or(0, |b| b.gratuitous_arp),
+            gratuitous_arp_sent: 0,
+            unsolicited_na_sent: 0,
         });
     }
     Ok(ports)
 }
 
-/// Poll every port's link (logging changes) and counters.
-pub fn poll_links(ports: &mut [RunningPort]) {
-    for p in ports.iter_mut() {
+/// Poll every port's link (logging changes) and counters. Returns the indices of the bonded
+/// ports whose active member vipd switched.
+pub fn poll_links(ports: &mut [RunningPort]) -> Vec<u16> {
+    let mut switched = Vec::new();
+    for (i, p) in ports.iter_mut().enumerate() {
         p.stats = p.port.stats().ok();
         if let Ok(link) = p.port.link_status() {
             if link.up != p.link_up {
@@ -191,8 +202,11 @@ pub fn poll_links(ports: &mut [RunningPort]) {
                 }
             }
         }
-        steer_bond(p);
+        if steer_bond(p) {
+            switched.extend(u16::try_from(i));
+        }
     }
+    switched
 }
 
 /// Active-backup: when the member carrying the traffic loses its link, the first member (in
@@ -200,14 +214,14 @@ pub fn poll_links(ports: &mut [RunningPort]) {
 /// returns (a switch learns the bond's MAC on a port only from frames sent there; going back
 /// unprompted would leave the switch sending to the member vipd no longer reads). The bonding
 /// PMD switches by itself only on a member's link interrupt, and some PMDs (net_tap in DPDK
-/// 22.11) raise none: vipd switches it from the links it polls.
-fn steer_bond(p: &RunningPort) {
+/// 22.11) raise none: vipd switches it from the links it polls. Returns true when it did.
+fn steer_bond(p: &RunningPort) -> bool {
     let Some(want) = p.members.iter().find(|m| m.link_up) else {
-        return;
+        return false;
     };
     let carrying_up = |now: u16| p.members.iter().any(|m| m.watch.id() == now && m.link_up);
     match p.port.bond_primary() {
-        Ok(now) if carrying_up(now) => {}
+        Ok(now) if carrying_up(now) => false,
         Ok(now) => match p.port.set_bond_primary(want.watch.id()) {
             Ok(()) => {
                 let was = p.members.iter().find(|m| m.watch.id() == now);
@@ -217,9 +231,16 @@ fn steer_bond(p: &RunningPort) {
                     want.name,
                     was.map_or("none", |m| m.name.as_str())
                 );
+                true
             }
-            Err(e) => tracing::error!("port {}: bond: cannot switch to {}: {e}", p.name, want.name),
+            Err(e) => {
+                tracing::error!("port {}: bond: cannot switch to {}: {e}", p.name, want.name);
+                false
+            }
         },
-        Err(e) => tracing::error!("port {}: bond: {e}", p.name),
+        Err(e) => {
+            tracing::error!("port {}: bond: {e}", p.name);
+            false
+        }
     }
 }

@@ -199,6 +199,7 @@ pub fn view(src: &Sources) -> View {
                     .iter()
                     .map(|m| (m.name.clone(), m.link_up, m.stats))
                     .collect(),
+                announced: (p.gratuitous_arp_sent, p.unsolicited_na_sent),
             })
             .collect(),
         mempool,

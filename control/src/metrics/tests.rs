@@ -55,6 +55,7 @@ fn scrape() -> String {
                 link_up: true,
                 stats: Some(PortStats::default()),
                 members: vec![("net_tap1".into(), false, Some(PortStats::default()))],
+                announced: (6, 3),
             }],
             neighbours: vec![("static", 0), ("incomplete", 0), ("reachable", 1)],
             worker_stalled: vec![false],
@@ -210,5 +211,16 @@ fn exposition_is_conventional() {
             name.ends_with("_total"),
             "{name} is a {kind}"
         );
+    }
+}
+
+#[test]
+fn a_bonds_announcements_are_counted_per_port() {
+    let text = scrape();
+    for want in [
+        "vipd_bond_gratuitous_arp_sent_total{port=\"lan\"} 6",
+        "vipd_bond_unsolicited_na_sent_total{port=\"lan\"} 3",
+    ] {
+        assert!(text.lines().any(|l| l == want), "no `{want}` in:\n{text}");
     }
 }
