@@ -12,6 +12,7 @@
 //! - [`api`] and [`metrics`]: the HTTP API and Prometheus, reading the [`view`];
 //! - [`daemon`]: start-up (EAL, ports, workers, threads) and the control loop.
 
+pub mod announce;
 pub mod api;
 pub mod backend_slots;
 pub mod changes;

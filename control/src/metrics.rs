@@ -27,6 +27,8 @@ pub struct PortGauges {
     pub stats: Option<PortStats>,
     /// A bond's members, in the configured order.
     pub members: Vec<MemberGauges>,
+    /// A bond's announcements after failovers: (gratuitous ARPs, unsolicited NAs) sent.
+    pub announced: (u64, u64),
 }
 
 /// A bonded port's member as the control loop last saw it.

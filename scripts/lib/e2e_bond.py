@@ -11,7 +11,10 @@ MAC is its kernel netdev's too, and a bridge keeps frames to its ports' MACs for
 Concurrent rate-limited downloads run through the VIP; mid-transfer the active member's
 interface goes down (`ip link set ... down`): every download completes byte for byte, vipd
 shows the member's link down (status, /metrics) and the other member's counters carry the
-traffic. The first member's link then returns: the traffic stays where it is (no move back
+traffic; tcpdump on the router's server-segment bridge sees vipd's gratuitous ARPs for its
+address and the VIP and its unsolicited NA for its IPv6 address (three rounds each) within a
+second of vipd's switch, and the router's entry for vipd's address keeps vipd's MAC. The first
+member's link then returns: the traffic stays where it is (no move back
 while the carrying member's link is up); the second member goes down mid-transfer, the first
 takes over again, and those downloads complete too.
 
@@ -19,12 +22,18 @@ Everything the scenario changes in the LB namespace (the bridge, the LB veth's M
 master, the IPv6 default) is undone at its end, also on failure.
 """
 
+import datetime
 import json
+import re
+import subprocess
 import threading
 import time
 
 from robust_e2e import check_downloads, downloads, finish, nonzero
 from vipdbed import VIP4, PREFIX, Vipd, bash, check, check_drops, log, netns
+
+ROUTER, ROUTER_BR = f"{PREFIX}-router", f"{PREFIX}-br0"
+LB4, LB6 = "10.77.0.10", "fd00:77::10"
 
 LB = f"{PREFIX}-lb"
 BR = f"{PREFIX}-lbbr"
@@ -89,6 +98,13 @@ def member_metric(v, name, member):
     return None
 
 
+def member_metric_port(v, name):
+    for ln in v.api("/metrics").splitlines():
+        if ln.startswith(name + "{") and 'port="lan"' in ln:
+            return float(ln.split()[-1])
+    return None
+
+
 def wait_member(v, dev, up, timeout=5.0):
     deadline = time.time() + timeout
     while time.time() < deadline:
@@ -96,6 +112,69 @@ def wait_member(v, dev, up, timeout=5.0):
             return True
         time.sleep(0.1)
     return False
+
+
+class Capture:
+    """tcpdump on the router's server-segment bridge: the ARP and ICMPv6 frames from vipd's
+    MAC, with their arrival times (bounded: it is stopped by `stop`, or after 60 s)."""
+
+    def __init__(self):
+        self.p = subprocess.Popen(
+            ["ip", "netns", "exec", ROUTER, "timeout", "60", "tcpdump", "-i", ROUTER_BR, "-nn", "-l",
+             "-tt", "-v", f"ether src {LB_MAC} and (arp or icmp6)"],
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        # tcpdump says `listening on` once its socket is open.
+        line = self.p.stderr.readline()
+        check("listening on" in line, f"tcpdump did not start: {line!r}")
+
+    def stop(self):
+        self.p.terminate()
+        out, _ = self.p.communicate(timeout=10)
+        return out
+
+    @staticmethod
+    def announcements(out):
+        """{address: [arrival times]} of the gratuitous ARPs (sender = target) and the
+        unsolicited NAs (to ff02::1, Override set) in tcpdump's text."""
+        seen = {}
+        lines = out.splitlines()
+        for i, ln in enumerate(lines):
+            m = re.match(r"(\d+\.\d+) ARP, .*Request who-has (\S+) (?:\(\S+\) )?tell (\S+),", ln)
+            if m and m.group(2) == m.group(3):
+                seen.setdefault(m.group(2), []).append(float(m.group(1)))
+            m = re.match(r"(\d+\.\d+) IP6 .*", ln)
+            if m and "> ff02::1:" in ln and "neighbor advertisement" in ln:
+                # -v puts the flags and the target on the next line: `tgt is X, Flags [override]`.
+                t = re.search(r"tgt is (\S+), Flags \[override\]", " ".join(lines[i:i + 2]))
+                if t:
+                    seen.setdefault(t.group(1), []).append(float(m.group(1)))
+        return seen
+
+
+def switched_at(v, was):
+    """When vipd's log says it moved the traffic off member `was` (epoch seconds, last time)."""
+    lines = [ln for ln in v.tail(400).splitlines() if f"carries the traffic (was {was})" in ln]
+    check(lines, f"no switch off {was} in vipd's log")
+    stamp = lines[-1].split()[0].rstrip("Z")
+    return datetime.datetime.fromisoformat(stamp).replace(tzinfo=datetime.timezone.utc).timestamp()
+
+
+def check_announced(v, out, since, switched, what):
+    """vipd's gratuitous ARPs for its address and the VIP, and its NA for its IPv6 address,
+    arrived, three each (the default rounds), the first within a second of the switch."""
+    seen = Capture.announcements(out)
+    for addr in (LB4, VIP4, LB6):
+        times = [t for t in seen.get(addr, []) if t >= since]
+        check(len(times) >= 3, f"{what}: {len(times)} announcement(s) for {addr} on the server segment:\n{out}")
+        # A late frame on a loaded machine: say whether a worker stalled (no loop for 1 s).
+        stalls = [ln for ln in v.api("/metrics").splitlines() if ln.startswith("vipd_worker_stalls_total{")]
+        check(times[0] - switched < 1.0, f"{what}: the first announcement for {addr} came {times[0] - switched:.3f} s"
+              f" after the switch (all at {[round(t - switched, 3) for t in times]}; {stalls})")
+    return {a: round(min(t for t in seen[a] if t >= since) - switched, 3) for a in (LB4, VIP4, LB6)}
+
+
+def router_neigh(addr):
+    return netns(ROUTER, "ip", "neigh", "show", addr, "dev", ROUTER_BR)
 
 
 def scenario_bond_active_backup():
@@ -128,15 +207,26 @@ def scenario_bond_active_backup():
         check(warm["net_tap0"]["tx_packets"] > 0 and warm["net_tap1"]["tx_packets"] == 0
               and warm["net_tap0"]["active"], f"before the failover only net_tap0 sends: {warm}")
 
-        # The primary's interface goes down mid-transfer.
+        # The primary's interface goes down mid-transfer; the server segment is watched.
         before = members(v)
         p = downloads(URL, 4, "1M", max_time=30)
         time.sleep(1.0)
+        cap = Capture()
+        down = time.time()
         netns(LB, "ip", "link", "set", M0, "down")
         check(wait_member(v, "net_tap0", False), f"vipd does not show net_tap0's link down: {members(v)}")
         r = finish(p)
         check_downloads(r, "downloads across the failover", 4)
         time.sleep(1.5)
+        first = check_announced(v, cap.stop(), down, switched_at(v, "net_tap0"), "first failover")
+        neigh = router_neigh(LB4)
+        check(LB_MAC in neigh, f"the router's neighbour entry for {LB4} is not vipd's MAC: {neigh!r}")
+        check(member_metric_port(v, "vipd_bond_gratuitous_arp_sent_total") == 6.0
+              and member_metric_port(v, "vipd_bond_unsolicited_na_sent_total") == 3.0,
+              "/metrics: 3 rounds of 2 gratuitous ARPs and 1 NA are not counted")
+        announced = [ln for ln in v.tail(400).splitlines() if "bond: announcing vipd's MAC" in ln]
+        check(announced and f"gratuitous ARP for {LB4}, {VIP4}; unsolicited NA for {LB6}" in announced[-1],
+              f"vipd's log does not say what it announced: {announced}")
         after = members(v)
         m1_tx = after["net_tap1"]["tx_packets"] - before["net_tap1"]["tx_packets"]
         m0_tx = after["net_tap0"]["tx_packets"] - before["net_tap0"]["tx_packets"]
@@ -151,6 +241,8 @@ def scenario_bond_active_backup():
         secs = max(x["seconds"] for x in r["results"])
         log(f"    failover: 4 downloads of 3 MB at 1 MB/s byte for byte (longest {secs} s); net_tap0 down"
             f" 1 s in; then net_tap1 sent {m1_tx} frames, net_tap0 {m0_tx}")
+        log(f"    announced on the server segment, first frame s after the switch: {first};"
+            f" router: {neigh.strip()}")
 
         # net_tap0 comes back: the traffic stays on net_tap1 (the switch learned vipd's MAC
         # there); then net_tap1 goes down mid-transfer and net_tap0 takes over again.
@@ -162,11 +254,17 @@ def scenario_bond_active_backup():
               f"the traffic moved back to net_tap0 while net_tap1 is up: {back}")
         p = downloads(URL, 4, "1M", max_time=30)
         time.sleep(1.0)
+        cap = Capture()
+        down = time.time()
         netns(LB, "ip", "link", "set", M1, "down")
         check(wait_member(v, "net_tap1", False), f"vipd does not show net_tap1's link down: {members(v)}")
         r = finish(p)
         check_downloads(r, "downloads across the second failover", 4)
         time.sleep(1.5)
+        second = check_announced(v, cap.stop(), down, switched_at(v, "net_tap1"), "second failover")
+        check(LB_MAC in router_neigh(LB4), f"the router's entry for {LB4}: {router_neigh(LB4)!r}")
+        check(member_metric_port(v, "vipd_bond_gratuitous_arp_sent_total") == 12.0,
+              "/metrics: the second failover's gratuitous ARPs are not counted")
         end = members(v)
         m0_tx = end["net_tap0"]["tx_packets"] - back["net_tap0"]["tx_packets"]
         check(end["net_tap0"]["active"], f"net_tap0 does not carry the traffic: {end}")
@@ -175,7 +273,7 @@ def scenario_bond_active_backup():
         # A few ARP frames per run come out invalid in this topology only (2-3, not traced yet).
         check_drops(v.stats(), allow={"drop_arp_invalid"})
         log(f"    back: net_tap0's link up, the traffic stays on net_tap1; then net_tap1 down mid-transfer:"
-            f" 4 more downloads byte for byte, net_tap0 sent {m0_tx} frames")
+            f" 4 more downloads byte for byte, net_tap0 sent {m0_tx} frames; announced {second}")
     except Exception:
         log(v.tail(40))
         log(f"    counters: {json.dumps(nonzero(v))}")

@@ -4,6 +4,7 @@
 
 use super::model::{BondConfig, Config};
 use super::validate::Invalid;
+use crate::announce::MAX_ROUNDS;
 use crate::kernel::plan::TAP_VDEV_PREFIX;
 
 /// The DPDK driver (and device name prefix) of a bond.
@@ -139,6 +140,15 @@ pub fn check(config: &Config, i: usize) -> Result<(), Invalid> {
         }
         XmitPolicy::parse(Some(policy)).map_err(|e| invalid(k("bond.xmit_policy"), e))?;
     }
+    if bond.gratuitous_arp > MAX_ROUNDS {
+        return Err(invalid(
+            k("bond.gratuitous_arp"),
+            format!(
+                "{}: at most {MAX_ROUNDS} rounds of gratuitous ARP after a failover (0 sends none)",
+                bond.gratuitous_arp
+            ),
+        ));
+    }
     if bond.members.len() < 2 {
         return Err(invalid(
             k("bond.members"),
@@ -221,6 +231,7 @@ ipv4 = "10.78.0.10/24"
         assert_eq!(v.ports.len(), 2);
         let p = &c.ports[0];
         let bond = p.bond.as_ref().unwrap();
+        assert_eq!(bond.gratuitous_arp, 3, "the default");
         assert_eq!(
             bond_devargs(&p.device, bond),
             "net_bonding0,mode=1,slave=net_tap0,slave=net_tap1"
@@ -315,6 +326,12 @@ ipv4 = "10.78.0.10/24"
                 "cannot be a bond",
             ),
             (
+                "mode = \"active-backup\"",
+                "mode = \"active-backup\"\ngratuitous_arp = 17",
+                "ports[0].bond.gratuitous_arp",
+                "17: at most 16 rounds",
+            ),
+            (
                 "device = \"net_bonding0\"",
                 "device = \"net_bonding0,mode=4\"",
                 "ports[0].device",
@@ -346,6 +363,14 @@ ipv4 = "10.78.0.10/24"
             e.contains("ports[1].bond.members[1]") && e.contains("member of port `lan`"),
             "{e}"
         );
+        // Not a count at all: refused naming the key.
+        for bad in ["-1", "\"3\"", "2.5"] {
+            let e = err(&BONDED.replace(
+                "mode = \"active-backup\"",
+                &format!("mode = \"active-backup\"\ngratuitous_arp = {bad}"),
+            ));
+            assert!(e.contains("gratuitous_arp"), "{bad}: {e}");
+        }
         // An unknown key in [ports.bond] is refused by name.
         let e = err(&BONDED.replace(
             "mode = \"active-backup\"",

@@ -397,6 +397,14 @@ pub struct BondConfig {
     /// addresses and ports), `l23` (MACs and IP addresses) or `l2` (MACs).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub xmit_policy: Option<String>,
+    /// Rounds of gratuitous ARP and unsolicited Neighbour Advertisements sent after the
+    /// active member changes (0: none), [`crate::announce::ROUND_INTERVAL`] apart.
+    #[serde(default = "default_gratuitous_arp")]
+    pub gratuitous_arp: u32,
+}
+
+fn default_gratuitous_arp() -> u32 {
+    crate::announce::DEFAULT_ROUNDS
 }
 
 /// `[[ports.vlans]]`: one 802.1Q VLAN of a port. It shares the port's MAC and MTU.

@@ -43,7 +43,8 @@ impl Member {
 
 /// Poll a bonded port's members: link (logging changes), counters, LACP state (logging a
 /// member's entry into and exit from the aggregation), then drive an active-backup failover.
-pub fn poll_members(p: &mut RunningPort) {
+/// Returns true when it switched the active member.
+pub fn poll_members(p: &mut RunningPort) -> bool {
     for m in p.members.iter_mut() {
         m.stats = m.watch.stats().ok();
         if let Ok(link) = m.watch.link_status() {
@@ -59,8 +60,11 @@ pub fn poll_members(p: &mut RunningPort) {
     }
     match p.bond_mode {
         Some(BondMode::ActiveBackup) => steer_active_backup(p),
-        Some(BondMode::Lacp) => poll_lacp(p),
-        None => {}
+        Some(BondMode::Lacp) => {
+            poll_lacp(p);
+            false
+        }
+        None => false,
     }
 }
 
@@ -111,14 +115,14 @@ fn state_text(s: LacpState) -> String {
 /// returns (a switch learns the bond's MAC on a port only from frames sent there; going back
 /// unprompted would leave the switch sending to the member vipd no longer reads). The bonding
 /// PMD switches by itself only on a member's link interrupt, and some PMDs (net_tap in DPDK
-/// 22.11) raise none: vipd switches it from the links it polls.
-fn steer_active_backup(p: &RunningPort) {
+/// 22.11) raise none: vipd switches it from the links it polls. Returns true when it did.
+fn steer_active_backup(p: &RunningPort) -> bool {
     let Some(want) = p.members.iter().find(|m| m.link_up) else {
-        return;
+        return false;
     };
     let carrying_up = |now: u16| p.members.iter().any(|m| m.watch.id() == now && m.link_up);
     match p.port.bond_primary() {
-        Ok(now) if carrying_up(now) => {}
+        Ok(now) if carrying_up(now) => false,
         Ok(now) => match p.port.set_bond_primary(want.watch.id()) {
             Ok(()) => {
                 let was = p.members.iter().find(|m| m.watch.id() == now);
@@ -128,10 +132,17 @@ fn steer_active_backup(p: &RunningPort) {
                     want.name,
                     was.map_or("none", |m| m.name.as_str())
                 );
+                true
             }
-            Err(e) => tracing::error!("port {}: bond: cannot switch to {}: {e}", p.name, want.name),
+            Err(e) => {
+                tracing::error!("port {}: bond: cannot switch to {}: {e}", p.name, want.name);
+                false
+            }
         },
-        Err(e) => tracing::error!("port {}: bond: {e}", p.name),
+        Err(e) => {
+            tracing::error!("port {}: bond: {e}", p.name);
+            false
+        }
     }
 }
 

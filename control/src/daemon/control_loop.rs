@@ -9,6 +9,7 @@ use super::ports::{self, RunningPort};
 use super::reload_outcome::Recorder;
 use super::views::{self, ControlCounters};
 use super::watchdog::{self, Vitals};
+use crate::announce::Announcer;
 use crate::backend_slots::RsIdentity;
 use crate::changes::{self, refusal_of_reload};
 use crate::config::{reload, Config, ConfigError, ServiceKey};
@@ -32,7 +33,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 use vipd_dataplane::io::dpdk::Mempool;
 use vipd_dataplane::io::PacketBuf;
-use vipd_dataplane::snapshot::Snapshot;
+use vipd_dataplane::snapshot::{Snapshot, VlanOf};
 use vipd_dataplane::wire::{vlan, MacAddr};
 use vipd_dataplane::worker::{Parcel, ParcelKind, Rings};
 
@@ -103,6 +104,8 @@ pub struct Control<'a> {
     pub state: &'a StateFile,
     /// SIGHUP reloads' outcomes, for `vipd --reload` (systemctl reload).
     pub reloads: Recorder,
+    /// Gratuitous ARP and unsolicited advertisements due after bond failovers.
+    pub announcer: Announcer,
 }
 
 /// A real server's step-3 hint is logged at most this often.
@@ -174,9 +177,14 @@ impl Control<'_> {
             }
             if now.duration_since(last_slow) >= Duration::from_secs(1) {
                 last_slow = now;
-                ports::poll_links(self.ports);
+                for port in ports::poll_links(self.ports) {
+                    self.failed_over(port, now);
+                }
                 self.reclaim();
                 self.step3_hints(now);
+            }
+            for port in self.announcer.due(now) {
+                self.announce(port);
             }
             if now.duration_since(last_rates) >= RATE_PERIOD {
                 last_rates = now;
@@ -542,6 +550,19 @@ impl Control<'_> {
                 (&ns_buf, "neighbour solicitation")
             }
         };
+        if let Err(why) = self.transmit(wire_port, vlan, untagged) {
+            tracing::warn!("{what} for {target}: {why}");
+        }
+    }
+
+    /// Hand `untagged` to the first worker to send on DPDK port `wire_port`, tagged with
+    /// `vlan`'s id if given (the control thread has no queue of its own).
+    pub(super) fn transmit(
+        &mut self,
+        wire_port: u16,
+        vlan: Option<VlanOf>,
+        untagged: &[u8],
+    ) -> Result<(), &'static str> {
         let tagged;
         let frame: &[u8] = match vlan {
             None => untagged,
@@ -549,20 +570,19 @@ impl Control<'_> {
                 let mut f = vec![0u8; vlan::TAG_LEN];
                 f.extend_from_slice(untagged);
                 if !vlan::insert_tag(&mut f, v.id) {
-                    return;
+                    return Err("no VLAN tag");
                 }
                 tagged = f;
                 &tagged
             }
         };
-        let port = wire_port;
-        let Ok(m) = self.pool.alloc_frame(frame) else {
-            tracing::warn!("{what} for {target}: mbuf pool empty");
-            return;
-        };
+        let m = self
+            .pool
+            .alloc_frame(frame)
+            .map_err(|_| "mbuf pool empty")?;
         let parcel = Parcel {
             mbuf: m,
-            port,
+            port: wire_port,
             kind: ParcelKind::Transmit,
         };
         if self
@@ -572,8 +592,9 @@ impl Control<'_> {
             .is_some_and(|q| q.push(parcel).is_ok())
         {
             self.counters.tx += 1;
+            Ok(())
         } else {
-            tracing::warn!("{what} for {target}: worker inbox full");
+            Err("worker inbox full")
         }
     }
 }

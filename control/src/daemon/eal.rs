@@ -279,6 +279,7 @@ mod tests {
             mode: "active-backup".into(),
             members: vec!["net_tap0,iface=m0".into(), "0000:01:00.1".into()],
             xmit_policy: None,
+            gratuitous_arp: 3,
         });
         c.ports = vec![bonded, port("b", None)];
         let joined = eal_args(&c).join(" ");

@@ -7,6 +7,7 @@ mod bond;
 mod control_loop;
 pub mod eal;
 mod error;
+mod failover;
 mod learn;
 mod ports;
 pub mod primary;
@@ -206,6 +207,7 @@ fn forward(
         vitals: watchdog::Vitals::new(services.shared.workers.clone(), std::time::Instant::now()),
         state: &start.state,
         reloads: reload_outcome::Recorder::from_env(),
+        announcer: Default::default(),
     };
     control.run(&start.stop, &start.reload, &services.commands);
     dp.worker_stop.store(true, Ordering::Relaxed);

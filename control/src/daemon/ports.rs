@@ -28,6 +28,12 @@ pub struct RunningPort {
     pub bond_mode: Option<BondMode>,
     /// A bond's members (`[ports.bond]`), in the configured order.
     pub members: Vec<Member>,
+    /// A bond's rounds of announcements after a failover (`[ports.bond] gratuitous_arp`).
+    pub gratuitous_arp: u32,
+    /// Gratuitous ARPs sent after its failovers.
+    pub gratuitous_arp_sent: u64,
+    /// Unsolicited Neighbour Advertisements sent after its failovers.
+    pub unsolicited_na_sent: u64,
 }
 
 /// Why a port did not come up (vipd does not start).
@@ -148,14 +154,19 @@ pub fn bring_up(
             stats: None,
             bond_mode: pc.bond.as_ref().and_then(|b| BondMode::parse(&b.mode).ok()),
             members,
+            gratuitous_arp: pc.bond.as_ref().map_or(0, |b| b.gratuitous_arp),
+            gratuitous_arp_sent: 0,
+            unsolicited_na_sent: 0,
         });
     }
     Ok(ports)
 }
 
-/// Poll every port's link (logging changes) and counters.
-pub fn poll_links(ports: &mut [RunningPort]) {
-    for p in ports.iter_mut() {
+/// Poll every port's link (logging changes) and counters. Returns the indices of the bonded
+/// ports whose active member vipd switched.
+pub fn poll_links(ports: &mut [RunningPort]) -> Vec<u16> {
+    let mut switched = Vec::new();
+    for (i, p) in ports.iter_mut().enumerate() {
         p.stats = p.port.stats().ok();
         if let Ok(link) = p.port.link_status() {
             if link.up != p.link_up {
@@ -167,6 +178,9 @@ pub fn poll_links(ports: &mut [RunningPort]) {
                 }
             }
         }
-        poll_members(p);
+        if poll_members(p) {
+            switched.extend(u16::try_from(i));
+        }
     }
+    switched
 }

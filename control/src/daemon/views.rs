@@ -201,6 +201,7 @@ pub fn view(src: &Sources) -> View {
                         lacp: (p.bond_mode == Some(BondMode::Lacp)).then(|| m.lacp_actor()),
                     })
                     .collect(),
+                announced: (p.gratuitous_arp_sent, p.unsolicited_na_sent),
             })
             .collect(),
         mempool,

@@ -65,6 +65,21 @@ pub(super) fn member_families(ports: &[PortGauges], f: &mut Families) {
             |s| s.tx_packets,
         ),
     ];
+    let bonds = || ports.iter().filter(|p| !p.members.is_empty());
+    f.counter(
+        "vipd_bond_gratuitous_arp_sent_total",
+        "Gratuitous ARPs a bonded port sent after its active member changed.",
+        bonds()
+            .map(|p| counter(vec![label("port", &p.name)], p.announced.0))
+            .collect(),
+    );
+    f.counter(
+        "vipd_bond_unsolicited_na_sent_total",
+        "Unsolicited Neighbour Advertisements a bonded port sent after its active member changed.",
+        bonds()
+            .map(|p| counter(vec![label("port", &p.name)], p.announced.1))
+            .collect(),
+    );
     for (name, help, get) in families {
         f.counter(
             name,

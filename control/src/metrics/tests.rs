@@ -69,6 +69,7 @@ fn scrape() -> String {
                         lacp: Some(LacpState(0x3d)),
                     },
                 ],
+                announced: (6, 3),
             }],
             neighbours: vec![("static", 0), ("incomplete", 0), ("reachable", 1)],
             worker_stalled: vec![false],
@@ -249,5 +250,16 @@ fn lacp_members_show_whether_they_carry_traffic() {
             Some(want),
             "{family} {member}:\n{text}"
         );
+    }
+}
+
+#[test]
+fn a_bonds_announcements_are_counted_per_port() {
+    let text = scrape();
+    for want in [
+        "vipd_bond_gratuitous_arp_sent_total{port=\"lan\"} 6",
+        "vipd_bond_unsolicited_na_sent_total{port=\"lan\"} 3",
+    ] {
+        assert!(text.lines().any(|l| l == want), "no `{want}` in:\n{text}");
     }
 }
