@@ -497,8 +497,9 @@ impl Control<'_> {
                 .ports
                 .get(usize::from(port))
                 .is_some_and(|p| p.kernel);
-            // The kernel interface is the port's untagged side: a VLAN's frames stay out.
-            let kernel = kernel && vlan::vid_of(m.data()).is_none();
+            // The kernel interface is the port's untagged side: a VLAN's frames stay out (a
+            // priority-tagged one is the untagged side's; the kernel reads it as untagged).
+            let kernel = kernel && vlan::vlan_of(m.data()).is_none();
             if kernel && self.rings.to_kernel.push((port, m)).is_err() {
                 // The kernel asks again.
                 if let Some(c) = self.kernel.counters.of_port(port) {
