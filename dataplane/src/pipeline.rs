@@ -353,11 +353,15 @@ fn stages<B: PacketBuf, const STEERED: bool>(
                 Err(reason) => Action::Drop(reason),
             };
             // Inside the pipeline a frame is sent on an interface; on the wire, on a port.
-            if let (true, Action::Tx(iface)) = (vlans, *action) {
-                *action = match vlan::to_wire(buf, iface, snap) {
-                    Ok(port) => Action::Tx(port),
-                    Err(reason) => Action::Drop(reason),
-                };
+            // Without VLANs only a priority-tagged frame (the general path's) needs fitting:
+            // it leaves untagged.
+            if let Action::Tx(iface) = *action {
+                if vlans || (*first == First::Fallback && vlan::tagged(buf.data())) {
+                    *action = match vlan::to_wire(buf, iface, snap) {
+                        Ok(port) => Action::Tx(port),
+                        Err(reason) => Action::Drop(reason),
+                    };
+                }
             }
             if tracing {
                 if let Some(t) = worker.trace.as_mut() {

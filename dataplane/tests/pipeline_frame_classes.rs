@@ -203,6 +203,12 @@ fn rows() -> Vec<Row> {
             drop(UnknownVlan),
         ),
         row(
+            "E4b",
+            "802.1p priority tag (802.1Q, VLAN id 0)",
+            [&syn[..12], &[0x81, 0x00, 0xa0, 0x00], &syn[12..]].concat(),
+            TX,
+        ),
+        row(
             "E5",
             "802.1ad (QinQ) tagged",
             tagged([0x88, 0xa8]),

@@ -270,16 +270,16 @@ fn tagged_frames_are_dropped_and_counted() {
             "{tpid:x?}"
         );
     }
-    // Priority-tagged (VLAN 0) ARP too: no interface has VLAN 0, so nothing answers it.
+    assert_eq!(w.flows.len(), 0);
+    // A priority-tagged (VLAN 0) ARP request is the port's untagged side's (frame-classes.md
+    // E4b): answered as the untagged request is, untagged (pipeline_priority_tag.rs).
     let arp = arp_frame(1, ROUTER_MAC, ROUTER_IP, VIP);
     let mut tagged_arp = arp[..12].to_vec();
     tagged_arp.extend_from_slice(&[0x81, 0x00, 0x00, 0x00]);
     tagged_arp.extend_from_slice(&arp[12..]);
-    assert_eq!(
-        run1(&mut w, &snap, &tagged_arp, 1).0,
-        Action::Drop(DropReason::UnknownVlan)
-    );
-    assert_eq!(w.flows.len(), 0);
+    let answer = run1(&mut w, &snap, &tagged_arp, 1);
+    assert_eq!(answer, run1(&mut worker(0, 1), &snap, &arp, 1));
+    assert_eq!(answer.0, Action::Tx(0));
 }
 
 #[test]

@@ -181,6 +181,13 @@ fn rows() -> Vec<Row> {
     arp_reply.extend_from_slice(&V100_LB.octets());
     arp_reply.extend_from_slice(&V100_CLIENT_MAC);
     arp_reply.extend_from_slice(&V100_CLIENT.octets());
+    // 802.1p priority 5 in the TCI of a tagged frame written by etherparse.
+    let priority5 = |f: Frame| {
+        let mut b = f.bytes();
+        b[14] |= 5 << 5;
+        b
+    };
+    let prio_syn = tagged(client_to_vip(tcp(40002, 80, "S"), b""), 0);
     let unknown = tagged(from_router.clone(), 300);
     let mut qinq = tagged(from_router.clone(), 100).bytes();
     qinq.splice(16..16, [0x81, 0x00, 0x00, 7]);
@@ -214,6 +221,12 @@ fn rows() -> Vec<Row> {
             arp,
             Action::Tx(0),
             Some(arp_reply),
+        ),
+        (
+            "priority-tagged (VLAN 0) client -> RS in VLAN 200: VLAN id set, priority kept",
+            priority5(prio_syn.clone()),
+            Action::Tx(0),
+            Some(priority5(to_rs(prio_syn))),
         ),
         (
             "VLAN 300, which the port does not carry",

@@ -36,7 +36,10 @@ RS = ["10.77.0.21", "10.77.0.22", "10.77.0.23"]
 CLIENTS = [f"192.168.77.{i}" for i in range(2, 11)]
 API_PORT = 19280
 N_BED_BOXES = 4  # three run from the start, the fourth joins
-SIZE, RATE, DOWNLOADS = 2_000_000, "250k", 24
+# Each download is paced by its real server (rs_server.py ?rate=), so it lasts at least
+# SIZE / PACE = 10 s however loaded the machine is: curl's --limit-rate lets bursts through,
+# and under load a 2 MB download limited to 250k by curl ended within 2 s.
+SIZE, PACE, DOWNLOADS = 2_000_000, 200_000, 24
 
 
 def sbash(script, check_rc=True, capture=False, timeout=120):
@@ -261,21 +264,40 @@ def route_left(watch, since, k, what):
 
 class Downloads(e2e_control.Downloads):
     """Slow downloads through the VIPs, half DR and half TUN, each its own curl with a fixed
-    source address and port (so the router's choice of box can be predicted)."""
+    source address and port (so the router's choice of box can be predicted), each paced by
+    its real server (at least SIZE / PACE seconds long)."""
 
     def __init__(self, tag, base_port, n=DOWNLOADS):
         self.size = SIZE
         self.dir = tempfile.mkdtemp(prefix=f"vipd-e2e-scaleout-{tag}-")
         self.procs, self.flows = [], []
+        self.t0 = time.time()
         for i in range(n):
             vip, src, sport = VIPS[i % 2], CLIENTS[i % len(CLIENTS)], base_port + i
             out, hdr = f"{self.dir}/{i}.body", f"{self.dir}/{i}.head"
             self.flows.append((i, vip, src, sport))
             self.procs.append((i, out, hdr, subprocess.Popen(
                 ["ip", "netns", "exec", f"{SO}-client", "curl", "-s", "-m", "90", "--interface", src,
-                 "--local-port", str(sport), "--limit-rate", RATE, "-D", hdr, "-o", out,
-                 f"http://{vip}:{PORT}/bytes/{SIZE}"],
+                 "--local-port", str(sport), "-D", hdr, "-o", out,
+                 f"http://{vip}:{PORT}/bytes/{SIZE}?rate={PACE}"],
                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)))
+
+    def flowing(self, at_least=1.0, timeout=30):
+        """Wait (at least `at_least` s, at most `timeout` s from the start) until every download
+        has received body bytes or ended; the seconds since the start. Replaces a fixed sleep:
+        under load the curls start late."""
+        def receiving(out):
+            try:
+                return os.path.getsize(out) > 0
+            except OSError:
+                return False
+        deadline = self.t0 + timeout
+        while time.time() < deadline:
+            if time.time() - self.t0 >= at_least and all(
+                    p.poll() is not None or receiving(out) for _, out, _, p in self.procs):
+                break
+            time.sleep(0.1)
+        return time.time() - self.t0
 
     def ended(self):
         """The downloads that ended already: '#i src:port -> vip: curl exit N'."""
@@ -349,8 +371,9 @@ def downloads_round(bed, label, base_port, victim, inject, restore):
     return a note too) and wait until the box is back and settled. Returns the figures:
     intact/total, downloads the victim carried, from `inject` to the router's new route."""
     d = Downloads(label.replace(" ", "-").replace("/", ""), base_port)
-    time.sleep(2.0)
-    check(d.running() == len(d.procs), f"{label}: downloads ended before it: {d.ended()}")
+    waited = d.flowing()
+    check(d.running() == len(d.procs), f"{label}: downloads ended before it ({waited:.1f} s in, "
+          f"each paced to last >= {SIZE / PACE:.0f} s): {d.ended()}")
     carried = sum(1 for a in d.carriers().values() if a == box_addr(victim))
     flows = bed.boxes[victim].flows()
     check(carried > 0 and flows > 0,
@@ -409,7 +432,7 @@ def join(bed):
     """A fourth box joins during the downloads: only the flows ECMP moves change box, and none
     of them breaks."""
     d = Downloads("join", 41400)
-    time.sleep(2.0)
+    d.flowing()
     before = d.carriers()
     t0 = time.time()
     bed.start([4])
@@ -500,7 +523,7 @@ def negative_control(bed):
     same, prints = same_tables(bed.running())
     check(not same, f"perturbed boxes build equal tables: {prints}")
     d = Downloads("control", 41700)
-    time.sleep(2.0)
+    d.flowing()
     carriers = d.carriers()
     victim = max((1, 2, 3), key=lambda k: sum(1 for a in carriers.values() if a == box_addr(k)))
     carried = sum(1 for a in carriers.values() if a == box_addr(victim))

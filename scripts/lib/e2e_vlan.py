@@ -13,7 +13,9 @@ VLAN 100 client (tag rewritten both ways), byte for byte; ARP in both VLANs is a
 vipd in the VLAN. Once with one worker, then with two on two queue pairs (replies land on the
 other worker's queue, so tagged frames are steered to their connection's owner). Frames
 tagged VLAN 300, which vipd does not carry, are written on the LB's link: each is dropped and
-counted as drop_unknown_vlan.
+counted as drop_unknown_vlan. Then the switch gives every untagged frame towards vipd an
+802.1p priority tag (VLAN 0, priority 5): the bed's client still downloads through the VIP
+and the router's ARP is answered, untagged, with the tagged frames seen on vipd's link.
 
 Everything the scenario creates (two namespaces, two veths, the tc programs) is removed at
 its end, also on failure.
@@ -53,6 +55,30 @@ for _ in range(5):
 """
 
 
+# Frames on argv[1] whose 802.1Q tag (the kernel's, PACKET_AUXDATA) is VLAN 0 priority 5,
+# seen within argv[2] seconds: their count on stdout once 20 were seen or the time is up.
+PRIORITY_TAGGED = """
+import socket, struct, sys, time
+s = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(3))
+s.bind((sys.argv[1], 0))
+s.setsockopt(263, 8, 1)  # SOL_PACKET, PACKET_AUXDATA
+s.settimeout(0.2)
+print("ready", flush=True)
+n, end = 0, time.time() + float(sys.argv[2])
+while n < 20 and time.time() < end:
+    try:
+        _, anc, _, _ = s.recvmsg(65535, 256)
+    except socket.timeout:
+        continue
+    for level, kind, data in anc:
+        if level == 263 and kind == 8 and len(data) >= 20:
+            status, tci = struct.unpack_from("I", data, 0)[0], struct.unpack_from("H", data, 16)[0]
+            if status & 0x10 and tci == 5 << 13:  # TP_STATUS_VLAN_VALID
+                n += 1
+print(n)
+"""
+
+
 def segment(vid, ns, ip, route):
     """VLAN `vid`'s access segment: a namespace `ns` with address `ip`, its veth's router end
     `PREFIX-p<vid>` (the switch's access port, in no bridge)."""
@@ -89,6 +115,36 @@ def switch(tmp, vids):
         dev = f"{PREFIX}-p{vid}"
         bash(f"{tc} qdisc replace dev {dev} clsact &&"
              f" {tc} filter replace dev {dev} ingress pref 48 handle 1 bpf direct-action obj {obj} sec access")
+    return obj
+
+
+def priority_tags(v, obj):
+    """Every untagged frame towards vipd priority-tagged (VLAN 0, priority 5) by the switch:
+    the router's ARP (its entries flushed first) and a download from the bed's client are
+    answered, and the tagged frames are seen on vipd's link. The tagging is removed after."""
+    r = f"{PREFIX}-router"
+    tc = f"ip netns exec {r} tc"
+    before = v.stats()["total"].get("drop_unknown_vlan", 0)
+    sniff = subprocess.Popen(["ip", "netns", "exec", f"{PREFIX}-lb", "python3", "-c", PRIORITY_TAGGED,
+                              f"{PREFIX}-lb0", "15"], stdout=subprocess.PIPE, text=True)
+    try:
+        check(sniff.stdout.readline().strip() == "ready", "priority tags: the sniffer did not start")
+        bash(f"{tc} filter replace dev {LB_DEV} egress pref 49 handle 1 bpf direct-action obj {obj} sec prio")
+        bash(f"ip -n {r} neigh flush all")
+        out = netns(f"{PREFIX}-client", "curl", "-s", "-m", "5", f"http://{VIP4}/bytes/200000")
+        check(len(out) == 200000, f"priority-tagged client -> VIP: {len(out)} bytes, want 200000")
+        neigh = netns(r, "ip", "neigh", "show", "nud", "reachable")
+        check("02:77:00:00:00:0a" in neigh, f"router's neighbour entry for vipd after priority-tagged ARP: {neigh!r}")
+        seen = int(sniff.communicate(timeout=30)[0].strip() or 0)
+    finally:
+        bash(f"{tc} filter del dev {LB_DEV} egress pref 49 2>/dev/null || true", check=False)
+        if sniff.poll() is None:
+            sniff.kill()
+            sniff.wait()
+    check(seen > 0, "priority tags: no frame tagged VLAN 0 priority 5 reached vipd's link: the check proved nothing")
+    dropped = v.stats()["total"].get("drop_unknown_vlan", 0) - before
+    check(dropped == 0, f"priority-tagged frames counted as drop_unknown_vlan: {dropped}")
+    return seen
 
 
 def teardown():
@@ -128,7 +184,7 @@ def trunk(workers):
     try:
         segment(100, VC, "10.77.150.2", f"{VIP4}/32 via 10.77.150.10")
         segment(200, VS, "10.77.200.21", "default via 10.77.200.10")
-        switch(tmp, (100, 200))
+        obj = switch(tmp, (100, 200))
         bash(f"vipd_spawn {PREFIX} vrs {VS} python3 -u {LIB}/rs_server.py --name vrs --port 8080"
              f" --health-file /nonexistent --delay-file /nonexistent")
         bash(f"for i in $(seq 1 100); do grep -q '^listening' $(_vipd_state {PREFIX})/vrs.log && exit 0;"
@@ -168,10 +224,12 @@ def trunk(workers):
                        if ln.startswith("vipd_drops_total{") and 'reason="unknown_vlan"' in ln)
         check(exported >= dropped, f"/metrics: vipd_drops_total{{reason=\"unknown_vlan\"}} {exported}, want {dropped}")
         check_drops(s, allow={"drop_unknown_vlan"})
+        seen = priority_tags(v, obj)
         if workers > 1:
             check(t["steered"] > 0, f"two workers: nothing was steered ({t['steered']}), the test proved nothing")
         log(f"    {workers} worker(s): 6 downloads of 3 MB byte for byte (4 untagged -> VLAN 200, 2 VLAN 100 -> VLAN 200);"
-            f" VLAN 300: {dropped} frames dropped as drop_unknown_vlan; steered {t['steered']}")
+            f" VLAN 300: {dropped} frames dropped as drop_unknown_vlan; steered {t['steered']};"
+            f" priority-tagged (VLAN 0): download and ARP answered, {seen} tagged frames seen on vipd's link")
     except Exception:
         log(v.tail())
         log(f"    counters: {json.dumps(nonzero(v))}")

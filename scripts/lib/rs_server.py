@@ -3,7 +3,9 @@
 
 HTTP (dual stack, one socket on [::] with IPV6_V6ONLY=0 unless --bind says otherwise):
   GET /          200, body "server=<name> client=<peer ip>:<peer port>\\n"
-  GET /bytes/N   200, N bytes of a repeating ASCII pattern (bulk transfers larger than the MTU)
+  GET /bytes/N   200, N bytes of a repeating ASCII pattern (bulk transfers larger than the MTU);
+                 with ?rate=R the body is paced at R bytes/s at most, so the transfer lasts at
+                 least N/R s whatever the load (a client's --limit-rate lets bursts through)
   GET /health    200 "ok", or the status written in --health-file when that file exists (a
                  health check that sees 503: `echo 503 > FILE`)
   GET /slow      as /, after waiting the milliseconds written in --delay-file (0 when it does
@@ -110,6 +112,19 @@ class Handler(http.server.BaseHTTPRequestHandler):
         except (OSError, ValueError):
             return 0.0
 
+    def _rate(self):
+        """The ?rate=R of the request (bytes/s), None when absent or not a positive number."""
+        query = self.path.split("?", 1)[1] if "?" in self.path else ""
+        for kv in query.split("&"):
+            k, _, v = kv.partition("=")
+            if k == "rate":
+                try:
+                    r = int(v)
+                except ValueError:
+                    return None
+                return r if r > 0 else None
+        return None
+
     def _respond(self, with_body):
         path = self.path.split("?", 1)[0]
         if path == "/health":
@@ -128,11 +143,20 @@ class Handler(http.server.BaseHTTPRequestHandler):
                 return
             self._headers(n, "application/octet-stream")
             if with_body:
-                left = n
-                while left > 0:
-                    k = min(left, len(CHUNK))
+                rate, t0, sent = self._rate(), time.monotonic(), 0
+                # Paced: chunks of 1/20 s worth (a whole number of patterns), each sent no
+                # earlier than the rate allows.
+                per_chunk = len(CHUNK) // len(PATTERN)
+                patterns = per_chunk if rate is None else max(1, min(per_chunk, rate // 20 // len(PATTERN)))
+                step = patterns * len(PATTERN)
+                while sent < n:
+                    if rate is not None:
+                        ahead = t0 + sent / rate - time.monotonic()
+                        if ahead > 0:
+                            time.sleep(ahead)
+                    k = min(n - sent, step)
                     self.wfile.write(CHUNK[:k])
-                    left -= k
+                    sent += k
             return
         body = ("server=%s client=%s\n" % (self.server.name, self._peer())).encode()
         self._headers(len(body), "text/plain")

@@ -9,6 +9,8 @@
  *                (untagged, other VLANs) passes on (TC_ACT_OK: the bridge it belongs to).
  *   sec "access" on each access interface: the frame is tagged with the interface's VLAN and
  *                goes out of the trunk (VS_TRUNK, an interface index).
+ *   sec "prio"   on the trunk's egress: an untagged frame gets an 802.1p priority tag (VLAN
+ *                id 0, priority 5), as a host with priority tagging sends it.
  *
  * The kernel holds a received tag in the skb (skb_vlan_untag runs before tc), so the programs
  * read and change it there (bpf_skb_vlan_pop / push) and the device puts it on the wire.
@@ -66,6 +68,14 @@ int vs_access(struct __sk_buff *skb)
 	if (bpf_skb_vlan_push(skb, bpf_htons(ETH_P_8021Q), vid))
 		return TC_ACT_SHOT;
 	return bpf_redirect(VS_TRUNK, 0);
+}
+
+SEC("prio")
+int vs_prio(struct __sk_buff *skb)
+{
+	if (!skb->vlan_present && bpf_skb_vlan_push(skb, bpf_htons(ETH_P_8021Q), 5 << 13))
+		return TC_ACT_SHOT;
+	return TC_ACT_OK;
 }
 
 char _license[] SEC("license") = "GPL";

@@ -500,9 +500,10 @@ impl Control<'_> {
                 continue;
             }
             // The kernel interface of the port, or of the VLAN the frame is tagged with
-            // (the exception thread removes the tag).
+            // (the exception thread removes the tag). A priority-tagged frame is the port's
+            // untagged side's (the kernel reads it as untagged).
             let ports = &self.running.valid.ports;
-            let vid = vlan::vid_of(m.data());
+            let vid = vlan::vlan_of(m.data());
             let kernel = crate::kernel::plan::interface_of(ports, usize::from(port), vid)
                 .and_then(|i| ports.get(i))
                 .is_some_and(|p| p.kernel);

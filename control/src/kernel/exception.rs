@@ -253,9 +253,10 @@ impl ExceptionPath<'_> {
             popped += 1;
             // The pipeline hands over only frames of ports and VLANs with a kernel interface,
             // which is a restart-only setting: a frame without a tap cannot come. A VLAN's
-            // frames carry its tag.
+            // frames carry its tag; a priority-tagged frame (VLAN id 0) is the port's own and
+            // goes to its tap as received (the kernel reads it as untagged).
             let mut m = m;
-            let vid = vlan::vid_of(m.data());
+            let vid = vlan::vlan_of(m.data());
             let Some(i) = self
                 .taps
                 .iter()

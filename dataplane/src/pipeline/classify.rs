@@ -131,13 +131,17 @@ fn frame<B: PacketBuf>(
         return Err(DropReason::SrcMacInvalid);
     }
     // One 802.1Q tag of a VLAN the port carries: the frame belongs to the VLAN's interface
-    // (its addresses, ARP/ND answers and routes). Any other tag, or a second one (QinQ), is
-    // dropped and counted (docs/frame-classes.md).
+    // (its addresses, ARP/ND answers and routes); a priority tag (VLAN id 0) to the port's
+    // untagged side. Any other tag, or a second one (QinQ), is dropped and counted
+    // (docs/frame-classes.md).
     let (rx_port, l2, ty) = if ty == ethertype::VLAN {
         let tag = VlanHeader::new_checked(data).map_err(|_| DropReason::EthMalformed)?;
-        let iface = snap
-            .vlan_interface(rx_port, tag.vid())
-            .ok_or(DropReason::UnknownVlan)?;
+        let iface = match tag.vid() {
+            vlan::PRIORITY_ONLY => rx_port,
+            id => snap
+                .vlan_interface(rx_port, id)
+                .ok_or(DropReason::UnknownVlan)?,
+        };
         (iface, ethernet::VLAN_HEADER_LEN, tag.inner_ethertype())
     } else {
         (rx_port, ethernet::HEADER_LEN, ty)

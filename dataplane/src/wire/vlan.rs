@@ -17,6 +17,10 @@ pub const TAG_LEN: usize = VLAN_HEADER_LEN - HEADER_LEN;
 /// Mask of the VLAN id in the TCI.
 pub const VID_MASK: u16 = 0x0fff;
 
+/// The VLAN id of a priority tag: the frame carries only a priority (802.1p) and belongs to
+/// the port's untagged VLAN (IEEE 802.1Q 9.6).
+pub const PRIORITY_ONLY: u16 = 0;
+
 /// Whether `id` is a VLAN id a port may carry (0 means "priority tag only", 4095 is
 /// reserved: IEEE 802.1Q table 9-2).
 pub fn is_valid_id(id: u16) -> bool {
@@ -82,6 +86,14 @@ impl<T: AsRef<[u8]> + AsMut<[u8]>> VlanHeader<T> {
 #[inline]
 pub fn vid_of(frame: &[u8]) -> Option<u16> {
     VlanHeader::new_checked(frame).ok().map(|h| h.vid())
+}
+
+/// The VLAN a frame belongs to by its 802.1Q tag: its VLAN id, `None` for an untagged or
+/// priority-tagged frame (both in the port's untagged context) and for any frame
+/// [`vid_of`] does not read.
+#[inline]
+pub fn vlan_of(frame: &[u8]) -> Option<u16> {
+    vid_of(frame).filter(|&id| id != PRIORITY_ONLY)
 }
 
 /// Write a tag for VLAN `id` (priority 0) into a frame that was just grown by [`TAG_LEN`]
@@ -191,6 +203,15 @@ mod tests {
         assert_eq!(grown, tagged(100, 0, EtherType::IPV4));
         assert!(remove_tag(&mut grown));
         assert_eq!(&grown[TAG_LEN..], &plain[..]);
+    }
+
+    #[test]
+    fn a_priority_tag_names_no_vlan() {
+        let f = tagged(0, 5, EtherType::IPV4);
+        assert_eq!(vid_of(&f), Some(0));
+        assert_eq!(vlan_of(&f), None);
+        assert_eq!(vlan_of(&tagged(100, 5, EtherType::IPV4)), Some(100));
+        assert_eq!(vlan_of(&f[..17]), None);
     }
 
     #[test]
