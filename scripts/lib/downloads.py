@@ -17,6 +17,7 @@ import subprocess
 import sys
 import threading
 import time
+import urllib.parse
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from rs_server import pattern_bytes  # noqa: E402
@@ -57,13 +58,14 @@ def one(url, src, rate, max_time, want_sha, want_len, out):
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--url", required=True, help="http://VIP[:PORT]/bytes/N")
+    ap.add_argument("--url", required=True, help="http://VIP[:PORT]/bytes/N[?rate=R]")
     ap.add_argument("--count", type=int, default=20)
     ap.add_argument("--rate", default="", help="curl --limit-rate per download (e.g. 2M)")
     ap.add_argument("--max-time", type=int, default=60)
     ap.add_argument("--source-addrs", default="")
     args = ap.parse_args()
-    size = int(args.url.rstrip("/").rsplit("/", 1)[1])
+    # The size is the path's last segment; a query (?rate=R, rs_server.py's pacing) follows it.
+    size = int(urllib.parse.urlsplit(args.url).path.rstrip("/").rsplit("/", 1)[1])
     want_sha = hashlib.sha256(pattern_bytes(size)).hexdigest()
     sources = [s for s in args.source_addrs.split(",") if s]
     results = []

@@ -46,7 +46,9 @@ BOND_KEYS = f"""mac = "{LB_MAC}"
 mode = "active-backup"
 members = ["net_tap0,iface={M0}", "net_tap1,iface={M1}"]
 """
-URL = f"http://{VIP4}/bytes/3000000"
+# Paced by the real server (1 MB/s: 3 s each), so the failover falls mid-transfer whatever
+# the load (curl's --limit-rate lets bursts through).
+URL = f"http://{VIP4}/bytes/3000000?rate=1000000"
 # The first announcement after a switch: milliseconds on a quiet machine (the control loop's
 # 50 ms tick); 2.8 s was seen at load 13 on 2 cores, so the bound allows a loaded machine.
 LATE_S = 5.0

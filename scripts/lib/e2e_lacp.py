@@ -50,7 +50,8 @@ BOND_KEYS = f"""mac = "{LB_MAC}"
 mode = "lacp"
 members = ["net_tap0,iface={VIPD_TAPS[0]}", "net_tap1,iface={VIPD_TAPS[1]}"]
 """
-URL = f"http://{VIP4}/bytes/6000000"
+# Paced by the real server (1 MB/s), so the cable loss falls mid-transfer whatever the load.
+URL = f"http://{VIP4}/bytes/6000000?rate=1000000"
 DOWNLOADS = 8
 
 
