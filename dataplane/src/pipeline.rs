@@ -338,10 +338,17 @@ fn stages<B: PacketBuf, const STEERED: bool>(
                 First::Steer(owner) => (Ok(Action::Steer(owner)), Some(f.hash.raw())),
                 First::NotLocal => (Err(DropReason::NotLocal), None),
                 First::Fallback => match general.get(k) {
-                    Some(st) => (
-                        handle(buf, st, rx_port, worker, snap, now_ms),
-                        st.flow_hash(),
-                    ),
+                    Some(st) => {
+                        let mut verdict = handle(buf, st, rx_port, worker, snap, now_ms);
+                        // Without VLANs only a priority-tagged frame (the general path's)
+                        // needs fitting to the wire: it leaves untagged.
+                        if let (false, Ok(Action::Tx(iface))) = (vlans, verdict) {
+                            if vlan::tagged(buf.data()) {
+                                verdict = vlan::to_wire(buf, iface, snap).map(Action::Tx);
+                            }
+                        }
+                        (verdict, st.flow_hash())
+                    }
                     None => (Err(DropReason::EthMalformed), None),
                 },
             };
@@ -353,15 +360,11 @@ fn stages<B: PacketBuf, const STEERED: bool>(
                 Err(reason) => Action::Drop(reason),
             };
             // Inside the pipeline a frame is sent on an interface; on the wire, on a port.
-            // Without VLANs only a priority-tagged frame (the general path's) needs fitting:
-            // it leaves untagged.
-            if let Action::Tx(iface) = *action {
-                if vlans || (*first == First::Fallback && vlan::tagged(buf.data())) {
-                    *action = match vlan::to_wire(buf, iface, snap) {
-                        Ok(port) => Action::Tx(port),
-                        Err(reason) => Action::Drop(reason),
-                    };
-                }
+            if let (true, Action::Tx(iface)) = (vlans, *action) {
+                *action = match vlan::to_wire(buf, iface, snap) {
+                    Ok(port) => Action::Tx(port),
+                    Err(reason) => Action::Drop(reason),
+                };
             }
             if tracing {
                 if let Some(t) = worker.trace.as_mut() {
