@@ -33,14 +33,15 @@ import subprocess
 import threading
 import time
 
-from e2e_bond import LB_MAC, VETH_MAC, member_metric, members, wait_member
+# The server-segment bridge in the LB namespace (the LB's veth renamed: vipd's MAC is the
+# bond's) is the active-backup scenario's; testpmd's uplink tap joins it here.
+from e2e_bond import LB_MAC, member_metric, members, setup, teardown, wait_member
 from robust_e2e import check_downloads, downloads, finish, nonzero
 from e2e_vipctl import VIPCTL
 from vipdbed import API_PORT, LIB, PREFIX, VIP4, Vipd, bash, check, check_drops, log, netns
 
 LB = f"{PREFIX}-lb"
 BR = f"{PREFIX}-lbbr"
-VETH = f"{PREFIX}-lb0"
 # vipd's member taps and testpmd's: pair i is (VIPD_TAPS[i], PEER_TAPS[i]).
 VIPD_TAPS = [f"{PREFIX}-m0", f"{PREFIX}-m1"]
 PEER_TAPS = [f"{PREFIX}-p0", f"{PREFIX}-p1"]
@@ -127,25 +128,6 @@ class TestpmdPartner:
         bash(f"rm -rf /var/run/dpdk/{self.file_prefix}", check=False)
 
 
-def setup():
-    """The server-segment bridge in the LB namespace: the LB's veth (renamed MAC: vipd's is
-    the bond's) and, once testpmd made it, its uplink tap."""
-    bash(f"""
-ip netns exec {LB} sysctl -qw net.ipv6.conf.default.disable_ipv6=1
-ip -n {LB} link set {VETH} down
-ip -n {LB} link set {VETH} address {VETH_MAC}
-ip -n {LB} link add {BR} type bridge stp_state 0 forward_delay 0
-ip netns exec {LB} sysctl -qw net.ipv6.conf.{BR}.disable_ipv6=1
-if ip netns exec {LB} test -e /proc/sys/net/bridge/bridge-nf-call-iptables; then
-  ip netns exec {LB} sysctl -qw net.bridge.bridge-nf-call-iptables=0 \\
-    net.bridge.bridge-nf-call-ip6tables=0 net.bridge.bridge-nf-call-arptables=0
-fi
-ip -n {LB} link set {VETH} master {BR}
-ip -n {LB} link set {VETH} up
-ip -n {LB} link set {BR} up
-""")
-
-
 def wait_link(name, timeout=10):
     bash(f"for i in $(seq 1 {int(timeout * 20)}); do ip -n {LB} link show {name} >/dev/null 2>&1 && exit 0;"
          f" sleep 0.05; done; echo 'no {name}' >&2; exit 1")
@@ -182,16 +164,6 @@ def set_pair(i, state):
     """Both ends of cable i up or down (each bond sees its member's link change)."""
     for t in (VIPD_TAPS[i], PEER_TAPS[i]):
         netns(LB, "ip", "link", "set", t, state)
-
-
-def teardown():
-    bash(f"""
-ip -n {LB} link del {BR} 2>/dev/null || true
-ip -n {LB} link set {VETH} down 2>/dev/null || true
-ip -n {LB} link set {VETH} address {LB_MAC} 2>/dev/null || true
-ip -n {LB} link set {VETH} up 2>/dev/null || true
-ip netns exec {LB} sysctl -qw net.ipv6.conf.default.disable_ipv6=0 2>/dev/null || true
-""", check=False)
 
 
 def aggregated(m):
