@@ -23,10 +23,8 @@ mod tests;
 
 use super::{Action, Tally, WorkerState};
 use crate::counters::DropReason;
-use crate::flow::key::PROTO_TCP;
 use crate::flow::slot::{Key, V4};
 use crate::flow::TableHash;
-use crate::flow::TcpFlags;
 use crate::io::PacketBuf;
 use crate::snapshot::fast4::{tunnel_source, Kind, Record};
 use crate::snapshot::Snapshot;
@@ -302,9 +300,8 @@ pub(super) fn open<B: PacketBuf>(
         undo(w);
         return None;
     }
-    // Commit: the entry, then the frame.
-    let flags = (f.key.proto == PROTO_TCP).then(|| TcpFlags::from_bits(f.tcp_bits));
-    match w.flows.open4(&f.key, f.hash, reply, pick, flags, now) {
+    // Commit: the entry (`opens`: UDP or a lone SYN), then the frame.
+    match w.flows.open4(&f.key, f.hash, reply, pick, now) {
         Ok(()) => {
             #[cfg(test)]
             {

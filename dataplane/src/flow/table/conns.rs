@@ -262,6 +262,45 @@ impl<A: Addrs> Conns<A> {
         now: u64,
         ctx: &mut Ctx,
     ) -> Result<FlowId, InsertError> {
+        self.enter_with_bits(key, hash, reply, backend, now, 0, ctx)
+    }
+
+    /// [`enter`](Self::enter) and then [`track_at`](Self::track_at) of the packet that opens
+    /// the connection, in one write of each slot, for a packet that opens one: UDP, or a TCP
+    /// lone SYN (the caller's promise). Tracking such a packet on a new entry leaves its
+    /// state and expiry as they are (SYN_RECV or NONE, from now) and sets only `SYN_SEEN`
+    /// for TCP when connections are counted per backend (the step-3 check needs a reply key
+    /// and an earlier SYN: never on the first packet); the per-backend class does not move.
+    pub(super) fn enter_opened(
+        &mut self,
+        key: &Key<A>,
+        hash: TableHash,
+        reply: Option<(Key<A>, TableHash)>,
+        backend: u32,
+        now: u64,
+        ctx: &mut Ctx,
+    ) -> Result<FlowId, InsertError> {
+        let bits = if key.proto == PROTO_TCP && ctx.backend_stats.is_some() {
+            SYN_SEEN
+        } else {
+            0
+        };
+        self.enter_with_bits(key, hash, reply, backend, now, bits, ctx)
+    }
+
+    /// [`enter`](Self::enter) with the state machine's bits `bits` in both slots.
+    #[allow(clippy::too_many_arguments)] // the insert's own arguments, passed through
+    #[inline(always)]
+    fn enter_with_bits(
+        &mut self,
+        key: &Key<A>,
+        hash: TableHash,
+        reply: Option<(Key<A>, TableHash)>,
+        backend: u32,
+        now: u64,
+        bits: u8,
+        ctx: &mut Ctx,
+    ) -> Result<FlowId, InsertError> {
         if !self.room(now, ctx) {
             ctx.counts.insert_full += 1;
             return Err(InsertError::Full);
@@ -278,8 +317,10 @@ impl<A: Addrs> Conns<A> {
             ports: k.ports,
             proto: k.proto,
             state: state as u8,
-            bits: 0,
-            flags: paired | if reply { REPLY } else { 0 } | refresh_flag(k.proto, state, 0, reply),
+            bits,
+            flags: paired
+                | if reply { REPLY } else { 0 }
+                | refresh_flag(k.proto, state, bits, reply),
             expires: (now as u32).wrapping_add(ctx.timeout_ms[state as usize]),
             backend,
             partner: NIL,

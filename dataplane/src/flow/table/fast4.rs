@@ -5,8 +5,10 @@
 
 use super::super::hash::TableHash;
 use super::super::slot::{ahead, Key, Slot, NIL, REFRESH_ONLY, V4};
-use super::super::state::{Direction, TcpFlags};
 use super::{FlowTable, InsertError};
+
+#[cfg(test)]
+mod tests;
 
 /// A fast-path hit on an IPv4 key: what stage 3 needs to forward the packet.
 #[derive(Clone, Copy, Debug)]
@@ -114,9 +116,10 @@ impl FlowTable {
         self.v4.idx.places_without_moves(hash, reply)
     }
 
-    /// Enters a new connection [`vacant4`](Self::vacant4) found room for and tracks the
-    /// packet that opens it (`flags`: its TCP flags, `None` for UDP), as `insert_after_miss`
-    /// and `track` do. `Full` (counted): the index found no slot for a key, nothing stays.
+    /// Enters a new connection [`vacant4`](Self::vacant4) found room for, as
+    /// `insert_after_miss` and then `track` of the packet that opens it would leave it: that
+    /// packet is UDP or a TCP lone SYN (the caller's promise). `Full` (counted): the index
+    /// found no slot for a key, nothing stays.
     #[inline]
     pub(crate) fn open4(
         &mut self,
@@ -124,14 +127,10 @@ impl FlowTable {
         hash: TableHash,
         reply: Option<(Key<V4>, TableHash)>,
         backend: u32,
-        flags: Option<TcpFlags>,
         now_ms: u64,
     ) -> Result<(), InsertError> {
-        let id = self
-            .v4
-            .enter(key, hash, reply, backend, now_ms, &mut self.ctx)?;
         self.v4
-            .track_at(id.pos, Direction::Original, flags, now_ms, &self.ctx);
-        Ok(())
+            .enter_opened(key, hash, reply, backend, now_ms, &mut self.ctx)
+            .map(|_| ())
     }
 }

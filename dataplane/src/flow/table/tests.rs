@@ -58,7 +58,7 @@ impl<A: crate::flow::slot::Addrs> conns::Conns<A> {
 
 impl FlowTable {
     /// Test support: checks every structural invariant of both families.
-    fn check(&self) {
+    pub(super) fn check(&self) {
         self.v4.check();
         self.v6.check();
     }
