@@ -15,7 +15,7 @@
 
 use super::hash::TableHash;
 use super::mem::{Pages, ZeroedSlice};
-use super::slot::{Addrs, Bucket, Key, Slot, WAYS};
+use super::slot::{Addrs, Bucket, Key, Slot, NIL, WAYS};
 use crate::prefetch::prefetch_line;
 
 /// Breadth-first search queue length (buckets): about eight moves deep with two ways.
@@ -31,6 +31,18 @@ struct Node {
     bucket: u32,
     parent: u16,
     way: u8,
+}
+
+/// Where [`Cuckoo::insert`] places a key and then the next one ([`Cuckoo::vacancy`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Vacancy {
+    /// Whether an insert would move other slots (for either key); if so, `first` and `then`
+    /// say nothing.
+    pub(crate) moves: bool,
+    /// The first key's position.
+    pub(crate) first: u32,
+    /// The next key's position ([`NIL`] when there is none).
+    pub(crate) then: u32,
 }
 
 /// The index over slots of addresses `A`. A slot's position is `bucket * WAYS + way`; it is
@@ -162,30 +174,59 @@ impl<A: Addrs> Cuckoo<A> {
         (0..WAYS).find(|&w| b.slots[w].is_free())
     }
 
-    /// Whether a key hashing to `h` and then (if any) one hashing to `then` would both be
-    /// placed without moving another slot: [`insert`](Self::insert) cannot fail for them.
-    #[inline]
-    pub(crate) fn places_without_moves(&self, h: TableHash, then: Option<TableHash>) -> bool {
+    /// Whether `bucket` holds `key`, and its first free way other than position `taken`.
+    #[inline(always)]
+    fn scan(&self, bucket: u32, key: &Key<A>, taken: u32) -> (bool, Option<usize>) {
+        let b = &self.buckets[bucket as usize];
+        let holds = b.slots[0].holds(key) || b.slots[1].holds(key);
+        let free = (0..WAYS).find(|&w| b.slots[w].is_free() && pos(bucket, w) != taken);
+        (holds, free)
+    }
+
+    /// Whether `key` (hash `h`) and, if any, `then` (the next key to go in) are in no slot,
+    /// and if so where [`insert`](Self::insert) would place `key` and then `then` without
+    /// moving another slot: one read of each key's two buckets answers both. `None`: a key
+    /// is in the index.
+    #[inline(always)]
+    pub(crate) fn vacancy(
+        &self,
+        key: &Key<A>,
+        h: TableHash,
+        then: Option<(&Key<A>, TableHash)>,
+    ) -> Option<Vacancy> {
         let (p, s) = (self.primary(h), self.secondary(h));
-        let first = if self.free_way(p).is_some() {
-            p
-        } else if self.free_way(s).is_some() {
-            s
-        } else {
-            return false;
+        let ((in_p, free_p), (in_s, free_s)) = (self.scan(p, key, NIL), self.scan(s, key, NIL));
+        if in_p || in_s {
+            return None;
+        }
+        let first = match (free_p, free_s) {
+            (Some(w), _) => pos(p, w),
+            (None, Some(w)) => pos(s, w),
+            (None, None) => NIL,
         };
-        let Some(h2) = then else {
-            return true;
+        let Some((k2, h2)) = then else {
+            return Some(Vacancy {
+                moves: first == NIL,
+                first,
+                then: NIL,
+            });
         };
-        let left = |b: u32| {
-            let free = self.buckets[b as usize]
-                .slots
-                .iter()
-                .filter(|x| x.is_free())
-                .count();
-            free - usize::from(b == first)
+        let (p2, s2) = (self.primary(h2), self.secondary(h2));
+        let ((in_p2, free_p2), (in_s2, free_s2)) =
+            (self.scan(p2, k2, first), self.scan(s2, k2, first));
+        if in_p2 || in_s2 {
+            return None;
+        }
+        let then = match (free_p2, free_s2) {
+            (Some(w), _) => pos(p2, w),
+            (None, Some(w)) => pos(s2, w),
+            (None, None) => NIL,
         };
-        left(self.primary(h2)) > 0 || left(self.secondary(h2)) > 0
+        Some(Vacancy {
+            moves: first == NIL || then == NIL,
+            first,
+            then,
+        })
     }
 
     /// The other candidate bucket of the key in slot `way` of `bucket`.

@@ -289,19 +289,21 @@ pub(super) fn open<B: PacketBuf>(
         };
         (key, hash)
     });
+    let at = if fits(f, r) {
+        w.flows.vacancy4(&f.key, f.hash, reply.as_ref())
+    } else {
+        None
+    };
     // A rotating scheduler's pick is not the consistent hash's, which the general path takes
-    // when the index has no slot: that pick goes on only if the index cannot fail it.
-    let placed = cursor.is_none() || w.flows.places4(f.hash, reply.map(|(_, h)| h));
-    if !fits(f, r)
-        || !w.flows.vacant4(&f.key, f.hash, reply.as_ref())
-        || !placed
-        || !make_room(buf, r)
-    {
+    // when the index has no slot: that pick goes on only if the index cannot fail it (it
+    // places both keys without moving slots).
+    let at = at.filter(|at| cursor.is_none() || !at.moves);
+    let Some(at) = at.filter(|_| make_room(buf, r)) else {
         undo(w);
         return None;
-    }
+    };
     // Commit: the entry (`opens`: UDP or a lone SYN), then the frame.
-    match w.flows.open4(&f.key, f.hash, reply, pick, now) {
+    match w.flows.open4(&f.key, f.hash, reply, pick, now, at) {
         Ok(()) => {
             #[cfg(test)]
             {
@@ -315,7 +317,7 @@ pub(super) fn open<B: PacketBuf>(
         }
         // The general path's answer to an index without a slot: the real server of the
         // consistent hash (stage 2's pick), without state. (A rotating scheduler's pick
-        // never gets here: `places4`.)
+        // never gets here: `moves`.)
         Err(_) => super::flows::full(w, now),
     }
     Some(to_real_server(buf, f, pick, r, w, tally))
@@ -340,7 +342,7 @@ fn pick_in_order(
         || svc.persistence.is_some()
         || !svc.limits.is_empty()
         || (udp && super::flows::udp_overflow_recent(w, now))
-        || !w.flows.vacant4(&f.key, f.hash, None)
+        || w.flows.vacancy4(&f.key, f.hash, None).is_none()
     {
         return None;
     }

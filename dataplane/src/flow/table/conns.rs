@@ -2,7 +2,7 @@
 //! applied to both keys of a connection, expiry. [`FlowTable`](super::FlowTable) keeps one of
 //! these per family and hands each key to its own.
 
-use super::super::cuckoo::Cuckoo;
+use super::super::cuckoo::{Cuckoo, Vacancy};
 use super::super::hash::TableHash;
 use super::super::key::{PROTO_TCP, PROTO_UDP};
 use super::super::mem::Pages;
@@ -50,6 +50,57 @@ pub(super) fn refresh_flag(proto: u8, state: TcpState, bits: u8, reply: bool) ->
         REFRESH_ONLY
     } else {
         0
+    }
+}
+
+/// The state a new connection of protocol `proto` starts in.
+#[inline(always)]
+fn initial_state(proto: u8) -> TcpState {
+    if proto == PROTO_TCP {
+        TcpState::SynRecv
+    } else {
+        TcpState::None
+    }
+}
+
+/// The bits of a new connection of protocol `proto` once its opening packet (UDP, or a TCP
+/// lone SYN) is tracked: `SYN_SEEN` for TCP when connections are counted per backend.
+#[inline(always)]
+fn opened_bits(proto: u8, ctx: &Ctx) -> u8 {
+    if proto == PROTO_TCP && ctx.backend_stats.is_some() {
+        SYN_SEEN
+    } else {
+        0
+    }
+}
+
+/// The slot of key `k` of a new connection (number `ctx.serial`) in `state` with bits
+/// `bits`, unlinked; `paired`: the connection has a reply key; `reply`: `k` is it.
+#[allow(clippy::too_many_arguments)] // the slot's fields
+#[inline(always)]
+fn new_slot<A: Addrs>(
+    k: &Key<A>,
+    state: TcpState,
+    bits: u8,
+    paired: bool,
+    reply: bool,
+    backend: u32,
+    now: u64,
+    ctx: &Ctx,
+) -> Slot<A> {
+    Slot {
+        addrs: k.addrs,
+        ports: k.ports,
+        proto: k.proto,
+        state: state as u8,
+        bits,
+        flags: if paired { PAIRED } else { 0 }
+            | if reply { REPLY } else { 0 }
+            | refresh_flag(k.proto, state, bits, reply),
+        expires: (now as u32).wrapping_add(ctx.timeout_ms[state as usize]),
+        backend,
+        partner: NIL,
+        serial: ctx.serial,
     }
 }
 
@@ -280,12 +331,56 @@ impl<A: Addrs> Conns<A> {
         now: u64,
         ctx: &mut Ctx,
     ) -> Result<FlowId, InsertError> {
-        let bits = if key.proto == PROTO_TCP && ctx.backend_stats.is_some() {
-            SYN_SEEN
-        } else {
-            0
-        };
+        let bits = opened_bits(key.proto, ctx);
         self.enter_with_bits(key, hash, reply, backend, now, bits, ctx)
+    }
+
+    /// [`enter_opened`](Self::enter_opened) of a connection whose keys are in no slot while
+    /// the family is below capacity (the caller's promise), into the places `at` the index's
+    /// [`vacancy`](Cuckoo::vacancy) of its keys found, unchanged since: the slots are written
+    /// there, linked, with no search. When the insert would move slots, `enter_opened` does.
+    #[inline(always)]
+    #[allow(clippy::too_many_arguments)] // the insert's own arguments, passed through
+    pub(super) fn enter_opened_at(
+        &mut self,
+        key: &Key<A>,
+        hash: TableHash,
+        reply: Option<(Key<A>, TableHash)>,
+        backend: u32,
+        now: u64,
+        at: Vacancy,
+        ctx: &mut Ctx,
+    ) -> Result<(), InsertError> {
+        if at.moves {
+            return self
+                .enter_opened(key, hash, reply, backend, now, ctx)
+                .map(|_| ());
+        }
+        let state = initial_state(key.proto);
+        let bits = opened_bits(key.proto, ctx);
+        ctx.serial = ctx.serial.wrapping_add(1);
+        let paired = reply.is_some();
+        let mut original = new_slot(key, state, bits, paired, false, backend, now, ctx);
+        if let Some((rk, _)) = reply {
+            original.partner = at.then;
+            let mut r = new_slot(&rk, state, bits, true, true, backend, now, ctx);
+            r.partner = at.first;
+            *self.idx.slot_mut(at.then) = r;
+        }
+        *self.idx.slot_mut(at.first) = original;
+        self.entered(backend, state, ctx);
+        Ok(())
+    }
+
+    /// The count of a connection entered.
+    #[inline(always)]
+    fn entered(&mut self, backend: u32, state: TcpState, ctx: &mut Ctx) {
+        self.len += 1;
+        ctx.counts.inserts += 1;
+        ctx.epoch += 1;
+        if let Some(stats) = &ctx.backend_stats {
+            stats.conn_added(backend, conn_class(state));
+        }
     }
 
     /// [`enter`](Self::enter) with the state machine's bits `bits` in both slots.
@@ -305,27 +400,11 @@ impl<A: Addrs> Conns<A> {
             ctx.counts.insert_full += 1;
             return Err(InsertError::Full);
         }
-        let state = if key.proto == PROTO_TCP {
-            TcpState::SynRecv
-        } else {
-            TcpState::None
-        };
+        let state = initial_state(key.proto);
         ctx.serial = ctx.serial.wrapping_add(1);
-        let paired = if reply.is_some() { PAIRED } else { 0 };
-        let slot = |k: &Key<A>, reply: bool| Slot {
-            addrs: k.addrs,
-            ports: k.ports,
-            proto: k.proto,
-            state: state as u8,
-            bits,
-            flags: paired
-                | if reply { REPLY } else { 0 }
-                | refresh_flag(k.proto, state, bits, reply),
-            expires: (now as u32).wrapping_add(ctx.timeout_ms[state as usize]),
-            backend,
-            partner: NIL,
-            serial: ctx.serial,
-        };
+        let paired = reply.is_some();
+        let slot =
+            |k: &Key<A>, reply: bool| new_slot(k, state, bits, paired, reply, backend, now, ctx);
         let mut watch = NIL;
         let Some(mut po) = self.idx.insert(hash, slot(key, false), &mut watch) else {
             ctx.counts.insert_full += 1;
@@ -343,12 +422,7 @@ impl<A: Addrs> Conns<A> {
             self.idx.slot_mut(pr).partner = watch;
             po = watch;
         }
-        self.len += 1;
-        ctx.counts.inserts += 1;
-        ctx.epoch += 1;
-        if let Some(stats) = &ctx.backend_stats {
-            stats.conn_added(backend, conn_class(state));
-        }
+        self.entered(backend, state, ctx);
         Ok(self.id(hash, ctx.serial, po))
     }
 

@@ -3,6 +3,7 @@
 //! the entry of a new connection whose every check was made beforehand. Each does what the
 //! general methods do for the same packet, no more (the pipeline's differential test).
 
+use super::super::cuckoo::Vacancy;
 use super::super::hash::TableHash;
 use super::super::slot::{ahead, Key, Slot, NIL, REFRESH_ONLY, V4};
 use super::{FlowTable, InsertError};
@@ -95,31 +96,28 @@ impl FlowTable {
     /// with [`open4`](Self::open4) exactly as [`insert_after_miss`](Self::insert_after_miss)
     /// after a miss would enter it: the table is below capacity (no reclaim, no refusal) and
     /// neither key is in any slot, live or expired (the general path removes an expired
-    /// holder first, and a clash is its decision). Changes nothing.
+    /// holder first, and a clash is its decision). If so, where the index puts the keys, for
+    /// `open4`; its `moves`: whether it would move other slots (an insert that may fail).
+    /// Changes nothing.
     #[inline(always)]
-    pub(crate) fn vacant4(
+    pub(crate) fn vacancy4(
         &self,
         key: &Key<V4>,
         hash: TableHash,
         reply: Option<&(Key<V4>, TableHash)>,
-    ) -> bool {
+    ) -> Option<Vacancy> {
         let c = &self.v4;
-        c.len() < c.capacity()
-            && c.idx.find(key, hash).is_none()
-            && reply.is_none_or(|(rk, rh)| rk != key && c.idx.find(rk, *rh).is_none())
+        if c.len() >= c.capacity() || reply.is_some_and(|(rk, _)| rk == key) {
+            return None;
+        }
+        c.idx.vacancy(key, hash, reply.map(|(rk, rh)| (rk, *rh)))
     }
 
-    /// Whether the index places `key` (hash `hash`) and then its reply key (hash `reply`)
-    /// without moving other slots, so that [`open4`](Self::open4) cannot fail.
-    #[inline]
-    pub(crate) fn places4(&self, hash: TableHash, reply: Option<TableHash>) -> bool {
-        self.v4.idx.places_without_moves(hash, reply)
-    }
-
-    /// Enters a new connection [`vacant4`](Self::vacant4) found room for, as
-    /// `insert_after_miss` and then `track` of the packet that opens it would leave it: that
-    /// packet is UDP or a TCP lone SYN (the caller's promise). `Full` (counted): the index
-    /// found no slot for a key, nothing stays.
+    /// Enters a new connection [`vacancy4`](Self::vacancy4) found room for (`at`, with
+    /// nothing changed in the table since), as `insert_after_miss` and then `track` of the
+    /// packet that opens it would leave it: that packet is UDP or a TCP lone SYN (the
+    /// caller's promise). `Full` (counted): the index found no slot for a key (only when
+    /// `at.moves`), nothing stays.
     #[inline]
     pub(crate) fn open4(
         &mut self,
@@ -128,9 +126,9 @@ impl FlowTable {
         reply: Option<(Key<V4>, TableHash)>,
         backend: u32,
         now_ms: u64,
+        at: Vacancy,
     ) -> Result<(), InsertError> {
         self.v4
-            .enter_opened(key, hash, reply, backend, now_ms, &mut self.ctx)
-            .map(|_| ())
+            .enter_opened_at(key, hash, reply, backend, now_ms, at, &mut self.ctx)
     }
 }
