@@ -183,17 +183,10 @@ impl<A: Addrs> Cuckoo<A> {
         (holds, free)
     }
 
-    /// Whether `key` (hash `h`) and, if any, `then` (the next key to go in) are in no slot,
-    /// and if so where [`insert`](Self::insert) would place `key` and then `then` without
-    /// moving another slot: one read of each key's two buckets answers both. `None`: a key
-    /// is in the index.
+    /// Whether `key` (hash `h`) is in no slot, and if so where [`insert`](Self::insert) would
+    /// place it without moving another slot: one read of its two buckets answers both.
     #[inline(always)]
-    pub(crate) fn vacancy(
-        &self,
-        key: &Key<A>,
-        h: TableHash,
-        then: Option<(&Key<A>, TableHash)>,
-    ) -> Option<Vacancy> {
+    pub(crate) fn vacancy(&self, key: &Key<A>, h: TableHash) -> Option<Vacancy> {
         let (p, s) = (self.primary(h), self.secondary(h));
         let ((in_p, free_p), (in_s, free_s)) = (self.scan(p, key, NIL), self.scan(s, key, NIL));
         if in_p || in_s {
@@ -204,27 +197,31 @@ impl<A: Addrs> Cuckoo<A> {
             (None, Some(w)) => pos(s, w),
             (None, None) => NIL,
         };
-        let Some((k2, h2)) = then else {
-            return Some(Vacancy {
-                moves: first == NIL,
-                first,
-                then: NIL,
-            });
-        };
-        let (p2, s2) = (self.primary(h2), self.secondary(h2));
-        let ((in_p2, free_p2), (in_s2, free_s2)) =
-            (self.scan(p2, k2, first), self.scan(s2, k2, first));
-        if in_p2 || in_s2 {
+        Some(Vacancy {
+            moves: first == NIL,
+            first,
+            then: NIL,
+        })
+    }
+
+    /// [`vacancy`](Self::vacancy) of `key` (hash `h`) going in after the key of `v` (a
+    /// vacancy of one key): `None` if it is in a slot, else `v` with where `key` goes.
+    #[inline(always)]
+    pub(crate) fn vacancy_then(&self, v: Vacancy, key: &Key<A>, h: TableHash) -> Option<Vacancy> {
+        let (p, s) = (self.primary(h), self.secondary(h));
+        let ((in_p, free_p), (in_s, free_s)) =
+            (self.scan(p, key, v.first), self.scan(s, key, v.first));
+        if in_p || in_s {
             return None;
         }
-        let then = match (free_p2, free_s2) {
-            (Some(w), _) => pos(p2, w),
-            (None, Some(w)) => pos(s2, w),
+        let then = match (free_p, free_s) {
+            (Some(w), _) => pos(p, w),
+            (None, Some(w)) => pos(s, w),
             (None, None) => NIL,
         };
         Some(Vacancy {
-            moves: first == NIL || then == NIL,
-            first,
+            moves: v.moves || then == NIL,
+            first: v.first,
             then,
         })
     }

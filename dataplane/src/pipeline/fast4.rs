@@ -261,10 +261,13 @@ pub(super) fn open<B: PacketBuf>(
     if !f.opens() {
         return None;
     }
-    let (pick, cursor) = if f.pick != NO_PICK {
-        (f.pick, None)
+    let (pick, cursor, vacancy) = if f.pick != NO_PICK {
+        (f.pick, None, None)
     } else {
-        pick_in_order(f, w, snap, now)?
+        // The key's vacancy before a rotating scheduler moves its cursor, kept for the entry.
+        let vacancy = w.flows.vacancy4(&f.key, f.hash)?;
+        let (pick, cursor) = pick_in_order(f, w, snap, now)?;
+        (pick, Some(cursor), Some(vacancy))
     };
     // Anything that sends the packet to the general path after a rotating scheduler moved its
     // cursor puts the cursor back, so that the general path's pick is this one.
@@ -290,7 +293,10 @@ pub(super) fn open<B: PacketBuf>(
         (key, hash)
     });
     let at = if fits(f, r) {
-        w.flows.vacancy4(&f.key, f.hash, reply.as_ref())
+        // The key's vacancy, if not found above.
+        vacancy
+            .or_else(|| w.flows.vacancy4(&f.key, f.hash))
+            .and_then(|at| w.flows.vacancy4_then(at, &f.key, reply.as_ref()))
     } else {
         None
     };
@@ -326,23 +332,23 @@ pub(super) fn open<B: PacketBuf>(
 /// The pick of a new connection's real server by a scheduler that is not the consistent
 /// hash (rr, wrr, lc, wlc, sh), made in stage 3 where the rotating ones move their cursor in
 /// packet order: the general path's `flows::schedule` for a service without persistence or
-/// thresholds, when the key is in no slot and the table has room (what `open` then
-/// requires; checked first so that a packet the general path takes leaves the cursor
-/// alone). Returns the pick and the cursor as it was (its index and value).
+/// thresholds. `open` calls it once the key is in no slot and the table has room (what it
+/// then requires); every check is made before the cursor moves, so that a packet the
+/// general path takes leaves the cursor alone. Returns the pick and the cursor as it was (its
+/// index and value).
 #[inline(always)]
 fn pick_in_order(
     f: &Staged4,
     w: &mut WorkerState,
     snap: &Snapshot,
     now: u64,
-) -> Option<(u32, Option<(usize, u64)>)> {
+) -> Option<(u32, (usize, u64))> {
     let svc = snap.services.get(f.service as usize)?;
     let udp = f.key.proto == crate::flow::key::PROTO_UDP;
     if svc.schedules_by_hash()
         || svc.persistence.is_some()
         || !svc.limits.is_empty()
         || (udp && super::flows::udp_overflow_recent(w, now))
-        || w.flows.vacancy4(&f.key, f.hash, None).is_none()
     {
         return None;
     }
@@ -359,7 +365,7 @@ fn pick_in_order(
         *cursor = saved;
         return None;
     };
-    Some((pick, Some((index, saved))))
+    Some((pick, (index, saved)))
 }
 
 /// Steps 3 -> 4 of a tracked NAT connection's reply; `None`: the general path's.

@@ -92,29 +92,41 @@ impl FlowTable {
         s.expires = (now_ms as u32).wrapping_add(timeout);
     }
 
-    /// Whether a new connection under `key` (hash `hash`) with `reply` key may be entered
-    /// with [`open4`](Self::open4) exactly as [`insert_after_miss`](Self::insert_after_miss)
-    /// after a miss would enter it: the table is below capacity (no reclaim, no refusal) and
-    /// neither key is in any slot, live or expired (the general path removes an expired
-    /// holder first, and a clash is its decision). If so, where the index puts the keys, for
-    /// `open4`; its `moves`: whether it would move other slots (an insert that may fail).
-    /// Changes nothing.
+    /// Whether a new connection under `key` (hash `hash`) may be entered with
+    /// [`open4`](Self::open4) exactly as [`insert_after_miss`](Self::insert_after_miss) after a
+    /// miss would enter it, as far as `key` goes: the table is below capacity (no reclaim, no
+    /// refusal) and `key` is in no slot, live or expired (the general path removes an expired
+    /// holder first, and a clash is its decision). If so, where the index puts it; its reply
+    /// key, if any, is then asked of [`vacancy4_then`](Self::vacancy4_then). Changes nothing.
     #[inline(always)]
-    pub(crate) fn vacancy4(
-        &self,
-        key: &Key<V4>,
-        hash: TableHash,
-        reply: Option<&(Key<V4>, TableHash)>,
-    ) -> Option<Vacancy> {
+    pub(crate) fn vacancy4(&self, key: &Key<V4>, hash: TableHash) -> Option<Vacancy> {
         let c = &self.v4;
-        if c.len() >= c.capacity() || reply.is_some_and(|(rk, _)| rk == key) {
+        if c.len() >= c.capacity() {
             return None;
         }
-        c.idx.vacancy(key, hash, reply.map(|(rk, rh)| (rk, *rh)))
+        c.idx.vacancy(key, hash)
     }
 
-    /// Enters a new connection [`vacancy4`](Self::vacancy4) found room for (`at`, with
-    /// nothing changed in the table since), as `insert_after_miss` and then `track` of the
+    /// [`vacancy4`](Self::vacancy4)'s answer `at` for `key`, completed with the connection's
+    /// `reply` key: `None` if that is `key` itself or in a slot; else where the index puts it
+    /// too, and in `moves` whether it would move other slots for either key (an insert that
+    /// may fail). Changes nothing.
+    #[inline(always)]
+    pub(crate) fn vacancy4_then(
+        &self,
+        at: Vacancy,
+        key: &Key<V4>,
+        reply: Option<&(Key<V4>, TableHash)>,
+    ) -> Option<Vacancy> {
+        match reply {
+            None => Some(at),
+            Some((rk, _)) if rk == key => None,
+            Some((rk, rh)) => self.v4.idx.vacancy_then(at, rk, *rh),
+        }
+    }
+
+    /// Enters a new connection [`vacancy4_then`](Self::vacancy4_then) found room for (`at`,
+    /// with nothing changed in the table since), as `insert_after_miss` and then `track` of the
     /// packet that opens it would leave it: that packet is UDP or a TCP lone SYN (the
     /// caller's promise). `Full` (counted): the index found no slot for a key (only when
     /// `at.moves`), nothing stays.

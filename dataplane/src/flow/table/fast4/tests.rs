@@ -1,5 +1,5 @@
 //! The fast path's entry of a new connection against the general path's: two tables driven
-//! by the same operations, one opening connections with `vacancy4` / `open4`, the other with
+//! by the same operations, one opening connections with `vacancy4`, `vacancy4_then` and `open4`, the other with
 //! `insert_after_miss` and `track`, must hold the same slots, bit for bit, and count the same.
 
 use super::super::super::cuckoo::Vacancy;
@@ -98,7 +98,7 @@ fn slots(t: &FlowTable) -> Vec<Option<(u64, u32, u8, u8, u8, u8, u32, u32, u32, 
         .collect()
 }
 
-/// What `vacancy4` answers, the long way: the general path's clash checks, then the free
+/// What `vacancy4` and `vacancy4_then` answer, the long way: the general path's clash checks, then the free
 /// slots `Cuckoo::insert` takes first (the original key's, then the reply key's).
 fn reference_vacancy(
     t: &FlowTable,
@@ -155,7 +155,9 @@ proptest! {
                     let h = FlowTable::hash(&k);
                     let key = Key::<V4>::of(&k);
                     let reply = r.map(|r| (Key::<V4>::of(&r), FlowTable::hash(&r)));
-                    let at = fast.vacancy4(&key, h, reply.as_ref());
+                    let at = fast
+                        .vacancy4(&key, h)
+                        .and_then(|at| fast.vacancy4_then(at, &key, reply.as_ref()));
                     prop_assert_eq!(at, reference_vacancy(&general, &key, h, reply.as_ref()));
                     let Some(at) = at else {
                         continue;
