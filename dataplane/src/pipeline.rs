@@ -329,11 +329,23 @@ fn stages<B: PacketBuf, const STEERED: bool>(
                         fast4::client(buf, f, worker, snap, now_ms, &mut tally)
                             .or_else(|| fast4::open(buf, f, worker, snap, now_ms, &mut tally))
                     };
-                    let verdict = match done {
-                        Some(a) => Ok(a),
-                        None => handle(buf, &f.general(), rx_port, worker, snap, now_ms),
-                    };
-                    (verdict, None)
+                    match done {
+                        // The fast path's own frame is done here: it is sent untagged (or
+                        // dropped, counted), never steered, and never traced (no fast path
+                        // while a trace runs).
+                        Some(a) if !vlans => {
+                            *action = a;
+                            if let Action::Drop(reason) = a {
+                                worker.counters.inc(reason);
+                            }
+                            continue;
+                        }
+                        Some(a) => (Ok(a), None),
+                        None => (
+                            handle(buf, &f.general(), rx_port, worker, snap, now_ms),
+                            None,
+                        ),
+                    }
                 }
                 First::Steer(owner) => (Ok(Action::Steer(owner)), Some(f.hash.raw())),
                 First::NotLocal => (Err(DropReason::NotLocal), None),

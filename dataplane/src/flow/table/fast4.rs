@@ -44,11 +44,13 @@ impl FlowTable {
         let idx = &self.v4.idx;
         // The position stage 2 found, if it still holds the key: a frame handled before this
         // one in the burst may have moved or removed slots since.
-        let pos = match idx.get(primary_pos) {
-            Some(s) if s.holds(key) => primary_pos,
-            _ => idx.find(key, hash)?,
+        let (pos, s): (u32, &Slot<V4>) = match idx.get(primary_pos) {
+            Some(s) if s.holds(key) => (primary_pos, s),
+            _ => {
+                let pos = idx.find(key, hash)?;
+                (pos, idx.slot(pos))
+            }
         };
-        let s: &Slot<V4> = idx.slot(pos);
         if !ahead(s.expires, now_ms as u32) {
             return None;
         }
