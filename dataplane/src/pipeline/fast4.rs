@@ -169,17 +169,11 @@ pub(super) fn prefetch_new(f: &mut Staged4, w: &WorkerState, snap: &Snapshot) {
 }
 
 /// Whether the packet may go to `r` as it is: the checks `egress::check` makes for the
-/// record's mode (any failure is left to it), and the record's service is the packet's.
+/// record's mode (TTL, MTU; any failure is left to it), precomputed in the record, and the
+/// record's service is the packet's.
 #[inline(always)]
 fn fits(f: &Staged4, r: &Record) -> bool {
-    let len = usize::from(f.len);
-    let fits = match r.kind {
-        Kind::Nat => f.ttl > 1 && len <= usize::from(r.mtu),
-        Kind::Dr => len <= usize::from(r.mtu),
-        Kind::Tun => len + rewrite::TUN_OVERHEAD <= usize::from(r.mtu),
-        Kind::None => false,
-    };
-    fits && r.service == f.service
+    f.len <= r.max_len && f.ttl >= r.min_ttl && r.service == f.service
 }
 
 /// The tunnel header's room, taken now (the frame's first change): without it the general

@@ -15,6 +15,7 @@ use super::word_map::WordMap;
 use super::{FwdMode, Ownership, Snapshot};
 use crate::wire::checksum;
 use crate::wire::ethernet::{mac_word, MacPair};
+use crate::wire::ipv4;
 use crate::wire::MacAddr;
 use std::net::{IpAddr, Ipv4Addr};
 
@@ -111,8 +112,11 @@ pub(crate) struct Record {
     /// Towards the real server: its next hop's MAC, then the egress port's.
     pub(crate) macs: MacPair,
     pub(crate) port: u16,
-    /// The egress port's MTU.
-    pub(crate) mtu: u16,
+    /// The longest IP packet that goes as it is: the egress port's MTU, less the tunnel
+    /// header for TUN; 0 when the record is not the fast path's (`Kind::None`).
+    pub(crate) max_len: u16,
+    /// The lowest TTL a packet may arrive with: 2 for NAT (which decrements it), else 0.
+    pub(crate) min_ttl: u8,
     pub(crate) kind: Kind,
     /// The service the real server belongs to.
     pub(crate) service: u32,
@@ -156,7 +160,6 @@ fn record(snap: &Snapshot, id: u32) -> Record {
     let mut r = Record {
         macs: MacPair::new(mac, port.mac),
         port: b.egress_port,
-        mtu: port.mtu,
         kind: Kind::None,
         service: b.service,
         vport: wire_port(svc.port),
@@ -195,6 +198,13 @@ fn record(snap: &Snapshot, id: u32) -> Record {
         }
         _ => {}
     }
+    (r.max_len, r.min_ttl) = match r.kind {
+        Kind::Nat => (port.mtu, 2),
+        Kind::Dr => (port.mtu, 0),
+        // The outer IPv4 header.
+        Kind::Tun => (port.mtu.saturating_sub(ipv4::HEADER_LEN as u16), 0),
+        Kind::None => (0, 0),
+    };
     r
 }
 
@@ -484,7 +494,7 @@ mod tests {
             r.macs,
             MacPair::new(MacAddr([2, 0, 0, 1, 0, 1]), MacAddr([2, 0, 0, 0, 0, 2]))
         );
-        assert_eq!((r.port, r.mtu, r.service), (1, 9000, 0));
+        assert_eq!((r.port, r.max_len, r.service), (1, 9000, 0));
         // The deltas move a checksum as the full update would.
         let c = 0x1234;
         let want = checksum::update32(
