@@ -11,6 +11,10 @@ Each case is a list of frames in the order they are replayed:
 - nat / dr / tun N: every flow's SYN (shuffled), then ACK rounds over all flows (each round
   shuffled) until the capture holds at least MIN_FRAMES frames. After the first replay every
   frame finds its flow: the established path.
+- nat-acks N: ACK rounds only (at least N frames), for a service with sloppy TCP: the first
+  replay opens every flow (the general path), after which every frame is an established
+  flow's. At 1M flows the pool holds no more than 2M frames, so the nat case would be half
+  SYNs of known connections (the general path's, on every replay), not the established path.
 - nat-reply N: the SYN pass for N flows, then rounds where each flow sends one client ACK and
   its real server one reply (both directions of NAT; the service has one real server).
 - syn-flood N: N distinct SYNs, each once: with a flow table far smaller than N, nearly every
@@ -96,6 +100,15 @@ def forward_case(mode, flows, rng):
     while len(frames) < max(MIN_FRAMES, 2 * flows):
         rng.shuffle(order)
         frames += [tcp_frame(*(lambda c: (c[0], VIP, c[1], dport, ACK))(client(i))) for i in order]
+    return frames
+
+
+def acks_case(flows, rng):
+    order = list(range(flows))
+    frames = []
+    while len(frames) < max(MIN_FRAMES, flows):
+        rng.shuffle(order)
+        frames += [tcp_frame(*(lambda c: (c[0], VIP, c[1], PORTS["nat"], ACK))(client(i))) for i in order]
     return frames
 
 
@@ -212,6 +225,8 @@ def build(case, flows, seed=1):
     rng = random.Random(seed)
     if case in PORTS:
         return forward_case(case, flows, rng)
+    if case == "nat-acks":
+        return acks_case(flows, rng)
     if case == "nat-reply":
         return reply_case(flows, rng)
     if case == "syn-flood":
@@ -223,7 +238,7 @@ def build(case, flows, seed=1):
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("case", choices=[*PORTS, "nat-reply", "syn-flood", "nat-junk"])
+    ap.add_argument("case", choices=[*PORTS, "nat-acks", "nat-reply", "syn-flood", "nat-junk"])
     ap.add_argument("flows", type=int)
     ap.add_argument("out")
     ap.add_argument("--queues", type=int, default=0, help="also write one capture per RX queue")

@@ -7,6 +7,8 @@ nothing of which worker owns the flow, as RSS would). vipd owns a NAT connection
 the client endpoint, so about half of each queue's frames belong to the other worker and
 cross over its steering ring: the configuration every NAT service gets (docs/configuration.md),
 not a switch of the benchmark. Same frames, same mbuf count, same table capacity per worker.
+The capture is ACKs only (`mkpcap.py nat-acks`, sloppy TCP opens the flows on the first
+replay): the established path, as system.py's nat-1m case.
 
 On a 2-core machine the 2-worker run shares core 0 with vipd's control thread (idle but for
 its loop and the API reads of this script) and with everything else the machine runs, while
@@ -29,19 +31,19 @@ CAPACITY = 1 << 21
 def run(vipd, rounds, warmup, duration, quick, outdir):
     flows = QUICK_FLOWS if quick else FLOWS
     capacity = (1 << 20) if quick else CAPACITY
-    whole, frames = system.pcap("nat", flows)
-    halves, _ = system.pcap("nat", flows, queues=2)
+    whole, frames = system.pcap("nat-acks", flows)
+    halves, _ = system.pcap("nat-acks", flows, queues=2)
     mbufs = system.pool_mbufs(frames)
     cfgs = {}
     for workers, cores, pcaps in ((1, (1,), whole), (2, (0, 1), halves)):
         cfgs[workers] = os.path.join(outdir, f"scaling-{workers}w.toml")
-        system.bench_config(cfgs[workers], pcaps, mbufs, capacity, "nat", worker_cores=cores)
+        system.bench_config(cfgs[workers], pcaps, mbufs, capacity, "nat-acks", worker_cores=cores)
     rates = {1: [], 2: []}
     windows = {1: [], 2: []}
     for r in range(rounds):
         for workers in ((1, 2) if r % 2 == 0 else (2, 1)):
             logp = os.path.join(outdir, f"scaling-{workers}w-{r}.log")
-            rx_rate, window = system.run_vipd(vipd, cfgs[workers], warmup, duration, logp)
+            rx_rate, window = system.run_vipd(vipd, cfgs[workers], system.warmup_of("nat-acks", warmup), duration, logp)
             # Throughput is what is forwarded: a frame dropped on a full steering ring was
             # received but is not throughput.
             rx = window.get("rx_packets", 0)
