@@ -39,8 +39,18 @@ def api(method, path, body=None, token=None):
     return int(code), parsed
 
 
+def rate_bytes(rate):
+    """curl's --limit-rate value (`400k`, `2M`, `1000`) in bytes per second."""
+    units = {"k": 1 << 10, "m": 1 << 20, "g": 1 << 30}
+    unit = units.get(rate[-1:].lower())
+    return int(float(rate[:-1]) * unit) if unit else int(rate)
+
+
 class Downloads:
-    """Slow bulk downloads through the VIP, each its own curl in the client namespace."""
+    """Slow bulk downloads through the VIP, each its own curl in the client namespace, paced
+    by the real server (rs_server.py's `?rate=`) as well as by curl: curl's --limit-rate
+    lets bursts through, and a download meant to last seconds can end before the fault or
+    the trace it is there for."""
 
     def __init__(self, n, size, rate, tag, port=80, v6=False):
         self.size = size
@@ -54,7 +64,7 @@ class Downloads:
             self.procs.append((i, out, hdr, subprocess.Popen(
                 ["ip", "netns", "exec", f"{PREFIX}-client", "curl", "-s", "-m", "90",
                  "--interface", sources[i % len(sources)], "--limit-rate", rate,
-                 "-D", hdr, "-o", out, f"http://{vip}:{port}/bytes/{size}"],
+                 "-D", hdr, "-o", out, f"http://{vip}:{port}/bytes/{size}?rate={rate_bytes(rate)}"],
                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)))
 
     def running(self):
