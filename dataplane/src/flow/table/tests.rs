@@ -77,7 +77,7 @@ fn client(n: u32, proto: u8) -> FlowKey {
 }
 
 /// The NAT reply key of `client(n)` towards real server 10.1.0.x:8080.
-fn reply_of(k: &FlowKey, rs: u8) -> FlowKey {
+pub(super) fn reply_of(k: &FlowKey, rs: u8) -> FlowKey {
     FlowKey::new(
         Ipv4Addr::new(10, 1, 0, rs).into(),
         k.src_ip(),

@@ -5,6 +5,7 @@
 use super::super::super::cuckoo::Vacancy;
 use super::super::super::slot::{NIL, WAYS};
 use super::super::conns::Conns;
+use super::super::tests::reply_of;
 use super::super::*;
 use crate::flow::key::{PROTO_TCP, PROTO_UDP};
 use proptest::prelude::*;
@@ -22,16 +23,6 @@ fn client(n: u8, udp: bool) -> FlowKey {
         1024 + u16::from(n),
         80,
         if udp { PROTO_UDP } else { PROTO_TCP },
-    )
-}
-
-fn reply_of(k: &FlowKey, rs: u8) -> FlowKey {
-    FlowKey::new(
-        Ipv4Addr::new(10, 1, 0, rs).into(),
-        k.src_ip(),
-        8080,
-        k.src_port,
-        k.proto,
     )
 }
 
