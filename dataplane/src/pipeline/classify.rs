@@ -219,13 +219,13 @@ fn ipv4_packet<B: PacketBuf>(
     flow_hash: Option<u64>,
 ) -> Stage {
     // The checks of `Ipv4Packet::new_checked`, on the fixed header read once.
-    let h: &[u8; ipv4::HEADER_LEN] = ip
-        .get(..ipv4::HEADER_LEN)
-        .and_then(|h| h.try_into().ok())
-        .ok_or(DropReason::Ipv4Malformed)?;
-    let header_len = usize::from(h[0] & 0x0f) * 4;
-    let total = usize::from(u16::from_be_bytes([h[2], h[3]]));
-    if h[0] >> 4 != 4
+    let h = ipv4::Header(
+        ip.first_chunk::<{ ipv4::HEADER_LEN }>()
+            .ok_or(DropReason::Ipv4Malformed)?,
+    );
+    let header_len = h.header_len();
+    let total = usize::from(h.total_len());
+    if h.version() != 4
         || header_len < ipv4::HEADER_LEN
         || header_len > ip.len()
         || total < header_len
@@ -242,37 +242,31 @@ fn ipv4_packet<B: PacketBuf>(
     if !checksum_ok {
         return Err(DropReason::Ipv4BadChecksum);
     }
-    let (src4, dst4) = ([h[12], h[13], h[14], h[15]], [h[16], h[17], h[18], h[19]]);
-    let ttl = h[8];
-    check_source_v4(
-        u32::from_be_bytes(src4),
-        u32::from_be_bytes(dst4),
-        ttl,
-        snap,
-    )?;
-    let flags_frag = u16::from_be_bytes([h[6], h[7]]);
-    let frag = (flags_frag & 0x3fff != 0).then(|| Frag {
-        ident: u32::from(u16::from_be_bytes([h[4], h[5]])),
-        offset: (flags_frag & 0x1fff) << 3,
+    let (src4, dst4) = (h.src_u32(), h.dst_u32());
+    let ttl = h.ttl();
+    check_source_v4(src4, dst4, ttl, snap)?;
+    let frag = h.is_fragment().then(|| Frag {
+        ident: u32::from(h.ident()),
+        offset: h.frag_offset(),
     });
     let pkt = Pkt {
         l2,
         v4: true,
         key: FlowKey {
-            src: mapped(src4),
-            dst: mapped(dst4),
+            src: mapped(src4.to_be_bytes()),
+            dst: mapped(dst4.to_be_bytes()),
             src_port: 0,
             dst_port: 0,
-            proto: h[9],
+            proto: h.protocol(),
         },
         ttl,
         len: total,
         l4: L4At {
-            proto: h[9],
+            proto: h.protocol(),
             offset: header_len,
             header: frag.is_none_or(|f| f.is_first()),
         },
-        dont_frag: flags_frag & 0x4000 != 0,
+        dont_frag: h.dont_frag(),
         frag,
     };
     by_protocol(pkt, &ip[..total], rx_port, w, snap, flow_hash)
@@ -288,23 +282,20 @@ fn ipv6_packet(
     flow_hash: Option<u64>,
 ) -> Stage {
     // The checks of `Ipv6Packet::new_checked`, on the fixed header read once.
-    let h: &[u8; ipv6::HEADER_LEN] = ip
-        .get(..ipv6::HEADER_LEN)
-        .and_then(|h| h.try_into().ok())
-        .ok_or(DropReason::Ipv6Malformed)?;
-    let total = ipv6::HEADER_LEN + usize::from(u16::from_be_bytes([h[4], h[5]]));
-    if h[0] >> 4 != 6 || total > ip.len() {
+    let h = ipv6::Header(
+        ip.first_chunk::<{ ipv6::HEADER_LEN }>()
+            .ok_or(DropReason::Ipv6Malformed)?,
+    );
+    let total = ipv6::HEADER_LEN + usize::from(h.payload_len());
+    if h.version() != 6 || total > ip.len() {
         return Err(DropReason::Ipv6Malformed);
     }
     let ip = &ip[..total];
-    let mut src = [0u8; 16];
-    let mut dst = [0u8; 16];
-    src.copy_from_slice(&h[8..24]);
-    dst.copy_from_slice(&h[24..40]);
+    let (src, dst) = (h.src_bytes(), h.dst_bytes());
     if addr::is_mapped(&src) || addr::is_mapped(&dst) {
         return Err(DropReason::Ipv6Mapped);
     }
-    let first_next = h[6];
+    let first_next = h.next_header();
     // Multicast frames carry Neighbour Discovery (ICMPv6) and nothing else vipd wants: MLD
     // reports (behind a hop-by-hop header) and the like end here.
     if link_multicast && first_next != ipv6::NEXT_HEADER_ICMPV6 {
@@ -348,7 +339,7 @@ fn ipv6_packet(
     if link_multicast {
         return Err(DropReason::LinkMulticast);
     }
-    let hops = h[7];
+    let hops = h.hop_limit();
     check_source_v6(&src, &dst, hops, snap)?;
     let pkt = Pkt {
         l2,

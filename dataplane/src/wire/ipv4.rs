@@ -50,6 +50,18 @@ impl Header<'_> {
         self.0[field::VER_IHL]
     }
 
+    /// IP version (4 for an IPv4 header).
+    #[inline(always)]
+    pub fn version(&self) -> u8 {
+        self.0[field::VER_IHL] >> 4
+    }
+
+    /// Header length in bytes, options included (IHL x 4).
+    #[inline(always)]
+    pub fn header_len(&self) -> usize {
+        usize::from(self.0[field::VER_IHL] & 0x0f) * 4
+    }
+
     /// Type of service / DSCP+ECN byte.
     #[inline(always)]
     pub fn tos(&self) -> u8 {
@@ -78,6 +90,12 @@ impl Header<'_> {
     #[inline(always)]
     pub fn dont_frag(&self) -> bool {
         be16(self.0, field::FLAGS_FRAG) & FLAG_DF != 0
+    }
+
+    /// Fragment offset in bytes (the field counts 8-byte units).
+    #[inline(always)]
+    pub fn frag_offset(&self) -> u16 {
+        (be16(self.0, field::FLAGS_FRAG) & 0x1fff) << 3
     }
 
     /// Time to live.

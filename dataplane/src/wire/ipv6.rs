@@ -80,6 +80,54 @@ impl FragmentHeader {
     }
 }
 
+/// The fixed 40-byte header over an array the caller has already cut from the frame: the
+/// fields of [`Ipv6Packet`] at the same offsets (`field`), with no check left that could fail.
+/// What it does not check (the payload length against the frame) is the caller's to ask.
+#[derive(Clone, Copy, Debug)]
+pub struct Header<'a>(pub &'a [u8; HEADER_LEN]);
+
+impl Header<'_> {
+    /// IP version (6 for an IPv6 header).
+    #[inline(always)]
+    pub fn version(&self) -> u8 {
+        self.0[field::VER_TC_FLOW.start] >> 4
+    }
+
+    /// Payload length.
+    #[inline(always)]
+    pub fn payload_len(&self) -> u16 {
+        be16(self.0, field::PAYLOAD_LEN)
+    }
+
+    /// Next header.
+    #[inline(always)]
+    pub fn next_header(&self) -> u8 {
+        self.0[field::NEXT_HEADER]
+    }
+
+    /// Hop limit.
+    #[inline(always)]
+    pub fn hop_limit(&self) -> u8 {
+        self.0[field::HOP_LIMIT]
+    }
+
+    /// Source address, as bytes.
+    #[inline(always)]
+    pub fn src_bytes(&self) -> [u8; 16] {
+        let mut a = [0u8; 16];
+        a.copy_from_slice(&self.0[field::SRC]);
+        a
+    }
+
+    /// Destination address, as bytes.
+    #[inline(always)]
+    pub fn dst_bytes(&self) -> [u8; 16] {
+        let mut a = [0u8; 16];
+        a.copy_from_slice(&self.0[field::DST]);
+        a
+    }
+}
+
 /// A view of an IPv6 packet.
 #[derive(Debug)]
 pub struct Ipv6Packet<T: AsRef<[u8]>> {
