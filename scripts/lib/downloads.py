@@ -3,7 +3,10 @@
 
 Starts COUNT curl processes at once, each fetching URL (an rs_server.py /bytes/N path) from
 its own source address (round-robin over --source-addrs), rate-limited so the transfers last
-long enough for a fault to happen in the middle; hashes each body as it arrives and compares
+long enough for a fault to happen in the middle (--rate: curl's --limit-rate, and the same
+pace asked of the real server, `?rate=`, unless the URL names one: curl throttles how fast
+it reads the socket, and the kernel's receive buffer would otherwise take a body of a few MB
+at line rate, the transfer over on the wire before the fault); hashes each body as it arrives and compares
 it with the pattern rs_server.py sends. Prints one JSON object:
   {"ok": n, "failed": n, "results": [{"rc", "bytes", "sha_ok", "server", "seconds"}, ...]}
 Bounded: every curl has --max-time.
@@ -21,6 +24,20 @@ import urllib.parse
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from rs_server import pattern_bytes  # noqa: E402
+
+
+def rate_bytes(rate):
+    """curl's --limit-rate value (`400k`, `2M`, `1000`) in bytes per second."""
+    units = {"k": 1 << 10, "m": 1 << 20, "g": 1 << 30}
+    unit = units.get(rate[-1:].lower())
+    return int(float(rate[:-1]) * unit) if unit else int(rate)
+
+
+def paced(url, rate):
+    """`url` with rs_server.py's `?rate=` for curl's --limit-rate `rate`, unless it has one."""
+    if not rate or "rate=" in urllib.parse.urlsplit(url).query:
+        return url
+    return f"{url}{'&' if '?' in url else '?'}rate={rate_bytes(rate)}"
 
 
 def one(url, src, rate, max_time, want_sha, want_len, out):
@@ -67,9 +84,10 @@ def main():
     # The size is the path's last segment; a query (?rate=R, rs_server.py's pacing) follows it.
     size = int(urllib.parse.urlsplit(args.url).path.rstrip("/").rsplit("/", 1)[1])
     want_sha = hashlib.sha256(pattern_bytes(size)).hexdigest()
+    url = paced(args.url, args.rate)
     sources = [s for s in args.source_addrs.split(",") if s]
     results = []
-    threads = [threading.Thread(target=one, args=(args.url, sources[i % len(sources)] if sources else "",
+    threads = [threading.Thread(target=one, args=(url, sources[i % len(sources)] if sources else "",
                                                   args.rate, args.max_time, want_sha, size, results))
                for i in range(args.count)]
     for t in threads:

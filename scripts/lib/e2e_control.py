@@ -8,6 +8,7 @@ import signal
 import subprocess
 import time
 
+from downloads import paced
 from vipdbed import (
     API_PORT, CLIENTS4, CLIENTS6, PREFIX, VIP4, VIP6, Vipd, check, check_spread, load, log, netns,
 )
@@ -39,13 +40,6 @@ def api(method, path, body=None, token=None):
     return int(code), parsed
 
 
-def rate_bytes(rate):
-    """curl's --limit-rate value (`400k`, `2M`, `1000`) in bytes per second."""
-    units = {"k": 1 << 10, "m": 1 << 20, "g": 1 << 30}
-    unit = units.get(rate[-1:].lower())
-    return int(float(rate[:-1]) * unit) if unit else int(rate)
-
-
 class Downloads:
     """Slow bulk downloads through the VIP, each its own curl in the client namespace, paced
     by the real server (rs_server.py's `?rate=`) as well as by curl: curl's --limit-rate
@@ -64,7 +58,7 @@ class Downloads:
             self.procs.append((i, out, hdr, subprocess.Popen(
                 ["ip", "netns", "exec", f"{PREFIX}-client", "curl", "-s", "-m", "90",
                  "--interface", sources[i % len(sources)], "--limit-rate", rate,
-                 "-D", hdr, "-o", out, f"http://{vip}:{port}/bytes/{size}?rate={rate_bytes(rate)}"],
+                 "-D", hdr, "-o", out, paced(f"http://{vip}:{port}/bytes/{size}", rate)],
                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)))
 
     def running(self):

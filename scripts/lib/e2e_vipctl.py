@@ -10,6 +10,7 @@ import re
 import subprocess
 import time
 
+from downloads import paced
 from vipdbed import API_PORT, PREFIX, TARGET_DIR, VIP4, VIPD, Vipd, check, load, log, netns
 
 VIPCTL = os.environ.get("VIPCTL_BIN", os.path.join(TARGET_DIR, "debug", "vipctl"))
@@ -125,7 +126,7 @@ def connection_list(ctl):
     downloads = [subprocess.Popen(
         ["ip", "netns", "exec", f"{PREFIX}-client", "curl", "-s", "-m", "90", "--interface", c,
          "--limit-rate", "50k", "-o", "/dev/null", "-w", "port %{local_port} status %{http_code} got %{size_download}",
-         f"http://{VIP4}/bytes/3000000"],
+         paced(f"http://{VIP4}/bytes/3000000", "50k")],
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True) for c in clients]
     try:
         # The downloads last ~60 s (3 MB at 50 KB/s); a loaded machine makes each listing slow,
