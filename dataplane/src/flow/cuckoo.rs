@@ -183,21 +183,28 @@ impl<A: Addrs> Cuckoo<A> {
         (holds, free)
     }
 
-    /// Whether `key` (hash `h`) is in no slot, and if so where [`insert`](Self::insert) would
-    /// place it without moving another slot: one read of its two buckets answers both.
+    /// Whether `key` (hash `h`) is in no slot, and if so the position
+    /// [`insert`](Self::insert) would give it without moving another slot, position `taken`
+    /// aside (`NIL` when both buckets are full): one read of its two buckets answers both.
     #[inline(always)]
-    pub(crate) fn vacancy(&self, key: &Key<A>, h: TableHash) -> Option<Vacancy> {
+    fn free_place(&self, key: &Key<A>, h: TableHash, taken: u32) -> Option<u32> {
         let (p, s) = (self.primary(h), self.secondary(h));
-        let ((in_p, free_p), (in_s, free_s)) = (self.scan(p, key, NIL), self.scan(s, key, NIL));
+        let ((in_p, free_p), (in_s, free_s)) = (self.scan(p, key, taken), self.scan(s, key, taken));
         if in_p || in_s {
             return None;
         }
-        let first = match (free_p, free_s) {
+        Some(match (free_p, free_s) {
             (Some(w), _) => pos(p, w),
             (None, Some(w)) => pos(s, w),
             (None, None) => NIL,
-        };
-        Some(Vacancy {
+        })
+    }
+
+    /// Whether `key` (hash `h`) is in no slot, and if so where [`insert`](Self::insert) would
+    /// place it without moving another slot.
+    #[inline(always)]
+    pub(crate) fn vacancy(&self, key: &Key<A>, h: TableHash) -> Option<Vacancy> {
+        self.free_place(key, h, NIL).map(|first| Vacancy {
             moves: first == NIL,
             first,
             then: NIL,
@@ -208,18 +215,7 @@ impl<A: Addrs> Cuckoo<A> {
     /// vacancy of one key): `None` if it is in a slot, else `v` with where `key` goes.
     #[inline(always)]
     pub(crate) fn vacancy_then(&self, v: Vacancy, key: &Key<A>, h: TableHash) -> Option<Vacancy> {
-        let (p, s) = (self.primary(h), self.secondary(h));
-        let ((in_p, free_p), (in_s, free_s)) =
-            (self.scan(p, key, v.first), self.scan(s, key, v.first));
-        if in_p || in_s {
-            return None;
-        }
-        let then = match (free_p, free_s) {
-            (Some(w), _) => pos(p, w),
-            (None, Some(w)) => pos(s, w),
-            (None, None) => NIL,
-        };
-        Some(Vacancy {
+        self.free_place(key, h, v.first).map(|then| Vacancy {
             moves: v.moves || then == NIL,
             first: v.first,
             then,

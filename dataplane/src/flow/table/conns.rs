@@ -322,23 +322,11 @@ impl<A: Addrs> Conns<A> {
     /// state and expiry as they are (SYN_RECV or NONE, from now) and sets only `SYN_SEEN`
     /// for TCP when connections are counted per backend (the step-3 check needs a reply key
     /// and an earlier SYN: never on the first packet); the per-backend class does not move.
-    pub(super) fn enter_opened(
-        &mut self,
-        key: &Key<A>,
-        hash: TableHash,
-        reply: Option<(Key<A>, TableHash)>,
-        backend: u32,
-        now: u64,
-        ctx: &mut Ctx,
-    ) -> Result<FlowId, InsertError> {
-        let bits = opened_bits(key.proto, ctx);
-        self.enter_with_bits(key, hash, reply, backend, now, bits, ctx)
-    }
-
-    /// [`enter_opened`](Self::enter_opened) of a connection whose keys are in no slot while
-    /// the family is below capacity (the caller's promise), into the places `at` the index's
-    /// [`vacancy`](Cuckoo::vacancy) of its keys found, unchanged since: the slots are written
-    /// there, linked, with no search. When the insert would move slots, `enter_opened` does.
+    ///
+    /// The keys are in no slot while the family is below capacity (the caller's promise too):
+    /// the slots are written, linked, into the places `at` the index's
+    /// [`vacancy`](Cuckoo::vacancy) of them found, unchanged since, with no search; when the
+    /// insert would move slots (`at.moves`), by `enter`'s own insert.
     #[inline(always)]
     #[allow(clippy::too_many_arguments)] // the insert's own arguments, passed through
     pub(super) fn enter_opened_at(
@@ -351,13 +339,13 @@ impl<A: Addrs> Conns<A> {
         at: Vacancy,
         ctx: &mut Ctx,
     ) -> Result<(), InsertError> {
+        let bits = opened_bits(key.proto, ctx);
         if at.moves {
             return self
-                .enter_opened(key, hash, reply, backend, now, ctx)
+                .enter_with_bits(key, hash, reply, backend, now, bits, ctx)
                 .map(|_| ());
         }
         let state = initial_state(key.proto);
-        let bits = opened_bits(key.proto, ctx);
         ctx.serial = ctx.serial.wrapping_add(1);
         let paired = reply.is_some();
         let mut original = new_slot(key, state, bits, paired, false, backend, now, ctx);
