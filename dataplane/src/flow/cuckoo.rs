@@ -174,30 +174,39 @@ impl<A: Addrs> Cuckoo<A> {
         (0..WAYS).find(|&w| b.slots[w].is_free())
     }
 
-    /// Whether `bucket` holds `key`, and its first free way other than position `taken`.
+    /// Whether `bucket` holds `key`.
     #[inline(always)]
-    fn scan(&self, bucket: u32, key: &Key<A>, taken: u32) -> (bool, Option<usize>) {
+    fn holds(&self, bucket: u32, key: &Key<A>) -> bool {
         let b = &self.buckets[bucket as usize];
-        let holds = b.slots[0].holds(key) || b.slots[1].holds(key);
-        let free = (0..WAYS).find(|&w| b.slots[w].is_free() && pos(bucket, w) != taken);
-        (holds, free)
+        b.slots[0].holds(key) || b.slots[1].holds(key)
+    }
+
+    /// The first free position of `bucket` other than `taken`.
+    #[inline(always)]
+    fn free_pos(&self, bucket: u32, taken: u32) -> Option<u32> {
+        let b = &self.buckets[bucket as usize];
+        (0..WAYS)
+            .map(|w| pos(bucket, w))
+            .zip(&b.slots)
+            .find(|&(at, s)| s.is_free() && at != taken)
+            .map(|(at, _)| at)
     }
 
     /// Whether `key` (hash `h`) is in no slot, and if so the position
     /// [`insert`](Self::insert) would give it without moving another slot, position `taken`
-    /// aside (`NIL` when both buckets are full): one read of its two buckets answers both.
+    /// aside (`NIL` when both buckets are full): one read of its two buckets answers both
+    /// (the secondary's free ways are looked at only when the primary has none).
     #[inline(always)]
     fn free_place(&self, key: &Key<A>, h: TableHash, taken: u32) -> Option<u32> {
         let (p, s) = (self.primary(h), self.secondary(h));
-        let ((in_p, free_p), (in_s, free_s)) = (self.scan(p, key, taken), self.scan(s, key, taken));
-        if in_p || in_s {
+        if self.holds(p, key) || self.holds(s, key) {
             return None;
         }
-        Some(match (free_p, free_s) {
-            (Some(w), _) => pos(p, w),
-            (None, Some(w)) => pos(s, w),
-            (None, None) => NIL,
-        })
+        Some(
+            self.free_pos(p, taken)
+                .or_else(|| self.free_pos(s, taken))
+                .unwrap_or(NIL),
+        )
     }
 
     /// Whether `key` (hash `h`) is in no slot, and if so where [`insert`](Self::insert) would
