@@ -21,6 +21,7 @@ mod local_pool;
 mod lookup;
 mod ownership;
 mod vlans;
+mod word_filter;
 mod word_map;
 pub use fwd_mode::FwdMode;
 pub use local_pool::LocalPool;

@@ -11,6 +11,7 @@
 //! unresolved, flows of a down real server dropped, an IPv6 real server, a tunnel without an
 //! IPv4 source) has kind [`Kind::None`]: such packets take the general path, which decides.
 
+use super::word_filter::WordFilter;
 use super::word_map::WordMap;
 use super::{FwdMode, Ownership, Snapshot};
 use crate::wire::checksum;
@@ -231,6 +232,8 @@ pub(crate) struct Fast4 {
     pub(crate) services: WordMap<u32>,
     /// [`ADDR_VIP`] / [`ADDR_OWN`] by address.
     pub(crate) addrs: WordMap<u8>,
+    /// The addresses of `addrs`, for the packets that are not to one (a NAT reply).
+    pub(crate) addrs_filter: WordFilter,
     /// A NAT real server's endpoint: its service, or [`AMBIGUOUS`], and its owner rule.
     pub(crate) nat_endpoints: WordMap<u32>,
     /// Resolved neighbours' MACs by address.
@@ -305,6 +308,7 @@ impl Fast4 {
             .collect();
         Fast4 {
             services: WordMap::build(services),
+            addrs_filter: WordFilter::build(merged.keys().copied()),
             addrs: WordMap::build(merged),
             nat_endpoints: WordMap::build(nat_endpoints.collect::<Vec<_>>()),
             neighbours: WordMap::build(neighbours.collect::<Vec<_>>()),

@@ -146,7 +146,7 @@ pub(in crate::pipeline) fn classify<B: PacketBuf>(
         }
         return First::Fast;
     }
-    if f4.addrs.get(u64::from(dst)).is_some() {
+    if f4.addrs_filter.may_hold(u64::from(dst)) && f4.addrs.get(u64::from(dst)).is_some() {
         // A VIP without this service, or the box itself: the general path's.
         return First::Fallback;
     }
