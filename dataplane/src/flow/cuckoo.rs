@@ -33,6 +33,17 @@ struct Node {
     way: u8,
 }
 
+/// The search's queue. Kept with the index and reused: the search reads only the nodes it
+/// wrote, and writing the whole queue afresh for every displacement was most of its cost.
+type Queue = [Node; BFS_MAX];
+
+/// A queue's starting contents.
+const EMPTY_QUEUE: Queue = [Node {
+    bucket: 0,
+    parent: ROOT,
+    way: 0,
+}; BFS_MAX];
+
 /// Where [`Cuckoo::insert`] places a key and then the next one ([`Cuckoo::vacancy`]).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) struct Vacancy {
@@ -50,6 +61,8 @@ pub(crate) struct Vacancy {
 pub(crate) struct Cuckoo<A> {
     buckets: ZeroedSlice<Bucket<A>>,
     n: u32,
+    /// The displacement search's queue (`displace` takes it and puts it back).
+    queue: Option<Box<Queue>>,
 }
 
 /// The position of slot `way` of `bucket`.
@@ -65,6 +78,7 @@ impl<A: Addrs> Cuckoo<A> {
         Cuckoo {
             buckets: ZeroedSlice::new(n, pages),
             n: n as u32,
+            queue: Some(Box::new(EMPTY_QUEUE)),
         }
     }
 
@@ -280,12 +294,28 @@ impl<A: Addrs> Cuckoo<A> {
 
     /// Breadth-first search for a displacement chain, then the moves, last one first.
     fn displace(&mut self, b1: u32, b2: u32, slot: Slot<A>, watch: &mut u32) -> Option<u32> {
+        // The index's own queue; a new one only if it were not there (it always is: the
+        // search does not recurse).
+        let mut queue = self.queue.take().unwrap_or_else(|| Box::new(EMPTY_QUEUE));
+        let placed = self.search(&mut queue, b1, b2, slot, watch);
+        self.queue = Some(queue);
+        placed
+    }
+
+    /// [`displace`](Self::displace)'s search, in `queue`.
+    fn search(
+        &mut self,
+        queue: &mut Queue,
+        b1: u32,
+        b2: u32,
+        slot: Slot<A>,
+        watch: &mut u32,
+    ) -> Option<u32> {
         let root = |bucket| Node {
             bucket,
             parent: ROOT,
             way: 0,
         };
-        let mut queue = [root(0); BFS_MAX];
         queue[0] = root(b1);
         queue[1] = root(b2);
         let (mut head, mut tail) = (0usize, 2usize);
@@ -294,8 +324,8 @@ impl<A: Addrs> Cuckoo<A> {
             for way in 0..WAYS {
                 let to = self.other(node.bucket, way);
                 if let Some(free) = self.free_way(to) {
-                    if self.simple_path(&queue, head, way) {
-                        return Some(self.apply(&queue, head, way, to, free, slot, watch));
+                    if self.simple_path(queue, head, way) {
+                        return Some(self.apply(queue, head, way, to, free, slot, watch));
                     }
                 } else if tail < BFS_MAX {
                     queue[tail] = Node {
@@ -313,7 +343,7 @@ impl<A: Addrs> Cuckoo<A> {
 
     /// Whether the chain ending at (`queue[at]`, `way`) visits every slot at most once (moving
     /// a slot out and later moving "the slot there" would move a stranger).
-    fn simple_path(&self, queue: &[Node; BFS_MAX], at: usize, way: usize) -> bool {
+    fn simple_path(&self, queue: &Queue, at: usize, way: usize) -> bool {
         let mut seen = [0u32; PATH_MAX];
         let mut len = 0;
         let (mut node, mut way) = (at, way);
@@ -338,7 +368,7 @@ impl<A: Addrs> Cuckoo<A> {
     #[allow(clippy::too_many_arguments)] // the search's state, private to `displace`
     fn apply(
         &mut self,
-        queue: &[Node; BFS_MAX],
+        queue: &Queue,
         at: usize,
         way: usize,
         to: u32,
