@@ -1,8 +1,9 @@
 //! A read-only map from 64-bit words (or a few of them: IPv6 endpoints, [`MapKey`]) to small
 //! values, built once per snapshot: open addressing, linear probing, a power-of-two table at
-//! most half full, the word hashed by one multiply. The fast path's per-packet lookups (a VIP's service, whether an address is a VIP
-//! or the box's, a NAT real server's endpoint, an on-link neighbour) are a multiply, a load
-//! and a compare, where the general path's `hashbrown` maps hash 20 bytes.
+//! most half full (an eighth for three-word keys), the word hashed by one multiply. The fast
+//! path's per-packet lookups (a VIP's service, whether an address is a VIP or the box's, a
+//! NAT real server's endpoint, an on-link neighbour) are a multiply, a load and a compare,
+//! where the general path's `hashbrown` maps hash 20 bytes.
 //!
 //! Written by hand: it is thirty lines, and the crates that do this (phf and the like) build
 //! at compile time or hash with more than a multiply.
@@ -12,12 +13,15 @@ pub(crate) trait MapKey: Copy + Eq + std::fmt::Debug {
     /// The key no entry can have (all bits set: packed endpoints leave the top byte of their
     /// port and protocol word clear).
     const EMPTY: Self;
+    /// Table slots per entry (a power of two): a sparser table ends a miss's probe sooner.
+    const SLOTS_PER_ENTRY: usize;
     /// The word the multiply hashes.
     fn word(&self) -> u64;
 }
 
 impl MapKey for u64 {
     const EMPTY: u64 = u64::MAX;
+    const SLOTS_PER_ENTRY: usize = 2;
 
     #[inline(always)]
     fn word(&self) -> u64 {
@@ -28,6 +32,8 @@ impl MapKey for u64 {
 /// An IPv6 address's two words and a word of port and protocol (0 for an address alone).
 impl MapKey for [u64; 3] {
     const EMPTY: [u64; 3] = [u64::MAX; 3];
+    // A miss compares three words per slot it walks: IPv6 replies miss two maps.
+    const SLOTS_PER_ENTRY: usize = 8;
 
     #[inline(always)]
     fn word(&self) -> u64 {
@@ -55,7 +61,9 @@ impl<V: Copy + Default, K: MapKey> WordMap<V, K> {
     /// [`MapKey::EMPTY`].
     pub(crate) fn build(items: impl IntoIterator<Item = (K, V)>) -> Self {
         let items: Vec<(K, V)> = items.into_iter().collect();
-        let size = (items.len() * 2).next_power_of_two().max(4);
+        let size = (items.len() * K::SLOTS_PER_ENTRY)
+            .next_power_of_two()
+            .max(4);
         let mut m = WordMap {
             keys: vec![K::EMPTY; size].into_boxed_slice(),
             vals: vec![V::default(); size].into_boxed_slice(),
