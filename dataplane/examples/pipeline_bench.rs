@@ -1,11 +1,13 @@
 //! Pipeline micro-benchmark: ns per packet through `process_burst` on one core, in memory
 //! (no NIC), for the NAT forward path (established flows), NAT replies, and new connections
-//! (SYNs: scheduling + flow insert). This is the per-core cost of vipd's packet logic; the NIC
+//! (SYNs: scheduling + flow insert), IPv4 and (the `nat6-*` and `dr6-*` cases) IPv6. This is the per-core cost of vipd's packet logic; the NIC
 //! and PMD add their own.
 //!
 //! ```text
-//! cargo run --release -p vipd-dataplane --no-default-features --example pipeline_bench -- [--json] [--only CASE] [--small-pages] [--nic-checksum] [flows]
+//! cargo run --release -p vipd-dataplane --no-default-features --example pipeline_bench -- [--json] [--only CASE] [--small-pages] [--nic-checksum] [--general] [flows]
 //! ```
+//!
+//! `--general` turns the workers' fast path off: the general path's cost of the same frames.
 //!
 //! Frames are rebuilt from a template before each burst (outside the timed region), so each
 //! burst sees pristine input as from a NIC. Figures vary with the machine and its load.
@@ -19,7 +21,7 @@
 
 use std::collections::HashMap;
 use std::hint::black_box;
-use std::net::{IpAddr, Ipv4Addr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 use vipd_dataplane::counters::WorkerCounters;
@@ -119,6 +121,126 @@ fn snapshot(backends: u32) -> Snapshot {
     Snapshot::build(1, vec![port], &services, &neighbours, 65537).expect("valid snapshot")
 }
 
+/// The IPv6 counterpart of [`snapshot`]: one port (fd00::10/48, gateway fd00::1), the real
+/// servers on-link behind an IPv6 VIP's services: port 80 NAT (NAT66), 443 DR.
+fn snapshot6(backends: u32) -> Snapshot {
+    let port = PortInfo {
+        mac: MacAddr(LB_MAC),
+        ipv6: Some("fd00::10/48".parse().expect("literal")),
+        gateway_v6: Some(ROUTER6),
+        mtu: 1500,
+        ..Default::default()
+    };
+    let rs = |i: u32| Ipv6Addr::new(0xfd00, 0, 1, 0, 0, 0, 0, i as u16 + 1);
+    let mut neighbours = HashMap::new();
+    neighbours.insert(IpAddr::V6(ROUTER6), MacAddr([2, 0, 0, 0, 0, 1]));
+    for i in 0..backends {
+        neighbours.insert(
+            IpAddr::V6(rs(i)),
+            MacAddr([2, 0, 0, 1, (i >> 8) as u8, i as u8]),
+        );
+    }
+    // The same real servers behind both services, ids 0.. for NAT and backends.. for DR.
+    let service = |port, mode, id_base| ServiceSpec {
+        vip: IpAddr::V6(VIP6),
+        proto: 6,
+        port,
+        scheduler: SchedulerKind::Maglev,
+        backends: (0..backends)
+            .map(|i| BackendSpec {
+                id: i + id_base,
+                addr: IpAddr::V6(rs(i)),
+                port: if mode == FwdMode::Nat { 8080 } else { port },
+                weight: 1,
+                mode,
+                ..Default::default()
+            })
+            .collect(),
+        ..Default::default()
+    };
+    let services = [
+        service(80, FwdMode::Nat, 0),
+        service(443, FwdMode::Dr, backends),
+    ];
+    Snapshot::build(1, vec![port], &services, &neighbours, 65537).expect("valid snapshot")
+}
+
+const VIP4: Ipv4Addr = Ipv4Addr::new(10, 100, 0, 1);
+const VIP6: Ipv6Addr = Ipv6Addr::new(0xfd00, 0x100, 0, 0, 0, 0, 0, 1);
+const ROUTER6: Ipv6Addr = Ipv6Addr::new(0xfd00, 0, 0, 0, 0, 0, 0, 1);
+const ROUTER_MAC: [u8; 6] = [2, 0, 0, 0, 0, 1];
+
+/// Ethernet + IPv6 + TCP (20 bytes) + 6 bytes payload: an 80-byte frame.
+fn tcp6_frame(
+    src: Ipv6Addr,
+    dst: Ipv6Addr,
+    sport: u16,
+    dport: u16,
+    flags: u8,
+    src_mac: [u8; 6],
+) -> Vec<u8> {
+    let mut f = vec![0u8; 80];
+    f[0..6].copy_from_slice(&LB_MAC);
+    f[6..12].copy_from_slice(&src_mac);
+    f[12..14].copy_from_slice(&[0x86, 0xdd]);
+    let ip = &mut f[14..54];
+    ip[0] = 0x60;
+    ip[4..6].copy_from_slice(&26u16.to_be_bytes());
+    ip[6] = 6;
+    ip[7] = 64;
+    ip[8..24].copy_from_slice(&src.octets());
+    ip[24..40].copy_from_slice(&dst.octets());
+    let tcp = &mut f[54..74];
+    tcp[0..2].copy_from_slice(&sport.to_be_bytes());
+    tcp[2..4].copy_from_slice(&dport.to_be_bytes());
+    tcp[12] = 0x50;
+    tcp[13] = flags;
+    let pseudo = checksum::pseudo_v6(&src.octets(), &dst.octets(), 6, 26);
+    let c = checksum::finish(pseudo + checksum::sum(&f[54..80]));
+    f[70..72].copy_from_slice(&c.to_be_bytes());
+    f
+}
+
+/// Client `i`'s IPv6 address and port (as [`client`]'s, in 2001:db8::/96).
+fn client6(i: u32) -> (Ipv6Addr, u16) {
+    let (a, p) = client(i);
+    (
+        Ipv6Addr::from(0x2001_0db8u128 << 96 | u128::from(u32::from(a))),
+        p,
+    )
+}
+
+/// Client `i`'s packet to the VIP's `port` with TCP `flags`, over IPv6 when `v6`.
+fn to_vip(v6: bool, i: u32, port: u16, flags: u8) -> Vec<u8> {
+    if v6 {
+        let (a, p) = client6(i);
+        tcp6_frame(a, VIP6, p, port, flags, ROUTER_MAC)
+    } else {
+        let (a, p) = client(i);
+        tcp_frame(a, VIP4, p, port, flags, ROUTER_MAC)
+    }
+}
+
+/// A plain ACK from the NAT real server of client `i`'s connection to port 80 (the one
+/// Maglev picks for it, asked of the snapshot), over IPv6 when `v6`.
+fn from_rs(v6: bool, snap: &Snapshot, i: u32) -> Vec<u8> {
+    let (key, p) = if v6 {
+        let (a, p) = client6(i);
+        (vipd_dataplane::flow::FlowKey::v6(a, VIP6, p, 80, 6), p)
+    } else {
+        let (a, p) = client(i);
+        (vipd_dataplane::flow::FlowKey::v4(a, VIP4, p, 80, 6), p)
+    };
+    let id = snap.services[0].pick_consistent(key.hash()).unwrap_or(0);
+    let b = snap.backend(id).expect("a NAT real server");
+    let mac = b.next_hop_mac.map(|m| m.0).unwrap_or(ROUTER_MAC);
+    match (b.addr, key.src_ip()) {
+        (IpAddr::V4(rs), IpAddr::V4(c)) => tcp_frame(rs, c, 8080, p, 0x10, mac),
+        (IpAddr::V6(rs), IpAddr::V6(c)) => tcp6_frame(rs, c, 8080, p, 0x10, mac),
+        _ => unreachable!("one family per snapshot"),
+    }
+}
+
 /// Ethernet + IPv4 + TCP (20 bytes) + 6 bytes payload: a 60-byte frame, like pktgen's 64 B.
 fn tcp_frame(
     src: Ipv4Addr,
@@ -163,6 +285,9 @@ fn client(i: u32) -> (Ipv4Addr, u16) {
 /// `--nic-checksum`: frames arrive with the NIC's "IPv4 checksum good" verdict (RX checksum
 /// offload), so the pipeline skips the software check.
 static NIC_CHECKSUM: AtomicBool = AtomicBool::new(false);
+
+/// `--general`: the workers' fast path off.
+static GENERAL: AtomicBool = AtomicBool::new(false);
 
 /// Frame `i` of a case (built outside the timed region).
 type FrameFn<'a> = &'a dyn Fn(u32) -> Vec<u8>;
@@ -458,10 +583,11 @@ fn args() -> Args {
             "--only" => a.only = it.next(),
             "--small-pages" => a.pages = Pages::Small,
             "--nic-checksum" => NIC_CHECKSUM.store(true, Ordering::Relaxed),
+            "--general" => GENERAL.store(true, Ordering::Relaxed),
             n => {
                 a.flows = n
                     .parse()
-                    .expect("usage: pipeline_bench [--json] [--only CASE] [--small-pages] [--nic-checksum] [flows]")
+                    .expect("usage: pipeline_bench [--json] [--only CASE] [--small-pages] [--nic-checksum] [--general] [flows]")
             }
         }
     }
@@ -472,16 +598,19 @@ fn main() {
     let a = args();
     let flows = a.flows;
     let snap = snapshot(100);
+    let snap6 = snapshot6(100);
     // One table per mode, as large as a daemon would be configured for these flows.
     let capacity = (flows as usize + flows as usize / 8).max(1 << 16);
     let new_worker = || {
         let mut table = daemon_table(capacity, a.pages);
         table.prefault();
-        WorkerState::new(0, 1, table, 4)
+        let mut w = WorkerState::new(0, 1, table, 4);
+        w.fast_path = !GENERAL.load(Ordering::Relaxed);
+        w
     };
     let mut worker = new_worker();
-    let vip = Ipv4Addr::new(10, 100, 0, 1);
-    let router = [2, 0, 0, 0, 0, 1];
+    let vip = VIP4;
+    let router = ROUTER_MAC;
     let mut now = Clock::new(1_000);
     // Established and reply cases: as many packets as flows (at least 256k, at most 4M), each
     // to a random flow.
@@ -498,66 +627,50 @@ fn main() {
         results.push((name.to_string(), ns, tx, packets));
     };
     if !a.json {
-        println!("pipeline_bench: {flows} flows, table of {capacity}, 100 real servers per mode (NAT, DR, TUN), maglev, 60-byte TCP frames, bursts of {BURST}");
+        println!("pipeline_bench: {flows} flows, table of {capacity}, 100 real servers per mode (NAT, DR, TUN; NAT66, DR over IPv6), maglev, 60-byte TCP frames (80 over IPv6), bursts of {BURST}");
     }
     let mut mem = 0;
-    for (mode, port) in [("nat", 80u16), ("dr", 443), ("tun", 8443)] {
+    let modes = [
+        ("nat", 80u16, false),
+        ("dr", 443, false),
+        ("tun", 8443, false),
+        ("nat6", 80, true),
+        ("dr6", 443, true),
+    ];
+    for (mode, port, v6) in modes {
+        let snap = if v6 { &snap6 } else { &snap };
         worker = new_worker();
-        let syn = move |i: u32| {
-            let (a, p) = client(i);
-            tcp_frame(a, vip, p, port, 0x02, router)
-        };
+        let syn = move |i: u32| to_vip(v6, i, port, 0x02);
         let name = format!("{mode}-new");
         let timed = wanted(&name);
-        let r = run(&syn, flows, &mut worker, &snap, &mut now, timed);
+        let r = run(&syn, flows, &mut worker, snap, &mut now, timed);
         if timed {
             record(&name, r, flows);
         }
         // Every connection's handshake completes (its first ACK, untimed: a state change the
         // general path makes), so the established case times established connections.
-        let handshake = move |i: u32| {
-            let (a, p) = client(i);
-            tcp_frame(a, vip, p, port, 0x10, router)
-        };
-        run(&handshake, flows, &mut worker, &snap, &mut now, false);
+        let handshake = move |i: u32| to_vip(v6, i, port, 0x10);
+        run(&handshake, flows, &mut worker, snap, &mut now, false);
         let name = format!("{mode}-established");
         if wanted(&name) {
-            let ack = move |i: u32| {
-                let (a, p) = client(i.wrapping_mul(2_654_435_761) % flows);
-                tcp_frame(a, vip, p, port, 0x10, router)
-            };
-            let r = run(&ack, est_packets, &mut worker, &snap, &mut now, true);
+            let ack = move |i: u32| to_vip(v6, i.wrapping_mul(2_654_435_761) % flows, port, 0x10);
+            let r = run(&ack, est_packets, &mut worker, snap, &mut now, true);
             record(&name, r, est_packets);
         }
         if mode == "nat" {
             mem = worker.flows.memory_bytes();
         }
-        if mode != "nat" || !wanted("nat-reply") {
+        let name = format!("{mode}-reply");
+        if port != 80 || !wanted(&name) {
             continue;
         }
-        let reply = |i: u32| {
-            let c = i.wrapping_mul(2_654_435_761) % flows;
-            let (a, p) = client(c);
-            // The real server Maglev picked for this client is unknown here: ask the table.
-            let key = vipd_dataplane::flow::FlowKey::v4(a, vip, p, 80, 6);
-            let id = snap.services[0].pick_consistent(key.hash()).unwrap_or(0);
-            let b = snap.backend(id).map(|b| b.addr).unwrap_or(IpAddr::V4(vip));
-            let IpAddr::V4(rs) = b else {
-                unreachable!("IPv4 bench")
-            };
-            let mac = snap
-                .backend(id)
-                .and_then(|b| b.next_hop_mac)
-                .map(|m| m.0)
-                .unwrap_or(router);
-            tcp_frame(rs, a, 8080, p, 0x10, mac)
-        };
+        let reply = |i: u32| from_rs(v6, snap, i.wrapping_mul(2_654_435_761) % flows);
         // One reply per connection first (untimed: the first reply marks the connection as
         // seen both ways, a state change), then the timed replies of established connections.
         let first_reply = |i: u32| reply(i);
-        run(&first_reply, flows, &mut worker, &snap, &mut now, false);
-        let r = run(&reply, est_packets, &mut worker, &snap, &mut now, true);
-        record("nat-reply", r, est_packets);
+        run(&first_reply, flows, &mut worker, snap, &mut now, false);
+        let r = run(&reply, est_packets, &mut worker, snap, &mut now, true);
+        record(&name, r, est_packets);
     }
     if wanted("junk") {
         let junk = |i: u32| tcp_frame(client(i).0, Ipv4Addr::new(10, 9, 9, 9), 1, 2, 0x02, router);

@@ -35,6 +35,7 @@
 mod classify;
 mod egress;
 mod fast4;
+mod fast6;
 mod flows;
 mod icmp_msgs;
 mod local;
@@ -47,7 +48,6 @@ use crate::fwd::fragment::FragmentKey;
 use crate::fwd::nat::L4At;
 use crate::io::PacketBuf;
 use crate::ndp::{self, NdVerdict};
-use crate::snapshot::fast4::AMBIGUOUS;
 use crate::snapshot::Snapshot;
 use crate::wire::ethernet;
 use crate::wire::MacAddr;
@@ -245,6 +245,7 @@ fn stages<B: PacketBuf, const STEERED: bool>(
         first,
         fast: staged,
         general,
+        fast6: staged6,
     } = &mut *scratch;
     let mut tally = Tally::default();
     let n = bufs.len().min(actions.len());
@@ -282,6 +283,21 @@ fn stages<B: PacketBuf, const STEERED: bool>(
             };
             match *first {
                 First::Fast => worker.flows.prefetch4(f.hash),
+                First::Fallback
+                    if fast
+                        && mac.zip(staged6.get_mut(k)).is_some_and(|(mac, f6)| {
+                            fast6::classify::classify(
+                                buf,
+                                mac,
+                                worker,
+                                snap,
+                                steered_hash.map(TableHash::from_raw),
+                                f6,
+                            )
+                        }) =>
+                {
+                    *first = First::Fast6;
+                }
                 First::Fallback => {
                     let st = classify(buf, rx_port, worker, snap, steered_hash);
                     if let Some((v4, h)) = st.lookup_hash() {
@@ -291,17 +307,23 @@ fn stages<B: PacketBuf, const STEERED: bool>(
                         *slot = st;
                     }
                 }
-                First::Steer(_) | First::NotLocal => {}
+                First::Steer(_) | First::NotLocal | First::Fast6 => {}
             }
         }
         // Stage 2: a key not in its (now loaded) primary bucket needs its secondary; and if
         // it opens a connection, its reply key's bucket (`fast4::prefetch_new`).
-        for (first, f) in first[..len].iter().zip(staged.iter_mut()) {
+        for ((first, f), f6) in first[..len]
+            .iter()
+            .zip(staged.iter_mut())
+            .zip(staged6.iter_mut())
+        {
             if *first == First::Fast {
                 f.pos = worker.flows.probe4(&f.key, f.hash);
                 if f.pos == crate::flow::slot::NIL {
                     fast4::prefetch_new(f, worker, snap);
                 }
+            } else if *first == First::Fast6 {
+                f6.pos = worker.flows.probe6(&f6.key, f6.hash);
             }
         }
         // Stage 3: handle each frame in order.
@@ -347,6 +369,16 @@ fn stages<B: PacketBuf, const STEERED: bool>(
                         ),
                     }
                 }
+                First::Fast6 => match staged6.get(k) {
+                    Some(f6) => match fast6::handle(buf, f6, worker, snap, now_ms, &mut tally) {
+                        Some(a) => (Ok(a), None),
+                        None => (
+                            handle(buf, &f6.general(), rx_port, worker, snap, now_ms),
+                            None,
+                        ),
+                    },
+                    None => (Err(DropReason::EthMalformed), None),
+                },
                 First::Steer(owner) => (Ok(Action::Steer(owner)), Some(f.hash.raw())),
                 First::NotLocal => (Err(DropReason::NotLocal), None),
                 First::Fallback => match general.get(k) {
@@ -405,43 +437,19 @@ fn stages<B: PacketBuf, const STEERED: bool>(
 impl Staged4 {
     /// The general classifier's record of this packet (its stage 3 then handles it).
     fn general(&self) -> Staged {
-        let key = self.key.flow_key();
-        let pkt = Pkt {
-            l2: ethernet::HEADER_LEN,
+        classify::FastPacket {
+            key: self.key.flow_key(),
             v4: true,
-            key,
             ttl: self.ttl,
             len: usize::from(self.len),
-            l4: L4At {
-                proto: key.proto,
-                offset: crate::wire::ipv4::HEADER_LEN,
-                header: true,
-            },
             dont_frag: self.dont_frag,
-            frag: None,
-        };
-        let tcp = (key.proto == crate::flow::key::PROTO_TCP).then_some(self.tcp_bits);
-        let info = L4Info {
             table: self.hash,
             maglev: self.maglev,
-            tcp_flags: tcp.map(TcpFlags::from_bits),
             tcp_bits: self.tcp_bits,
-        };
-        if !self.reply {
-            Staged::Client {
-                pkt,
-                info,
-                service_index: self.service,
-                owner_here: true,
-            }
-        } else {
-            Staged::Reply {
-                pkt,
-                info,
-                unique_service: (self.service != AMBIGUOUS).then_some(self.service),
-                owner_here: true,
-            }
+            service: self.service,
+            reply: self.reply,
         }
+        .staged()
     }
 }
 

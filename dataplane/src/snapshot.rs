@@ -16,6 +16,7 @@ use ipnet::{Ipv4Net, Ipv6Net};
 use std::net::IpAddr;
 
 pub(crate) mod fast4;
+pub(crate) mod fast6;
 mod fwd_mode;
 mod local_pool;
 mod lookup;
@@ -462,6 +463,8 @@ pub struct Snapshot {
     vlans: vlans::Vlans,
     /// What the fast path reads per IPv4 packet, precomputed (from everything above).
     pub(crate) fast4: fast4::Fast4,
+    /// The same for IPv6 packets.
+    pub(crate) fast6: fast6::Fast6,
 }
 
 impl Snapshot {
@@ -499,6 +502,7 @@ impl Snapshot {
             port_lookups,
             vlans,
             fast4: fast4::Fast4::default(),
+            fast6: fast6::Fast6::default(),
         };
         for (si, spec) in services.iter().enumerate() {
             let si = si as u32;
@@ -658,6 +662,7 @@ impl Snapshot {
                 }),
         );
         snap.fast4 = fast4::Fast4::build(&snap);
+        snap.fast6 = fast6::Fast6::build(&snap);
         Ok(snap)
     }
 

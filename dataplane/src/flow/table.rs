@@ -36,7 +36,9 @@
 
 mod conns;
 mod expiry;
+pub(crate) mod fast;
 mod fast4;
+mod fast6;
 mod fnat;
 mod listing;
 #[cfg(test)]

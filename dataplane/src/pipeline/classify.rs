@@ -14,6 +14,7 @@ use crate::counters::DropReason;
 use crate::flow::{FlowKey, FlowTable, TableHash, TcpFlags};
 use crate::fwd::nat::L4At;
 use crate::io::{PacketBuf, RxChecksum};
+use crate::snapshot::fast4::AMBIGUOUS;
 use crate::snapshot::Snapshot;
 use crate::wire::addr;
 use crate::wire::checksum;
@@ -77,6 +78,73 @@ impl Staged {
                 ..
             } => Some((pkt.v4, info.table)),
             _ => None,
+        }
+    }
+}
+
+/// What a fast path staged of a packet it hands to the general path (either family): a TCP
+/// or UDP packet this worker owns, not a fragment, its transport header right after the
+/// fixed IP header, in an untagged frame.
+pub(super) struct FastPacket {
+    pub(super) key: FlowKey,
+    pub(super) v4: bool,
+    pub(super) ttl: u8,
+    /// IP packet length.
+    pub(super) len: usize,
+    pub(super) dont_frag: bool,
+    pub(super) table: TableHash,
+    pub(super) maglev: Option<u64>,
+    /// TCP flags (0 for UDP).
+    pub(super) tcp_bits: u8,
+    /// A client packet's service; a reply's real server's one service or `AMBIGUOUS`.
+    pub(super) service: u32,
+    pub(super) reply: bool,
+}
+
+impl FastPacket {
+    /// The general classifier's record of the packet (its stage 3 then handles it).
+    pub(super) fn staged(self) -> Staged {
+        let offset = if self.v4 {
+            ipv4::HEADER_LEN
+        } else {
+            ipv6::HEADER_LEN
+        };
+        let proto = self.key.proto;
+        let pkt = Pkt {
+            l2: ethernet::HEADER_LEN,
+            v4: self.v4,
+            key: self.key,
+            ttl: self.ttl,
+            len: self.len,
+            l4: L4At {
+                proto,
+                offset,
+                header: true,
+            },
+            dont_frag: self.dont_frag,
+            frag: None,
+        };
+        let tcp = (proto == ipv4::proto::TCP).then_some(self.tcp_bits);
+        let info = L4Info {
+            table: self.table,
+            maglev: self.maglev,
+            tcp_flags: tcp.map(TcpFlags::from_bits),
+            tcp_bits: self.tcp_bits,
+        };
+        if !self.reply {
+            Staged::Client {
+                pkt,
+                info,
+                service_index: self.service,
+                owner_here: true,
+            }
+        } else {
+            Staged::Reply {
+                pkt,
+                info,
+                unique_service: (self.service != AMBIGUOUS).then_some(self.service),
+                owner_here: true,
+            }
         }
     }
 }
@@ -181,7 +249,7 @@ pub(super) fn check_source_v4(
 }
 
 /// [`check_source_v4`] for IPv6.
-fn check_source_v6(
+pub(super) fn check_source_v6(
     src: &[u8; 16],
     dst: &[u8; 16],
     hops: u8,

@@ -17,9 +17,9 @@
 //! differential test (`fast4/tests.rs`).
 
 pub(super) mod classify;
-mod rewrite;
+pub(super) mod rewrite;
 #[cfg(test)]
-mod tests;
+pub(super) mod tests;
 
 use super::{Action, Tally, WorkerState};
 use crate::counters::DropReason;

@@ -4,6 +4,7 @@
 use super::classify::Staged;
 use super::fast4::classify::First;
 use super::fast4::Staged4;
+use super::fast6::Staged6;
 use super::STAGE;
 use crate::backend_stats::{BackendStats, DEFAULT_BACKEND_SLOTS};
 use crate::counters::{Counter, DropReason, WorkerCounters};
@@ -63,6 +64,8 @@ pub(super) struct Scratch {
     pub(super) fast: [Staged4; STAGE],
     /// The general classifier's record of the frames whose `first` is `Fallback`.
     pub(super) general: [Staged; STAGE],
+    /// The IPv6 fast classifier's record of the frames whose `first` is `Fast6`.
+    pub(super) fast6: [Staged6; STAGE],
 }
 
 impl Scratch {
@@ -71,6 +74,7 @@ impl Scratch {
             first: [First::Fallback; STAGE],
             fast: [Staged4::EMPTY; STAGE],
             general: [Staged::Done(Err(DropReason::EthMalformed)); STAGE],
+            fast6: [Staged6::EMPTY; STAGE],
         })
     }
 }

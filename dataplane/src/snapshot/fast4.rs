@@ -13,7 +13,7 @@
 
 use super::word_filter::WordFilter;
 use super::word_map::WordMap;
-use super::{FwdMode, Ownership, Snapshot};
+use super::{Backend, FwdMode, Ownership, PortInfo, Service, Snapshot};
 use crate::wire::checksum;
 use crate::wire::ethernet::{mac_word, MacPair};
 use crate::wire::ipv4;
@@ -145,17 +145,23 @@ pub(crate) struct Record {
 /// Checksum delta of the IPv4 header's TTL/protocol word losing one TTL: !w + (w - 0x100).
 const TTL_DELTA: u32 = 0xfeff;
 
+/// What a forwarding record of either family is made from: backend `id`, its service, its
+/// egress port and its next hop's resolved MAC (`None`: no record of the fast path's).
+pub(super) fn record_parts(
+    snap: &Snapshot,
+    id: u32,
+) -> Option<(&Backend, &Service, &PortInfo, MacAddr)> {
+    let b = snap.backend(id)?;
+    let svc = snap.services.get(b.service as usize)?;
+    let port = snap.ports.get(usize::from(b.egress_port))?;
+    Some((b, svc, port, b.next_hop_mac?))
+}
+
 fn record(snap: &Snapshot, id: u32) -> Record {
-    let Some(b) = snap.backend(id) else {
+    let Some((b, svc, port, mac)) = record_parts(snap, id) else {
         return Record::default();
     };
-    let (Some(svc), Some(port)) = (
-        snap.services.get(b.service as usize),
-        snap.ports.get(usize::from(b.egress_port)),
-    ) else {
-        return Record::default();
-    };
-    let (IpAddr::V4(vip), Some(mac)) = (svc.vip, b.next_hop_mac) else {
+    let IpAddr::V4(vip) = svc.vip else {
         return Record::default();
     };
     let mut r = Record {
@@ -209,9 +215,9 @@ fn record(snap: &Snapshot, id: u32) -> Record {
     r
 }
 
-/// The next hop towards a client: egress port, the MACs, the port's MTU.
+/// The next hop towards a client (either family): egress port, the MACs, the port's MTU.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) struct Hop4 {
+pub(crate) struct Hop {
     pub(crate) port: u16,
     pub(crate) macs: MacPair,
     pub(crate) mtu: u16,
@@ -339,7 +345,7 @@ impl Fast4 {
     /// `Snapshot::resolve_key` answers with `Ok`, with the port's MAC and MTU (`None` for any
     /// other answer: the general path decides).
     #[inline(always)]
-    pub(crate) fn hop(&self, dst: u32) -> Option<Hop4> {
+    pub(crate) fn hop(&self, dst: u32) -> Option<Hop> {
         let (port, mac) = match self.links.iter().find(|l| dst & l.mask == l.net) {
             Some(l) => (
                 l.port,
@@ -351,7 +357,7 @@ impl Fast4 {
             }
         };
         let &(_, our, mtu) = self.port_macs.get(usize::from(port))?;
-        Some(Hop4 {
+        Some(Hop {
             port,
             macs: MacPair::new(mac, our),
             mtu,
@@ -468,7 +474,7 @@ mod tests {
                 );
                 let want = snap.resolve_key(&key).ok().map(|(port, mac)| {
                     let p = &snap.ports[usize::from(port)];
-                    Hop4 { port, macs: MacPair::new(mac, p.mac), mtu: p.mtu }
+                    Hop { port, macs: MacPair::new(mac, p.mac), mtu: p.mtu }
                 });
                 prop_assert_eq!(f.hop(u32::from(a)), want);
                 if want.is_none() {

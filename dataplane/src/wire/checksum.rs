@@ -83,9 +83,14 @@ pub fn pseudo_v6(src: &[u8; 16], dst: &[u8; 16], next_header: u8, len: u32) -> u
 /// (equal lengths, aligned on 16-bit words inside the covered data): HC' = ~(~HC + ~m + m').
 pub fn update(checksum: u16, old: &[u8], new: &[u8]) -> u16 {
     debug_assert_eq!(old.len(), new.len());
-    let mut acc = u32::from(!checksum);
-    acc += u32::from(!fold(sum(old))) + sum(new);
-    !fold(acc)
+    apply(checksum, delta_bytes(old, new))
+}
+
+/// [`delta32`] for a field of any even length (an IPv6 address): what [`update`] adds for
+/// it, to be summed with other deltas and [`apply`]'d once. At most 64 KiB of data.
+#[inline]
+pub fn delta_bytes(old: &[u8], new: &[u8]) -> u32 {
+    u32::from(!fold(sum(old))) + sum(new)
 }
 
 /// [`update`] for one 16-bit word, on integers (the same result, bit for bit).

@@ -128,6 +128,50 @@ impl Header<'_> {
     }
 }
 
+impl Header<'_> {
+    /// Source and destination as four words: the header's bytes 8..40 as little-endian
+    /// loads (the flow table's key form).
+    #[inline(always)]
+    pub fn addrs_words(&self) -> [u64; 4] {
+        let w = |i: usize| {
+            let mut b = [0u8; 8];
+            b.copy_from_slice(&self.0[field::SRC.start + i * 8..field::SRC.start + i * 8 + 8]);
+            u64::from_le_bytes(b)
+        };
+        [w(0), w(1), w(2), w(3)]
+    }
+}
+
+/// The fixed header over an array the caller has already cut from the frame, writable.
+#[derive(Debug)]
+pub struct HeaderMut<'a>(pub &'a mut [u8; HEADER_LEN]);
+
+impl HeaderMut<'_> {
+    /// The header, read-only.
+    #[inline(always)]
+    pub fn get(&self) -> Header<'_> {
+        Header(self.0)
+    }
+
+    /// Set the hop limit (IPv6 has no header checksum).
+    #[inline(always)]
+    pub fn set_hop_limit(&mut self, hops: u8) {
+        self.0[field::HOP_LIMIT] = hops;
+    }
+
+    /// Set the source address from its bytes.
+    #[inline(always)]
+    pub fn set_src_bytes(&mut self, a: &[u8; 16]) {
+        self.0[field::SRC].copy_from_slice(a);
+    }
+
+    /// Set the destination address from its bytes.
+    #[inline(always)]
+    pub fn set_dst_bytes(&mut self, a: &[u8; 16]) {
+        self.0[field::DST].copy_from_slice(a);
+    }
+}
+
 /// A view of an IPv6 packet.
 #[derive(Debug)]
 pub struct Ipv6Packet<T: AsRef<[u8]>> {
@@ -288,6 +332,27 @@ mod tests {
             Ipv6Packet::new_checked(&v4[..]).unwrap_err(),
             WireError::BadVersion
         );
+    }
+
+    #[test]
+    fn header_views_read_and_write_the_fields() {
+        let mut buf = packet();
+        let h: &mut [u8; HEADER_LEN] = (&mut buf[..HEADER_LEN]).try_into().unwrap();
+        let w = Header(h).addrs_words();
+        assert_eq!(w[0].to_le_bytes(), buf_bytes("2001:db8::1")[..8]);
+        assert_eq!(w[3].to_le_bytes(), buf_bytes("2001:db8::2")[8..]);
+        let mut m = HeaderMut(h);
+        m.set_hop_limit(7);
+        m.set_src_bytes(&buf_bytes("fd00::9"));
+        m.set_dst_bytes(&buf_bytes("fd00::8"));
+        let p = Ipv6Packet::new_checked(&buf[..]).unwrap();
+        assert_eq!(p.hop_limit(), 7);
+        assert_eq!(p.src(), "fd00::9".parse::<Ipv6Addr>().unwrap());
+        assert_eq!(p.dst(), "fd00::8".parse::<Ipv6Addr>().unwrap());
+    }
+
+    fn buf_bytes(a: &str) -> [u8; 16] {
+        a.parse::<Ipv6Addr>().unwrap().octets()
     }
 
     #[test]

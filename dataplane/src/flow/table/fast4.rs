@@ -5,22 +5,12 @@
 
 use super::super::cuckoo::Vacancy;
 use super::super::hash::TableHash;
-use super::super::slot::{ahead, Key, Slot, NIL, REFRESH_ONLY, V4};
+use super::super::slot::{Key, V4};
+use super::fast::Hit;
 use super::{FlowTable, InsertError};
 
 #[cfg(test)]
 mod tests;
-
-/// A fast-path hit on an IPv4 key: what stage 3 needs to forward the packet.
-#[derive(Clone, Copy, Debug)]
-pub(crate) struct Hit4 {
-    /// The slot.
-    pub(crate) pos: u32,
-    pub(crate) backend: u32,
-    /// Whether a packet of this direction without SYN, FIN or RST only refreshes the expiry.
-    pub(crate) refresh_only: bool,
-    pub(crate) reply: bool,
-}
 
 impl FlowTable {
     /// The fast path's stage 2: start loading the primary bucket of an IPv4 key.
@@ -29,10 +19,7 @@ impl FlowTable {
         self.v4.prefetch(hash);
     }
 
-    /// The fast path's lookup of an IPv4 key: its slot when the connection is live and its
-    /// slot's expiry is ahead (`None` otherwise, changing nothing: the general path then
-    /// looks again and removes what is expired). `primary_pos`: [`probe4`](Self::probe4)'s
-    /// answer, a hint checked against the key.
+    /// The fast path's lookup of an IPv4 key: its live slot (see `Conns::fast_hit`).
     #[inline(always)]
     pub(crate) fn hit4(
         &self,
@@ -40,40 +27,15 @@ impl FlowTable {
         hash: TableHash,
         primary_pos: u32,
         now_ms: u64,
-    ) -> Option<Hit4> {
-        let idx = &self.v4.idx;
-        // The position stage 2 found, if it still holds the key: a frame handled before this
-        // one in the burst may have moved or removed slots since.
-        let (pos, s): (u32, &Slot<V4>) = match idx.get(primary_pos) {
-            Some(s) if s.holds(key) => (primary_pos, s),
-            _ => {
-                let pos = idx.find(key, hash)?;
-                (pos, idx.slot(pos))
-            }
-        };
-        if !ahead(s.expires, now_ms as u32) {
-            return None;
-        }
-        Some(Hit4 {
-            pos,
-            backend: s.backend,
-            refresh_only: s.flags & REFRESH_ONLY != 0,
-            reply: s.is_reply(),
-        })
+    ) -> Option<Hit> {
+        self.v4.fast_hit(key, hash, primary_pos, now_ms)
     }
 
-    /// Stage 2 of a burst: `key`'s slot if its primary bucket (prefetched in stage 1) holds
-    /// it; else `NIL`, having started to load its secondary bucket.
+    /// Stage 2 of a burst for an IPv4 key: its slot if its primary bucket holds it, else
+    /// `NIL` (its secondary bucket then loading).
     #[inline(always)]
     pub(crate) fn probe4(&self, key: &Key<V4>, hash: TableHash) -> u32 {
-        let idx = &self.v4.idx;
-        match idx.find_in(idx.primary(hash), key) {
-            Some(pos) => pos,
-            None => {
-                idx.prefetch(idx.secondary(hash));
-                NIL
-            }
-        }
+        self.v4.fast_probe(key, hash)
     }
 
     /// Start loading the secondary bucket of an IPv4 key's hash.
@@ -83,15 +45,11 @@ impl FlowTable {
         idx.prefetch(idx.secondary(hash));
     }
 
-    /// A packet of a [`Hit4`] with `refresh_only` that changes nothing but the expiry: what
-    /// [`track`](FlowTable::track) would do for it, on its own slot (the connection lives
-    /// until the later of its slots' expiries).
+    /// The expiry refresh of an IPv4 [`Hit`] with `refresh_only`: what
+    /// [`track`](FlowTable::track) would do for its packet.
     #[inline(always)]
-    pub(crate) fn refresh4(&mut self, hit: &Hit4, now_ms: u64) {
-        let timeouts = &self.ctx.timeout_ms;
-        let s = self.v4.idx.slot_mut(hit.pos);
-        let timeout = timeouts.get(usize::from(s.state)).copied().unwrap_or(0);
-        s.expires = (now_ms as u32).wrapping_add(timeout);
+    pub(crate) fn refresh4(&mut self, hit: &Hit, now_ms: u64) {
+        self.v4.fast_refresh(&self.ctx.timeout_ms, hit, now_ms);
     }
 
     /// Whether a new connection under `key` (hash `hash`) may be entered with

@@ -7,7 +7,9 @@
 //! the same fields, and answers its lookups from the snapshot's IPv4 maps
 //! (`snapshot::fast4`). Whatever is not the common case (a check that fails, ARP, IPv6, ICMP,
 //! options, fragments, bad TCP flags, the box's own addresses, a VIP without that service)
-//! falls back and the general classifier decides it. Two verdicts of valid TCP/UDP packets
+//! falls back (IPv6 to `fast6`'s stage 1 first) and the general classifier decides it. Its
+//! Ethernet and transport header checks ([`ip_headers`], [`transport`]) serve `fast6` too.
+//! Two verdicts of valid TCP/UDP packets
 //! it gives itself, being the general path's after the same checks, so those frames are not
 //! parsed twice: the steer of a NAT connection another worker owns, and the `not_local` drop
 //! of a packet that is nobody's. It changes no state.
@@ -36,6 +38,56 @@ pub(in crate::pipeline) enum First {
     Steer(u16),
     /// Valid, and nobody's: not to a VIP or the box, not from a NAT real server.
     NotLocal,
+    /// Not IPv4's, but an IPv6 packet `fast6`'s stage 1 staged (its `Staged6` is filled in).
+    Fast6,
+}
+
+/// A frame the fast path may take, cut at its fixed headers: after the Ethernet header (the
+/// IP packet and any padding), the IP header of `IP` bytes, and what follows it; `None`
+/// unless the Ethernet header is of type `ty` (so untagged), unicast to our MAC (`port_mac`,
+/// as [`ethernet::Header::dst_word`] reads it), from a unicast non-zero MAC.
+#[inline(always)]
+pub(in crate::pipeline) fn ip_headers<const IP: usize>(
+    data: &[u8],
+    port_mac: u64,
+    ty: u16,
+) -> Option<(&[u8], &[u8; IP], &[u8])> {
+    let (eth, rest) = data.split_first_chunk::<{ ethernet::HEADER_LEN }>()?;
+    let (ip, after_ip) = rest.split_first_chunk::<IP>()?;
+    let eth = ethernet::Header(eth);
+    let (dst_mac, src_mac) = (eth.dst_word(), eth.src_word());
+    let ours = eth.ethertype() == ty
+        && dst_mac & ethernet::GROUP_BIT == 0
+        && src_mac & ethernet::GROUP_BIT == 0
+        && dst_mac == port_mac
+        && src_mac != 0;
+    ours.then_some((rest, ip, after_ip))
+}
+
+/// The TCP or UDP header (`proto`) at the start of `after_ip`, inside an IP payload of
+/// `seg_len` bytes, with `classify::parse_l4`'s checks: its ports word and, for TCP, its
+/// flags; `None` when a check fails.
+#[inline(always)]
+pub(in crate::pipeline) fn transport(
+    after_ip: &[u8],
+    seg_len: usize,
+    proto: u8,
+) -> Option<(u32, u8)> {
+    if proto == PROTO_TCP {
+        let t = tcp::Header(after_ip.first_chunk::<{ tcp::HEADER_LEN }>()?);
+        let off = t.header_len();
+        if seg_len < tcp::HEADER_LEN || off < tcp::HEADER_LEN || off > seg_len {
+            return None;
+        }
+        Some((t.ports_word(), t.flags()))
+    } else {
+        let u = udp::Header(after_ip.first_chunk::<{ udp::HEADER_LEN }>()?);
+        let len = usize::from(u.length());
+        if seg_len < udp::HEADER_LEN || len < udp::HEADER_LEN || len > seg_len {
+            return None;
+        }
+        Some((u.ports_word(), 0))
+    }
 }
 
 /// Classify `buf`, received on a port whose MAC is `port_mac` (as
@@ -50,24 +102,11 @@ pub(in crate::pipeline) fn classify<B: PacketBuf>(
     steered: Option<TableHash>,
     out: &mut Staged4,
 ) -> First {
-    let data = buf.data();
-    let Some((eth, rest)) = data.split_first_chunk::<{ ethernet::HEADER_LEN }>() else {
+    let Some((rest, ip, after_ip)) =
+        ip_headers::<{ ipv4::HEADER_LEN }>(buf.data(), port_mac, ethertype::IPV4)
+    else {
         return First::Fallback;
     };
-    let Some((ip, after_ip)) = rest.split_first_chunk::<{ ipv4::HEADER_LEN }>() else {
-        return First::Fallback;
-    };
-    // Ethernet: IPv4 (so untagged), unicast to our MAC, from a unicast non-zero MAC.
-    let eth = ethernet::Header(eth);
-    let (dst_mac, src_mac) = (eth.dst_word(), eth.src_word());
-    if eth.ethertype() != ethertype::IPV4
-        || dst_mac & ethernet::GROUP_BIT != 0
-        || src_mac & ethernet::GROUP_BIT != 0
-        || dst_mac != port_mac
-        || src_mac == 0
-    {
-        return First::Fallback;
-    }
     // IPv4: version 4, no options, the lengths, the checksum.
     let ip = ipv4::Header(ip);
     let total = usize::from(ip.total_len());
@@ -87,28 +126,8 @@ pub(in crate::pipeline) fn classify<B: PacketBuf>(
     if check_source_v4(ip.src_u32(), ip.dst_u32(), ttl, snap).is_err() {
         return First::Fallback;
     }
-    // TCP / UDP header, inside the IP packet: `classify::parse_l4`'s checks.
-    let seg_len = total - ipv4::HEADER_LEN;
-    let (ports, tcp_bits) = if proto == PROTO_TCP {
-        let Some(t) = after_ip.first_chunk::<{ tcp::HEADER_LEN }>() else {
-            return First::Fallback;
-        };
-        let t = tcp::Header(t);
-        let off = t.header_len();
-        if seg_len < tcp::HEADER_LEN || off < tcp::HEADER_LEN || off > seg_len {
-            return First::Fallback;
-        }
-        (t.ports_word(), Some(t.flags()))
-    } else {
-        let Some(u) = after_ip.first_chunk::<{ udp::HEADER_LEN }>() else {
-            return First::Fallback;
-        };
-        let u = udp::Header(u);
-        let len = usize::from(u.length());
-        if seg_len < udp::HEADER_LEN || len < udp::HEADER_LEN || len > seg_len {
-            return First::Fallback;
-        }
-        (u.ports_word(), None)
+    let Some((ports, tcp_bits)) = transport(after_ip, total - ipv4::HEADER_LEN, proto) else {
+        return First::Fallback;
     };
     let key = Key {
         addrs: ip.addrs_word(),
@@ -122,7 +141,7 @@ pub(in crate::pipeline) fn classify<B: PacketBuf>(
         service: 0,
         len: total as u16,
         ttl,
-        tcp_bits: tcp_bits.unwrap_or(0),
+        tcp_bits,
         dont_frag: ip.dont_frag(),
         reply: false,
         pos: crate::flow::slot::NIL,
@@ -130,7 +149,7 @@ pub(in crate::pipeline) fn classify<B: PacketBuf>(
         pick: super::NO_PICK,
         reply_hash: TableHash(0),
     };
-    let bad_flags = tcp_bits.is_some_and(|b| !valid_tcp_flags(b));
+    let bad_flags = proto == PROTO_TCP && !valid_tcp_flags(tcp_bits);
     // By destination and source, as `classify::by_destination`.
     let (src, dst) = (key.addrs as u32, (key.addrs >> 32) as u32);
     let (sport, dport) = (ports as u16, (ports >> 16) as u16);

@@ -37,7 +37,13 @@ fn headers(
 /// The transport header's port field and checksum: the destination (`to_rs`) or source port
 /// set to `port` (wire form), the checksum moved by `delta`.
 #[inline(always)]
-fn transport(l4: &mut [u8], proto_: u8, to_rs: bool, port: u16, delta: u32) -> bool {
+pub(in crate::pipeline) fn transport(
+    l4: &mut [u8],
+    proto_: u8,
+    to_rs: bool,
+    port: u16,
+    delta: u32,
+) -> bool {
     if proto_ == PROTO_TCP {
         let Some(t) = l4.first_chunk_mut::<{ tcp::HEADER_LEN }>() else {
             return false;
@@ -98,7 +104,7 @@ pub(super) fn nat_to_client(frame: &mut [u8], proto_: u8, r: &Record, hop: &MacP
 
 /// DR: the MACs alone.
 #[inline(always)]
-pub(super) fn macs(frame: &mut [u8], macs: &MacPair) -> bool {
+pub(in crate::pipeline) fn macs(frame: &mut [u8], macs: &MacPair) -> bool {
     match frame.first_chunk_mut::<{ ethernet::HEADER_LEN }>() {
         Some(eth) => {
             macs.write(eth);
