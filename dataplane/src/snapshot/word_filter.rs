@@ -51,9 +51,7 @@ impl WordFilter {
         let i = self.bit(w);
         // The index is below the bitmap's size by construction; were it not, "maybe" keeps
         // the answer to the map.
-        self.bits
-            .get(i / 64)
-            .map_or(true, |b| b >> (i % 64) & 1 != 0)
+        self.bits.get(i / 64).is_none_or(|b| b >> (i % 64) & 1 != 0)
     }
 }
 
