@@ -4,12 +4,11 @@
 //! Addresses come as the 16 bytes of a flow key (IPv4 stored IPv4-mapped), so one function
 //! serves both families without converting.
 
-use std::net::Ipv6Addr;
-
-/// Whether the 16 bytes hold an IPv4 address (IPv4-mapped form `::ffff:a.b.c.d`).
+/// Whether the 16 bytes hold an IPv4 address (IPv4-mapped form `::ffff:a.b.c.d`): the top
+/// 96 bits are `0xffff`.
 #[inline]
 pub fn is_mapped(a: &[u8; 16]) -> bool {
-    a[..10] == [0; 10] && a[10] == 0xff && a[11] == 0xff
+    u128::from_be_bytes(*a) >> 32 == 0xffff
 }
 
 /// Whether an IPv4 address (4 bytes) may be a packet's source: not 0.0.0.0/8 ("this network"),
@@ -22,10 +21,12 @@ pub fn is_unicast_source_v4(a: [u8; 4]) -> bool {
 
 /// Whether an IPv6 address may be a packet's source: not `::` (unspecified), `::1` (loopback),
 /// `ff00::/8` (multicast) or IPv4-mapped (`::ffff:0:0/96`, RFC 4291 2.5.5.2: never on the wire).
+/// On the address as one 128-bit word: every packet's source and destination go through it.
 #[inline]
 pub fn is_unicast_source_v6(a: &[u8; 16]) -> bool {
-    let ip = Ipv6Addr::from(*a);
-    !ip.is_unspecified() && !ip.is_loopback() && !ip.is_multicast() && !is_mapped(a)
+    let x = u128::from_be_bytes(*a);
+    // `::` and `::1` are the two words below 2.
+    x > 1 && x >> 120 != 0xff && x >> 32 != 0xffff
 }
 
 /// Whether a flow-key address (either family) may be a packet's source.
@@ -81,6 +82,32 @@ mod tests {
             "::2",
         ] {
             assert!(is_unicast_source(&key(good)), "{good}");
+        }
+    }
+
+    proptest::proptest! {
+        /// The word forms against the standard library's address classes.
+        #[test]
+        fn word_checks_agree_with_std(bytes in proptest::prelude::any::<[u8; 16]>(), class in 0u8..5) {
+            let mut a = bytes;
+            match class {
+                0 => a = [0; 16],
+                1 => a = std::net::Ipv6Addr::LOCALHOST.octets(),
+                2 => a[0] = 0xff,
+                3 => {
+                    a[..10].fill(0);
+                    a[10] = 0xff;
+                    a[11] = 0xff;
+                }
+                _ => {}
+            }
+            let ip = std::net::Ipv6Addr::from(a);
+            let mapped = ip.to_ipv4_mapped().is_some();
+            proptest::prop_assert_eq!(is_mapped(&a), mapped);
+            proptest::prop_assert_eq!(
+                is_unicast_source_v6(&a),
+                !ip.is_unspecified() && !ip.is_loopback() && !ip.is_multicast() && !mapped
+            );
         }
     }
 
