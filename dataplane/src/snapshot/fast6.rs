@@ -13,6 +13,7 @@
 //! full-NAT real server) has kind [`Kind::None`]: such packets take the general path.
 
 use super::fast4::{record_parts, wire_port, Hop, Kind};
+use super::word_filter::WordFilter;
 use super::word_map::WordMap;
 use super::{FwdMode, Ownership, Snapshot};
 use crate::wire::checksum;
@@ -41,6 +42,13 @@ pub(crate) fn endpoint6(addr: [u64; 2], port: u16, proto: u8) -> [u64; 3] {
 #[inline(always)]
 pub(crate) fn addr6(addr: [u64; 2]) -> [u64; 3] {
     [addr[0], addr[1], 0]
+}
+
+/// An address's two words folded into the one [`Fast6::addrs_filter`] takes (any fold keeps
+/// the filter exact about non-members; this one lets both halves pick the bit).
+#[inline(always)]
+pub(crate) fn filter_word6(addr: [u64; 2]) -> u64 {
+    addr[0] ^ addr[1].rotate_left(32)
 }
 
 /// A value of [`Fast6::services`] or [`Fast6::nat_endpoints`]: the service (or
@@ -141,6 +149,9 @@ pub(crate) struct Fast6 {
     pub(crate) services: WordMap<Entry6, [u64; 3]>,
     /// `fast4::ADDR_VIP` / `ADDR_OWN` by address.
     pub(crate) addrs: WordMap<u8, [u64; 3]>,
+    /// The addresses of `addrs` ([`filter_word6`]), for the packets that are not to one (a
+    /// NAT reply).
+    pub(crate) addrs_filter: WordFilter,
     /// A NAT real server's endpoint: its service, or `AMBIGUOUS`, and its owner rule.
     pub(crate) nat_endpoints: WordMap<Entry6, [u64; 3]>,
     /// Resolved neighbours' MACs by address.
@@ -211,6 +222,7 @@ impl Fast6 {
         });
         Fast6 {
             services: WordMap::build(services),
+            addrs_filter: WordFilter::build(addrs.keys().map(|a| filter_word6([a[0], a[1]]))),
             addrs: WordMap::build(addrs),
             nat_endpoints: WordMap::build(nat_endpoints.collect::<Vec<_>>()),
             neighbours: WordMap::build(neighbours.collect::<Vec<_>>()),

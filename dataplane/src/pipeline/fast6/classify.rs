@@ -19,7 +19,7 @@ use crate::flow::key::{PROTO_TCP, PROTO_UDP};
 use crate::flow::slot::Key;
 use crate::flow::TableHash;
 use crate::io::PacketBuf;
-use crate::snapshot::fast6::{addr6, endpoint6};
+use crate::snapshot::fast6::{addr6, endpoint6, filter_word6};
 use crate::snapshot::Snapshot;
 use crate::wire::addr;
 use crate::wire::ethernet::ethertype;
@@ -73,17 +73,19 @@ pub(in crate::pipeline) fn classify<B: PacketBuf>(
     let (src_w, dst_w) = ([key.addrs[0], key.addrs[1]], [key.addrs[2], key.addrs[3]]);
     let (sport, dport) = (ports as u16, (ports >> 16) as u16);
     let f6 = &snap.fast6;
-    let (entry, reply, client, client_port) =
-        if let Some(e) = f6.services.get(endpoint6(dst_w, dport, proto)) {
-            (e, false, &src, sport)
-        } else if f6.addrs.get(addr6(dst_w)).is_some() {
-            // A VIP without this service, or the box itself: the general path's.
-            return false;
-        } else if let Some(e) = f6.nat_endpoints.get(endpoint6(src_w, sport, proto)) {
-            (e, true, &dst, dport)
-        } else {
-            return false;
-        };
+    let (entry, reply, client, client_port) = if let Some(e) =
+        f6.services.get(endpoint6(dst_w, dport, proto))
+    {
+        (e, false, &src, sport)
+    } else if f6.addrs_filter.may_hold(filter_word6(dst_w)) && f6.addrs.get(addr6(dst_w)).is_some()
+    {
+        // A VIP without this service, or the box itself: the general path's.
+        return false;
+    } else if let Some(e) = f6.nat_endpoints.get(endpoint6(src_w, sport, proto)) {
+        (e, true, &dst, dport)
+    } else {
+        return false;
+    };
     // Port numbers from their wire forms.
     if bad_flags
         || w.owner_elsewhere(entry.rule, client, client_port.swap_bytes())
