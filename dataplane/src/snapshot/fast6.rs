@@ -353,6 +353,8 @@ mod tests {
                     snap.service(&key, proto, port).map(|(i, s)| Entry6 { service: i, rule: s.ownership })
                 );
                 let bits = f.addrs.get(addr6(w)).unwrap_or(0);
+                // The filter lets every address of the map by (it may let others by too).
+                prop_assert!(bits == 0 || f.addrs_filter.may_hold(filter_word6(w)));
                 prop_assert_eq!(bits & ADDR_VIP != 0, snap.is_vip(&key));
                 prop_assert_eq!(bits & ADDR_OWN != 0, snap.is_local_key(&key));
                 prop_assert_eq!(
